@@ -1,0 +1,12 @@
+// The `invar` command line: generate (and, later, chat, serve, verify, bench).
+#include <CLI/CLI.hpp>
+
+#include "cli/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"invar: a batch-invariant LLM inference engine"};
+  app.require_subcommand(1);
+  invar::cli::add_generate(app);
+  CLI11_PARSE(app, argc, argv);
+  return invar::cli::exit_code();
+}

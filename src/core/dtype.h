@@ -1,0 +1,80 @@
+// Element types and exact scalar conversions (f16/bf16 <-> f32).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <string_view>
+
+namespace invar {
+
+enum class DType : uint8_t { f32, f16, bf16 };
+
+constexpr size_t dtype_size(DType t) { return t == DType::f32 ? 4 : 2; }
+constexpr std::string_view dtype_name(DType t) {
+  switch (t) {
+    case DType::f32: return "f32";
+    case DType::f16: return "f16";
+    case DType::bf16: return "bf16";
+  }
+  return "?";
+}
+
+inline float bits_to_f32(uint32_t b) {
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+inline uint32_t f32_to_bits(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  return b;
+}
+
+inline float bf16_to_f32(uint16_t h) { return bits_to_f32(uint32_t(h) << 16); }
+
+// Round to nearest even; NaN stays NaN (quiet).
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t b = f32_to_bits(f);
+  if ((b & 0x7fffffffu) > 0x7f800000u) return uint16_t((b >> 16) | 0x40);
+  b += 0x7fffu + ((b >> 16) & 1u);
+  return uint16_t(b >> 16);
+}
+
+// IEEE half -> float, exact for every input (subnormals, inf, NaN).
+inline float f16_to_f32(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t mant = h & 0x3ffu;
+  if (exp == 0) {
+    if (mant == 0) return bits_to_f32(sign);
+    // Subnormal: value = mant * 2^-24, exact in f32.
+    float v = float(mant) * (1.0f / 16777216.0f);
+    return sign ? -v : v;
+  }
+  if (exp == 31) return bits_to_f32(sign | 0x7f800000u | (mant << 13));
+  return bits_to_f32(sign | ((exp + 112) << 23) | (mant << 13));
+}
+
+// float -> IEEE half, round to nearest even.
+inline uint16_t f32_to_f16(float f) {
+  uint32_t b = f32_to_bits(f);
+  uint32_t sign = (b >> 16) & 0x8000u;
+  uint32_t abs = b & 0x7fffffffu;
+  if (abs > 0x7f800000u) return uint16_t(sign | 0x7e00u);
+  if (abs >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds to >= 65520: inf
+  if (abs < 0x38800000u) {                                 // below smallest normal half
+    float v = bits_to_f32(abs) * 16777216.0f;               // in units of 2^-24
+    uint32_t m = uint32_t(v);
+    float rem = v - float(m);
+    if (rem > 0.5f || (rem == 0.5f && (m & 1u))) ++m;
+    return uint16_t(sign | m);
+  }
+  uint32_t e = ((abs >> 23) - 112) << 10;
+  uint32_t m = (abs >> 13) & 0x3ffu;
+  uint32_t h = e | m;
+  uint32_t round = abs & 0x1fffu;
+  if (round > 0x1000u || (round == 0x1000u && (h & 1u))) ++h;
+  return uint16_t(sign | h);
+}
+
+}  // namespace invar

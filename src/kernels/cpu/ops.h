@@ -1,0 +1,63 @@
+// CPU implementations of every op (f32 activations, f32 accumulation).
+// Invariance (R1-R4): every output element is reduced in an order fixed by model shapes; the
+// thread pool splits rows and columns, never a reduction axis.
+//   T = tokens, H = hidden size, N = output features, K = input features, V = vocab,
+//   Hq = query heads, Hkv = kv heads, D = head dim, I = intermediate size
+#pragma once
+
+#include <cstdint>
+
+#include "core/thread_pool.h"
+#include "kernels/types.h"
+
+namespace invar::kernels::cpu {
+
+// out[t, :] = table[ids[t], :]
+void embedding(const WeightRef& table,  // [V, H]
+               const int32_t* ids,      // [T]
+               int64_t tokens, float* out,  // [T, H]
+               ThreadPool& pool);
+
+// out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight. out may alias x.
+void rmsnorm(const float* x,       // [rows, dim]
+             const float* weight,  // [dim]
+             int64_t rows, int64_t dim, float eps, float* out, ThreadPool& pool);
+
+// y = x W^T (+ bias): y[m, n] = sum_k x[m, k] * w[n, k], k reduced in one fixed order for all M.
+void gemm(const float* x,        // [M, K]
+          const WeightRef& w,    // [N, K]
+          const float* bias,     // [N] or nullptr
+          int64_t m, float* y,   // [M, N]
+          ThreadPool& pool);
+
+// Rotates q and k in place at the given absolute positions.
+void rope(float* x,                // [T, heads, D]
+          const int32_t* positions,  // [T]
+          int64_t tokens, int heads, int head_dim, const RopeParams& params, ThreadPool& pool);
+
+// Writes this step's K and V rows into their cache slots (slot = block * block_size + offset).
+void kv_store(const float* k,  // [T, Hkv, D]
+              const float* v,  // [T, Hkv, D]
+              const int64_t* slots,  // [T]
+              int64_t tokens, const KvLayerRef& cache, ThreadPool& pool);
+
+// Causal GQA attention over the paged cache for a varlen batch. Each (token, head) is computed
+// by one routine that walks KV positions 0..pos in fixed tiles from absolute position 0 (R3),
+// so the result does not depend on how the sequence was batched or chunked.
+void attention(const float* q,  // [T, Hq, D]
+               const KvLayerRef& cache, const AttentionPlan& plan, int q_heads, float scale,
+               float* out,  // [T, Hq, D]
+               ThreadPool& pool);
+
+// out[t, i] = silu(gate[t, i]) * up[t, i]
+void silu_mul(const float* gate, const float* up,  // [T, I] each
+              int64_t n, float* out, ThreadPool& pool);
+
+// acc[i] += x[i]
+void add(float* acc, const float* x, int64_t n, ThreadPool& pool);
+
+// out[r] = argmax_j x[r, j]; ties go to the lowest index.
+void argmax(const float* x,  // [rows, V]
+            int64_t rows, int64_t cols, int32_t* out, ThreadPool& pool);
+
+}  // namespace invar::kernels::cpu

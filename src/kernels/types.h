@@ -1,0 +1,58 @@
+// Plain descriptors shared by every op implementation: weights, rope parameters and the
+// attention batch plan. Raw pointers, shapes and strides only (STYLE.md, layers).
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace invar::kernels {
+
+// A row-major weight matrix [rows, cols]; a linear layer y = x W^T has rows = N (outputs),
+// cols = K (inputs). dtype is f32 or bf16.
+struct WeightRef {
+  const void* data = nullptr;
+  DType dtype = DType::f32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+};
+
+enum class RopeStyle : uint8_t {
+  interleaved,  // rotate pairs (2i, 2i+1): GGUF Llama files (q/k rows permuted by converters)
+  half,         // rotate pairs (i, i + rot_dim/2): Hugging Face "neox" style
+};
+
+// Rotary embedding. inv_freq[i] for i < rot_dim/2 is computed once from the model config
+// (theta, scaling) on the host: it depends on model shapes only (R5).
+struct RopeParams {
+  RopeStyle style = RopeStyle::half;
+  int rot_dim = 0;               // rotated leading dims of each head (<= head_dim)
+  const float* inv_freq = nullptr;  // [rot_dim / 2]
+  float attention_factor = 1.0f;    // cos/sin multiplier (YaRN-style scaling); 1 otherwise
+};
+
+// Where a batch's tokens live in the paged KV cache and which positions each query sees.
+// Built on the host by the scheduler (plan), read by the attention kernels (run).
+//   S = sequences in the batch, T = tokens in the batch (sum of query lengths)
+struct AttentionPlan {
+  int num_seqs = 0;
+  const int32_t* q_indptr = nullptr;    // [S + 1]: tokens q_indptr[s]..q_indptr[s+1] belong to s
+  const int32_t* kv_lens = nullptr;     // [S]: cached tokens of s after this step's writes
+  const int32_t* block_tables = nullptr;  // [S, max_blocks_per_seq]: physical block ids
+  int max_blocks_per_seq = 0;
+  int block_size = 0;                   // tokens per KV block
+  // The query tokens of sequence s sit at absolute positions kv_lens[s] - q_len .. kv_lens[s]-1;
+  // token t attends causally to positions 0..pos(t).
+};
+
+// Paged KV cache of one layer: [num_blocks, block_size, kv_heads, head_dim], f32 on the CPU.
+struct KvLayerRef {
+  float* k = nullptr;
+  float* v = nullptr;
+  int num_blocks = 0;
+  int block_size = 0;
+  int kv_heads = 0;
+  int head_dim = 0;
+};
+
+}  // namespace invar::kernels

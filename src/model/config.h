@@ -1,0 +1,51 @@
+// Architecture hyper-parameters, read from GGUF metadata or a Hugging Face config.json.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "kernels/types.h"
+
+namespace invar::model {
+
+enum class Arch : uint8_t { llama, qwen2, qwen3 };
+
+struct RopeScaling {
+  enum class Kind : uint8_t { none, linear, llama3 };
+  Kind kind = Kind::none;
+  float factor = 1.0f;
+  float low_freq_factor = 1.0f;
+  float high_freq_factor = 4.0f;
+  int original_max_position = 8192;
+};
+
+struct ModelConfig {
+  Arch arch = Arch::llama;
+  int vocab_size = 0;
+  int hidden_size = 0;
+  int intermediate_size = 0;
+  int num_layers = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  int max_position = 0;
+  float rms_eps = 1e-6f;
+  float rope_theta = 10000.0f;
+  RopeScaling rope_scaling;
+  kernels::RopeStyle rope_style = kernels::RopeStyle::half;
+  bool attention_bias = false;  // q/k/v projections carry a bias (Qwen2)
+  bool qk_norm = false;         // RMSNorm on each q and k head before rope (Qwen3)
+  bool tie_embeddings = false;  // lm_head shares the embedding table
+
+  // Checks the relations the forward pass relies on (heads divide, sizes positive).
+  Status validate(const std::string& where) const;
+};
+
+std::string arch_name(Arch a);
+
+// inv_freq[i] = 1 / theta^(2i / rot_dim), adjusted by the config's rope scaling.
+std::vector<float> rope_inv_freq(const ModelConfig& c);
+
+}  // namespace invar::model
