@@ -1,0 +1,15 @@
+// Subcommands of the `invar` command line. Each registers itself on the app and records its
+// exit status.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace invar::cli {
+
+void add_generate(CLI::App& app);
+
+// The exit status set by the subcommand that ran.
+int exit_code();
+void set_exit_code(int code);
+
+}  // namespace invar::cli

@@ -1,0 +1,121 @@
+#include "model/transformer.h"
+
+#include <cmath>
+
+#include "kernels/cpu/ops.h"
+
+namespace invar::model {
+
+namespace cpu = kernels::cpu;
+
+Transformer::Transformer(const ModelConfig& config, const ModelWeights& weights, ThreadPool& pool)
+    : config_(config), weights_(weights), pool_(pool), inv_freq_(rope_inv_freq(config)) {}
+
+Status Transformer::check_plan(const BatchPlan& plan, const KvCache& cache) const {
+  const size_t t = plan.token_ids.size();
+  if (plan.positions.size() != t || plan.slots.size() != t)
+    return Status::error("batch plan: token_ids, positions and slots differ in length");
+  if (plan.q_indptr.size() != plan.kv_lens.size() + 1 || plan.q_indptr.back() != int32_t(t))
+    return Status::error("batch plan: q_indptr does not cover the tokens");
+  if (plan.block_tables.size() != plan.kv_lens.size() * size_t(plan.max_blocks_per_seq))
+    return Status::error("batch plan: block_tables is not [sequences, max_blocks_per_seq]");
+  for (int32_t id : plan.token_ids)
+    if (id < 0 || id >= config_.vocab_size)
+      return Status::errorf("batch plan: token id {} outside the vocabulary [0, {})", id,
+                            config_.vocab_size);
+  for (int32_t pos : plan.positions)
+    if (pos < 0 || (config_.max_position > 0 && pos >= config_.max_position))
+      return Status::errorf("batch plan: position {} outside the model context [0, {})", pos,
+                            config_.max_position);
+  const int64_t capacity = int64_t(cache.num_blocks()) * cache.block_size();
+  for (int64_t s : plan.slots)
+    if (s < 0 || s >= capacity)
+      return Status::errorf("batch plan: KV slot {} outside the cache (capacity {})", s, capacity);
+  for (int32_t b : plan.block_tables)
+    if (b >= cache.num_blocks())
+      return Status::errorf("batch plan: KV block {} outside the cache ({} blocks)", b,
+                            cache.num_blocks());
+  for (int32_t r : plan.logit_rows)
+    if (r < 0 || r >= int32_t(t)) return Status::errorf("batch plan: logit row {} out of range", r);
+  return Status();
+}
+
+Status Transformer::forward(const BatchPlan& plan, KvCache& cache, std::vector<float>& logits) {
+  INVAR_RETURN_IF_ERROR(check_plan(plan, cache));
+  const int tokens = plan.num_tokens();
+  const int64_t hidden = config_.hidden_size;
+  if (tokens == 0) {
+    logits.clear();
+    return Status();
+  }
+  x_.resize(size_t(tokens) * hidden);
+  h_.resize(x_.size());
+  cpu::embedding(weights_.embedding.ref(), plan.token_ids.data(), tokens, x_.data(), pool_);
+
+  for (int l = 0; l < config_.num_layers; ++l) {
+    attention_block(l, plan, cache, tokens);
+    mlp_block(l, tokens);
+  }
+
+  // Only the requested rows go through the final norm and the (large) output projection.
+  const int64_t rows = int64_t(plan.logit_rows.size());
+  rows_.resize(size_t(rows) * hidden);
+  for (int64_t r = 0; r < rows; ++r)
+    std::copy_n(x_.data() + int64_t(plan.logit_rows[r]) * hidden, hidden,
+                rows_.data() + r * hidden);
+  cpu::rmsnorm(rows_.data(), weights_.final_norm.f32(), rows, hidden, config_.rms_eps,
+               rows_.data(), pool_);
+  logits.resize(size_t(rows) * config_.vocab_size);
+  cpu::gemm(rows_.data(), weights_.output().ref(), nullptr, rows, logits.data(), pool_);
+  return Status();
+}
+
+void Transformer::attention_block(int l, const BatchPlan& plan, KvCache& cache, int tokens) {
+  const LayerWeights& w = weights_.layers[l];
+  const int64_t hidden = config_.hidden_size, d = config_.head_dim;
+  const int hq = config_.num_heads, hkv = config_.num_kv_heads;
+  q_.resize(size_t(tokens) * hq * d);
+  k_.resize(size_t(tokens) * hkv * d);
+  v_.resize(k_.size());
+  attn_.resize(q_.size());
+
+  cpu::rmsnorm(x_.data(), w.attn_norm.f32(), tokens, hidden, config_.rms_eps, h_.data(), pool_);
+  auto bias = [](const HostTensor& b) { return b.empty() ? nullptr : b.f32(); };
+  cpu::gemm(h_.data(), w.wq.ref(), bias(w.bq), tokens, q_.data(), pool_);
+  cpu::gemm(h_.data(), w.wk.ref(), bias(w.bk), tokens, k_.data(), pool_);
+  cpu::gemm(h_.data(), w.wv.ref(), bias(w.bv), tokens, v_.data(), pool_);
+  if (config_.qk_norm) {  // per-head RMSNorm (Qwen3), before rope
+    cpu::rmsnorm(q_.data(), w.q_norm.f32(), int64_t(tokens) * hq, d, config_.rms_eps, q_.data(),
+                 pool_);
+    cpu::rmsnorm(k_.data(), w.k_norm.f32(), int64_t(tokens) * hkv, d, config_.rms_eps, k_.data(),
+                 pool_);
+  }
+  kernels::RopeParams rope{config_.rope_style, int(inv_freq_.size() * 2), inv_freq_.data(), 1.0f};
+  cpu::rope(q_.data(), plan.positions.data(), tokens, hq, int(d), rope, pool_);
+  cpu::rope(k_.data(), plan.positions.data(), tokens, hkv, int(d), rope, pool_);
+
+  kernels::KvLayerRef layer = cache.layer(l);
+  cpu::kv_store(k_.data(), v_.data(), plan.slots.data(), tokens, layer, pool_);
+  kernels::AttentionPlan ap{plan.num_seqs(),          plan.q_indptr.data(),
+                            plan.kv_lens.data(),      plan.block_tables.data(),
+                            plan.max_blocks_per_seq, cache.block_size()};
+  cpu::attention(q_.data(), layer, ap, hq, 1.0f / std::sqrt(float(d)), attn_.data(), pool_);
+
+  cpu::gemm(attn_.data(), w.wo.ref(), nullptr, tokens, h_.data(), pool_);
+  cpu::add(x_.data(), h_.data(), int64_t(tokens) * hidden, pool_);
+}
+
+void Transformer::mlp_block(int l, int tokens) {
+  const LayerWeights& w = weights_.layers[l];
+  const int64_t hidden = config_.hidden_size, inter = config_.intermediate_size;
+  gate_.resize(size_t(tokens) * inter);
+  up_.resize(gate_.size());
+  cpu::rmsnorm(x_.data(), w.ffn_norm.f32(), tokens, hidden, config_.rms_eps, h_.data(), pool_);
+  cpu::gemm(h_.data(), w.w_gate.ref(), nullptr, tokens, gate_.data(), pool_);
+  cpu::gemm(h_.data(), w.w_up.ref(), nullptr, tokens, up_.data(), pool_);
+  cpu::silu_mul(gate_.data(), up_.data(), int64_t(tokens) * inter, gate_.data(), pool_);
+  cpu::gemm(gate_.data(), w.w_down.ref(), nullptr, tokens, h_.data(), pool_);
+  cpu::add(x_.data(), h_.data(), int64_t(tokens) * hidden, pool_);
+}
+
+}  // namespace invar::model

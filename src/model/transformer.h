@@ -1,0 +1,42 @@
+// The decoder-only transformer forward pass (Llama, Qwen2, Qwen3 families) over a varlen
+// batch with a paged KV cache, on the CPU kernels.
+//   T = tokens in the step, H = hidden, Hq/Hkv = query/kv heads, D = head dim,
+//   I = intermediate size, V = vocab, L = rows of logits requested
+#pragma once
+
+#include <vector>
+
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "model/batch.h"
+#include "model/kv_cache.h"
+#include "model/weights.h"
+
+namespace invar::model {
+
+class Transformer {
+ public:
+  // Keeps references to config, weights and pool; they must outlive the transformer.
+  Transformer(const ModelConfig& config, const ModelWeights& weights, ThreadPool& pool);
+
+  // Runs one step: writes the batch's K/V into `cache` and the logits of plan.logit_rows to
+  // `logits` ([L, V], row-major). Each logit row depends only on its own sequence (the
+  // invariance contract), not on the other sequences in the plan.
+  Status forward(const BatchPlan& plan, KvCache& cache, std::vector<float>& logits);
+
+  const ModelConfig& config() const { return config_; }
+
+ private:
+  void attention_block(int layer, const BatchPlan& plan, KvCache& cache, int tokens);
+  void mlp_block(int layer, int tokens);
+  Status check_plan(const BatchPlan& plan, const KvCache& cache) const;
+
+  const ModelConfig& config_;
+  const ModelWeights& weights_;
+  ThreadPool& pool_;
+  std::vector<float> inv_freq_;
+  // Scratch activations, grown to the largest step seen.
+  std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_, rows_;
+};
+
+}  // namespace invar::model

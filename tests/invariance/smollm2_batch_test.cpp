@@ -1,0 +1,181 @@
+// The invariance contract on the CPU, bitwise, for SmolLM2-135M (DESIGN.md, items 1-3):
+// the logits of every position of a target sequence are identical when it runs alone, in
+// batches of 2..33 with random other sequences (prefills and decodes) at random slots, and
+// with its prompt cut into chunks of 1, 7, 64 and all tokens.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <memory>
+#include <random>
+
+#include "engine/block_allocator.h"
+#include "engine/model_bundle.h"
+#include "model/transformer.h"
+#include "test_paths.h"
+
+namespace invar {
+namespace {
+
+constexpr int kBlockSize = 16;
+constexpr int kMaxBlocks = 8;  // 128 tokens per sequence at most
+
+struct Sequence {
+  std::vector<int32_t> tokens;  // whole sequence
+  std::vector<int32_t> table;   // KV blocks
+  int cached = 0;               // tokens already in the KV cache
+};
+
+class SmolLM2Invariance : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::string path = invar::testing::default_model_path();
+    if (path.empty()) return;
+    auto b = engine::open_model(path, {});
+    ASSERT_TRUE(b.ok()) << b.status().message();
+    bundle_ = new engine::ModelBundle(std::move(b).value());
+    pool_ = new ThreadPool(2);
+  }
+  static void TearDownTestSuite() {
+    delete bundle_;
+    delete pool_;
+    bundle_ = nullptr;
+    pool_ = nullptr;
+  }
+  void SetUp() override {
+    if (!bundle_) GTEST_SKIP() << "default model not fetched (run scripts/fetch-model)";
+    const auto& m = bundle_->model;
+    transformer_ = std::make_unique<model::Transformer>(m.config, m.weights, *pool_);
+    cache_ = std::make_unique<model::KvCache>(m.config, 40 * kMaxBlocks, kBlockSize);
+    blocks_ = std::make_unique<engine::BlockAllocator>(cache_->num_blocks());
+    target_.tokens = bundle_->tokenizer.encode(
+        "The capital of France is Paris. The capital of Germany is Berlin, and the capital of "
+        "Italy is Rome; the capital of Spain is",
+        false, false);
+    ASSERT_GE(target_.tokens.size(), 20u);
+  }
+
+  int vocab() const { return bundle_->model.config.vocab_size; }
+
+  // Runs one step holding `count` new tokens of each listed sequence (in order); returns the
+  // target's logits rows (all its tokens in the step) when the target is among them.
+  std::vector<float> step(std::vector<Sequence*> seqs, std::vector<int> counts,
+                          const Sequence* target) {
+    model::BatchPlanBuilder builder(kBlockSize, kMaxBlocks);
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      Sequence& s = *seqs[i];
+      int end = s.cached + counts[i];
+      int need = (end + kBlockSize - 1) / kBlockSize - int(s.table.size());
+      if (need > 0) EXPECT_TRUE(blocks_->allocate(need, s.table).ok());
+      std::span<const int32_t> toks(s.tokens.data() + s.cached, size_t(counts[i]));
+      builder.add_sequence(toks, s.cached, s.table, /*all_logits=*/&s == target);
+      s.cached = end;
+    }
+    std::vector<float> logits;
+    Status st = transformer_->forward(builder.build(), *cache_, logits);
+    EXPECT_TRUE(st.ok()) << st.message();
+    return logits;
+  }
+
+  void reset(Sequence& s) {
+    blocks_->release(s.table);
+    s.cached = 0;
+  }
+
+  // The target's logits when its prompt is fed in chunks of `chunk` tokens, alone.
+  std::vector<float> run_alone(int chunk) {
+    std::vector<float> all;
+    while (target_.cached < int(target_.tokens.size())) {
+      int n = std::min<int>(chunk, int(target_.tokens.size()) - target_.cached);
+      auto l = step({&target_}, {n}, &target_);
+      all.insert(all.end(), l.begin(), l.end());
+    }
+    reset(target_);
+    return all;
+  }
+
+  static inline engine::ModelBundle* bundle_ = nullptr;
+  static inline ThreadPool* pool_ = nullptr;
+  std::unique_ptr<model::Transformer> transformer_;
+  std::unique_ptr<model::KvCache> cache_;
+  std::unique_ptr<engine::BlockAllocator> blocks_;
+  Sequence target_;
+};
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+TEST_F(SmolLM2Invariance, ChunkedPrefillGivesSameBits) {
+  auto whole = run_alone(int(target_.tokens.size()));
+  ASSERT_EQ(whole.size(), target_.tokens.size() * size_t(vocab()));
+  for (int chunk : {1, 7, 64}) {
+    EXPECT_TRUE(same_bits(whole, run_alone(chunk))) << "chunk size " << chunk;
+  }
+}
+
+TEST_F(SmolLM2Invariance, BatchedWithRandomSequencesGivesSameBits) {
+  auto alone = run_alone(int(target_.tokens.size()));
+  std::mt19937 rng(1234);
+  for (int batch = 2; batch <= 33; ++batch) {
+    // Other sequences: some decode (1 new token after a cached history), some prefill.
+    std::vector<Sequence> others(batch - 1);
+    std::vector<Sequence*> history_seqs;
+    std::vector<int> history_counts;
+    for (auto& o : others) {
+      int history = std::uniform_int_distribution<int>(0, 40)(rng);
+      int fresh = history > 0 && rng() % 2 ? 1 : std::uniform_int_distribution<int>(1, 12)(rng);
+      for (int i = 0; i < history + fresh; ++i)
+        o.tokens.push_back(std::uniform_int_distribution<int>(0, vocab() - 1)(rng));
+      if (history > 0) {
+        history_seqs.push_back(&o);
+        history_counts.push_back(history);
+      }
+    }
+    if (!history_seqs.empty()) step(history_seqs, history_counts, nullptr);
+
+    std::vector<Sequence*> seqs;
+    std::vector<int> counts;
+    for (auto& o : others) {
+      seqs.push_back(&o);
+      counts.push_back(int(o.tokens.size()) - o.cached);
+    }
+    size_t slot = rng() % batch;
+    seqs.insert(seqs.begin() + slot, &target_);
+    counts.insert(counts.begin() + slot, int(target_.tokens.size()));
+    auto batched = step(seqs, counts, &target_);
+    EXPECT_TRUE(same_bits(alone, batched)) << "batch " << batch << ", target at slot " << slot;
+    reset(target_);
+    for (auto& o : others) reset(o);
+  }
+}
+
+TEST_F(SmolLM2Invariance, ChunkedPrefillNextToOtherSequencesGivesSameBits) {
+  auto alone = run_alone(int(target_.tokens.size()));
+  std::mt19937 rng(99);
+  for (int chunk : {1, 7, 64}) {
+    std::vector<float> all;
+    std::vector<Sequence> others(3);
+    for (auto& o : others)
+      for (int i = 0; i < 100; ++i)
+        o.tokens.push_back(std::uniform_int_distribution<int>(0, vocab() - 1)(rng));
+    while (target_.cached < int(target_.tokens.size())) {
+      int n = std::min<int>(chunk, int(target_.tokens.size()) - target_.cached);
+      std::vector<Sequence*> seqs{&target_};
+      std::vector<int> counts{n};
+      for (auto& o : others) {
+        int k = std::uniform_int_distribution<int>(1, 9)(rng);
+        if (o.cached + k > int(o.tokens.size())) continue;
+        seqs.insert(seqs.begin() + rng() % (seqs.size() + 1), &o);
+        counts.insert(counts.begin() + (std::find(seqs.begin(), seqs.end(), &o) - seqs.begin()), k);
+      }
+      auto l = step(seqs, counts, &target_);
+      all.insert(all.end(), l.begin(), l.end());
+    }
+    EXPECT_TRUE(same_bits(alone, all)) << "chunk size " << chunk;
+    reset(target_);
+    for (auto& o : others) reset(o);
+  }
+}
+
+}  // namespace
+}  // namespace invar

@@ -1,0 +1,98 @@
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+
+#include "core/dtype.h"
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "engine/block_allocator.h"
+#include "model/batch.h"
+
+namespace invar {
+namespace {
+
+TEST(DType, HalfRoundTripsEveryValue) {
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    float f = f16_to_f32(uint16_t(h));
+    if (std::isnan(f)) continue;
+    EXPECT_EQ(f32_to_f16(f), h) << std::hex << h;
+  }
+}
+
+TEST(DType, BFloat16RoundsToNearestEven) {
+  EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
+  EXPECT_EQ(f32_to_bf16(bits_to_f32(0x3f808000u)), 0x3f80);  // tie -> even
+  EXPECT_EQ(f32_to_bf16(bits_to_f32(0x3f818000u)), 0x3f82);  // tie -> even (up)
+  EXPECT_EQ(f32_to_bf16(bits_to_f32(0x3f808001u)), 0x3f81);
+  EXPECT_EQ(bf16_to_f32(0xc000), -2.0f);
+  EXPECT_TRUE(std::isnan(bf16_to_f32(f32_to_bf16(std::nanf("")))));
+}
+
+TEST(DType, HalfEdgeCases) {
+  EXPECT_EQ(f16_to_f32(0x0001), std::ldexp(1.0f, -24));
+  EXPECT_EQ(f32_to_f16(65504.0f), 0x7bff);
+  EXPECT_EQ(f32_to_f16(70000.0f), 0x7c00);
+  EXPECT_EQ(f32_to_f16(-0.0f), 0x8000);
+}
+
+Result<int> parse_positive(int x) {
+  if (x <= 0) return Status::errorf("{} is not positive", x);
+  return x;
+}
+
+Result<int> doubled(int x) {
+  INVAR_ASSIGN_OR_RETURN(int v, parse_positive(x));
+  return 2 * v;
+}
+
+TEST(Status, PropagatesErrorsAndValues) {
+  EXPECT_EQ(*doubled(4), 8);
+  auto bad = doubled(-1);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(), "-1 is not positive");
+}
+
+TEST(ThreadPool, CoversTheRangeExactlyOnce) {
+  for (int threads : {1, 2, 5}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {0, 1, 7, 1000}) {
+      std::vector<std::atomic<int>> hits(size_t(n));
+      for (int rep = 0; rep < 20; ++rep)
+        pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) hits[size_t(i)]++;
+        });
+      for (auto& h : hits) EXPECT_EQ(h.load(), 20);
+    }
+  }
+}
+
+TEST(BlockAllocator, AllocatesReleasesAndRefusesWhenFull) {
+  engine::BlockAllocator a(4);
+  std::vector<int32_t> t1, t2;
+  ASSERT_TRUE(a.allocate(3, t1).ok());
+  EXPECT_EQ(a.num_free(), 1);
+  EXPECT_FALSE(a.allocate(2, t2).ok());
+  EXPECT_TRUE(t2.empty());
+  a.release(t1);
+  EXPECT_EQ(a.num_free(), 4);
+  ASSERT_TRUE(a.allocate(4, t2).ok());
+}
+
+TEST(BatchPlan, SlotsFollowTheBlockTable) {
+  model::BatchPlanBuilder b(4, 3);
+  std::vector<int32_t> toks{5, 6, 7}, table{9, 2};
+  b.add_sequence(toks, 3, table, false);
+  std::vector<int32_t> one{8};
+  std::vector<int32_t> table2{0};
+  b.add_sequence(one, 0, table2, true);
+  auto plan = b.build();
+  EXPECT_EQ(plan.slots, (std::vector<int64_t>{9 * 4 + 3, 2 * 4 + 0, 2 * 4 + 1, 0}));
+  EXPECT_EQ(plan.q_indptr, (std::vector<int32_t>{0, 3, 4}));
+  EXPECT_EQ(plan.kv_lens, (std::vector<int32_t>{6, 1}));
+  EXPECT_EQ(plan.logit_rows, (std::vector<int32_t>{2, 3}));
+  EXPECT_EQ(plan.block_tables, (std::vector<int32_t>{9, 2, -1, 0, -1, -1}));
+}
+
+}  // namespace
+}  // namespace invar
