@@ -38,6 +38,9 @@ struct ModelConfig {
   bool attention_bias = false;  // q/k/v projections carry a bias (Qwen2)
   bool qk_norm = false;         // RMSNorm on each q and k head before rope (Qwen3)
   bool tie_embeddings = false;  // lm_head shares the embedding table
+  // Per-frequency divisors from a GGUF `rope_freqs.weight` tensor (how llama.cpp stores Llama 3
+  // rope scaling): inv_freq[i] /= rope_freq_factors[i]. Empty otherwise.
+  std::vector<float> rope_freq_factors;
 
   // Checks the relations the forward pass relies on (heads divide, sizes positive).
   Status validate(const std::string& where) const;

@@ -47,7 +47,7 @@ Result<int> doubled(int x) {
 }
 
 TEST(Status, PropagatesErrorsAndValues) {
-  EXPECT_EQ(*doubled(4), 8);
+  EXPECT_EQ(doubled(4).value(), 8);
   auto bad = doubled(-1);
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().message(), "-1 is not positive");
@@ -57,7 +57,7 @@ TEST(ThreadPool, CoversTheRangeExactlyOnce) {
   for (int threads : {1, 2, 5}) {
     ThreadPool pool(threads);
     for (int64_t n : {0, 1, 7, 1000}) {
-      std::vector<std::atomic<int>> hits(size_t(n));
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
       for (int rep = 0; rep < 20; ++rep)
         pool.parallel_for(n, 1, [&](int64_t b, int64_t e) {
           for (int64_t i = b; i < e; ++i) hits[size_t(i)]++;
