@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Writes the tiny seeded Hugging Face checkpoints used as golden inputs by the tests.
+
+    python3 scripts/make-tiny-models.py [tests/data]
+
+  tiny-llama/          LlamaForCausalLM: hidden 64, 2 layers, 4 heads, 2 kv heads,
+                       intermediate 128, vocab 256, llama3 rope scaling, untied lm_head
+  tiny-qwen3/          Qwen3ForCausalLM: same sizes, head_dim 32, q/k norm, tied embeddings
+  tiny-llama-sharded/  tiny-llama split into two shards with model.safetensors.index.json
+
+Each directory gets config.json, f32 safetensors and tensor_checks.json (shape, float64 sum
+and first values of every tensor, for the loader tests). numpy only: the safetensors bytes
+are written by hand (8-byte little-endian header length, JSON header, raw data). The output
+is a pure function of the seeds, so rerunning rewrites identical files.
+"""
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+
+
+def write_safetensors(path, tensors):
+    """tensors: list of (name, float32 array), written in that order."""
+    header = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    blobs = []
+    for name, arr in tensors:
+        data = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # keep the data 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+
+
+def make_weights(cfg, seed):
+    rng = np.random.default_rng(seed)
+    h = cfg["hidden_size"]
+    inter = cfg["intermediate_size"]
+    v = cfg["vocab_size"]
+    d = cfg.get("head_dim", h // cfg["num_attention_heads"])
+    q = cfg["num_attention_heads"] * d
+    kv = cfg["num_key_value_heads"] * d
+    qk_norm = cfg["architectures"][0] == "Qwen3ForCausalLM"
+
+    def mat(rows, cols):
+        return (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
+
+    def norm(n):
+        return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+
+    t = [("model.embed_tokens.weight", rng.standard_normal((v, h)).astype(np.float32))]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        t += [(p + "input_layernorm.weight", norm(h)),
+              (p + "self_attn.q_proj.weight", mat(q, h)),
+              (p + "self_attn.k_proj.weight", mat(kv, h)),
+              (p + "self_attn.v_proj.weight", mat(kv, h)),
+              (p + "self_attn.o_proj.weight", mat(h, q))]
+        if qk_norm:
+            t += [(p + "self_attn.q_norm.weight", norm(d)),
+                  (p + "self_attn.k_norm.weight", norm(d))]
+        t += [(p + "post_attention_layernorm.weight", norm(h)),
+              (p + "mlp.gate_proj.weight", mat(inter, h)),
+              (p + "mlp.up_proj.weight", mat(inter, h)),
+              (p + "mlp.down_proj.weight", mat(h, inter))]
+    t.append(("model.norm.weight", norm(h)))
+    if not cfg["tie_word_embeddings"]:
+        t.append(("lm_head.weight", mat(v, h)))
+    return t
+
+
+def tensor_checks(tensors):
+    return {name: {"shape": list(a.shape),
+                   "sum": float(np.sum(a, dtype=np.float64)),
+                   "first": [float(x) for x in a.reshape(-1)[:4]]}
+            for name, a in tensors}
+
+
+def write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+LLAMA = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "vocab_size": 256,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "hidden_act": "silu",
+    "max_position_embeddings": 512,
+    "rms_norm_eps": 1e-05,
+    "rope_theta": 500000.0,
+    # A small original context so that low, medium and high frequencies all occur at
+    # head_dim 16.
+    "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                     "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+    "attention_bias": False,
+    "mlp_bias": False,
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "torch_dtype": "float32",
+}
+
+QWEN3 = {
+    "architectures": ["Qwen3ForCausalLM"],
+    "model_type": "qwen3",
+    "vocab_size": 256,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "hidden_act": "silu",
+    "max_position_embeddings": 512,
+    "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000.0,
+    "rope_scaling": None,
+    "attention_bias": False,
+    "use_sliding_window": False,
+    "sliding_window": None,
+    "max_window_layers": 2,
+    "tie_word_embeddings": True,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "torch_dtype": "float32",
+}
+
+
+def main():
+    root = sys.argv[1] if len(sys.argv) > 1 else os.path.join("tests", "data")
+    for name, cfg, seed in (("tiny-llama", LLAMA, 1234), ("tiny-qwen3", QWEN3, 5678)):
+        d = os.path.join(root, name)
+        os.makedirs(d, exist_ok=True)
+        tensors = make_weights(cfg, seed)
+        write_json(os.path.join(d, "config.json"), cfg)
+        write_safetensors(os.path.join(d, "model.safetensors"), tensors)
+        write_json(os.path.join(d, "tensor_checks.json"), tensor_checks(tensors))
+        if name == "tiny-llama":
+            sd = os.path.join(root, "tiny-llama-sharded")
+            os.makedirs(sd, exist_ok=True)
+            write_json(os.path.join(sd, "config.json"), cfg)
+            half = len(tensors) // 2
+            shards = [tensors[:half], tensors[half:]]
+            weight_map = {}
+            for i, part in enumerate(shards):
+                fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+                write_safetensors(os.path.join(sd, fname), part)
+                weight_map.update({n: fname for n, _ in part})
+            total = sum(a.nbytes for _, a in tensors)
+            write_json(os.path.join(sd, "model.safetensors.index.json"),
+                       {"metadata": {"total_size": total}, "weight_map": weight_map})
+    print(f"wrote tiny models under {root}")
+
+
+if __name__ == "__main__":
+    main()
