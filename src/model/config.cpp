@@ -1,0 +1,108 @@
+#include "model/config.h"
+
+#include <cmath>
+
+namespace invar::model {
+
+std::string arch_name(Arch a) {
+  switch (a) {
+    case Arch::llama: return "llama";
+    case Arch::qwen2: return "qwen2";
+    case Arch::qwen3: return "qwen3";
+  }
+  return "unknown";
+}
+
+Status ModelConfig::validate(const std::string& where) const {
+  auto positive = [&](const char* name, int v) -> Status {
+    if (v <= 0) return Status::errorf("{}: {} is {} (expected a positive value)", where, name, v);
+    return {};
+  };
+  INVAR_RETURN_IF_ERROR(positive("vocab_size", vocab_size));
+  INVAR_RETURN_IF_ERROR(positive("hidden_size", hidden_size));
+  INVAR_RETURN_IF_ERROR(positive("intermediate_size", intermediate_size));
+  INVAR_RETURN_IF_ERROR(positive("num_layers", num_layers));
+  INVAR_RETURN_IF_ERROR(positive("num_heads", num_heads));
+  INVAR_RETURN_IF_ERROR(positive("num_kv_heads", num_kv_heads));
+  INVAR_RETURN_IF_ERROR(positive("head_dim", head_dim));
+  INVAR_RETURN_IF_ERROR(positive("max_position", max_position));
+  if (num_heads % num_kv_heads != 0) {
+    return Status::errorf("{}: num_heads {} is not a multiple of num_kv_heads {}", where,
+                          num_heads, num_kv_heads);
+  }
+  if (head_dim % 2 != 0) {
+    return Status::errorf("{}: head_dim {} is odd (rope rotates pairs)", where, head_dim);
+  }
+  if (!(rms_eps > 0.0f) || !std::isfinite(rms_eps)) {
+    return Status::errorf("{}: rms_eps is {} (expected a small positive number)", where, rms_eps);
+  }
+  if (!(rope_theta > 0.0f) || !std::isfinite(rope_theta)) {
+    return Status::errorf("{}: rope_theta is {} (expected a positive number)", where, rope_theta);
+  }
+  const RopeScaling& s = rope_scaling;
+  if (s.kind != RopeScaling::Kind::none && (!(s.factor > 0.0f) || !std::isfinite(s.factor))) {
+    return Status::errorf("{}: rope scaling factor is {} (expected a positive number)", where,
+                          s.factor);
+  }
+  if (s.kind == RopeScaling::Kind::llama3) {
+    if (!(s.high_freq_factor > s.low_freq_factor) || !(s.low_freq_factor > 0.0f) ||
+        s.original_max_position <= 0) {
+      return Status::errorf("{}: llama3 rope scaling needs high_freq_factor > low_freq_factor > "
+                            "0 and original_max_position_embeddings > 0 (got {}, {}, {})",
+                            where, s.high_freq_factor, s.low_freq_factor,
+                            s.original_max_position);
+    }
+  }
+  if (!rope_freq_factors.empty()) {
+    if (rope_freq_factors.size() != size_t(head_dim / 2)) {
+      return Status::errorf("{}: rope_freqs has {} factors (expected head_dim / 2 = {})", where,
+                            rope_freq_factors.size(), head_dim / 2);
+    }
+    for (float f : rope_freq_factors) {
+      if (!(f > 0.0f) || !std::isfinite(f)) {
+        return Status::errorf("{}: rope_freqs holds {} (expected positive factors)", where, f);
+      }
+    }
+  }
+  return {};
+}
+
+// Matches Hugging Face's rope initializers (default, linear, llama3); computed in double and
+// rounded once, so the table depends only on the config (R5).
+std::vector<float> rope_inv_freq(const ModelConfig& c) {
+  const int rot_dim = c.head_dim;
+  const int half = rot_dim / 2;
+  std::vector<float> out(static_cast<size_t>(half));
+  const RopeScaling& s = c.rope_scaling;
+  constexpr double kPi = 3.14159265358979323846;
+  for (int i = 0; i < half; ++i) {
+    double inv = 1.0 / std::pow(double(c.rope_theta), double(2 * i) / double(rot_dim));
+    switch (s.kind) {
+      case RopeScaling::Kind::none:
+        break;
+      case RopeScaling::Kind::linear:
+        inv /= double(s.factor);
+        break;
+      case RopeScaling::Kind::llama3: {
+        const double old_ctx = double(s.original_max_position);
+        const double low_wavelen = old_ctx / double(s.low_freq_factor);
+        const double high_wavelen = old_ctx / double(s.high_freq_factor);
+        const double wavelen = 2.0 * kPi / inv;
+        if (wavelen > low_wavelen) {
+          inv /= double(s.factor);  // low frequencies: fully interpolated
+        } else if (wavelen >= high_wavelen) {
+          // medium: blend between interpolated and original
+          const double smooth = (old_ctx / wavelen - double(s.low_freq_factor)) /
+                                (double(s.high_freq_factor) - double(s.low_freq_factor));
+          inv = (1.0 - smooth) * inv / double(s.factor) + smooth * inv;
+        }
+        break;
+      }
+    }
+    if (size_t(i) < c.rope_freq_factors.size()) inv /= double(c.rope_freq_factors[size_t(i)]);
+    out[size_t(i)] = float(inv);
+  }
+  return out;
+}
+
+}  // namespace invar::model
