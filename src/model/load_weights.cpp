@@ -1,0 +1,147 @@
+// Name mapping and shape checks for the two file formats. GGUF and Hugging Face store a linear
+// layer's weight the same way, [out, in] row-major (GGUF's ne[0] = in), so no transposes; the
+// q/k row permutation of GGUF Llama files is kept and handled by RopeStyle::interleaved.
+#include <cmath>
+#include <filesystem>
+#include <optional>
+
+#include "model/config_parse.h"
+#include "model/gguf.h"
+#include "model/safetensors.h"
+#include "model/weight_loader.h"
+#include "model/weight_slots.h"
+
+namespace invar::model {
+
+std::string gguf_tensor_name(WeightRole role, int layer) {
+  const std::string b = "blk." + std::to_string(layer) + ".";
+  switch (role) {
+    case WeightRole::embedding: return "token_embd.weight";
+    case WeightRole::final_norm: return "output_norm.weight";
+    case WeightRole::lm_head: return "output.weight";
+    case WeightRole::attn_norm: return b + "attn_norm.weight";
+    case WeightRole::wq: return b + "attn_q.weight";
+    case WeightRole::wk: return b + "attn_k.weight";
+    case WeightRole::wv: return b + "attn_v.weight";
+    case WeightRole::wo: return b + "attn_output.weight";
+    case WeightRole::bq: return b + "attn_q.bias";
+    case WeightRole::bk: return b + "attn_k.bias";
+    case WeightRole::bv: return b + "attn_v.bias";
+    case WeightRole::q_norm: return b + "attn_q_norm.weight";
+    case WeightRole::k_norm: return b + "attn_k_norm.weight";
+    case WeightRole::ffn_norm: return b + "ffn_norm.weight";
+    case WeightRole::w_gate: return b + "ffn_gate.weight";
+    case WeightRole::w_up: return b + "ffn_up.weight";
+    case WeightRole::w_down: return b + "ffn_down.weight";
+  }
+  return "?";
+}
+
+std::string hf_tensor_name(WeightRole role, int layer) {
+  const std::string b = "model.layers." + std::to_string(layer) + ".";
+  switch (role) {
+    case WeightRole::embedding: return "model.embed_tokens.weight";
+    case WeightRole::final_norm: return "model.norm.weight";
+    case WeightRole::lm_head: return "lm_head.weight";
+    case WeightRole::attn_norm: return b + "input_layernorm.weight";
+    case WeightRole::wq: return b + "self_attn.q_proj.weight";
+    case WeightRole::wk: return b + "self_attn.k_proj.weight";
+    case WeightRole::wv: return b + "self_attn.v_proj.weight";
+    case WeightRole::wo: return b + "self_attn.o_proj.weight";
+    case WeightRole::bq: return b + "self_attn.q_proj.bias";
+    case WeightRole::bk: return b + "self_attn.k_proj.bias";
+    case WeightRole::bv: return b + "self_attn.v_proj.bias";
+    case WeightRole::q_norm: return b + "self_attn.q_norm.weight";
+    case WeightRole::k_norm: return b + "self_attn.k_norm.weight";
+    case WeightRole::ffn_norm: return b + "post_attention_layernorm.weight";
+    case WeightRole::w_gate: return b + "mlp.gate_proj.weight";
+    case WeightRole::w_up: return b + "mlp.up_proj.weight";
+    case WeightRole::w_down: return b + "mlp.down_proj.weight";
+  }
+  return "?";
+}
+
+namespace {
+
+// Rejects NaN and infinity: a corrupt or mis-decoded tensor must not load silently.
+Status check_finite(const HostTensor& t, const std::string& where, const std::string& name) {
+  const int64_t n = t.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    float v = t.dtype == DType::f32 ? t.f32()[i]
+                                    : bf16_to_f32(reinterpret_cast<const uint16_t*>(t.bytes.data())[i]);
+    if (!std::isfinite(v)) {
+      return Status::errorf("{}: tensor '{}': element {} is {} (corrupt file?)", where, name, i,
+                            v);
+    }
+  }
+  return {};
+}
+
+// Reads every slot of the config from a format: `shape_of(name)` gives a tensor's shape or
+// nullopt, `read(name, dtype, out)` its data.
+template <typename ShapeOf, typename Read>
+Result<ModelWeights> read_weights(const ModelConfig& c, const std::string& where,
+                                  std::string (*name_of)(WeightRole, int), DType weight_dtype,
+                                  ShapeOf shape_of, Read read) {
+  ModelWeights w;
+  INVAR_RETURN_IF_ERROR(for_each_weight_slot(c, w, [&](const WeightSlot& s) -> Status {
+    const std::string name = name_of(s.role, s.layer);
+    std::optional<std::vector<int64_t>> shape = shape_of(name);
+    if (!shape) {
+      return Status::errorf("{}: tensor '{}' is missing (a {} model with this config needs it, "
+                            "shape {})",
+                            where, name, arch_name(c.arch), shape_string(s.shape));
+    }
+    if (*shape != s.shape) {
+      return Status::errorf("{}: tensor '{}': shape {} does not match the config (expected {})",
+                            where, name, shape_string(*shape), shape_string(s.shape));
+    }
+    *s.tensor = HostTensor::zeros(s.matrix ? weight_dtype : DType::f32, s.shape);
+    INVAR_RETURN_IF_ERROR(read(name, s.tensor->dtype, s.tensor->bytes.data()));
+    return check_finite(*s.tensor, where, name);
+  }));
+  return w;
+}
+
+}  // namespace
+
+Result<LoadedModel> load_gguf_model(const std::string& path, const LoadOptions& options) {
+  INVAR_ASSIGN_OR_RETURN(GgufFile f, GgufFile::open(path));
+  LoadedModel m;
+  m.source = path;
+  INVAR_ASSIGN_OR_RETURN(m.config, config_from_gguf(f));
+  auto shape_of = [&](const std::string& name) -> std::optional<std::vector<int64_t>> {
+    const GgufTensorInfo* t = f.find_tensor(name);
+    if (!t) return std::nullopt;
+    return t->shape;
+  };
+  auto read = [&](const std::string& name, DType dtype, void* out) {
+    return f.read_tensor(*f.find_tensor(name), dtype, out);
+  };
+  INVAR_ASSIGN_OR_RETURN(m.weights, read_weights(m.config, path, gguf_tensor_name,
+                                                 options.weight_dtype, shape_of, read));
+  return m;
+}
+
+Result<LoadedModel> load_hf_model(const std::string& dir, const std::string& single_file,
+                                  const LoadOptions& options) {
+  LoadedModel m;
+  m.source = single_file.empty() ? dir : single_file;
+  INVAR_ASSIGN_OR_RETURN(m.config, read_hf_config(dir));
+  INVAR_ASSIGN_OR_RETURN(SafetensorsSet set, single_file.empty()
+                                                 ? SafetensorsSet::open_dir(dir)
+                                                 : SafetensorsSet::open_file(single_file));
+  auto shape_of = [&](const std::string& name) -> std::optional<std::vector<int64_t>> {
+    const SafetensorsTensorInfo* t = set.find_tensor(name);
+    if (!t) return std::nullopt;
+    return t->shape;
+  };
+  auto read = [&](const std::string& name, DType dtype, void* out) {
+    return set.read_tensor(name, dtype, out);
+  };
+  INVAR_ASSIGN_OR_RETURN(m.weights, read_weights(m.config, set.where(), hf_tensor_name,
+                                                 options.weight_dtype, shape_of, read));
+  return m;
+}
+
+}  // namespace invar::model

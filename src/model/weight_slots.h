@@ -1,0 +1,41 @@
+// The list of weight tensors a config needs, with their expected shapes: one walk shared by
+// the file loaders (name mapping + shape checks) and random_weights.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace invar::model {
+
+enum class WeightRole : uint8_t {
+  embedding, final_norm, lm_head,  // model-level
+  attn_norm, wq, wk, wv, wo, bq, bk, bv, q_norm, k_norm, ffn_norm, w_gate, w_up, w_down,
+};
+
+struct WeightSlot {
+  WeightRole role;
+  int layer;                   // -1 for model-level tensors
+  std::vector<int64_t> shape;  // expected, outermost first
+  bool matrix;                 // stored in the weight dtype; vectors (norms, biases) are f32
+  HostTensor* tensor;          // where it goes
+};
+
+// Calls fn for every tensor `config` needs, in a fixed order, and stops at the first error.
+// lm_head is skipped when tied; biases and q/k norms only when the config has them.
+Status for_each_weight_slot(const ModelConfig& config, ModelWeights& weights,
+                            const std::function<Status(const WeightSlot&)>& fn);
+
+// "[a, b]"
+std::string shape_string(const std::vector<int64_t>& shape);
+
+// The tensor name of a slot in each file format.
+std::string gguf_tensor_name(WeightRole role, int layer);
+std::string hf_tensor_name(WeightRole role, int layer);
+
+}  // namespace invar::model

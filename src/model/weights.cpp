@@ -1,0 +1,167 @@
+#include "model/weights.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <filesystem>
+#include <thread>
+
+#include "model/weight_loader.h"
+#include "model/weight_slots.h"
+
+namespace invar::model {
+
+int64_t HostTensor::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+kernels::WeightRef HostTensor::ref() const {
+  assert(shape.size() == 2 || shape.size() == 1);
+  kernels::WeightRef r;
+  r.data = bytes.data();
+  r.dtype = dtype;
+  r.rows = shape.size() == 2 ? shape[0] : 1;
+  r.cols = shape.empty() ? 0 : shape.back();
+  return r;
+}
+
+HostTensor HostTensor::zeros(DType dtype, std::vector<int64_t> shape) {
+  HostTensor t;
+  t.dtype = dtype;
+  t.shape = std::move(shape);
+  t.bytes.assign(size_t(t.numel()) * dtype_size(dtype), 0);
+  return t;
+}
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+Status for_each_weight_slot(const ModelConfig& c, ModelWeights& w,
+                            const std::function<Status(const WeightSlot&)>& fn) {
+  const int64_t h = c.hidden_size, inter = c.intermediate_size, v = c.vocab_size;
+  const int64_t q = int64_t(c.num_heads) * c.head_dim, kv = int64_t(c.num_kv_heads) * c.head_dim;
+  using R = WeightRole;
+  INVAR_RETURN_IF_ERROR(fn({R::embedding, -1, {v, h}, true, &w.embedding}));
+  w.layers.resize(size_t(c.num_layers));
+  for (int l = 0; l < c.num_layers; ++l) {
+    LayerWeights& L = w.layers[size_t(l)];
+    INVAR_RETURN_IF_ERROR(fn({R::attn_norm, l, {h}, false, &L.attn_norm}));
+    INVAR_RETURN_IF_ERROR(fn({R::wq, l, {q, h}, true, &L.wq}));
+    INVAR_RETURN_IF_ERROR(fn({R::wk, l, {kv, h}, true, &L.wk}));
+    INVAR_RETURN_IF_ERROR(fn({R::wv, l, {kv, h}, true, &L.wv}));
+    INVAR_RETURN_IF_ERROR(fn({R::wo, l, {h, q}, true, &L.wo}));
+    if (c.attention_bias) {
+      INVAR_RETURN_IF_ERROR(fn({R::bq, l, {q}, false, &L.bq}));
+      INVAR_RETURN_IF_ERROR(fn({R::bk, l, {kv}, false, &L.bk}));
+      INVAR_RETURN_IF_ERROR(fn({R::bv, l, {kv}, false, &L.bv}));
+    }
+    if (c.qk_norm) {
+      INVAR_RETURN_IF_ERROR(fn({R::q_norm, l, {c.head_dim}, false, &L.q_norm}));
+      INVAR_RETURN_IF_ERROR(fn({R::k_norm, l, {c.head_dim}, false, &L.k_norm}));
+    }
+    INVAR_RETURN_IF_ERROR(fn({R::ffn_norm, l, {h}, false, &L.ffn_norm}));
+    INVAR_RETURN_IF_ERROR(fn({R::w_gate, l, {inter, h}, true, &L.w_gate}));
+    INVAR_RETURN_IF_ERROR(fn({R::w_up, l, {inter, h}, true, &L.w_up}));
+    INVAR_RETURN_IF_ERROR(fn({R::w_down, l, {h, inter}, true, &L.w_down}));
+  }
+  INVAR_RETURN_IF_ERROR(fn({R::final_norm, -1, {h}, false, &w.final_norm}));
+  if (!c.tie_embeddings) INVAR_RETURN_IF_ERROR(fn({R::lm_head, -1, {v, h}, true, &w.lm_head}));
+  return {};
+}
+
+namespace {
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+// A tensor's id depends on its role and layer only, so enabling biases does not change the
+// values of the other tensors.
+uint64_t slot_id(const WeightSlot& s) { return uint64_t(s.layer + 1) * 64 + uint64_t(s.role); }
+
+// Uniform in [-1, 1), exactly a multiple of 2^-23: integer bits, no library distributions.
+float uniform_pm1(uint64_t key, uint64_t index) {
+  const uint64_t h = splitmix64(key ^ splitmix64(index));
+  return float(int32_t(h >> 40) - (1 << 23)) * (1.0f / 8388608.0f);
+}
+
+// Element i of a tensor is a pure function of (key, i), so splitting the range across threads
+// does not change any value.
+void fill_random(HostTensor& t, uint64_t key, float center, float scale) {
+  const int64_t n = t.numel();
+  auto fill = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const float v = center + uniform_pm1(key, uint64_t(i)) * scale;
+      if (t.dtype == DType::f32) reinterpret_cast<float*>(t.bytes.data())[i] = v;
+      else reinterpret_cast<uint16_t*>(t.bytes.data())[i] = f32_to_bf16(v);
+    }
+  };
+  const int64_t kChunk = int64_t(1) << 20;
+  const int64_t threads =
+      std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()), (n + kChunk - 1) / kChunk);
+  if (threads <= 1) {
+    fill(0, n);
+    return;
+  }
+  std::vector<std::thread> pool;
+  const int64_t per = (n + threads - 1) / threads;
+  for (int64_t k = 1; k < threads; ++k) {
+    pool.emplace_back(fill, std::min(n, k * per), std::min(n, (k + 1) * per));
+  }
+  fill(0, std::min(n, per));
+  for (auto& th : pool) th.join();
+}
+
+}  // namespace
+
+ModelWeights random_weights(const ModelConfig& config, uint64_t seed, DType weight_dtype) {
+  ModelWeights w;
+  Status st = for_each_weight_slot(config, w, [&](const WeightSlot& s) -> Status {
+    *s.tensor = HostTensor::zeros(s.matrix ? weight_dtype : DType::f32, s.shape);
+    const uint64_t key = splitmix64(seed ^ splitmix64(slot_id(s)));
+    const bool is_norm = s.role == WeightRole::attn_norm || s.role == WeightRole::ffn_norm ||
+                         s.role == WeightRole::final_norm || s.role == WeightRole::q_norm ||
+                         s.role == WeightRole::k_norm;
+    if (is_norm) {
+      fill_random(*s.tensor, key, 1.0f, 0.125f);
+    } else {
+      // ~1/sqrt(fan_in) keeps activations O(1) through the layers; sqrt is correctly rounded.
+      const float scale = float(1.0 / std::sqrt(double(s.matrix ? s.shape.back() : config.hidden_size)));
+      fill_random(*s.tensor, key, 0.0f, scale);
+    }
+    return {};
+  });
+  assert(st.ok());
+  (void)st;
+  return w;
+}
+
+Result<LoadedModel> load_model(const std::string& path, const LoadOptions& options) {
+  namespace fs = std::filesystem;
+  if (options.weight_dtype != DType::f32 && options.weight_dtype != DType::bf16) {
+    return Status::errorf("{}: weight dtype {} is not supported (use f32 or bf16)", path,
+                          dtype_name(options.weight_dtype));
+  }
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) return load_hf_model(path, "", options);
+  if (!fs::exists(path, ec)) {
+    return Status::errorf("{}: no such file or directory (expected a .gguf file or a Hugging "
+                          "Face model directory)",
+                          path);
+  }
+  if (fs::path(path).extension() == ".safetensors") {
+    std::string dir = fs::path(path).parent_path().string();
+    return load_hf_model(dir.empty() ? "." : dir, path, options);
+  }
+  return load_gguf_model(path, options);
+}
+
+}  // namespace invar::model
