@@ -1,0 +1,198 @@
+// gemm: y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]), f32 activations, f32/bf16/f16 weights,
+// f32 accumulation.
+//
+// Algorithm: register-blocked inner products. A tile of MR rows x NR columns keeps one logical
+// 8-lane accumulator per output and walks K in 8-wide chunks, so each weight chunk loaded is
+// reused by MR rows and each activation chunk by NR columns; decode with a batch streams the
+// weights once per step. Every output, whatever tile shape or tail computes it, gets the same
+// instruction sequence: fused multiply-adds over k in ascending chunks, a zero-padded K tail,
+// then the fixed 8-lane tree of simd-inl.h, then + bias (R1, R2). Threads split N into
+// contiguous tile ranges, never K. bf16/f16 weights widen to f32 in registers; for M > MR a
+// weight block is widened once into a scratch panel and reused, which is exact and therefore
+// changes no bits.
+//   M = rows (tokens), N = output features, K = input features, MR x NR = register tile
+#include <algorithm>
+#include <array>
+#include <cassert>
+#include <cstdlib>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "kernels/cpu/ops.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/cpu/gemm.cpp"
+#include "kernels/cpu/simd_targets.h"
+// clang-format off
+#include <hwy/foreach_target.h>
+#include <hwy/highway.h>
+// clang-format on
+#include "kernels/cpu/simd-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace invar::kernels::cpu {
+namespace HWY_NAMESPACE {
+
+// Register tile: accumulators take about three quarters of the vector registers.
+#if HWY_TARGET == HWY_SCALAR
+constexpr size_t kMr = 2, kNr = 2;
+#elif HWY_MAX_BYTES >= 64
+constexpr size_t kMr = 4, kNr = 6;  // AVX-512: 32 registers (256-bit vectors used)
+#else
+constexpr size_t kMr = 4, kNr = 3;  // AVX2: 16 registers; NEON: kSub = 2
+#endif
+
+// Weight columns per cache block: the block is re-read from L2 by every row tile.
+constexpr size_t kBlockBytes = 192 * 1024;
+
+// One MR x NR tile over the full K.
+template <size_t MR, size_t NR, typename WT>
+HWY_NOINLINE void gemm_tile(const float* HWY_RESTRICT x,  // [MR, K], row stride K
+                            const WT* HWY_RESTRICT w,     // [NR, K], row stride K
+                            size_t k_dim, const float* HWY_RESTRICT bias,  // [NR] or null
+                            float* HWY_RESTRICT y, size_t ldy) {  // [MR, ldy]
+  constexpr size_t kSlots = (MR * NR + 7) / 8 * 8;
+  Acc8 acc[kSlots];
+  for (size_t i = 0; i < kSlots; ++i) acc[i] = zero8();
+
+  size_t k = 0;
+  for (; k + kChunk <= k_dim; k += kChunk) {
+    Acc8 wv[NR];
+    for (size_t n = 0; n < NR; ++n) wv[n] = load8(w + n * k_dim + k);
+    for (size_t m = 0; m < MR; ++m) {
+      const Acc8 xv = load8(x + m * k_dim + k);
+      for (size_t n = 0; n < NR; ++n) fma8(xv, wv[n], acc[m * NR + n]);
+    }
+  }
+  if (k < k_dim) {  // K tail: the same fma on a zero-padded chunk, for every row and column
+    const size_t rest = k_dim - k;
+    Acc8 wv[NR];
+    for (size_t n = 0; n < NR; ++n) wv[n] = load8_tail(w + n * k_dim + k, rest);
+    for (size_t m = 0; m < MR; ++m) {
+      const Acc8 xv = load8_tail(x + m * k_dim + k, rest);
+      for (size_t n = 0; n < NR; ++n) fma8(xv, wv[n], acc[m * NR + n]);
+    }
+  }
+
+  float sums[kSlots];
+  for (size_t g = 0; g < kSlots; g += 8) reduce8x8(acc + g, sums + g);
+  for (size_t m = 0; m < MR; ++m) {
+    for (size_t n = 0; n < NR; ++n) {
+      float v = sums[m * NR + n];
+      if (bias) v += bias[n];
+      y[m * ldy + n] = v;
+    }
+  }
+}
+
+template <typename WT>
+using TileFn = void (*)(const float*, const WT*, size_t, const float*, float*, size_t);
+
+template <typename WT, size_t... I>
+constexpr std::array<TileFn<WT>, sizeof...(I)> make_tiles(std::index_sequence<I...>) {
+  return {&gemm_tile<I / kNr + 1, I % kNr + 1, WT>...};
+}
+
+// tiles[(mr - 1) * kNr + (nr - 1)] computes an mr x nr tile.
+template <typename WT>
+HWY_INLINE const TileFn<WT>* tile_table() {
+  static constexpr auto kTable = make_tiles<WT>(std::make_index_sequence<kMr * kNr>());
+  return kTable.data();
+}
+
+// Row tiles over one block of columns: the block stays in cache while rows stream past it.
+template <typename WT>
+HWY_INLINE void gemm_block(const float* x, const WT* w, const float* bias, float* y, size_t m_dim,
+                           size_t n_dim, size_t k_dim, size_t n0, size_t n1) {
+  const TileFn<WT>* tiles = tile_table<WT>();
+  for (size_t m0 = 0; m0 < m_dim; m0 += kMr) {
+    const size_t mr = std::min(kMr, m_dim - m0);
+    for (size_t n = n0; n < n1; n += kNr) {
+      const size_t nr = std::min(kNr, n1 - n);
+      tiles[(mr - 1) * kNr + (nr - 1)](x + m0 * k_dim, w + (n - n0) * k_dim, k_dim,
+                                       bias ? bias + n : nullptr, y + m0 * n_dim + n, n_dim);
+    }
+  }
+}
+
+// Columns [c0, c1) of y, for all rows.
+template <typename WT>
+void gemm_columns(const float* x, const WT* w, const float* bias, float* y, size_t m_dim,
+                  size_t n_dim, size_t k_dim, size_t c0, size_t c1) {
+  const size_t block =
+      std::max(kNr, (kBlockBytes / (k_dim * sizeof(float))) / kNr * kNr);
+  // Widening a 16-bit weight block to f32 once pays off when several row tiles reuse it.
+  const bool widen = !std::is_same_v<WT, float> && m_dim > kMr;
+  thread_local std::vector<float> panel;  // per-thread scratch, reused across calls
+  if (widen && panel.size() < block * k_dim) panel.resize(block * k_dim);
+
+  for (size_t n0 = c0; n0 < c1; n0 += block) {
+    const size_t n1 = std::min(n0 + block, c1);
+    const WT* wb = w + n0 * k_dim;
+    if constexpr (!std::is_same_v<WT, float>) {
+      if (widen) {
+        const size_t count = (n1 - n0) * k_dim;
+        size_t i = 0;
+        for (; i + kChunk <= count; i += kChunk) store8(load8(wb + i), panel.data() + i);
+        if (i < count) {
+          alignas(32) float t[kChunk];
+          store8(load8_tail(wb + i, count - i), t);
+          std::copy(t, t + (count - i), panel.data() + i);
+        }
+        gemm_block<float>(x, panel.data(), bias, y, m_dim, n_dim, k_dim, n0, n1);
+        continue;
+      }
+    }
+    gemm_block<WT>(x, wb, bias, y, m_dim, n_dim, k_dim, n0, n1);
+  }
+}
+
+template <typename WT>
+void gemm_typed(const float* x, const WT* w, const float* bias, int64_t m, int64_t n, int64_t k,
+                float* y, ThreadPool& pool) {
+  const int64_t n_tiles = (n + int64_t(kNr) - 1) / int64_t(kNr);
+  // At least ~128k multiply-adds per thread, or waking a thread costs more than it saves.
+  const int64_t per_tile = std::max<int64_t>(1, m * int64_t(kNr) * k);
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 17) / per_tile);
+  pool.parallel_for(n_tiles, grain, [&](int64_t b, int64_t e) HWY_ATTR {
+    const size_t c0 = size_t(b) * kNr;
+    const size_t c1 = std::min(size_t(e) * kNr, size_t(n));
+    gemm_columns<WT>(x, w, bias, y, size_t(m), size_t(n), size_t(k), c0, c1);
+  });
+}
+
+void gemm_impl(const float* x, const WeightRef& w, const float* bias, int64_t m, float* y,
+               ThreadPool& pool) {
+  switch (w.dtype) {
+    case DType::f32:
+      return gemm_typed(x, static_cast<const float*>(w.data), bias, m, w.rows, w.cols, y, pool);
+    case DType::bf16:
+      return gemm_typed(x, static_cast<const Bf16*>(w.data), bias, m, w.rows, w.cols, y, pool);
+    case DType::f16:
+      return gemm_typed(x, static_cast<const F16*>(w.data), bias, m, w.rows, w.cols, y, pool);
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace invar::kernels::cpu
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace invar::kernels::cpu {
+
+HWY_EXPORT(gemm_impl);
+
+void gemm(const float* x, const WeightRef& w, const float* bias, int64_t m, float* y,
+          ThreadPool& pool) {
+  if (m <= 0 || w.rows <= 0) return;
+  if (w.cols <= 0) {  // empty reduction
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t c = 0; c < w.rows; ++c) y[r * w.rows + c] = bias ? bias[c] : 0.0f;
+    return;
+  }
+  HWY_DYNAMIC_DISPATCH(gemm_impl)(x, w, bias, m, y, pool);
+}
+
+}  // namespace invar::kernels::cpu
+#endif
