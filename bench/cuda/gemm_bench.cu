@@ -1,0 +1,210 @@
+// Benchmark of y = x W^T on the GPU: the invariant path against cuBLAS in the same run.
+//   M = rows of x (tokens), N = rows of W (output features), K = input features
+// Each point: random bf16 data; the inputs are rotated over enough copies that every launch
+// reads W from device memory, not L2 (>= 256 MiB per rotation); warm-up, then a CUDA graph
+// of `launches` back-to-back calls is replayed `reps` times and timed with events; the
+// median replay over launches gives the time of one call.
+// Usage: gemm_bench [--all-tiles] [--smollm2] [--reps N] [--m 1,2,4,...]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/gemm.h"
+
+using invar::Status;
+using namespace invar::kernels::cuda;
+
+namespace {
+
+#define CHECK_CUDA(expr)                                                                  \
+  do {                                                                                    \
+    cudaError_t e_ = (expr);                                                              \
+    if (e_ != cudaSuccess) {                                                              \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                       \
+    }                                                                                     \
+  } while (0)
+
+void check(const Status& s, const char* what) {
+  if (!s.ok()) {
+    std::fprintf(stderr, "%s: %s\n", what, s.message().c_str());
+    std::exit(1);
+  }
+}
+
+__global__ void fill_random_bf16(uint16_t* p, int64_t count, uint64_t seed) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    uint64_t z = seed * 0x9E3779B97F4A7C15ull + uint64_t(i) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    float u = float(uint32_t((z ^ (z >> 31)) >> 40)) * (1.0f / 8388608.0f) - 1.0f;
+    uint32_t b;
+    memcpy(&b, &u, 4);
+    p[i] = uint16_t((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+  }
+}
+
+struct Shape {
+  const char* name;
+  int64_t n, k;
+};
+
+struct Variant {
+  std::string name;
+  bool cublas;
+  bool forced;
+  GemmTile tile;
+};
+
+// Median time of one call, in microseconds.
+double time_variant(CudaGemm& gemm, const Variant& v, const std::vector<GemmProblem>& probs,
+                    int launches, int reps, cudaStream_t stream) {
+  auto enqueue = [&](const GemmProblem& p) {
+    Status s = v.cublas ? gemm.run(p, GemmMode::fast, stream)
+               : v.forced ? gemm.run_tile(p, v.tile, stream)
+                          : gemm.run(p, GemmMode::invariant, stream);
+    check(s, v.name.c_str());
+  };
+  for (int i = 0; i < 3; ++i) enqueue(probs[size_t(i) % probs.size()]);  // warm-up
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < launches; ++i) enqueue(probs[size_t(i) % probs.size()]);
+  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
+  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  CHECK_CUDA(cudaGraphLaunch(exec, stream));  // warm-up replay
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+
+  cudaEvent_t a, b;
+  CHECK_CUDA(cudaEventCreate(&a));
+  CHECK_CUDA(cudaEventCreate(&b));
+  std::vector<double> ts;
+  for (int r = 0; r < reps; ++r) {
+    CHECK_CUDA(cudaEventRecord(a, stream));
+    CHECK_CUDA(cudaGraphLaunch(exec, stream));
+    CHECK_CUDA(cudaEventRecord(b, stream));
+    CHECK_CUDA(cudaEventSynchronize(b));
+    float ms = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
+    ts.push_back(double(ms) * 1e3 / launches);
+  }
+  CHECK_CUDA(cudaEventDestroy(a));
+  CHECK_CUDA(cudaEventDestroy(b));
+  CHECK_CUDA(cudaGraphExecDestroy(exec));
+  CHECK_CUDA(cudaGraphDestroy(graph));
+  std::sort(ts.begin(), ts.end());
+  return ts[ts.size() / 2];
+}
+
+std::vector<int64_t> parse_list(const char* s) {
+  std::vector<int64_t> v;
+  for (const char* p = s; *p;) {
+    v.push_back(std::strtoll(p, const_cast<char**>(&p), 10));
+    if (*p == ',') ++p;
+  }
+  return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool all_tiles = false, smol = false;
+  int reps = 20;
+  std::vector<int64_t> ms = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192};
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--all-tiles")) all_tiles = true;
+    else if (!std::strcmp(argv[i], "--smollm2")) smol = true;
+    else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--m") && i + 1 < argc) ms = parse_list(argv[++i]);
+    else {
+      std::fprintf(stderr, "usage: gemm_bench [--all-tiles] [--smollm2] [--reps N] [--m 1,2,...]\n");
+      return 2;
+    }
+  }
+  std::vector<Shape> shapes = {{"qkv", 6144, 4096},
+                               {"o_proj", 4096, 4096},
+                               {"gate_up", 24576, 4096},
+                               {"down_proj", 4096, 12288},
+                               {"lm_head", 151936, 4096}};
+  if (smol) {
+    shapes = {{"smol q/o", 576, 576},      {"smol kv", 192, 576},  {"smol gate/up", 1536, 576},
+              {"smol down", 576, 1536},    {"smol lm_head", 49152, 576}};
+  }
+
+  cudaDeviceProp prop{};
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  auto created = CudaGemm::create(0);
+  check(created.status(), "CudaGemm::create");
+  CudaGemm& gemm = **created;
+  cudaStream_t stream;
+  CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+
+  std::vector<Variant> variants = {{"invariant", false, false, GemmTile::m64n32},
+                                   {"cublas", true, false, GemmTile::m64n32}};
+  if (all_tiles) {
+    for (GemmTile t : kAllGemmTiles) variants.push_back({std::string(gemm_tile_name(t)), false, true, t});
+  }
+
+  std::printf("device: %s (%d SMs, L2 %d MiB)\n", prop.name, prop.multiProcessorCount,
+              prop.l2CacheSize >> 20);
+  std::printf("time: median of %d graph replays; TFLOP/s = 2MNK/t; TB/s = (MK + NK + MN) * 2 B / t;\n"
+              "ratio = t(cublas) / t(invariant), >= 0.8 is the bar (> 1: invariant faster)\n\n",
+              reps);
+  std::printf("%-10s %6s %6s %6s %-9s | %9s %7s %6s | %9s %7s %6s | %5s", "shape", "N", "K",
+              "M", "tile", "inv us", "TFLOP/s", "TB/s", "cublas us", "TFLOP/s", "TB/s", "ratio");
+  if (all_tiles) {
+    for (GemmTile t : kAllGemmTiles) std::printf(" | %8s", std::string(gemm_tile_name(t)).c_str());
+  }
+  std::printf("\n");
+  std::fflush(stdout);
+
+  for (const Shape& s : shapes) {
+    for (int64_t m : ms) {
+      const size_t x_bytes = size_t(m) * s.k * 2, w_bytes = size_t(s.n) * s.k * 2;
+      const size_t per_copy = x_bytes + w_bytes;
+      const int copies = int(std::max<size_t>(1, std::min<size_t>(2048, (size_t(256) << 20) / per_copy + 1)));
+      std::vector<void*> bufs;
+      std::vector<GemmProblem> probs;
+      void* y = nullptr;
+      CHECK_CUDA(cudaMalloc(&y, size_t(m) * s.n * 2));
+      for (int c = 0; c < copies; ++c) {
+        void *x, *w;
+        CHECK_CUDA(cudaMalloc(&x, x_bytes));
+        CHECK_CUDA(cudaMalloc(&w, w_bytes));
+        fill_random_bf16<<<1024, 256, 0, stream>>>(static_cast<uint16_t*>(x), m * s.k, 2 * c + 1);
+        fill_random_bf16<<<1024, 256, 0, stream>>>(static_cast<uint16_t*>(w), s.n * s.k, 2 * c + 2);
+        bufs.push_back(x);
+        bufs.push_back(w);
+        probs.push_back(GemmProblem{x, s.k, w, s.k, y, s.n, m, s.n, s.k});
+      }
+      CHECK_CUDA(cudaStreamSynchronize(stream));
+      const double flop = 2.0 * double(m) * double(s.n) * double(s.k);
+      const double bytes = 2.0 * (double(m) * s.k + double(s.n) * s.k + double(m) * s.n);
+      // Enough launches per graph that one replay runs for about a millisecond or more.
+      const int launches = std::max(copies, std::min(200, int(2e-3 / std::max(flop / 6e14, bytes / 3e12)) + 1));
+      std::vector<double> t;
+      for (const Variant& v : variants) t.push_back(time_variant(gemm, v, probs, launches, reps, stream));
+      std::printf("%-10s %6lld %6lld %6lld %-9s | %9.2f %7.1f %6.2f | %9.2f %7.1f %6.2f | %5.2f",
+                  s.name, (long long)s.n, (long long)s.k, (long long)m,
+                  std::string(gemm_tile_name(CudaGemm::choose_tile(m, s.n, s.k))).c_str(), t[0],
+                  flop / t[0] * 1e-6, bytes / t[0] * 1e-6, t[1], flop / t[1] * 1e-6,
+                  bytes / t[1] * 1e-6, t[1] / t[0]);
+      for (size_t i = 2; i < t.size(); ++i) std::printf(" | %8.2f", t[i]);
+      std::printf("\n");
+      std::fflush(stdout);
+      for (void* p : bufs) CHECK_CUDA(cudaFree(p));
+      CHECK_CUDA(cudaFree(y));
+    }
+  }
+  CHECK_CUDA(cudaStreamDestroy(stream));
+  return 0;
+}

@@ -1,0 +1,87 @@
+# CUDA backend (INVAR_CUDA=ON): Hopper kernels built for sm_90a, the cuBLAS baseline, and the
+# GPU tests and benchmarks. Included from the top-level CMakeLists.txt only when INVAR_CUDA is
+# ON, so the default CPU build never looks for nvcc.
+#
+#   cmake -S . -B build-cuda -G Ninja -DINVAR_CUDA=ON
+#   cmake --build build-cuda --target invar_cuda gemm_test gemm_bench
+#
+# CUTLASS/CuTe headers (header-only use) come pinned from PyPI through scripts/setup-cuda, into
+# a cache outside the source tree; -DINVAR_CUTLASS_INCLUDE=<dir> points at another copy.
+
+# Architectures are given as explicit -gencode flags below (sm_90a: wgmma, setmaxnreg).
+if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+  set(CMAKE_CUDA_ARCHITECTURES OFF)
+endif()
+if(NOT DEFINED CMAKE_CUDA_HOST_COMPILER)
+  set(CMAKE_CUDA_HOST_COMPILER ${CMAKE_CXX_COMPILER})
+endif()
+enable_language(CUDA)
+find_package(CUDAToolkit 12.3 REQUIRED)
+# C++17 for device code: nvcc's C++20 front end rejects fmt 9's consteval checks (core/status.h).
+set(CMAKE_CUDA_STANDARD 17)
+set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+set(CMAKE_CUDA_EXTENSIONS OFF)
+
+set(INVAR_CUTLASS_INCLUDE "" CACHE PATH "CUTLASS include directory (empty: fetch the pinned copy)")
+if(NOT INVAR_CUTLASS_INCLUDE)
+  execute_process(
+    COMMAND bash ${PROJECT_SOURCE_DIR}/scripts/setup-cuda
+    OUTPUT_VARIABLE invar_cutlass_out
+    RESULT_VARIABLE invar_cutlass_rc
+    OUTPUT_STRIP_TRAILING_WHITESPACE)
+  if(NOT invar_cutlass_rc EQUAL 0 OR NOT EXISTS "${invar_cutlass_out}/cutlass/cutlass.h")
+    message(FATAL_ERROR "scripts/setup-cuda could not fetch the CUTLASS headers; run it by hand "
+                        "to see why, or pass -DINVAR_CUTLASS_INCLUDE=<dir>")
+  endif()
+  set(INVAR_CUTLASS_INCLUDE "${invar_cutlass_out}" CACHE PATH
+      "CUTLASS include directory (empty: fetch the pinned copy)" FORCE)
+endif()
+message(STATUS "invar: CUTLASS headers from ${INVAR_CUTLASS_INCLUDE}")
+
+set(INVAR_CUDA_FLAGS
+  -gencode=arch=compute_90a,code=sm_90a
+  --expt-relaxed-constexpr
+  -lineinfo
+  # CUTLASS's own headers: deprecated lambda captures in sm100 files we do not instantiate.
+  -diag-suppress=2908)
+
+function(invar_cuda_target target)
+  set_target_properties(${target} PROPERTIES CUDA_ARCHITECTURES OFF)
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${INVAR_CUDA_FLAGS}>)
+endfunction()
+
+file(GLOB invar_cuda_srcs CONFIGURE_DEPENDS
+  ${PROJECT_SOURCE_DIR}/src/kernels/cuda/*.cu
+  ${PROJECT_SOURCE_DIR}/src/kernels/cuda/sm90/*.cu)
+add_library(invar_cuda STATIC ${invar_cuda_srcs})
+invar_cuda_target(invar_cuda)
+target_include_directories(invar_cuda PUBLIC ${PROJECT_SOURCE_DIR}/src ${PROJECT_SOURCE_DIR}/include)
+target_include_directories(invar_cuda SYSTEM PRIVATE ${INVAR_CUTLASS_INCLUDE})
+# core/status.h is header-only; fmt's headers come with it (no libfmt at run time: the GPU
+# machine's image does not have it).
+target_include_directories(invar_cuda SYSTEM PUBLIC $<TARGET_PROPERTY:fmt::fmt,INTERFACE_INCLUDE_DIRECTORIES>)
+# cuBLAS (fast mode) and the driver API (TMA descriptors) are shared libraries of the toolkit;
+# the CUDA runtime is linked statically.
+target_link_libraries(invar_cuda PUBLIC CUDA::cudart_static CUDA::cublas PRIVATE CUDA::cuda_driver)
+
+# The GPU tests and benchmark have their own switches, independent of the CPU suites.
+option(INVAR_CUDA_TESTS "Build the CUDA tests (CTest label cuda)" ON)
+option(INVAR_CUDA_BENCH "Build the CUDA benchmarks" ON)
+
+if(INVAR_CUDA_TESTS)
+  find_package(GTest REQUIRED)
+  enable_testing()
+  add_executable(gemm_test ${PROJECT_SOURCE_DIR}/tests/cuda/gemm_test.cu)
+  invar_cuda_target(gemm_test)
+  target_link_libraries(gemm_test PRIVATE invar_cuda GTest::gtest GTest::gtest_main)
+  # A relative command so the build folder can be carried to the GPU machine and run there
+  # by ctest (scripts/gpu-check); ctest runs it from this binary directory.
+  add_test(NAME cuda_gemm COMMAND ./gemm_test)
+  set_tests_properties(cuda_gemm PROPERTIES LABELS cuda TIMEOUT 1200)
+endif()
+
+if(INVAR_CUDA_BENCH)
+  add_executable(gemm_bench ${PROJECT_SOURCE_DIR}/bench/cuda/gemm_bench.cu)
+  invar_cuda_target(gemm_bench)
+  target_link_libraries(gemm_bench PRIVATE invar_cuda)
+endif()

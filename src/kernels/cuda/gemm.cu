@@ -1,0 +1,184 @@
+// Launcher of y = x W^T on NVIDIA GPUs (interface and recipe: gemm.h).
+//   M = rows of x (tokens), N = rows of W (output features), K = input features
+// invariant: a Hopper tile config from sm90/, chosen by choose_tile; fast: cuBLAS GemmEx.
+#include "kernels/cuda/gemm.h"
+
+#include <cublas_v2.h>
+
+#include <string>
+#include <utility>
+
+#include "kernels/cuda/sm90/gemm_sm90.h"
+
+namespace invar::kernels::cuda {
+namespace {
+
+// cuBLAS's recommended workspace on Hopper; given explicitly so that calls never allocate
+// (graph capture) and fast mode runs as PyTorch runs it.
+constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
+constexpr size_t kTileWorkspaceBytes = size_t(1) << 20;
+
+Status cuda_status(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return {};
+  return Status::error(std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+Status cublas_status(cublasStatus_t s, const char* what) {
+  if (s == CUBLAS_STATUS_SUCCESS) return {};
+  return Status::error(std::string(what) + ": " + cublasGetStatusString(s));
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+struct TileInfo {
+  GemmTile tile;
+  int bm, bn;
+  const char* (*launch)(const sm90::GemmArgs&, cudaStream_t);
+};
+
+constexpr TileInfo kTiles[] = {
+    {GemmTile::m64n32, 64, 32, sm90::gemm_m64n32},
+    {GemmTile::m64n64, 64, 64, sm90::gemm_m64n64},
+    {GemmTile::m64n128, 64, 128, sm90::gemm_m64n128},
+    {GemmTile::m128n128, 128, 128, sm90::gemm_m128n128},
+    {GemmTile::m128n256, 128, 256, sm90::gemm_m128n256},
+};
+
+const TileInfo& tile_info(GemmTile t) {
+  for (const auto& i : kTiles) {
+    if (i.tile == t) return i;
+  }
+  return kTiles[0];
+}
+
+}  // namespace
+
+std::string_view gemm_tile_name(GemmTile tile) {
+  switch (tile) {
+    case GemmTile::m64n32: return "m64n32";
+    case GemmTile::m64n64: return "m64n64";
+    case GemmTile::m64n128: return "m64n128";
+    case GemmTile::m128n128: return "m128n128";
+    case GemmTile::m128n256: return "m128n256";
+  }
+  return "?";
+}
+
+struct CudaGemm::State {
+  int device = 0;
+  int sm_count = 0;
+  int cc_major = 0;
+  int cc_minor = 0;
+  cublasHandle_t cublas = nullptr;
+  void* cublas_workspace = nullptr;
+  void* tile_workspace = nullptr;
+
+  ~State() {
+    if (cublas) cublasDestroy(cublas);
+    if (cublas_workspace) cudaFree(cublas_workspace);
+    if (tile_workspace) cudaFree(tile_workspace);
+  }
+};
+
+Result<std::unique_ptr<CudaGemm>> CudaGemm::create(int device) {
+  std::unique_ptr<CudaGemm> g(new CudaGemm());
+  g->state_ = std::make_unique<State>();
+  State& s = *g->state_;
+  s.device = device;
+  INVAR_RETURN_IF_ERROR(cuda_status(cudaSetDevice(device), "CudaGemm: cudaSetDevice"));
+  INVAR_RETURN_IF_ERROR(cuda_status(
+      cudaDeviceGetAttribute(&s.sm_count, cudaDevAttrMultiProcessorCount, device),
+      "CudaGemm: reading the SM count"));
+  INVAR_RETURN_IF_ERROR(cuda_status(
+      cudaDeviceGetAttribute(&s.cc_major, cudaDevAttrComputeCapabilityMajor, device),
+      "CudaGemm: reading the compute capability"));
+  INVAR_RETURN_IF_ERROR(cuda_status(
+      cudaDeviceGetAttribute(&s.cc_minor, cudaDevAttrComputeCapabilityMinor, device),
+      "CudaGemm: reading the compute capability"));
+  INVAR_RETURN_IF_ERROR(cublas_status(cublasCreate(&s.cublas), "CudaGemm: cublasCreate"));
+  INVAR_RETURN_IF_ERROR(cuda_status(cudaMalloc(&s.cublas_workspace, kCublasWorkspaceBytes),
+                                    "CudaGemm: allocating the cuBLAS workspace"));
+  INVAR_RETURN_IF_ERROR(cuda_status(cudaMalloc(&s.tile_workspace, kTileWorkspaceBytes),
+                                    "CudaGemm: allocating the tile-scheduler workspace"));
+  INVAR_RETURN_IF_ERROR(cuda_status(cudaMemset(s.tile_workspace, 0, kTileWorkspaceBytes),
+                                    "CudaGemm: clearing the tile-scheduler workspace"));
+  return Result<std::unique_ptr<CudaGemm>>(std::move(g));
+}
+
+CudaGemm::~CudaGemm() = default;
+
+GemmTile CudaGemm::choose_tile(int64_t m, int64_t n, int64_t k) {
+  (void)k;
+  // Largest tile that still gives about one tile per SM of a full Hopper part (a constant:
+  // the SM count of the device in hand never enters, R5); else the smallest, for decode.
+  constexpr int64_t kTargetTiles = 128;
+  const GemmTile order[] = {GemmTile::m128n256, GemmTile::m128n128, GemmTile::m64n128,
+                            GemmTile::m64n64};
+  for (GemmTile t : order) {
+    const TileInfo& i = tile_info(t);
+    int64_t tiles = ((m + i.bm - 1) / i.bm) * ((n + i.bn - 1) / i.bn);
+    if (tiles >= kTargetTiles) return t;
+  }
+  return GemmTile::m64n32;
+}
+
+Status CudaGemm::run(const GemmProblem& p, GemmMode mode, cudaStream_t stream) {
+  if (mode == GemmMode::invariant) return run_tile(p, choose_tile(p.m, p.n, p.k), stream);
+
+  State& s = *state_;
+  if (p.m < 0 || p.n < 0 || p.k < 0) return Status::error("gemm: negative dimension");
+  if (p.m == 0 || p.n == 0) return {};
+  INVAR_RETURN_IF_ERROR(cublas_status(cublasSetStream(s.cublas, stream), "gemm: cublasSetStream"));
+  INVAR_RETURN_IF_ERROR(cublas_status(
+      cublasSetWorkspace(s.cublas, s.cublas_workspace, kCublasWorkspaceBytes),
+      "gemm: cublasSetWorkspace"));
+  // Row-major y[M,N] = x[M,K] W[N,K]^T is column-major y^T[N,M] = W^T x^T, as torch.mm
+  // calls it.
+  const float alpha = 1.0f;
+  const float beta = 0.0f;
+  return cublas_status(
+      cublasGemmEx(s.cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(p.n), int(p.m), int(p.k), &alpha, p.w,
+                   CUDA_R_16BF, int(p.ldw), p.x, CUDA_R_16BF, int(p.ldx), &beta, p.y, CUDA_R_16BF,
+                   int(p.ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+      "gemm (fast): cublasGemmEx");
+}
+
+Status CudaGemm::run_tile(const GemmProblem& p, GemmTile tile, cudaStream_t stream) {
+  State& s = *state_;
+  if (s.cc_major != 9 || s.cc_minor != 0) {
+    return Status::error("gemm (invariant): needs a Hopper GPU (sm_90); device " +
+                         std::to_string(s.device) + " is sm_" + std::to_string(s.cc_major) +
+                         std::to_string(s.cc_minor) + ". Use GemmMode::fast on other GPUs.");
+  }
+  if (p.m < 0 || p.n < 0 || p.k < 0) return Status::error("gemm: negative dimension");
+  if (p.m > INT32_MAX || p.n > INT32_MAX || p.k > INT32_MAX) {
+    return Status::error("gemm (invariant): a dimension is over 2^31 - 1");
+  }
+  if (p.m == 0 || p.n == 0) return {};
+  if (p.k == 0) {  // empty sum: exact zeros
+    return cuda_status(cudaMemset2DAsync(p.y, size_t(p.ldy) * 2, 0, size_t(p.n) * 2,
+                                         size_t(p.m), stream),
+                       "gemm (invariant): zeroing y for K = 0");
+  }
+  if (p.k % 8 || p.n % 8 || p.ldx % 8 || p.ldw % 8 || p.ldy % 8 || !aligned16(p.x) ||
+      !aligned16(p.w) || !aligned16(p.y)) {
+    return Status::error(
+        "gemm (invariant): TMA needs K, N and the leading dimensions to be multiples of 8 and "
+        "x, W, y 16-byte aligned; got M=" + std::to_string(p.m) + " N=" + std::to_string(p.n) +
+        " K=" + std::to_string(p.k) + ". Pad the weight and activation rows to a multiple of 8.");
+  }
+  if (p.ldx < p.k || p.ldw < p.k || p.ldy < p.n) {
+    return Status::error("gemm (invariant): a leading dimension is smaller than its row");
+  }
+
+  sm90::GemmArgs a{p.x,       p.ldx,       p.w,         p.ldw,       p.y,
+                   p.ldy,     int(p.m),    int(p.n),    int(p.k),    s.device,
+                   s.sm_count, s.tile_workspace, kTileWorkspaceBytes};
+  if (const char* err = tile_info(tile).launch(a, stream)) {
+    return Status::error(std::string("gemm (invariant, ") + std::string(gemm_tile_name(tile)) +
+                         "): " + err);
+  }
+  return cuda_status(cudaGetLastError(), "gemm (invariant): kernel launch");
+}
+
+}  // namespace invar::kernels::cuda

@@ -1,0 +1,74 @@
+// y = x W^T on NVIDIA GPUs: bf16 operands, f32 accumulation, bf16 output.
+//   M = rows of x (tokens), N = output features (rows of W), K = input features
+//
+// Two modes (DESIGN.md):
+//   invariant - Hopper (sm_90a) wgmma/TMA kernels. Every output element is one chain of
+//               m64nXk16 wgmma steps over k = 0, 16, 32, ... in order into one f32
+//               accumulator, then one f32 -> bf16 rounding: no split-K, no atomics, so the
+//               recipe depends on (N, K) only (R1). The tile config is chosen from M (R5);
+//               tests/cuda/gemm_test.cu proves every config gives the same bits (R2).
+//   fast      - cuBLAS with its default heuristics: the baseline and the negative control.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "core/status.h"
+
+namespace invar::kernels::cuda {
+
+enum class GemmMode : uint8_t { invariant, fast };
+
+// Tile configs of the invariant path, named by CTA tile (rows of x) x (rows of W).
+enum class GemmTile : uint8_t {
+  m64n32,    // one consumer warpgroup, non-persistent: decode (many CTAs for small N)
+  m64n64,    // one consumer warpgroup, non-persistent
+  m64n128,   // ping-pong warpgroups, persistent
+  m128n128,  // cooperative warpgroups, persistent
+  m128n256,  // cooperative warpgroups, persistent, 2x1 cluster with W multicast
+};
+inline constexpr GemmTile kAllGemmTiles[] = {GemmTile::m64n32, GemmTile::m64n64, GemmTile::m64n128,
+                                             GemmTile::m128n128, GemmTile::m128n256};
+std::string_view gemm_tile_name(GemmTile tile);
+
+// Row-major operands; leading dimensions are in elements. The invariant path needs K and N
+// multiples of 8 and 16-byte aligned pointers and leading dimensions (TMA).
+struct GemmProblem {
+  const void* x = nullptr;  // [M, K] bf16
+  int64_t ldx = 0;
+  const void* w = nullptr;  // [N, K] bf16
+  int64_t ldw = 0;
+  void* y = nullptr;        // [M, N] bf16
+  int64_t ldy = 0;
+  int64_t m = 0, n = 0, k = 0;
+};
+
+// Owns the per-device state a GEMM call needs (cuBLAS handle, workspace, SM count), so no
+// handle lives in a global (STYLE.md). Not thread-safe: one per stream-owning thread.
+class CudaGemm {
+ public:
+  static Result<std::unique_ptr<CudaGemm>> create(int device);
+  ~CudaGemm();
+  CudaGemm(const CudaGemm&) = delete;
+  CudaGemm& operator=(const CudaGemm&) = delete;
+
+  // Enqueues y = x W^T on `stream`. No allocation, no synchronisation: graph-capturable.
+  Status run(const GemmProblem& p, GemmMode mode, cudaStream_t stream);
+
+  // The invariant path with a forced tile config: for the R2 boundary tests and benchmarks.
+  Status run_tile(const GemmProblem& p, GemmTile tile, cudaStream_t stream);
+
+  // The tile config `run` uses in invariant mode. Any config gives the same bits (R2), so
+  // the choice may look at M; it never looks at the SM count.
+  static GemmTile choose_tile(int64_t m, int64_t n, int64_t k);
+
+ private:
+  CudaGemm() = default;
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace invar::kernels::cuda

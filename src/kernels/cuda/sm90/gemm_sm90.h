@@ -1,0 +1,34 @@
+// Hopper (sm_90a) tile configs of the invariant GEMM, one translation unit each
+// (gemm_sm90_<tile>.cu), so a config compiles on its own. Called by kernels/cuda/gemm.cu.
+//   M = rows of x, N = rows of W, K = reduced dimension
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace invar::kernels::cuda::sm90 {
+
+struct GemmArgs {
+  const void* x;  // [M, K] bf16, row stride ldx
+  int64_t ldx;
+  const void* w;  // [N, K] bf16, row stride ldw
+  int64_t ldw;
+  void* y;        // [M, N] bf16, row stride ldy
+  int64_t ldy;
+  int m, n, k;
+  int device;
+  int sm_count;           // grid size of persistent configs only; never changes bits
+  void* workspace;        // device scratch for the kernel's tile scheduler
+  size_t workspace_bytes;
+};
+
+// Each returns nullptr once the kernel is enqueued, or a message saying what was refused.
+const char* gemm_m64n32(const GemmArgs& a, cudaStream_t stream);
+const char* gemm_m64n64(const GemmArgs& a, cudaStream_t stream);
+const char* gemm_m64n128(const GemmArgs& a, cudaStream_t stream);
+const char* gemm_m128n128(const GemmArgs& a, cudaStream_t stream);
+const char* gemm_m128n256(const GemmArgs& a, cudaStream_t stream);
+
+}  // namespace invar::kernels::cuda::sm90

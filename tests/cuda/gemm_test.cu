@@ -1,0 +1,400 @@
+// GPU tests of kernels/cuda/gemm.h (CTest label `cuda`; run by scripts/gpu-check).
+//   M = rows of x (tokens), N = rows of W (output features), K = input features
+// 1. Correctness of every tile config and of both modes against an f64 reference, at
+//    awkward sizes, strided operands included; the output is poisoned first.
+// 2. Tile equivalence (R2): every tile config gives the same bits, so the M-dependent
+//    choice of config cannot change a row (this is also the wgmma instruction-N check).
+// 3. Batch invariance (R1): for each model shape, rows computed in a batch of M rows at slot
+//    s equal, bit for bit, the same rows of one 16384-row product, for M = 1..512 and a
+//    spread of larger M (primes included), across every choose_tile boundary.
+// 4. Negative control (R8): the same comparison in fast mode (cuBLAS) finds differences.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/gemm.h"
+
+namespace invar::kernels::cuda {
+namespace {
+
+#define CUDA_OK(expr)                                                              \
+  do {                                                                             \
+    cudaError_t e_ = (expr);                                                       \
+    ASSERT_EQ(e_, cudaSuccess) << #expr << ": " << cudaGetErrorString(e_);         \
+  } while (0)
+
+#define STATUS_OK(expr)                               \
+  do {                                                \
+    ::invar::Status s_ = (expr);                      \
+    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_.message(); \
+  } while (0)
+
+struct Shape {
+  const char* name;
+  int64_t n, k;
+};
+
+// Qwen3-8B: qkv, o_proj, gate_up, down_proj, lm_head. SmolLM2-135M: q/o, kv, gate/up
+// (intermediate 1536), down, lm_head.
+constexpr Shape kQwen3Shapes[] = {{"qwen3-8b qkv", 6144, 4096},
+                                  {"qwen3-8b o_proj", 4096, 4096},
+                                  {"qwen3-8b gate_up", 24576, 4096},
+                                  {"qwen3-8b down_proj", 4096, 12288},
+                                  {"qwen3-8b lm_head", 151936, 4096}};
+constexpr Shape kSmolShapes[] = {{"smollm2 q/o", 576, 576},
+                                 {"smollm2 kv", 192, 576},
+                                 {"smollm2 gate/up", 1536, 576},
+                                 {"smollm2 down", 576, 1536},
+                                 {"smollm2 lm_head", 49152, 576}};
+
+// Device buffer owned by the test.
+struct DeviceBuffer {
+  void* p = nullptr;
+  explicit DeviceBuffer(size_t bytes) {
+    if (cudaMalloc(&p, bytes) != cudaSuccess) p = nullptr;
+  }
+  ~DeviceBuffer() {
+    if (p) cudaFree(p);
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(p);
+  }
+};
+
+__host__ __device__ inline uint32_t mix(uint64_t seed, uint64_t i) {
+  uint64_t z = seed * 0x9E3779B97F4A7C15ull + i * 0xBF58476D1CE4E5B9ull + 0x94D049BB133111EBull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return uint32_t((z ^ (z >> 31)) >> 32);
+}
+
+// Uniform in [-1, 1), rounded to bf16: random data, never zeros (METHOD.md).
+__global__ void fill_random_bf16(uint16_t* p, int64_t count, uint64_t seed) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    float u = float(mix(seed, uint64_t(i)) >> 8) * (1.0f / 8388608.0f) - 1.0f;
+    uint32_t b;
+    memcpy(&b, &u, 4);
+    p[i] = uint16_t((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+  }
+}
+
+__global__ void fill_u16(uint16_t* p, int64_t count, uint16_t v) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
+       i += int64_t(gridDim.x) * blockDim.x)
+    p[i] = v;
+}
+
+__device__ inline double bf16_to_double(uint16_t h) {
+  uint32_t b = uint32_t(h) << 16;
+  float f;
+  memcpy(&f, &b, 4);
+  return double(f);
+}
+
+// ref[m, n] = sum_k x[m, k] w[n, k] in f64, one thread per output.
+__global__ void reference_gemm(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t ldw,
+                               double* ref, int64_t m, int64_t n, int64_t k) {
+  int64_t col = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  int64_t row = blockIdx.y;
+  if (col >= n || row >= m) return;
+  double acc = 0.0;
+  for (int64_t i = 0; i < k; ++i)
+    acc += bf16_to_double(x[row * ldx + i]) * bf16_to_double(w[col * ldw + i]);
+  ref[row * n + col] = acc;
+}
+
+// Counts rows r < m where a[r, :n] and b[r, :n] differ in any bit; records the first one.
+__global__ void count_row_mismatches(const uint16_t* a, int64_t lda, const uint16_t* b,
+                                     int64_t ldb, int64_t m, int64_t n,
+                                     unsigned long long* count, int* first_row) {
+  int64_t row = blockIdx.x;
+  if (row >= m) return;
+  int diff = 0;
+  for (int64_t c = threadIdx.x; c < n; c += blockDim.x)
+    diff |= a[row * lda + c] != b[row * ldb + c];
+  diff = __syncthreads_or(diff);
+  if (diff && threadIdx.x == 0) {
+    atomicAdd(count, 1ull);
+    atomicMin(first_row, int(row));
+  }
+}
+
+void launch_fill_random(void* p, int64_t count, uint64_t seed) {
+  fill_random_bf16<<<1024, 256>>>(static_cast<uint16_t*>(p), count, seed);
+}
+
+float host_bf16(uint16_t h) {
+  uint32_t b = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+
+class GemmCuda : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) return;
+    auto g = CudaGemm::create(0);
+    if (!g.ok()) {
+      std::fprintf(stderr, "CudaGemm::create: %s\n", g.status().message().c_str());
+      return;
+    }
+    gemm_ = std::move(g).value().release();
+    cudaDeviceProp prop{};
+    cudaGetDeviceProperties(&prop, 0);
+    std::printf("device: %s, %d SMs, sm_%d%d\n", prop.name, prop.multiProcessorCount, prop.major,
+                prop.minor);
+  }
+  static void TearDownTestSuite() {
+    delete gemm_;
+    gemm_ = nullptr;
+  }
+  void SetUp() override {
+    if (gemm_) return;
+    // scripts/gpu-check sets INVAR_REQUIRE_GPU=1: there a missing GPU is a failure.
+    const char* require = std::getenv("INVAR_REQUIRE_GPU");
+    if (require && std::string(require) == "1") FAIL() << "INVAR_REQUIRE_GPU=1 but no usable CUDA device";
+    GTEST_SKIP() << "no CUDA device";
+  }
+  static CudaGemm* gemm_;
+};
+CudaGemm* GemmCuda::gemm_ = nullptr;
+
+// ---------------------------------------------------------------------------------------
+// 1. Correctness
+
+struct Case {
+  int64_t m, n, k, ldx_pad, ldy_pad;
+};
+
+// Residues against every tile edge (64/128 rows, 32..256 columns, 64/128 of K), K not a
+// multiple of the K tile, padded leading dimensions.
+constexpr Case kCases[] = {{1, 8, 8, 0, 0},         {7, 264, 72, 8, 16},
+                           {17, 776, 776, 0, 8},    {65, 1032, 4104, 16, 0},
+                           {129, 4096, 4096, 0, 0}, {769, 5128, 1544, 8, 8},
+                           {5125, 264, 1032, 0, 24}};
+
+void check_case(CudaGemm& gemm, const Case& c, GemmMode mode, const GemmTile* tile) {
+  const int64_t ldx = c.k + c.ldx_pad, ldw = c.k, ldy = c.n + c.ldy_pad;
+  DeviceBuffer x(size_t(c.m) * ldx * 2), w(size_t(c.n) * ldw * 2), y(size_t(c.m) * ldy * 2);
+  DeviceBuffer ref(size_t(c.m) * c.n * 8);
+  ASSERT_TRUE(x.p && w.p && y.p && ref.p);
+  static uint64_t seed = 1;
+  launch_fill_random(x.p, c.m * ldx, seed++);  // fresh data for every check
+  launch_fill_random(w.p, c.n * ldw, seed++);
+  constexpr uint16_t kPoison = 0x7fc1;  // a NaN: an unwritten output fails the check
+  fill_u16<<<1024, 256>>>(y.as<uint16_t>(), c.m * ldy, kPoison);
+  reference_gemm<<<dim3(unsigned((c.n + 127) / 128), unsigned(c.m)), 128>>>(
+      x.as<uint16_t>(), ldx, w.as<uint16_t>(), ldw, ref.as<double>(), c.m, c.n, c.k);
+  CUDA_OK(cudaGetLastError());
+
+  GemmProblem p{x.p, ldx, w.p, ldw, y.p, ldy, c.m, c.n, c.k};
+  if (tile) {
+    STATUS_OK(gemm.run_tile(p, *tile, nullptr));
+  } else {
+    STATUS_OK(gemm.run(p, mode, nullptr));
+  }
+  CUDA_OK(cudaDeviceSynchronize());
+
+  std::vector<uint16_t> hy(size_t(c.m) * ldy);
+  std::vector<double> href(size_t(c.m) * c.n);
+  CUDA_OK(cudaMemcpy(hy.data(), y.p, hy.size() * 2, cudaMemcpyDeviceToHost));
+  CUDA_OK(cudaMemcpy(href.data(), ref.p, href.size() * 8, cudaMemcpyDeviceToHost));
+  double err2 = 0, ref2 = 0;
+  for (double r : href) ref2 += r * r;
+  const double rms = std::sqrt(ref2 / double(href.size()));
+  int64_t bad = 0, pad_touched = 0;
+  for (int64_t r = 0; r < c.m; ++r) {
+    for (int64_t col = 0; col < ldy; ++col) {
+      uint16_t v = hy[size_t(r * ldy + col)];
+      if (col >= c.n) {  // padding columns must keep the poison
+        pad_touched += v != kPoison;
+        continue;
+      }
+      double got = host_bf16(v), want = href[size_t(r * c.n + col)];
+      double e = got - want;
+      err2 += e * e;
+      // bf16 rounding is at most 2^-9 relative; allow 2^-8 plus f32 accumulation noise.
+      if (!(std::fabs(e) <= std::ldexp(std::fabs(want), -8) + 1e-4 * rms)) ++bad;
+    }
+  }
+  const double rel = std::sqrt(err2 / ref2);
+  const std::string what = std::string(tile ? gemm_tile_name(*tile) : (mode == GemmMode::fast ? "fast" : "invariant")) +
+                           " M=" + std::to_string(c.m) + " N=" + std::to_string(c.n) +
+                           " K=" + std::to_string(c.k);
+  EXPECT_EQ(bad, 0) << what << ": elements outside tolerance (or unwritten)";
+  EXPECT_EQ(pad_touched, 0) << what << ": wrote past N into the padding of y";
+  EXPECT_LT(rel, 4e-3) << what;
+}
+
+TEST_F(GemmCuda, MatchesF64ReferenceEveryTileAndMode) {
+  for (const Case& c : kCases) {
+    for (GemmTile t : kAllGemmTiles) check_case(*gemm_, c, GemmMode::invariant, &t);
+    check_case(*gemm_, c, GemmMode::invariant, nullptr);
+    check_case(*gemm_, c, GemmMode::fast, nullptr);
+  }
+}
+
+TEST_F(GemmCuda, RejectsMisalignedOperandsWithActionableError) {
+  DeviceBuffer x(64 * 100 * 2), w(64 * 100 * 2), y(64 * 64 * 2);
+  GemmProblem p{x.p, 100, w.p, 100, y.p, 64, 4, 64, 100};  // K = 100 is not a multiple of 8
+  Status s = gemm_->run(p, GemmMode::invariant, nullptr);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("multiples of 8"), std::string::npos) << s.message();
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Tile equivalence (R2)
+
+TEST_F(GemmCuda, EveryTileConfigGivesTheSameBits) {
+  std::vector<Shape> shapes(std::begin(kQwen3Shapes), std::end(kQwen3Shapes));
+  shapes.insert(shapes.end(), std::begin(kSmolShapes), std::end(kSmolShapes));
+  const int64_t m = 300;  // partial tiles of every height
+  for (const Shape& s : shapes) {
+    DeviceBuffer x(size_t(m) * s.k * 2), w(size_t(s.n) * s.k * 2);
+    DeviceBuffer y0(size_t(m) * s.n * 2), y1(size_t(m) * s.n * 2);
+    DeviceBuffer count(8), first(4);
+    ASSERT_TRUE(x.p && w.p && y0.p && y1.p);
+    launch_fill_random(x.p, m * s.k, 11);
+    launch_fill_random(w.p, s.n * s.k, 12);
+    GemmProblem p0{x.p, s.k, w.p, s.k, y0.p, s.n, m, s.n, s.k};
+    STATUS_OK(gemm_->run_tile(p0, kAllGemmTiles[0], nullptr));
+    for (GemmTile t : kAllGemmTiles) {
+      GemmProblem p1 = p0;
+      p1.y = y1.p;
+      STATUS_OK(gemm_->run_tile(p1, t, nullptr));
+      CUDA_OK(cudaMemset(count.p, 0, 8));
+      CUDA_OK(cudaMemset(first.p, 0x7f, 4));
+      count_row_mismatches<<<unsigned(m), 256>>>(y0.as<uint16_t>(), s.n, y1.as<uint16_t>(), s.n,
+                                                 m, s.n, count.as<unsigned long long>(),
+                                                 first.as<int>());
+      unsigned long long n_bad = 0;
+      CUDA_OK(cudaMemcpy(&n_bad, count.p, 8, cudaMemcpyDeviceToHost));
+      EXPECT_EQ(n_bad, 0u) << s.name << ": tile " << gemm_tile_name(t) << " differs from "
+                           << gemm_tile_name(kAllGemmTiles[0]) << " in " << n_bad << " rows";
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// 3 and 4. Batch invariance and its negative control
+
+constexpr int64_t kMaxRows = 16384;
+
+std::vector<int64_t> batch_sizes() {
+  std::vector<int64_t> ms;
+  for (int64_t m = 1; m <= 512; ++m) ms.push_back(m);
+  for (int64_t m : {521, 577, 640, 769, 1000, 1021, 1024, 1031, 2047, 2053, 3001, 4096, 4099,
+                    6007, 8191, 8192, 9973, 12289, 16381, 16384})
+    ms.push_back(m);
+  return ms;
+}
+
+// The row offset of a batch inside the big product: the request's slot moves with M.
+int64_t slot_of(int64_t m) { return m == kMaxRows ? 0 : (m * 7919) % std::min<int64_t>(97, kMaxRows - m + 1); }
+
+struct InvarianceReport {
+  int64_t sizes = 0;
+  int64_t sizes_differing = 0;
+  int64_t first_m = -1, first_row = -1;
+  std::set<std::string> tiles;
+};
+
+// Compares every batch size's rows with the same rows of one kMaxRows-row product.
+void run_invariance(CudaGemm& gemm, const Shape& s, GemmMode mode, InvarianceReport& rep) {
+  DeviceBuffer x(size_t(kMaxRows) * s.k * 2), w(size_t(s.n) * s.k * 2);
+  DeviceBuffer y_full(size_t(kMaxRows) * s.n * 2), y(size_t(kMaxRows) * s.n * 2);
+  DeviceBuffer count(8), first(4);
+  ASSERT_TRUE(x.p && w.p && y_full.p && y.p && count.p && first.p) << s.name << ": out of memory";
+  launch_fill_random(x.p, kMaxRows * s.k, 21);
+  launch_fill_random(w.p, s.n * s.k, 22);
+  GemmProblem full{x.p, s.k, w.p, s.k, y_full.p, s.n, kMaxRows, s.n, s.k};
+  STATUS_OK(gemm.run(full, mode, nullptr));
+  const auto* xb = x.as<uint16_t>();
+  const auto* yf = y_full.as<uint16_t>();
+  for (int64_t m : batch_sizes()) {
+    const int64_t slot = slot_of(m);
+    if (mode == GemmMode::invariant) rep.tiles.insert(std::string(gemm_tile_name(CudaGemm::choose_tile(m, s.n, s.k))));
+    GemmProblem p{xb + slot * s.k, s.k, w.p, s.k, y.p, s.n, m, s.n, s.k};
+    STATUS_OK(gemm.run(p, mode, nullptr));
+    CUDA_OK(cudaMemsetAsync(count.p, 0, 8));
+    CUDA_OK(cudaMemsetAsync(first.p, 0x7f, 4));
+    count_row_mismatches<<<unsigned(m), 256>>>(y.as<uint16_t>(), s.n, yf + slot * s.n, s.n, m,
+                                               s.n, count.as<unsigned long long>(), first.as<int>());
+    CUDA_OK(cudaGetLastError());
+    unsigned long long n_bad = 0;
+    int first_row = 0;
+    CUDA_OK(cudaMemcpy(&n_bad, count.p, 8, cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(&first_row, first.p, 4, cudaMemcpyDeviceToHost));
+    ++rep.sizes;
+    if (n_bad) {
+      if (rep.sizes_differing++ == 0) {
+        rep.first_m = m;
+        rep.first_row = first_row;
+      }
+    }
+  }
+}
+
+void print_report(const Shape& s, GemmMode mode, const InvarianceReport& r) {
+  std::string tiles;
+  for (const auto& t : r.tiles) tiles += (tiles.empty() ? "" : ",") + t;
+  std::printf("%-9s %-20s N=%-6lld K=%-5lld batch sizes %lld, differing %lld", mode == GemmMode::fast ? "fast" : "invariant", s.name,
+              (long long)s.n, (long long)s.k, (long long)r.sizes, (long long)r.sizes_differing);
+  if (r.sizes_differing) std::printf(" (first: M=%lld row %lld)", (long long)r.first_m, (long long)r.first_row);
+  if (!tiles.empty()) std::printf(" tiles %s", tiles.c_str());
+  std::printf("\n");
+  std::fflush(stdout);
+}
+
+TEST_F(GemmCuda, InvariantRowsAreBitIdenticalForEveryBatchSizeQwen3) {
+  for (const Shape& s : kQwen3Shapes) {
+    InvarianceReport r;
+    run_invariance(*gemm_, s, GemmMode::invariant, r);
+    print_report(s, GemmMode::invariant, r);
+    EXPECT_EQ(r.sizes_differing, 0) << s.name << ": first at M=" << r.first_m << " row " << r.first_row;
+  }
+}
+
+TEST_F(GemmCuda, InvariantRowsAreBitIdenticalForEveryBatchSizeSmolLM2) {
+  for (const Shape& s : kSmolShapes) {
+    InvarianceReport r;
+    run_invariance(*gemm_, s, GemmMode::invariant, r);
+    print_report(s, GemmMode::invariant, r);
+    EXPECT_EQ(r.sizes_differing, 0) << s.name << ": first at M=" << r.first_m << " row " << r.first_row;
+  }
+}
+
+// R8: the same comparison must see cuBLAS change bits with M, or the test proves nothing.
+TEST_F(GemmCuda, NegativeControlCublasRowsChangeWithBatchSize) {
+  int64_t differing = 0;
+  std::vector<Shape> shapes(std::begin(kQwen3Shapes), std::end(kQwen3Shapes));
+  shapes.insert(shapes.end(), std::begin(kSmolShapes), std::end(kSmolShapes));
+  for (const Shape& s : shapes) {
+    InvarianceReport r;
+    run_invariance(*gemm_, s, GemmMode::fast, r);
+    print_report(s, GemmMode::fast, r);
+    differing += r.sizes_differing;
+  }
+  EXPECT_GT(differing, 0) << "cuBLAS gave the same bits for every batch size: the invariance "
+                             "tests above could not see a difference";
+}
+
+}  // namespace
+}  // namespace invar::kernels::cuda
