@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Writes reference logits of the tiny test models with Hugging Face transformers.
+
+    python3 scripts/golden-logits.py tests/data
+
+For each tiny model directory under the given root (tiny-llama, tiny-qwen3), loads it with
+AutoModelForCausalLM in float32 with eager attention, runs one fixed sequence of token ids
+through it, and writes:
+
+  <dir>/golden_ids.json     {"ids": [...], "vocab_size": V, "model": ..., "torch": ...}
+  <dir>/golden_logits.f32   logits [len(ids), V], little-endian float32, row-major
+
+Runs on the CPU or the first CUDA GPU (TF32 disabled so the matmuls stay float32). Needs only
+torch and transformers; the tiny checkpoints come from scripts/make-tiny-models.py.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+import transformers
+from transformers import AutoModelForCausalLM
+
+MODELS = ("tiny-llama", "tiny-qwen3")
+# Fixed ids covering low, high and repeated tokens of a 256-token vocabulary.
+IDS = [1, 17, 42, 255, 0, 128, 7, 7, 99, 200, 3, 64, 31, 250, 5, 77, 18, 142, 9, 233, 60, 2, 111, 45]
+
+
+def load(path, device):
+    kwargs = {"attn_implementation": "eager"}
+    try:  # transformers >= 4.56 names it `dtype`; older ones only know `torch_dtype`
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
+    except TypeError:
+        model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32, **kwargs)
+    return model.to(device).eval()
+
+
+def main():
+    root = sys.argv[1] if len(sys.argv) > 1 else os.path.join("tests", "data")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    for name in MODELS:
+        path = os.path.join(root, name)
+        model = load(path, device)
+        vocab = model.config.vocab_size
+        assert max(IDS) < vocab, f"{name}: ids exceed the vocabulary ({vocab})"
+        with torch.no_grad():
+            ids = torch.tensor([IDS], dtype=torch.long, device=device)
+            logits = model(input_ids=ids, use_cache=False).logits[0]
+        out = logits.float().cpu().numpy().astype("<f4")
+        assert out.shape == (len(IDS), vocab) and np.isfinite(out).all()
+        out.tofile(os.path.join(path, "golden_logits.f32"))
+        with open(os.path.join(path, "golden_ids.json"), "w") as f:
+            json.dump({"ids": IDS, "vocab_size": vocab, "model": name, "device": device,
+                       "torch": torch.__version__, "transformers": transformers.__version__},
+                      f, indent=2)
+            f.write("\n")
+        print(f"{name}: logits {out.shape} on {device}, argmax of last row {int(out[-1].argmax())}")
+
+
+if __name__ == "__main__":
+    main()
