@@ -1,5 +1,6 @@
 #include "tokenizer/chat_template.h"
 
+#include <cstdio>
 #include <ctime>
 #include <string_view>
 
@@ -94,6 +95,31 @@ std::string_view strip_chars(std::string_view s, std::string_view chars, bool le
 }
 
 std::string trim(std::string_view s) { return std::string(python_strip(s)); }
+
+// A JSON string as transformers' tojson filter writes it (json.dumps, ensure_ascii=False).
+std::string json_quote(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+          out += buf;
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out + "\"";
+}
 
 // ---- ChatML ----
 
@@ -240,10 +266,16 @@ Result<std::string> render_llama3(const std::string& src, const std::vector<Chat
     }
     out += header("system") + *cutoff + "Today Date: " + date + "\n\n" + system + "<|eot_id|>";
     for (size_t i = first; i < msgs.size(); ++i) {
-      if (msgs[i].role == "tool" || msgs[i].role == "ipython")
-        return Status::errorf("chat template (Llama-3.1 family): '{}' messages are not supported",
-                              msgs[i].role);
+      const ChatMessage& m = msgs[i];
+      if (m.role == "tool" || m.role == "ipython") {
+        // A string "is iterable" in Jinja, so the template writes tool output through tojson.
+        out += header("ipython") + json_quote(m.content) + "<|eot_id|>";
+      } else {
+        out += header(m.role) + trim(m.content) + "<|eot_id|>";
+      }
     }
+    if (add_gen) out += header("assistant");
+    return out;
   }
   for (size_t i = first; i < msgs.size(); ++i)
     out += header(msgs[i].role) + trim(msgs[i].content) + "<|eot_id|>";
