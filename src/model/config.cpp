@@ -6,9 +6,12 @@ namespace invar::model {
 
 std::string arch_name(Arch a) {
   switch (a) {
-    case Arch::llama: return "llama";
-    case Arch::qwen2: return "qwen2";
-    case Arch::qwen3: return "qwen3";
+    case Arch::llama:
+      return "llama";
+    case Arch::qwen2:
+      return "qwen2";
+    case Arch::qwen3:
+      return "qwen3";
   }
   return "unknown";
 }
@@ -27,8 +30,8 @@ Status ModelConfig::validate(const std::string& where) const {
   INVAR_RETURN_IF_ERROR(positive("head_dim", head_dim));
   INVAR_RETURN_IF_ERROR(positive("max_position", max_position));
   if (num_heads % num_kv_heads != 0) {
-    return Status::errorf("{}: num_heads {} is not a multiple of num_kv_heads {}", where,
-                          num_heads, num_kv_heads);
+    return Status::errorf("{}: num_heads {} is not a multiple of num_kv_heads {}", where, num_heads,
+                          num_kv_heads);
   }
   if (head_dim % 2 != 0) {
     return Status::errorf("{}: head_dim {} is odd (rope rotates pairs)", where, head_dim);
@@ -47,10 +50,10 @@ Status ModelConfig::validate(const std::string& where) const {
   if (s.kind == RopeScaling::Kind::llama3) {
     if (!(s.high_freq_factor > s.low_freq_factor) || !(s.low_freq_factor > 0.0f) ||
         s.original_max_position <= 0) {
-      return Status::errorf("{}: llama3 rope scaling needs high_freq_factor > low_freq_factor > "
-                            "0 and original_max_position_embeddings > 0 (got {}, {}, {})",
-                            where, s.high_freq_factor, s.low_freq_factor,
-                            s.original_max_position);
+      return Status::errorf(
+          "{}: llama3 rope scaling needs high_freq_factor > low_freq_factor > "
+          "0 and original_max_position_embeddings > 0 (got {}, {}, {})",
+          where, s.high_freq_factor, s.low_freq_factor, s.original_max_position);
     }
   }
   if (!rope_freq_factors.empty()) {

@@ -86,15 +86,15 @@ Status parse_hf_rope_scaling(const json& r, const std::string& where, RopeScalin
     INVAR_ASSIGN_OR_RETURN(out->original_max_position,
                            k.get_int("original_max_position_embeddings"));
   } else {
-    return Status::errorf("{}: rope type '{}' is not supported (supported: default, linear, "
-                          "llama3)",
-                          w, type);
+    return Status::errorf(
+        "{}: rope type '{}' is not supported (supported: default, linear, "
+        "llama3)",
+        w, type);
   }
   return {};
 }
 
-Status reject_if_true(const HfKeys& k, const char* key, const std::string& where,
-                      const char* why) {
+Status reject_if_true(const HfKeys& k, const char* key, const std::string& where, const char* why) {
   INVAR_ASSIGN_OR_RETURN(bool v, k.get_bool(key, false));
   if (v) return Status::errorf("{}: '{}: true' is not supported ({})", where, key, why);
   return {};
@@ -114,13 +114,14 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
 
   ModelConfig c;
   std::string arch_key;
-  if (j.contains("architectures") && j["architectures"].is_array() &&
-      !j["architectures"].empty() && j["architectures"][0].is_string()) {
+  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
+      j["architectures"][0].is_string()) {
     arch_key = j["architectures"][0].get<std::string>();
   } else {
-    return Status::errorf("{}: key 'architectures' is missing (expected e.g. "
-                          "[\"LlamaForCausalLM\"])",
-                          where);
+    return Status::errorf(
+        "{}: key 'architectures' is missing (expected e.g. "
+        "[\"LlamaForCausalLM\"])",
+        where);
   }
   int default_max_position = 2048;
   if (arch_key == "LlamaForCausalLM") {
@@ -134,9 +135,10 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
     c.qk_norm = true;
     default_max_position = 32768;
   } else {
-    return Status::errorf("{}: architecture '{}' is not supported (supported: LlamaForCausalLM, "
-                          "Qwen2ForCausalLM, Qwen3ForCausalLM)",
-                          where, arch_key);
+    return Status::errorf(
+        "{}: architecture '{}' is not supported (supported: LlamaForCausalLM, "
+        "Qwen2ForCausalLM, Qwen3ForCausalLM)",
+        where, arch_key);
   }
 
   INVAR_ASSIGN_OR_RETURN(c.vocab_size, k.get_int("vocab_size"));
@@ -149,27 +151,32 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
     INVAR_ASSIGN_OR_RETURN(c.head_dim, k.get_int("head_dim"));
   } else {
     if (c.num_heads <= 0 || c.hidden_size % c.num_heads != 0) {
-      return Status::errorf("{}: no 'head_dim' and hidden_size {} is not a multiple of "
-                            "num_attention_heads {}",
-                            where, c.hidden_size, c.num_heads);
+      return Status::errorf(
+          "{}: no 'head_dim' and hidden_size {} is not a multiple of "
+          "num_attention_heads {}",
+          where, c.hidden_size, c.num_heads);
     }
     c.head_dim = c.hidden_size / c.num_heads;
   }
-  INVAR_ASSIGN_OR_RETURN(c.max_position, k.get_int("max_position_embeddings", default_max_position));
+  INVAR_ASSIGN_OR_RETURN(c.max_position,
+                         k.get_int("max_position_embeddings", default_max_position));
   INVAR_ASSIGN_OR_RETURN(c.rms_eps, k.get_float("rms_norm_eps", 1e-6f));
   INVAR_ASSIGN_OR_RETURN(c.tie_embeddings, k.get_bool("tie_word_embeddings", false));
   c.rope_style = kernels::RopeStyle::half;
 
   const json* rope_params = nullptr;
-  if (k.has("rope_scaling")) rope_params = &j["rope_scaling"];
-  else if (k.has("rope_parameters")) rope_params = &j["rope_parameters"];
+  if (k.has("rope_scaling"))
+    rope_params = &j["rope_scaling"];
+  else if (k.has("rope_parameters"))
+    rope_params = &j["rope_parameters"];
   if (k.has("rope_theta")) {
     INVAR_ASSIGN_OR_RETURN(c.rope_theta, k.get_float("rope_theta", 10000.0f));
   } else if (rope_params && rope_params->is_object()) {
     INVAR_ASSIGN_OR_RETURN(c.rope_theta,
                            HfKeys(*rope_params, where).get_float("rope_theta", 10000.0f));
   }
-  if (rope_params) INVAR_RETURN_IF_ERROR(parse_hf_rope_scaling(*rope_params, where, &c.rope_scaling));
+  if (rope_params)
+    INVAR_RETURN_IF_ERROR(parse_hf_rope_scaling(*rope_params, where, &c.rope_scaling));
 
   if (k.has("hidden_act") && j["hidden_act"] != "silu") {
     return Status::errorf("{}: hidden_act {} is not supported (expected \"silu\")", where,
@@ -213,9 +220,10 @@ Result<ModelConfig> config_from_gguf(const GgufFile& f) {
     c.qk_norm = true;
     c.rope_style = kernels::RopeStyle::half;
   } else {
-    return Status::errorf("{}: general.architecture '{}' is not supported (supported: llama, "
-                          "qwen2, qwen3)",
-                          where, arch);
+    return Status::errorf(
+        "{}: general.architecture '{}' is not supported (supported: llama, "
+        "qwen2, qwen3)",
+        where, arch);
   }
   const std::string p = arch + ".";
   auto get_int = [&](const std::string& key) -> Result<int> {
@@ -250,26 +258,29 @@ Result<ModelConfig> config_from_gguf(const GgufFile& f) {
     INVAR_ASSIGN_OR_RETURN(c.head_dim, get_int("attention.key_length"));
   } else {
     if (c.hidden_size % c.num_heads != 0) {
-      return Status::errorf("{}: no '{}attention.key_length' and embedding_length {} is not a "
-                            "multiple of head_count {}",
-                            where, p, c.hidden_size, c.num_heads);
+      return Status::errorf(
+          "{}: no '{}attention.key_length' and embedding_length {} is not a "
+          "multiple of head_count {}",
+          where, p, c.hidden_size, c.num_heads);
     }
     c.head_dim = c.hidden_size / c.num_heads;
   }
   if (f.has(p + "attention.value_length")) {
     INVAR_ASSIGN_OR_RETURN(int v, get_int("attention.value_length"));
     if (v != c.head_dim) {
-      return Status::errorf("{}: {}attention.value_length {} differs from the key length {} "
-                            "(not supported)",
-                            where, p, v, c.head_dim);
+      return Status::errorf(
+          "{}: {}attention.value_length {} differs from the key length {} "
+          "(not supported)",
+          where, p, v, c.head_dim);
     }
   }
   if (f.has(p + "rope.dimension_count")) {
     INVAR_ASSIGN_OR_RETURN(int rot, get_int("rope.dimension_count"));
     if (rot != c.head_dim) {
-      return Status::errorf("{}: {}rope.dimension_count {} differs from head_dim {} (partial "
-                            "rotary embeddings are not supported)",
-                            where, p, rot, c.head_dim);
+      return Status::errorf(
+          "{}: {}rope.dimension_count {} differs from head_dim {} (partial "
+          "rotary embeddings are not supported)",
+          where, p, rot, c.head_dim);
     }
   }
   c.rope_theta = 10000.0f;
@@ -287,25 +298,27 @@ Result<ModelConfig> config_from_gguf(const GgufFile& f) {
   }
   if (scaling == "linear") {
     c.rope_scaling.kind = RopeScaling::Kind::linear;
-    const std::string key = f.has(p + "rope.scaling.factor") ? "rope.scaling.factor"
-                                                              : "rope.scale_linear";
+    const std::string key =
+        f.has(p + "rope.scaling.factor") ? "rope.scaling.factor" : "rope.scale_linear";
     INVAR_ASSIGN_OR_RETURN(c.rope_scaling.factor, get_float(key));
   } else if (scaling != "none") {
-    return Status::errorf("{}: {}rope.scaling.type '{}' is not supported (supported: none, "
-                          "linear)",
-                          where, p, scaling);
+    return Status::errorf(
+        "{}: {}rope.scaling.type '{}' is not supported (supported: none, "
+        "linear)",
+        where, p, scaling);
   }
 
   if (f.has(p + "vocab_size")) {
     INVAR_ASSIGN_OR_RETURN(c.vocab_size, get_int("vocab_size"));
   } else {
     auto it = f.metadata().find("tokenizer.ggml.tokens");
-    auto* arr = it == f.metadata().end() ? nullptr
-                                         : std::get_if<std::shared_ptr<GgufArray>>(&it->second.v);
+    auto* arr =
+        it == f.metadata().end() ? nullptr : std::get_if<std::shared_ptr<GgufArray>>(&it->second.v);
     if (arr == nullptr || (*arr)->size() > size_t(std::numeric_limits<int>::max())) {
-      return Status::errorf("{}: neither '{}vocab_size' nor the array 'tokenizer.ggml.tokens' "
-                            "gives the vocabulary size",
-                            where, p);
+      return Status::errorf(
+          "{}: neither '{}vocab_size' nor the array 'tokenizer.ggml.tokens' "
+          "gives the vocabulary size",
+          where, p);
     }
     c.vocab_size = int((*arr)->size());
   }
@@ -313,10 +326,10 @@ Result<ModelConfig> config_from_gguf(const GgufFile& f) {
   c.tie_embeddings = f.find_tensor("output.weight") == nullptr;
   if (const GgufTensorInfo* t = f.find_tensor("rope_freqs.weight")) {
     if (t->shape.size() != 1 || t->shape[0] != c.head_dim / 2) {
-      return Status::errorf("{}: tensor 'rope_freqs.weight' has {} dims, first {} (expected "
-                            "[{}])",
-                            where, t->shape.size(), t->shape.empty() ? 0 : t->shape[0],
-                            c.head_dim / 2);
+      return Status::errorf(
+          "{}: tensor 'rope_freqs.weight' has {} dims, first {} (expected "
+          "[{}])",
+          where, t->shape.size(), t->shape.empty() ? 0 : t->shape[0], c.head_dim / 2);
     }
     c.rope_freq_factors.resize(size_t(c.head_dim / 2));
     INVAR_RETURN_IF_ERROR(f.read_tensor(*t, DType::f32, c.rope_freq_factors.data()));

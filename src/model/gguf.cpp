@@ -18,29 +18,53 @@ namespace {
 
 constexpr uint32_t kGgufMagic = 0x46554747;  // "GGUF" read as a little-endian u32
 constexpr uint64_t kDefaultAlignment = 32;
-constexpr int kMaxDims = 4;            // GGML_MAX_DIMS
-constexpr int kMaxArrayNesting = 16;   // bounds the recursion on nested arrays
+constexpr int kMaxDims = 4;           // GGML_MAX_DIMS
+constexpr int kMaxArrayNesting = 16;  // bounds the recursion on nested arrays
 
 enum ValueType : uint32_t {
-  kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
-  kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
+  kU8 = 0,
+  kI8 = 1,
+  kU16 = 2,
+  kI16 = 3,
+  kU32 = 4,
+  kI32 = 5,
+  kF32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kU64 = 10,
+  kI64 = 11,
+  kF64 = 12,
 };
 
 // Smallest encoding of one value of a type: a lower bound used to reject impossible counts.
 uint64_t min_value_size(uint32_t type) {
   switch (type) {
-    case kU8: case kI8: case kBool: return 1;
-    case kU16: case kI16: return 2;
-    case kU32: case kI32: case kF32: return 4;
-    case kU64: case kI64: case kF64: return 8;
-    case kString: return 8;   // the length
-    case kArray: return 12;   // element type + count
+    case kU8:
+    case kI8:
+    case kBool:
+      return 1;
+    case kU16:
+    case kI16:
+      return 2;
+    case kU32:
+    case kI32:
+    case kF32:
+      return 4;
+    case kU64:
+    case kI64:
+    case kF64:
+      return 8;
+    case kString:
+      return 8;  // the length
+    case kArray:
+      return 12;  // element type + count
   }
   return 1;
 }
 
 const char* value_type_name(uint32_t type) {
-  static const char* kNames[] = {"u8",  "i8",     "u16",   "i16", "u32", "i32", "f32",
+  static const char* kNames[] = {"u8",   "i8",     "u16",   "i16", "u32", "i32", "f32",
                                  "bool", "string", "array", "u64", "i64", "f64"};
   return type <= kF64 ? kNames[type] : "unknown";
 }
@@ -56,9 +80,10 @@ class Cursor {
 
   Status need(uint64_t n, const std::string& what) const {
     if (n > remaining()) {
-      return Status::errorf("{}: {}: needs {} bytes at offset {} but the file ends at {} "
-                            "(truncated?)",
-                            path_, what, n, pos_, size_);
+      return Status::errorf(
+          "{}: {}: needs {} bytes at offset {} but the file ends at {} "
+          "(truncated?)",
+          path_, what, n, pos_, size_);
     }
     return {};
   }
@@ -75,9 +100,10 @@ class Cursor {
     uint64_t len = 0;
     INVAR_RETURN_IF_ERROR(read(&len, what + " (string length)"));
     if (len > remaining()) {
-      return Status::errorf("{}: {}: string of {} bytes at offset {} runs past the end of the "
-                            "file (size {})",
-                            path_, what, len, pos_, size_);
+      return Status::errorf(
+          "{}: {}: string of {} bytes at offset {} runs past the end of the "
+          "file (size {})",
+          path_, what, len, pos_, size_);
     }
     out->assign(reinterpret_cast<const char*>(data_ + pos_), size_t(len));
     pos_ += len;
@@ -97,8 +123,8 @@ Status read_value(Cursor& c, const std::string& path, const std::string& key, ui
 Status read_array(Cursor& c, const std::string& path, const std::string& key, int depth,
                   GgufValue* out) {
   if (depth >= kMaxArrayNesting) {
-    return Status::errorf("{}: metadata key '{}': arrays nested deeper than {} levels", path,
-                          key, kMaxArrayNesting);
+    return Status::errorf("{}: metadata key '{}': arrays nested deeper than {} levels", path, key,
+                          kMaxArrayNesting);
   }
   uint32_t elem_type = 0;
   uint64_t count = 0;
@@ -109,9 +135,10 @@ Status read_array(Cursor& c, const std::string& path, const std::string& key, in
                           path, key, elem_type);
   }
   if (count > c.remaining() / min_value_size(elem_type)) {
-    return Status::errorf("{}: metadata key '{}': array of {} {} values at offset {} cannot fit "
-                          "in the {} bytes left in the file",
-                          path, key, count, value_type_name(elem_type), c.pos(), c.remaining());
+    return Status::errorf(
+        "{}: metadata key '{}': array of {} {} values at offset {} cannot fit "
+        "in the {} bytes left in the file",
+        path, key, count, value_type_name(elem_type), c.pos(), c.remaining());
   }
   auto arr = std::make_shared<GgufArray>();
   arr->resize(size_t(count));
@@ -126,12 +153,12 @@ Status read_value(Cursor& c, const std::string& path, const std::string& key, ui
                   int depth, GgufValue* out) {
   const std::string what = "metadata key '" + key + "'";
   switch (type) {
-#define INVAR_GGUF_SCALAR_(tag, ctype, store)          \
-  case tag: {                                          \
-    ctype x{};                                         \
-    INVAR_RETURN_IF_ERROR(c.read(&x, what));           \
-    out->v = store(x);                                 \
-    return {};                                         \
+#define INVAR_GGUF_SCALAR_(tag, ctype, store) \
+  case tag: {                                 \
+    ctype x{};                                \
+    INVAR_RETURN_IF_ERROR(c.read(&x, what));  \
+    out->v = store(x);                        \
+    return {};                                \
   }
     INVAR_GGUF_SCALAR_(kU8, uint8_t, uint64_t)
     INVAR_GGUF_SCALAR_(kU16, uint16_t, uint64_t)
@@ -148,8 +175,8 @@ Status read_value(Cursor& c, const std::string& path, const std::string& key, ui
       uint8_t x = 0;
       INVAR_RETURN_IF_ERROR(c.read(&x, what));
       if (x > 1) {
-        return Status::errorf("{}: {}: bool value {} at offset {} (expected 0 or 1)", path, what,
-                              x, c.pos() - 1);
+        return Status::errorf("{}: {}: bool value {} at offset {} (expected 0 or 1)", path, what, x,
+                              c.pos() - 1);
       }
       out->v = x != 0;
       return {};
@@ -208,8 +235,8 @@ Result<GgufFile> GgufFile::open(const std::string& path) {
   uint32_t magic = 0;
   INVAR_RETURN_IF_ERROR(c.read(&magic, "header (magic)"));
   if (magic != kGgufMagic) {
-    return Status::errorf("{}: not a GGUF file (magic 0x{:08x}, expected 0x{:08x} \"GGUF\")",
-                          path, magic, kGgufMagic);
+    return Status::errorf("{}: not a GGUF file (magic 0x{:08x}, expected 0x{:08x} \"GGUF\")", path,
+                          magic, kGgufMagic);
   }
   INVAR_RETURN_IF_ERROR(c.read(&f.version_, "header (version)"));
   if (f.version_ != 2 && f.version_ != 3) {
@@ -221,9 +248,10 @@ Result<GgufFile> GgufFile::open(const std::string& path) {
   // Lower bounds on the encoded sizes: a key-value pair takes at least 13 bytes, a tensor
   // info at least 24.
   if (kv_count > c.remaining() / 13) {
-    return Status::errorf("{}: header claims {} metadata entries, which cannot fit in a file of "
-                          "{} bytes",
-                          path, kv_count, mapped->size());
+    return Status::errorf(
+        "{}: header claims {} metadata entries, which cannot fit in a file of "
+        "{} bytes",
+        path, kv_count, mapped->size());
   }
   if (tensor_count > c.remaining() / 24) {
     return Status::errorf("{}: header claims {} tensors, which cannot fit in a file of {} bytes",
@@ -246,9 +274,10 @@ Result<GgufFile> GgufFile::open(const std::string& path) {
   if (f.has("general.alignment")) {
     INVAR_ASSIGN_OR_RETURN(int64_t a, f.get_int("general.alignment"));
     if (a <= 0 || (a & (a - 1)) != 0 || a > (1 << 20)) {
-      return Status::errorf("{}: metadata key 'general.alignment' is {} (expected a power of "
-                            "two, at most 1 MiB)",
-                            path, a);
+      return Status::errorf(
+          "{}: metadata key 'general.alignment' is {} (expected a power of "
+          "two, at most 1 MiB)",
+          path, a);
     }
     alignment = uint64_t(a);
   }
@@ -261,8 +290,7 @@ Result<GgufFile> GgufFile::open(const std::string& path) {
     uint32_t n_dims = 0;
     INVAR_RETURN_IF_ERROR(c.read(&n_dims, what + " (dimension count)"));
     if (n_dims == 0 || n_dims > kMaxDims) {
-      return Status::errorf("{}: {}: {} dimensions (expected 1..{})", path, what, n_dims,
-                            kMaxDims);
+      return Status::errorf("{}: {}: {} dimensions (expected 1..{})", path, what, n_dims, kMaxDims);
     }
     std::vector<int64_t> ne(n_dims);
     for (auto& d : ne) {
@@ -302,11 +330,13 @@ Result<GgufFile> GgufFile::open(const std::string& path) {
   uint64_t data_offset = (c.pos() + alignment - 1) / alignment * alignment;
   const uint64_t size = mapped->size();
   if (data_offset > size) {
-    if (tensor_count == 0) data_offset = size;  // a metadata-only file may end unpadded
+    if (tensor_count == 0)
+      data_offset = size;  // a metadata-only file may end unpadded
     else {
-      return Status::errorf("{}: data section would start at offset {} but the file ends at {} "
-                            "(truncated?)",
-                            path, data_offset, size);
+      return Status::errorf(
+          "{}: data section would start at offset {} but the file ends at {} "
+          "(truncated?)",
+          path, data_offset, size);
     }
   }
   f.data_offset_ = data_offset;
@@ -315,9 +345,10 @@ Result<GgufFile> GgufFile::open(const std::string& path) {
     // Unsupported types have no known size here; read_tensor rejects them by name.
     if (ggml_block_layout(t.type) == nullptr) continue;
     if (t.offset > data_size || t.nbytes > data_size - t.offset) {
-      return Status::errorf("{}: tensor '{}': data [offset {}, {} bytes] runs past end of file "
-                            "(size {}, data section starts at {})",
-                            path, t.name, data_offset + t.offset, t.nbytes, size, data_offset);
+      return Status::errorf(
+          "{}: tensor '{}': data [offset {}, {} bytes] runs past end of file "
+          "(size {}, data section starts at {})",
+          path, t.name, data_offset + t.offset, t.nbytes, size, data_offset);
     }
   }
   return f;
@@ -340,12 +371,18 @@ const GgufValue* lookup(const std::map<std::string, GgufValue>& m, const std::st
 
 const char* held_type(const GgufValue& v) {
   switch (v.v.index()) {
-    case 0: return "a signed integer";
-    case 1: return "an unsigned integer";
-    case 2: return "a float";
-    case 3: return "a bool";
-    case 4: return "a string";
-    case 5: return "an array";
+    case 0:
+      return "a signed integer";
+    case 1:
+      return "an unsigned integer";
+    case 2:
+      return "a float";
+    case 3:
+      return "a bool";
+    case 4:
+      return "a string";
+    case 5:
+      return "an array";
   }
   return "?";
 }
@@ -354,8 +391,7 @@ Result<int64_t> as_int(const GgufValue& v, const std::string& path, const std::s
   if (auto* i = std::get_if<int64_t>(&v.v)) return *i;
   if (auto* u = std::get_if<uint64_t>(&v.v)) {
     if (*u > uint64_t(std::numeric_limits<int64_t>::max())) {
-      return Status::errorf("{}: metadata key '{}': value {} does not fit in int64", path, key,
-                            *u);
+      return Status::errorf("{}: metadata key '{}': value {} does not fit in int64", path, key, *u);
     }
     return int64_t(*u);
   }
@@ -416,8 +452,8 @@ Result<std::vector<std::string>> GgufFile::get_string_array(const std::string& k
   for (size_t i = 0; i < a->size(); ++i) {
     auto* s = std::get_if<std::string>(&(*a)[i].v);
     if (!s) {
-      return Status::errorf("{}: metadata key '{}': element {} holds {}, expected a string",
-                            path_, key, i, held_type((*a)[i]));
+      return Status::errorf("{}: metadata key '{}': element {} holds {}, expected a string", path_,
+                            key, i, held_type((*a)[i]));
     }
     out.push_back(*s);
   }
@@ -453,9 +489,10 @@ Status GgufFile::read_tensor(const GgufTensorInfo& t, DType dtype, void* out) co
   }
   const GgmlBlockLayout* b = ggml_block_layout(t.type);
   if (b == nullptr) {
-    return Status::errorf("{}: tensor '{}' has unsupported type {} ({}); supported: F32, F16, "
-                          "BF16, Q8_0, Q4_0, Q4_1",
-                          path_, t.name, t.type, ggml_type_name(t.type));
+    return Status::errorf(
+        "{}: tensor '{}' has unsupported type {} ({}); supported: F32, F16, "
+        "BF16, Q8_0, Q4_0, Q4_1",
+        path_, t.name, t.type, ggml_type_name(t.type));
   }
   // Re-check against this file: `t` may not come from tensors().
   int64_t numel = 0;
@@ -464,9 +501,10 @@ Status GgufFile::read_tensor(const GgufTensorInfo& t, DType dtype, void* out) co
   if (t.shape.empty() || t.shape.back() % b->block_elems != 0 ||
       uint64_t(numel) / uint64_t(b->block_elems) * b->block_bytes != t.nbytes ||
       t.offset > data_size || t.nbytes > data_size - t.offset) {
-    return Status::errorf("{}: tensor '{}': shape {} type {} at data offset {} does not "
-                          "describe data inside this file",
-                          path_, t.name, shape_str(t.shape), b->name, t.offset);
+    return Status::errorf(
+        "{}: tensor '{}': shape {} type {} at data offset {} does not "
+        "describe data inside this file",
+        path_, t.name, shape_str(t.shape), b->name, t.offset);
   }
   dequantize_ggml(t.type, file_->data() + data_offset_ + t.offset, numel, dtype, out);
   return {};

@@ -27,8 +27,10 @@ struct Sink {
   DType dtype;
   void* out;
   void put(int64_t i, float v) const {
-    if (dtype == DType::f32) static_cast<float*>(out)[i] = v;
-    else static_cast<uint16_t*>(out)[i] = f32_to_bf16(v);
+    if (dtype == DType::f32)
+      static_cast<float*>(out)[i] = v;
+    else
+      static_cast<uint16_t*>(out)[i] = f32_to_bf16(v);
   }
 };
 
@@ -36,28 +38,33 @@ struct Sink {
 
 const GgmlBlockLayout* ggml_block_layout(uint32_t type) {
   switch (GgmlType(type)) {
-    case GgmlType::f32: return &kF32;
-    case GgmlType::f16: return &kF16;
-    case GgmlType::bf16: return &kBF16;
-    case GgmlType::q8_0: return &kQ8_0;
-    case GgmlType::q4_0: return &kQ4_0;
-    case GgmlType::q4_1: return &kQ4_1;
+    case GgmlType::f32:
+      return &kF32;
+    case GgmlType::f16:
+      return &kF16;
+    case GgmlType::bf16:
+      return &kBF16;
+    case GgmlType::q8_0:
+      return &kQ8_0;
+    case GgmlType::q4_0:
+      return &kQ4_0;
+    case GgmlType::q4_1:
+      return &kQ4_1;
   }
   return nullptr;
 }
 
 const char* ggml_type_name(uint32_t type) {
   static const char* kNames[] = {
-      "F32",     "F16",    "Q4_0",    "Q4_1",  "Q4_2",   "Q4_3",   "Q5_0",  "Q5_1",
-      "Q8_0",    "Q8_1",   "Q2_K",    "Q3_K",  "Q4_K",   "Q5_K",   "Q6_K",  "Q8_K",
-      "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S",  "IQ2_S", "IQ4_XS",
-      "I8",      "I16",    "I32",     "I64",   "F64",    "IQ1_M",  "BF16"};
+      "F32",     "F16",    "Q4_0",    "Q4_1",  "Q4_2",   "Q4_3",  "Q5_0",  "Q5_1",
+      "Q8_0",    "Q8_1",   "Q2_K",    "Q3_K",  "Q4_K",   "Q5_K",  "Q6_K",  "Q8_K",
+      "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS",
+      "I8",      "I16",    "I32",     "I64",   "F64",    "IQ1_M", "BF16"};
   if (type < sizeof(kNames) / sizeof(kNames[0])) return kNames[type];
   return "unknown type";
 }
 
-void dequantize_ggml(uint32_t type, const uint8_t* src, int64_t numel, DType out_dtype,
-                     void* out) {
+void dequantize_ggml(uint32_t type, const uint8_t* src, int64_t numel, DType out_dtype, void* out) {
   const Sink sink{out_dtype, out};
   switch (GgmlType(type)) {
     case GgmlType::f32:

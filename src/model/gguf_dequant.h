@@ -25,7 +25,6 @@ const GgmlBlockLayout* ggml_block_layout(uint32_t type);
 const char* ggml_type_name(uint32_t type);
 
 // Converts `numel` elements (a whole number of blocks) of a supported type into f32 or bf16.
-void dequantize_ggml(uint32_t type, const uint8_t* src, int64_t numel, DType out_dtype,
-                     void* out);
+void dequantize_ggml(uint32_t type, const uint8_t* src, int64_t numel, DType out_dtype, void* out);
 
 }  // namespace invar::model

@@ -16,23 +16,40 @@ namespace invar::model {
 std::string gguf_tensor_name(WeightRole role, int layer) {
   const std::string b = "blk." + std::to_string(layer) + ".";
   switch (role) {
-    case WeightRole::embedding: return "token_embd.weight";
-    case WeightRole::final_norm: return "output_norm.weight";
-    case WeightRole::lm_head: return "output.weight";
-    case WeightRole::attn_norm: return b + "attn_norm.weight";
-    case WeightRole::wq: return b + "attn_q.weight";
-    case WeightRole::wk: return b + "attn_k.weight";
-    case WeightRole::wv: return b + "attn_v.weight";
-    case WeightRole::wo: return b + "attn_output.weight";
-    case WeightRole::bq: return b + "attn_q.bias";
-    case WeightRole::bk: return b + "attn_k.bias";
-    case WeightRole::bv: return b + "attn_v.bias";
-    case WeightRole::q_norm: return b + "attn_q_norm.weight";
-    case WeightRole::k_norm: return b + "attn_k_norm.weight";
-    case WeightRole::ffn_norm: return b + "ffn_norm.weight";
-    case WeightRole::w_gate: return b + "ffn_gate.weight";
-    case WeightRole::w_up: return b + "ffn_up.weight";
-    case WeightRole::w_down: return b + "ffn_down.weight";
+    case WeightRole::embedding:
+      return "token_embd.weight";
+    case WeightRole::final_norm:
+      return "output_norm.weight";
+    case WeightRole::lm_head:
+      return "output.weight";
+    case WeightRole::attn_norm:
+      return b + "attn_norm.weight";
+    case WeightRole::wq:
+      return b + "attn_q.weight";
+    case WeightRole::wk:
+      return b + "attn_k.weight";
+    case WeightRole::wv:
+      return b + "attn_v.weight";
+    case WeightRole::wo:
+      return b + "attn_output.weight";
+    case WeightRole::bq:
+      return b + "attn_q.bias";
+    case WeightRole::bk:
+      return b + "attn_k.bias";
+    case WeightRole::bv:
+      return b + "attn_v.bias";
+    case WeightRole::q_norm:
+      return b + "attn_q_norm.weight";
+    case WeightRole::k_norm:
+      return b + "attn_k_norm.weight";
+    case WeightRole::ffn_norm:
+      return b + "ffn_norm.weight";
+    case WeightRole::w_gate:
+      return b + "ffn_gate.weight";
+    case WeightRole::w_up:
+      return b + "ffn_up.weight";
+    case WeightRole::w_down:
+      return b + "ffn_down.weight";
   }
   return "?";
 }
@@ -40,23 +57,40 @@ std::string gguf_tensor_name(WeightRole role, int layer) {
 std::string hf_tensor_name(WeightRole role, int layer) {
   const std::string b = "model.layers." + std::to_string(layer) + ".";
   switch (role) {
-    case WeightRole::embedding: return "model.embed_tokens.weight";
-    case WeightRole::final_norm: return "model.norm.weight";
-    case WeightRole::lm_head: return "lm_head.weight";
-    case WeightRole::attn_norm: return b + "input_layernorm.weight";
-    case WeightRole::wq: return b + "self_attn.q_proj.weight";
-    case WeightRole::wk: return b + "self_attn.k_proj.weight";
-    case WeightRole::wv: return b + "self_attn.v_proj.weight";
-    case WeightRole::wo: return b + "self_attn.o_proj.weight";
-    case WeightRole::bq: return b + "self_attn.q_proj.bias";
-    case WeightRole::bk: return b + "self_attn.k_proj.bias";
-    case WeightRole::bv: return b + "self_attn.v_proj.bias";
-    case WeightRole::q_norm: return b + "self_attn.q_norm.weight";
-    case WeightRole::k_norm: return b + "self_attn.k_norm.weight";
-    case WeightRole::ffn_norm: return b + "post_attention_layernorm.weight";
-    case WeightRole::w_gate: return b + "mlp.gate_proj.weight";
-    case WeightRole::w_up: return b + "mlp.up_proj.weight";
-    case WeightRole::w_down: return b + "mlp.down_proj.weight";
+    case WeightRole::embedding:
+      return "model.embed_tokens.weight";
+    case WeightRole::final_norm:
+      return "model.norm.weight";
+    case WeightRole::lm_head:
+      return "lm_head.weight";
+    case WeightRole::attn_norm:
+      return b + "input_layernorm.weight";
+    case WeightRole::wq:
+      return b + "self_attn.q_proj.weight";
+    case WeightRole::wk:
+      return b + "self_attn.k_proj.weight";
+    case WeightRole::wv:
+      return b + "self_attn.v_proj.weight";
+    case WeightRole::wo:
+      return b + "self_attn.o_proj.weight";
+    case WeightRole::bq:
+      return b + "self_attn.q_proj.bias";
+    case WeightRole::bk:
+      return b + "self_attn.k_proj.bias";
+    case WeightRole::bv:
+      return b + "self_attn.v_proj.bias";
+    case WeightRole::q_norm:
+      return b + "self_attn.q_norm.weight";
+    case WeightRole::k_norm:
+      return b + "self_attn.k_norm.weight";
+    case WeightRole::ffn_norm:
+      return b + "post_attention_layernorm.weight";
+    case WeightRole::w_gate:
+      return b + "mlp.gate_proj.weight";
+    case WeightRole::w_up:
+      return b + "mlp.up_proj.weight";
+    case WeightRole::w_down:
+      return b + "mlp.down_proj.weight";
   }
   return "?";
 }
@@ -67,11 +101,11 @@ namespace {
 Status check_finite(const HostTensor& t, const std::string& where, const std::string& name) {
   const int64_t n = t.numel();
   for (int64_t i = 0; i < n; ++i) {
-    float v = t.dtype == DType::f32 ? t.f32()[i]
-                                    : bf16_to_f32(reinterpret_cast<const uint16_t*>(t.bytes.data())[i]);
+    float v = t.dtype == DType::f32
+                  ? t.f32()[i]
+                  : bf16_to_f32(reinterpret_cast<const uint16_t*>(t.bytes.data())[i]);
     if (!std::isfinite(v)) {
-      return Status::errorf("{}: tensor '{}': element {} is {} (corrupt file?)", where, name, i,
-                            v);
+      return Status::errorf("{}: tensor '{}': element {} is {} (corrupt file?)", where, name, i, v);
     }
   }
   return {};
@@ -88,9 +122,10 @@ Result<ModelWeights> read_weights(const ModelConfig& c, const std::string& where
     const std::string name = name_of(s.role, s.layer);
     std::optional<std::vector<int64_t>> shape = shape_of(name);
     if (!shape) {
-      return Status::errorf("{}: tensor '{}' is missing (a {} model with this config needs it, "
-                            "shape {})",
-                            where, name, arch_name(c.arch), shape_string(s.shape));
+      return Status::errorf(
+          "{}: tensor '{}' is missing (a {} model with this config needs it, "
+          "shape {})",
+          where, name, arch_name(c.arch), shape_string(s.shape));
     }
     if (*shape != s.shape) {
       return Status::errorf("{}: tensor '{}': shape {} does not match the config (expected {})",

@@ -75,9 +75,10 @@ Result<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
   uint64_t header_len = 0;
   std::memcpy(&header_len, mapped->data(), 8);
   if (header_len > size - 8 || header_len > kMaxHeaderBytes) {
-    return Status::errorf("{}: header length {} runs past the end of the file (size {}) or "
-                          "exceeds 100 MiB; not a safetensors file?",
-                          path, header_len, size);
+    return Status::errorf(
+        "{}: header length {} runs past the end of the file (size {}) or "
+        "exceeds 100 MiB; not a safetensors file?",
+        path, header_len, size);
   }
   json header;
   try {
@@ -102,15 +103,17 @@ Result<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
     const std::string where = path + ": tensor '" + name + "'";
     if (!entry.is_object() || !entry.contains("dtype") || !entry["dtype"].is_string() ||
         !entry.contains("shape") || !entry.contains("data_offsets")) {
-      return Status::errorf("{}: expected an object with 'dtype', 'shape' and 'data_offsets', "
-                            "got {}",
-                            where, entry.dump());
+      return Status::errorf(
+          "{}: expected an object with 'dtype', 'shape' and 'data_offsets', "
+          "got {}",
+          where, entry.dump());
     }
     SafetensorsTensorInfo t;
     t.name = name;
     t.dtype = entry["dtype"].get<std::string>();
     INVAR_ASSIGN_OR_RETURN(auto shape, unsigned_list(entry["shape"], where + " shape"));
-    INVAR_ASSIGN_OR_RETURN(auto offs, unsigned_list(entry["data_offsets"], where + " data_offsets"));
+    INVAR_ASSIGN_OR_RETURN(auto offs,
+                           unsigned_list(entry["data_offsets"], where + " data_offsets"));
     if (offs.size() != 2 || offs[0] > offs[1]) {
       return Status::errorf("{}: data_offsets {} must be [begin, end] with begin <= end", where,
                             entry["data_offsets"].dump());
@@ -125,8 +128,8 @@ Result<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
       t.shape.push_back(int64_t(d));
     }
     if (offs[1] > data_size) {
-      return Status::errorf("{}: data [offset {}, {} bytes] runs past end of file (size {})",
-                            where, data_start + offs[0], offs[1] - offs[0], size);
+      return Status::errorf("{}: data [offset {}, {} bytes] runs past end of file (size {})", where,
+                            data_start + offs[0], offs[1] - offs[0], size);
     }
     if (uint64_t eb = dtype_bytes(t.dtype)) {
       if (numel > std::numeric_limits<uint64_t>::max() / eb || offs[1] - offs[0] != numel * eb) {
@@ -148,15 +151,14 @@ const SafetensorsTensorInfo* SafetensorsFile::find_tensor(const std::string& nam
   return it == index_.end() ? nullptr : &tensors_[it->second];
 }
 
-Status SafetensorsFile::read_tensor(const SafetensorsTensorInfo& t, DType dtype,
-                                    void* out) const {
+Status SafetensorsFile::read_tensor(const SafetensorsTensorInfo& t, DType dtype, void* out) const {
   if (dtype != DType::f32 && dtype != DType::bf16) {
     return Status::errorf("{}: tensor '{}': cannot read into {} (expected f32 or bf16)", path_,
                           t.name, dtype_name(dtype));
   }
   if (t.dtype != "F32" && t.dtype != "F16" && t.dtype != "BF16") {
-    return Status::errorf("{}: tensor '{}' has dtype {}; supported: F32, F16, BF16", path_,
-                          t.name, t.dtype);
+    return Status::errorf("{}: tensor '{}' has dtype {}; supported: F32, F16, BF16", path_, t.name,
+                          t.dtype);
   }
   const int64_t n = t.numel();
   // Re-check: `t` may not come from this file.
@@ -187,8 +189,10 @@ Status SafetensorsFile::read_tensor(const SafetensorsTensorInfo& t, DType dtype,
   } else {  // F16
     for (int64_t i = 0; i < n; ++i) {
       const float v = f16_to_f32(load_u16(src + 2 * i));
-      if (dtype == DType::f32) of[i] = v;
-      else ob[i] = f32_to_bf16(v);
+      if (dtype == DType::f32)
+        of[i] = v;
+      else
+        ob[i] = f32_to_bf16(v);
     }
   }
   return {};
@@ -209,9 +213,10 @@ Result<SafetensorsSet> SafetensorsSet::open_dir(const std::string& dir) {
   const fs::path single_path = fs::path(dir) / "model.safetensors";
   if (!fs::exists(index_path)) {
     if (fs::exists(single_path)) return open_file(single_path.string());
-    return Status::errorf("{}: no model.safetensors or model.safetensors.index.json (expected a "
-                          "Hugging Face model directory)",
-                          dir);
+    return Status::errorf(
+        "{}: no model.safetensors or model.safetensors.index.json (expected a "
+        "Hugging Face model directory)",
+        dir);
   }
   const std::string ipath = index_path.string();
   INVAR_ASSIGN_OR_RETURN(json index, parse_json_file(ipath));
@@ -228,9 +233,10 @@ Result<SafetensorsSet> SafetensorsSet::open_dir(const std::string& dir) {
     }
     const std::string file = shard.get<std::string>();
     if (file.empty() || file.find('/') != std::string::npos || file == "." || file == "..") {
-      return Status::errorf("{}: weight_map['{}'] = '{}' is not a plain file name in the "
-                            "directory",
-                            ipath, name, file);
+      return Status::errorf(
+          "{}: weight_map['{}'] = '{}' is not a plain file name in the "
+          "directory",
+          ipath, name, file);
     }
     auto it = shard_ids.find(file);
     if (it == shard_ids.end()) {
@@ -241,9 +247,10 @@ Result<SafetensorsSet> SafetensorsSet::open_dir(const std::string& dir) {
     const SafetensorsFile& f = s.files_[it->second];
     const SafetensorsTensorInfo* t = f.find_tensor(name);
     if (t == nullptr) {
-      return Status::errorf("{}: weight_map puts tensor '{}' in '{}', but that file has no such "
-                            "tensor",
-                            ipath, name, file);
+      return Status::errorf(
+          "{}: weight_map puts tensor '{}' in '{}', but that file has no such "
+          "tensor",
+          ipath, name, file);
     }
     s.index_[name] = {it->second, size_t(t - f.tensors().data())};
   }

@@ -20,9 +20,9 @@ namespace invar::model {
 
 struct SafetensorsTensorInfo {
   std::string name;
-  std::string dtype;            // as written in the header: "F32", "BF16", "I64", ...
-  std::vector<int64_t> shape;   // row-major, outermost first
-  uint64_t begin = 0;           // absolute byte offsets in the file
+  std::string dtype;           // as written in the header: "F32", "BF16", "I64", ...
+  std::vector<int64_t> shape;  // row-major, outermost first
+  uint64_t begin = 0;          // absolute byte offsets in the file
   uint64_t end = 0;
   int64_t numel() const;
 };

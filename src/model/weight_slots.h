@@ -14,8 +14,23 @@
 namespace invar::model {
 
 enum class WeightRole : uint8_t {
-  embedding, final_norm, lm_head,  // model-level
-  attn_norm, wq, wk, wv, wo, bq, bk, bv, q_norm, k_norm, ffn_norm, w_gate, w_up, w_down,
+  embedding,
+  final_norm,
+  lm_head,  // model-level
+  attn_norm,
+  wq,
+  wk,
+  wv,
+  wo,
+  bq,
+  bk,
+  bv,
+  q_norm,
+  k_norm,
+  ffn_norm,
+  w_gate,
+  w_up,
+  w_down,
 };
 
 struct WeightSlot {

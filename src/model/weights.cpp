@@ -85,7 +85,9 @@ uint64_t splitmix64(uint64_t x) {
 
 // A tensor's id depends on its role and layer only, so enabling biases does not change the
 // values of the other tensors.
-uint64_t slot_id(const WeightSlot& s) { return uint64_t(s.layer + 1) * 64 + uint64_t(s.role); }
+uint64_t slot_id(const WeightSlot& s) {
+  return uint64_t(s.layer + 1) * 64 + uint64_t(s.role);
+}
 
 // Uniform in [-1, 1), exactly a multiple of 2^-23: integer bits, no library distributions.
 float uniform_pm1(uint64_t key, uint64_t index) {
@@ -100,13 +102,15 @@ void fill_random(HostTensor& t, uint64_t key, float center, float scale) {
   auto fill = [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const float v = center + uniform_pm1(key, uint64_t(i)) * scale;
-      if (t.dtype == DType::f32) reinterpret_cast<float*>(t.bytes.data())[i] = v;
-      else reinterpret_cast<uint16_t*>(t.bytes.data())[i] = f32_to_bf16(v);
+      if (t.dtype == DType::f32)
+        reinterpret_cast<float*>(t.bytes.data())[i] = v;
+      else
+        reinterpret_cast<uint16_t*>(t.bytes.data())[i] = f32_to_bf16(v);
     }
   };
   const int64_t kChunk = int64_t(1) << 20;
-  const int64_t threads =
-      std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()), (n + kChunk - 1) / kChunk);
+  const int64_t threads = std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()),
+                                            (n + kChunk - 1) / kChunk);
   if (threads <= 1) {
     fill(0, n);
     return;
@@ -134,7 +138,8 @@ ModelWeights random_weights(const ModelConfig& config, uint64_t seed, DType weig
       fill_random(*s.tensor, key, 1.0f, 0.125f);
     } else {
       // ~1/sqrt(fan_in) keeps activations O(1) through the layers; sqrt is correctly rounded.
-      const float scale = float(1.0 / std::sqrt(double(s.matrix ? s.shape.back() : config.hidden_size)));
+      const float scale =
+          float(1.0 / std::sqrt(double(s.matrix ? s.shape.back() : config.hidden_size)));
       fill_random(*s.tensor, key, 0.0f, scale);
     }
     return {};
@@ -153,9 +158,10 @@ Result<LoadedModel> load_model(const std::string& path, const LoadOptions& optio
   std::error_code ec;
   if (fs::is_directory(path, ec)) return load_hf_model(path, "", options);
   if (!fs::exists(path, ec)) {
-    return Status::errorf("{}: no such file or directory (expected a .gguf file or a Hugging "
-                          "Face model directory)",
-                          path);
+    return Status::errorf(
+        "{}: no such file or directory (expected a .gguf file or a Hugging "
+        "Face model directory)",
+        path);
   }
   if (fs::path(path).extension() == ".safetensors") {
     std::string dir = fs::path(path).parent_path().string();

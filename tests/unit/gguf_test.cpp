@@ -17,7 +17,9 @@ namespace {
 using testing::Bytes;
 using testing::GgufWriter;
 
-std::string temp_path(const std::string& name) { return ::testing::TempDir() + "invar_gguf_" + name; }
+std::string temp_path(const std::string& name) {
+  return ::testing::TempDir() + "invar_gguf_" + name;
+}
 
 std::string write(const std::string& name, const std::vector<uint8_t>& bytes) {
   std::string p = temp_path(name);
@@ -32,10 +34,13 @@ void expect_open_error(const std::string& path, std::vector<std::string> parts) 
   const std::string& msg = r.status().message();
   EXPECT_NE(msg.find(path), std::string::npos) << msg;
   EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-  for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "missing '" << p << "' in: " << msg;
+  for (const auto& p : parts)
+    EXPECT_NE(msg.find(p), std::string::npos) << "missing '" << p << "' in: " << msg;
 }
 
-std::vector<uint8_t> f16_bytes(std::vector<uint16_t> v) { return testing::as_bytes(v); }
+std::vector<uint8_t> f16_bytes(std::vector<uint16_t> v) {
+  return testing::as_bytes(v);
+}
 
 TEST(Gguf, MetadataOfEveryType) {
   GgufWriter w;
@@ -53,14 +58,25 @@ TEST(Gguf, MetadataOfEveryType) {
   w.kv("f64", testing::kGF64, Bytes().put<double>(-1.5));
   w.str_array("strs", {"a", "", "ccc"});
   w.kv("ints", testing::kGArray,
-       Bytes().put<uint32_t>(testing::kGI32).put<uint64_t>(3).put<int32_t>(-1).put<int32_t>(0).put<int32_t>(7));
+       Bytes()
+           .put<uint32_t>(testing::kGI32)
+           .put<uint64_t>(3)
+           .put<int32_t>(-1)
+           .put<int32_t>(0)
+           .put<int32_t>(7));
   w.kv("floats", testing::kGArray,
        Bytes().put<uint32_t>(testing::kGF32).put<uint64_t>(2).put<float>(1.5f).put<float>(-2.0f));
   // [[1, 2], []] as an array of u8 arrays
   w.kv("nested", testing::kGArray,
-       Bytes().put<uint32_t>(testing::kGArray).put<uint64_t>(2)
-           .put<uint32_t>(testing::kGU8).put<uint64_t>(2).put<uint8_t>(1).put<uint8_t>(2)
-           .put<uint32_t>(testing::kGU8).put<uint64_t>(0));
+       Bytes()
+           .put<uint32_t>(testing::kGArray)
+           .put<uint64_t>(2)
+           .put<uint32_t>(testing::kGU8)
+           .put<uint64_t>(2)
+           .put<uint8_t>(1)
+           .put<uint8_t>(2)
+           .put<uint32_t>(testing::kGU8)
+           .put<uint64_t>(0));
   for (uint32_t version : {2u, 3u}) {
     GgufWriter wv = w;
     auto bytes = wv.build();
@@ -143,7 +159,8 @@ std::vector<Expected> build_all_types(GgufWriter& w) {
   w.tensor("f32", {2, 3}, uint32_t(GgmlType::f32), testing::as_bytes(f32v));
   exp.push_back({"f32", f32v});
   // F16 [5]: 1, -2, 0.5, 65504 (largest), 2^-24 (smallest subnormal)
-  w.tensor("f16", {5}, uint32_t(GgmlType::f16), f16_bytes({0x3c00, 0xc000, 0x3800, 0x7bff, 0x0001}));
+  w.tensor("f16", {5}, uint32_t(GgmlType::f16),
+           f16_bytes({0x3c00, 0xc000, 0x3800, 0x7bff, 0x0001}));
   exp.push_back({"f16", {1.0f, -2.0f, 0.5f, 65504.0f, std::ldexp(1.0f, -24)}});
   // BF16 [3]: 1, -3, 2^-126
   w.tensor("bf16", {3}, uint32_t(GgmlType::bf16), f16_bytes({0x3f80, 0xc040, 0x0080}));
@@ -173,7 +190,7 @@ std::vector<Expected> build_all_types(GgufWriter& w) {
     b.put<uint16_t>(0x3400);
     for (int j = 0; j < 16; ++j) {
       b.put<uint8_t>(uint8_t(j | ((15 - j) << 4)));
-      v[size_t(j)] = float(j - 8) * 0.25f;           // low nibble: element j
+      v[size_t(j)] = float(j - 8) * 0.25f;            // low nibble: element j
       v[size_t(j + 16)] = float(15 - j - 8) * 0.25f;  // high nibble: element j + 16
     }
     b.put<uint16_t>(0x4200);
@@ -287,7 +304,11 @@ TEST(Gguf, TensorOffsetPastEnd) {
 
 TEST(Gguf, AbsurdCountsAreErrorsNotAllocations) {
   auto header = [](uint64_t tensors, uint64_t kvs) {
-    return Bytes().put<uint32_t>(0x46554747).put<uint32_t>(3).put<uint64_t>(tensors).put<uint64_t>(kvs);
+    return Bytes()
+        .put<uint32_t>(0x46554747)
+        .put<uint32_t>(3)
+        .put<uint64_t>(tensors)
+        .put<uint64_t>(kvs);
   };
   expect_open_error(write("many_tensors", header(1ull << 60, 0).b), {"tensors", "cannot fit"});
   expect_open_error(write("many_kvs", header(0, 1ull << 60).b), {"metadata entries", "cannot fit"});
@@ -297,12 +318,20 @@ TEST(Gguf, AbsurdCountsAreErrorsNotAllocations) {
   b = header(0, 1).str("k").put<uint32_t>(testing::kGString).put<uint64_t>(~0ull);
   expect_open_error(write("long_str", b.b), {"'k'", "runs past the end"});
   // An array of 2^62 u64 values.
-  b = header(0, 1).str("arr").put<uint32_t>(testing::kGArray).put<uint32_t>(testing::kGU64)
+  b = header(0, 1)
+          .str("arr")
+          .put<uint32_t>(testing::kGArray)
+          .put<uint32_t>(testing::kGU64)
           .put<uint64_t>(1ull << 62);
   expect_open_error(write("long_arr", b.b), {"'arr'", "cannot fit"});
   // Dimensions whose product overflows.
-  b = header(1, 0).str("big").put<uint32_t>(2).put<uint64_t>(1ull << 40).put<uint64_t>(1ull << 40)
-          .put<uint32_t>(0).put<uint64_t>(0);
+  b = header(1, 0)
+          .str("big")
+          .put<uint32_t>(2)
+          .put<uint64_t>(1ull << 40)
+          .put<uint64_t>(1ull << 40)
+          .put<uint32_t>(0)
+          .put<uint64_t>(0);
   expect_open_error(write("overflow", b.b), {"'big'", "overflows"});
   // Arrays nested beyond any real file.
   b = header(0, 1).str("deep").put<uint32_t>(testing::kGArray);
@@ -313,14 +342,23 @@ TEST(Gguf, AbsurdCountsAreErrorsNotAllocations) {
 
 TEST(Gguf, MalformedEntries) {
   auto header = [](uint64_t tensors, uint64_t kvs) {
-    return Bytes().put<uint32_t>(0x46554747).put<uint32_t>(2).put<uint64_t>(tensors).put<uint64_t>(kvs);
+    return Bytes()
+        .put<uint32_t>(0x46554747)
+        .put<uint32_t>(2)
+        .put<uint64_t>(tensors)
+        .put<uint64_t>(kvs);
   };
   auto b = header(0, 1).str("k").put<uint32_t>(13).put<uint64_t>(0);
   expect_open_error(write("kvtype", b.b), {"'k'", "unknown value type 13"});
   b = header(0, 1).str("flag").put<uint32_t>(testing::kGBool).put<uint8_t>(2);
   expect_open_error(write("bool", b.b), {"'flag'", "bool"});
-  b = header(0, 2).str("k").put<uint32_t>(testing::kGU8).put<uint8_t>(1)
-          .str("k").put<uint32_t>(testing::kGU8).put<uint8_t>(1);
+  b = header(0, 2)
+          .str("k")
+          .put<uint32_t>(testing::kGU8)
+          .put<uint8_t>(1)
+          .str("k")
+          .put<uint32_t>(testing::kGU8)
+          .put<uint8_t>(1);
   expect_open_error(write("dupkey", b.b), {"'k' appears twice"});
   b = header(1, 0).str("t5").put<uint32_t>(5);
   for (int i = 0; i < 5; ++i) b.put<uint64_t>(1);

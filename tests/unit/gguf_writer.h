@@ -33,8 +33,19 @@ struct Bytes {
 
 // GGUF metadata value types.
 enum GgufType : uint32_t {
-  kGU8 = 0, kGI8 = 1, kGU16 = 2, kGI16 = 3, kGU32 = 4, kGI32 = 5, kGF32 = 6, kGBool = 7,
-  kGString = 8, kGArray = 9, kGU64 = 10, kGI64 = 11, kGF64 = 12,
+  kGU8 = 0,
+  kGI8 = 1,
+  kGU16 = 2,
+  kGI16 = 3,
+  kGU32 = 4,
+  kGI32 = 5,
+  kGF32 = 6,
+  kGBool = 7,
+  kGString = 8,
+  kGArray = 9,
+  kGU64 = 10,
+  kGI64 = 11,
+  kGF64 = 12,
 };
 
 class GgufWriter {

@@ -15,7 +15,8 @@ void expect_error(const Status& st, std::vector<std::string> parts) {
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.message().find('\n'), std::string::npos) << st.message();
   for (const auto& p : parts) {
-    EXPECT_NE(st.message().find(p), std::string::npos) << "missing '" << p << "' in: " << st.message();
+    EXPECT_NE(st.message().find(p), std::string::npos)
+        << "missing '" << p << "' in: " << st.message();
   }
 }
 
@@ -50,9 +51,13 @@ TEST(ModelConfig, TinyLlamaFromHf) {
 
   // Hugging Face's _compute_llama3_parameters in float64 (numpy), rounded to f32: index 0 is a
   // high frequency (kept), 1 medium (blended), 2.. low (divided by the factor).
-  const std::vector<float> want = {1.0f, 0.07940300554037094f, 0.004700753837823868f,
-                                   0.0009115830762311816f, 0.00017677669529803097f,
-                                   3.428102354519069e-05f, 6.647869668086059e-06f,
+  const std::vector<float> want = {1.0f,
+                                   0.07940300554037094f,
+                                   0.004700753837823868f,
+                                   0.0009115830762311816f,
+                                   0.00017677669529803097f,
+                                   3.428102354519069e-05f,
+                                   6.647869668086059e-06f,
                                    1.289173155782919e-06f};
   auto inv = rope_inv_freq(c);
   ASSERT_EQ(inv.size(), want.size());
@@ -250,7 +255,8 @@ TEST(ModelConfig, GgufErrorsNameTheKey) {
   expect_error(gguf_config(w, "gpt2").status(), {"'gpt2' is not supported"});
   testing::GgufWriter m;
   m.str("general.architecture", "llama").u32("llama.block_count", 2);
-  expect_error(gguf_config(m, "partial").status(), {"invar_cfg_partial.gguf", "'llama.embedding_length' is missing"});
+  expect_error(gguf_config(m, "partial").status(),
+               {"invar_cfg_partial.gguf", "'llama.embedding_length' is missing"});
   auto v = gguf_llama_meta("llama");  // no vocab_size, no token list
   expect_error(gguf_config(v, "novocab").status(), {"tokenizer.ggml.tokens"});
   auto y = gguf_llama_meta("llama");

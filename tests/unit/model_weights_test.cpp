@@ -24,7 +24,8 @@ void expect_error(const Status& st, std::vector<std::string> parts) {
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.message().find('\n'), std::string::npos) << st.message();
   for (const auto& p : parts) {
-    EXPECT_NE(st.message().find(p), std::string::npos) << "missing '" << p << "' in: " << st.message();
+    EXPECT_NE(st.message().find(p), std::string::npos)
+        << "missing '" << p << "' in: " << st.message();
   }
 }
 
@@ -143,9 +144,8 @@ TEST(LoadModel, HfErrors) {
   std::string d = edited_copy("tiny-llama", "nokey", [](json& c) { c.erase("num_hidden_layers"); });
   expect_error(load_model(d, {}).status(), {d + "/config.json", "'num_hidden_layers' is missing"});
   d = edited_copy("tiny-llama", "shape", [](json& c) { c["intermediate_size"] = 96; });
-  expect_error(load_model(d, {}).status(),
-               {d, "tensor 'model.layers.0.mlp.gate_proj.weight'", "shape [128, 64]",
-                "expected [96, 64]"});
+  expect_error(load_model(d, {}).status(), {d, "tensor 'model.layers.0.mlp.gate_proj.weight'",
+                                            "shape [128, 64]", "expected [96, 64]"});
   d = edited_copy("tiny-qwen3", "untied", [](json& c) { c["tie_word_embeddings"] = false; });
   expect_error(load_model(d, {}).status(), {d, "'lm_head.weight' is missing"});
   d = edited_copy("tiny-llama", "morelayers", [](json& c) { c["num_hidden_layers"] = 3; });
@@ -284,7 +284,8 @@ TEST(LoadModel, GgufErrors) {
   w.tensor("token_embd.weight", {4, 256}, 12 /* Q4_K */, std::vector<uint8_t>(4 * 144));
   p = ::testing::TempDir() + "invar_w_q4k.gguf";
   testing::write_bytes(p, w.build());
-  expect_error(load_model(p, {}).status(), {p, "'token_embd.weight'", "unsupported type 12 (Q4_K)"});
+  expect_error(load_model(p, {}).status(),
+               {p, "'token_embd.weight'", "unsupported type 12 (Q4_K)"});
 }
 
 TEST(LoadModel, DefaultSmolLM2) {

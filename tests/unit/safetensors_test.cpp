@@ -38,7 +38,8 @@ void expect_error(const Status& st, std::vector<std::string> parts) {
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.message().find('\n'), std::string::npos) << st.message();
   for (const auto& p : parts) {
-    EXPECT_NE(st.message().find(p), std::string::npos) << "missing '" << p << "' in: " << st.message();
+    EXPECT_NE(st.message().find(p), std::string::npos)
+        << "missing '" << p << "' in: " << st.message();
   }
 }
 
@@ -51,9 +52,9 @@ TEST(Safetensors, ReadsEveryDtype) {
   const std::string dir = temp_dir("dtypes");
   testing::Bytes data;
   data.put<float>(1.5f).put<float>(-2.0f).put<float>(3.0f).put<float>(0.1f);  // F32 [2, 2]
-  data.put<uint16_t>(0x3c00).put<uint16_t>(0xb800).put<uint16_t>(0x0001);       // F16 [3]
-  data.put<uint16_t>(0x4040).put<uint16_t>(0xbf80);                            // BF16 [2]
-  data.put<int64_t>(7);                                                        // I64 [1]
+  data.put<uint16_t>(0x3c00).put<uint16_t>(0xb800).put<uint16_t>(0x0001);     // F16 [3]
+  data.put<uint16_t>(0x4040).put<uint16_t>(0xbf80);                           // BF16 [2]
+  data.put<int64_t>(7);                                                       // I64 [1]
   const std::string header =
       R"({"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},)"
       R"("h":{"dtype":"F16","shape":[3],"data_offsets":[16,22]},)"
@@ -107,20 +108,23 @@ TEST(Safetensors, BadHeaders) {
   check(st_bytes("{not json", {}), {"not valid JSON"});
   check(st_bytes("[1,2]", {}), {"JSON object"});
   check(st_bytes(R"({"w":{"dtype":"F32","shape":[2]}})", {}), {"'w'", "data_offsets"});
-  check(st_bytes(R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", std::vector<uint8_t>(8)),
+  check(st_bytes(R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})",
+                 std::vector<uint8_t>(8)),
         {"'w'", "non-negative"});
-  check(st_bytes(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", std::vector<uint8_t>(8)),
+  check(st_bytes(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})",
+                 std::vector<uint8_t>(8)),
         {"'w'", "begin <= end"});
-  check(st_bytes(R"({"blk":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", std::vector<uint8_t>(8)),
+  check(st_bytes(R"({"blk":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})",
+                 std::vector<uint8_t>(8)),
         {"'blk'", "runs past end of file"});
-  check(st_bytes(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", std::vector<uint8_t>(8)),
+  check(st_bytes(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})",
+                 std::vector<uint8_t>(8)),
         {"'w'", "needs 12"});
   check(st_bytes(R"({"w":{"dtype":"F16","shape":[4294967296,4294967296],"data_offsets":[0,8]}})",
                  std::vector<uint8_t>(8)),
         {"'w'"});
   // Empty directory: neither layout present.
-  expect_error(open_status(SafetensorsSet::open_dir(temp_dir("empty"))),
-               {"no model.safetensors"});
+  expect_error(open_status(SafetensorsSet::open_dir(temp_dir("empty"))), {"no model.safetensors"});
 }
 
 TEST(Safetensors, ShardedMatchesSingle) {
@@ -162,7 +166,8 @@ TEST(Safetensors, BadIndex) {
   d = make("badjson", "{");
   expect_error(open_status(SafetensorsSet::open_dir(d)), {"index.json", "invalid JSON"});
   d = make("missingshard", R"({"weight_map":{"a":"model-00009-of-00009.safetensors"}})");
-  expect_error(open_status(SafetensorsSet::open_dir(d)), {"model-00009-of-00009.safetensors", "cannot open"});
+  expect_error(open_status(SafetensorsSet::open_dir(d)),
+               {"model-00009-of-00009.safetensors", "cannot open"});
   d = make("wrongshard",
            R"({"weight_map":{"model.norm.weight":"model-00001-of-00002.safetensors"}})");
   expect_error(open_status(SafetensorsSet::open_dir(d)),
