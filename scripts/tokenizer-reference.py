@@ -92,6 +92,8 @@ CORPUS = [
     "<|im_end|><|im_end|>",
     "not special: <|im_start and im_end|> <|unknown|>",
     "<think>\nreasoning\n</think>\n\nanswer",
+    "Mongolian\u180evowel separator (not whitespace since Unicode 6.3) and \x85 NEL \x1c",
+    "control bytes \x00\x01\x04\x1d\x7f (SmolLM2's vocabulary lacks some)",
 ]
 
 # Cases with special tokens are encoded both ways.
@@ -103,13 +105,16 @@ def cases_for(tok, texts, long_text=True):
                 continue
             tok.encode_special_tokens = not parse_special
             ids = tok.encode(text, add_special_tokens=False).ids
-            out.append({"text": text, "parse_special": parse_special, "ids": ids})
+            out.append({"text": text, "parse_special": parse_special, "ids": ids,
+                        "decoded": tok.decode(ids, skip_special_tokens=False)})
     tok.encode_special_tokens = False
     if long_text:
         rng = random.Random(1234)
         pieces = [t for t in texts if t]
         text = "".join(rng.choice(pieces) + rng.choice([" ", "\n", "", "  "]) for _ in range(400))
-        out.append({"text": text, "parse_special": True, "ids": tok.encode(text, add_special_tokens=False).ids})
+        ids = tok.encode(text, add_special_tokens=False).ids
+        out.append({"text": text, "parse_special": True, "ids": ids,
+                    "decoded": tok.decode(ids, skip_special_tokens=False)})
     return out
 
 

@@ -77,10 +77,9 @@ void ByteLevelBpe::merge_word(std::string_view piece, std::vector<int32_t>& out)
   sym.reserve(piece.size());
   for (unsigned char b : piece) {
     const int32_t id = byte_ids_[b];
-    if (id < 0) {  // byte missing from the alphabet: only possible with a broken vocabulary
-      if (unk_id_) sym.push_back({*unk_id_, int32_t(sym.size()) - 1, int32_t(sym.size()) + 1, true});
-      continue;
-    }
+    // A byte whose alphabet character is not in the vocabulary (SmolLM2 lacks a few control
+    // bytes) is dropped, as Hugging Face (with no unk_token) and llama.cpp both do.
+    if (id < 0) continue;
     sym.push_back({id, int32_t(sym.size()) - 1, int32_t(sym.size()) + 1, true});
   }
   if (sym.empty()) return;

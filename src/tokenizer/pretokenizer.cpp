@@ -31,6 +31,34 @@ struct MatchDataDeleter {
 using CodePtr = std::unique_ptr<pcre2_code, CodeDeleter>;
 using MatchDataPtr = std::unique_ptr<pcre2_match_data, MatchDataDeleter>;
 
+// PCRE2's \s (with UCP) also matches U+180E, which stopped being whitespace in Unicode 6.3;
+// the reference tokenizers' \s is the White_Space property. Spell it out.
+std::string with_white_space_property(const std::string& pattern) {
+  std::string out;
+  out.reserve(pattern.size() + 32);
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    if (pattern[i] != '\\' || i + 1 == pattern.size()) {
+      out += pattern[i];
+      continue;
+    }
+    const char e = pattern[++i];
+    if (e == 'Q') {  // a literal section, copied as it is up to \E
+      const size_t end = pattern.find("\\E", i + 1);
+      const size_t stop = end == std::string::npos ? pattern.size() : end + 2;
+      out.append(pattern, i - 1, stop - (i - 1));
+      i = stop - 1;
+    } else if (e == 's') {
+      out += "\\p{White_Space}";
+    } else if (e == 'S') {
+      out += "\\P{White_Space}";
+    } else {
+      out += '\\';
+      out += e;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 struct Pretokenizer::Impl {
@@ -44,7 +72,8 @@ Pretokenizer::~Pretokenizer() = default;
 
 Result<Pretokenizer> Pretokenizer::compile(const std::vector<std::string>& patterns) {
   Pretokenizer p;
-  for (const auto& pattern : patterns) {
+  for (const auto& source : patterns) {
+    const std::string pattern = with_white_space_property(source);
     int err = 0;
     PCRE2_SIZE err_offset = 0;
     // UCP: \s, \w and friends follow Unicode, as in the Oniguruma/fancy-regex engines the
