@@ -7,8 +7,9 @@ For each tiny model directory under the given root (tiny-llama, tiny-qwen3), loa
 AutoModelForCausalLM in float32 with eager attention, runs one fixed sequence of token ids
 through it, and writes:
 
-  <dir>/golden_ids.json     {"ids": [...], "vocab_size": V, "model": ..., "torch": ...}
+  <dir>/golden_ids.json     the token ids, a JSON list of integers
   <dir>/golden_logits.f32   logits [len(ids), V], little-endian float32, row-major
+  <dir>/golden_info.json    how they were made (device, torch and transformers versions)
 
 Runs on the CPU or the first CUDA GPU (TF32 disabled so the matmuls stay float32). Needs only
 torch and transformers; the tiny checkpoints come from scripts/make-tiny-models.py.
@@ -54,9 +55,12 @@ def main():
         assert out.shape == (len(IDS), vocab) and np.isfinite(out).all()
         out.tofile(os.path.join(path, "golden_logits.f32"))
         with open(os.path.join(path, "golden_ids.json"), "w") as f:
-            json.dump({"ids": IDS, "vocab_size": vocab, "model": name, "device": device,
-                       "torch": torch.__version__, "transformers": transformers.__version__},
-                      f, indent=2)
+            f.write(json.dumps(IDS) + "\n")
+        info = {"model": name, "tokens": len(IDS), "vocab_size": vocab, "device": device,
+                "torch": torch.__version__, "transformers": transformers.__version__,
+                "dtype": "float32", "attention": "eager", "tf32": False}
+        with open(os.path.join(path, "golden_info.json"), "w") as f:
+            json.dump(info, f, indent=2, sort_keys=True)
             f.write("\n")
         print(f"{name}: logits {out.shape} on {device}, argmax of last row {int(out[-1].argmax())}")
 
