@@ -315,6 +315,7 @@ def sentencepiece_model():
         else: types.append(1)
     cases = [{"text": t, "ids": sp.encode(t)} for t in SPM_CORPUS]
     write_json(OUT / "spm_tiny_expected.json", {"cases": cases})
+    spm_tiny_hf(pieces, scores, types, cases)
     zephyr = (OUT / "templates" / "zephyr.jinja").read_text(encoding="utf-8")
     w = GGUFWriter(str(OUT / "spm_tiny.gguf"), "llama")
     w.add_tokenizer_model("llama")
@@ -332,6 +333,48 @@ def sentencepiece_model():
     w.write_tensors_to_file()
     w.close()
     print(f"sentencepiece: {n} pieces, {len(cases)} cases")
+
+def spm_tiny_hf(pieces, scores, types, cases):
+    """The same model as a Llama-2-style tokenizer.json (Prepend/Replace normalizer, BPE with
+    byte fallback and merges ranked by the merged piece's score), checked against sentencepiece."""
+    from tokenizers import Tokenizer
+
+    vocab = {p: i for i, p in enumerate(pieces)}
+    merges = []
+    for p in sorted((p for i, p in enumerate(pieces) if types[i] == 1), key=lambda p: (-scores[vocab[p]], vocab[p])):
+        for k in range(1, len(p)):
+            if p[:k] in vocab and p[k:] in vocab and types[vocab[p[:k]]] == 1 and types[vocab[p[k:]]] == 1:
+                merges.append([p[:k], p[k:]])
+    added = [{"id": i, "content": p, "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": False, "special": True} for i, p in enumerate(pieces) if types[i] in (2, 3)]
+    tj = {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u2581"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+        "pre_tokenizer": None,
+        "post_processor": {"type": "TemplateProcessing",
+                           "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                           "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                                    {"SpecialToken": {"id": "<s>", "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                           "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
+                  "vocab": vocab, "merges": merges},
+    }
+    d = OUT / "spm_tiny_hf"
+    write_json(d / "tokenizer.json", tj)
+    write_pretty(d / "tokenizer_config.json", {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
+    tok = Tokenizer.from_file(str(d / "tokenizer.json"))
+    tok.encode_special_tokens = True  # sentencepiece does not parse "<s>" in text either
+    for c in cases:
+        if c["text"]:  # HF's Prepend normalizer leaves "" alone, sentencepiece too
+            assert tok.encode(c["text"], add_special_tokens=False).ids == c["ids"], c["text"]
+            assert tok.decode(c["ids"]) == c["text"], c["text"]
 
 # ---------------------------------------------------------------- chat templates
 

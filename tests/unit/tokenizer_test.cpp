@@ -258,6 +258,21 @@ TEST(TokenizerSentencePiece, MatchesSentencepieceFromGguf) {
   }
 }
 
+TEST(TokenizerSentencePiece, MatchesSentencepieceFromLlamaStyleTokenizerJson) {
+  auto tok = Tokenizer::from_hf_dir(testing::test_data("tokenizer/spm_tiny_hf"));
+  ASSERT_TRUE(tok.ok()) << tok.status().message();
+  EXPECT_EQ(tok->spec().kind, TokenizerKind::sentencepiece_bpe);
+  EXPECT_TRUE(tok->add_bos_default());  // from the TemplateProcessing post-processor
+  EXPECT_TRUE(tok->spec().add_space_prefix);
+  EXPECT_EQ(tok->bos_id(), 1);
+  for (const auto& c : load_json("tokenizer/spm_tiny_expected.json")["cases"]) {
+    const std::string text = c["text"].get<std::string>();
+    const auto ids = tok->encode(text, false, false);
+    EXPECT_EQ(ids, c["ids"].get<std::vector<int32_t>>()) << "text: " << text;
+    EXPECT_EQ(tok->decode(ids), text);
+  }
+}
+
 // A hand-built vocabulary: merges by score, byte fallback, special tokens, prefix space.
 Tokenizer tiny_spm() {
   TokenizerSpec s;
