@@ -49,7 +49,8 @@ Result<tokenizer::TokenizerSpec> tokenizer_spec_from_gguf(const model::GgufFile&
                             scores.size(), n);
     spec.scores.assign(scores.begin(), scores.end());
   } else if (spm) {
-    return Status::errorf("{}: a sentencepiece ('llama') tokenizer needs tokenizer.ggml.scores", path);
+    return Status::errorf("{}: a sentencepiece ('llama') tokenizer needs tokenizer.ggml.scores",
+                          path);
   }
   if (gguf.has("tokenizer.ggml.token_type")) {
     INVAR_ASSIGN_OR_RETURN(auto types, gguf.get_int_array("tokenizer.ggml.token_type"));
@@ -60,14 +61,16 @@ Result<tokenizer::TokenizerSpec> tokenizer_spec_from_gguf(const model::GgufFile&
   }
   if (!spm) {
     if (!gguf.has("tokenizer.ggml.merges"))
-      return Status::errorf("{}: a byte-level ('gpt2') tokenizer needs tokenizer.ggml.merges", path);
+      return Status::errorf("{}: a byte-level ('gpt2') tokenizer needs tokenizer.ggml.merges",
+                            path);
     INVAR_ASSIGN_OR_RETURN(spec.merges, gguf.get_string_array("tokenizer.ggml.merges"));
     std::string pre = "default";
     if (gguf.has("tokenizer.ggml.pre")) {
       INVAR_ASSIGN_OR_RETURN(pre, gguf.get_string("tokenizer.ggml.pre"));
     }
     auto regexes = tokenizer::pretokenizer_regexes_for(pre);
-    if (!regexes.ok()) return Status::errorf("{}: tokenizer.ggml.pre: {}", path, regexes.status().message());
+    if (!regexes.ok())
+      return Status::errorf("{}: tokenizer.ggml.pre: {}", path, regexes.status().message());
     spec.pretokenizer_regexes = std::move(regexes).value();
     spec.ignore_merges = pre == "llama-bpe" || pre == "llama3";  // as llama.cpp
   }

@@ -12,7 +12,9 @@ namespace {
 
 constexpr size_t kCacheEntries = size_t(1) << 16;  // cleared whole when full
 
-uint64_t pair_key(int32_t a, int32_t b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
+uint64_t pair_key(int32_t a, int32_t b) {
+  return (uint64_t(uint32_t(a)) << 32) | uint32_t(b);
+}
 
 // A doubly linked list of symbols over a fixed array; merged-away symbols are marked dead.
 struct Symbol {
@@ -40,8 +42,8 @@ ByteLevelBpe& ByteLevelBpe::operator=(ByteLevelBpe&& o) noexcept {
 }
 
 Result<ByteLevelBpe> ByteLevelBpe::build(const TokenIndex& index,
-                                         const std::vector<std::string>& merges,
-                                         bool ignore_merges, std::optional<int32_t> unk_id) {
+                                         const std::vector<std::string>& merges, bool ignore_merges,
+                                         std::optional<int32_t> unk_id) {
   ByteLevelBpe m;
   m.ignore_merges_ = ignore_merges;
   m.unk_id_ = unk_id;

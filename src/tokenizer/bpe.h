@@ -75,9 +75,9 @@ class SentencePieceBpe {
 
  private:
   SentencePieceBpe() = default;
-  TokenIndex pieces_;                 // mergeable piece text -> id
-  std::vector<float> scores_;         // by id
-  int32_t byte_ids_[256];             // byte -> id of <0xAB>, or -1
+  TokenIndex pieces_;          // mergeable piece text -> id
+  std::vector<float> scores_;  // by id
+  int32_t byte_ids_[256];      // byte -> id of <0xAB>, or -1
   std::optional<int32_t> unk_id_;
 };
 

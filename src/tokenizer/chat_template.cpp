@@ -13,7 +13,9 @@ namespace {
 bool contains(std::string_view s, std::string_view needle) {
   return s.find(needle) != std::string_view::npos;
 }
-bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
+bool starts_with(std::string_view s, std::string_view p) {
+  return s.substr(0, p.size()) == p;
+}
 bool ends_with(std::string_view s, std::string_view p) {
   return s.size() >= p.size() && s.substr(s.size() - p.size()) == p;
 }
@@ -50,11 +52,23 @@ std::vector<std::string> string_literals(std::string_view src) {
         if (src[j] == '\\' && j + 1 < src.size()) {
           const char e = src[++j];
           switch (e) {
-            case 'n': lit += '\n'; break;
-            case 't': lit += '\t'; break;
-            case 'r': lit += '\r'; break;
-            case '\\': case '\'': case '"': lit += e; break;
-            default: lit += '\\'; lit += e;
+            case 'n':
+              lit += '\n';
+              break;
+            case 't':
+              lit += '\t';
+              break;
+            case 'r':
+              lit += '\r';
+              break;
+            case '\\':
+            case '\'':
+            case '"':
+              lit += e;
+              break;
+            default:
+              lit += '\\';
+              lit += e;
           }
         } else {
           lit += src[j];
@@ -89,25 +103,43 @@ std::optional<std::string> literal_starting(const std::vector<std::string>& lits
 std::string_view strip_chars(std::string_view s, std::string_view chars, bool left = true,
                              bool right = true) {
   size_t b = 0, e = s.size();
-  if (left) while (b < e && chars.find(s[b]) != std::string_view::npos) ++b;
-  if (right) while (e > b && chars.find(s[e - 1]) != std::string_view::npos) --e;
+  if (left)
+    while (b < e && chars.find(s[b]) != std::string_view::npos) ++b;
+  if (right)
+    while (e > b && chars.find(s[e - 1]) != std::string_view::npos) --e;
   return s.substr(b, e - b);
 }
 
-std::string trim(std::string_view s) { return std::string(python_strip(s)); }
+std::string trim(std::string_view s) {
+  return std::string(python_strip(s));
+}
 
 // A JSON string as transformers' tojson filter writes it (json.dumps, ensure_ascii=False).
 std::string json_quote(std::string_view s) {
   std::string out = "\"";
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           char buf[8];
@@ -192,7 +224,8 @@ Result<std::string> render_chatml(const std::string& src, const std::vector<Chat
       if (close != std::string_view::npos) {
         const std::string_view whole = m.content;
         content = strip_chars(whole.substr(close + 8), "\n", true, false);
-        std::string_view before = strip_chars(whole.substr(0, whole.find("</think>")), "\n", false, true);
+        std::string_view before =
+            strip_chars(whole.substr(0, whole.find("</think>")), "\n", false, true);
         const size_t open = before.rfind("<think>");
         if (open != std::string_view::npos) before = before.substr(open + 7);
         reasoning = strip_chars(before, "\n", true, false);
@@ -299,7 +332,8 @@ Result<std::string> render_llama2(const std::vector<ChatMessage>& msgs, const st
     const ChatMessage& m = msgs[i];
     if ((m.role == "user") != (k % 2 == 0))
       return Status::error(
-          "chat template (Llama-2): Conversation roles must alternate user/assistant/user/assistant/...");
+          "chat template (Llama-2): Conversation roles must alternate "
+          "user/assistant/user/assistant/...");
     std::string content = m.content;
     if (k == 0 && system) content = "<<SYS>>\n" + *system + "\n<</SYS>>\n\n" + m.content;
     if (m.role == "user") {
@@ -337,9 +371,11 @@ Result<ChatTemplateFamily> chat_template_family(const std::string& src) {
   if (contains(src, "<|im_start|>")) return ChatTemplateFamily::chatml;
   if (contains(src, "<|start_header_id|>")) return ChatTemplateFamily::llama3;
   if (contains(src, "[INST]") && contains(src, "<<SYS>>")) return ChatTemplateFamily::llama2;
-  if (contains(src, "<|user|>") && contains(src, "<|assistant|>")) return ChatTemplateFamily::zephyr;
+  if (contains(src, "<|user|>") && contains(src, "<|assistant|>"))
+    return ChatTemplateFamily::zephyr;
   if (src.empty())
-    return Status::error("the model has no chat template; pass a plain prompt instead of chat messages");
+    return Status::error(
+        "the model has no chat template; pass a plain prompt instead of chat messages");
   return Status::errorf(
       "unrecognized chat template (supported families: ChatML <|im_start|>, Llama-3 "
       "<|start_header_id|>, Llama-2 [INST] <<SYS>>, Zephyr <|user|>); it begins: {}",

@@ -32,10 +32,10 @@ Result<json> read_json(const std::filesystem::path& path) {
 // What the normalizer and pre-tokenizer chains say, flattened.
 struct Pipeline {
   std::vector<std::string> regexes;
-  bool byte_level = false;          // ByteLevel pre-tokenizer present
-  bool byte_level_prefix = false;   // ByteLevel(add_prefix_space)
-  bool metaspace = false;           // Metaspace pre-tokenizer or Replace(" " -> "▁") normalizer
-  bool space_prefix = false;        // Metaspace prepend / Prepend("▁") normalizer
+  bool byte_level = false;         // ByteLevel pre-tokenizer present
+  bool byte_level_prefix = false;  // ByteLevel(add_prefix_space)
+  bool metaspace = false;          // Metaspace pre-tokenizer or Replace(" " -> "▁") normalizer
+  bool space_prefix = false;       // Metaspace prepend / Prepend("▁") normalizer
 };
 
 std::string escape_literal(const std::string& s) {
@@ -70,8 +70,10 @@ Status parse_normalizer(const json& n, const std::string& where, Pipeline& p) {
     p.metaspace = true;
     return {};
   }
-  return Status::errorf("{}: normalizer '{}' is not supported (supported: NFC, Prepend(\"▁\"), "
-                        "Replace(\" \", \"▁\"), Sequence)", where, type);
+  return Status::errorf(
+      "{}: normalizer '{}' is not supported (supported: NFC, Prepend(\"▁\"), "
+      "Replace(\" \", \"▁\"), Sequence)",
+      where, type);
 }
 
 Status parse_pretokenizer(const json& n, const std::string& where, Pipeline& p) {
@@ -89,14 +91,17 @@ Status parse_pretokenizer(const json& n, const std::string& where, Pipeline& p) 
     return {};
   }
   if (type == "Digits") {
-    p.regexes.push_back(n.value("individual_digits", false) ? kDigitsIndividualRegex : kDigitsRegex);
+    p.regexes.push_back(n.value("individual_digits", false) ? kDigitsIndividualRegex
+                                                            : kDigitsRegex);
     return {};
   }
   if (type == "Split") {
     const std::string behavior = n.value("behavior", "");
     if (behavior != "Isolated" || n.value("invert", false))
-      return Status::errorf("{}: Split pre-tokenizer with behavior '{}'{} is not supported (only "
-                            "Isolated)", where, behavior, n.value("invert", false) ? " inverted" : "");
+      return Status::errorf(
+          "{}: Split pre-tokenizer with behavior '{}'{} is not supported (only "
+          "Isolated)",
+          where, behavior, n.value("invert", false) ? " inverted" : "");
     const json& pat = n.value("pattern", json::object());
     if (pat.contains("Regex")) {
       p.regexes.push_back(pat["Regex"].get<std::string>());
@@ -111,12 +116,15 @@ Status parse_pretokenizer(const json& n, const std::string& where, Pipeline& p) 
     if (n.value("split", false))
       return Status::errorf("{}: Metaspace(split=true) is not supported", where);
     p.metaspace = true;
-    const std::string scheme = n.value("prepend_scheme", n.value("add_prefix_space", true) ? "always" : "never");
+    const std::string scheme =
+        n.value("prepend_scheme", n.value("add_prefix_space", true) ? "always" : "never");
     p.space_prefix = scheme != "never";
     return {};
   }
-  return Status::errorf("{}: pre-tokenizer '{}' is not supported (supported: ByteLevel, Split, "
-                        "Digits, Metaspace, Sequence)", where, type);
+  return Status::errorf(
+      "{}: pre-tokenizer '{}' is not supported (supported: ByteLevel, Split, "
+      "Digits, Metaspace, Sequence)",
+      where, type);
 }
 
 bool more_than_one_char(const std::string& s) {
@@ -139,7 +147,8 @@ Result<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
   namespace fs = std::filesystem;
   const fs::path tok_path = fs::path(dir) / "tokenizer.json";
   if (!fs::exists(tok_path))
-    return Status::errorf("{}: no tokenizer.json (a Hugging Face tokenizer directory is expected)", dir);
+    return Status::errorf("{}: no tokenizer.json (a Hugging Face tokenizer directory is expected)",
+                          dir);
   INVAR_ASSIGN_OR_RETURN(json j, read_json(tok_path));
   const std::string where = tok_path.string();
   json cfg = json::object();
@@ -161,8 +170,10 @@ Result<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
   TokenizerSpec spec;
   const bool spm = !p.byte_level && (p.metaspace || model.value("byte_fallback", false));
   if (!p.byte_level && !spm)
-    return Status::errorf("{}: neither a ByteLevel pre-tokenizer nor a sentencepiece-style "
-                          "(Metaspace / byte_fallback) BPE", where);
+    return Status::errorf(
+        "{}: neither a ByteLevel pre-tokenizer nor a sentencepiece-style "
+        "(Metaspace / byte_fallback) BPE",
+        where);
   spec.kind = spm ? TokenizerKind::sentencepiece_bpe : TokenizerKind::byte_level_bpe;
   spec.pretokenizer_regexes = spm ? std::vector<std::string>{} : p.regexes;
   spec.add_space_prefix = spm ? p.space_prefix : p.byte_level_prefix;
@@ -185,7 +196,8 @@ Result<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
   }
   if (by_id.empty()) return Status::errorf("{}: the vocabulary is empty", where);
   const int64_t n = by_id.rbegin()->first + 1;
-  if (n > (int64_t(1) << 24)) return Status::errorf("{}: token id {} is implausibly large", where, n - 1);
+  if (n > (int64_t(1) << 24))
+    return Status::errorf("{}: token id {} is implausibly large", where, n - 1);
   spec.tokens.assign(size_t(n), std::string());
   spec.token_types.assign(size_t(n), kTokenUnused);  // ids the file skips stay unused
   for (const auto& [id, tt] : by_id) {
@@ -195,7 +207,8 @@ Result<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
   if (spm) {
     for (int64_t id = 0; id < n; ++id) {
       const std::string& t = spec.tokens[id];
-      if (spec.token_types[id] == kTokenNormal && t.size() == 6 && t.rfind("<0x", 0) == 0 && t.back() == '>')
+      if (spec.token_types[id] == kTokenNormal && t.size() == 6 && t.rfind("<0x", 0) == 0 &&
+          t.back() == '>')
         spec.token_types[id] = kTokenByte;
     }
   }
@@ -218,7 +231,8 @@ Result<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
     // Sentencepiece merges by the score of the merged piece: the earliest merge that makes a
     // piece gives it the highest score; pieces no merge makes are never formed by merging.
     std::map<std::string, int64_t> first_rank;
-    for (size_t r = 0; r < merges.size(); ++r) first_rank.try_emplace(merges[r].first + merges[r].second, int64_t(r));
+    for (size_t r = 0; r < merges.size(); ++r)
+      first_rank.try_emplace(merges[r].first + merges[r].second, int64_t(r));
     spec.scores.assign(size_t(n), 0.0f);
     for (int64_t id = 0; id < n; ++id) {
       auto it = first_rank.find(spec.tokens[id]);
@@ -253,8 +267,9 @@ Result<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
   } else {
     // A TemplateProcessing post-processor that opens with a special token adds a BOS.
     const json& post = j.value("post_processor", json());
-    if (post.is_object() && post.value("type", "") == "TemplateProcessing" && post.contains("single") &&
-        post["single"].is_array() && !post["single"].empty() && post["single"][0].contains("SpecialToken"))
+    if (post.is_object() && post.value("type", "") == "TemplateProcessing" &&
+        post.contains("single") && post["single"].is_array() && !post["single"].empty() &&
+        post["single"][0].contains("SpecialToken"))
       spec.add_bos = true;
   }
 

@@ -8,7 +8,8 @@
 namespace invar::tokenizer {
 
 Result<std::vector<std::string>> pretokenizer_regexes_for(const std::string& name) {
-  if (name == "gpt2" || name == "default" || name.empty()) return std::vector<std::string>{kGpt2Regex};
+  if (name == "gpt2" || name == "default" || name.empty())
+    return std::vector<std::string>{kGpt2Regex};
   if (name == "llama-bpe" || name == "llama3") return std::vector<std::string>{kLlama3Regex};
   if (name == "qwen2" || name == "deepseek-r1-qwen") return std::vector<std::string>{kQwen2Regex};
   // SmolLM2's tokenizer.json: Sequence[Digits(individual_digits), ByteLevel(use_regex)].
@@ -80,8 +81,8 @@ Result<Pretokenizer> Pretokenizer::compile(const std::vector<std::string>& patte
     // reference tokenizers use. MATCH_INVALID_UTF: invalid bytes never match, so they end up
     // in gaps and still reach the byte-level model.
     CodePtr code(pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                               PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err,
-                               &err_offset, nullptr));
+                               PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &err_offset,
+                               nullptr));
     if (!code) {
       PCRE2_UCHAR msg[256];
       pcre2_get_error_message(err, msg, sizeof(msg));

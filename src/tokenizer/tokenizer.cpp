@@ -39,9 +39,9 @@ std::string replace_all(std::string_view s, std::string_view from, std::string_v
 
 struct Tokenizer::Impl {
   TokenizerSpec spec;
-  TokenIndex index;                 // token text -> id (first id wins on duplicates)
-  std::vector<std::string> bytes;   // id -> decoded bytes
-  std::vector<uint8_t> special;     // id -> control or unknown
+  TokenIndex index;                // token text -> id (first id wins on duplicates)
+  std::vector<std::string> bytes;  // id -> decoded bytes
+  std::vector<uint8_t> special;    // id -> control or unknown
   // Added tokens by first byte, longest first.
   std::array<std::vector<AddedToken>, 256> added;
   Pretokenizer pre;
@@ -68,10 +68,13 @@ Result<Tokenizer> Tokenizer::from_spec(TokenizerSpec spec) {
     return Status::errorf("tokenizer: {} token types for {} tokens", spec.token_types.size(), n);
   if (!spec.scores.empty() && spec.scores.size() != n)
     return Status::errorf("tokenizer: {} scores for {} tokens", spec.scores.size(), n);
-  for (auto [name, id] : {std::pair{"bos", spec.bos_id}, {"eos", spec.eos_id},
-                          {"unknown", spec.unk_id}, {"padding", spec.pad_id}}) {
+  for (auto [name, id] : {std::pair{"bos", spec.bos_id},
+                          {"eos", spec.eos_id},
+                          {"unknown", spec.unk_id},
+                          {"padding", spec.pad_id}}) {
     if (id && (*id < 0 || size_t(*id) >= n))
-      return Status::errorf("tokenizer: {} token id {} is outside the vocabulary of {}", name, *id, n);
+      return Status::errorf("tokenizer: {} token id {} is outside the vocabulary of {}", name, *id,
+                            n);
   }
   impl->spec = std::move(spec);
   const TokenizerSpec& s = impl->spec;
@@ -108,7 +111,8 @@ Result<Tokenizer> Tokenizer::from_spec(TokenizerSpec spec) {
   }
   for (int32_t id : added_ids) {
     if (id < 0 || size_t(id) >= n)
-      return Status::errorf("tokenizer: special token id {} is outside the vocabulary of {}", id, n);
+      return Status::errorf("tokenizer: special token id {} is outside the vocabulary of {}", id,
+                            n);
     const std::string& t = s.tokens[id];
     if (t.empty()) continue;
     impl->added[static_cast<unsigned char>(t[0])].push_back(
@@ -123,7 +127,8 @@ Result<Tokenizer> Tokenizer::from_spec(TokenizerSpec spec) {
   if (spm) {
     impl->spm = SentencePieceBpe::build(s.tokens, s.scores, s.token_types, s.unk_id);
   } else {
-    INVAR_ASSIGN_OR_RETURN(auto bpe, ByteLevelBpe::build(impl->index, s.merges, s.ignore_merges, s.unk_id));
+    INVAR_ASSIGN_OR_RETURN(auto bpe,
+                           ByteLevelBpe::build(impl->index, s.merges, s.ignore_merges, s.unk_id));
     impl->byte_bpe.emplace(std::move(bpe));
     INVAR_ASSIGN_OR_RETURN(impl->pre, Pretokenizer::compile(s.pretokenizer_regexes));
   }
@@ -133,10 +138,11 @@ Result<Tokenizer> Tokenizer::from_spec(TokenizerSpec spec) {
     auto it = impl->index.find(t);
     if (it == impl->index.end()) continue;
     const int32_t type = impl->type_of(size_t(it->second));
-    const bool is_added = type == kTokenControl || type == kTokenUserDefined ||
-                          std::find(added_ids.begin(), added_ids.end(), it->second) != added_ids.end();
-    if (is_added && std::find(impl->stop_ids.begin(), impl->stop_ids.end(), it->second) ==
-                        impl->stop_ids.end())
+    const bool is_added =
+        type == kTokenControl || type == kTokenUserDefined ||
+        std::find(added_ids.begin(), added_ids.end(), it->second) != added_ids.end();
+    if (is_added &&
+        std::find(impl->stop_ids.begin(), impl->stop_ids.end(), it->second) == impl->stop_ids.end())
       impl->stop_ids.push_back(it->second);
   }
   return Tokenizer(std::move(impl));
@@ -162,7 +168,8 @@ void Tokenizer::Impl::encode_text(std::string_view text, bool after_special,
   for (auto piece : pieces) byte_bpe->encode(piece, index, out);
 }
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool parse_special) const {
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos,
+                                       bool parse_special) const {
   const Impl& im = *impl_;
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 2);
@@ -183,7 +190,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool
       ++i;
       continue;
     }
-    if (i > plain_start) im.encode_text(text.substr(plain_start, i - plain_start), after_special, out);
+    if (i > plain_start)
+      im.encode_text(text.substr(plain_start, i - plain_start), after_special, out);
     out.push_back(hit->id);
     after_special = true;
     i += hit->text.size();
@@ -198,7 +206,9 @@ std::string Tokenizer::token_bytes(int32_t id) const {
   return impl_->bytes[id];
 }
 
-std::string Tokenizer::decode(const std::vector<int32_t>& ids) const { return decode(ids, false); }
+std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
+  return decode(ids, false);
+}
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special) const {
   std::string raw;
@@ -215,12 +225,24 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
   return out;
 }
 
-int32_t Tokenizer::vocab_size() const { return int32_t(impl_->spec.tokens.size()); }
-std::optional<int32_t> Tokenizer::bos_id() const { return impl_->spec.bos_id; }
-std::optional<int32_t> Tokenizer::eos_id() const { return impl_->spec.eos_id; }
-const std::vector<int32_t>& Tokenizer::stop_ids() const { return impl_->stop_ids; }
-bool Tokenizer::add_bos_default() const { return impl_->spec.add_bos; }
-const TokenizerSpec& Tokenizer::spec() const { return impl_->spec; }
+int32_t Tokenizer::vocab_size() const {
+  return int32_t(impl_->spec.tokens.size());
+}
+std::optional<int32_t> Tokenizer::bos_id() const {
+  return impl_->spec.bos_id;
+}
+std::optional<int32_t> Tokenizer::eos_id() const {
+  return impl_->spec.eos_id;
+}
+const std::vector<int32_t>& Tokenizer::stop_ids() const {
+  return impl_->stop_ids;
+}
+bool Tokenizer::add_bos_default() const {
+  return impl_->spec.add_bos;
+}
+const TokenizerSpec& Tokenizer::spec() const {
+  return impl_->spec;
+}
 
 std::optional<int32_t> Tokenizer::token_id(std::string_view token_text) const {
   auto it = impl_->index.find(token_text);

@@ -31,17 +31,17 @@ enum TokenType : int32_t {
   kTokenControl = 3,      // special: matched in text only with parse_special, skippable on decode
   kTokenUserDefined = 4,  // added, not special: always matched in text, always decoded
   kTokenUnused = 5,
-  kTokenByte = 6,         // sentencepiece <0xAB>
+  kTokenByte = 6,  // sentencepiece <0xAB>
 };
 
 // Everything a tokenizer is built from, whatever file it came from (GGUF metadata or
 // tokenizer.json + tokenizer_config.json).
 struct TokenizerSpec {
   TokenizerKind kind = TokenizerKind::byte_level_bpe;
-  std::vector<std::string> tokens;      // id -> token text (byte-level: GPT-2 byte alphabet)
-  std::vector<float> scores;            // sentencepiece merge priorities (may be empty)
-  std::vector<int32_t> token_types;     // GGUF token types (1 normal, 3 control, 4 user, 6 byte)
-  std::vector<std::string> merges;      // "left right", highest priority first
+  std::vector<std::string> tokens;   // id -> token text (byte-level: GPT-2 byte alphabet)
+  std::vector<float> scores;         // sentencepiece merge priorities (may be empty)
+  std::vector<int32_t> token_types;  // GGUF token types (1 normal, 3 control, 4 user, 6 byte)
+  std::vector<std::string> merges;   // "left right", highest priority first
   std::vector<std::string> pretokenizer_regexes;  // applied in order (PCRE2 syntax)
   // Added/special tokens matched verbatim in the text. Empty: every token typed unknown,
   // control or user-defined.
@@ -51,8 +51,8 @@ struct TokenizerSpec {
   // sentencepiece: prepend "▁" to the text (and after each special token);
   // byte-level: Hugging Face ByteLevel(add_prefix_space), a space before each text stretch.
   bool add_space_prefix = false;
-  bool ignore_merges = false;           // byte-level: a piece that is a whole token is taken as is (Llama-3)
-  std::string chat_template;            // Jinja source, empty if none
+  bool ignore_merges = false;  // byte-level: a piece that is a whole token is taken as is (Llama-3)
+  std::string chat_template;   // Jinja source, empty if none
 };
 
 class Tokenizer {

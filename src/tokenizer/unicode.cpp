@@ -168,7 +168,13 @@ bool is_python_space(uint32_t cp) {
   if (cp >= 0x09 && cp <= 0x0D) return true;
   if (cp >= 0x1C && cp <= 0x20) return true;
   switch (cp) {
-    case 0x85: case 0xA0: case 0x1680: case 0x2028: case 0x2029: case 0x202F: case 0x205F:
+    case 0x85:
+    case 0xA0:
+    case 0x1680:
+    case 0x2028:
+    case 0x2029:
+    case 0x202F:
+    case 0x205F:
     case 0x3000:
       return true;
     default:

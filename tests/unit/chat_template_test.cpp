@@ -1,5 +1,7 @@
 // Chat templates against Python jinja2 renderings of the real templates
 // (tests/data/tokenizer/chat_templates_expected.json, from scripts/tokenizer-reference.py).
+#include "tokenizer/chat_template.h"
+
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -7,7 +9,6 @@
 #include <sstream>
 
 #include "test_paths.h"
-#include "tokenizer/chat_template.h"
 
 namespace invar::tokenizer {
 namespace {
@@ -21,7 +22,8 @@ std::string read_file(const std::string& rel) {
 }
 
 TEST(ChatTemplate, RendersExactlyAsJinja) {
-  const auto cases = nlohmann::json::parse(read_file("tokenizer/chat_templates_expected.json"))["cases"];
+  const auto cases =
+      nlohmann::json::parse(read_file("tokenizer/chat_templates_expected.json"))["cases"];
   ASSERT_FALSE(cases.empty());
   std::map<std::string, std::string> sources;
   for (const auto& c : cases) {
@@ -32,10 +34,10 @@ TEST(ChatTemplate, RendersExactlyAsJinja) {
     ChatTemplateOptions options;
     if (c["date_string"].is_string()) options.date_string = c["date_string"].get<std::string>();
     auto out = apply_chat_template(sources[name], messages, c["add_generation_prompt"].get<bool>(),
-                                   c["bos_token"].get<std::string>(), c["eos_token"].get<std::string>(),
-                                   options);
-    const std::string where = name + " " + c["messages"].dump() +
-                              (c["add_generation_prompt"].get<bool>() ? " +gen" : "");
+                                   c["bos_token"].get<std::string>(),
+                                   c["eos_token"].get<std::string>(), options);
+    const std::string where =
+        name + " " + c["messages"].dump() + (c["add_generation_prompt"].get<bool>() ? " +gen" : "");
     if (c["error"].get<bool>()) {
       EXPECT_FALSE(out.ok()) << where;
     } else {
@@ -46,21 +48,28 @@ TEST(ChatTemplate, RendersExactlyAsJinja) {
 }
 
 TEST(ChatTemplate, RecognizesFamiliesAndRejectsOthers) {
-  EXPECT_EQ(*chat_template_family(read_file("tokenizer/templates/smollm2.jinja")), ChatTemplateFamily::chatml);
-  EXPECT_EQ(*chat_template_family(read_file("tokenizer/templates/llama3_2.jinja")), ChatTemplateFamily::llama3);
-  EXPECT_EQ(*chat_template_family(read_file("tokenizer/templates/llama2.jinja")), ChatTemplateFamily::llama2);
-  EXPECT_EQ(*chat_template_family(read_file("tokenizer/templates/zephyr.jinja")), ChatTemplateFamily::zephyr);
-  auto gemma = apply_chat_template("{{ bos_token }}{% for m in messages %}<start_of_turn>{% endfor %}",
-                                   {{"user", "hi"}}, true, "<bos>", "<eos>");
+  EXPECT_EQ(*chat_template_family(read_file("tokenizer/templates/smollm2.jinja")),
+            ChatTemplateFamily::chatml);
+  EXPECT_EQ(*chat_template_family(read_file("tokenizer/templates/llama3_2.jinja")),
+            ChatTemplateFamily::llama3);
+  EXPECT_EQ(*chat_template_family(read_file("tokenizer/templates/llama2.jinja")),
+            ChatTemplateFamily::llama2);
+  EXPECT_EQ(*chat_template_family(read_file("tokenizer/templates/zephyr.jinja")),
+            ChatTemplateFamily::zephyr);
+  auto gemma =
+      apply_chat_template("{{ bos_token }}{% for m in messages %}<start_of_turn>{% endfor %}",
+                          {{"user", "hi"}}, true, "<bos>", "<eos>");
   ASSERT_FALSE(gemma.ok());
   EXPECT_NE(gemma.status().message().find("unrecognized chat template"), std::string::npos);
   EXPECT_FALSE(apply_chat_template("", {{"user", "hi"}}, true, "", "").ok());
-  EXPECT_FALSE(apply_chat_template(read_file("tokenizer/templates/chatml.jinja"), {}, true, "", "").ok());
+  EXPECT_FALSE(
+      apply_chat_template(read_file("tokenizer/templates/chatml.jinja"), {}, true, "", "").ok());
 }
 
 TEST(ChatTemplate, ReadsDefaultsFromTheTemplateSource) {
   // SmolLM2's default system prompt comes from its template text.
-  auto out = apply_chat_template(read_file("tokenizer/templates/smollm2.jinja"), {{"user", "Hi"}}, true, "", "");
+  auto out = apply_chat_template(read_file("tokenizer/templates/smollm2.jinja"), {{"user", "Hi"}},
+                                 true, "", "");
   ASSERT_TRUE(out.ok());
   EXPECT_EQ(*out,
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
@@ -75,7 +84,8 @@ TEST(ChatTemplate, ReadsDefaultsFromTheTemplateSource) {
   EXPECT_NE(out->find("Today Date: 26 Jul 2024\n\n<|eot_id|>"), std::string::npos) << *out;
   ChatTemplateOptions no_think;
   no_think.enable_thinking = false;
-  out = apply_chat_template(read_file("tokenizer/templates/qwen3.jinja"), {{"user", "Hi"}}, true, "", "", no_think);
+  out = apply_chat_template(read_file("tokenizer/templates/qwen3.jinja"), {{"user", "Hi"}}, true,
+                            "", "", no_think);
   ASSERT_TRUE(out.ok());
   EXPECT_EQ(*out, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
 }

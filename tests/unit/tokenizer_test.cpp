@@ -1,6 +1,8 @@
 // Tokenizer tests: exact ids against Hugging Face tokenizers / sentencepiece (golden files from
 // scripts/tokenizer-reference.py), decode round trips, streaming detokenization, and the GGUF
 // loader.
+#include "tokenizer/tokenizer.h"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -13,7 +15,6 @@
 #include "model/gguf.h"
 #include "test_paths.h"
 #include "tokenizer/pretokenizer.h"
-#include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode.h"
 
 namespace invar::tokenizer {
@@ -47,7 +48,9 @@ const Tokenizer& qwen_hf() {
   return tok;
 }
 
-std::string show(const std::string& s) { return s.size() > 60 ? s.substr(0, 60) + "..." : s; }
+std::string show(const std::string& s) {
+  return s.size() > 60 ? s.substr(0, 60) + "..." : s;
+}
 
 // Every case's ids must match exactly, and decoding them must give what Hugging Face's decode
 // gives (the text itself, except for bytes a vocabulary lacks).
@@ -58,7 +61,8 @@ void expect_cases(const Tokenizer& tok, const json& cases, const std::string& wh
     const bool parse_special = c["parse_special"].get<bool>();
     const auto expected = c["ids"].get<std::vector<int32_t>>();
     const auto ids = tok.encode(text, /*add_bos=*/false, parse_special);
-    EXPECT_EQ(ids, expected) << what << " parse_special=" << parse_special << " text: " << show(text);
+    EXPECT_EQ(ids, expected) << what << " parse_special=" << parse_special
+                             << " text: " << show(text);
     EXPECT_EQ(tok.decode(ids), c["decoded"].get<std::string>()) << what << " text: " << show(text);
   }
 }
@@ -86,7 +90,7 @@ TEST(ByteAlphabet, IsABijectionOnPrintableCodePoints) {
     EXPECT_EQ(a.cp_to_byte[a.byte_to_cp[b]], b);
     all += char(b);
   }
-  EXPECT_EQ(a.byte_to_cp[' '], 0x120u);  // "Ġ"
+  EXPECT_EQ(a.byte_to_cp[' '], 0x120u);   // "Ġ"
   EXPECT_EQ(a.byte_to_cp['\n'], 0x10Au);  // "Ċ"
   EXPECT_EQ(a.byte_to_cp['A'], uint32_t('A'));
   EXPECT_EQ(byte_level_decode(byte_level_encode(all)), all);
@@ -100,10 +104,12 @@ TEST(Utf8, ReplacesMaximalInvalidSubpartsLikePython) {
   };
   const std::string r = "\xEF\xBF\xBD";
   EXPECT_EQ(fix("ok \xC3\xA9"), "ok \xC3\xA9");
-  EXPECT_EQ(fix("\xC0\xAF"), r + r);              // overlong lead: each byte alone
-  EXPECT_EQ(fix("\xED\xA0\x80"), r + r + r);      // surrogate: ED A0 not a valid pair
-  EXPECT_EQ(fix("\xF0\x9F\x98"), r);              // truncated at the end: one
-  EXPECT_EQ(fix("\xF0\x9F\x98" "a"), r + "a");   // truncated before ASCII: one
+  EXPECT_EQ(fix("\xC0\xAF"), r + r);          // overlong lead: each byte alone
+  EXPECT_EQ(fix("\xED\xA0\x80"), r + r + r);  // surrogate: ED A0 not a valid pair
+  EXPECT_EQ(fix("\xF0\x9F\x98"), r);          // truncated at the end: one
+  EXPECT_EQ(fix("\xF0\x9F\x98"
+                "a"),
+            r + "a");  // truncated before ASCII: one
   EXPECT_EQ(fix("\xE2\x82\xAC"), "\xE2\x82\xAC");
   std::string held;
   EXPECT_EQ(append_valid_utf8("a\xF0\x9F", held, false), 1u);  // holds the incomplete tail
@@ -142,7 +148,8 @@ TEST(TokenizerSmolLM2, MatchesHuggingFaceFromGguf) {
   auto spec = engine::tokenizer_spec_from_gguf(*gguf);
   ASSERT_TRUE(spec.ok()) << spec.status().message();
   EXPECT_EQ(spec->kind, TokenizerKind::byte_level_bpe);
-  EXPECT_EQ(spec->pretokenizer_regexes, (std::vector<std::string>{kDigitsIndividualRegex, kGpt2Regex}));
+  EXPECT_EQ(spec->pretokenizer_regexes,
+            (std::vector<std::string>{kDigitsIndividualRegex, kGpt2Regex}));
   auto tok = Tokenizer::from_spec(std::move(spec).value());
   ASSERT_TRUE(tok.ok()) << tok.status().message();
   expect_cases(*tok, load_json("tokenizer/smollm2_expected.json")["cases"], "smollm2 gguf");
@@ -180,13 +187,18 @@ TEST(TokenizerQwen, UserDefinedTokensMatchEvenWithoutParseSpecial) {
   const auto ids = qwen.encode("<think><|im_end|>", false, /*parse_special=*/false);
   EXPECT_EQ(ids.front(), *think);  // Qwen's <think> is an added, non-special token
   EXPECT_EQ(std::count(ids.begin(), ids.end(), *im_end), 0);
-  EXPECT_EQ(qwen.decode(qwen.encode("<think>x</think><|im_end|>", false, true), true), "<think>x</think>");
+  EXPECT_EQ(qwen.decode(qwen.encode("<think>x</think><|im_end|>", false, true), true),
+            "<think>x</think>");
 }
 
 TEST(StreamDecoder, PiecesAreValidUtf8AndAddUpToDecode) {
   const std::vector<std::string> texts = {
-      "Emoji: 😀 👍🏽 🇺🇸 ❤️ 🧑‍💻", "Family 👨‍👩‍👧‍👦 and flag 🏳️‍🌈", "你好，世界！这是一个测试。",
-      "日本語のテキスト", "مرحبا بالعالم", "<|im_start|>user\n🤖<|im_end|>"};
+      "Emoji: 😀 👍🏽 🇺🇸 ❤️ 🧑‍💻",
+      "Family 👨‍👩‍👧‍👦 and flag 🏳️‍🌈",
+      "你好，世界！这是一个测试。",
+      "日本語のテキスト",
+      "مرحبا بالعالم",
+      "<|im_start|>user\n🤖<|im_end|>"};
   for (const Tokenizer* tok : {&smollm2_hf(), &qwen_hf()}) {
     for (const auto& text : texts) {
       const auto ids = tok->encode(text, false, true);
@@ -220,13 +232,15 @@ TEST(TokenizerSmolLM2, LongPromptsAreFastAndThreadSafe) {
       if (c["decoded"] == c["text"]) text += c["text"].get<std::string>() + " ";
   const auto t0 = std::chrono::steady_clock::now();
   const auto ids = tok.encode(text, false, true);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("encoded %zu bytes into %zu tokens in %.3f s\n", text.size(), ids.size(), seconds);
   EXPECT_LT(seconds, 10.0);
   EXPECT_EQ(tok.decode(ids), text);
   std::vector<std::vector<int32_t>> results(4);
   std::vector<std::thread> threads;
-  for (auto& r : results) threads.emplace_back([&] { r = tok.encode(text.substr(0, 200'000), false, true); });
+  for (auto& r : results)
+    threads.emplace_back([&] { r = tok.encode(text.substr(0, 200'000), false, true); });
   for (auto& t : threads) t.join();
   for (const auto& r : results) EXPECT_EQ(r, results[0]);
 }
@@ -291,7 +305,8 @@ Tokenizer tiny_spm() {
     std::snprintf(buf, sizeof(buf), "<0x%02X>", b);
     add(buf, 0, kTokenByte);
   }
-  for (const char* c : {"\xE2\x96\x81", "h", "e", "l", "o", "w", "r", "d"}) add(c, -100, kTokenNormal);
+  for (const char* c : {"\xE2\x96\x81", "h", "e", "l", "o", "w", "r", "d"})
+    add(c, -100, kTokenNormal);
   add("\xE2\x96\x81h", -1, kTokenNormal);
   add("ll", -2, kTokenNormal);
   add("\xE2\x96\x81he", -3, kTokenNormal);
