@@ -2,8 +2,8 @@
 //   M = rows of x (tokens), N = rows of W (output features), K = input features
 // Each point: random bf16 data; the inputs are rotated over enough copies that every launch
 // reads W from device memory, not L2 (>= 256 MiB per rotation); warm-up, then a CUDA graph
-// of `launches` back-to-back calls is replayed `reps` times and timed with events; the
-// median replay over launches gives the time of one call.
+// of `launches` back-to-back calls is replayed `reps` times and timed with events, the
+// variants' replays interleaved; the median replay over launches gives the time of one call.
 // Usage: gemm_bench [--all-tiles] [--smollm2] [--reps N] [--m 1,2,4,...]
 #include <cuda_runtime.h>
 
@@ -63,9 +63,15 @@ struct Variant {
   GemmTile tile;
 };
 
-// Median time of one call, in microseconds.
-double time_variant(CudaGemm& gemm, const Variant& v, const std::vector<GemmProblem>& probs,
-                    int launches, int reps, cudaStream_t stream) {
+// One variant's calls over the rotated inputs, captured once as a graph.
+struct Timed {
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  std::vector<double> us;  // per call, one entry per replay
+};
+
+void capture_variant(CudaGemm& gemm, const Variant& v, const std::vector<GemmProblem>& probs,
+                     int launches, cudaStream_t stream, Timed& t) {
   auto enqueue = [&](const GemmProblem& p) {
     Status s = v.cublas ? gemm.run(p, GemmMode::fast, stream)
                : v.forced ? gemm.run_tile(p, v.tile, stream)
@@ -74,35 +80,42 @@ double time_variant(CudaGemm& gemm, const Variant& v, const std::vector<GemmProb
   };
   for (int i = 0; i < 3; ++i) enqueue(probs[size_t(i) % probs.size()]);  // warm-up
   CHECK_CUDA(cudaStreamSynchronize(stream));
-
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
   CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
   for (int i = 0; i < launches; ++i) enqueue(probs[size_t(i) % probs.size()]);
-  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
-  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  CHECK_CUDA(cudaGraphLaunch(exec, stream));  // warm-up replay
+  CHECK_CUDA(cudaStreamEndCapture(stream, &t.graph));
+  CHECK_CUDA(cudaGraphInstantiate(&t.exec, t.graph, 0));
+  CHECK_CUDA(cudaGraphLaunch(t.exec, stream));  // warm-up replay
   CHECK_CUDA(cudaStreamSynchronize(stream));
+}
 
+// Replays the variants' graphs interleaved (A B C A B C ...), so that clock and temperature
+// drift during the run falls on every variant alike; returns the median time of one call.
+std::vector<double> time_variants(std::vector<Timed>& ts, int launches, int reps,
+                                  cudaStream_t stream) {
   cudaEvent_t a, b;
   CHECK_CUDA(cudaEventCreate(&a));
   CHECK_CUDA(cudaEventCreate(&b));
-  std::vector<double> ts;
   for (int r = 0; r < reps; ++r) {
-    CHECK_CUDA(cudaEventRecord(a, stream));
-    CHECK_CUDA(cudaGraphLaunch(exec, stream));
-    CHECK_CUDA(cudaEventRecord(b, stream));
-    CHECK_CUDA(cudaEventSynchronize(b));
-    float ms = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
-    ts.push_back(double(ms) * 1e3 / launches);
+    for (Timed& t : ts) {
+      CHECK_CUDA(cudaEventRecord(a, stream));
+      CHECK_CUDA(cudaGraphLaunch(t.exec, stream));
+      CHECK_CUDA(cudaEventRecord(b, stream));
+      CHECK_CUDA(cudaEventSynchronize(b));
+      float ms = 0;
+      CHECK_CUDA(cudaEventElapsedTime(&ms, a, b));
+      t.us.push_back(double(ms) * 1e3 / launches);
+    }
   }
   CHECK_CUDA(cudaEventDestroy(a));
   CHECK_CUDA(cudaEventDestroy(b));
-  CHECK_CUDA(cudaGraphExecDestroy(exec));
-  CHECK_CUDA(cudaGraphDestroy(graph));
-  std::sort(ts.begin(), ts.end());
-  return ts[ts.size() / 2];
+  std::vector<double> med;
+  for (Timed& t : ts) {
+    std::sort(t.us.begin(), t.us.end());
+    med.push_back(t.us[t.us.size() / 2]);
+    CHECK_CUDA(cudaGraphExecDestroy(t.exec));
+    CHECK_CUDA(cudaGraphDestroy(t.graph));
+  }
+  return med;
 }
 
 std::vector<int64_t> parse_list(const char* s) {
@@ -119,7 +132,8 @@ std::vector<int64_t> parse_list(const char* s) {
 int main(int argc, char** argv) {
   bool all_tiles = false, smol = false;
   int reps = 20;
-  std::vector<int64_t> ms = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192};
+  std::vector<int64_t> ms = {1,  2,   4,   8,   16,  24,   32,   48,   64,   96,   128,
+                            192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 8192};
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--all-tiles")) all_tiles = true;
     else if (!std::strcmp(argv[i], "--smollm2")) smol = true;
@@ -159,10 +173,10 @@ int main(int argc, char** argv) {
   std::printf("time: median of %d graph replays; TFLOP/s = 2MNK/t; TB/s = (MK + NK + MN) * 2 B / t;\n"
               "ratio = t(cublas) / t(invariant), >= 0.8 is the bar (> 1: invariant faster)\n\n",
               reps);
-  std::printf("%-10s %6s %6s %6s %-9s | %9s %7s %6s | %9s %7s %6s | %5s", "shape", "N", "K",
+  std::printf("%-10s %6s %6s %6s %-11s | %9s %7s %6s | %9s %7s %6s | %5s", "shape", "N", "K",
               "M", "tile", "inv us", "TFLOP/s", "TB/s", "cublas us", "TFLOP/s", "TB/s", "ratio");
   if (all_tiles) {
-    for (GemmTile t : kAllGemmTiles) std::printf(" | %8s", std::string(gemm_tile_name(t)).c_str());
+    for (GemmTile t : kAllGemmTiles) std::printf(" | %11s", std::string(gemm_tile_name(t)).c_str());
   }
   std::printf("\n");
   std::fflush(stdout);
@@ -191,14 +205,16 @@ int main(int argc, char** argv) {
       const double bytes = 2.0 * (double(m) * s.k + double(s.n) * s.k + double(m) * s.n);
       // Enough launches per graph that one replay runs for about a millisecond or more.
       const int launches = std::max(copies, std::min(200, int(2e-3 / std::max(flop / 6e14, bytes / 3e12)) + 1));
-      std::vector<double> t;
-      for (const Variant& v : variants) t.push_back(time_variant(gemm, v, probs, launches, reps, stream));
-      std::printf("%-10s %6lld %6lld %6lld %-9s | %9.2f %7.1f %6.2f | %9.2f %7.1f %6.2f | %5.2f",
+      std::vector<Timed> timed(variants.size());
+      for (size_t i = 0; i < variants.size(); ++i)
+        capture_variant(gemm, variants[i], probs, launches, stream, timed[i]);
+      const std::vector<double> t = time_variants(timed, launches, reps, stream);
+      std::printf("%-10s %6lld %6lld %6lld %-11s | %9.2f %7.1f %6.2f | %9.2f %7.1f %6.2f | %5.2f",
                   s.name, (long long)s.n, (long long)s.k, (long long)m,
                   std::string(gemm_tile_name(CudaGemm::choose_tile(m, s.n, s.k))).c_str(), t[0],
                   flop / t[0] * 1e-6, bytes / t[0] * 1e-6, t[1], flop / t[1] * 1e-6,
                   bytes / t[1] * 1e-6, t[1] / t[0]);
-      for (size_t i = 2; i < t.size(); ++i) std::printf(" | %8.2f", t[i]);
+      for (size_t i = 2; i < t.size(); ++i) std::printf(" | %11.2f", t[i]);
       std::printf("\n");
       std::fflush(stdout);
       for (void* p : bufs) CHECK_CUDA(cudaFree(p));

@@ -37,6 +37,9 @@ struct TileInfo {
 };
 
 constexpr TileInfo kTiles[] = {
+    {GemmTile::m16n64_swap, 16, 64, sm90::gemm_m16n64_swap},
+    {GemmTile::m32n64_swap, 32, 64, sm90::gemm_m32n64_swap},
+    {GemmTile::m64n64_swap, 64, 64, sm90::gemm_m64n64_swap},
     {GemmTile::m64n32, 64, 32, sm90::gemm_m64n32},
     {GemmTile::m64n64, 64, 64, sm90::gemm_m64n64},
     {GemmTile::m64n128, 64, 128, sm90::gemm_m64n128},
@@ -55,6 +58,9 @@ const TileInfo& tile_info(GemmTile t) {
 
 std::string_view gemm_tile_name(GemmTile tile) {
   switch (tile) {
+    case GemmTile::m16n64_swap: return "m16n64_swap";
+    case GemmTile::m32n64_swap: return "m32n64_swap";
+    case GemmTile::m64n64_swap: return "m64n64_swap";
     case GemmTile::m64n32: return "m64n32";
     case GemmTile::m64n64: return "m64n64";
     case GemmTile::m64n128: return "m64n128";
@@ -109,17 +115,19 @@ CudaGemm::~CudaGemm() = default;
 
 GemmTile CudaGemm::choose_tile(int64_t m, int64_t n, int64_t k) {
   (void)k;
-  // Largest tile that still gives about one tile per SM of a full Hopper part (a constant:
-  // the SM count of the device in hand never enters, R5); else the smallest, for decode.
-  constexpr int64_t kTargetTiles = 128;
-  const GemmTile order[] = {GemmTile::m128n256, GemmTile::m128n128, GemmTile::m64n128,
-                            GemmTile::m64n64};
-  for (GemmTile t : order) {
+  // Bands of M from gpu-check measurements on an H100 (bench/results/). Tile counts use a
+  // constant, never the SM count of the device in hand (R5).
+  auto tiles = [&](GemmTile t) {
     const TileInfo& i = tile_info(t);
-    int64_t tiles = ((m + i.bm - 1) / i.bm) * ((n + i.bn - 1) / i.bn);
-    if (tiles >= kTargetTiles) return t;
-  }
-  return GemmTile::m64n32;
+    return ((m + i.bm - 1) / i.bm) * ((n + i.bn - 1) / i.bn);
+  };
+  if (m <= 16) return GemmTile::m16n64_swap;  // decode: W streams through 64-row tiles
+  if (m <= 32) return GemmTile::m32n64_swap;
+  if (m <= 64) return GemmTile::m64n64_swap;
+  if (m <= 128) return tiles(GemmTile::m64n128) >= 96 ? GemmTile::m64n128 : GemmTile::m64n64;
+  if (m <= 256) return tiles(GemmTile::m128n128) >= 96 ? GemmTile::m128n128 : GemmTile::m64n128;
+  if (m <= 1024) return GemmTile::m128n128;
+  return GemmTile::m128n256;
 }
 
 Status CudaGemm::run(const GemmProblem& p, GemmMode mode, cudaStream_t stream) {

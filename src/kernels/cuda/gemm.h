@@ -23,15 +23,21 @@ namespace invar::kernels::cuda {
 enum class GemmMode : uint8_t { invariant, fast };
 
 // Tile configs of the invariant path, named by CTA tile (rows of x) x (rows of W).
+// `_swap` configs put W in wgmma's A role (its 64-row side) and x in its B role, so that a
+// decode batch of a few rows is not padded to 64 rows of x.
 enum class GemmTile : uint8_t {
+  m16n64_swap,  // swap-AB, ping-pong persistent: M <= 16
+  m32n64_swap,  // swap-AB, ping-pong persistent
+  m64n64_swap,  // swap-AB, ping-pong persistent
   m64n32,    // one consumer warpgroup, non-persistent: decode (many CTAs for small N)
   m64n64,    // one consumer warpgroup, non-persistent
   m64n128,   // ping-pong warpgroups, persistent
   m128n128,  // cooperative warpgroups, persistent
   m128n256,  // cooperative warpgroups, persistent, 2x1 cluster with W multicast
 };
-inline constexpr GemmTile kAllGemmTiles[] = {GemmTile::m64n32, GemmTile::m64n64, GemmTile::m64n128,
-                                             GemmTile::m128n128, GemmTile::m128n256};
+inline constexpr GemmTile kAllGemmTiles[] = {
+    GemmTile::m16n64_swap, GemmTile::m32n64_swap, GemmTile::m64n64_swap, GemmTile::m64n32,
+    GemmTile::m64n64,      GemmTile::m64n128,     GemmTile::m128n128,    GemmTile::m128n256};
 std::string_view gemm_tile_name(GemmTile tile);
 
 // Row-major operands; leading dimensions are in elements. The invariant path needs K and N

@@ -7,7 +7,9 @@
 // one f32 register; the tile scheduler only decides which CTA owns a tile (no split-K, no
 // stream-K, no atomics); the epilogue computes 1 * acc and rounds once to bf16. BM, BK, the
 // cluster and the schedule do not enter an element's arithmetic; BN sets the wgmma
-// instruction's N, which gemm_test.cu checks leaves each element's bits unchanged.
+// instruction's N, and swap-AB puts W in wgmma's A role and x in its B role (for small M,
+// so that W fills the instruction's 64-row side and x rows are not padded to 64):
+// gemm_test.cu checks that neither changes any element's bits.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -24,10 +26,14 @@
 
 namespace invar::kernels::cuda::sm90 {
 
-// A tile config: CTA tile BM x BN x BK, a cluster of ClusterM CTAs along M (they share W
-// tiles through TMA multicast), the mainloop schedule and whether the epilogue stages the
-// output through shared memory (TMA store) or writes it from registers.
-template <int BM, int BN, int BK, int ClusterM, class MainloopSchedule, bool kTmaEpilogue>
+// A tile config: CTA tile BM x BN x BK in CUTLASS's (M, N, K) problem, a cluster of ClusterM
+// CTAs along that M (they share B tiles through TMA multicast), the mainloop schedule, whether
+// the epilogue stages the output through shared memory (TMA store) or writes it from
+// registers, and whether A and B are swapped:
+//   kSwapAB = false: A = x, B = W, D = y        (CUTLASS M, N = our M, N)
+//   kSwapAB = true:  A = W, B = x, D = y^T      (CUTLASS M, N = our N, M)
+template <int BM, int BN, int BK, int ClusterM, class MainloopSchedule, bool kTmaEpilogue,
+          bool kSwapAB = false>
 struct GemmSm90 {
   using Element = cutlass::bfloat16_t;
   using Acc = float;
@@ -35,11 +41,11 @@ struct GemmSm90 {
   using ClusterShape = cute::Shape<cute::Int<ClusterM>, cute::_1, cute::_1>;
   static constexpr int kAlign = 8;  // 16 bytes of bf16: TMA's alignment
 
-  // x [M, K] is K-major (RowMajor A); W [N, K] is K-major (ColumnMajor B in CUTLASS's
-  // (N, K) view); y [M, N] is RowMajor.
+  // Both operands are K-major: RowMajor A [M, K], ColumnMajor B in CUTLASS's (N, K) view.
+  // y [M, N] is RowMajor; seen as y^T (swap-AB) it is ColumnMajor.
   using LayoutA = cutlass::layout::RowMajor;
   using LayoutB = cutlass::layout::ColumnMajor;
-  using LayoutD = cutlass::layout::RowMajor;
+  using LayoutD = std::conditional_t<kSwapAB, cutlass::layout::ColumnMajor, cutlass::layout::RowMajor>;
 
   using EpilogueSchedule = std::conditional_t<
       kTmaEpilogue,
@@ -80,16 +86,25 @@ struct GemmSm90 {
     using StrideA = typename Kernel::StrideA;
     using StrideB = typename Kernel::StrideB;
     using StrideD = typename Kernel::StrideD;
-    StrideA stride_a{a.ldx, cute::Int<1>{}, int64_t(0)};
-    StrideB stride_b{a.ldw, cute::Int<1>{}, int64_t(0)};
-    StrideD stride_d{a.ldy, cute::Int<1>{}, int64_t(0)};
+    const void* ptr_a = kSwapAB ? a.w : a.x;
+    const void* ptr_b = kSwapAB ? a.x : a.w;
+    StrideA stride_a{kSwapAB ? a.ldw : a.ldx, cute::Int<1>{}, int64_t(0)};
+    StrideB stride_b{kSwapAB ? a.ldx : a.ldw, cute::Int<1>{}, int64_t(0)};
+    StrideD stride_d = [&] {
+      if constexpr (kSwapAB) {
+        return StrideD{cute::Int<1>{}, a.ldy, int64_t(0)};
+      } else {
+        return StrideD{a.ldy, cute::Int<1>{}, int64_t(0)};
+      }
+    }();
 
     typename Device::Arguments args{};
     args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
-    args.problem_shape = {a.m, a.n, a.k, 1};
-    args.mainloop.ptr_A = static_cast<const Element*>(a.x);
+    args.problem_shape = kSwapAB ? typename Kernel::ProblemShape{a.n, a.m, a.k, 1}
+                                 : typename Kernel::ProblemShape{a.m, a.n, a.k, 1};
+    args.mainloop.ptr_A = static_cast<const Element*>(ptr_a);
     args.mainloop.dA = stride_a;
-    args.mainloop.ptr_B = static_cast<const Element*>(a.w);
+    args.mainloop.ptr_B = static_cast<const Element*>(ptr_b);
     args.mainloop.dB = stride_b;
     args.epilogue.thread.alpha = 1.0f;
     args.epilogue.ptr_C = nullptr;

@@ -30,5 +30,8 @@ const char* gemm_m64n64(const GemmArgs& a, cudaStream_t stream);
 const char* gemm_m64n128(const GemmArgs& a, cudaStream_t stream);
 const char* gemm_m128n128(const GemmArgs& a, cudaStream_t stream);
 const char* gemm_m128n256(const GemmArgs& a, cudaStream_t stream);
+const char* gemm_m16n64_swap(const GemmArgs& a, cudaStream_t stream);
+const char* gemm_m32n64_swap(const GemmArgs& a, cudaStream_t stream);
+const char* gemm_m64n64_swap(const GemmArgs& a, cudaStream_t stream);
 
 }  // namespace invar::kernels::cuda::sm90
