@@ -259,7 +259,8 @@ TEST(TokenizerSentencePiece, MatchesSentencepieceFromGguf) {
   ASSERT_TRUE(tok.ok()) << tok.status().message();
   EXPECT_EQ(tok->stop_ids(), (std::vector<int32_t>{2}));
   EXPECT_NE(tok->spec().chat_template.find("<|user|>"), std::string::npos);
-  for (const auto& c : load_json("tokenizer/spm_tiny_expected.json")["cases"]) {
+  const json expected = load_json("tokenizer/spm_tiny_expected.json");
+  for (const auto& c : expected["cases"]) {
     const std::string text = c["text"].get<std::string>();
     const auto ids = tok->encode(text, false, false);
     EXPECT_EQ(ids, c["ids"].get<std::vector<int32_t>>()) << "text: " << text;
@@ -279,7 +280,8 @@ TEST(TokenizerSentencePiece, MatchesSentencepieceFromLlamaStyleTokenizerJson) {
   EXPECT_TRUE(tok->add_bos_default());  // from the TemplateProcessing post-processor
   EXPECT_TRUE(tok->spec().add_space_prefix);
   EXPECT_EQ(tok->bos_id(), 1);
-  for (const auto& c : load_json("tokenizer/spm_tiny_expected.json")["cases"]) {
+  const json expected = load_json("tokenizer/spm_tiny_expected.json");
+  for (const auto& c : expected["cases"]) {
     const std::string text = c["text"].get<std::string>();
     const auto ids = tok->encode(text, false, false);
     EXPECT_EQ(ids, c["ids"].get<std::vector<int32_t>>()) << "text: " << text;
