@@ -13,8 +13,9 @@
 // Weights are cold, as in a real decode step where the model does not fit in the caches: each
 // timed call uses the next of enough copies of W to fill 3x a 32 MiB L3.
 //
-// Usage: bench_cpu_gemm [--quick] [--avx2]
-//   --quick: fewer shapes (a smoke run); --avx2: pin Highway's dispatch to AVX2 (default: best)
+// Usage: bench_cpu_gemm [--quick] [--avx2] [--shape NAME] [--m M] [--threads T] [--no-naive]
+//   --quick: fewer shapes (a smoke run); --avx2: pin Highway's dispatch to AVX2 (default: best);
+//   --shape, --m, --threads: run only that shape name / batch size / thread count.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -88,11 +89,19 @@ double copy_bandwidth_gbs() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
+  bool quick = false, naive = true;
+  std::string only_shape;
+  int64_t only_m = 0;
+  int only_threads = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
+    const bool has_value = i + 1 < argc;
     if (a == "--quick") quick = true;
+    if (a == "--no-naive") naive = false;
     if (a == "--avx2") hwy::SetSupportedTargetsForTest(HWY_AVX2 | HWY_SCALAR);
+    if (a == "--shape" && has_value) only_shape = argv[++i];
+    if (a == "--m" && has_value) only_m = std::stoll(argv[++i]);
+    if (a == "--threads" && has_value) only_threads = std::stoi(argv[++i]);
   }
   struct Shape {
     int64_t n, k;
@@ -102,9 +111,13 @@ int main(int argc, char** argv) {
                                {1536, 576, "gate/up"},     {576, 1536, "down"},
                                {49152, 576, "lm_head"}};
   std::vector<int64_t> ms = {1, 8, 64, 256};
+  if (only_m) ms = {only_m};
   if (quick) shapes.resize(2), ms = {1, 64};
 
-  std::printf("dispatch target: %s\n", hwy::TargetName(hwy::SupportedTargets() & -hwy::SupportedTargets()));
+  const int64_t supported = hwy::SupportedTargets();
+  std::printf("dispatch target: %s\n", (supported & HWY_AVX3)   ? "AVX3 (AVX-512, 256-bit vectors)"
+                                       : (supported & HWY_AVX2) ? "AVX2"
+                                                                : "fallback");
   std::printf("memcpy bandwidth (read + write): %.1f GB/s\n\n", copy_bandwidth_gbs());
   std::printf("%-8s %6s %5s %4s %3s %5s | %9s %8s %7s | %9s %8s | %7s\n", "shape", "N", "K", "M",
               "thr", "w", "invar ms", "GFLOP/s", "GB/s", "naive ms", "GFLOP/s", "speedup");
@@ -112,6 +125,7 @@ int main(int argc, char** argv) {
   std::mt19937 rng(42);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   for (const auto& s : shapes) {
+    if (!only_shape.empty() && only_shape != s.name) continue;
     std::vector<float> w(size_t(s.n * s.k));
     for (auto& v : w) v = dist(rng);
     std::vector<uint16_t> w16(w.size());
@@ -129,9 +143,11 @@ int main(int argc, char** argv) {
         refs.push_back(WeightRef{c.data(), dt, s.n, s.k});
       }
       for (int64_t m : ms) {
+        if (only_m && m != only_m) continue;
         std::vector<float> x(size_t(m * s.k)), y(size_t(m * s.n));
         for (auto& v : x) v = dist(rng);
         for (int threads : {1, 2}) {
+          if (only_threads && threads != only_threads) continue;
           ThreadPool pool(threads);
           size_t next = 0;
           const double t = median_seconds(
@@ -139,7 +155,7 @@ int main(int argc, char** argv) {
                 invar::kernels::cpu::gemm(x.data(), refs[next++ % copies], nullptr, m, y.data(), pool);
               },
               0.3);
-          const double tn = median_seconds(
+          const double tn = !naive ? 0.0 : median_seconds(
               [&] { naive_gemm(x.data(), refs[next++ % copies], m, y.data(), pool); }, 0.3);
           const double flop = 2.0 * double(m) * double(s.n) * double(s.k);
           const double bytes = double(wbytes) + 4.0 * double(m * s.k + m * s.n);

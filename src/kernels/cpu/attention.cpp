@@ -7,10 +7,15 @@
 // bitwise the same in a 1-token decode step, a long prefill or any chunk of one (R3). Positions
 // past pos are never read: they contribute nothing, not even a 0 * garbage.
 //   per score:   fused multiply-adds over D in the logical 8-lane recipe + the fixed tree,
-//                8 positions reduced together (reduce8x8, same bits as one at a time)
+//                8 positions reduced together (reduce8x8, same bits as one at a time); a D
+//                that is not a multiple of 8 is zero-padded
+//   per tile:    s *= scale; m_new = max(m, max_j s_j); p_j = exp(s_j - m_new) (Highway Exp);
+//                l = l * alpha + tree8(8 lanes of p summed over j ascending)
 //   per output:  acc = acc * alpha, then acc += p_j * v_j for j ascending; out = acc / l
 //   T = tokens, S = sequences, Hq = query heads, Hkv = kv heads, G = Hq / Hkv, D = head dim
 #include <algorithm>
+#include <array>
+#include <utility>
 #include <cassert>
 #include <cmath>
 #include <vector>
@@ -36,51 +41,144 @@ namespace HWY_NAMESPACE {
 // block size and of the batch (R3).
 constexpr int kKvTile = 64;
 
+// PV register block: GB heads x CB chunks of 8 dims held in registers across a tile.
+#if HWY_TARGET == HWY_SCALAR
+constexpr size_t kPvAcc = 4;
+#elif HWY_MAX_BYTES >= 64
+constexpr size_t kPvAcc = 24;  // AVX-512: 32 registers
+#else
+constexpr size_t kPvAcc = 12 / kSub;  // AVX2: 16 registers; NEON: kSub = 2
+#endif
+constexpr size_t kMaxGb = 4;   // heads per PV block
+constexpr size_t kMaxCb = 8;   // chunks per PV block
+
 struct AttnScratch {
-  std::vector<const float*> kp, vp;  // [kKvTile] rows of this tile
+  std::vector<const float*> kp, vp;  // [kKvTile] rows of this tile (padded copies if D % 8)
+  std::vector<float> kpad, vpad;     // [kKvTile, Dp] zero-padded rows, only when D % 8 != 0
+  std::vector<float> qpad;           // [G, Dp]
   std::vector<float> scores;         // [G, kKvTile]
   std::vector<float> acc;            // [G, Dp]
   std::vector<float> m, l, alpha;    // [G]
 };
 
-// Dot products of q with `cnt` <= 8 key rows, reduced together.
-template <bool kFull>
-HWY_INLINE void scores8(const float* HWY_RESTRICT q, const float* const* kp, size_t cnt,
-                        size_t dim, float* HWY_RESTRICT out) {
-  Acc8 a[8];
-  for (size_t j = 0; j < 8; ++j) a[j] = zero8();
-  const size_t n = kFull ? 8 : cnt;
-  size_t c = 0;
-  for (; c + kChunk <= dim; c += kChunk) {
-    const Acc8 qv = load8(q + c);
-    for (size_t j = 0; j < n; ++j) fma8(qv, load8(kp[j] + c), a[j]);
+// QK register block: GB heads x JB positions of scores accumulated together, so each key chunk
+// loaded serves GB heads and each query chunk JB positions.
+#if HWY_TARGET == HWY_SCALAR
+constexpr size_t kQkAcc = 4;
+#elif HWY_MAX_BYTES >= 64
+constexpr size_t kQkAcc = 24;
+#else
+constexpr size_t kQkAcc = 12 / kSub;
+#endif
+
+// s[g][j] = q_g . k_j for GB heads and JB <= 8 key rows of dp (a multiple of 8) floats. Every
+// score is its own 8-lane chain over the chunks, reduced by reduce8x8 (the fixed tree).
+template <size_t GB, size_t JB>
+HWY_NOINLINE void scores_block(const float* HWY_RESTRICT q, size_t q_stride,
+                               const float* const* kp, size_t dp, float* HWY_RESTRICT s) {
+  Acc8 a[GB][8];
+  for (size_t g = 0; g < GB; ++g)
+    for (size_t j = 0; j < 8; ++j) a[g][j] = zero8();
+  for (size_t c = 0; c < dp; c += kChunk) {
+    Acc8 qv[GB];
+    for (size_t g = 0; g < GB; ++g) qv[g] = load8(q + g * q_stride + c);
+    for (size_t j = 0; j < JB; ++j) {
+      const Acc8 kv = load8(kp[j] + c);
+      for (size_t g = 0; g < GB; ++g) fma8(qv[g], kv, a[g][j]);
+    }
   }
-  if (c < dim) {
-    const Acc8 qv = load8_tail(q + c, dim - c);
-    for (size_t j = 0; j < n; ++j) fma8(qv, load8_tail(kp[j] + c, dim - c), a[j]);
+  for (size_t g = 0; g < GB; ++g) {
+    alignas(32) float r[8];
+    reduce8x8(a[g], r);
+    for (size_t j = 0; j < JB; ++j) s[g * kKvTile + j] = r[j];
   }
-  reduce8x8(a, out);
 }
 
-// acc[g] = acc[g] * alpha[g] + sum_j p[g][j] * v_j over one tile, for GB heads and dims
-// [c, c + 8) (dim tail zero-padded).
-template <size_t GB>
-HWY_INLINE void pv_chunk(float* HWY_RESTRICT acc, size_t acc_stride, const float* p,
-                         size_t p_stride, const float* alpha, const float* const* vp, size_t n,
-                         size_t c, size_t dim) {
+using QkFn = void (*)(const float*, size_t, const float* const*, size_t, float*);
+
+template <size_t... I>
+constexpr std::array<QkFn, sizeof...(I)> make_qk(std::index_sequence<I...>) {
+  return {&scores_block<I / 8 + 1, I % 8 + 1>...};
+}
+
+// For GB heads and CB chunks starting at dim c: acc = acc * alpha, then acc += p_j * v_j for
+// j = 0..n-1 in order. The block shape only decides what stays in registers.
+template <size_t GB, size_t CB>
+HWY_NOINLINE void pv_block(float* HWY_RESTRICT acc, size_t acc_stride, const float* HWY_RESTRICT p,
+                           const float* HWY_RESTRICT alpha, const float* const* vp, size_t n,
+                           size_t c) {
   const DF d;
-  Acc8 a[GB];
+  Acc8 a[GB][CB];
   for (size_t g = 0; g < GB; ++g) {
-    a[g] = load8(acc + g * acc_stride + c);
     const VF al = hn::Set(d, alpha[g]);
-    for (size_t s = 0; s < kSub; ++s) a[g].v[s] = hn::Mul(a[g].v[s], al);
+    for (size_t b = 0; b < CB; ++b) {
+      a[g][b] = load8(acc + g * acc_stride + c + b * kChunk);
+      for (size_t s = 0; s < kSub; ++s) a[g][b].v[s] = hn::Mul(a[g][b].v[s], al);
+    }
   }
-  const bool full = c + kChunk <= dim;
   for (size_t j = 0; j < n; ++j) {
-    const Acc8 vv = full ? load8(vp[j] + c) : load8_tail(vp[j] + c, dim - c);
-    for (size_t g = 0; g < GB; ++g) fma8(set8(p[g * p_stride + j]), vv, a[g]);
+    Acc8 pj[GB];
+    for (size_t g = 0; g < GB; ++g) pj[g] = set8(p[g * kKvTile + j]);
+    const float* v = vp[j] + c;
+    for (size_t b = 0; b < CB; ++b) {
+      const Acc8 vv = load8(v + b * kChunk);
+      for (size_t g = 0; g < GB; ++g) fma8(pj[g], vv, a[g][b]);
+    }
   }
-  for (size_t g = 0; g < GB; ++g) store8(a[g], acc + g * acc_stride + c);
+  for (size_t g = 0; g < GB; ++g) {
+    for (size_t b = 0; b < CB; ++b) store8(a[g][b], acc + g * acc_stride + c + b * kChunk);
+  }
+}
+
+using PvFn = void (*)(float*, size_t, const float*, const float*, const float* const*, size_t,
+                      size_t);
+
+template <size_t... I>
+constexpr std::array<PvFn, sizeof...(I)> make_pv(std::index_sequence<I...>) {
+  return {&pv_block<I / kMaxCb + 1, I % kMaxCb + 1>...};
+}
+
+// qk[(gb - 1) * 8 + (jb - 1)]
+HWY_INLINE const QkFn* qk_table() {
+  static constexpr auto kTable = make_qk(std::make_index_sequence<kMaxGb * 8>());
+  return kTable.data();
+}
+
+// pv[(gb - 1) * kMaxCb + (cb - 1)]
+HWY_INLINE const PvFn* pv_table() {
+  static constexpr auto kTable = make_pv(std::make_index_sequence<kMaxGb * kMaxCb>());
+  return kTable.data();
+}
+
+// Online-softmax update of one head over one tile: scales the scores, replaces them by
+// p_j = exp(s_j - m_new) (exact zeros past n), and updates m, l and alpha.
+HWY_INLINE void softmax_tile(float* HWY_RESTRICT s, size_t n, float scale, float& m, float& l,
+                             float& alpha) {
+  const DF d;
+  const VF vscale = hn::Set(d, scale);
+  const VF neg_inf = hn::Set(d, -HUGE_VALF);
+  VF vmax = neg_inf;
+  for (size_t j = 0; j < size_t(kKvTile); j += kLanes) {
+    VF x = hn::Mul(hn::LoadU(d, s + j), vscale);
+    if (j + kLanes > n) x = hn::IfThenElse(hn::FirstN(d, n > j ? n - j : 0), x, neg_inf);
+    hn::StoreU(x, d, s + j);
+    vmax = hn::Max(vmax, x);  // exact; which zero wins does not matter below
+  }
+  const float m_new = std::max(m, hn::GetLane(hn::MaxOfLanes(d, vmax)));
+  const VF vm = hn::Set(d, m_new);
+  // Sum of p over the tile: 8 lanes over j ascending, then the fixed tree.
+  Acc8 sum = zero8();
+  for (size_t j = 0; j < size_t(kKvTile); j += kChunk) {
+    Acc8 e;
+    for (size_t sub = 0; sub < kSub; ++sub) {
+      e.v[sub] = hn::Exp(d, hn::Sub(hn::LoadU(d, s + j + sub * kLanes), vm));
+      sum.v[sub] = hn::Add(sum.v[sub], e.v[sub]);
+    }
+    store8(e, s + j);
+  }
+  alpha = std::exp(m - m_new);
+  l = hn::GetLane(hn::MulAdd(hn::Set(d, l), hn::Set(d, alpha), hn::Set(d, reduce8(sum))));
+  m = m_new;
 }
 
 // One (token, kv head): q and out are [G, D]; positions 0..pos of sequence `table`.
@@ -88,11 +186,21 @@ void attend(const float* q, size_t groups, size_t dim, int pos, const int32_t* t
             const KvLayerRef& cache, int kv_head, float scale, float* out, AttnScratch& sc) {
   const DF d;
   const size_t dp = (dim + kChunk - 1) / kChunk * kChunk;
+  const bool pad = dp != dim;
   const size_t row_stride = size_t(cache.kv_heads) * dim;
   const int bs = cache.block_size;
   std::fill(sc.acc.begin(), sc.acc.begin() + groups * dp, 0.0f);
   std::fill(sc.m.begin(), sc.m.begin() + groups, -HUGE_VALF);
   std::fill(sc.l.begin(), sc.l.begin() + groups, 0.0f);
+  const float* qp = q;
+  if (pad) {
+    for (size_t g = 0; g < groups; ++g) std::copy(q + g * dim, q + (g + 1) * dim, sc.qpad.data() + g * dp);
+    qp = sc.qpad.data();
+  }
+  const size_t q_stride = pad ? dp : dim;
+  const size_t chunks = dp / kChunk;
+  const PvFn* pv = pv_table();
+  const QkFn* qk = qk_table();
 
   for (int start = 0; start <= pos; start += kKvTile) {
     const size_t n = size_t(std::min(kKvTile, pos + 1 - start));
@@ -102,46 +210,33 @@ void attend(const float* q, size_t groups, size_t dim, int pos, const int32_t* t
       const size_t off = slot * row_stride + size_t(kv_head) * dim;
       sc.kp[j] = cache.k + off;
       sc.vp[j] = cache.v + off;
+      if (pad) {  // zero-padded copies, so every chunk below is a full one
+        std::copy(sc.kp[j], sc.kp[j] + dim, sc.kpad.data() + j * dp);
+        std::copy(sc.vp[j], sc.vp[j] + dim, sc.vpad.data() + j * dp);
+        sc.kp[j] = sc.kpad.data() + j * dp;
+        sc.vp[j] = sc.vpad.data() + j * dp;
+      }
+    }
+    for (size_t g = 0; g < groups; g += kMaxGb) {
+      const size_t gb = std::min(kMaxGb, groups - g);
+      const size_t jb_max = std::min<size_t>(8, std::max<size_t>(1, kQkAcc / gb));
+      for (size_t j0 = 0; j0 < n; j0 += jb_max) {
+        const size_t jb = std::min(jb_max, n - j0);
+        qk[(gb - 1) * 8 + (jb - 1)](qp + g * q_stride, q_stride, sc.kp.data() + j0, dp,
+                                    sc.scores.data() + g * kKvTile + j0);
+      }
     }
     for (size_t g = 0; g < groups; ++g) {
-      float* s = sc.scores.data() + g * kKvTile;
-      const float* qg = q + g * dim;
-      size_t j0 = 0;
-      for (; j0 + 8 <= n; j0 += 8) scores8<true>(qg, sc.kp.data() + j0, 8, dim, s + j0);
-      if (j0 < n) scores8<false>(qg, sc.kp.data() + j0, n - j0, dim, s + j0);
-
-      const VF vscale = hn::Set(d, scale);
-      float tile_max = -HUGE_VALF;
-      for (size_t j = 0; j < kKvTile; j += kLanes) {
-        hn::StoreU(hn::Mul(hn::LoadU(d, s + j), vscale), d, s + j);
-      }
-      for (size_t j = 0; j < n; ++j) tile_max = std::max(tile_max, s[j]);
-      const float m_new = std::max(sc.m[g], tile_max);
-      const VF vmax = hn::Set(d, m_new);
-      for (size_t j = 0; j < kKvTile; j += kLanes) {
-        hn::StoreU(hn::Exp(d, hn::Sub(hn::LoadU(d, s + j), vmax)), d, s + j);
-      }
-      float tile_sum = 0.0f;
-      for (size_t j = 0; j < n; ++j) tile_sum += s[j];
-      const float alpha = std::exp(sc.m[g] - m_new);
-      sc.alpha[g] = alpha;
-      sc.l[g] = hn::GetLane(hn::MulAdd(hn::Set(d, sc.l[g]), hn::Set(d, alpha), hn::Set(d, tile_sum)));
-      sc.m[g] = m_new;
+      softmax_tile(sc.scores.data() + g * kKvTile, n, scale, sc.m[g], sc.l[g], sc.alpha[g]);
     }
-    for (size_t c = 0; c < dp; c += kChunk) {
-      size_t g = 0;
-      for (; g + 4 <= groups; g += 4) {
-        pv_chunk<4>(sc.acc.data() + g * dp, dp, sc.scores.data() + g * kKvTile, kKvTile,
-                    sc.alpha.data() + g, sc.vp.data(), n, c, dim);
-      }
-      float* acc = sc.acc.data() + g * dp;
-      const float* p = sc.scores.data() + g * kKvTile;
-      const float* al = sc.alpha.data() + g;
-      switch (groups - g) {
-        case 3: pv_chunk<3>(acc, dp, p, kKvTile, al, sc.vp.data(), n, c, dim); break;
-        case 2: pv_chunk<2>(acc, dp, p, kKvTile, al, sc.vp.data(), n, c, dim); break;
-        case 1: pv_chunk<1>(acc, dp, p, kKvTile, al, sc.vp.data(), n, c, dim); break;
-        default: break;
+    for (size_t g = 0; g < groups; g += kMaxGb) {
+      const size_t gb = std::min(kMaxGb, groups - g);
+      const size_t cb_max = std::min(kMaxCb, std::max<size_t>(1, kPvAcc / gb));
+      for (size_t c = 0; c < chunks; c += cb_max) {
+        const size_t cb = std::min(cb_max, chunks - c);
+        pv[(gb - 1) * kMaxCb + (cb - 1)](sc.acc.data() + g * dp, dp,
+                                         sc.scores.data() + g * kKvTile, sc.alpha.data() + g,
+                                         sc.vp.data(), n, c * kChunk);
       }
     }
   }
@@ -191,6 +286,11 @@ void attention_impl(const float* q, const KvLayerRef& cache, const AttentionPlan
     sc.kp.resize(kKvTile);
     sc.vp.resize(kKvTile);
     sc.scores.assign(groups * kKvTile, 0.0f);
+    if (dp != dim) {
+      sc.kpad.assign(size_t(kKvTile) * dp, 0.0f);
+      sc.vpad.assign(size_t(kKvTile) * dp, 0.0f);
+      sc.qpad.assign(groups * dp, 0.0f);
+    }
     sc.acc.resize(groups * dp);
     sc.m.resize(groups);
     sc.l.resize(groups);

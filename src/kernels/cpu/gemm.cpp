@@ -7,7 +7,8 @@
 // weights once per step. Every output, whatever tile shape or tail computes it, gets the same
 // instruction sequence: fused multiply-adds over k in ascending chunks, a zero-padded K tail,
 // then the fixed 8-lane tree of simd-inl.h, then + bias (R1, R2). Threads split N into
-// contiguous tile ranges, never K. bf16/f16 weights widen to f32 in registers; for M > MR a
+// contiguous tile ranges, never K. Up to 16 rows (decode) the weights stream once, each column
+// tile serving all row tiles from L1. bf16/f16 weights widen to f32 in registers; for M > 16 a
 // weight block is widened once into a scratch panel and reused, which is exact and therefore
 // changes no bits.
 //   M = rows (tokens), N = output features, K = input features, MR x NR = register tile
@@ -28,6 +29,8 @@
 #include <hwy/foreach_target.h>
 #include <hwy/highway.h>
 // clang-format on
+#include <hwy/cache_control.h>
+
 #include "kernels/cpu/simd-inl.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -45,19 +48,33 @@ constexpr size_t kMr = 4, kNr = 3;  // AVX2: 16 registers; NEON: kSub = 2
 
 // Weight columns per cache block: the block is re-read from L2 by every row tile.
 constexpr size_t kBlockBytes = 192 * 1024;
+// Up to this many rows (decode batches) the weights stream from memory exactly once, column
+// tile by column tile, each tile serving every row tile while it is in L1.
+constexpr size_t kStreamRows = 16;
+// How many column tiles ahead the streaming loop prefetches.
+constexpr size_t kPfTiles = 2;
 
-// One MR x NR tile over the full K.
+// One MR x NR tile over the full K. `next`, if set, is the next tile's weights (NR rows right
+// after these), prefetched at the same pace as this tile's are consumed: a decode step streams
+// W from memory, and the hardware prefetcher alone restarts too slowly at every tile.
 template <size_t MR, size_t NR, typename WT>
 HWY_NOINLINE void gemm_tile(const float* HWY_RESTRICT x,  // [MR, K], row stride K
                             const WT* HWY_RESTRICT w,     // [NR, K], row stride K
                             size_t k_dim, const float* HWY_RESTRICT bias,  // [NR] or null
-                            float* HWY_RESTRICT y, size_t ldy) {  // [MR, ldy]
+                            float* HWY_RESTRICT y, size_t ldy,  // [MR, ldy]
+                            const WT* next) {
   constexpr size_t kSlots = (MR * NR + 7) / 8 * 8;
+  constexpr size_t kPfBytes = NR * kChunk * sizeof(WT);  // next-tile bytes per k chunk
   Acc8 acc[kSlots];
   for (size_t i = 0; i < kSlots; ++i) acc[i] = zero8();
 
+  const char* pf = reinterpret_cast<const char*>(next);
   size_t k = 0;
   for (; k + kChunk <= k_dim; k += kChunk) {
+    if (pf) {
+      for (size_t b = 0; b < kPfBytes; b += 64) hwy::Prefetch(pf + b);
+      pf += kPfBytes;
+    }
     Acc8 wv[NR];
     for (size_t n = 0; n < NR; ++n) wv[n] = load8(w + n * k_dim + k);
     for (size_t m = 0; m < MR; ++m) {
@@ -87,7 +104,8 @@ HWY_NOINLINE void gemm_tile(const float* HWY_RESTRICT x,  // [MR, K], row stride
 }
 
 template <typename WT>
-using TileFn = void (*)(const float*, const WT*, size_t, const float*, float*, size_t);
+using TileFn = void (*)(const float*, const WT*, size_t, const float*, float*, size_t,
+                        const WT*);
 
 template <typename WT, size_t... I>
 constexpr std::array<TileFn<WT>, sizeof...(I)> make_tiles(std::index_sequence<I...>) {
@@ -111,7 +129,8 @@ HWY_INLINE void gemm_block(const float* x, const WT* w, const float* bias, float
     for (size_t n = n0; n < n1; n += kNr) {
       const size_t nr = std::min(kNr, n1 - n);
       tiles[(mr - 1) * kNr + (nr - 1)](x + m0 * k_dim, w + (n - n0) * k_dim, k_dim,
-                                       bias ? bias + n : nullptr, y + m0 * n_dim + n, n_dim);
+                                       bias ? bias + n : nullptr, y + m0 * n_dim + n, n_dim,
+                                       nullptr);
     }
   }
 }
@@ -120,10 +139,25 @@ HWY_INLINE void gemm_block(const float* x, const WT* w, const float* bias, float
 template <typename WT>
 void gemm_columns(const float* x, const WT* w, const float* bias, float* y, size_t m_dim,
                   size_t n_dim, size_t k_dim, size_t c0, size_t c1) {
+  if (m_dim <= kStreamRows) {
+    const TileFn<WT>* tiles = tile_table<WT>();
+    for (size_t n = c0; n < c1; n += kNr) {
+      const size_t nr = std::min(kNr, c1 - n);
+      for (size_t m0 = 0; m0 < m_dim; m0 += kMr) {
+        const size_t mr = std::min(kMr, m_dim - m0);
+        // The first row tile prefetches the next column tile; the others find it in cache.
+        const WT* next = m0 == 0 && n + (kPfTiles + 1) * kNr <= c1 ? w + (n + kPfTiles * kNr) * k_dim : nullptr;
+        tiles[(mr - 1) * kNr + (nr - 1)](x + m0 * k_dim, w + n * k_dim, k_dim,
+                                         bias ? bias + n : nullptr, y + m0 * n_dim + n, n_dim,
+                                         next);
+      }
+    }
+    return;
+  }
   const size_t block =
       std::max(kNr, (kBlockBytes / (k_dim * sizeof(float))) / kNr * kNr);
   // Widening a 16-bit weight block to f32 once pays off when several row tiles reuse it.
-  const bool widen = !std::is_same_v<WT, float> && m_dim > kMr;
+  const bool widen = !std::is_same_v<WT, float>;
   thread_local std::vector<float> panel;  // per-thread scratch, reused across calls
   if (widen && panel.size() < block * k_dim) panel.resize(block * k_dim);
 
