@@ -29,8 +29,6 @@
 #include <hwy/foreach_target.h>
 #include <hwy/highway.h>
 // clang-format on
-#include <hwy/cache_control.h>
-
 #include "kernels/cpu/simd-inl.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -54,9 +52,10 @@ constexpr size_t kStreamRows = 16;
 // How many column tiles ahead the streaming loop prefetches.
 constexpr size_t kPfTiles = 2;
 
-// One MR x NR tile over the full K. `next`, if set, is the next tile's weights (NR rows right
-// after these), prefetched at the same pace as this tile's are consumed: a decode step streams
-// W from memory, and the hardware prefetcher alone restarts too slowly at every tile.
+// One MR x NR tile over the full K. `next`, if set, is a later tile's weights, prefetched into
+// L2 (L1 holds this tile and x) at the pace this tile's are consumed: a decode step streams W
+// from memory, and the hardware prefetcher alone restarts too slowly at every tile. (A GCC/Clang
+// builtin: Highway 1.0's Prefetch only targets L1.)
 template <size_t MR, size_t NR, typename WT>
 HWY_NOINLINE void gemm_tile(const float* HWY_RESTRICT x,  // [MR, K], row stride K
                             const WT* HWY_RESTRICT w,     // [NR, K], row stride K
@@ -72,7 +71,7 @@ HWY_NOINLINE void gemm_tile(const float* HWY_RESTRICT x,  // [MR, K], row stride
   size_t k = 0;
   for (; k + kChunk <= k_dim; k += kChunk) {
     if (pf) {
-      for (size_t b = 0; b < kPfBytes; b += 64) hwy::Prefetch(pf + b);
+      for (size_t b = 0; b < kPfBytes; b += 64) __builtin_prefetch(pf + b, 0, 2);
       pf += kPfBytes;
     }
     Acc8 wv[NR];
@@ -145,7 +144,7 @@ void gemm_columns(const float* x, const WT* w, const float* bias, float* y, size
       const size_t nr = std::min(kNr, c1 - n);
       for (size_t m0 = 0; m0 < m_dim; m0 += kMr) {
         const size_t mr = std::min(kMr, m_dim - m0);
-        // The first row tile prefetches the next column tile; the others find it in cache.
+        // The first row tile prefetches kPfTiles column tiles ahead; the others hit in cache.
         const WT* next = m0 == 0 && n + (kPfTiles + 1) * kNr <= c1 ? w + (n + kPfTiles * kNr) * k_dim : nullptr;
         tiles[(mr - 1) * kNr + (nr - 1)](x + m0 * k_dim, w + n * k_dim, k_dim,
                                          bias ? bias + n : nullptr, y + m0 * n_dim + n, n_dim,
