@@ -1,7 +1,7 @@
 // attention: causal grouped-query attention over a paged KV cache for a varlen batch.
 //
-// Each (query token, kv head) is one work item: the G = Hq / Hkv query heads that share the kv
-// head walk KV positions 0..pos in tiles of kKvTile positions aligned to absolute position 0,
+// For each (query token, kv head), the G = Hq / Hkv query heads that share the kv head walk KV
+// positions 0..pos in tiles of kKvTile positions aligned to absolute position 0,
 // with an online softmax (running max m, running sum l, rescale by exp(m_old - m_new) once per
 // tile). The routine sees only (q, pos, the cache), never the batch, so a token's output is
 // bitwise the same in a 1-token decode step, a long prefill or any chunk of one (R3). Positions
@@ -53,12 +53,13 @@ constexpr size_t kMaxGb = 4;   // heads per PV block
 constexpr size_t kMaxCb = 8;   // chunks per PV block
 
 struct AttnScratch {
+  std::vector<size_t> rows;          // [kKvTile] offset of each position's [Hkv, D] row
   std::vector<const float*> kp, vp;  // [kKvTile] rows of this tile (padded copies if D % 8)
   std::vector<float> kpad, vpad;     // [kKvTile, Dp] zero-padded rows, only when D % 8 != 0
-  std::vector<float> qpad;           // [G, Dp]
-  std::vector<float> scores;         // [G, kKvTile]
-  std::vector<float> acc;            // [G, Dp]
-  std::vector<float> m, l, alpha;    // [G]
+  std::vector<float> qpad;           // [heads, Dp]
+  std::vector<float> scores;         // [heads, kKvTile]
+  std::vector<float> acc;            // [heads, Dp]
+  std::vector<float> m, l, alpha;    // [heads]
 };
 
 // QK register block: GB heads x JB positions of scores accumulated together, so each key chunk
@@ -181,20 +182,24 @@ HWY_INLINE void softmax_tile(float* HWY_RESTRICT s, size_t n, float scale, float
   m = m_new;
 }
 
-// One (token, kv head): q and out are [G, D]; positions 0..pos of sequence `table`.
+// One token, kv heads [h0, h1) and their G query heads each: q and out are [(h1 - h0) * G, D];
+// positions 0..pos of sequence `table`. Heads are independent: which of them share a call
+// changes only the loop order, never a head's arithmetic.
 void attend(const float* q, size_t groups, size_t dim, int pos, const int32_t* table,
-            const KvLayerRef& cache, int kv_head, float scale, float* out, AttnScratch& sc) {
+            const KvLayerRef& cache, int h0, int h1, float scale, bool prefetch, float* out,
+            AttnScratch& sc) {
   const DF d;
   const size_t dp = (dim + kChunk - 1) / kChunk * kChunk;
   const bool pad = dp != dim;
+  const size_t heads = size_t(h1 - h0) * groups;
   const size_t row_stride = size_t(cache.kv_heads) * dim;
   const int bs = cache.block_size;
-  std::fill(sc.acc.begin(), sc.acc.begin() + groups * dp, 0.0f);
-  std::fill(sc.m.begin(), sc.m.begin() + groups, -HUGE_VALF);
-  std::fill(sc.l.begin(), sc.l.begin() + groups, 0.0f);
+  std::fill(sc.acc.begin(), sc.acc.begin() + heads * dp, 0.0f);
+  std::fill(sc.m.begin(), sc.m.begin() + heads, -HUGE_VALF);
+  std::fill(sc.l.begin(), sc.l.begin() + heads, 0.0f);
   const float* qp = q;
   if (pad) {
-    for (size_t g = 0; g < groups; ++g) std::copy(q + g * dim, q + (g + 1) * dim, sc.qpad.data() + g * dp);
+    for (size_t i = 0; i < heads; ++i) std::copy(q + i * dim, q + (i + 1) * dim, sc.qpad.data() + i * dp);
     qp = sc.qpad.data();
   }
   const size_t q_stride = pad ? dp : dim;
@@ -206,47 +211,65 @@ void attend(const float* q, size_t groups, size_t dim, int pos, const int32_t* t
     const size_t n = size_t(std::min(kKvTile, pos + 1 - start));
     for (size_t j = 0; j < n; ++j) {
       const int p = start + int(j);
-      const size_t slot = size_t(table[p / bs]) * size_t(bs) + size_t(p % bs);
-      const size_t off = slot * row_stride + size_t(kv_head) * dim;
-      sc.kp[j] = cache.k + off;
-      sc.vp[j] = cache.v + off;
-      if (pad) {  // zero-padded copies, so every chunk below is a full one
-        std::copy(sc.kp[j], sc.kp[j] + dim, sc.kpad.data() + j * dp);
-        std::copy(sc.vp[j], sc.vp[j] + dim, sc.vpad.data() + j * dp);
-        sc.kp[j] = sc.kpad.data() + j * dp;
-        sc.vp[j] = sc.vpad.data() + j * dp;
+      sc.rows[j] = (size_t(table[p / bs]) * size_t(bs) + size_t(p % bs)) * row_stride;
+    }
+    // Decode reads the cache from memory: fetch the next tile's rows (of heads h0..h1) into L2
+    // while this one is computed. (A prefill finds them in cache, read by its earlier tokens.)
+    const int next_end = prefetch ? std::min(start + 2 * kKvTile, pos + 1) : 0;
+    const size_t span = size_t(h1 - h0) * dim * sizeof(float);
+    for (int p = start + kKvTile; p < next_end; ++p) {
+      const size_t off = ((size_t(table[p / bs]) * size_t(bs) + size_t(p % bs)) * row_stride +
+                          size_t(h0) * dim);
+      const char* kr = reinterpret_cast<const char*>(cache.k + off);
+      const char* vr = reinterpret_cast<const char*>(cache.v + off);
+      for (size_t b = 0; b < span; b += 64) {
+        __builtin_prefetch(kr + b, 0, 2);
+        __builtin_prefetch(vr + b, 0, 2);
       }
     }
-    for (size_t g = 0; g < groups; g += kMaxGb) {
-      const size_t gb = std::min(kMaxGb, groups - g);
-      const size_t jb_max = std::min<size_t>(8, std::max<size_t>(1, kQkAcc / gb));
-      for (size_t j0 = 0; j0 < n; j0 += jb_max) {
-        const size_t jb = std::min(jb_max, n - j0);
-        qk[(gb - 1) * 8 + (jb - 1)](qp + g * q_stride, q_stride, sc.kp.data() + j0, dp,
-                                    sc.scores.data() + g * kKvTile + j0);
+    for (int h = h0; h < h1; ++h) {
+      const size_t hl = size_t(h - h0) * groups;  // first local query head of kv head h
+      for (size_t j = 0; j < n; ++j) {
+        sc.kp[j] = cache.k + sc.rows[j] + size_t(h) * dim;
+        sc.vp[j] = cache.v + sc.rows[j] + size_t(h) * dim;
+        if (pad) {  // zero-padded copies, so every chunk below is a full one
+          std::copy(sc.kp[j], sc.kp[j] + dim, sc.kpad.data() + j * dp);
+          std::copy(sc.vp[j], sc.vp[j] + dim, sc.vpad.data() + j * dp);
+          sc.kp[j] = sc.kpad.data() + j * dp;
+          sc.vp[j] = sc.vpad.data() + j * dp;
+        }
       }
-    }
-    for (size_t g = 0; g < groups; ++g) {
-      softmax_tile(sc.scores.data() + g * kKvTile, n, scale, sc.m[g], sc.l[g], sc.alpha[g]);
-    }
-    for (size_t g = 0; g < groups; g += kMaxGb) {
-      const size_t gb = std::min(kMaxGb, groups - g);
-      const size_t cb_max = std::min(kMaxCb, std::max<size_t>(1, kPvAcc / gb));
-      for (size_t c = 0; c < chunks; c += cb_max) {
-        const size_t cb = std::min(cb_max, chunks - c);
-        pv[(gb - 1) * kMaxCb + (cb - 1)](sc.acc.data() + g * dp, dp,
-                                         sc.scores.data() + g * kKvTile, sc.alpha.data() + g,
-                                         sc.vp.data(), n, c * kChunk);
+      for (size_t g = 0; g < groups; g += kMaxGb) {
+        const size_t gb = std::min(kMaxGb, groups - g);
+        const size_t jb_max = std::min<size_t>(8, std::max<size_t>(1, kQkAcc / gb));
+        for (size_t j0 = 0; j0 < n; j0 += jb_max) {
+          const size_t jb = std::min(jb_max, n - j0);
+          qk[(gb - 1) * 8 + (jb - 1)](qp + (hl + g) * q_stride, q_stride, sc.kp.data() + j0, dp,
+                                      sc.scores.data() + (hl + g) * kKvTile + j0);
+        }
+      }
+      for (size_t g = hl; g < hl + groups; ++g) {
+        softmax_tile(sc.scores.data() + g * kKvTile, n, scale, sc.m[g], sc.l[g], sc.alpha[g]);
+      }
+      for (size_t g = 0; g < groups; g += kMaxGb) {
+        const size_t gb = std::min(kMaxGb, groups - g);
+        const size_t cb_max = std::min(kMaxCb, std::max<size_t>(1, kPvAcc / gb));
+        for (size_t c = 0; c < chunks; c += cb_max) {
+          const size_t cb = std::min(cb_max, chunks - c);
+          pv[(gb - 1) * kMaxCb + (cb - 1)](sc.acc.data() + (hl + g) * dp, dp,
+                                           sc.scores.data() + (hl + g) * kKvTile,
+                                           sc.alpha.data() + hl + g, sc.vp.data(), n, c * kChunk);
+        }
       }
     }
   }
-  for (size_t g = 0; g < groups; ++g) {
-    const VF vl = hn::Set(d, sc.l[g]);
-    float* acc = sc.acc.data() + g * dp;
+  for (size_t i = 0; i < heads; ++i) {
+    const VF vl = hn::Set(d, sc.l[i]);
+    float* acc = sc.acc.data() + i * dp;
     for (size_t c = 0; c < dp; c += kLanes) {
       hn::StoreU(hn::Div(hn::LoadU(d, acc + c), vl), d, acc + c);
     }
-    std::copy(acc, acc + dim, out + g * dim);
+    std::copy(acc, acc + dim, out + i * dim);
   }
 }
 
@@ -265,6 +288,7 @@ void attention_impl(const float* q, const KvLayerRef& cache, const AttentionPlan
   // Host-side plan lookups: each token's sequence and absolute position.
   const int32_t t0 = plan.q_indptr[0];
   std::vector<int32_t> seq_of(static_cast<size_t>(tokens)), pos_of(static_cast<size_t>(tokens));
+  std::vector<uint8_t> decode_of(static_cast<size_t>(tokens));
   double work = 0;
   for (int s = 0; s < num_seqs; ++s) {
     const int32_t b = plan.q_indptr[s], e = plan.q_indptr[s + 1];
@@ -273,37 +297,44 @@ void attention_impl(const float* q, const KvLayerRef& cache, const AttentionPlan
     for (int32_t t = b; t < e; ++t) {
       seq_of[size_t(t - t0)] = s;
       pos_of[size_t(t - t0)] = first_pos + (t - b);
+      decode_of[size_t(t - t0)] = e - b <= 4;
       work += double(first_pos + (t - b) + 1);
     }
   }
   work *= double(q_heads) * double(dim);
 
-  const int64_t items = tokens * kv_heads;
+  // Work items: a token with all its kv heads (one sweep over each cache block), or, when there
+  // are too few tokens to keep the threads busy, one (token, kv head) each.
+  const int heads_per_item = tokens >= 2 * int64_t(pool.size()) ? kv_heads : 1;
+  const int64_t items = tokens * (kv_heads / heads_per_item);
   // Threads take items round-robin: later tokens of a causal prefill cost more.
   const int64_t lanes = work < 65536.0 ? 1 : std::min<int64_t>(pool.size(), items);
+  const size_t max_heads = size_t(q_heads);
   pool.parallel_for(lanes, 1, [&](int64_t b, int64_t e) HWY_ATTR {
     AttnScratch sc;
+    sc.rows.resize(kKvTile);
     sc.kp.resize(kKvTile);
     sc.vp.resize(kKvTile);
-    sc.scores.assign(groups * kKvTile, 0.0f);
+    sc.scores.assign(max_heads * kKvTile, 0.0f);
     if (dp != dim) {
       sc.kpad.assign(size_t(kKvTile) * dp, 0.0f);
       sc.vpad.assign(size_t(kKvTile) * dp, 0.0f);
-      sc.qpad.assign(groups * dp, 0.0f);
+      sc.qpad.assign(max_heads * dp, 0.0f);
     }
-    sc.acc.resize(groups * dp);
-    sc.m.resize(groups);
-    sc.l.resize(groups);
-    sc.alpha.resize(groups);
+    sc.acc.resize(max_heads * dp);
+    sc.m.resize(max_heads);
+    sc.l.resize(max_heads);
+    sc.alpha.resize(max_heads);
+    const int64_t per_token = kv_heads / heads_per_item;
     for (int64_t lane = b; lane < e; ++lane) {
       for (int64_t item = lane; item < items; item += lanes) {
-        const int64_t t = item / kv_heads;
-        const int h = int(item % kv_heads);
+        const int64_t t = item / per_token;
+        const int h0 = int(item % per_token) * heads_per_item;
         const int s = seq_of[size_t(t)];
-        const size_t head0 = size_t(t0 + t) * size_t(q_heads) + size_t(h) * groups;
+        const size_t head0 = size_t(t0 + t) * size_t(q_heads) + size_t(h0) * groups;
         attend(q + head0 * dim, groups, dim, pos_of[size_t(t)],
-               plan.block_tables + int64_t(s) * plan.max_blocks_per_seq, cache, h, scale,
-               out + head0 * dim, sc);
+               plan.block_tables + int64_t(s) * plan.max_blocks_per_seq, cache, h0,
+               h0 + heads_per_item, scale, decode_of[size_t(t)] != 0, out + head0 * dim, sc);
       }
     }
   });
