@@ -32,19 +32,21 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) ==
 
 struct TileInfo {
   GemmTile tile;
-  int bm, bn;
+  int bm, bn;   // rows of x, rows of W per CTA tile
+  int cluster;  // CTAs per cluster along M: the grid's M tiles round up to a multiple
   const char* (*launch)(const sm90::GemmArgs&, cudaStream_t);
 };
 
 constexpr TileInfo kTiles[] = {
-    {GemmTile::m16n64_swap, 16, 64, sm90::gemm_m16n64_swap},
-    {GemmTile::m32n64_swap, 32, 64, sm90::gemm_m32n64_swap},
-    {GemmTile::m64n64_swap, 64, 64, sm90::gemm_m64n64_swap},
-    {GemmTile::m64n32, 64, 32, sm90::gemm_m64n32},
-    {GemmTile::m64n64, 64, 64, sm90::gemm_m64n64},
-    {GemmTile::m64n128, 64, 128, sm90::gemm_m64n128},
-    {GemmTile::m128n128, 128, 128, sm90::gemm_m128n128},
-    {GemmTile::m128n256, 128, 256, sm90::gemm_m128n256},
+    {GemmTile::m16n64_swap, 16, 64, 1, sm90::gemm_m16n64_swap},
+    {GemmTile::m32n64_swap, 32, 64, 1, sm90::gemm_m32n64_swap},
+    {GemmTile::m64n64_swap, 64, 64, 1, sm90::gemm_m64n64_swap},
+    {GemmTile::m64n32, 64, 32, 1, sm90::gemm_m64n32},
+    {GemmTile::m64n64, 64, 64, 1, sm90::gemm_m64n64},
+    {GemmTile::m64n128, 64, 128, 1, sm90::gemm_m64n128},
+    {GemmTile::m128n128, 128, 128, 1, sm90::gemm_m128n128},
+    {GemmTile::m128n192, 128, 192, 1, sm90::gemm_m128n192},
+    {GemmTile::m128n256, 128, 256, 2, sm90::gemm_m128n256},
 };
 
 const TileInfo& tile_info(GemmTile t) {
@@ -52,6 +54,23 @@ const TileInfo& tile_info(GemmTile t) {
     if (i.tile == t) return i;
   }
   return kTiles[0];
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// SMs of a full H100/H200 (SXM). A constant, not the SM count of the device in hand: the
+// choice of tile may not depend on the device (R5); elsewhere it is merely less tuned.
+constexpr int64_t kHopperSms = 132;
+
+int64_t tile_count(const TileInfo& t, int64_t m, int64_t n) {
+  return ceil_div(ceil_div(m, t.bm), t.cluster) * t.cluster * ceil_div(n, t.bn);
+}
+
+// Share of the launched tile waves that holds real outputs: below 1 from partial edge tiles,
+// cluster padding and a last wave that leaves SMs idle.
+double wave_fill(const TileInfo& t, int64_t m, int64_t n) {
+  const int64_t waves = ceil_div(tile_count(t, m, n), kHopperSms);
+  return double(m) * double(n) / (double(waves) * double(kHopperSms) * t.bm * t.bn);
 }
 
 }  // namespace
@@ -65,6 +84,7 @@ std::string_view gemm_tile_name(GemmTile tile) {
     case GemmTile::m64n64: return "m64n64";
     case GemmTile::m64n128: return "m64n128";
     case GemmTile::m128n128: return "m128n128";
+    case GemmTile::m128n192: return "m128n192";
     case GemmTile::m128n256: return "m128n256";
   }
   return "?";
@@ -115,19 +135,41 @@ CudaGemm::~CudaGemm() = default;
 
 GemmTile CudaGemm::choose_tile(int64_t m, int64_t n, int64_t k) {
   (void)k;
-  // Bands of M from gpu-check measurements on an H100 (bench/results/). Tile counts use a
-  // constant, never the SM count of the device in hand (R5).
-  auto tiles = [&](GemmTile t) {
-    const TileInfo& i = tile_info(t);
-    return ((m + i.bm - 1) / i.bm) * ((n + i.bn - 1) / i.bn);
+  // Tuned on an H100 with gemm_bench --all-tiles (bench/results/gemm-tuning-*). Any choice
+  // gives the same bits (R2, gemm_test.cu), so this only moves speed.
+  const bool small_n = n < 2048;  // too few W tiles to fill the GPU: latency-bound
+  if (m <= 64) {                  // decode: stream W, pad x as little as possible
+    if (small_n) return m <= 32 ? GemmTile::m64n32 : GemmTile::m16n64_swap;
+    return m <= 16 ? GemmTile::m16n64_swap : m <= 32 ? GemmTile::m32n64_swap : GemmTile::m64n64_swap;
+  }
+  if (m <= 128) return small_n ? GemmTile::m32n64_swap : GemmTile::m64n128;
+  if (m <= 256 || (small_n && m <= 512)) {
+    if (small_n) return GemmTile::m64n64_swap;
+    // A 128-row tile that is mostly TMA zero fill runs slower than two 64-row tiles.
+    const TileInfo& t = tile_info(GemmTile::m128n128);
+    const bool full = tile_count(t, m, n) >= 96 && m * 100 >= ceil_div(m, 128) * 128 * 85;
+    return full ? GemmTile::m128n128 : GemmTile::m64n128;
+  }
+  // Compute-bound: the best of relative tile efficiency (measured at large M) times how
+  // well the tiles fill the waves.
+  struct Candidate {
+    GemmTile tile;
+    double efficiency;
   };
-  if (m <= 16) return GemmTile::m16n64_swap;  // decode: W streams through 64-row tiles
-  if (m <= 32) return GemmTile::m32n64_swap;
-  if (m <= 64) return GemmTile::m64n64_swap;
-  if (m <= 128) return tiles(GemmTile::m64n128) >= 96 ? GemmTile::m64n128 : GemmTile::m64n64;
-  if (m <= 256) return tiles(GemmTile::m128n128) >= 96 ? GemmTile::m128n128 : GemmTile::m64n128;
-  if (m <= 1024) return GemmTile::m128n128;
-  return GemmTile::m128n256;
+  constexpr Candidate kCandidates[] = {{GemmTile::m128n256, 1.0},
+                                       {GemmTile::m128n192, 0.95},
+                                       {GemmTile::m128n128, 0.9},
+                                       {GemmTile::m64n128, 0.55}};
+  GemmTile best = kCandidates[0].tile;
+  double best_score = -1.0;
+  for (const Candidate& c : kCandidates) {
+    const double score = c.efficiency * wave_fill(tile_info(c.tile), m, n);
+    if (score > best_score + 1e-9) {
+      best_score = score;
+      best = c.tile;
+    }
+  }
+  return best;
 }
 
 Status CudaGemm::run(const GemmProblem& p, GemmMode mode, cudaStream_t stream) {

@@ -33,11 +33,13 @@ enum class GemmTile : uint8_t {
   m64n64,    // one consumer warpgroup, non-persistent
   m64n128,   // ping-pong warpgroups, persistent
   m128n128,  // cooperative warpgroups, persistent
+  m128n192,  // cooperative warpgroups, persistent (fills 132 SMs where N/256 tiles would not)
   m128n256,  // cooperative warpgroups, persistent, 2x1 cluster with W multicast
 };
 inline constexpr GemmTile kAllGemmTiles[] = {
     GemmTile::m16n64_swap, GemmTile::m32n64_swap, GemmTile::m64n64_swap, GemmTile::m64n32,
-    GemmTile::m64n64,      GemmTile::m64n128,     GemmTile::m128n128,    GemmTile::m128n256};
+    GemmTile::m64n64,      GemmTile::m64n128,     GemmTile::m128n128,    GemmTile::m128n192,
+    GemmTile::m128n256};
 std::string_view gemm_tile_name(GemmTile tile);
 
 // Row-major operands; leading dimensions are in elements. The invariant path needs K and N

@@ -29,6 +29,7 @@ const char* gemm_m64n32(const GemmArgs& a, cudaStream_t stream);
 const char* gemm_m64n64(const GemmArgs& a, cudaStream_t stream);
 const char* gemm_m64n128(const GemmArgs& a, cudaStream_t stream);
 const char* gemm_m128n128(const GemmArgs& a, cudaStream_t stream);
+const char* gemm_m128n192(const GemmArgs& a, cudaStream_t stream);
 const char* gemm_m128n256(const GemmArgs& a, cudaStream_t stream);
 const char* gemm_m16n64_swap(const GemmArgs& a, cudaStream_t stream);
 const char* gemm_m32n64_swap(const GemmArgs& a, cudaStream_t stream);
