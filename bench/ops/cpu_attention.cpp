@@ -26,7 +26,8 @@ double median_seconds(Fn fn, double budget) {
   std::vector<double> times;
   const auto start = Clock::now();
   while (times.size() < 3 ||
-         (std::chrono::duration<double>(Clock::now() - start).count() < budget && times.size() < 100)) {
+         (std::chrono::duration<double>(Clock::now() - start).count() < budget &&
+          times.size() < 100)) {
     const auto t0 = Clock::now();
     fn();
     times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
@@ -86,9 +87,9 @@ int main() {
   const int hq = 9, hkv = 3, d = 64, bs = 16;
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  const Case cases[] = {{"prefill", 1, 512, 512},  {"prefill", 1, 2048, 2048},
-                        {"decode", 1, 512, 1},     {"decode", 8, 512, 1},
-                        {"decode", 8, 2048, 1},    {"chunk", 1, 2048, 256}};
+  const Case cases[] = {{"prefill", 1, 512, 512}, {"prefill", 1, 2048, 2048},
+                        {"decode", 1, 512, 1},    {"decode", 8, 512, 1},
+                        {"decode", 8, 2048, 1},   {"chunk", 1, 2048, 256}};
   std::printf("%-8s %4s %6s %6s %3s | %9s %8s | %9s %8s | %7s\n", "case", "B", "ctx", "q", "thr",
               "invar ms", "GFLOP/s", "naive ms", "GFLOP/s", "speedup");
   for (const auto& c : cases) {
@@ -105,11 +106,13 @@ int main() {
     for (int s = 0; s < c.seqs; ++s) {
       indptr.push_back(indptr.back() + c.q_len);
       kv_lens.push_back(c.kv_len);
-      for (int b = 0; b < blocks_per_seq; ++b) tables.push_back(perm[size_t(s * blocks_per_seq + b)]);
+      for (int b = 0; b < blocks_per_seq; ++b)
+        tables.push_back(perm[size_t(s * blocks_per_seq + b)]);
       for (int t = 0; t < c.q_len; ++t) flop += 4.0 * d * hq * (c.kv_len - c.q_len + t + 1);
     }
     const k::KvLayerRef cache{kc.data(), vc.data(), blocks, bs, hkv, d};
-    const k::AttentionPlan plan{c.seqs, indptr.data(), kv_lens.data(), tables.data(), blocks_per_seq, bs};
+    const k::AttentionPlan plan{c.seqs,        indptr.data(),  kv_lens.data(),
+                                tables.data(), blocks_per_seq, bs};
     std::vector<float> q(size_t(indptr.back()) * hq * d), out(q.size());
     for (auto& v : q) v = dist(rng);
     for (int threads : {1, 2}) {

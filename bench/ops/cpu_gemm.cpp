@@ -16,6 +16,8 @@
 // Usage: bench_cpu_gemm [--quick] [--avx2] [--shape NAME] [--m M] [--threads T] [--no-naive]
 //   --quick: fewer shapes (a smoke run); --avx2: pin Highway's dispatch to AVX2 (default: best);
 //   --shape, --m, --threads: run only that shape name / batch size / thread count.
+#include <hwy/targets.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -23,8 +25,6 @@
 #include <random>
 #include <string>
 #include <vector>
-
-#include <hwy/targets.h>
 
 #include "core/dtype.h"
 #include "core/thread_pool.h"
@@ -107,8 +107,10 @@ int main(int argc, char** argv) {
     int64_t n, k;
     const char* name;
   };
-  std::vector<Shape> shapes = {{576, 576, "q/o"},          {192, 576, "k/v"},
-                               {1536, 576, "gate/up"},     {576, 1536, "down"},
+  std::vector<Shape> shapes = {{576, 576, "q/o"},
+                               {192, 576, "k/v"},
+                               {1536, 576, "gate/up"},
+                               {576, 1536, "down"},
                                {49152, 576, "lm_head"}};
   std::vector<int64_t> ms = {1, 8, 64, 256};
   if (only_m) ms = {only_m};
@@ -152,11 +154,15 @@ int main(int argc, char** argv) {
           size_t next = 0;
           const double t = median_seconds(
               [&] {
-                invar::kernels::cpu::gemm(x.data(), refs[next++ % copies], nullptr, m, y.data(), pool);
+                invar::kernels::cpu::gemm(x.data(), refs[next++ % copies], nullptr, m, y.data(),
+                                          pool);
               },
               0.3);
-          const double tn = !naive ? 0.0 : median_seconds(
-              [&] { naive_gemm(x.data(), refs[next++ % copies], m, y.data(), pool); }, 0.3);
+          const double tn =
+              !naive ? 0.0
+                     : median_seconds(
+                           [&] { naive_gemm(x.data(), refs[next++ % copies], m, y.data(), pool); },
+                           0.3);
           const double flop = 2.0 * double(m) * double(s.n) * double(s.k);
           const double bytes = double(wbytes) + 4.0 * double(m * s.k + m * s.n);
           std::printf("%-8s %6lld %5lld %4lld %3d %5s | %9.3f %8.1f %7.1f | %9.3f %8.1f | %6.1fx\n",

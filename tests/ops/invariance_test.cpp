@@ -37,7 +37,8 @@ void gemm_split_k_by_m(const float* x, const WeightRef& w, const float* bias, in
   if (split == k) return cpu::gemm(x, w, bias, m, y, pool);
   auto cols = [&](const float* src, int64_t rows, int64_t b, int64_t e) {
     std::vector<float> out(static_cast<size_t>(rows * (e - b)));
-    for (int64_t r = 0; r < rows; ++r) std::copy(src + r * k + b, src + r * k + e, out.begin() + r * (e - b));
+    for (int64_t r = 0; r < rows; ++r)
+      std::copy(src + r * k + b, src + r * k + e, out.begin() + r * (e - b));
     return out;
   };
   const float* wf = static_cast<const float*>(w.data);
@@ -77,7 +78,8 @@ int gemm_rows_that_move(GemmFn fn, const std::vector<float>& x, const WeightRef&
     fn(x.data(), w, bias, m, y.data(), pool);
     const auto same = bits_equal(y.data(), alone.data(), size_t(m * n));
     if (!same) {
-      if (moved++ == 0 && first_failure) *first_failure = "M=" + std::to_string(m) + ": " + same.message();
+      if (moved++ == 0 && first_failure)
+        *first_failure = "M=" + std::to_string(m) + ": " + same.message();
     }
   }
   return moved;
@@ -95,8 +97,8 @@ struct GemmInvariance : ::testing::Test {
 TEST_F(GemmInvariance, RowsIdenticalForEveryBatchSizeAndThreadCount) {
   ThreadPool single(1);
   for (DType dt : {DType::f32, DType::bf16}) {
-    const WeightRef ref{dt == DType::f32 ? static_cast<const void*>(w.data()) : w16.data(), dt,
-                        kN, kK};
+    const WeightRef ref{dt == DType::f32 ? static_cast<const void*>(w.data()) : w16.data(), dt, kN,
+                        kK};
     const auto alone = gemm_rows_alone(cpu::gemm, x, ref, bias.data(), 509, single);
     for (int threads : {1, 2, 3}) {
       SCOPED_TRACE(::testing::Message() << threads << " threads, " << dtype_name(dt) << " weights");
@@ -139,7 +141,8 @@ TEST_F(GemmInvariance, NegativeControlSplitKByBatchSizeIsDetected) {
   std::string failure;
   const auto alone = gemm_rows_alone(gemm_split_k_by_m, x, ref, nullptr, 509, pool);
   const int moved = gemm_rows_that_move(gemm_split_k_by_m, x, ref, nullptr, alone, pool, &failure);
-  EXPECT_EQ(moved, int(batch_sizes().size()) - 7) << "the split-K variant should differ at every M >= 8";
+  EXPECT_EQ(moved, int(batch_sizes().size()) - 7)
+      << "the split-K variant should differ at every M >= 8";
   EXPECT_FALSE(failure.empty());
 }
 
@@ -157,12 +160,14 @@ struct AttentionInvariance : ::testing::Test {
 
   // Physical block of logical block b of sequence `seq` (ids 0..3): a bijection of
   // (seq, b) onto the 64 blocks that scatters each sequence over the cache.
-  static int32_t block_of(int seq, int b) { return int32_t(((seq * kMaxBlocks + b) * 37 + 11) % kBlocks); }
+  static int32_t block_of(int seq, int b) {
+    return int32_t(((seq * kMaxBlocks + b) * 37 + 11) % kBlocks);
+  }
 
   struct Seq {
-    int id;       // which block mapping; id 0 is the sequence under test
-    int kv_len;   // positions in the cache after this step
-    int q_len;    // query tokens this step (the last q_len positions)
+    int id;      // which block mapping; id 0 is the sequence under test
+    int kv_len;  // positions in the cache after this step
+    int q_len;   // query tokens this step (the last q_len positions)
   };
 
   // Runs one attention step over `seqs`; returns the output rows of sequence 0's query tokens.
@@ -192,8 +197,8 @@ struct AttentionInvariance : ::testing::Test {
       indptr.push_back(indptr.back() + s.q_len);
       kv_lens.push_back(s.kv_len);
     }
-    kernels::AttentionPlan plan{int(seqs.size()), indptr.data(), kv_lens.data(), tables.data(),
-                                kMaxBlocks,       kBs};
+    kernels::AttentionPlan plan{int(seqs.size()), indptr.data(), kv_lens.data(),
+                                tables.data(),    kMaxBlocks,    kBs};
     std::vector<float> out(qs.size(), -1.0f);
     cpu::attention(qs.data(), cache.ref(), plan, kHq, 0.125f, out.data(), pool);
     return {out.begin() + our_first * kHq * kD, out.begin() + (our_first + our_len) * kHq * kD};
@@ -214,7 +219,8 @@ TEST_F(AttentionInvariance, PrefillAloneMatchesEveryOtherWayOfComputingIt) {
   EXPECT_TRUE(bits_equal(run({{0, kLen, kLen}}, pool3), whole)) << "3 threads";
 
   // In a varlen batch: decodes and a prefill of other sequences before and after it.
-  EXPECT_TRUE(bits_equal(run({{1, 33, 1}, {2, 200, 200}, {0, kLen, kLen}, {3, 64, 1}}, pool2), whole))
+  EXPECT_TRUE(
+      bits_equal(run({{1, 33, 1}, {2, 200, 200}, {0, kLen, kLen}, {3, 64, 1}}, pool2), whole))
       << "batched";
 
   // Decode: one token at each position (every tile edge included), alone and batched.
@@ -230,7 +236,8 @@ TEST_F(AttentionInvariance, PrefillAloneMatchesEveryOtherWayOfComputingIt) {
   // Chunked prefill, chunk edges on and off the tile edges.
   for (const std::vector<int>& chunks :
        {std::vector<int>{1, 63, 1, 85}, {64, 64, 22}, {7, 7, 7, 100, 29}, {149, 1}, {13, 50, 87}}) {
-    SCOPED_TRACE(::testing::Message() << "chunking starting with " << chunks[0] << ", " << chunks[1]);
+    SCOPED_TRACE(::testing::Message()
+                 << "chunking starting with " << chunks[0] << ", " << chunks[1]);
     int done = 0;
     for (int c : chunks) {
       const auto got = run({{3, 90, 2}, {0, done + c, c}}, pool2);

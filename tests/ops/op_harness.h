@@ -21,7 +21,8 @@
 
 namespace invar::ops_test {
 
-inline std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+inline std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.0f,
+                                        float hi = 1.0f) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> dist(lo, hi);
   std::vector<float> v(n);
@@ -47,9 +48,9 @@ inline ::testing::AssertionResult bits_equal(const float* a, const float* b, siz
   for (size_t i = 0; i < n; ++i) {
     if (f32_to_bits(a[i]) != f32_to_bits(b[i])) {
       char msg[160];
-      std::snprintf(msg, sizeof(msg), "bits differ at element %zu of %zu: %.9g (0x%08x) vs %.9g (0x%08x)",
-                    i, n, double(a[i]), unsigned(f32_to_bits(a[i])), double(b[i]),
-                    unsigned(f32_to_bits(b[i])));
+      std::snprintf(
+          msg, sizeof(msg), "bits differ at element %zu of %zu: %.9g (0x%08x) vs %.9g (0x%08x)", i,
+          n, double(a[i]), unsigned(f32_to_bits(a[i])), double(b[i]), unsigned(f32_to_bits(b[i])));
       return ::testing::AssertionFailure() << msg;
     }
   }
@@ -79,10 +80,9 @@ inline ::testing::AssertionResult near_reference(const std::vector<float>& got,
     }
   }
   if (bad == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << bad << " of " << got.size()
-                                       << " elements out of tolerance; worst at " << worst
-                                       << ": got " << got[worst] << ", reference " << ref[worst]
-                                       << ", tolerance " << tol(worst);
+  return ::testing::AssertionFailure()
+         << bad << " of " << got.size() << " elements out of tolerance; worst at " << worst
+         << ": got " << got[worst] << ", reference " << ref[worst] << ", tolerance " << tol(worst);
 }
 
 // The SIMD targets the kernels dispatch to on this machine (best first), by name.
@@ -121,9 +121,7 @@ struct PagedCache {
   kernels::KvLayerRef ref() {
     return {k.data(), v.data(), num_blocks, block_size, kv_heads, head_dim};
   }
-  size_t row(int64_t slot, int h) const {
-    return (size_t(slot) * kv_heads + size_t(h)) * head_dim;
-  }
+  size_t row(int64_t slot, int h) const { return (size_t(slot) * kv_heads + size_t(h)) * head_dim; }
 };
 
 }  // namespace invar::ops_test

@@ -66,8 +66,8 @@ void ref_attention(const float* q, const kernels::KvLayerRef& cache,
     const int32_t b = plan.q_indptr[s], e = plan.q_indptr[s + 1];
     const int32_t* table = plan.block_tables + int64_t(s) * plan.max_blocks_per_seq;
     auto row = [&](const float* base, int pos, int h) {
-      const int64_t slot = int64_t(table[pos / cache.block_size]) * cache.block_size +
-                           pos % cache.block_size;
+      const int64_t slot =
+          int64_t(table[pos / cache.block_size]) * cache.block_size + pos % cache.block_size;
       return base + (slot * hkv + h) * d;
     };
     for (int32_t t = b; t < e; ++t) {

@@ -7,6 +7,8 @@
 // result inside that bound is right and a dropped or doubled term (about |x w| / K) is not.
 // bf16 weights are checked twice: against the exactly decoded weights with the f32 bound, and
 // against the original f32 weights with the bf16 rounding bound (2^-9 relative per weight).
+#include "kernels/cpu/ops.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -14,7 +16,6 @@
 #include <limits>
 #include <numeric>
 
-#include "kernels/cpu/ops.h"
 #include "op_harness.h"
 #include "op_reference.h"
 
@@ -26,7 +27,9 @@ using kernels::WeightRef;
 
 constexpr double kEps32 = 1.0 / (1 << 24);
 
-double dot_bound(int64_t k) { return (double(k) / 8 + 6) * 2 * kEps32; }
+double dot_bound(int64_t k) {
+  return (double(k) / 8 + 6) * 2 * kEps32;
+}
 
 class OpTest : public ::testing::TestWithParam<Target> {
  protected:
@@ -40,7 +43,7 @@ struct GemmShape {
 };
 
 TEST_P(OpTest, GemmF32) {
-  const GemmShape shapes[] = {{1, 1, 1},    {1, 7, 17},  {7, 17, 7},   {17, 7, 769},
+  const GemmShape shapes[] = {{1, 1, 1},    {1, 7, 17},    {7, 17, 7},    {17, 7, 769},
                               {1, 769, 17}, {5, 13, 5125}, {65, 23, 576}, {3, 769, 769},
                               {2, 5, 8},    {9, 31, 1031}};
   uint32_t seed = 1;
@@ -55,15 +58,15 @@ TEST_P(OpTest, GemmF32) {
       cpu::gemm(x.data(), WeightRef{w.data(), DType::f32, s.n, s.k}, b, s.m, y.data(), pool_);
       std::vector<double> ref, mag;
       ref_gemm(x.data(), w.data(), b, s.m, s.n, s.k, ref, mag);
-      EXPECT_TRUE(near_reference(y, ref, [&](size_t i) { return dot_bound(s.k) * mag[i] + 1e-30; }));
+      EXPECT_TRUE(
+          near_reference(y, ref, [&](size_t i) { return dot_bound(s.k) * mag[i] + 1e-30; }));
     }
   }
 }
 
 TEST_P(OpTest, GemmBf16AndF16) {
   // M = 1 and 3 read 16-bit weights in registers; M = 17 and 65 widen a weight block first.
-  const GemmShape shapes[] = {{1, 7, 17}, {3, 769, 17}, {17, 13, 5125}, {65, 29, 769},
-                              {1, 5, 1}};
+  const GemmShape shapes[] = {{1, 7, 17}, {3, 769, 17}, {17, 13, 5125}, {65, 29, 769}, {1, 5, 1}};
   uint32_t seed = 100;
   for (const auto& s : shapes) {
     SCOPED_TRACE(::testing::Message() << "M=" << s.m << " N=" << s.n << " K=" << s.k);
@@ -111,7 +114,8 @@ TEST_P(OpTest, RmsNorm) {
       const double tol = dot_bound(dim) + 8 * kEps32;
       std::vector<float> out(x.size());
       cpu::rmsnorm(x.data(), w.data(), rows, dim, 1e-5f, out.data(), pool_);
-      EXPECT_TRUE(near_reference(out, ref, [&](size_t i) { return tol * std::fabs(ref[i]) + 1e-30; }));
+      EXPECT_TRUE(
+          near_reference(out, ref, [&](size_t i) { return tol * std::fabs(ref[i]) + 1e-30; }));
       // In place (out aliases x), as the q/k norms are called.
       cpu::rmsnorm(x.data(), w.data(), rows, dim, 1e-5f, x.data(), pool_);
       EXPECT_TRUE(bits_equal(x, out));
@@ -134,8 +138,8 @@ TEST_P(OpTest, Rope) {
                         {kernels::RopeStyle::half, 7, 2, 1.0f}};
   uint32_t seed = 300;
   for (const auto& c : cases) {
-    SCOPED_TRACE(::testing::Message() << "style=" << int(c.style) << " D=" << c.head_dim
-                                      << " rot=" << c.rot_dim);
+    SCOPED_TRACE(::testing::Message()
+                 << "style=" << int(c.style) << " D=" << c.head_dim << " rot=" << c.rot_dim);
     const int heads = 3;
     std::vector<float> inv_freq(static_cast<size_t>(c.rot_dim / 2));
     for (size_t i = 0; i < inv_freq.size(); ++i) {
@@ -170,8 +174,8 @@ TEST_P(OpTest, Rope) {
 TEST_P(OpTest, Attention) {
   for (int head_dim : {64, 17, 8, 1}) {
     for (auto [q_heads, kv_heads] : {std::pair{6, 2}, std::pair{5, 1}, std::pair{2, 2}}) {
-      SCOPED_TRACE(::testing::Message() << "D=" << head_dim << " Hq=" << q_heads
-                                        << " Hkv=" << kv_heads);
+      SCOPED_TRACE(::testing::Message()
+                   << "D=" << head_dim << " Hq=" << q_heads << " Hkv=" << kv_heads);
       const int bs = 16;
       // (kv_len, q_len): a first token, a long prefill, a chunk, decode past a tile edge.
       const std::vector<std::pair<int, int>> seqs = {{1, 1}, {70, 70}, {150, 3}, {129, 1}};
@@ -217,12 +221,14 @@ TEST_P(OpTest, SiluMul) {
     auto gate = random_floats(size_t(n), seed++, -20.0f, 20.0f);
     const auto up = random_floats(size_t(n), seed++, -2.0f, 2.0f);
     const float specials[] = {0.0f, -0.0f, 100.0f, -100.0f, 88.0f, -88.0f, 1e-30f, -1e-30f};
-    for (size_t i = 0; i < std::size(specials) && i < size_t(n); ++i) gate[i * 3 % size_t(n)] = specials[i];
+    for (size_t i = 0; i < std::size(specials) && i < size_t(n); ++i)
+      gate[i * 3 % size_t(n)] = specials[i];
     std::vector<float> out(static_cast<size_t>(n));
     cpu::silu_mul(gate.data(), up.data(), n, out.data(), pool_);
     std::vector<double> ref;
     ref_silu_mul(gate.data(), up.data(), n, ref);
-    EXPECT_TRUE(near_reference(out, ref, [&](size_t i) { return 16 * kEps32 * std::fabs(ref[i]) + 1e-40; }));
+    EXPECT_TRUE(near_reference(out, ref,
+                               [&](size_t i) { return 16 * kEps32 * std::fabs(ref[i]) + 1e-40; }));
   }
 }
 
@@ -242,14 +248,15 @@ TEST(OpExact, Embedding) {
     const std::vector<int32_t> ids = {3, 0, 16, 3, 7};
     std::vector<float> out(ids.size() * size_t(h));
     for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
-      const void* data = dt == DType::f32 ? static_cast<const void*>(table.data())
+      const void* data = dt == DType::f32    ? static_cast<const void*>(table.data())
                          : dt == DType::bf16 ? static_cast<const void*>(t16.data())
                                              : static_cast<const void*>(th.data());
-      cpu::embedding(WeightRef{data, dt, vocab, h}, ids.data(), int64_t(ids.size()), out.data(), pool);
+      cpu::embedding(WeightRef{data, dt, vocab, h}, ids.data(), int64_t(ids.size()), out.data(),
+                     pool);
       for (size_t t = 0; t < ids.size(); ++t) {
         for (int64_t i = 0; i < h; ++i) {
           const size_t src = size_t(ids[t] * h + i);
-          const float want = dt == DType::f32 ? table[src]
+          const float want = dt == DType::f32    ? table[src]
                              : dt == DType::bf16 ? bf16_to_f32(t16[src])
                                                  : f16_to_f32(th[src]);
           ASSERT_EQ(f32_to_bits(out[t * size_t(h) + size_t(i)]), f32_to_bits(want))
@@ -308,11 +315,20 @@ TEST(OpExact, ArgmaxTiesGoToLowestIndex) {
         case 1:  // a tie: the maximum appears at several indices
           for (int64_t j = cols / 3; j < cols; j += std::max<int64_t>(1, cols / 4)) row[j] = 9.0f;
           break;
-        case 2: std::fill(row, row + cols, -inf); break;
-        case 3: row[cols - 1] = inf; break;
-        case 4: std::fill(row, row + cols, 0.0f); break;
-        case 5: row[cols / 2] = std::nanf(""); break;  // NaN never wins
-        default: break;
+        case 2:
+          std::fill(row, row + cols, -inf);
+          break;
+        case 3:
+          row[cols - 1] = inf;
+          break;
+        case 4:
+          std::fill(row, row + cols, 0.0f);
+          break;
+        case 5:
+          row[cols / 2] = std::nanf("");
+          break;  // NaN never wins
+        default:
+          break;
       }
       int32_t best = 0;
       for (int64_t j = 1; j < cols; ++j) {

@@ -40,8 +40,8 @@ TEST_F(TargetBits, Gemm) {
   const auto bias = random_floats(size_t(n), 3);
   for (int64_t m : {1, 5, 70}) {
     for (DType dt : {DType::f32, DType::bf16}) {
-      const kernels::WeightRef ref{dt == DType::f32 ? static_cast<const void*>(w.data()) : w16.data(),
-                                   dt, n, k};
+      const kernels::WeightRef ref{
+          dt == DType::f32 ? static_cast<const void*>(w.data()) : w16.data(), dt, n, k};
       auto [a, b] = on_both([&] {
         std::vector<float> y(static_cast<size_t>(m * n));
         cpu::gemm(x.data(), ref, bias.data(), m, y.data(), pool_);

@@ -15,9 +15,9 @@
 //   T = tokens, S = sequences, Hq = query heads, Hkv = kv heads, G = Hq / Hkv, D = head dim
 #include <algorithm>
 #include <array>
-#include <utility>
 #include <cassert>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "kernels/cpu/ops.h"
@@ -49,8 +49,8 @@ constexpr size_t kPvAcc = 24;  // AVX-512: 32 registers
 #else
 constexpr size_t kPvAcc = 12 / kSub;  // AVX2: 16 registers; NEON: kSub = 2
 #endif
-constexpr size_t kMaxGb = 4;   // heads per PV block
-constexpr size_t kMaxCb = 8;   // chunks per PV block
+constexpr size_t kMaxGb = 4;  // heads per PV block
+constexpr size_t kMaxCb = 8;  // chunks per PV block
 
 struct AttnScratch {
   std::vector<size_t> rows;          // [kKvTile] offset of each position's [Hkv, D] row
@@ -75,8 +75,8 @@ constexpr size_t kQkAcc = 12 / kSub;
 // s[g][j] = q_g . k_j for GB heads and JB <= 8 key rows of dp (a multiple of 8) floats. Every
 // score is its own 8-lane chain over the chunks, reduced by reduce8x8 (the fixed tree).
 template <size_t GB, size_t JB>
-HWY_NOINLINE void scores_block(const float* HWY_RESTRICT q, size_t q_stride,
-                               const float* const* kp, size_t dp, float* HWY_RESTRICT s) {
+HWY_NOINLINE void scores_block(const float* HWY_RESTRICT q, size_t q_stride, const float* const* kp,
+                               size_t dp, float* HWY_RESTRICT s) {
   Acc8 a[GB][8];
   for (size_t g = 0; g < GB; ++g)
     for (size_t j = 0; j < 8; ++j) a[g][j] = zero8();
@@ -199,7 +199,8 @@ void attend(const float* q, size_t groups, size_t dim, int pos, const int32_t* t
   std::fill(sc.l.begin(), sc.l.begin() + heads, 0.0f);
   const float* qp = q;
   if (pad) {
-    for (size_t i = 0; i < heads; ++i) std::copy(q + i * dim, q + (i + 1) * dim, sc.qpad.data() + i * dp);
+    for (size_t i = 0; i < heads; ++i)
+      std::copy(q + i * dim, q + (i + 1) * dim, sc.qpad.data() + i * dp);
     qp = sc.qpad.data();
   }
   const size_t q_stride = pad ? dp : dim;
@@ -218,8 +219,8 @@ void attend(const float* q, size_t groups, size_t dim, int pos, const int32_t* t
     const int next_end = prefetch ? std::min(start + 2 * kKvTile, pos + 1) : 0;
     const size_t span = size_t(h1 - h0) * dim * sizeof(float);
     for (int p = start + kKvTile; p < next_end; ++p) {
-      const size_t off = ((size_t(table[p / bs]) * size_t(bs) + size_t(p % bs)) * row_stride +
-                          size_t(h0) * dim);
+      const size_t off =
+          ((size_t(table[p / bs]) * size_t(bs) + size_t(p % bs)) * row_stride + size_t(h0) * dim);
       const char* kr = reinterpret_cast<const char*>(cache.k + off);
       const char* vr = reinterpret_cast<const char*>(cache.v + off);
       for (size_t b = 0; b < span; b += 64) {
@@ -273,8 +274,8 @@ void attend(const float* q, size_t groups, size_t dim, int pos, const int32_t* t
   }
 }
 
-void attention_impl(const float* q, const KvLayerRef& cache, const AttentionPlan& plan,
-                    int q_heads, float scale, float* out, ThreadPool& pool) {
+void attention_impl(const float* q, const KvLayerRef& cache, const AttentionPlan& plan, int q_heads,
+                    float scale, float* out, ThreadPool& pool) {
   const int num_seqs = plan.num_seqs;
   const int64_t tokens = plan.q_indptr[num_seqs] - plan.q_indptr[0];
   if (tokens <= 0) return;

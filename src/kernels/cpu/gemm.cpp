@@ -57,10 +57,10 @@ constexpr size_t kPfTiles = 2;
 // from memory, and the hardware prefetcher alone restarts too slowly at every tile. (A GCC/Clang
 // builtin: Highway 1.0's Prefetch only targets L1.)
 template <size_t MR, size_t NR, typename WT>
-HWY_NOINLINE void gemm_tile(const float* HWY_RESTRICT x,  // [MR, K], row stride K
-                            const WT* HWY_RESTRICT w,     // [NR, K], row stride K
+HWY_NOINLINE void gemm_tile(const float* HWY_RESTRICT x,                   // [MR, K], row stride K
+                            const WT* HWY_RESTRICT w,                      // [NR, K], row stride K
                             size_t k_dim, const float* HWY_RESTRICT bias,  // [NR] or null
-                            float* HWY_RESTRICT y, size_t ldy,  // [MR, ldy]
+                            float* HWY_RESTRICT y, size_t ldy,             // [MR, ldy]
                             const WT* next) {
   constexpr size_t kSlots = (MR * NR + 7) / 8 * 8;
   constexpr size_t kPfBytes = NR * kChunk * sizeof(WT);  // next-tile bytes per k chunk
@@ -103,8 +103,7 @@ HWY_NOINLINE void gemm_tile(const float* HWY_RESTRICT x,  // [MR, K], row stride
 }
 
 template <typename WT>
-using TileFn = void (*)(const float*, const WT*, size_t, const float*, float*, size_t,
-                        const WT*);
+using TileFn = void (*)(const float*, const WT*, size_t, const float*, float*, size_t, const WT*);
 
 template <typename WT, size_t... I>
 constexpr std::array<TileFn<WT>, sizeof...(I)> make_tiles(std::index_sequence<I...>) {
@@ -145,7 +144,8 @@ void gemm_columns(const float* x, const WT* w, const float* bias, float* y, size
       for (size_t m0 = 0; m0 < m_dim; m0 += kMr) {
         const size_t mr = std::min(kMr, m_dim - m0);
         // The first row tile prefetches kPfTiles column tiles ahead; the others hit in cache.
-        const WT* next = m0 == 0 && n + (kPfTiles + 1) * kNr <= c1 ? w + (n + kPfTiles * kNr) * k_dim : nullptr;
+        const WT* next =
+            m0 == 0 && n + (kPfTiles + 1) * kNr <= c1 ? w + (n + kPfTiles * kNr) * k_dim : nullptr;
         tiles[(mr - 1) * kNr + (nr - 1)](x + m0 * k_dim, w + n * k_dim, k_dim,
                                          bias ? bias + n : nullptr, y + m0 * n_dim + n, n_dim,
                                          next);
@@ -153,8 +153,7 @@ void gemm_columns(const float* x, const WT* w, const float* bias, float* y, size
     }
     return;
   }
-  const size_t block =
-      std::max(kNr, (kBlockBytes / (k_dim * sizeof(float))) / kNr * kNr);
+  const size_t block = std::max(kNr, (kBlockBytes / (k_dim * sizeof(float))) / kNr * kNr);
   // Widening a 16-bit weight block to f32 once pays off when several row tiles reuse it.
   const bool widen = !std::is_same_v<WT, float>;
   thread_local std::vector<float> panel;  // per-thread scratch, reused across calls

@@ -46,8 +46,8 @@ HWY_INLINE float sum_squares(const float* HWY_RESTRICT x, size_t dim) {
   return reduce8(s);
 }
 
-HWY_INLINE void rmsnorm_row(const float* x, const float* HWY_RESTRICT weight, size_t dim,
-                            float eps, float* out) {
+HWY_INLINE void rmsnorm_row(const float* x, const float* HWY_RESTRICT weight, size_t dim, float eps,
+                            float* out) {
   const DF d;
   const float inv = 1.0f / std::sqrt(sum_squares(x, dim) / float(dim) + eps);
   const VF vinv = hn::Set(d, inv);

@@ -39,7 +39,8 @@ void rope(float* x, const int32_t* positions, int64_t tokens, int heads, int hea
   const int64_t per_token = int64_t(heads) * head_dim;
   pool.parallel_for(tokens, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, per_token)),
                     [&](int64_t b, int64_t e) {
-                      std::vector<float> cs(static_cast<size_t>(half)), sn(static_cast<size_t>(half));
+                      std::vector<float> cs(static_cast<size_t>(half)),
+                          sn(static_cast<size_t>(half));
                       for (int64_t t = b; t < e; ++t) {
                         const float pos = float(positions[t]);
                         for (int i = 0; i < half; ++i) {

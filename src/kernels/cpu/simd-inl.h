@@ -17,11 +17,11 @@
 #define INVAR_KERNELS_CPU_SIMD_INL_H_
 #endif
 
+#include <hwy/highway.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-
-#include <hwy/highway.h>
 
 HWY_BEFORE_NAMESPACE();
 namespace invar::kernels::cpu {
@@ -32,9 +32,9 @@ namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::CappedTag<float, 8>;
 using VF = hn::Vec<DF>;
 
-constexpr size_t kChunk = 8;                     // logical lanes of every accumulator (R1)
-constexpr size_t kLanes = DF::kPrivateN;         // physical lanes of one vector
-constexpr size_t kSub = kChunk / kLanes;         // vectors per logical accumulator
+constexpr size_t kChunk = 8;              // logical lanes of every accumulator (R1)
+constexpr size_t kLanes = DF::kPrivateN;  // physical lanes of one vector
+constexpr size_t kSub = kChunk / kLanes;  // vectors per logical accumulator
 static_assert(kChunk % kLanes == 0, "vector width must divide the logical chunk");
 
 // Sum of 8 lanes in the fixed tree order above.
@@ -169,11 +169,11 @@ HWY_INLINE void reduce8x8(const Acc8* a, float* HWY_RESTRICT out) {
 // on a zero-padded copy: an element's bits never depend on where a thread's chunk or the array
 // ends.
 template <class F>
-HWY_INLINE void map2(const float* a, const float* b, float* out, size_t n,
-                     const F& f) {
+HWY_INLINE void map2(const float* a, const float* b, float* out, size_t n, const F& f) {
   const DF d;
   size_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) hn::StoreU(f(hn::LoadU(d, a + i), hn::LoadU(d, b + i)), d, out + i);
+  for (; i + kLanes <= n; i += kLanes)
+    hn::StoreU(f(hn::LoadU(d, a + i), hn::LoadU(d, b + i)), d, out + i);
   if (i == n) return;
   alignas(32) float ta[kLanes] = {}, tb[kLanes] = {}, to[kLanes];
   std::memcpy(ta, a + i, (n - i) * sizeof(float));
