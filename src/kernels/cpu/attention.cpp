@@ -177,7 +177,7 @@ HWY_INLINE void softmax_tile(float* HWY_RESTRICT s, size_t n, float scale, float
     }
     store8(e, s + j);
   }
-  alpha = std::exp(m - m_new);
+  alpha = hn::GetLane(hn::Exp(d, hn::Set(d, m - m_new)));  // exp(-inf) = 0 on the first tile
   l = hn::GetLane(hn::MulAdd(hn::Set(d, l), hn::Set(d, alpha), hn::Set(d, reduce8(sum))));
   m = m_new;
 }

@@ -119,11 +119,9 @@ HWY_INLINE void fma8(const Acc8& x, const Acc8& w, Acc8& acc) {
 HWY_INLINE float reduce8(const Acc8& a) {
 #if HWY_TARGET != HWY_SCALAR
   if constexpr (kLanes == 8) {
-    const DF d;
     const hn::Half<DF> dh;
     const auto t = hn::Add(hn::LowerHalf(dh, a.v[0]), hn::UpperHalf(dh, a.v[0]));  // l_i + l_i+4
     const auto u = hn::Add(t, hn::Shuffle1032(t));  // (t0 + t2), (t1 + t3)
-    (void)d;
     return hn::GetLane(hn::Add(u, hn::Shuffle2301(u)));
   }
 #endif
