@@ -6,12 +6,14 @@
 //              column tile or tail computes it.
 //   attention: a sequence's outputs are the same alone, in a varlen batch, as a one-token decode
 //              at each position, and in chunked prefills of several chunkings, across 64-token
-//              tile edges, with unread cache slots poisoned with NaN.
+//              tile edges, with unread cache slots poisoned with NaN, for 1-3 threads and for
+//              cache block sizes 1, 7, 16, 64, 100.
 //   rmsnorm:   a row is the same whatever the row count and thread count.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 #include <vector>
 
 #include "kernels/cpu/ops.h"
@@ -152,16 +154,21 @@ TEST_F(GemmInvariance, NegativeControlSplitKByBatchSizeIsDetected) {
 // shuffled block table, plus filler sequences to batch it with.
 struct AttentionInvariance : ::testing::Test {
   static constexpr int kHq = 6, kHkv = 2, kD = 64, kBs = 16, kLen = 150;
-  static constexpr int kMaxBlocks = 16, kBlocks = 64;
+  static constexpr int kSeqCapacity = 256;  // positions a sequence may hold (ids 0..3)
+  int bs = kBs;  // tokens per cache block (a cache setting, not a model shape)
+  int max_blocks() const { return (kSeqCapacity + bs - 1) / bs; }
   std::vector<float> k_rows = random_floats(size_t(kLen * kHkv * kD), 21, -2.0f, 2.0f);
   std::vector<float> v_rows = random_floats(size_t(kLen * kHkv * kD), 22);
   std::vector<float> q = random_floats(size_t(kLen * kHq * kD), 23, -2.0f, 2.0f);
   std::vector<float> filler_q = random_floats(size_t(400 * kHq * kD), 24, -2.0f, 2.0f);
 
-  // Physical block of logical block b of sequence `seq` (ids 0..3): a bijection of
-  // (seq, b) onto the 64 blocks that scatters each sequence over the cache.
-  static int32_t block_of(int seq, int b) {
-    return int32_t(((seq * kMaxBlocks + b) * 37 + 11) % kBlocks);
+  // Physical block of logical block b of sequence `seq` (ids 0..3): a fixed shuffle of the
+  // cache's 4 * max_blocks() blocks, so each sequence is scattered over the cache.
+  std::vector<int32_t> block_shuffle() const {
+    std::vector<int32_t> perm(static_cast<size_t>(4 * max_blocks()));
+    for (size_t i = 0; i < perm.size(); ++i) perm[i] = int32_t(i);
+    std::shuffle(perm.begin(), perm.end(), std::mt19937(99));
+    return perm;
   }
 
   struct Seq {
@@ -173,14 +180,16 @@ struct AttentionInvariance : ::testing::Test {
   // Runs one attention step over `seqs`; returns the output rows of sequence 0's query tokens.
   // Only positions < kv_len of each sequence are written; every other slot stays NaN.
   std::vector<float> run(const std::vector<Seq>& seqs, ThreadPool& pool) {
-    PagedCache cache(kBlocks, kBs, kHkv, kD);
+    PagedCache cache(4 * max_blocks(), bs, kHkv, kD);
+    const auto perm = block_shuffle();
+    auto block_of = [&](int seq, int b) { return perm[size_t(seq * max_blocks() + b)]; };
     std::vector<int32_t> indptr{0}, kv_lens, tables;
     std::vector<float> qs;
     int32_t our_first = -1, our_len = 0;
     for (const auto& s : seqs) {
-      for (int b = 0; b < kMaxBlocks; ++b) tables.push_back(block_of(s.id, b));
+      for (int b = 0; b < max_blocks(); ++b) tables.push_back(block_of(s.id, b));
       for (int p = 0; p < s.kv_len; ++p) {
-        const int64_t slot = int64_t(block_of(s.id, p / kBs)) * kBs + p % kBs;
+        const int64_t slot = int64_t(block_of(s.id, p / bs)) * bs + p % bs;
         for (int h = 0; h < kHkv; ++h) {
           // Filler sequences get other data (shifted rows) than the sequence under test.
           const size_t src = (size_t((p + s.id * 37) % kLen) * kHkv + size_t(h)) * kD;
@@ -198,7 +207,7 @@ struct AttentionInvariance : ::testing::Test {
       kv_lens.push_back(s.kv_len);
     }
     kernels::AttentionPlan plan{int(seqs.size()), indptr.data(), kv_lens.data(),
-                                tables.data(),    kMaxBlocks,    kBs};
+                                tables.data(),    max_blocks(),  bs};
     std::vector<float> out(qs.size(), -1.0f);
     cpu::attention(qs.data(), cache.ref(), plan, kHq, 0.125f, out.data(), pool);
     return {out.begin() + our_first * kHq * kD, out.begin() + (our_first + our_len) * kHq * kD};
@@ -245,6 +254,18 @@ TEST_F(AttentionInvariance, PrefillAloneMatchesEveryOtherWayOfComputingIt) {
       done += c;
     }
     ASSERT_EQ(done, kLen);
+  }
+}
+
+// The softmax tiles are fixed by absolute position, not by the cache's block size.
+TEST_F(AttentionInvariance, SameBitsForEveryCacheBlockSize) {
+  ThreadPool pool(2);
+  const auto whole = run({{0, kLen, kLen}}, pool);
+  const auto decode = run({{1, 20, 1}, {0, 100, 1}}, pool);
+  for (int block_size : {1, 7, 64, 100}) {
+    bs = block_size;
+    EXPECT_TRUE(bits_equal(run({{0, kLen, kLen}}, pool), whole)) << "block size " << bs;
+    EXPECT_TRUE(bits_equal(run({{1, 20, 1}, {0, 100, 1}}, pool), decode)) << "block size " << bs;
   }
 }
 
