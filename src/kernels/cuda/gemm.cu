@@ -135,20 +135,26 @@ CudaGemm::~CudaGemm() = default;
 
 GemmTile CudaGemm::choose_tile(int64_t m, int64_t n, int64_t k) {
   (void)k;
-  // Tuned on an H100 with gemm_bench --all-tiles (bench/results/gemm-tuning-*). Any choice
-  // gives the same bits (R2, gemm_test.cu), so this only moves speed.
-  const bool small_n = n < 2048;  // too few W tiles to fill the GPU: latency-bound
-  if (m <= 64) {                  // decode: stream W, pad x as little as possible
-    if (small_n) return m <= 32 ? GemmTile::m64n32 : GemmTile::m16n64_swap;
+  // Tuned on an H100 with gemm_bench --all-tiles (bench/results/gemm-tuning-*): on those
+  // runs every choice is within 8% of the fastest config. Any choice gives the same bits
+  // (R2, gemm_test.cu), so this moves speed only.
+  if (n < 2048 && m <= 32) return GemmTile::m64n32;  // few W rows: most CTAs per row of W
+  // Swap-AB while its tiles fit in one wave: W streams once, x is barely padded. Past a
+  // 64-row batch only for whole x tiles (a partial one costs more than its share).
+  for (GemmTile t : {GemmTile::m16n64_swap, GemmTile::m32n64_swap, GemmTile::m64n64_swap}) {
+    const TileInfo& i = tile_info(t);
+    if (tile_count(i, m, n) <= kHopperSms && (m <= 64 || m % i.bm == 0)) return t;
+  }
+  if (m <= 64) {  // decode on large N: many waves of W tiles whatever the config
     return m <= 16 ? GemmTile::m16n64_swap : m <= 32 ? GemmTile::m32n64_swap : GemmTile::m64n64_swap;
   }
-  if (m <= 128) return small_n ? GemmTile::m32n64_swap : GemmTile::m64n128;
-  if (m <= 256 || (small_n && m <= 512)) {
-    if (small_n) return GemmTile::m64n64_swap;
-    // A 128-row tile that is mostly TMA zero fill runs slower than two 64-row tiles.
-    const TileInfo& t = tile_info(GemmTile::m128n128);
-    const bool full = tile_count(t, m, n) >= 96 && m * 100 >= ceil_div(m, 128) * 128 * 85;
-    return full ? GemmTile::m128n128 : GemmTile::m64n128;
+  if (m <= 128) return GemmTile::m64n128;
+  if (m <= 256) {
+    // A 128-row tile that is mostly TMA zero fill runs slower than two 64-row tiles, unless
+    // it all fits in one wave anyway.
+    const int64_t tiles = tile_count(tile_info(GemmTile::m128n128), m, n);
+    const bool full_rows = m * 100 >= ceil_div(m, 128) * 128 * 85;
+    return tiles >= 96 && (full_rows || tiles <= kHopperSms) ? GemmTile::m128n128 : GemmTile::m64n128;
   }
   // Compute-bound: the best of relative tile efficiency (measured at large M) times how
   // well the tiles fill the waves.
