@@ -184,9 +184,12 @@ template <typename WT>
 void gemm_typed(const float* x, const WT* w, const float* bias, int64_t m, int64_t n, int64_t k,
                 float* y, ThreadPool& pool) {
   const int64_t n_tiles = (n + int64_t(kNr) - 1) / int64_t(kNr);
-  // At least ~128k multiply-adds per thread, or waking a thread costs more than it saves.
-  const int64_t per_tile = std::max<int64_t>(1, m * int64_t(kNr) * k);
-  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 17) / per_tile);
+  // Threads only for chunks of at least ~80 us: waking and joining a worker costs tens of
+  // microseconds, so a small decode gemm runs faster on one core. A column tile costs about
+  // its weight bytes at 20 GB/s plus its multiply-adds at 50 G/s (one core, measured).
+  const double tile_us = double(kNr) * double(k) * double(sizeof(WT)) / 20e3 +
+                         double(m) * double(kNr) * double(k) / 50e3;
+  const int64_t grain = std::max<int64_t>(1, int64_t(80.0 / tile_us));
   pool.parallel_for(n_tiles, grain, [&](int64_t b, int64_t e) HWY_ATTR {
     const size_t c0 = size_t(b) * kNr;
     const size_t c1 = std::min(size_t(e) * kNr, size_t(n));
