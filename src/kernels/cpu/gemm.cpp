@@ -154,29 +154,25 @@ void gemm_columns(const float* x, const WT* w, const float* bias, float* y, size
     return;
   }
   const size_t block = std::max(kNr, (kBlockBytes / (k_dim * sizeof(float))) / kNr * kNr);
-  // Widening a 16-bit weight block to f32 once pays off when several row tiles reuse it.
-  const bool widen = !std::is_same_v<WT, float>;
-  thread_local std::vector<float> panel;  // per-thread scratch, reused across calls
-  if (widen && panel.size() < block * k_dim) panel.resize(block * k_dim);
-
   for (size_t n0 = c0; n0 < c1; n0 += block) {
     const size_t n1 = std::min(n0 + block, c1);
     const WT* wb = w + n0 * k_dim;
-    if constexpr (!std::is_same_v<WT, float>) {
-      if (widen) {
-        const size_t count = (n1 - n0) * k_dim;
-        size_t i = 0;
-        for (; i + kChunk <= count; i += kChunk) store8(load8(wb + i), panel.data() + i);
-        if (i < count) {
-          alignas(32) float t[kChunk];
-          store8(load8_tail(wb + i, count - i), t);
-          std::copy(t, t + (count - i), panel.data() + i);
-        }
-        gemm_block<float>(x, panel.data(), bias, y, m_dim, n_dim, k_dim, n0, n1);
-        continue;
+    if constexpr (std::is_same_v<WT, float>) {
+      gemm_block<float>(x, wb, bias, y, m_dim, n_dim, k_dim, n0, n1);
+    } else {
+      // Widen the 16-bit block to f32 once (exact) and let every row tile reuse it.
+      thread_local std::vector<float> panel;  // per-thread scratch, reused across calls
+      const size_t count = (n1 - n0) * k_dim;
+      if (panel.size() < count) panel.resize(block * k_dim);
+      size_t i = 0;
+      for (; i + kChunk <= count; i += kChunk) store8(load8(wb + i), panel.data() + i);
+      if (i < count) {
+        alignas(32) float t[kChunk];
+        store8(load8_tail(wb + i, count - i), t);
+        std::copy(t, t + (count - i), panel.data() + i);
       }
+      gemm_block<float>(x, panel.data(), bias, y, m_dim, n_dim, k_dim, n0, n1);
     }
-    gemm_block<WT>(x, wb, bias, y, m_dim, n_dim, k_dim, n0, n1);
   }
 }
 
