@@ -72,7 +72,7 @@ struct Bench {
       model::BatchPlanBuilder builder(kBlock, max_blocks);
       for (int s = 0; s < seqs; ++s)
         builder.add_sequence(std::span<const int32_t>(tokens[s]).subspan(ctx, q), ctx, tables[s],
-                             false);
+                             model::LogitRows::last);
       auto plan = builder.build();
       auto t = Clock::now();
       (void)tr.forward(plan, cache, logits);

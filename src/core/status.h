@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <cassert>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <utility>
@@ -12,24 +13,37 @@
 
 namespace invar {
 
+// What kind of failure a Status is, for callers that map errors (e.g. to HTTP status codes).
+enum class StatusCode : uint8_t {
+  ok,
+  invalid_argument,    // the caller's input is wrong
+  resource_exhausted,  // a queue or cache is full; retry later
+  not_found,
+  cancelled,
+  internal,
+};
+
 class Status {
  public:
   Status() = default;  // ok
-  static Status error(std::string message) { return Status(std::move(message)); }
+  static Status error(std::string message) { return Status(StatusCode::internal, std::move(message)); }
+  static Status error(StatusCode code, std::string message) { return Status(code, std::move(message)); }
   template <typename... Args>
   static Status errorf(fmt::format_string<Args...> f, Args&&... args) {
-    return Status(fmt::format(f, std::forward<Args>(args)...));
+    return Status(StatusCode::internal, fmt::format(f, std::forward<Args>(args)...));
   }
 
   bool ok() const { return !message_.has_value(); }
   explicit operator bool() const { return ok(); }
+  StatusCode code() const { return code_; }
   const std::string& message() const {
     static const std::string kOk = "ok";
     return message_ ? *message_ : kOk;
   }
 
  private:
-  explicit Status(std::string m) : message_(std::move(m)) {}
+  Status(StatusCode code, std::string m) : code_(code), message_(std::move(m)) {}
+  StatusCode code_ = StatusCode::ok;
   std::optional<std::string> message_;
 };
 

@@ -41,7 +41,7 @@ Result<GenerationResult> Generator::generate(const std::vector<int32_t>& prompt,
     int need = blocks_for(start + int(tokens.size()), kBlockSize) - int(table.size());
     if (need > 0) INVAR_RETURN_IF_ERROR(blocks_.allocate(need, table));
     model::BatchPlanBuilder builder(kBlockSize, max_blocks);
-    builder.add_sequence(tokens, start, table, /*all_logits=*/false);
+    builder.add_sequence(tokens, start, table, model::LogitRows::last);
     return transformer_.forward(builder.build(), cache_, logits);
   };
 

@@ -65,11 +65,48 @@ int32_t Sampler::sample(const float* logits, int vocab, const SamplingParams& p,
   return candidates_[n - 1].second;
 }
 
-float log_softmax_at(const float* logits, int vocab, int32_t token) {
-  float max_logit = logits[argmax_lowest(logits, vocab)];
-  double sum = 0;
+}  // namespace invar::engine
+
+namespace invar::engine {
+
+void apply_penalties(float* logits, int vocab, const PenaltyParams& p,
+                     const std::vector<int32_t>& prompt, const std::vector<int32_t>& output) {
+  if (!p.active()) return;
+  std::vector<int32_t> count(size_t(vocab), 0);
+  for (int32_t t : output)
+    if (t >= 0 && t < vocab) ++count[size_t(t)];
+  if (p.repetition != 1.0f) {
+    std::vector<bool> seen(size_t(vocab), false);
+    for (int32_t t : prompt)
+      if (t >= 0 && t < vocab) seen[size_t(t)] = true;
+    for (int i = 0; i < vocab; ++i)
+      if (seen[size_t(i)] || count[size_t(i)] > 0)
+        logits[i] = logits[i] > 0 ? logits[i] / p.repetition : logits[i] * p.repetition;
+  }
+  for (int i = 0; i < vocab; ++i) {
+    if (count[size_t(i)] == 0) continue;
+    logits[i] -= p.presence + p.frequency * float(count[size_t(i)]);
+  }
+}
+
+LogprobInfo logprobs_of(const float* logits, int vocab, int32_t token, int top) {
+  float max_logit = logits[0];
+  for (int i = 1; i < vocab; ++i) max_logit = std::max(max_logit, logits[i]);
+  double sum = 0;  // sequential: a fixed order (R4)
   for (int i = 0; i < vocab; ++i) sum += std::exp(double(logits[i]) - max_logit);
-  return float(double(logits[token]) - max_logit - std::log(sum));
+  const double log_z = double(max_logit) + std::log(sum);
+  LogprobInfo info;
+  info.token_logprob = float(double(logits[token]) - log_z);
+  if (top > 0) {
+    std::vector<std::pair<float, int32_t>> c(static_cast<size_t>(vocab));
+    for (int i = 0; i < vocab; ++i) c[size_t(i)] = {logits[i], i};
+    const size_t k = std::min<size_t>(size_t(top), c.size());
+    std::partial_sort(c.begin(), c.begin() + long(k), c.end(), [](const auto& a, const auto& b) {
+      return a.first != b.first ? a.first > b.first : a.second < b.second;
+    });
+    for (size_t i = 0; i < k; ++i) info.top.push_back({c[i].second, float(double(c[i].first) - log_z)});
+  }
+  return info;
 }
 
 }  // namespace invar::engine

@@ -27,7 +27,26 @@ class Sampler {
   std::vector<std::pair<float, int32_t>> candidates_;  // scratch
 };
 
-// Natural-log softmax probability of `token` in the row (for logprobs).
-float log_softmax_at(const float* logits, int vocab, int32_t token);
+}  // namespace invar::engine
+
+namespace invar::engine {
+
+struct PenaltyParams {
+  float repetition = 1.0f;  // HF-style: logit / p if positive, * p if negative (prompt + output)
+  float presence = 0.0f;    // OpenAI-style, output tokens only
+  float frequency = 0.0f;   // OpenAI-style, per occurrence in the output
+  bool active() const { return repetition != 1.0f || presence != 0.0f || frequency != 0.0f; }
+};
+
+// Applies the penalties to one row of logits in place.
+void apply_penalties(float* logits, int vocab, const PenaltyParams& p,
+                     const std::vector<int32_t>& prompt, const std::vector<int32_t>& output);
+
+// log_softmax of `token` and of the `top` most likely tokens (most likely first, ties by id).
+struct LogprobInfo {
+  float token_logprob = 0.0f;
+  std::vector<std::pair<int32_t, float>> top;
+};
+LogprobInfo logprobs_of(const float* logits, int vocab, int32_t token, int top);
 
 }  // namespace invar::engine

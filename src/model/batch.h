@@ -23,15 +23,17 @@ struct BatchPlan {
   int num_seqs() const { return int(kv_lens.size()); }
 };
 
+// Which of a sequence's tokens in the step get logits.
+enum class LogitRows : uint8_t { none, last, all };
+
 // Appends one sequence's step: `tokens` at positions start_pos.., its KV in `block_table`.
-// Logits are requested for every token when all_logits, else for the last one only.
 class BatchPlanBuilder {
  public:
   BatchPlanBuilder(int block_size, int max_blocks_per_seq)
       : block_size_(block_size), max_blocks_(max_blocks_per_seq) {}
 
   void add_sequence(std::span<const int32_t> tokens, int32_t start_pos,
-                    std::span<const int32_t> block_table, bool all_logits);
+                    std::span<const int32_t> block_table, LogitRows logits);
   BatchPlan build();
 
  private:

@@ -48,7 +48,7 @@ void expect_matches_golden(const std::string& name, int chunk,
   for (int start = 0; start < int(ids.size()); start += chunk) {
     int n = std::min<int>(chunk, int(ids.size()) - start);
     model::BatchPlanBuilder builder(kBlock, max_blocks);
-    builder.add_sequence(std::span<const int32_t>(ids).subspan(start, n), start, table, true);
+    builder.add_sequence(std::span<const int32_t>(ids).subspan(start, n), start, table, model::LogitRows::all);
     Status st = transformer.forward(builder.build(), cache, logits);
     ASSERT_TRUE(st.ok()) << st.message();
     all.insert(all.end(), logits.begin(), logits.end());

@@ -69,7 +69,7 @@ class SmolLM2Invariance : public ::testing::Test {
       int need = (end + kBlockSize - 1) / kBlockSize - int(s.table.size());
       if (need > 0) EXPECT_TRUE(blocks_->allocate(need, s.table).ok());
       std::span<const int32_t> toks(s.tokens.data() + s.cached, size_t(counts[i]));
-      builder.add_sequence(toks, s.cached, s.table, /*all_logits=*/&s == target);
+      builder.add_sequence(toks, s.cached, s.table, &s == target ? model::LogitRows::all : model::LogitRows::last);
       s.cached = end;
     }
     std::vector<float> logits;

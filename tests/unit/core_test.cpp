@@ -82,10 +82,10 @@ TEST(BlockAllocator, AllocatesReleasesAndRefusesWhenFull) {
 TEST(BatchPlan, SlotsFollowTheBlockTable) {
   model::BatchPlanBuilder b(4, 3);
   std::vector<int32_t> toks{5, 6, 7}, table{9, 2};
-  b.add_sequence(toks, 3, table, false);
+  b.add_sequence(toks, 3, table, model::LogitRows::last);
   std::vector<int32_t> one{8};
   std::vector<int32_t> table2{0};
-  b.add_sequence(one, 0, table2, true);
+  b.add_sequence(one, 0, table2, model::LogitRows::all);
   auto plan = b.build();
   EXPECT_EQ(plan.slots, (std::vector<int64_t>{9 * 4 + 3, 2 * 4 + 0, 2 * 4 + 1, 0}));
   EXPECT_EQ(plan.q_indptr, (std::vector<int32_t>{0, 3, 4}));

@@ -73,7 +73,12 @@ TEST(Sampler, FrequenciesFollowTheDistribution) {
 TEST(Sampler, LogSoftmax) {
   std::vector<float> logits{1.0f, 2.0f, 3.0f};
   double z = std::exp(1.0) + std::exp(2.0) + std::exp(3.0);
-  EXPECT_NEAR(log_softmax_at(logits.data(), 3, 2), 3.0 - std::log(z), 1e-6);
+  auto info = logprobs_of(logits.data(), 3, 2, 2);
+  EXPECT_NEAR(info.token_logprob, 3.0 - std::log(z), 1e-6);
+  ASSERT_EQ(info.top.size(), 2u);
+  EXPECT_EQ(info.top[0].first, 2);
+  EXPECT_EQ(info.top[1].first, 1);
+  EXPECT_NEAR(info.top[1].second, 2.0 - std::log(z), 1e-6);
 }
 
 }  // namespace

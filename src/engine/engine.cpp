@@ -1,0 +1,369 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <unordered_set>
+
+#include "engine/block_manager.h"
+#include "engine/fingerprint.h"
+#include "engine/scheduler.h"
+#include "engine/sequence.h"
+#include "model/kv_cache.h"
+#include "model/transformer.h"
+
+namespace invar::engine {
+
+const char* finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::none: return "none";
+    case FinishReason::stop: return "stop";
+    case FinishReason::length: return "length";
+    case FinishReason::cancelled: return "cancelled";
+    case FinishReason::error: return "error";
+  }
+  return "?";
+}
+
+void Histogram::observe(double seconds) {
+  ++count;
+  sum += seconds;
+  for (size_t i = 0; i < kBounds.size(); ++i)
+    if (seconds <= kBounds[i]) ++counts[i];
+}
+
+static int blocks_for(int tokens, int block_size) { return (tokens + block_size - 1) / block_size; }
+
+static EngineOptions resolve(EngineOptions o, const model::ModelConfig& c) {
+  if (c.max_position > 0) o.max_context = std::min(o.max_context, c.max_position);
+  o.block_size = std::max(1, o.block_size);
+  o.max_running = std::max(1, o.max_running);
+  o.step_token_budget = std::max(1, o.step_token_budget);
+  const int per_seq = blocks_for(o.max_context, o.block_size);
+  if (o.kv_blocks <= 0) o.kv_blocks = per_seq * std::min(o.max_running, 8);
+  o.kv_blocks = std::max(o.kv_blocks, per_seq);  // one full-length request always fits
+  return o;
+}
+
+struct Engine::Impl {
+  Impl(const ModelBundle& b, EngineOptions o)
+      : bundle(b),
+        opt(resolve(o, b.model.config)),
+        pool(opt.threads),
+        transformer(b.model.config, b.model.weights, pool),
+        cache(b.model.config, opt.kv_blocks, opt.block_size),
+        blocks(opt.kv_blocks, opt.block_size, opt.prefix_cache),
+        fingerprint(make_fingerprint(b.model.weights, "cpu")) {
+    stats.kv_blocks_total = opt.kv_blocks;
+    thread = std::thread([this] { loop(); });
+  }
+
+  // --- shared with client threads (under mu) ---
+  const ModelBundle& bundle;
+  const EngineOptions opt;
+  mutable std::mutex mu;
+  std::condition_variable wake;
+  std::condition_variable idle;
+  std::deque<std::unique_ptr<Sequence>> incoming;
+  std::unordered_set<uint64_t> cancels;
+  std::unordered_set<uint64_t> live;  // submitted and not finished
+  bool accepting = true;
+  bool stopping = false;
+  bool cancel_all = false;
+  uint64_t next_id = 1;
+  EngineStats stats;
+
+  // --- engine thread only ---
+  ThreadPool pool;
+  model::Transformer transformer;
+  model::KvCache cache;
+  BlockManager blocks;
+  std::deque<std::unique_ptr<Sequence>> waiting;
+  std::vector<std::unique_ptr<Sequence>> running;  // admission order
+  std::vector<float> logits;
+  std::deque<std::pair<Clock::time_point, int>> recent_tokens;  // for tokens/s
+  std::string fingerprint;
+  std::thread thread;
+
+  Status validate(const RequestParams& p) const;
+  void loop();
+  void take_incoming();
+  void run_step();
+  void finish(Sequence& s, FinishReason why, std::string text, std::string error = {});
+  void emit_token(Sequence& s, const float* row);
+  void publish_stats();
+};
+
+Status Engine::Impl::validate(const RequestParams& p) const {
+  auto bad = [](std::string m) { return Status::error(StatusCode::invalid_argument, std::move(m)); };
+  const int vocab = bundle.model.config.vocab_size;
+  if (p.prompt.empty()) return bad("the prompt is empty: give at least one token");
+  for (int32_t t : p.prompt)
+    if (t < 0 || t >= vocab)
+      return bad(fmt::format("prompt token id {} is outside the vocabulary [0, {})", t, vocab));
+  if (p.max_tokens < 1) return bad(fmt::format("max_tokens must be at least 1 (got {})", p.max_tokens));
+  if (int64_t(p.prompt.size()) + p.max_tokens > opt.max_context)
+    return bad(fmt::format(
+        "this model's context is {} tokens; the prompt has {} and max_tokens asks for {} more",
+        opt.max_context, p.prompt.size(), p.max_tokens));
+  const auto& s = p.sampling;
+  if (!(s.temperature >= 0.0f && s.temperature <= 100.0f))
+    return bad("temperature must be in [0, 100]");
+  if (!(s.top_p > 0.0f && s.top_p <= 1.0f)) return bad("top_p must be in (0, 1]");
+  if (!(s.min_p >= 0.0f && s.min_p <= 1.0f)) return bad("min_p must be in [0, 1]");
+  if (s.top_k < 0) return bad("top_k must be >= 0 (0 disables it)");
+  if (!(p.repetition_penalty > 0.0f && p.repetition_penalty <= 10.0f))
+    return bad("repetition_penalty must be in (0, 10]");
+  if (!(p.presence_penalty >= -2.0f && p.presence_penalty <= 2.0f))
+    return bad("presence_penalty must be in [-2, 2]");
+  if (!(p.frequency_penalty >= -2.0f && p.frequency_penalty <= 2.0f))
+    return bad("frequency_penalty must be in [-2, 2]");
+  if (p.top_logprobs > 20) return bad("top_logprobs must be at most 20");
+  for (int32_t t : p.stop_ids)
+    if (t < 0 || t >= vocab) return bad(fmt::format("stop token id {} is outside the vocabulary", t));
+  return Status();
+}
+
+void Engine::Impl::loop() {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      wake.wait(lock, [&] {
+        return stopping || !incoming.empty() || !cancels.empty() || !waiting.empty() ||
+               !running.empty();
+      });
+      if (stopping && incoming.empty() && waiting.empty() && running.empty()) break;
+    }
+    take_incoming();
+    if (!waiting.empty() || !running.empty()) run_step();
+    publish_stats();
+  }
+  idle.notify_all();
+}
+
+// Moves new requests into the waiting queue and applies cancellations.
+void Engine::Impl::take_incoming() {
+  std::unordered_set<uint64_t> cancel_now;
+  bool all;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto& s : incoming) waiting.push_back(std::move(s));
+    incoming.clear();
+    cancel_now.swap(cancels);
+    all = cancel_all;
+  }
+  if (cancel_now.empty() && !all) return;
+  auto cancelled = [&](const std::unique_ptr<Sequence>& s) { return all || cancel_now.count(s->id); };
+  for (auto& s : running)
+    if (cancelled(s)) finish(*s, FinishReason::cancelled, {});
+  for (auto& s : waiting)
+    if (cancelled(s)) finish(*s, FinishReason::cancelled, {});
+  std::erase_if(running, [](const auto& s) { return s->on_event == nullptr; });
+  std::erase_if(waiting, [](const auto& s) { return s->on_event == nullptr; });
+}
+
+void Engine::Impl::run_step() {
+  auto t0 = Clock::now();
+  StepPlan step = schedule_step(waiting, running, blocks, opt.max_running, opt.step_token_budget);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    stats.preemptions += uint64_t(step.preempted);
+    stats.cached_prompt_tokens += uint64_t(step.cached_tokens);
+  }
+  if (step.entries.empty()) return;
+
+  model::BatchPlanBuilder builder(opt.block_size, blocks_for(opt.max_context, opt.block_size));
+  for (const auto& e : step.entries) {
+    Sequence& s = *e.seq;
+    const bool completes = s.computed + e.count == int(s.tokens.size());
+    builder.add_sequence(std::span<const int32_t>(s.tokens).subspan(size_t(s.computed), size_t(e.count)),
+                         s.computed, s.table, completes ? model::LogitRows::last : model::LogitRows::none);
+  }
+  auto t1 = Clock::now();
+  Status st = transformer.forward(builder.build(), cache, logits);
+  auto t2 = Clock::now();
+
+  const int vocab = bundle.model.config.vocab_size;
+  int row = 0;
+  uint64_t prompt_tokens = 0;
+  for (const auto& e : step.entries) {
+    Sequence& s = *e.seq;
+    const bool completes = s.computed + e.count == int(s.tokens.size());
+    if (s.computed < s.prompt_len) prompt_tokens += uint64_t(std::min(e.count, s.prompt_len - s.computed));
+    s.computed += e.count;
+    if (!st.ok()) {
+      finish(s, FinishReason::error, {}, st.message());
+      continue;
+    }
+    blocks.register_prefix(s.tokens, s.computed, s.table);
+    if (completes) emit_token(s, logits.data() + size_t(row++) * size_t(vocab));
+  }
+  std::erase_if(running, [](const auto& s) { return s->on_event == nullptr; });
+
+  std::lock_guard<std::mutex> lock(mu);
+  stats.steps++;
+  stats.prompt_tokens += prompt_tokens;
+  stats.scheduling_seconds += std::chrono::duration<double>(t1 - t0).count();
+  stats.forward_seconds += std::chrono::duration<double>(t2 - t1).count();
+  stats.step_seconds.observe(std::chrono::duration<double>(Clock::now() - t0).count());
+}
+
+// Samples the next token of `s` from its logits row, reports it, and ends the request when a
+// stop condition holds.
+void Engine::Impl::emit_token(Sequence& s, const float* row) {
+  const int vocab = bundle.model.config.vocab_size;
+  const RequestParams& p = s.params;
+  PenaltyParams pen{p.repetition_penalty, p.presence_penalty, p.frequency_penalty};
+  const uint64_t position = uint64_t(s.tokens.size());  // R6: keyed by (seed, position)
+  int32_t token;
+  if (pen.active()) {
+    std::vector<float> adjusted(row, row + vocab);
+    std::vector<int32_t> prompt(s.tokens.begin(), s.tokens.begin() + s.prompt_len);
+    std::vector<int32_t> output(s.tokens.begin() + s.prompt_len, s.tokens.end());
+    apply_penalties(adjusted.data(), vocab, pen, prompt, output);
+    token = s.sampler.sample(adjusted.data(), vocab, p.sampling, position);
+  } else {
+    token = s.sampler.sample(row, vocab, p.sampling, position);
+  }
+  s.tokens.push_back(token);
+
+  const auto now = Clock::now();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (s.generated() == 1)
+      stats.time_to_first_token.observe(std::chrono::duration<double>(now - s.arrival).count());
+    else
+      stats.inter_token_latency.observe(std::chrono::duration<double>(now - s.last_token).count());
+    stats.generated_tokens++;
+  }
+  s.last_token = now;
+  recent_tokens.push_back({now, 1});
+
+  const auto& model_stops = bundle.tokenizer.stop_ids();
+  const bool stop_token =
+      (!p.ignore_eos && std::find(model_stops.begin(), model_stops.end(), token) != model_stops.end()) ||
+      std::find(p.stop_ids.begin(), p.stop_ids.end(), token) != p.stop_ids.end();
+  if (stop_token) {
+    finish(s, FinishReason::stop, s.text.finish());
+    return;
+  }
+
+  RequestEvent ev;
+  ev.request_id = s.id;
+  GeneratedToken g;
+  g.id = token;
+  g.text = bundle.tokenizer.token_bytes(token);
+  if (p.top_logprobs >= 0) {
+    LogprobInfo info = logprobs_of(row, vocab, token, p.top_logprobs);
+    g.logprob = info.token_logprob;
+    for (auto [id, lp] : info.top) g.top.push_back({id, lp});
+  }
+  ev.tokens.push_back(std::move(g));
+  bool stopped = false;
+  ev.text = s.text.push(token, &stopped);
+  const bool length = s.generated() >= p.max_tokens || int(s.tokens.size()) >= opt.max_context;
+  if (stopped || length) {
+    if (!stopped) ev.text += s.text.finish();
+    ev.finish = stopped ? FinishReason::stop : FinishReason::length;
+    ev.prompt_tokens = s.prompt_len;
+    ev.completion_tokens = s.generated();
+    ev.cached_prompt_tokens = s.cached_prompt_tokens;
+    blocks.release(s.table);
+    s.on_event(ev);
+    s.on_event = nullptr;  // marks it finished
+    std::lock_guard<std::mutex> lock(mu);
+    live.erase(s.id);
+    stats.requests_finished++;
+    return;
+  }
+  s.on_event(ev);
+}
+
+void Engine::Impl::finish(Sequence& s, FinishReason why, std::string text, std::string error) {
+  if (!s.on_event) return;
+  RequestEvent ev;
+  ev.request_id = s.id;
+  ev.text = std::move(text);
+  ev.finish = why;
+  ev.error = std::move(error);
+  ev.prompt_tokens = s.prompt_len;
+  ev.completion_tokens = s.generated();
+  ev.cached_prompt_tokens = s.cached_prompt_tokens;
+  blocks.release(s.table);
+  s.on_event(ev);
+  s.on_event = nullptr;
+  std::lock_guard<std::mutex> lock(mu);
+  live.erase(s.id);
+  stats.requests_finished++;
+}
+
+void Engine::Impl::publish_stats() {
+  const auto now = Clock::now();
+  while (!recent_tokens.empty() && now - recent_tokens.front().first > std::chrono::seconds(5))
+    recent_tokens.pop_front();
+  std::lock_guard<std::mutex> lock(mu);
+  stats.waiting = int(waiting.size() + incoming.size());
+  stats.running = int(running.size());
+  stats.kv_blocks_used = blocks.num_used();
+  stats.kv_blocks_cached = blocks.num_cached();
+  stats.generated_tokens_per_second = double(recent_tokens.size()) / 5.0;
+}
+
+Engine::Engine(const ModelBundle& bundle, EngineOptions options)
+    : impl_(std::make_unique<Impl>(bundle, options)) {}
+
+Engine::~Engine() {
+  shutdown(false);
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+Result<uint64_t> Engine::submit(RequestParams params, EventCallback on_event) {
+  INVAR_RETURN_IF_ERROR(impl_->validate(params));
+  if (params.sampling.temperature > 0.0f && !params.has_seed) {
+    params.sampling.seed = (uint64_t(std::random_device{}()) << 32) | std::random_device{}();
+    params.has_seed = true;
+  }
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (!impl_->accepting)
+    return Status::error(StatusCode::resource_exhausted, "the server is shutting down");
+  if (int(impl_->live.size()) - impl_->stats.running >= impl_->opt.max_queue)
+    return Status::error(StatusCode::resource_exhausted,
+                         fmt::format("the request queue is full ({} waiting); retry later",
+                                     impl_->opt.max_queue));
+  const uint64_t id = impl_->next_id++;
+  impl_->incoming.push_back(
+      std::make_unique<Sequence>(id, std::move(params), std::move(on_event), impl_->bundle.tokenizer));
+  impl_->live.insert(id);
+  impl_->wake.notify_one();
+  return id;
+}
+
+void Engine::cancel(uint64_t request_id) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (!impl_->live.count(request_id)) return;
+  impl_->cancels.insert(request_id);
+  impl_->wake.notify_one();
+}
+
+void Engine::shutdown(bool drain) {
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  impl_->accepting = false;
+  if (!drain) impl_->cancel_all = true;
+  impl_->stopping = true;
+  impl_->wake.notify_one();
+  impl_->idle.wait(lock, [&] { return impl_->live.empty() || !impl_->thread.joinable(); });
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->stats;
+}
+const EngineOptions& Engine::options() const { return impl_->opt; }
+const ModelBundle& Engine::bundle() const { return impl_->bundle; }
+const std::string& Engine::fingerprint() const { return impl_->fingerprint; }
+
+}  // namespace invar::engine

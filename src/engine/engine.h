@@ -1,0 +1,62 @@
+// The serving engine: a request queue and a continuous-batching loop on its own thread.
+// Each step the scheduler packs decode tokens first, then prefill chunks, up to a token
+// budget; KV blocks come from a reference-counted block manager with a prefix cache; when
+// blocks run out the youngest running request is preempted and later recomputed. Because the
+// forward pass is batch-invariant, none of this changes any request's bits.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "core/status.h"
+#include "engine/model_bundle.h"
+#include "engine/request.h"
+#include "engine/stats.h"
+
+namespace invar::engine {
+
+struct EngineOptions {
+  int threads = 0;                // CPU threads for the forward pass (0: all cores)
+  int max_context = 4096;         // prompt + output tokens per request
+  int kv_blocks = 0;              // KV cache blocks (0: enough for max_running full contexts)
+  int block_size = 16;            // tokens per KV block
+  int max_running = 64;           // sequences in flight at once
+  int max_queue = 1024;           // waiting requests before submit() refuses (resource_exhausted)
+  int step_token_budget = 512;    // tokens per forward step (decode + prefill)
+  bool prefix_cache = true;
+};
+
+// Called on the engine thread: must not block. The last event of a request has finished().
+using EventCallback = std::function<void(const RequestEvent&)>;
+
+class Engine {
+ public:
+  // The bundle must outlive the engine. Starts the engine thread.
+  Engine(const ModelBundle& bundle, EngineOptions options);
+  ~Engine();  // cancels what is in flight and joins the thread
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Thread-safe. Fails with invalid_argument (empty or too long prompt, bad parameters) or
+  // resource_exhausted (queue full); on success returns the request id.
+  Result<uint64_t> submit(RequestParams params, EventCallback on_event);
+  // Thread-safe; a no-op for unknown or finished ids. The request ends with `cancelled` and its
+  // KV blocks are freed.
+  void cancel(uint64_t request_id);
+  // Stops taking requests; in-flight ones finish (drain) or are cancelled.
+  void shutdown(bool drain);
+
+  EngineStats stats() const;
+  const EngineOptions& options() const;
+  const ModelBundle& bundle() const;
+  // model hash + engine build + kernel mode: equal fingerprints promise equal bits.
+  const std::string& fingerprint() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace invar::engine

@@ -1,0 +1,42 @@
+#include "engine/fingerprint.h"
+
+#include <fmt/format.h>
+
+#include <cstring>
+
+#ifndef INVAR_BUILD_ID
+#define INVAR_BUILD_ID "dev"
+#endif
+
+namespace invar::engine {
+
+static uint64_t mix(uint64_t h, const std::vector<uint8_t>& bytes) {
+  // Word-wise multiply-xor; fast enough for a few GB at start-up.
+  const size_t words = bytes.size() / 8;
+  for (size_t i = 0; i < words; ++i) {
+    uint64_t w;
+    std::memcpy(&w, bytes.data() + i * 8, 8);
+    h = (h ^ w) * 0x100000001b3ull;
+    h ^= h >> 29;
+  }
+  for (size_t i = words * 8; i < bytes.size(); ++i) h = (h ^ bytes[i]) * 0x100000001b3ull;
+  return (h ^ bytes.size()) * 0x9e3779b97f4a7c15ull;
+}
+
+uint64_t weights_hash(const model::ModelWeights& w) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  h = mix(h, w.embedding.bytes);
+  h = mix(h, w.final_norm.bytes);
+  h = mix(h, w.lm_head.bytes);
+  for (const auto& l : w.layers)
+    for (const auto* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv,
+                          &l.q_norm, &l.k_norm, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down})
+      h = mix(h, t->bytes);
+  return h;
+}
+
+std::string make_fingerprint(const model::ModelWeights& w, const std::string& kernel_mode) {
+  return fmt::format("inv-{:016x}-{}-{}", weights_hash(w), INVAR_BUILD_ID, kernel_mode);
+}
+
+}  // namespace invar::engine

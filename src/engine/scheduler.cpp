@@ -1,0 +1,87 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+
+namespace invar::engine {
+
+namespace {
+
+int blocks_for(int tokens, int block_size) { return (tokens + block_size - 1) / block_size; }
+
+// Frees the youngest running sequence that is not in `scheduled`; false if there is none.
+bool preempt_one(std::vector<std::unique_ptr<Sequence>>& running,
+                 std::deque<std::unique_ptr<Sequence>>& waiting, BlockManager& blocks,
+                 const std::vector<StepPlan::Entry>& scheduled, const Sequence* asking) {
+  for (auto it = running.rbegin(); it != running.rend(); ++it) {
+    Sequence* s = it->get();
+    if (s == asking) continue;
+    bool busy = std::any_of(scheduled.begin(), scheduled.end(),
+                            [&](const StepPlan::Entry& e) { return e.seq == s; });
+    if (busy) continue;
+    blocks.release(s->table);
+    s->computed = 0;  // recomputed on readmission (its blocks may still be in the prefix cache)
+    waiting.push_front(std::move(*it));
+    running.erase(std::next(it).base());
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+StepPlan schedule_step(std::deque<std::unique_ptr<Sequence>>& waiting,
+                       std::vector<std::unique_ptr<Sequence>>& running, BlockManager& blocks,
+                       int max_running, int token_budget) {
+  StepPlan plan;
+  const int bs = blocks.block_size();
+
+  // 1. Admission. The last token always stays to compute, so its logits can be sampled.
+  while (!waiting.empty() && int(running.size()) < max_running) {
+    auto s = std::move(waiting.front());
+    waiting.pop_front();
+    if (s->table.empty() && s->computed == 0) {
+      s->computed = blocks.match_prefix(s->tokens, int(s->tokens.size()) - 1, s->table);
+      if (!s->admitted_once) {
+        s->cached_prompt_tokens = std::min(s->computed, s->prompt_len);
+        plan.cached_tokens += s->cached_prompt_tokens;
+      }
+    }
+    s->admitted_once = true;
+    running.push_back(std::move(s));
+  }
+
+  // 2. Candidates: decodes, then prefills, each in admission order.
+  std::vector<Sequence*> order;
+  for (auto& s : running)
+    if (s->remaining() == 1) order.push_back(s.get());
+  for (auto& s : running)
+    if (s->remaining() > 1) order.push_back(s.get());
+
+  int budget = token_budget;
+  for (Sequence* s : order) {
+    if (budget <= 0) break;
+    // Preemption may have moved s back to the waiting queue.
+    if (std::none_of(running.begin(), running.end(), [&](const auto& r) { return r.get() == s; }))
+      continue;
+    int count = std::min(s->remaining(), budget);
+    if (count < s->remaining()) {
+      const int end = s->computed + count;
+      const int aligned = end - end % bs;
+      if (aligned > s->computed) count = aligned - s->computed;
+    }
+    // 3. KV blocks.
+    const int need = blocks_for(s->computed + count, bs) - int(s->table.size());
+    bool ok = need <= 0;
+    while (!ok) {
+      ok = blocks.allocate(need, s->table).ok();
+      if (!ok && !preempt_one(running, waiting, blocks, plan.entries, s)) break;
+      if (!ok) ++plan.preempted;
+    }
+    if (!ok) continue;  // waits for blocks freed by finishing sequences
+    plan.entries.push_back({s, count});
+    budget -= count;
+  }
+  return plan;
+}
+
+}  // namespace invar::engine

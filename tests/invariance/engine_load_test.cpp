@@ -1,0 +1,241 @@
+// The contract under the engine's dynamic batching (CPU, bitwise): a request's tokens and
+// logprobs are identical whether it runs alone or among concurrent requests of other lengths,
+// with chunked prefill, preemption and the prefix cache hot or cold; greedy and seeded.
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <random>
+
+#include "engine/engine.h"
+#include "test_paths.h"
+
+namespace invar::engine {
+namespace {
+
+struct Outcome {
+  std::vector<int32_t> ids;
+  std::vector<float> logprobs;
+  std::string text;
+  FinishReason finish = FinishReason::none;
+  int cached_prompt_tokens = 0;
+  bool operator==(const Outcome& o) const {
+    return ids == o.ids && text == o.text && logprobs.size() == o.logprobs.size() &&
+           std::memcmp(logprobs.data(), o.logprobs.data(), logprobs.size() * sizeof(float)) == 0;
+  }
+};
+
+// Collects the events of many requests and waits for all of them.
+class Collector {
+ public:
+  EventCallback callback(size_t slot) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (outcomes_.size() <= slot) outcomes_.resize(slot + 1);
+    ++pending_;
+    return [this, slot](const RequestEvent& ev) {
+      std::lock_guard<std::mutex> lock(mu_);
+      Outcome& o = outcomes_[slot];
+      o.text += ev.text;
+      for (const auto& t : ev.tokens) {
+        o.ids.push_back(t.id);
+        o.logprobs.push_back(t.logprob);
+        for (const auto& alt : t.top) o.logprobs.push_back(alt.logprob);
+      }
+      if (ev.finished()) {
+        o.finish = ev.finish;
+        o.cached_prompt_tokens = ev.cached_prompt_tokens;
+        if (--pending_ == 0) done_.notify_all();
+      }
+    };
+  }
+  // For a callback whose submit() was refused: it will never be called.
+  void abandon() {
+    std::lock_guard<std::mutex> lock(mu_);
+    --pending_;
+  }
+  std::vector<Outcome> wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [&] { return pending_ == 0; });
+    return outcomes_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable done_;
+  std::vector<Outcome> outcomes_;
+  int pending_ = 0;
+};
+
+class EngineLoad : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::string path = invar::testing::default_model_path();
+    if (path.empty()) return;
+    auto b = open_model(path, {});
+    ASSERT_TRUE(b.ok()) << b.status().message();
+    bundle_ = new ModelBundle(std::move(b).value());
+  }
+  static void TearDownTestSuite() {
+    delete bundle_;
+    bundle_ = nullptr;
+  }
+  void SetUp() override {
+    if (!bundle_) GTEST_SKIP() << "default model not fetched (run scripts/fetch-model)";
+  }
+
+  RequestParams target(float temperature) const {
+    RequestParams p;
+    p.prompt = bundle_->tokenizer.encode(
+        "Once upon a time, in a small village by the sea, there lived an old fisherman who",
+        false, false);
+    p.max_tokens = 48;
+    p.ignore_eos = true;
+    p.top_logprobs = 3;
+    p.sampling.temperature = temperature;
+    p.sampling.seed = 1234;
+    p.has_seed = true;
+    return p;
+  }
+
+  Outcome run_alone(const RequestParams& p, EngineOptions opt = {}) {
+    Engine engine(*bundle_, opt);
+    Collector c;
+    EXPECT_TRUE(engine.submit(p, c.callback(0)).ok());
+    return c.wait()[0];
+  }
+
+  // `copies` targets interleaved with `background` random requests, all submitted at once.
+  std::vector<Outcome> run_loaded(const RequestParams& p, int copies, int background,
+                                  EngineOptions opt, EngineStats* stats = nullptr) {
+    Engine engine(*bundle_, opt);
+    Collector c;
+    std::mt19937 rng(uint32_t(copies * 7919 + background));
+    std::vector<size_t> target_slots;
+    size_t slot = 0;
+    for (int i = 0; i < copies + background; ++i) {
+      bool is_target = (i % ((copies + background) / copies)) == 0 && int(target_slots.size()) < copies;
+      if (is_target) {
+        target_slots.push_back(slot);
+        EXPECT_TRUE(engine.submit(p, c.callback(slot++)).ok());
+        continue;
+      }
+      RequestParams bg;
+      int len = std::uniform_int_distribution<int>(1, 60)(rng);
+      for (int t = 0; t < len; ++t)
+        bg.prompt.push_back(std::uniform_int_distribution<int>(0, bundle_->model.config.vocab_size - 1)(rng));
+      if (rng() % 3 == 0)  // shares the target's prefix: exercises the prefix cache
+        bg.prompt.insert(bg.prompt.begin(), p.prompt.begin(), p.prompt.begin() + long(p.prompt.size() / 2));
+      bg.max_tokens = std::uniform_int_distribution<int>(1, 40)(rng);
+      bg.sampling.temperature = rng() % 2 ? 0.0f : 1.0f;
+      EXPECT_TRUE(engine.submit(bg, c.callback(slot++)).ok());
+    }
+    auto all = c.wait();
+    if (stats) *stats = engine.stats();
+    EXPECT_EQ(engine.stats().kv_blocks_used, 0) << "KV blocks leaked";
+    std::vector<Outcome> targets;
+    for (size_t s : target_slots) targets.push_back(all[s]);
+    return targets;
+  }
+
+  static inline ModelBundle* bundle_ = nullptr;
+};
+
+EngineOptions busy_options() {
+  EngineOptions o;
+  o.max_running = 12;
+  o.step_token_budget = 40;  // forces chunked prefill next to decodes
+  o.max_context = 512;
+  return o;
+}
+
+TEST_F(EngineLoad, GreedyUnderLoadEqualsAlone) {
+  auto p = target(0.0f);
+  Outcome alone = run_alone(p);
+  ASSERT_EQ(alone.ids.size(), 48u);
+  EXPECT_EQ(alone.logprobs.size(), 48u * 4);
+  for (const auto& o : run_loaded(p, 6, 24, busy_options())) EXPECT_TRUE(o == alone) << o.text;
+}
+
+TEST_F(EngineLoad, SeededSamplingUnderLoadEqualsAlone) {
+  auto p = target(0.8f);
+  Outcome alone = run_alone(p);
+  for (const auto& o : run_loaded(p, 6, 24, busy_options())) EXPECT_TRUE(o == alone) << o.text;
+  auto other_seed = p;
+  other_seed.sampling.seed = 99;
+  EXPECT_FALSE(run_alone(other_seed) == alone) << "the seed must matter";
+}
+
+TEST_F(EngineLoad, PreemptionAndRecomputeKeepBits) {
+  auto p = target(0.8f);
+  Outcome alone = run_alone(p);
+  EngineOptions tight = busy_options();
+  tight.max_context = 128;
+  tight.kv_blocks = 12;  // 192 tokens of KV for 12 running sequences: preemption is certain
+  EngineStats stats;
+  for (const auto& o : run_loaded(p, 4, 16, tight, &stats)) EXPECT_TRUE(o == alone) << o.text;
+  EXPECT_GT(stats.preemptions, 0u);
+}
+
+TEST_F(EngineLoad, PrefixCacheHotAndColdGiveSameBits) {
+  auto p = target(0.0f);
+  EngineOptions no_cache;
+  no_cache.prefix_cache = false;
+  Outcome cold = run_alone(p, no_cache);
+  Engine engine(*bundle_, {});
+  Collector c;
+  ASSERT_TRUE(engine.submit(p, c.callback(0)).ok());
+  c.wait();
+  Collector c2;
+  ASSERT_TRUE(engine.submit(p, c2.callback(0)).ok());
+  Outcome hot = c2.wait()[0];
+  EXPECT_GT(hot.cached_prompt_tokens, 0);
+  EXPECT_TRUE(hot == cold);
+}
+
+TEST_F(EngineLoad, CancelFreesBlocksAndQueueLimitRefuses) {
+  EngineOptions o;
+  o.max_queue = 2;
+  o.max_running = 1;
+  Engine engine(*bundle_, o);
+  auto p = target(0.0f);
+  p.max_tokens = 400;
+  Collector c;
+  auto first = engine.submit(p, c.callback(0));
+  auto second = engine.submit(p, c.callback(1));
+  auto third = engine.submit(p, c.callback(2));
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(second.ok());
+  // one runs, two wait: the queue (max 2) is full only if the first has not been admitted yet
+  if (!third.ok()) {
+    EXPECT_EQ(third.status().code(), StatusCode::resource_exhausted);
+    c.abandon();
+  }
+  engine.cancel(*first);
+  engine.cancel(*second);
+  if (third.ok()) engine.cancel(*third);
+  auto outs = c.wait();
+  EXPECT_EQ(outs[0].finish, FinishReason::cancelled);
+  EXPECT_EQ(outs[1].finish, FinishReason::cancelled);
+  EXPECT_EQ(engine.stats().kv_blocks_used, 0);
+
+  RequestParams empty;
+  EXPECT_EQ(engine.submit(empty, nullptr).status().code(), StatusCode::invalid_argument);
+  auto too_long = target(0.0f);
+  too_long.max_tokens = 1 << 20;
+  EXPECT_EQ(engine.submit(too_long, nullptr).status().code(), StatusCode::invalid_argument);
+}
+
+TEST_F(EngineLoad, StopStringEndsTheTextBeforeIt) {
+  auto p = target(0.0f);
+  Outcome alone = run_alone(p);
+  ASSERT_GT(alone.text.size(), 12u);
+  auto with_stop = p;
+  with_stop.stop_strings = {alone.text.substr(8, 4)};
+  Outcome stopped = run_alone(with_stop);
+  EXPECT_EQ(stopped.finish, FinishReason::stop);
+  EXPECT_EQ(stopped.text, alone.text.substr(0, alone.text.find(with_stop.stop_strings[0])));
+}
+
+}  // namespace
+}  // namespace invar::engine
