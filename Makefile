@@ -9,7 +9,7 @@ PROMPT ?= The capital of France is
 all: build
 
 setup:
-	@bash scripts/setup
+	@BUILD=$(BUILD) bash scripts/setup
 
 build: setup
 	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null

@@ -7,6 +7,7 @@
 namespace invar::cli {
 
 void add_generate(CLI::App& app);
+void add_serve(CLI::App& app);
 
 // The exit status set by the subcommand that ran.
 int exit_code();

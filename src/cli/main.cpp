@@ -7,6 +7,7 @@ int main(int argc, char** argv) {
   CLI::App app{"invar: a batch-invariant LLM inference engine"};
   app.require_subcommand(1);
   invar::cli::add_generate(app);
+  invar::cli::add_serve(app);
   CLI11_PARSE(app, argc, argv);
   return invar::cli::exit_code();
 }

@@ -1,0 +1,135 @@
+// `invar serve`: loads a model, starts the engine and serves the OpenAI-compatible API until
+// SIGINT/SIGTERM, then exits 0 after the requests in flight have finished.
+#include <fmt/core.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <memory>
+
+#include "cli/commands.h"
+#include "engine/engine.h"
+#include "engine/model_bundle.h"
+#include "server/server.h"
+
+namespace invar::cli {
+
+namespace {
+
+struct ServeArgs {
+  std::string model;
+  std::string host = "127.0.0.1";
+  int port = 8000;
+  std::string api_key;
+  std::string served_model_name;
+  int threads = 0;
+  int http_threads = 2;
+  int max_context = 4096;
+  int max_running = 64;
+  int max_queue = 1024;
+  int kv_blocks = 0;
+  bool no_prefix_cache = false;
+  std::string weight_dtype = "f32";
+  size_t max_body_bytes = 4u << 20;
+  double shutdown_timeout = 30;
+  int max_n = 16;
+};
+
+// Each streaming client holds a socket: lift the soft descriptor limit to the hard one so a
+// thousand connections fit.
+void raise_open_file_limit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
+
+int run_serve(const ServeArgs& a) {
+  raise_open_file_limit();
+  model::LoadOptions load;
+  load.weight_dtype = a.weight_dtype == "bf16" ? DType::bf16 : DType::f32;
+  auto bundle = engine::open_model(a.model, load);
+  if (!bundle.ok()) {
+    fmt::print(stderr, "error: {}\n", bundle.status().message());
+    return 1;
+  }
+  engine::EngineOptions eo;
+  eo.threads = a.threads;
+  int model_context = bundle->model.config.max_position;
+  eo.max_context = model_context > 0 ? std::min(a.max_context, model_context) : a.max_context;
+  eo.max_running = a.max_running;
+  eo.max_queue = a.max_queue;
+  eo.kv_blocks = a.kv_blocks;
+  eo.prefix_cache = !a.no_prefix_cache;
+  // The engine is destroyed before the server: its callbacks reference the server's
+  // connections, which must not outlive the io_context they belong to.
+  auto engine = std::make_unique<engine::Engine>(*bundle, eo);
+
+  server::ServerOptions so;
+  so.http.host = a.host;
+  so.http.port = uint16_t(a.port);
+  so.http.max_body_bytes = a.max_body_bytes;
+  so.io_threads = a.http_threads;
+  so.api_key = a.api_key;
+  so.max_choices = a.max_n;
+  so.shutdown_timeout_s = a.shutdown_timeout;
+  so.served_model_name = a.served_model_name.empty()
+                             ? std::filesystem::path(a.model).stem().string()
+                             : a.served_model_name;
+  const std::string fingerprint = engine->fingerprint();
+  const int context = eo.max_context;
+  so.on_listening = [&](uint16_t port) {
+    fmt::print(stderr, "invar serve: listening on http://{}:{} (model \"{}\", context {}, {})\n",
+               a.host.find(':') == std::string::npos ? a.host : "[" + a.host + "]", port,
+               so.served_model_name, context, fingerprint);
+  };
+  auto server = std::make_unique<server::Server>(*engine, so);
+  Status status = server->run();
+  engine.reset();
+  server.reset();
+  if (!status.ok()) {
+    fmt::print(stderr, "error: {}\n", status.message());
+    return 1;
+  }
+  fmt::print(stderr, "invar serve: stopped\n");
+  return 0;
+}
+
+}  // namespace
+
+void add_serve(CLI::App& app) {
+  auto a = std::make_shared<ServeArgs>();
+  auto* cmd = app.add_subcommand("serve", "Serve the OpenAI-compatible HTTP API");
+  cmd->add_option("-m,--model", a->model, "GGUF file or Hugging Face directory")->required();
+  cmd->add_option("--host", a->host, "Address to listen on");
+  cmd->add_option("--port", a->port, "Port (0: any free port)")->check(CLI::Range(0, 65535));
+  cmd->add_option("--api-key", a->api_key, "Require 'Authorization: Bearer KEY' on /v1/*");
+  cmd->add_option("--served-model-name", a->served_model_name,
+                  "Model name clients pass (default: the model file's name)");
+  cmd->add_option("--threads", a->threads, "CPU threads for the forward pass (0 = all cores)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--http-threads", a->http_threads, "Threads for network and JSON work")
+      ->check(CLI::Range(1, 64));
+  cmd->add_option("--max-context", a->max_context, "Prompt + completion tokens per request")
+      ->check(CLI::Range(16, 1 << 20));
+  cmd->add_option("--max-running", a->max_running, "Sequences batched at once")
+      ->check(CLI::Range(1, 4096));
+  cmd->add_option("--max-queue", a->max_queue, "Waiting requests before 429")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--kv-blocks", a->kv_blocks, "KV cache blocks (0: enough for --max-running)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--no-prefix-cache", a->no_prefix_cache, "Do not reuse KV blocks of prefixes");
+  cmd->add_option("--weight-dtype", a->weight_dtype, "Weight storage: f32 or bf16")
+      ->check(CLI::IsMember({"f32", "bf16"}));
+  cmd->add_option("--max-body-bytes", a->max_body_bytes, "Larger request bodies get 413")
+      ->check(CLI::Range(size_t(1024), size_t(1) << 30));
+  cmd->add_option("--max-n", a->max_n, "Most choices (n times prompts) per request")
+      ->check(CLI::Range(1, 1024));
+  cmd->add_option("--shutdown-timeout", a->shutdown_timeout,
+                  "Seconds to let requests finish after SIGTERM before cancelling them")
+      ->check(CLI::Range(0.0, 3600.0));
+  cmd->callback([a] { set_exit_code(run_serve(*a)); });
+}
+
+}  // namespace invar::cli

@@ -1,0 +1,191 @@
+// See completion_job.h.
+#include "server/completion_job.h"
+
+#include <fmt/format.h>
+
+#include <atomic>
+#include <boost/asio/post.hpp>
+#include <chrono>
+#include <random>
+
+#include "server/completion_response.h"
+
+namespace invar::server {
+
+namespace {
+
+std::string new_id(Endpoint endpoint) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("{}-{:016x}", endpoint == Endpoint::chat ? "chatcmpl" : "cmpl", rng());
+}
+
+class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
+ public:
+  CompletionJob(engine::Engine& engine, CompletionRequest request,
+                std::shared_ptr<Exchange> exchange, ServerCounters& counters)
+      : engine_(engine),
+        request_(std::move(request)),
+        exchange_(std::move(exchange)),
+        counters_(counters),
+        tok_(engine.bundle().tokenizer) {
+    header_.endpoint = request_.endpoint;
+    header_.id = new_id(request_.endpoint);
+    header_.created = std::chrono::duration_cast<std::chrono::seconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+    header_.model = request_.model;
+    header_.fingerprint = engine.fingerprint();
+    int choices = request_.choices();
+    ids_.resize(size_t(choices));
+    results_.resize(size_t(choices));
+    text_offsets_.resize(size_t(choices), 0);
+    started_.resize(size_t(choices), false);
+  }
+
+  void start() {
+    std::weak_ptr<CompletionJob> weak = weak_from_this();
+    exchange_->on_disconnect([weak] {
+      if (auto self = weak.lock()) self->cancel_all();
+    });
+    auto executor = exchange_->executor();
+    for (int i = 0; i < request_.choices(); ++i) {
+      // The engine thread must never wait on the network: events are handed to the strand.
+      // The final event hands the job itself over too, so that the job, and the connection it
+      // holds, are never destroyed on the engine thread (Asio objects die on their strand).
+      auto on_event = [self = shared_from_this(), executor,
+                       i](const engine::RequestEvent& ev) mutable {
+        if (!self) return;  // nothing comes after the final event
+        auto job = ev.finished() ? std::move(self) : self;
+        net::post(executor, [job = std::move(job), i, ev] { job->on_event(i, ev); });
+      };
+      auto id = engine_.submit(request_.choice_params(i), std::move(on_event));
+      if (!id.ok()) {
+        if (id.status().code() == StatusCode::resource_exhausted) counters_.rejected_queue_full++;
+        failed_ = true;
+        cancel_all();  // the choices already submitted end with `cancelled`
+        ApiError e = submit_error(id.status());
+        exchange_->respond(http::status(e.status), "application/json", error_body(e));
+        return;
+      }
+      ids_[size_t(i)] = *id;
+      ++submitted_;
+      counters_.engine_requests_in_flight++;
+    }
+    if (request_.stream) exchange_->begin_stream("text/event-stream");
+  }
+
+ private:
+  void cancel_all() {
+    for (int i = 0; i < submitted_; ++i) {
+      if (results_[size_t(i)].finish != engine::FinishReason::none) continue;
+      engine_.cancel(ids_[size_t(i)]);
+      if (exchange_->disconnected()) counters_.cancelled_disconnect++;
+    }
+  }
+
+  void on_event(int i, const engine::RequestEvent& ev) {
+    ChoiceResult& result = results_[size_t(i)];
+    if (result.finish != engine::FinishReason::none) return;  // already final
+    if (ev.finished()) {
+      result.finish = ev.finish;
+      ++finished_;
+      counters_.engine_requests_in_flight--;
+      usage_.completion_tokens += ev.completion_tokens;
+      if (i % request_.n == 0) {  // each prompt counted once
+        usage_.prompt_tokens += ev.prompt_tokens;
+        usage_.cached_tokens += ev.cached_prompt_tokens;
+      }
+      if (ev.finish == engine::FinishReason::error) error_ = ev.error;
+    }
+    if (failed_ || exchange_->disconnected()) return;
+    if (request_.stream) {
+      stream_event(i, ev);
+    } else {
+      result.text += ev.text;
+      if (request_.logprobs)
+        result.tokens.insert(result.tokens.end(), ev.tokens.begin(), ev.tokens.end());
+    }
+    if (finished_ == request_.choices()) complete();
+  }
+
+  void stream_event(int i, const engine::RequestEvent& ev) {
+    const bool chat = request_.endpoint == Endpoint::chat;
+    ChunkPart part;
+    part.index = i;
+    part.first = chat && !started_[size_t(i)];
+    if (!ev.text.empty() || !ev.tokens.empty() || part.first) {
+      part.text = ev.text;
+      part.tokens = request_.logprobs ? &ev.tokens : nullptr;
+      part.text_offset = text_offsets_[size_t(i)];
+      for (const auto& t : ev.tokens) text_offsets_[size_t(i)] += int(t.text.size());
+      started_[size_t(i)] = true;
+      exchange_->send_chunk(sse_event(format_chunk(header_, request_, part, tok_)));
+    }
+    if (ev.finish == engine::FinishReason::error) {
+      ApiError e{500, "generation failed: " + ev.error, "server_error", "", ""};
+      exchange_->send_chunk(sse_event(error_body(e)));
+    }
+    if (ev.finished()) {
+      ChunkPart last;
+      last.index = i;
+      last.finish = ev.finish;
+      exchange_->send_chunk(sse_event(format_chunk(header_, request_, last, tok_)));
+    }
+  }
+
+  void complete() {
+    if (request_.stream) {
+      if (request_.include_usage)
+        exchange_->send_chunk(sse_event(format_usage_chunk(header_, usage_)));
+      exchange_->send_chunk(kSseDone);
+      exchange_->end_stream();
+      return;
+    }
+    if (!error_.empty()) {
+      ApiError e{500, "generation failed: " + error_, "server_error", "", ""};
+      exchange_->respond(http::status::internal_server_error, "application/json", error_body(e));
+      return;
+    }
+    exchange_->respond(http::status::ok, "application/json",
+                       format_response(header_, request_, results_, usage_, tok_));
+  }
+
+  engine::Engine& engine_;
+  CompletionRequest request_;
+  std::shared_ptr<Exchange> exchange_;
+  ServerCounters& counters_;
+  const tokenizer::Tokenizer& tok_;
+  ResponseHeader header_;
+  std::vector<uint64_t> ids_;
+  std::vector<ChoiceResult> results_;
+  std::vector<int> text_offsets_;
+  std::vector<bool> started_;
+  Usage usage_;
+  std::string error_;
+  int submitted_ = 0;
+  int finished_ = 0;
+  bool failed_ = false;  // a submit failed: the error is sent, later events are ignored
+};
+
+}  // namespace
+
+ApiError submit_error(const Status& status) {
+  switch (status.code()) {
+    case StatusCode::resource_exhausted:
+      return {429, status.message() + "; retry later", "rate_limit_error", "", "queue_full"};
+    case StatusCode::invalid_argument:
+      return ApiError::bad_request("", status.message());
+    case StatusCode::cancelled:
+      return {503, "the server is shutting down", "server_error", "", "shutting_down"};
+    default:
+      return {500, status.message(), "server_error", "", ""};
+  }
+}
+
+void start_completion(engine::Engine& engine, CompletionRequest request,
+                      std::shared_ptr<Exchange> exchange, ServerCounters& counters) {
+  std::make_shared<CompletionJob>(engine, std::move(request), std::move(exchange), counters)
+      ->start();
+}
+
+}  // namespace invar::server

@@ -1,0 +1,58 @@
+// Parsing and validation of POST /v1/completions and /v1/chat/completions bodies into what the
+// engine runs. Every field is checked for type and range before anything reaches the engine,
+// and every rejection names the field (`param`) and says what would be accepted.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/request.h"
+#include "server/api_error.h"
+#include "tokenizer/tokenizer.h"
+
+namespace invar::server {
+
+enum class Endpoint : uint8_t { completions, chat };
+
+// What the server knows that requests are validated against.
+struct RequestLimits {
+  std::string served_model;  // the only model name accepted (besides none at all)
+  int max_context = 4096;    // prompt + completion tokens per sequence
+  int max_choices = 16;      // n times the number of prompts
+  int max_logprobs = 20;     // logprobs / top_logprobs
+  int max_stop_strings = 16;
+};
+
+struct CompletionRequest {
+  Endpoint endpoint = Endpoint::completions;
+  std::string model;  // the name to echo in responses
+  // Tokenized prompts: one for chat, one or more for completions (a batched prompt list).
+  std::vector<std::vector<int32_t>> prompts;
+  int n = 1;  // choices per prompt
+  bool stream = false;
+  bool include_usage = false;   // stream_options.include_usage
+  bool logprobs = false;        // report the sampled tokens' logprobs
+  int top_logprobs = 0;         // and this many alternatives per token
+  std::vector<int> max_tokens;  // per prompt (a default shrinks to fit the context)
+  // Shared by every choice; prompt and max_tokens are filled in per choice.
+  engine::RequestParams params;
+
+  int choices() const { return n * int(prompts.size()); }
+  // The engine request of choice `index`: prompt index / n, seed + index % n (distinct seeds
+  // for the n choices; without a seed the engine draws one per request).
+  engine::RequestParams choice_params(int index) const;
+};
+
+// Parses `body` (raw bytes as received) for `endpoint`. On failure returns the error to send.
+std::optional<ApiError> parse_completion_request(Endpoint endpoint, std::string_view body,
+                                                 const tokenizer::Tokenizer& tok,
+                                                 const RequestLimits& limits,
+                                                 CompletionRequest* out);
+
+// Whether `s` is well-formed UTF-8; on failure `*bad_offset` is the first offending byte.
+bool valid_utf8(std::string_view s, size_t* bad_offset = nullptr);
+
+}  // namespace invar::server

@@ -1,0 +1,69 @@
+// OpenAI response shapes for completions and chat completions: whole responses, SSE chunks,
+// logprobs, usage, the model list and error bodies. Pure formatting: no I/O, no engine calls.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/request.h"
+#include "server/completion_request.h"
+
+namespace invar::server {
+
+// What every response and chunk of one API request repeats.
+struct ResponseHeader {
+  Endpoint endpoint = Endpoint::completions;
+  std::string id;  // cmpl-... / chatcmpl-...
+  int64_t created = 0;
+  std::string model;
+  std::string fingerprint;  // Engine::fingerprint(): equal fingerprints promise equal bits
+};
+
+// One choice as the engine delivered it, accumulated over its events.
+struct ChoiceResult {
+  std::string text;
+  std::vector<engine::GeneratedToken> tokens;
+  engine::FinishReason finish = engine::FinishReason::none;
+};
+
+struct Usage {
+  int prompt_tokens = 0;  // each prompt counted once, whatever n is
+  int completion_tokens = 0;
+  int cached_tokens = 0;
+};
+
+// A token's text for logprobs: itself when valid UTF-8, else OpenAI's "bytes:\xe2\x80" form.
+std::string token_display(const std::string& bytes);
+// "stop", "length"; "abort" for cancelled, "error" for errors.
+const char* finish_reason_text(engine::FinishReason r);
+
+// The whole (non-streaming) response.
+std::string format_response(const ResponseHeader& h, const CompletionRequest& request,
+                            const std::vector<ChoiceResult>& choices, const Usage& usage,
+                            const tokenizer::Tokenizer& tok);
+
+// One streamed chunk for choice `index`: new text and its tokens (logprobs when asked), and the
+// finish reason on the last. `text_offset` is where this text starts in the choice's output
+// (completions logprobs). Chat's first chunk of a choice carries the assistant role.
+struct ChunkPart {
+  int index = 0;
+  std::string text;
+  const std::vector<engine::GeneratedToken>* tokens = nullptr;
+  int text_offset = 0;
+  bool first = false;
+  engine::FinishReason finish = engine::FinishReason::none;
+};
+std::string format_chunk(const ResponseHeader& h, const CompletionRequest& request,
+                         const ChunkPart& part, const tokenizer::Tokenizer& tok);
+// The final stream chunk with usage and no choices (stream_options.include_usage).
+std::string format_usage_chunk(const ResponseHeader& h, const Usage& usage);
+
+// "data: <json>\n\n"
+std::string sse_event(const std::string& json);
+inline constexpr const char* kSseDone = "data: [DONE]\n\n";
+
+std::string format_model_list(const std::string& model, int64_t created, int max_context);
+std::string format_model(const std::string& model, int64_t created, int max_context);
+
+}  // namespace invar::server

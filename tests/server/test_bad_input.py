@@ -1,0 +1,118 @@
+"""Bad input gets its status code and an OpenAI-style error naming what was wrong; the server
+keeps serving, and no KV block leaks."""
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from conftest import MODEL_NAME
+
+C = "/v1/completions"
+CHAT = "/v1/chat/completions"
+USER = [{"role": "user", "content": "hi"}]
+
+
+def body(**fields):
+    return json.dumps({"model": MODEL_NAME, **fields}).encode()
+
+
+# (name, method, path, raw body, status, fragment of the message, param)
+CASES = [
+    ("malformed json", "POST", C, b'{"prompt": "x",', 400, "not valid JSON", None),
+    ("not an object", "POST", C, b'["x"]', 400, "JSON object", None),
+    ("empty body", "POST", CHAT, b"", 400, "not valid JSON", None),
+    ("bad utf-8", "POST", C, b'{"prompt": "caf\xc3\x28"}', 400, "not valid UTF-8", None),
+    ("lone surrogate", "POST", C, b'{"prompt": "\\ud800"}', 400, "not valid JSON", None),
+    ("prompt wrong type", "POST", C, body(prompt=42), 400, "must be a string", "prompt"),
+    ("temperature wrong type", "POST", C, body(prompt="x", temperature="hot"), 400, "a number",
+     "temperature"),
+    ("max_tokens wrong type", "POST", C, body(prompt="x", max_tokens="8"), 400, "an integer",
+     "max_tokens"),
+    ("stream wrong type", "POST", C, body(prompt="x", stream="yes"), 400, "a boolean", "stream"),
+    ("messages wrong type", "POST", CHAT, body(messages="hi"), 400, "non-empty list", "messages"),
+    ("content wrong type", "POST", CHAT, body(messages=[{"role": "user", "content": 3}]), 400,
+     "a string", "messages[0].content"),
+    ("unknown role", "POST", CHAT, body(messages=[{"role": "wizard", "content": "x"}]), 400,
+     "not supported", "messages[0].role"),
+    ("image part", "POST", CHAT,
+     body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
+     400, "only text", "messages[0].content"),
+    ("unknown model", "POST", C, json.dumps({"model": "gpt-4", "prompt": "x"}).encode(), 404,
+     "does not exist", "model"),
+    ("missing prompt", "POST", C, body(), 400, "required", "prompt"),
+    ("empty prompt", "POST", C, body(prompt=""), 400, "empty", "prompt"),
+    ("empty messages", "POST", CHAT, body(messages=[]), 400, "non-empty", "messages"),
+    ("token id outside vocabulary", "POST", C, body(prompt=[1, 10**9]), 400, "outside the vocabulary",
+     "prompt"),
+    ("prompt longer than the context", "POST", C, body(prompt=[1] * 5000), 400,
+     "maximum context length", "prompt"),
+    ("long text prompt", "POST", C, body(prompt="hello " * 5000), 400, "maximum context length",
+     "prompt"),
+    ("max_tokens past the context", "POST", C, body(prompt="hi", max_tokens=100000), 400,
+     "maximum context length", "max_tokens"),
+    ("chat max_tokens past the context", "POST", CHAT, body(messages=USER, max_tokens=100000), 400,
+     "maximum context length", "max_tokens"),
+    ("negative max_tokens", "POST", C, body(prompt="x", max_tokens=-1), 400, "between 1", "max_tokens"),
+    ("negative temperature", "POST", C, body(prompt="x", temperature=-1), 400, ">= 0", "temperature"),
+    ("huge temperature", "POST", C, body(prompt="x", temperature=1e9), 400, "<= 2", "temperature"),
+    ("top_p zero", "POST", C, body(prompt="x", top_p=0), 400, "> 0", "top_p"),
+    ("top_p above one", "POST", C, body(prompt="x", top_p=1.5), 400, "<= 1", "top_p"),
+    ("n zero", "POST", C, body(prompt="x", n=0), 400, "between 1", "n"),
+    ("n too big", "POST", C, body(prompt="x", n=1000), 400, "between 1", "n"),
+    ("logprobs too many", "POST", C, body(prompt="x", logprobs=50), 400, "between 0 and 20", "logprobs"),
+    ("top_logprobs without logprobs", "POST", CHAT, body(messages=USER, top_logprobs=3), 400,
+     "needs 'logprobs'", "top_logprobs"),
+    ("echo", "POST", C, body(prompt="x", echo=True), 400, "not supported", "echo"),
+    ("unknown route", "GET", "/v1/embeddings", b"", 404, "no route", None),
+    ("unknown path", "POST", "/nowhere", b"{}", 404, "no route", None),
+    ("wrong method on completions", "GET", C, b"", 405, "not allowed", None),
+    ("wrong method on models", "POST", "/v1/models", b"{}", 405, "not allowed", None),
+    ("wrong method on health", "DELETE", "/health", b"", 405, "not allowed", None),
+    ("oversized body", "POST", C, b'{"prompt": "' + b"a" * (5 << 20) + b'"}', 413, "larger than", None),
+]
+
+
+@pytest.mark.parametrize("name,method,path,raw,status,fragment,param", CASES,
+                         ids=[c[0] for c in CASES])
+def test_bad_input(server, name, method, path, raw, status, fragment, param):
+    r = httpx.request(method, server.url + path, content=raw,
+                      headers={"Content-Type": "application/json"}, timeout=60)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert fragment in error["message"]
+    assert error["param"] == param
+    assert set(error) == {"message", "type", "param", "code"}
+    if status == 404 and param == "model":
+        assert error["code"] == "model_not_found"
+
+
+def test_openai_client_sees_errors(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model=MODEL_NAME, prompt="x", temperature=-1)
+    assert "temperature" in str(e.value)
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="no-such-model", prompt="x")
+
+
+def test_garbage_http(server):
+    """Raw non-HTTP bytes get a 400 and the server carries on."""
+    import socket
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"\x00\x01garbage\r\n\r\n")
+        reply = s.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 400")
+
+
+def test_still_serving_and_no_leak_after_bad_input(server, client):
+    for case in CASES[:5]:  # some more abuse right before
+        httpx.request(case[1], server.url + case[2], content=case[3], timeout=60)
+    r = client.completions.create(model=MODEL_NAME, prompt="The capital of France is",
+                                  max_tokens=4, temperature=0)
+    assert r.usage.completion_tokens == 4
+    m = server.wait_idle()
+    assert m["invar_kv_blocks_used"] == 0
+    assert m["invar_num_requests_running"] == 0
+    assert m["invar_http_responses_5xx_total"] == 0
+    assert httpx.get(server.url + "/health").json() == {"status": "ok"}
