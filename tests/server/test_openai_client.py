@@ -159,3 +159,16 @@ def test_penalties_and_token_prompt(client):
                                   extra_body={"repetition_penalty": 1.2, "top_k": 20, "min_p": 0.05,
                                               "ignore_eos": True})
     assert r.usage.completion_tokens == 8
+
+
+def test_bench_serve_runs_against_the_server(server):
+    import os
+    import subprocess
+    out = subprocess.run([os.environ["INVAR_BIN"], "bench", "serve", "--url", server.url,
+                          "-n", "6", "--prompt-len", "16", "--output-len", "4",
+                          "--max-concurrency", "3"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert "requests: 6 ok, 0 failed" in out.stdout
+    assert "time to first token" in out.stdout and "inter-token latency" in out.stdout
+    assert "one mode (invariant)" in out.stdout  # the CPU backend says so

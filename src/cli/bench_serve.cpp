@@ -1,0 +1,261 @@
+// `invar bench serve`: a load generator against a running OpenAI-compatible server. Requests
+// arrive as one burst or as a Poisson process at --request-rate; prompt and output lengths are
+// drawn uniformly around their means (vLLM's "random" dataset). Prompts are random token ids,
+// so their length is exact; --ignore-eos makes output lengths exact too. Reports throughput and
+// TTFT / ITL / TPOT / end-to-end latency percentiles.
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <deque>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <regex>
+
+#include "cli/bench_serve_client.h"
+#include "cli/commands.h"
+
+namespace invar::cli {
+
+namespace {
+
+namespace net = boost::asio;
+
+struct BenchServeArgs {
+  std::string url = "http://127.0.0.1:8000";
+  std::string model;
+  std::string api_key;
+  int num_requests = 64;
+  double request_rate = 0;  // requests/s; 0: one burst
+  int max_concurrency = 0;  // 0: unlimited
+  int prompt_len = 128;
+  int output_len = 64;
+  double range_ratio = 0;  // lengths uniform in [len*(1-r), len*(1+r)]
+  bool ignore_eos = true;
+  uint64_t seed = 0;
+  std::string json_out;
+};
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t rank = size_t(std::ceil(p / 100.0 * double(v.size())));
+  return v[std::min(v.size() - 1, rank == 0 ? 0 : rank - 1)];  // nearest rank
+}
+
+double mean(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? 0 : s / double(v.size());
+}
+
+struct Metrics {
+  std::vector<double> ttft_ms, itl_ms, tpot_ms, e2e_ms;
+  int ok = 0, failed = 0;
+  long prompt_tokens = 0, output_tokens = 0;
+  std::string first_error, fingerprint;
+};
+
+int run_bench_serve(const BenchServeArgs& a) {
+  std::smatch m;
+  static const std::regex kUrl(R"(http://(\[[^\]]+\]|[^:/]+)(?::(\d+))?(/.*)?)");
+  if (!std::regex_match(a.url, m, kUrl)) {
+    fmt::print(stderr, "error: --url {}: expected http://HOST[:PORT][/PATH]\n", a.url);
+    return 1;
+  }
+  StreamTarget target;
+  std::string host = m[1].str();
+  std::string port = m[2].matched ? m[2].str() : "80";
+  target.host = host + ":" + port;
+  target.base_path = m[3].matched ? m[3].str() : "";
+  if (target.base_path.ends_with('/')) target.base_path.pop_back();
+  if (target.base_path.ends_with("/v1")) target.base_path.resize(target.base_path.size() - 3);
+  target.api_key = a.api_key;
+  try {
+    net::io_context resolver_ctx;
+    net::ip::tcp::resolver resolver(resolver_ctx);
+    if (host.starts_with('[')) host = host.substr(1, host.size() - 2);
+    target.endpoint = *resolver.resolve(host, port).begin();
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "error: cannot resolve {}: {}\n", host, e.what());
+    return 1;
+  }
+
+  std::string model = a.model;
+  if (model.empty()) {
+    auto models = nlohmann::json::parse(http_get(target, "/v1/models"), nullptr, false);
+    if (models.is_discarded() || !models.contains("data") || models["data"].empty()) {
+      fmt::print(stderr, "error: GET {}/v1/models failed: is the server running at {}?\n",
+                 target.base_path, a.url);
+      return 1;
+    }
+    model = models["data"][0]["id"];
+  }
+
+  // The whole workload is drawn before the first request, from the seed alone.
+  std::mt19937_64 rng(a.seed);
+  auto length = [&](int mean_len) {
+    int lo = std::max(1, int(mean_len * (1.0 - a.range_ratio)));
+    int hi = std::max(lo, int(mean_len * (1.0 + a.range_ratio)));
+    return std::uniform_int_distribution<int>(lo, hi)(rng);
+  };
+  std::uniform_int_distribution<int> token(100, 9999);  // inside any real vocabulary
+  std::exponential_distribution<double> gap(a.request_rate > 0 ? a.request_rate : 1.0);
+  struct Planned {
+    double at_s;
+    std::string body;
+  };
+  std::deque<Planned> plan;
+  double t = 0;
+  for (int i = 0; i < a.num_requests; ++i) {
+    std::vector<int> prompt(size_t(length(a.prompt_len)));
+    for (int& id : prompt) id = token(rng);
+    nlohmann::json body = {{"model", model},
+                           {"prompt", prompt},
+                           {"max_tokens", length(a.output_len)},
+                           {"temperature", 0},
+                           {"ignore_eos", a.ignore_eos},
+                           {"stream", true},
+                           {"stream_options", {{"include_usage", true}}}};
+    plan.push_back({t, body.dump()});
+    if (a.request_rate > 0) t += gap(rng);
+  }
+
+  net::io_context ioc;
+  Metrics metrics;
+  int in_flight = 0;
+  const auto t0 = BenchClock::now();
+  auto ms = [](BenchClock::duration d) {
+    return std::chrono::duration<double, std::milli>(d).count();
+  };
+  std::function<void()> pump;
+  auto on_done = [&](StreamResult r) {
+    --in_flight;
+    if (!r.ok || r.chunk_times.empty()) {
+      metrics.failed++;
+      if (metrics.first_error.empty()) metrics.first_error = r.ok ? "no tokens" : r.error;
+    } else {
+      metrics.ok++;
+      metrics.prompt_tokens += r.prompt_tokens;
+      metrics.output_tokens += r.completion_tokens;
+      if (metrics.fingerprint.empty()) metrics.fingerprint = r.fingerprint;
+      metrics.ttft_ms.push_back(ms(r.chunk_times.front() - r.start));
+      for (size_t i = 1; i < r.chunk_times.size(); ++i)
+        metrics.itl_ms.push_back(ms(r.chunk_times[i] - r.chunk_times[i - 1]));
+      double e2e = ms(r.chunk_times.back() - r.start);
+      metrics.e2e_ms.push_back(e2e);
+      if (r.completion_tokens > 1)
+        metrics.tpot_ms.push_back((e2e - metrics.ttft_ms.back()) / (r.completion_tokens - 1));
+    }
+    pump();
+  };
+  net::steady_timer timer(ioc);
+  // Starts every planned request whose time has come, as far as the concurrency allows.
+  pump = [&] {
+    while (!plan.empty() && (a.max_concurrency == 0 || in_flight < a.max_concurrency)) {
+      auto due = t0 + std::chrono::duration_cast<BenchClock::duration>(
+                          std::chrono::duration<double>(plan.front().at_s));
+      if (due > BenchClock::now()) {
+        timer.expires_at(due);
+        timer.async_wait([&](boost::system::error_code ec) {
+          if (!ec) pump();
+        });
+        return;
+      }
+      ++in_flight;
+      start_stream(ioc, target, std::move(plan.front().body), on_done);
+      plan.pop_front();
+    }
+  };
+  fmt::print(
+      stderr, "bench serve: {} requests to {} ({}), prompt ~{} tokens, output ~{} tokens, {}\n",
+      a.num_requests, a.url, model, a.prompt_len, a.output_len,
+      a.request_rate > 0 ? fmt::format("{:.2f} req/s", a.request_rate) : std::string("one burst"));
+  net::post(ioc, pump);
+  ioc.run();
+  double seconds = std::chrono::duration<double>(BenchClock::now() - t0).count();
+
+  auto row = [](const char* name, const std::vector<double>& v) {
+    fmt::print("{:<24}{:>10.2f}{:>10.2f}{:>10.2f}{:>10.2f}\n", name, mean(v), percentile(v, 50),
+               percentile(v, 90), percentile(v, 99));
+  };
+  fmt::print("server fingerprint: {}\n", metrics.fingerprint.empty() ? "?" : metrics.fingerprint);
+  if (metrics.fingerprint.find("-cpu") != std::string::npos)
+    fmt::print(
+        "kernel mode: the CPU backend has one mode (invariant); invariant vs fast side by "
+        "side needs the CUDA backend\n");
+  fmt::print("requests: {} ok, {} failed{}\n", metrics.ok, metrics.failed,
+             metrics.first_error.empty() ? "" : " (first: " + metrics.first_error + ")");
+  fmt::print("duration: {:.2f} s\n", seconds);
+  fmt::print("throughput: {:.2f} req/s, {:.1f} output tok/s, {:.1f} total tok/s\n",
+             metrics.ok / seconds, metrics.output_tokens / seconds,
+             (metrics.prompt_tokens + metrics.output_tokens) / seconds);
+  fmt::print("{:<24}{:>10}{:>10}{:>10}{:>10}\n", "latency (ms)", "mean", "p50", "p90", "p99");
+  row("time to first token", metrics.ttft_ms);
+  row("inter-token latency", metrics.itl_ms);
+  row("time per output token", metrics.tpot_ms);
+  row("end to end", metrics.e2e_ms);
+
+  if (!a.json_out.empty()) {
+    auto stats = [](const std::vector<double>& v) {
+      return nlohmann::json{{"mean", mean(v)},
+                            {"p50", percentile(v, 50)},
+                            {"p90", percentile(v, 90)},
+                            {"p99", percentile(v, 99)}};
+    };
+    nlohmann::json out = {{"url", a.url},
+                          {"model", model},
+                          {"fingerprint", metrics.fingerprint},
+                          {"num_requests", a.num_requests},
+                          {"request_rate", a.request_rate},
+                          {"max_concurrency", a.max_concurrency},
+                          {"prompt_len", a.prompt_len},
+                          {"output_len", a.output_len},
+                          {"range_ratio", a.range_ratio},
+                          {"seed", a.seed},
+                          {"ok", metrics.ok},
+                          {"failed", metrics.failed},
+                          {"duration_s", seconds},
+                          {"output_tokens", metrics.output_tokens},
+                          {"prompt_tokens", metrics.prompt_tokens},
+                          {"ttft_ms", stats(metrics.ttft_ms)},
+                          {"itl_ms", stats(metrics.itl_ms)},
+                          {"tpot_ms", stats(metrics.tpot_ms)},
+                          {"e2e_ms", stats(metrics.e2e_ms)}};
+    std::ofstream(a.json_out) << out.dump(2) << "\n";
+  }
+  return metrics.failed == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+void add_bench(CLI::App& app) {
+  auto* bench = app.add_subcommand("bench", "Benchmarks");
+  bench->require_subcommand(1);
+  auto a = std::make_shared<BenchServeArgs>();
+  auto* cmd = bench->add_subcommand("serve", "Load-test a running OpenAI-compatible server");
+  cmd->add_option("--url", a->url, "Server base URL (http://HOST:PORT)");
+  cmd->add_option("--model", a->model, "Model name (default: the server's first model)");
+  cmd->add_option("--api-key", a->api_key, "Bearer token");
+  cmd->add_option("-n,--num-requests", a->num_requests, "Requests to send")
+      ->check(CLI::Range(1, 1000000));
+  cmd->add_option("--request-rate", a->request_rate, "Poisson arrivals per second (0: one burst)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--max-concurrency", a->max_concurrency, "Requests in flight at most (0: any)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--prompt-len", a->prompt_len, "Mean prompt tokens")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--output-len", a->output_len, "Mean output tokens")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--range-ratio", a->range_ratio, "Lengths uniform in mean*(1 +- ratio)")
+      ->check(CLI::Range(0.0, 0.99));
+  cmd->add_option("--ignore-eos", a->ignore_eos, "Generate exactly the drawn output length");
+  cmd->add_option("--seed", a->seed, "Seed of the workload");
+  cmd->add_option("--json", a->json_out, "Also write the results to this JSON file");
+  cmd->callback([a] { set_exit_code(run_bench_serve(*a)); });
+}
+
+}  // namespace invar::cli
