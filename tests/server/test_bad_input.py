@@ -116,3 +116,37 @@ def test_still_serving_and_no_leak_after_bad_input(server, client):
     assert m["invar_num_requests_running"] == 0
     assert m["invar_http_responses_5xx_total"] == 0
     assert httpx.get(server.url + "/health").json() == {"status": "ok"}
+
+
+def test_random_bodies_never_crash(server):
+    """Seeded random mutations of valid requests: every answer is a 200 or a 4xx error body."""
+    import random
+    rng = random.Random(20261125)
+    values = [None, True, False, 0, -1, 1, 2**63, -2**63, 2**64, 1e308, -1e-300, 0.5, "", "x",
+              "\u00e9\u4e2d", [], [1], [[]], [[1, 2]], ["a", 3], {}, {"type": "text"},
+              [{"role": "user"}], [{"role": "user", "content": None}], "\n" * 50]
+    fields = ["model", "prompt", "messages", "max_tokens", "max_completion_tokens", "temperature",
+              "top_p", "top_k", "min_p", "n", "seed", "stop", "stop_token_ids", "logprobs",
+              "top_logprobs", "presence_penalty", "frequency_penalty", "repetition_penalty",
+              "stream", "stream_options", "ignore_eos", "echo", "best_of", "user"]
+    with httpx.Client(timeout=120) as c:
+        for i in range(300):
+            path = rng.choice([C, CHAT])
+            req = ({"prompt": "Hi", "max_tokens": 2} if path == C else
+                   {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+            for _ in range(rng.randint(1, 4)):
+                req[rng.choice(fields)] = rng.choice(values)
+            if isinstance(req.get("max_tokens"), int) and req["max_tokens"] > 4:
+                req["max_tokens"] = 4  # keep valid generations short
+            req.pop("max_completion_tokens", None) if rng.random() < 0.5 else None
+            if req.get("n") not in (None, 1) and isinstance(req.get("n"), int) and req["n"] > 2:
+                req["n"] = 2
+            r = c.post(server.url + path, content=json.dumps(req).encode())
+            assert r.status_code in (200, 400, 404), (req, r.status_code, r.text)
+            if r.status_code != 200:
+                assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+            elif req.get("stream") is not True:
+                assert r.json()["choices"]
+    m = server.wait_idle()
+    assert m["invar_kv_blocks_used"] == 0
+    assert m["invar_http_responses_5xx_total"] == 0
