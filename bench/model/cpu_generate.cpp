@@ -11,7 +11,6 @@
 #include <random>
 #include <sstream>
 
-#include "engine/block_allocator.h"
 #include "engine/model_bundle.h"
 #include "model/transformer.h"
 

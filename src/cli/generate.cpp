@@ -1,12 +1,14 @@
-// `invar generate`: one prompt in, tokens streamed to stdout, speed on stderr.
+// `invar generate`: one prompt in, tokens streamed to stdout, speed on stderr. It runs the
+// same engine as `invar serve`, with a single request.
 #include <fmt/core.h>
 
+#include <chrono>
 #include <cstdio>
+#include <future>
 #include <memory>
 
 #include "cli/commands.h"
-#include "engine/generator.h"
-#include "engine/model_bundle.h"
+#include "engine/engine.h"
 #include "tokenizer/chat_template.h"
 
 namespace invar::cli {
@@ -25,7 +27,9 @@ struct GenerateArgs {
   int top_k = 0;
   float top_p = 1.0f;
   float min_p = 0.0f;
+  float repetition_penalty = 1.0f;
   uint64_t seed = 0;
+  bool seed_given = false;
   int threads = 0;
   int context = 4096;
   std::string weight_dtype = "f32";
@@ -51,42 +55,55 @@ int run_generate(const GenerateArgs& a) {
     messages.push_back({"user", a.prompt});
     auto bos = tok.bos_id() ? tok.token_bytes(*tok.bos_id()) : std::string();
     auto eos = tok.eos_id() ? tok.token_bytes(*tok.eos_id()) : std::string();
-    auto rendered = tokenizer::apply_chat_template(tok.spec().chat_template, messages, true, bos, eos);
+    auto rendered =
+        tokenizer::apply_chat_template(tok.spec().chat_template, messages, true, bos, eos);
     if (!rendered.ok()) return fail(rendered.status().message());
     text = *rendered;
   }
+  engine::RequestParams req;
   // A chat template writes its own BOS where it wants one.
-  auto prompt = tok.encode(text, /*add_bos=*/!a.chat && tok.add_bos_default(), /*parse_special=*/a.chat);
-  if (prompt.empty()) return fail("the prompt is empty: pass --prompt TEXT");
+  req.prompt = tok.encode(text, !a.chat && tok.add_bos_default(), /*parse_special=*/a.chat);
+  req.max_tokens = a.max_tokens;
+  req.sampling = {a.temperature, a.top_k, a.top_p, a.min_p, a.seed};
+  req.has_seed = a.seed_given;
+  req.repetition_penalty = a.repetition_penalty;
+  req.ignore_eos = a.ignore_eos;
 
-  ThreadPool pool(a.threads);
-  engine::Generator generator(bundle->model, pool, std::min(a.context, bundle->model.config.max_position > 0 ? bundle->model.config.max_position : a.context));
-  engine::GenerateOptions opts;
-  opts.max_tokens = a.max_tokens;
-  opts.sampling = {a.temperature, a.top_k, a.top_p, a.min_p, a.seed};
-  if (!a.ignore_eos) opts.stop_ids = tok.stop_ids();
+  engine::EngineOptions opts;
+  opts.threads = a.threads;
+  opts.max_context = a.context;
+  opts.max_running = 1;
+  engine::Engine eng(*bundle, opts);
 
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  Clock::time_point first_token;
+  int tokens = 0;
+  std::promise<engine::RequestEvent> done;
   if (!a.chat) fmt::print("{}", a.prompt);
   std::fflush(stdout);
-  tokenizer::StreamDecoder stream(tok);
-  auto result = generator.generate(prompt, opts, [&](int32_t id) {
-    bool is_stop = std::find(opts.stop_ids.begin(), opts.stop_ids.end(), id) != opts.stop_ids.end();
-    if (!is_stop) {
-      fmt::print("{}", stream.push(id));
-      std::fflush(stdout);
-    }
-    return true;
+  auto submitted = eng.submit(req, [&](const engine::RequestEvent& ev) {
+    if (!ev.tokens.empty() && tokens++ == 0) first_token = Clock::now();
+    std::fwrite(ev.text.data(), 1, ev.text.size(), stdout);
+    std::fflush(stdout);
+    if (ev.finished()) done.set_value(ev);
   });
-  fmt::print("{}\n", stream.flush());
-  if (!result.ok()) return fail(result.status().message());
-  const auto& r = *result;
-  int decoded = int(r.tokens.size()) > 0 ? int(r.tokens.size()) - 1 : 0;  // the first comes from prefill
+  if (!submitted.ok()) return fail(submitted.status().message());
+  const engine::RequestEvent last = done.get_future().get();
+  const auto end = Clock::now();
+  fmt::print("\n");
+  std::fflush(stdout);
+  if (last.finish == engine::FinishReason::error) return fail(last.error);
+
+  auto secs = [](auto d) { return std::chrono::duration<double>(d).count(); };
+  const double prefill = tokens > 0 ? secs(first_token - start) : secs(end - start);
+  const double decode = tokens > 1 ? secs(end - first_token) : 0.0;
   fmt::print(stderr,
-             "[{} prompt tokens in {:.2f} s ({:.1f} tok/s); {} generated, decode {:.1f} tok/s; "
-             "finish: {}; {} threads]\n",
-             r.prompt_tokens, r.prefill_seconds, r.prompt_tokens / std::max(r.prefill_seconds, 1e-9),
-             r.tokens.size(), decoded / std::max(r.decode_seconds, 1e-9), r.finish_reason,
-             pool.size());
+             "[{} prompt tokens, first token after {:.2f} s ({:.1f} prompt tok/s); {} generated, "
+             "decode {:.1f} tok/s; finish: {}]\n",
+             last.prompt_tokens, prefill, last.prompt_tokens / std::max(prefill, 1e-9),
+             last.completion_tokens, tokens > 1 ? (tokens - 1) / std::max(decode, 1e-9) : 0.0,
+             engine::finish_reason_name(last.finish));
   return 0;
 }
 
@@ -104,11 +121,15 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--system", args->system, "System message (with --chat)");
   cmd->add_option("-n,--max-tokens", args->max_tokens, "Tokens to generate")
       ->check(CLI::Range(1, 1 << 20));
-  cmd->add_option("-t,--temperature", args->temperature, "0 = greedy")->check(CLI::Range(0.0, 100.0));
+  cmd->add_option("-t,--temperature", args->temperature, "0 = greedy")
+      ->check(CLI::Range(0.0, 100.0));
   cmd->add_option("--top-k", args->top_k, "0 = off")->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-p", args->top_p, "1 = off")->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--min-p", args->min_p, "0 = off")->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("-s,--seed", args->seed, "Seed of the sampler (same seed, same tokens)");
+  cmd->add_option("--repetition-penalty", args->repetition_penalty, "1 = off")
+      ->check(CLI::Range(0.01, 10.0));
+  cmd->add_option("-s,--seed", args->seed, "Seed of the sampler (same seed, same tokens)")
+      ->each([args](const std::string&) { args->seed_given = true; });
   cmd->add_option("--threads", args->threads, "CPU threads (0 = all cores)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--context", args->context, "Maximum context length (KV cache size)")

@@ -54,10 +54,11 @@ struct Engine::Impl {
       : bundle(b),
         opt(resolve(o, b.model.config)),
         pool(opt.threads),
-        transformer(b.model.config, b.model.weights, pool),
+        transformer(b.model.config, b.model.weights, pool, opt.kernels),
         cache(b.model.config, opt.kv_blocks, opt.block_size),
         blocks(opt.kv_blocks, opt.block_size, opt.prefix_cache),
-        fingerprint(make_fingerprint(b.model.weights, "cpu")) {
+        fingerprint(make_fingerprint(b.model.weights,
+                                     std::string("cpu-") + kernels::kernel_mode_name(opt.kernels))) {
     stats.kv_blocks_total = opt.kv_blocks;
     thread = std::thread([this] { loop(); });
   }
@@ -95,6 +96,7 @@ struct Engine::Impl {
   void run_step();
   void finish(Sequence& s, FinishReason why, std::string text, std::string error = {});
   void emit_token(Sequence& s, const float* row);
+  void end_request(Sequence& s, RequestEvent& ev);
   void publish_stats();
 };
 
@@ -269,15 +271,7 @@ void Engine::Impl::emit_token(Sequence& s, const float* row) {
   if (stopped || length) {
     if (!stopped) ev.text += s.text.finish();
     ev.finish = stopped ? FinishReason::stop : FinishReason::length;
-    ev.prompt_tokens = s.prompt_len;
-    ev.completion_tokens = s.generated();
-    ev.cached_prompt_tokens = s.cached_prompt_tokens;
-    blocks.release(s.table);
-    s.on_event(ev);
-    s.on_event = nullptr;  // marks it finished
-    std::lock_guard<std::mutex> lock(mu);
-    live.erase(s.id);
-    stats.requests_finished++;
+    end_request(s, ev);
     return;
   }
   s.on_event(ev);
@@ -290,15 +284,25 @@ void Engine::Impl::finish(Sequence& s, FinishReason why, std::string text, std::
   ev.text = std::move(text);
   ev.finish = why;
   ev.error = std::move(error);
+  end_request(s, ev);
+}
+
+// Frees the request's blocks, then reports its last event: when a client sees the end, the
+// stats already show the blocks returned.
+void Engine::Impl::end_request(Sequence& s, RequestEvent& ev) {
   ev.prompt_tokens = s.prompt_len;
   ev.completion_tokens = s.generated();
   ev.cached_prompt_tokens = s.cached_prompt_tokens;
   blocks.release(s.table);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    live.erase(s.id);
+    stats.requests_finished++;
+    stats.kv_blocks_used = blocks.num_used();
+    stats.kv_blocks_cached = blocks.num_cached();
+  }
   s.on_event(ev);
-  s.on_event = nullptr;
-  std::lock_guard<std::mutex> lock(mu);
-  live.erase(s.id);
-  stats.requests_finished++;
+  s.on_event = nullptr;  // marks it finished
 }
 
 void Engine::Impl::publish_stats() {

@@ -14,6 +14,7 @@
 #include "engine/model_bundle.h"
 #include "engine/request.h"
 #include "engine/stats.h"
+#include "kernels/types.h"
 
 namespace invar::engine {
 
@@ -26,6 +27,7 @@ struct EngineOptions {
   int max_queue = 1024;           // waiting requests before submit() refuses (resource_exhausted)
   int step_token_budget = 512;    // tokens per forward step (decode + prefill)
   bool prefix_cache = true;
+  kernels::KernelMode kernels = kernels::KernelMode::invariant;  // fast: negative control only
 };
 
 // Called on the engine thread: must not block. The last event of a request has finished().

@@ -8,6 +8,14 @@
 
 namespace invar::kernels {
 
+// `invariant` (the default) keeps the contract of DESIGN.md; `fast` is the baseline and the
+// negative control: it uses batch-dependent reductions (cuBLAS on the GPU, split-K on the CPU).
+enum class KernelMode : uint8_t { invariant, fast };
+
+inline const char* kernel_mode_name(KernelMode m) {
+  return m == KernelMode::invariant ? "invariant" : "fast";
+}
+
 // A row-major weight matrix [rows, cols]; a linear layer y = x W^T has rows = N (outputs),
 // cols = K (inputs). dtype is f32 or bf16.
 struct WeightRef {

@@ -8,8 +8,15 @@ namespace invar::model {
 
 namespace cpu = kernels::cpu;
 
-Transformer::Transformer(const ModelConfig& config, const ModelWeights& weights, ThreadPool& pool)
-    : config_(config), weights_(weights), pool_(pool), inv_freq_(rope_inv_freq(config)) {}
+Transformer::Transformer(const ModelConfig& config, const ModelWeights& weights, ThreadPool& pool,
+                         kernels::KernelMode mode)
+    : config_(config), weights_(weights), pool_(pool), mode_(mode), inv_freq_(rope_inv_freq(config)) {}
+
+void Transformer::linear(const float* x, const kernels::WeightRef& w, const float* bias,
+                         int64_t m, float* y) {
+  if (mode_ == kernels::KernelMode::fast) return cpu::gemm_split_k(x, w, bias, m, y, pool_);
+  cpu::gemm(x, w, bias, m, y, pool_);
+}
 
 Status Transformer::check_plan(const BatchPlan& plan, const KvCache& cache) const {
   const size_t t = plan.token_ids.size();
@@ -66,7 +73,7 @@ Status Transformer::forward(const BatchPlan& plan, KvCache& cache, std::vector<f
   cpu::rmsnorm(rows_.data(), weights_.final_norm.f32(), rows, hidden, config_.rms_eps,
                rows_.data(), pool_);
   logits.resize(size_t(rows) * config_.vocab_size);
-  cpu::gemm(rows_.data(), weights_.output().ref(), nullptr, rows, logits.data(), pool_);
+  linear(rows_.data(), weights_.output().ref(), nullptr, rows, logits.data());
   return Status();
 }
 
@@ -81,9 +88,9 @@ void Transformer::attention_block(int l, const BatchPlan& plan, KvCache& cache, 
 
   cpu::rmsnorm(x_.data(), w.attn_norm.f32(), tokens, hidden, config_.rms_eps, h_.data(), pool_);
   auto bias = [](const HostTensor& b) { return b.empty() ? nullptr : b.f32(); };
-  cpu::gemm(h_.data(), w.wq.ref(), bias(w.bq), tokens, q_.data(), pool_);
-  cpu::gemm(h_.data(), w.wk.ref(), bias(w.bk), tokens, k_.data(), pool_);
-  cpu::gemm(h_.data(), w.wv.ref(), bias(w.bv), tokens, v_.data(), pool_);
+  linear(h_.data(), w.wq.ref(), bias(w.bq), tokens, q_.data());
+  linear(h_.data(), w.wk.ref(), bias(w.bk), tokens, k_.data());
+  linear(h_.data(), w.wv.ref(), bias(w.bv), tokens, v_.data());
   if (config_.qk_norm) {  // per-head RMSNorm (Qwen3), before rope
     cpu::rmsnorm(q_.data(), w.q_norm.f32(), int64_t(tokens) * hq, d, config_.rms_eps, q_.data(),
                  pool_);
@@ -101,7 +108,7 @@ void Transformer::attention_block(int l, const BatchPlan& plan, KvCache& cache, 
                             plan.max_blocks_per_seq, cache.block_size()};
   cpu::attention(q_.data(), layer, ap, hq, 1.0f / std::sqrt(float(d)), attn_.data(), pool_);
 
-  cpu::gemm(attn_.data(), w.wo.ref(), nullptr, tokens, h_.data(), pool_);
+  linear(attn_.data(), w.wo.ref(), nullptr, tokens, h_.data());
   cpu::add(x_.data(), h_.data(), int64_t(tokens) * hidden, pool_);
 }
 
@@ -111,10 +118,10 @@ void Transformer::mlp_block(int l, int tokens) {
   gate_.resize(size_t(tokens) * inter);
   up_.resize(gate_.size());
   cpu::rmsnorm(x_.data(), w.ffn_norm.f32(), tokens, hidden, config_.rms_eps, h_.data(), pool_);
-  cpu::gemm(h_.data(), w.w_gate.ref(), nullptr, tokens, gate_.data(), pool_);
-  cpu::gemm(h_.data(), w.w_up.ref(), nullptr, tokens, up_.data(), pool_);
+  linear(h_.data(), w.w_gate.ref(), nullptr, tokens, gate_.data());
+  linear(h_.data(), w.w_up.ref(), nullptr, tokens, up_.data());
   cpu::silu_mul(gate_.data(), up_.data(), int64_t(tokens) * inter, gate_.data(), pool_);
-  cpu::gemm(gate_.data(), w.w_down.ref(), nullptr, tokens, h_.data(), pool_);
+  linear(gate_.data(), w.w_down.ref(), nullptr, tokens, h_.data());
   cpu::add(x_.data(), h_.data(), int64_t(tokens) * hidden, pool_);
 }
 

@@ -17,7 +17,9 @@ namespace invar::model {
 class Transformer {
  public:
   // Keeps references to config, weights and pool; they must outlive the transformer.
-  Transformer(const ModelConfig& config, const ModelWeights& weights, ThreadPool& pool);
+  // `mode` fast swaps in batch-dependent kernels: only for negative controls.
+  Transformer(const ModelConfig& config, const ModelWeights& weights, ThreadPool& pool,
+              kernels::KernelMode mode = kernels::KernelMode::invariant);
 
   // Runs one step: writes the batch's K/V into `cache` and the logits of plan.logit_rows to
   // `logits` ([L, V], row-major). Each logit row depends only on its own sequence (the
@@ -30,10 +32,12 @@ class Transformer {
   void attention_block(int layer, const BatchPlan& plan, KvCache& cache, int tokens);
   void mlp_block(int layer, int tokens);
   Status check_plan(const BatchPlan& plan, const KvCache& cache) const;
+  void linear(const float* x, const kernels::WeightRef& w, const float* bias, int64_t m, float* y);
 
   const ModelConfig& config_;
   const ModelWeights& weights_;
   ThreadPool& pool_;
+  kernels::KernelMode mode_;
   std::vector<float> inv_freq_;
   // Scratch activations, grown to the largest step seen.
   std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_, rows_;

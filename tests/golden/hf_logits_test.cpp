@@ -7,7 +7,6 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "engine/block_allocator.h"
 #include "model/transformer.h"
 #include "test_paths.h"
 

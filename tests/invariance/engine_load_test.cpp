@@ -157,6 +157,17 @@ TEST_F(EngineLoad, GreedyUnderLoadEqualsAlone) {
   for (const auto& o : run_loaded(p, 6, 24, busy_options())) EXPECT_TRUE(o == alone) << o.text;
 }
 
+// R8: the same comparison must see differences when the kernels are batch-dependent.
+TEST_F(EngineLoad, NegativeControlFastKernelsDifferUnderLoad) {
+  auto p = target(0.0f);
+  EngineOptions fast = busy_options();
+  fast.kernels = kernels::KernelMode::fast;
+  Outcome alone = run_alone(p, fast);
+  int differing = 0;
+  for (const auto& o : run_loaded(p, 6, 24, fast)) differing += !(o == alone);
+  EXPECT_GT(differing, 0) << "the load test cannot see batch-dependent kernels";
+}
+
 TEST_F(EngineLoad, SeededSamplingUnderLoadEqualsAlone) {
   auto p = target(0.8f);
   Outcome alone = run_alone(p);

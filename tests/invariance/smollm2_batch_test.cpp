@@ -10,7 +10,7 @@
 #include <memory>
 #include <random>
 
-#include "engine/block_allocator.h"
+#include "engine/block_manager.h"
 #include "engine/model_bundle.h"
 #include "model/transformer.h"
 #include "test_paths.h"
@@ -48,7 +48,7 @@ class SmolLM2Invariance : public ::testing::Test {
     const auto& m = bundle_->model;
     transformer_ = std::make_unique<model::Transformer>(m.config, m.weights, *pool_);
     cache_ = std::make_unique<model::KvCache>(m.config, 40 * kMaxBlocks, kBlockSize);
-    blocks_ = std::make_unique<engine::BlockAllocator>(cache_->num_blocks());
+    blocks_ = std::make_unique<engine::BlockManager>(cache_->num_blocks(), kBlockSize, false);
     target_.tokens = bundle_->tokenizer.encode(
         "The capital of France is Paris. The capital of Germany is Berlin, and the capital of "
         "Italy is Rome; the capital of Spain is",
@@ -67,7 +67,9 @@ class SmolLM2Invariance : public ::testing::Test {
       Sequence& s = *seqs[i];
       int end = s.cached + counts[i];
       int need = (end + kBlockSize - 1) / kBlockSize - int(s.table.size());
-      if (need > 0) EXPECT_TRUE(blocks_->allocate(need, s.table).ok());
+      if (need > 0) {
+        EXPECT_TRUE(blocks_->allocate(need, s.table).ok());
+      }
       std::span<const int32_t> toks(s.tokens.data() + s.cached, size_t(counts[i]));
       builder.add_sequence(toks, s.cached, s.table, &s == target ? model::LogitRows::all : model::LogitRows::last);
       s.cached = end;
@@ -104,7 +106,7 @@ class SmolLM2Invariance : public ::testing::Test {
   static inline ThreadPool* pool_ = nullptr;
   std::unique_ptr<model::Transformer> transformer_;
   std::unique_ptr<model::KvCache> cache_;
-  std::unique_ptr<engine::BlockAllocator> blocks_;
+  std::unique_ptr<engine::BlockManager> blocks_;
   Sequence target_;
 };
 
@@ -118,6 +120,15 @@ TEST_F(SmolLM2Invariance, ChunkedPrefillGivesSameBits) {
   for (int chunk : {1, 7, 64}) {
     EXPECT_TRUE(same_bits(whole, run_alone(chunk))) << "chunk size " << chunk;
   }
+}
+
+// R8: with batch-dependent (split-K for small M) kernels the same comparison fails.
+TEST_F(SmolLM2Invariance, NegativeControlFastKernelsDifferAcrossChunkings) {
+  const auto& m = bundle_->model;
+  transformer_ = std::make_unique<model::Transformer>(m.config, m.weights, *pool_,
+                                                      kernels::KernelMode::fast);
+  auto whole = run_alone(int(target_.tokens.size()));
+  EXPECT_FALSE(same_bits(whole, run_alone(1))) << "the comparison cannot see split-K";
 }
 
 TEST_F(SmolLM2Invariance, BatchedWithRandomSequencesGivesSameBits) {

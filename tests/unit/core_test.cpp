@@ -6,7 +6,6 @@
 #include "core/dtype.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
-#include "engine/block_allocator.h"
 #include "model/batch.h"
 
 namespace invar {
@@ -65,18 +64,6 @@ TEST(ThreadPool, CoversTheRangeExactlyOnce) {
       for (auto& h : hits) EXPECT_EQ(h.load(), 20);
     }
   }
-}
-
-TEST(BlockAllocator, AllocatesReleasesAndRefusesWhenFull) {
-  engine::BlockAllocator a(4);
-  std::vector<int32_t> t1, t2;
-  ASSERT_TRUE(a.allocate(3, t1).ok());
-  EXPECT_EQ(a.num_free(), 1);
-  EXPECT_FALSE(a.allocate(2, t2).ok());
-  EXPECT_TRUE(t2.empty());
-  a.release(t1);
-  EXPECT_EQ(a.num_free(), 4);
-  ASSERT_TRUE(a.allocate(4, t2).ok());
 }
 
 TEST(BatchPlan, SlotsFollowTheBlockTable) {

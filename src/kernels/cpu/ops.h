@@ -30,6 +30,14 @@ void gemm(const float* x,        // [M, K]
           int64_t m, float* y,   // [M, N]
           ThreadPool& pool);
 
+// The `fast` mode's GEMM: the reduction over K depends on M (split-K for small batches). Only
+// the negative control of the invariance tests uses it (gemm_split_k.cpp says why).
+void gemm_split_k(const float* x,      // [M, K]
+                  const WeightRef& w,  // [N, K]
+                  const float* bias,   // [N] or nullptr
+                  int64_t m, float* y,  // [M, N]
+                  ThreadPool& pool);
+
 // Rotates q and k in place at the given absolute positions.
 void rope(float* x,                // [T, heads, D]
           const int32_t* positions,  // [T]
