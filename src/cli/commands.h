@@ -8,6 +8,7 @@ namespace invar::cli {
 
 void add_generate(CLI::App& app);
 void add_serve(CLI::App& app);
+void add_chat(CLI::App& app);
 // `invar bench` and its subcommands (serve: a load generator against a running server).
 void add_bench(CLI::App& app);
 

@@ -8,6 +8,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   invar::cli::add_generate(app);
   invar::cli::add_serve(app);
+  invar::cli::add_chat(app);
   invar::cli::add_bench(app);
   CLI11_PARSE(app, argc, argv);
   return invar::cli::exit_code();
