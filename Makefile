@@ -2,6 +2,7 @@
 # make test - build and run the test suite
 BUILD ?= build
 JOBS ?= $(shell nproc)
+CMAKE_ARGS ?=
 PROMPT ?= The capital of France is
 
 .PHONY: all setup build run test model clean
@@ -12,7 +13,7 @@ setup:
 	@BUILD=$(BUILD) bash scripts/setup
 
 build: setup
-	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
 model:
