@@ -256,6 +256,10 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
     net::async_write(stream_, net::buffer(queue_.front()),
                      [self = shared_from_this()](beast::error_code ec, size_t) {
                        self->writing_ = false;
+                       if (self->closed_) {  // close() left the buffer alive for this write
+                         self->queue_.clear();
+                         return;
+                       }
                        self->stream_.expires_never();
                        if (ec) return self->client_gone();
                        self->queue_.pop_front();
@@ -275,7 +279,7 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
   void close() {
     if (closed_) return;
     closed_ = true;
-    queue_.clear();
+    if (!writing_) queue_.clear();  // else the write in flight still reads queue_.front()
     end_exchange();
     beast::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);

@@ -83,6 +83,8 @@ class InvarServer:
 
     def stop(self, timeout=60):
         """SIGTERM, then the exit status (None if it had to be killed)."""
+        if self.proc.poll() is not None and self.proc.returncode != 0:
+            print("invar serve died early; its log:\n" + "".join(self.log))
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
