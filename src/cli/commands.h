@@ -11,6 +11,8 @@ void add_serve(CLI::App& app);
 void add_chat(CLI::App& app);
 // `invar bench` and its subcommands (serve: a load generator against a running server).
 void add_bench(CLI::App& app);
+// `invar verify`: batch-invariance audit, in-process (--model) or of a server (--url).
+void add_verify(CLI::App& app);
 
 // The exit status set by the subcommand that ran.
 int exit_code();

@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
   invar::cli::add_serve(app);
   invar::cli::add_chat(app);
   invar::cli::add_bench(app);
+  invar::cli::add_verify(app);
   CLI11_PARSE(app, argc, argv);
   return invar::cli::exit_code();
 }

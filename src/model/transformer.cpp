@@ -57,7 +57,9 @@ Status Transformer::forward(const BatchPlan& plan, KvCache& cache, std::vector<f
   }
   x_.resize(size_t(tokens) * hidden);
   h_.resize(x_.size());
+  if (probe_) probe_->begin_step(plan);
   cpu::embedding(weights_.embedding.ref(), plan.token_ids.data(), tokens, x_.data(), pool_);
+  probe(-1, ProbeOp::embedding, x_.data(), tokens, hidden);
 
   for (int l = 0; l < config_.num_layers; ++l) {
     attention_block(l, plan, cache, tokens);
@@ -72,8 +74,10 @@ Status Transformer::forward(const BatchPlan& plan, KvCache& cache, std::vector<f
                 rows_.data() + r * hidden);
   cpu::rmsnorm(rows_.data(), weights_.final_norm.f32(), rows, hidden, config_.rms_eps,
                rows_.data(), pool_);
+  probe(config_.num_layers, ProbeOp::final_norm, rows_.data(), rows, hidden);
   logits.resize(size_t(rows) * config_.vocab_size);
   linear(rows_.data(), weights_.output().ref(), nullptr, rows, logits.data());
+  probe(config_.num_layers, ProbeOp::logits, logits.data(), rows, config_.vocab_size);
   return Status();
 }
 
@@ -87,19 +91,27 @@ void Transformer::attention_block(int l, const BatchPlan& plan, KvCache& cache, 
   attn_.resize(q_.size());
 
   cpu::rmsnorm(x_.data(), w.attn_norm.f32(), tokens, hidden, config_.rms_eps, h_.data(), pool_);
+  probe(l, ProbeOp::attn_norm, h_.data(), tokens, hidden);
   auto bias = [](const HostTensor& b) { return b.empty() ? nullptr : b.f32(); };
   linear(h_.data(), w.wq.ref(), bias(w.bq), tokens, q_.data());
+  probe(l, ProbeOp::q_proj, q_.data(), tokens, hq * d);
   linear(h_.data(), w.wk.ref(), bias(w.bk), tokens, k_.data());
+  probe(l, ProbeOp::k_proj, k_.data(), tokens, hkv * d);
   linear(h_.data(), w.wv.ref(), bias(w.bv), tokens, v_.data());
+  probe(l, ProbeOp::v_proj, v_.data(), tokens, hkv * d);
   if (config_.qk_norm) {  // per-head RMSNorm (Qwen3), before rope
     cpu::rmsnorm(q_.data(), w.q_norm.f32(), int64_t(tokens) * hq, d, config_.rms_eps, q_.data(),
                  pool_);
+    probe(l, ProbeOp::q_norm, q_.data(), tokens, hq * d);
     cpu::rmsnorm(k_.data(), w.k_norm.f32(), int64_t(tokens) * hkv, d, config_.rms_eps, k_.data(),
                  pool_);
+    probe(l, ProbeOp::k_norm, k_.data(), tokens, hkv * d);
   }
   kernels::RopeParams rope{config_.rope_style, int(inv_freq_.size() * 2), inv_freq_.data(), 1.0f};
   cpu::rope(q_.data(), plan.positions.data(), tokens, hq, int(d), rope, pool_);
+  probe(l, ProbeOp::rope_q, q_.data(), tokens, hq * d);
   cpu::rope(k_.data(), plan.positions.data(), tokens, hkv, int(d), rope, pool_);
+  probe(l, ProbeOp::rope_k, k_.data(), tokens, hkv * d);
 
   kernels::KvLayerRef layer = cache.layer(l);
   cpu::kv_store(k_.data(), v_.data(), plan.slots.data(), tokens, layer, pool_);
@@ -107,9 +119,12 @@ void Transformer::attention_block(int l, const BatchPlan& plan, KvCache& cache, 
                             plan.kv_lens.data(),      plan.block_tables.data(),
                             plan.max_blocks_per_seq, cache.block_size()};
   cpu::attention(q_.data(), layer, ap, hq, 1.0f / std::sqrt(float(d)), attn_.data(), pool_);
+  probe(l, ProbeOp::attention, attn_.data(), tokens, hq * d);
 
   linear(attn_.data(), w.wo.ref(), nullptr, tokens, h_.data());
+  probe(l, ProbeOp::o_proj, h_.data(), tokens, hidden);
   cpu::add(x_.data(), h_.data(), int64_t(tokens) * hidden, pool_);
+  probe(l, ProbeOp::attn_residual, x_.data(), tokens, hidden);
 }
 
 void Transformer::mlp_block(int l, int tokens) {
@@ -118,11 +133,17 @@ void Transformer::mlp_block(int l, int tokens) {
   gate_.resize(size_t(tokens) * inter);
   up_.resize(gate_.size());
   cpu::rmsnorm(x_.data(), w.ffn_norm.f32(), tokens, hidden, config_.rms_eps, h_.data(), pool_);
+  probe(l, ProbeOp::ffn_norm, h_.data(), tokens, hidden);
   linear(h_.data(), w.w_gate.ref(), nullptr, tokens, gate_.data());
+  probe(l, ProbeOp::gate_proj, gate_.data(), tokens, inter);
   linear(h_.data(), w.w_up.ref(), nullptr, tokens, up_.data());
+  probe(l, ProbeOp::up_proj, up_.data(), tokens, inter);
   cpu::silu_mul(gate_.data(), up_.data(), int64_t(tokens) * inter, gate_.data(), pool_);
+  probe(l, ProbeOp::silu_mul, gate_.data(), tokens, inter);
   linear(gate_.data(), w.w_down.ref(), nullptr, tokens, h_.data());
+  probe(l, ProbeOp::down_proj, h_.data(), tokens, hidden);
   cpu::add(x_.data(), h_.data(), int64_t(tokens) * hidden, pool_);
+  probe(l, ProbeOp::ffn_residual, x_.data(), tokens, hidden);
 }
 
 }  // namespace invar::model

@@ -8,6 +8,7 @@
 
 #include "core/status.h"
 #include "core/thread_pool.h"
+#include "model/activation_probe.h"
 #include "model/batch.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
@@ -28,16 +29,24 @@ class Transformer {
 
   const ModelConfig& config() const { return config_; }
 
+  // Hands every op's output to `probe` (nullptr: none, the default). The probe must outlive
+  // the forward calls it sees.
+  void set_probe(ActivationProbe* probe) { probe_ = probe; }
+
  private:
   void attention_block(int layer, const BatchPlan& plan, KvCache& cache, int tokens);
   void mlp_block(int layer, int tokens);
   Status check_plan(const BatchPlan& plan, const KvCache& cache) const;
   void linear(const float* x, const kernels::WeightRef& w, const float* bias, int64_t m, float* y);
+  void probe(int layer, ProbeOp op, float* data, int64_t rows, int64_t width) {
+    if (probe_) probe_->after_op(layer, op, data, rows, width);
+  }
 
   const ModelConfig& config_;
   const ModelWeights& weights_;
   ThreadPool& pool_;
   kernels::KernelMode mode_;
+  ActivationProbe* probe_ = nullptr;
   std::vector<float> inv_freq_;
   // Scratch activations, grown to the largest step seen.
   std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_, rows_;
