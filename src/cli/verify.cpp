@@ -50,6 +50,7 @@ struct VerifyArgs {
   int prefix_others = -1;
   int prefix_words = -1;
   int seeded_requests = -1;
+  int other_max_words = -1;
   float temperature = -1;
   int logprobs = 1;
   int max_concurrency = 1024;
@@ -148,6 +149,7 @@ int run_blackbox(const VerifyArgs& a) {
   set_if(o.prefix_others, a.prefix_others, -1);
   set_if(o.prefix_words, a.prefix_words, -1);
   set_if(o.seeded_requests, a.seeded_requests, -1);
+  set_if(o.other_max_words, a.other_max_words, -1);
   set_if(o.temperature, a.temperature, -1.0f);
   o.logprobs = a.logprobs;
   o.max_concurrency = a.max_concurrency;
@@ -264,6 +266,10 @@ void add_verify(CLI::App& app) {
       ->check(CLI::Range(1, 1 << 20))
       ->group(bb);
   cmd->add_option("--seeded-requests", a->seeded_requests, "Seeded identical requests (100)")
+      ->check(CLI::Range(1, 1 << 20))
+      ->group(bb);
+  cmd->add_option("--other-max-words", a->other_max_words,
+                  "Longest random prompt of the other requests, in words (300)")
       ->check(CLI::Range(1, 1 << 20))
       ->group(bb);
   cmd->add_option("--temperature", a->temperature, "Temperature of the seeded scenario (0.8)")

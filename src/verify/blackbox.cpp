@@ -133,8 +133,8 @@ class Runner {
   }
 
   // A random prompt of random length: words, sometimes around a built-in prompt.
-  std::string random_prompt(int max_words = 300) {
-    std::uniform_int_distribution<int> len(1, max_words);
+  std::string random_prompt() {
+    std::uniform_int_distribution<int> len(1, std::max(1, o_.other_max_words));
     const int n = std::min(len(rng_), len(rng_));  // shorter ones more often
     std::string p;
     if (rng_() % 4 == 0) p = builtin_prompts()[rng_() % builtin_prompts().size()] + " ";
@@ -309,6 +309,7 @@ BlackBoxOptions BlackBoxOptions::quick() {
   o.prefix_others = 4;
   o.prefix_words = 200;
   o.seeded_requests = 16;
+  o.other_max_words = 150;
   return o;
 }
 

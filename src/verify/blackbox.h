@@ -37,6 +37,7 @@ struct BlackBoxOptions {
   int prefix_others = 8;
   int prefix_words = 400;  // length of the shared prefix
   int seeded_requests = 100;
+  int other_max_words = 300;   // length of the other clients' random prompts
   float temperature = 0.8f;    // seeded scenario
   uint64_t seed = 1234;        // seeded scenario's request seed
   int logprobs = 1;            // alternatives asked per token; -1: do not ask
