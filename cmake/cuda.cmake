@@ -3,7 +3,7 @@
 # ON, so the default CPU build never looks for nvcc.
 #
 #   cmake -S . -B build-cuda -G Ninja -DINVAR_CUDA=ON
-#   cmake --build build-cuda --target invar_cuda gemm_test gemm_bench
+#   cmake --build build-cuda   (invar_cuda; {gemm,attention,ops}_test; {gemm,attention,ops}_bench)
 #
 # CUTLASS/CuTe headers (header-only use) come pinned from PyPI through scripts/setup-cuda, into
 # a cache outside the source tree; -DINVAR_CUTLASS_INCLUDE=<dir> points at another copy.
@@ -78,10 +78,20 @@ if(INVAR_CUDA_TESTS)
   # by ctest (scripts/gpu-check); ctest runs it from this binary directory.
   add_test(NAME cuda_gemm COMMAND ./gemm_test)
   set_tests_properties(cuda_gemm PROPERTIES LABELS cuda TIMEOUT 1200)
+  foreach(t attention_test ops_test)
+    add_executable(${t} ${PROJECT_SOURCE_DIR}/tests/cuda/${t}.cu)
+    invar_cuda_target(${t})
+    target_link_libraries(${t} PRIVATE invar_cuda GTest::gtest GTest::gtest_main)
+  endforeach()
+  add_test(NAME cuda_attention COMMAND ./attention_test)
+  add_test(NAME cuda_ops COMMAND ./ops_test)
+  set_tests_properties(cuda_attention cuda_ops PROPERTIES LABELS cuda TIMEOUT 1200)
 endif()
 
 if(INVAR_CUDA_BENCH)
-  add_executable(gemm_bench ${PROJECT_SOURCE_DIR}/bench/cuda/gemm_bench.cu)
-  invar_cuda_target(gemm_bench)
-  target_link_libraries(gemm_bench PRIVATE invar_cuda)
+  foreach(b gemm_bench attention_bench ops_bench)
+    add_executable(${b} ${PROJECT_SOURCE_DIR}/bench/cuda/${b}.cu)
+    invar_cuda_target(${b})
+    target_link_libraries(${b} PRIVATE invar_cuda)
+  endforeach()
 endif()

@@ -1,0 +1,282 @@
+// Benchmark of paged attention on the GPU: the invariant path against fast mode (the usual
+// batch-dependent split heuristic, same kernels otherwise) in the same run.
+//   B = sequences, KV = cached tokens per sequence, Hq / Hkv = heads, D = head dim
+// Decode: B sequences of one query token each; the cache pages are rotated over enough
+// disjoint copies (>= 256 MiB) that every call reads KV from device memory, not L2.
+// Prefill: causal, q_len = kv_len. Mixed: one 512-token chunk plus decode steps.
+// Each point: random bf16 data; warm-up, then a CUDA graph of `launches` calls per variant,
+// replays interleaved (A B A B ...), median replay time / launches. Rates: TB/s = K + V bytes
+// read (+ q, out) / t; TFLOP/s = 4 D Hq sum(positions attended) / t.
+// Usage: attention_bench [--smollm2] [--reps N] [--quick]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/attention.h"
+
+using invar::Status;
+using invar::kernels::AttentionPlan;
+using invar::kernels::KernelMode;
+using namespace invar::kernels::cuda;
+
+namespace {
+
+#define CHECK_CUDA(expr)                                                                      \
+  do {                                                                                        \
+    cudaError_t e_ = (expr);                                                                  \
+    if (e_ != cudaSuccess) {                                                                  \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                           \
+    }                                                                                         \
+  } while (0)
+
+void check(const Status& s, const char* what) {
+  if (!s.ok()) {
+    std::fprintf(stderr, "%s: %s\n", what, s.message().c_str());
+    std::exit(1);
+  }
+}
+
+__global__ void fill_random_bf16(uint16_t* p, int64_t count, uint64_t seed) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    uint64_t z = seed * 0x9E3779B97F4A7C15ull + uint64_t(i) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    float u = float(uint32_t((z ^ (z >> 31)) >> 40)) * (1.0f / 8388608.0f) - 1.0f;
+    uint32_t b;
+    memcpy(&b, &u, 4);
+    p[i] = uint16_t((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+  }
+}
+
+struct Shape {
+  const char* name;
+  int hq, hkv, d;
+};
+
+constexpr int kBlockSize = 16;
+
+// One step's sequences: (q_len, kv_len) each.
+struct Seq {
+  int q_len, kv_len;
+};
+
+struct Point {
+  std::string label;
+  std::vector<Seq> seqs;
+};
+
+// The cache, big enough for the largest rotation set of the run.
+struct Bench {
+  Shape shape;
+  KvCacheRef cache{};
+  int64_t cache_tokens = 0;
+  cudaStream_t stream = nullptr;
+  std::unique_ptr<CudaAttention> attn[2];  // invariant, fast
+  int reps = 15;
+};
+
+struct Result {
+  double us[2];
+  int64_t ctas[2];
+};
+
+Result run_point(Bench& b, const Point& pt) {
+  const Shape& sh = b.shape;
+  const int S = int(pt.seqs.size());
+  std::vector<int32_t> q_indptr{0}, kv_lens;
+  int64_t tokens = 0, kv_tokens = 0;
+  int max_blocks = 1;
+  for (const Seq& s : pt.seqs) {
+    q_indptr.push_back(q_indptr.back() + s.q_len);
+    kv_lens.push_back(s.kv_len);
+    tokens += s.q_len;
+    kv_tokens += s.kv_len;
+    max_blocks = std::max(max_blocks, (s.kv_len + kBlockSize - 1) / kBlockSize);
+  }
+  // Rotation sets of disjoint pages: >= 256 MiB of KV per rotation, as many as fit.
+  const int64_t kv_bytes = kv_tokens * sh.hkv * sh.d * 4;
+  const int64_t blocks_per_set = int64_t(S) * max_blocks;
+  const int64_t cache_blocks = b.cache_tokens / kBlockSize;
+  int sets = int(std::max<int64_t>(1, std::min<int64_t>((int64_t(256) << 20) / std::max<int64_t>(kv_bytes, 1) + 1, 16)));
+  sets = int(std::max<int64_t>(1, std::min<int64_t>(sets, cache_blocks / blocks_per_set)));
+  std::vector<int32_t> tables(size_t(sets) * S * max_blocks);
+  for (size_t i = 0; i < tables.size(); ++i) tables[i] = int32_t(i);
+  int32_t* d_tables = nullptr;
+  CHECK_CUDA(cudaMalloc(&d_tables, tables.size() * 4));
+  CHECK_CUDA(cudaMemcpy(d_tables, tables.data(), tables.size() * 4, cudaMemcpyHostToDevice));
+  const int64_t row = int64_t(sh.hq) * sh.d;
+  void *q = nullptr, *out = nullptr;
+  CHECK_CUDA(cudaMalloc(&q, size_t(tokens * row) * 2));
+  CHECK_CUDA(cudaMalloc(&out, size_t(tokens * row) * 2));
+  fill_random_bf16<<<1024, 256, 0, b.stream>>>(static_cast<uint16_t*>(q), tokens * row, 99);
+
+  AttentionPlan hp;
+  hp.num_seqs = S;
+  hp.q_indptr = q_indptr.data();
+  hp.kv_lens = kv_lens.data();
+  hp.max_blocks_per_seq = max_blocks;
+  hp.block_size = kBlockSize;
+  const AttentionDims dims{sh.hq, sh.hkv, sh.d, 1.0f / std::sqrt(float(sh.d))};
+  const int64_t work = kv_tokens;  // rough size of a call, for the launch count
+  const int launches = work < 100000 ? 20 : work < 2000000 ? 8 : 3;
+
+  Result res{};
+  cudaGraphExec_t exec[2];
+  for (int v = 0; v < 2; ++v) {
+    const KernelMode mode = v == 0 ? KernelMode::invariant : KernelMode::fast;
+    check(b.attn[v]->plan(hp, dims, mode, b.stream), "plan");
+    res.ctas[v] = b.attn[v]->stats().ctas;
+    auto enqueue = [&](int i) {
+      AttentionPlan dp = hp;
+      dp.q_indptr = nullptr;
+      dp.kv_lens = nullptr;
+      dp.block_tables = d_tables + int64_t(i % sets) * S * max_blocks;
+      check(b.attn[v]->run(static_cast<const __nv_bfloat16*>(q), row, b.cache, dp,
+                           static_cast<__nv_bfloat16*>(out), row, b.stream),
+            "run");
+    };
+    for (int i = 0; i < 3; ++i) enqueue(i);  // warm-up
+    CHECK_CUDA(cudaStreamSynchronize(b.stream));
+    cudaGraph_t g;
+    CHECK_CUDA(cudaStreamBeginCapture(b.stream, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < launches; ++i) enqueue(i);
+    CHECK_CUDA(cudaStreamEndCapture(b.stream, &g));
+    CHECK_CUDA(cudaGraphInstantiate(&exec[v], g, 0));
+    CHECK_CUDA(cudaGraphDestroy(g));
+    CHECK_CUDA(cudaGraphLaunch(exec[v], b.stream));
+    CHECK_CUDA(cudaStreamSynchronize(b.stream));
+  }
+  cudaEvent_t e0, e1;
+  CHECK_CUDA(cudaEventCreate(&e0));
+  CHECK_CUDA(cudaEventCreate(&e1));
+  std::vector<double> t[2];
+  for (int r = 0; r < b.reps; ++r) {
+    for (int v = 0; v < 2; ++v) {
+      CHECK_CUDA(cudaEventRecord(e0, b.stream));
+      CHECK_CUDA(cudaGraphLaunch(exec[v], b.stream));
+      CHECK_CUDA(cudaEventRecord(e1, b.stream));
+      CHECK_CUDA(cudaEventSynchronize(e1));
+      float ms = 0;
+      CHECK_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+      t[v].push_back(double(ms) * 1e3 / launches);
+    }
+  }
+  for (int v = 0; v < 2; ++v) {
+    std::sort(t[v].begin(), t[v].end());
+    res.us[v] = t[v][t[v].size() / 2];
+    CHECK_CUDA(cudaGraphExecDestroy(exec[v]));
+  }
+  CHECK_CUDA(cudaEventDestroy(e0));
+  CHECK_CUDA(cudaEventDestroy(e1));
+  CHECK_CUDA(cudaFree(d_tables));
+  CHECK_CUDA(cudaFree(q));
+  CHECK_CUDA(cudaFree(out));
+  return res;
+}
+
+void print_header(const char* what) {
+  std::printf("\n%-28s | %9s %7s %7s %6s | %9s %7s %7s %6s | %5s\n", what, "inv us", "TB/s",
+              "TFLOP/s", "CTAs", "fast us", "TB/s", "TFLOP/s", "CTAs", "ratio");
+}
+
+void report(Bench& b, const Point& pt) {
+  const Shape& sh = b.shape;
+  const Result r = run_point(b, pt);
+  double bytes = 0, flops = 0;
+  for (const Seq& s : pt.seqs) {
+    bytes += double(s.kv_len) * sh.hkv * sh.d * 4 + double(s.q_len) * sh.hq * sh.d * 4;
+    // Query at position p attends p + 1 positions.
+    const double first = s.kv_len - s.q_len;
+    const double attended = double(s.q_len) * (first + 1) + double(s.q_len) * (s.q_len - 1) / 2;
+    flops += 4.0 * sh.d * sh.hq * attended;
+  }
+  std::printf("%-28s | %9.1f %7.2f %7.1f %6lld | %9.1f %7.2f %7.1f %6lld | %5.2f\n",
+              pt.label.c_str(), r.us[0], bytes / r.us[0] * 1e-6, flops / r.us[0] * 1e-6,
+              (long long)r.ctas[0], r.us[1], bytes / r.us[1] * 1e-6, flops / r.us[1] * 1e-6,
+              (long long)r.ctas[1], r.us[1] / r.us[0]);
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool smol = false, quick = false;
+  int reps = 15;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--smollm2")) smol = true;
+    else if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::atoi(argv[++i]);
+    else {
+      std::fprintf(stderr, "usage: attention_bench [--smollm2] [--quick] [--reps N]\n");
+      return 2;
+    }
+  }
+  Bench b;
+  b.shape = smol ? Shape{"smollm2-135m", 9, 3, 64} : Shape{"qwen3-8b", 32, 8, 128};
+  b.reps = reps;
+  cudaDeviceProp prop{};
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  CHECK_CUDA(cudaStreamCreateWithFlags(&b.stream, cudaStreamNonBlocking));
+  for (auto& a : b.attn) {
+    auto created = CudaAttention::create(0);
+    check(created.status(), "CudaAttention::create");
+    a = std::move(*created);
+  }
+  // Cache: 4M tokens (Qwen3-8B: 16 GiB per K and V... halved for SmolLM2's smaller rows).
+  b.cache_tokens = int64_t(4) << 20;
+  const int64_t elems = b.cache_tokens * b.shape.hkv * b.shape.d;
+  void *k = nullptr, *v = nullptr;
+  CHECK_CUDA(cudaMalloc(&k, size_t(elems) * 2));
+  CHECK_CUDA(cudaMalloc(&v, size_t(elems) * 2));
+  fill_random_bf16<<<4096, 256, 0, b.stream>>>(static_cast<uint16_t*>(k), elems, 1);
+  fill_random_bf16<<<4096, 256, 0, b.stream>>>(static_cast<uint16_t*>(v), elems, 2);
+  CHECK_CUDA(cudaStreamSynchronize(b.stream));
+  b.cache = {static_cast<__nv_bfloat16*>(k), static_cast<__nv_bfloat16*>(v),
+             int(b.cache_tokens / kBlockSize), kBlockSize, b.shape.hkv, b.shape.d};
+
+  std::printf("device: %s (%d SMs, L2 %d MiB)\n", prop.name, prop.multiProcessorCount,
+              prop.l2CacheSize >> 20);
+  std::printf("shape: %s (Hq %d, Hkv %d, D %d), block size %d; median of %d graph replays;\n"
+              "ratio = t(fast) / t(invariant) (> 1: invariant faster); fast = split count from "
+              "batch and SM count\n",
+              b.shape.name, b.shape.hq, b.shape.hkv, b.shape.d, kBlockSize, reps);
+
+  print_header("decode B x KV");
+  const std::vector<int> batches = quick ? std::vector<int>{1, 16, 128} : std::vector<int>{1, 4, 16, 64, 256};
+  const std::vector<int> kvs = quick ? std::vector<int>{1024, 8192} : std::vector<int>{512, 2048, 8192, 32768};
+  for (int bsz : batches) {
+    for (int kv : kvs) {
+      if (int64_t(bsz) * kv > b.cache_tokens / 2) continue;
+      Point pt{"decode " + std::to_string(bsz) + " x " + std::to_string(kv), {}};
+      pt.seqs.assign(size_t(bsz), Seq{1, kv});
+      report(b, pt);
+    }
+  }
+  print_header("prefill B x L (causal)");
+  for (auto [bsz, len] : quick ? std::vector<std::pair<int, int>>{{1, 2048}, {1, 8192}}
+                               : std::vector<std::pair<int, int>>{{1, 512}, {1, 2048}, {1, 8192}, {4, 4096}, {16, 1024}}) {
+    Point pt{"prefill " + std::to_string(bsz) + " x " + std::to_string(len), {}};
+    pt.seqs.assign(size_t(bsz), Seq{len, len});
+    report(b, pt);
+  }
+  print_header("mixed step");
+  for (int dec : {15, 63}) {
+    Point pt{"chunk 512@4096 + " + std::to_string(dec) + " dec@4096", {}};
+    pt.seqs.push_back({512, 4096});
+    for (int i = 0; i < dec; ++i) pt.seqs.push_back({1, 4096});
+    report(b, pt);
+  }
+  CHECK_CUDA(cudaFree(k));
+  CHECK_CUDA(cudaFree(v));
+  return 0;
+}

@@ -1,0 +1,98 @@
+// Causal grouped-query attention over a paged bf16 KV cache on NVIDIA GPUs, for varlen batches
+// that mix prefill chunks and decode steps (one kernel family for both).
+//   S = sequences, T = tokens in the step, Hq / Hkv = query / kv heads, G = Hq / Hkv,
+//   D = head dim (64 or 128), P = a query's absolute position
+//
+// Recipe (R3), the same for every query wherever it sits:
+//   - a query row (token, q head) walks KV positions 0..P in tiles of kAttnKvTile positions
+//     aligned to absolute position 0; per tile: scores on tensor cores (mma m16n8k16, k over D
+//     in order), masked scores = -inf, online softmax in base 2 (running max m, sum l, scaled
+//     accumulator acc), P x V on tensor cores;
+//   - every kAttnSplitTiles tiles (a split, also aligned to position 0) the state (m, l, acc)
+//     is folded into (M, L, O) in split order 0, 1, 2, ...; out = O / L.
+// A CTA computes up to 64 rows of one sequence and one kv head. A prefill CTA walks all splits
+// and folds in shared memory; a decode step (or a short chunk) puts one split per CTA, writes
+// the split's state, and a merge kernel folds the states in the same order with the same
+// arithmetic. Which of the two a sequence gets is a host-side choice (plan) that never changes
+// bits; the split count of a query depends on its own position only.
+//
+// `fast` mode (baseline and negative control): the usual load-dependent heuristics. Decode
+// sequences get ~2 x SM-count / (batch x Hkv) splits, prefill sequences no split at all, so
+// the bits of a query depend on the batch.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <memory>
+
+#include "core/status.h"
+#include "kernels/types.h"
+
+namespace invar::kernels::cuda {
+
+// Positions per softmax tile and tiles per split: fixed, from absolute position 0 (R3).
+inline constexpr int kAttnKvTile = 64;
+inline constexpr int kAttnSplitTiles = 4;  // 256 positions
+
+struct AttentionDims {
+  int q_heads = 0;
+  int kv_heads = 0;
+  int head_dim = 0;    // 64 or 128
+  float scale = 0.0f;  // softmax scale, usually 1 / sqrt(head_dim)
+};
+
+// One layer of the paged cache in device memory: [num_blocks, block_size, Hkv, D] bf16 each.
+struct KvCacheRef {
+  __nv_bfloat16* k = nullptr;
+  __nv_bfloat16* v = nullptr;
+  int num_blocks = 0;
+  int block_size = 0;
+  int kv_heads = 0;
+  int head_dim = 0;
+};
+
+// Writes this step's K and V rows into their cache slots (slot = block * block_size + offset;
+// a negative slot is skipped: padding). Row t of k is k + t * k_stride, heads contiguous.
+Status kv_store(const __nv_bfloat16* k, int64_t k_stride,  // [T, Hkv, D]
+                const __nv_bfloat16* v, int64_t v_stride,  // [T, Hkv, D]
+                const int64_t* slots,                      // [T], device
+                int64_t tokens, const KvCacheRef& cache, cudaStream_t stream);
+
+// Plan on the host once per step, run on the device once per layer (graph-capturable).
+// Owns the device work list and the split-state buffers; no handle lives in a global.
+class CudaAttention {
+ public:
+  static Result<std::unique_ptr<CudaAttention>> create(int device);
+  ~CudaAttention();
+  CudaAttention(const CudaAttention&) = delete;
+  CudaAttention& operator=(const CudaAttention&) = delete;
+
+  // Builds the step's work list from host copies of plan.q_indptr and plan.kv_lens (the
+  // block tables are not read here) and uploads it on `stream`. May allocate.
+  Status plan(const AttentionPlan& host_plan, const AttentionDims& dims, KernelMode mode,
+              cudaStream_t stream);
+
+  // out = attention(q, cache) for the planned step. device_plan.block_tables is a device
+  // array [S, max_blocks_per_seq]; q row t (one token, all Hq heads) is q + t * q_stride,
+  // likewise out. No allocation, no synchronisation.
+  Status run(const __nv_bfloat16* q, int64_t q_stride,  // [T, Hq, D]
+             const KvCacheRef& cache, const AttentionPlan& device_plan,
+             __nv_bfloat16* out, int64_t out_stride,  // [T, Hq, D]
+             cudaStream_t stream);
+
+  struct Stats {
+    int64_t ctas = 0;          // attention CTAs of the planned step
+    int64_t split_ctas = 0;    // of which write split states
+    int64_t merge_ctas = 0;    // merge CTAs
+  };
+  Stats stats() const;
+
+ private:
+  CudaAttention() = default;
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace invar::kernels::cuda

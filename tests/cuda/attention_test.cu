@@ -1,0 +1,538 @@
+// GPU tests of kernels/cuda/attention.h (CTest label `cuda`; run by scripts/gpu-check).
+//   S = sequences, T = tokens, Hq / Hkv = query / kv heads, D = head dim, L = target length
+// Data: every logical sequence `id` has K, V and Q values that are a hash of (id, position,
+// head, dim), so any batch can hold any slice of any sequence, and the cache pages of a
+// sequence are shared read-only by every batch entry that names it. Physical blocks are a
+// random permutation, so sequences interleave in memory.
+// 1. Correctness: a mixed batch (decode steps, prefill chunks, awkward lengths 1, 7, 17, 129,
+//    769, 5125) in both modes against an f64 reference computed from the hashes, not the cache.
+// 2. Invariance (R3), bitwise: the target's rows computed as 1-token decode steps (at
+//    positions crossing tile and split boundaries, in batches of 1..255 next to random other
+//    sequences), in every chunking of its prompt, in prefills of many lengths, and under
+//    every cache block size, equal the rows of one prefill of the whole target.
+// 3. Negative control (R8): the same comparisons in fast mode find differences.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/attention.h"
+#include "test_util.cuh"
+
+namespace invar::kernels::cuda {
+namespace {
+
+using namespace cudatest;
+
+struct AttnShape {
+  const char* name;
+  int hq, hkv, d;
+};
+constexpr AttnShape kSmol{"smollm2-135m", 9, 3, 64};
+constexpr AttnShape kQwen3{"qwen3-8b", 32, 8, 128};
+
+constexpr uint64_t kSeedK = 11, kSeedV = 12, kSeedQ = 13;
+constexpr float kQScale = 3.0f;  // peakier softmax than uniform [-1, 1) queries give
+
+// Element index of a logical value: (id, pos, head, dim) -> hash input.
+__host__ __device__ inline uint64_t key(int id, int pos, int head, int dim) {
+  return ((uint64_t(id) * 1000003ull + uint64_t(pos)) * 256ull + uint64_t(head)) * 512ull +
+         uint64_t(dim);
+}
+__host__ __device__ inline uint16_t k_bits(int id, int p, int h, int d) {
+  return bf16_bits(uniform(kSeedK, key(id, p, h, d)));
+}
+__host__ __device__ inline uint16_t v_bits(int id, int p, int h, int d) {
+  return bf16_bits(uniform(kSeedV, key(id, p, h, d)));
+}
+__host__ __device__ inline uint16_t q_bits(int id, int p, int h, int d) {
+  return bf16_bits(kQScale * uniform(kSeedQ, key(id, p, h, d)));
+}
+
+// Writes sequence `id`'s K/V for positions [0, len) into its pages.
+__global__ void fill_cache_kernel(uint16_t* ck, uint16_t* cv, const int32_t* table, int id,
+                                  int len, int block_size, int hkv, int d) {
+  const int64_t total = int64_t(len) * hkv * d;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int dd = int(i % d), h = int((i / d) % hkv), p = int(i / (int64_t(d) * hkv));
+    const int64_t slot = int64_t(table[p / block_size]) * block_size + p % block_size;
+    const int64_t off = (slot * hkv + h) * d + dd;
+    ck[off] = k_bits(id, p, h, dd);
+    cv[off] = v_bits(id, p, h, dd);
+  }
+}
+
+// q[t, h, :] for tokens given as (id, pos) pairs.
+__global__ void fill_q_kernel(uint16_t* q, const int32_t* tok_id, const int32_t* tok_pos,
+                              int64_t tokens, int hq, int d) {
+  const int64_t total = tokens * hq * d;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int dd = int(i % d), h = int((i / d) % hq);
+    const int64_t t = i / (int64_t(d) * hq);
+    q[i] = q_bits(tok_id[t], tok_pos[t], h, dd);
+  }
+}
+
+// Dense logical K / V of one sequence, [len, Hkv, D] bf16, for the reference.
+__global__ void fill_dense_kernel(uint16_t* k, uint16_t* v, int id, int len, int hkv, int d) {
+  const int64_t total = int64_t(len) * hkv * d;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int dd = int(i % d), h = int((i / d) % hkv), p = int(i / (int64_t(d) * hkv));
+    k[i] = k_bits(id, p, h, dd);
+    v[i] = v_bits(id, p, h, dd);
+  }
+}
+
+// f64 reference from the logical (unpaged) data: one thread per (token, q head); every token of
+// the batch belongs to sequence id 0 or 1, whose dense K / V are k0 / v0 and k1 / v1.
+__global__ void reference_kernel(const int32_t* tok_id, const int32_t* tok_pos, int64_t tokens,
+                                 int hq, int hkv, int d, double scale, const uint16_t* k0,
+                                 const uint16_t* v0, const uint16_t* k1, const uint16_t* v1,
+                                 double* out) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= tokens * hq) return;
+  const int64_t t = i / hq;
+  const int h = int(i % hq), kvh = h / (hq / hkv);
+  const int id = tok_id[t], pos = tok_pos[t];
+  const uint16_t* k = id == 0 ? k0 : k1;
+  const uint16_t* v = id == 0 ? v0 : v1;
+  double q[128], acc[128];
+  for (int j = 0; j < d; ++j) {
+    q[j] = double(bf16_value(q_bits(id, pos, h, j)));
+    acc[j] = 0;
+  }
+  double mx = -1e300;
+  for (int p = 0; p <= pos; ++p) {
+    const uint16_t* kr = k + (int64_t(p) * hkv + kvh) * d;
+    double s = 0;
+    for (int j = 0; j < d; ++j) s += q[j] * double(bf16_value(kr[j]));
+    mx = fmax(mx, s * scale);
+  }
+  double sum = 0;
+  for (int p = 0; p <= pos; ++p) {
+    const uint16_t* kr = k + (int64_t(p) * hkv + kvh) * d;
+    const uint16_t* vr = v + (int64_t(p) * hkv + kvh) * d;
+    double s = 0;
+    for (int j = 0; j < d; ++j) s += q[j] * double(bf16_value(kr[j]));
+    const double w = exp(s * scale - mx);
+    sum += w;
+    for (int j = 0; j < d; ++j) acc[j] += w * double(bf16_value(vr[j]));
+  }
+  for (int j = 0; j < d; ++j) out[i * d + j] = acc[j] / sum;
+}
+
+// One batch entry: tokens [q_start, q_start + q_len) of logical sequence `id`.
+struct Entry {
+  int id, q_start, q_len;
+};
+
+struct BatchOut {
+  std::vector<uint16_t> out;       // [T, Hq, D]
+  std::vector<int32_t> q_indptr;   // [S + 1]
+  CudaAttention::Stats stats;
+};
+
+// Owns a paged cache holding every logical sequence of a test, and runs batches over it.
+class Harness {
+ public:
+  Harness(const AttnShape& shape, int block_size, const std::vector<int>& lengths, uint64_t seed)
+      : shape_(shape), block_size_(block_size), lengths_(lengths) {
+    int total_blocks = 0;
+    for (int len : lengths) total_blocks += (len + block_size - 1) / block_size;
+    std::vector<int32_t> perm(size_t(total_blocks) + 1);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::mt19937_64 rng(seed);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    num_blocks_ = total_blocks + 1;
+    max_blocks_ = 1;
+    size_t next = 0;
+    for (int len : lengths) {
+      const int nb = (len + block_size - 1) / block_size;
+      tables_.emplace_back(perm.begin() + long(next), perm.begin() + long(next + size_t(nb)));
+      next += size_t(nb);
+      max_blocks_ = std::max(max_blocks_, nb);
+    }
+    const size_t cache_elems = size_t(num_blocks_) * block_size * shape.hkv * shape.d;
+    k_ = DeviceBuffer(cache_elems * 2);
+    v_ = DeviceBuffer(cache_elems * 2);
+    // Unused slots hold NaN: a kernel that reads past a sequence's length poisons its output.
+    poison_bf16(k_.p, int64_t(cache_elems));
+    poison_bf16(v_.p, int64_t(cache_elems));
+    for (size_t id = 0; id < lengths.size(); ++id) {
+      DeviceBuffer t = upload(tables_[id]);
+      fill_cache_kernel<<<512, 256>>>(k_.as<uint16_t>(), v_.as<uint16_t>(), t.as<int32_t>(),
+                                      int(id), lengths[id], block_size, shape.hkv, shape.d);
+      cudaDeviceSynchronize();
+    }
+    auto created = CudaAttention::create(0);
+    if (created.ok()) attn_ = std::move(*created);
+  }
+
+  bool ok() const { return k_.p && v_.p && attn_; }
+  int length(int id) const { return lengths_[size_t(id)]; }
+
+  void tokens_of(const std::vector<Entry>& batch, std::vector<int32_t>& ids,
+                 std::vector<int32_t>& pos) const {
+    for (const Entry& e : batch) {
+      for (int t = 0; t < e.q_len; ++t) {
+        ids.push_back(e.id);
+        pos.push_back(e.q_start + t);
+      }
+    }
+  }
+
+  // Runs one step; `out` is poisoned first.
+  void run(const std::vector<Entry>& batch, KernelMode mode, BatchOut& res) {
+    const int S = int(batch.size());
+    std::vector<int32_t> q_indptr{0}, kv_lens, tables(size_t(S) * max_blocks_, -1);
+    for (int s = 0; s < S; ++s) {
+      const Entry& e = batch[size_t(s)];
+      ASSERT_LE(e.q_start + e.q_len, lengths_[size_t(e.id)]);
+      q_indptr.push_back(q_indptr.back() + e.q_len);
+      kv_lens.push_back(e.q_start + e.q_len);
+      const auto& tb = tables_[size_t(e.id)];
+      std::copy(tb.begin(), tb.end(), tables.begin() + long(s) * max_blocks_);
+    }
+    std::vector<int32_t> ids, pos;
+    tokens_of(batch, ids, pos);
+    const int64_t T = int64_t(ids.size());
+    const int64_t row = int64_t(shape_.hq) * shape_.d;
+    DeviceBuffer d_ids = upload(ids), d_pos = upload(pos), d_tables = upload(tables);
+    DeviceBuffer q(size_t(T * row) * 2), out(size_t(T * row) * 2);
+    fill_q_kernel<<<512, 256>>>(q.as<uint16_t>(), d_ids.as<int32_t>(), d_pos.as<int32_t>(), T,
+                                shape_.hq, shape_.d);
+    poison_bf16(out.p, T * row);
+    CUDA_OK(cudaDeviceSynchronize());
+
+    AttentionPlan hp;
+    hp.num_seqs = S;
+    hp.q_indptr = q_indptr.data();
+    hp.kv_lens = kv_lens.data();
+    hp.max_blocks_per_seq = max_blocks_;
+    hp.block_size = block_size_;
+    const AttentionDims dims{shape_.hq, shape_.hkv, shape_.d, 1.0f / std::sqrt(float(shape_.d))};
+    STATUS_OK(attn_->plan(hp, dims, mode, nullptr));
+    AttentionPlan dp = hp;
+    dp.q_indptr = nullptr;
+    dp.kv_lens = nullptr;
+    dp.block_tables = d_tables.as<int32_t>();
+    const KvCacheRef cache{k_.as<__nv_bfloat16>(), v_.as<__nv_bfloat16>(), num_blocks_,
+                           block_size_, shape_.hkv, shape_.d};
+    STATUS_OK(attn_->run(q.as<__nv_bfloat16>(), row, cache, dp, out.as<__nv_bfloat16>(), row,
+                         nullptr));
+    CUDA_OK(cudaDeviceSynchronize());
+    CUDA_OK(cudaGetLastError());
+    res.out = download<uint16_t>(out.p, size_t(T * row));
+    res.q_indptr = q_indptr;
+    res.stats = attn_->stats();
+  }
+
+  const AttnShape& shape() const { return shape_; }
+
+ private:
+  AttnShape shape_;
+  int block_size_;
+  std::vector<int> lengths_;
+  std::vector<std::vector<int32_t>> tables_;
+  int num_blocks_ = 0, max_blocks_ = 0;
+  DeviceBuffer k_, v_;
+  std::unique_ptr<CudaAttention> attn_;
+};
+
+// Logical sequences of every test: 0 = the target (L = 2100: 33 tiles, 9 splits), 1 = a long
+// one (5125), 2.. = a pool of random lengths for the neighbours.
+constexpr int kTargetLen = 2100;
+constexpr int kPool = 24;
+std::vector<int> test_lengths() {
+  std::vector<int> lens{kTargetLen, 5125};
+  std::mt19937 rng(7);
+  for (int i = 0; i < kPool; ++i) lens.push_back(1 + int(rng() % 3000));
+  return lens;
+}
+
+// A random neighbour: a decode step (half the time) or a prefill chunk of a pool sequence.
+Entry random_other(std::mt19937& rng, const Harness& h, bool decode_only) {
+  const int id = 2 + int(rng() % kPool);
+  const int len = h.length(id);
+  const int q_len = decode_only || rng() % 2 ? 1 : 1 + int(rng() % std::min(len, 300));
+  const int q_start = int(rng() % uint32_t(len - q_len + 1));
+  return {id, q_start, q_len};
+}
+
+// Positions where tiles (64) and splits (256) begin and end, and a few random ones.
+std::vector<int> boundary_positions() {
+  std::vector<int> p{0,    1,    2,    31,   62,   63,   64,   65,   127,  128,  129,  191,
+                     255,  256,  257,  319,  511,  512,  513,  767,  768,  769,  1023, 1024,
+                     1025, 1279, 1535, 1536, 1537, 2047, 2048, 2049, 2099};
+  std::mt19937 rng(3);
+  for (int i = 0; i < 16; ++i) p.push_back(int(rng() % kTargetLen));
+  return p;
+}
+
+// Rows of the target (id 0) in a batch output, compared with the reference rows bit for bit.
+// Returns the number of differing rows; every target row must have been written.
+int64_t count_target_diffs(const BatchOut& b, const std::vector<Entry>& batch,
+                           const std::vector<uint16_t>& ref, int64_t row, int64_t* compared) {
+  if (b.q_indptr.size() != batch.size() + 1 || ref.empty()) {
+    ADD_FAILURE() << "the batch or the reference did not run";
+    return int64_t(1) << 40;
+  }
+  int64_t diffs = 0;
+  for (size_t s = 0; s < batch.size(); ++s) {
+    if (batch[s].id != 0) continue;
+    for (int t = 0; t < batch[s].q_len; ++t) {
+      const int64_t tok = b.q_indptr[s] + t;
+      const int64_t p = batch[s].q_start + t;
+      diffs += std::memcmp(b.out.data() + tok * row, ref.data() + p * row, size_t(row) * 2) != 0;
+      ++*compared;
+    }
+  }
+  return diffs;
+}
+
+void expect_all_finite(const std::vector<uint16_t>& v, const char* what) {
+  int64_t bad = 0;
+  for (uint16_t h : v) bad += (h & 0x7f80u) == 0x7f80u;
+  EXPECT_EQ(bad, 0) << what << ": " << bad << " outputs are NaN/inf (unwritten or read garbage)";
+}
+
+class AttentionCuda : public ::testing::TestWithParam<AttnShape> {};
+
+TEST_P(AttentionCuda, MatchesF64Reference) {
+  REQUIRE_GPU();
+  const AttnShape sh = GetParam();
+  Harness h(sh, 16, test_lengths(), 1);
+  ASSERT_TRUE(h.ok());
+  // Awkward lengths: decode at kv 1, 7, 769, 5125; chunks of 17, 129, 64, 5 and 300 tokens.
+  std::vector<Entry> batch{{1, 0, 1},   {1, 0, 7},    {1, 768, 1},  {1, 5124, 1}, {0, 0, 17},
+                           {0, 0, 129}, {0, 300, 64}, {0, 1000, 5}, {0, 2099, 1}, {1, 4900, 40},
+                           {1, 0, 1}};
+  std::vector<int32_t> ids, pos;
+  h.tokens_of(batch, ids, pos);
+  const int64_t T = int64_t(ids.size()), row = int64_t(sh.hq) * sh.d;
+  DeviceBuffer d_ids = upload(ids), d_pos = upload(pos), ref_d(size_t(T * row) * 8);
+  DeviceBuffer dense[2][2];
+  for (int id = 0; id < 2; ++id) {
+    const int64_t n = int64_t(h.length(id)) * sh.hkv * sh.d;
+    dense[id][0] = DeviceBuffer(size_t(n) * 2);
+    dense[id][1] = DeviceBuffer(size_t(n) * 2);
+    fill_dense_kernel<<<512, 256>>>(dense[id][0].as<uint16_t>(), dense[id][1].as<uint16_t>(), id,
+                                    h.length(id), sh.hkv, sh.d);
+  }
+  reference_kernel<<<unsigned((T * sh.hq + 127) / 128), 128>>>(
+      d_ids.as<int32_t>(), d_pos.as<int32_t>(), T, sh.hq, sh.hkv, sh.d,
+      1.0 / std::sqrt(double(sh.d)), dense[0][0].as<uint16_t>(), dense[0][1].as<uint16_t>(),
+      dense[1][0].as<uint16_t>(), dense[1][1].as<uint16_t>(), ref_d.as<double>());
+  CUDA_OK(cudaDeviceSynchronize());
+  const std::vector<double> ref = download<double>(ref_d.p, size_t(T * row));
+  for (KernelMode mode : {KernelMode::invariant, KernelMode::fast}) {
+    BatchOut b;
+    h.run(batch, mode, b);
+    ASSERT_EQ(b.out.size(), size_t(T * row));
+    expect_all_finite(b.out, kernel_mode_name(mode));
+    double worst = 0;
+    for (int64_t r = 0; r < T * sh.hq; ++r) {
+      double num = 0, den = 0;
+      for (int j = 0; j < sh.d; ++j) {
+        const double o = bf16_value(b.out[size_t(r * sh.d + j)]), e = ref[size_t(r * sh.d + j)];
+        num += (o - e) * (o - e);
+        den += e * e;
+      }
+      worst = std::max(worst, std::sqrt(num / std::max(den, 1e-30)));
+    }
+    std::printf("%-13s %-9s worst row |out - ref| / |ref| = %.2e (%lld rows; %lld CTAs, %lld "
+                "split CTAs, %lld merge CTAs)\n",
+                sh.name, kernel_mode_name(mode), worst, (long long)(T * sh.hq),
+                (long long)b.stats.ctas, (long long)b.stats.split_ctas,
+                (long long)b.stats.merge_ctas);
+    EXPECT_LT(worst, 1e-2) << kernel_mode_name(mode);
+  }
+}
+
+// The invariance suite in one mode; returns (differing rows, compared rows) per part.
+struct Diffs {
+  int64_t decode = 0, decode_n = 0, batch = 0, batch_n = 0, chunk = 0, chunk_n = 0, prefix = 0,
+          prefix_n = 0;
+  int64_t total() const { return decode + batch + chunk + prefix; }
+};
+
+void invariance_suite(Harness& h, KernelMode mode, const std::vector<uint16_t>& ref, Diffs& d) {
+  const int64_t row = int64_t(h.shape().hq) * h.shape().d;
+  std::mt19937 rng(42);
+  const std::vector<int> positions = boundary_positions();
+
+  // (a) Every boundary position as a 1-token decode step, all in one mixed batch.
+  {
+    std::vector<Entry> batch;
+    for (size_t i = 0; i < positions.size(); ++i) {
+      batch.push_back({0, positions[i], 1});
+      if (i % 5 == 0) batch.push_back(random_other(rng, h, false));
+    }
+    BatchOut b;
+    h.run(batch, mode, b);
+    expect_all_finite(b.out, "decode batch");
+    d.decode += count_target_diffs(b, batch, ref, row, &d.decode_n);
+  }
+  // (b) One decode step of the target at a random slot of a decode batch of n sequences.
+  for (int n : {1, 2, 3, 5, 7, 16, 33, 64, 128, 255}) {
+    std::vector<Entry> batch;
+    const int slot = int(rng() % uint32_t(n));
+    const int p = positions[rng() % positions.size()];
+    for (int i = 0; i < n; ++i) batch.push_back(i == slot ? Entry{0, p, 1} : random_other(rng, h, true));
+    BatchOut b;
+    h.run(batch, mode, b);
+    d.batch += count_target_diffs(b, batch, ref, row, &d.batch_n);
+  }
+  // (c) Every chunking of the prompt: all chunks as sequences of one step, with neighbours.
+  std::vector<std::vector<int>> chunkings;
+  for (int c : {1, 2, 3, 5, 7, 16, 17, 63, 64, 65, 100, 255, 256, 257, 511, 1000, kTargetLen}) {
+    chunkings.push_back(std::vector<int>(size_t(kTargetLen + c - 1) / size_t(c), c));
+  }
+  std::vector<int> ragged;
+  for (int left = kTargetLen; left > 0;) {
+    const int c = std::min(left, 1 + int(rng() % 400));
+    ragged.push_back(c);
+    left -= c;
+  }
+  chunkings.push_back(ragged);
+  for (const auto& chunks : chunkings) {
+    std::vector<Entry> batch;
+    int start = 0;
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      const int c = std::min(chunks[i], kTargetLen - start);
+      batch.push_back({0, start, c});
+      start += c;
+      if (i % 4 == 1) batch.push_back(random_other(rng, h, false));
+    }
+    BatchOut b;
+    h.run(batch, mode, b);
+    expect_all_finite(b.out, "chunked prefill");
+    d.chunk += count_target_diffs(b, batch, ref, row, &d.chunk_n);
+  }
+  // (d) Prefills of many lengths (the first n tokens), one step.
+  {
+    std::vector<Entry> batch;
+    for (int n : {1, 2, 63, 64, 65, 255, 256, 257, 700, 1500, 2099}) {
+      batch.push_back({0, 0, n});
+      batch.push_back(random_other(rng, h, false));
+    }
+    BatchOut b;
+    h.run(batch, mode, b);
+    d.prefix += count_target_diffs(b, batch, ref, row, &d.prefix_n);
+  }
+}
+
+void print_diffs(const char* shape, KernelMode mode, const Diffs& d) {
+  std::printf("%-13s %-9s differing rows: decode %lld/%lld, batch sizes %lld/%lld, chunkings "
+              "%lld/%lld, prefix prefills %lld/%lld\n",
+              shape, kernel_mode_name(mode), (long long)d.decode, (long long)d.decode_n,
+              (long long)d.batch, (long long)d.batch_n, (long long)d.chunk, (long long)d.chunk_n,
+              (long long)d.prefix, (long long)d.prefix_n);
+}
+
+TEST_P(AttentionCuda, TargetRowsAreBitIdenticalInEveryBatchAndChunking) {
+  REQUIRE_GPU();
+  const AttnShape sh = GetParam();
+  Harness h(sh, 16, test_lengths(), 1);
+  ASSERT_TRUE(h.ok());
+  BatchOut ref;
+  h.run({{0, 0, kTargetLen}}, KernelMode::invariant, ref);
+  expect_all_finite(ref.out, "reference prefill");
+  Diffs d;
+  invariance_suite(h, KernelMode::invariant, ref.out, d);
+  print_diffs(sh.name, KernelMode::invariant, d);
+  EXPECT_EQ(d.total(), 0);
+  EXPECT_GT(d.decode_n + d.batch_n + d.chunk_n + d.prefix_n, 40000);
+}
+
+TEST_P(AttentionCuda, CacheBlockSizeDoesNotChangeBits) {
+  REQUIRE_GPU();
+  const AttnShape sh = GetParam();
+  const int64_t row = int64_t(sh.hq) * sh.d;
+  std::vector<uint16_t> ref;
+  for (int bs : {16, 1, 7, 64, 100}) {
+    Harness h(sh, bs, test_lengths(), uint64_t(bs));
+    ASSERT_TRUE(h.ok());
+    BatchOut full;
+    h.run({{0, 0, kTargetLen}}, KernelMode::invariant, full);
+    if (ref.empty()) ref = full.out;
+    int64_t n = 0;
+    const std::vector<Entry> one{{0, 0, kTargetLen}};
+    int64_t diffs = count_target_diffs(full, one, ref, row, &n);
+    std::vector<Entry> batch;
+    for (int p : boundary_positions()) batch.push_back({0, p, 1});
+    for (int s = 0; s < kTargetLen; s += 300) batch.push_back({0, s, std::min(300, kTargetLen - s)});
+    BatchOut b;
+    h.run(batch, KernelMode::invariant, b);
+    diffs += count_target_diffs(b, batch, ref, row, &n);
+    std::printf("%-13s block size %3d: differing rows %lld/%lld\n", sh.name, bs, (long long)diffs,
+                (long long)n);
+    EXPECT_EQ(diffs, 0) << "block size " << bs;
+  }
+}
+
+TEST_P(AttentionCuda, NegativeControlFastModeRowsChangeWithTheBatch) {
+  REQUIRE_GPU();
+  const AttnShape sh = GetParam();
+  Harness h(sh, 16, test_lengths(), 1);
+  ASSERT_TRUE(h.ok());
+  BatchOut ref;
+  h.run({{0, 0, kTargetLen}}, KernelMode::fast, ref);
+  Diffs d;
+  invariance_suite(h, KernelMode::fast, ref.out, d);
+  print_diffs(sh.name, KernelMode::fast, d);
+  EXPECT_GT(d.decode, 0) << "fast mode decode matched prefill: the test cannot see a difference";
+  EXPECT_GT(d.batch, 0) << "fast mode: batch size never changed a row";
+}
+
+// Small mixed step in both modes covering every path (split CTAs + merge, whole-row CTAs,
+// several row blocks, fast-mode splits): the target of compute-sanitizer memcheck in
+// scripts/gpu-check.
+TEST_P(AttentionCuda, SanitizerSmokeEveryPath) {
+  REQUIRE_GPU();
+  const AttnShape sh = GetParam();
+  Harness h(sh, 16, test_lengths(), 1);
+  ASSERT_TRUE(h.ok());
+  const std::vector<Entry> batch{{1, 0, 1},   {1, 768, 1}, {1, 2000, 3}, {0, 0, 129},
+                                 {0, 300, 7}, {1, 0, 600}, {1, 5124, 1}};
+  for (KernelMode mode : {KernelMode::invariant, KernelMode::fast}) {
+    BatchOut b;
+    h.run(batch, mode, b);
+    expect_all_finite(b.out, kernel_mode_name(mode));
+    EXPECT_GT(b.stats.merge_ctas, 0);
+  }
+}
+
+TEST(AttentionCudaPlan, RejectsBadShapesWithActionableErrors) {
+  REQUIRE_GPU();
+  auto created = CudaAttention::create(0);
+  ASSERT_TRUE(created.ok());
+  std::vector<int32_t> q_indptr{0, 4}, kv_lens{3};
+  AttentionPlan hp;
+  hp.num_seqs = 1;
+  hp.q_indptr = q_indptr.data();
+  hp.kv_lens = kv_lens.data();
+  hp.block_size = 16;
+  Status s = (*created)->plan(hp, {8, 2, 128, 0.1f}, KernelMode::invariant, nullptr);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("kv_len"), std::string::npos) << s.message();
+  kv_lens[0] = 4;
+  s = (*created)->plan(hp, {8, 2, 96, 0.1f}, KernelMode::invariant, nullptr);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("head_dim"), std::string::npos) << s.message();
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, AttentionCuda, ::testing::Values(kSmol, kQwen3),
+                         [](const ::testing::TestParamInfo<AttnShape>& i) {
+                           return std::string(i.param.hq == 9 ? "SmolLM2" : "Qwen3_8B");
+                         });
+
+}  // namespace
+}  // namespace invar::kernels::cuda
