@@ -10,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "engine/model_bundle.h"
+#include "model/config_parse.h"
 #include "verify/blackbox.h"
 #include "verify/progress.h"
 #include "verify/whitebox.h"
@@ -36,6 +37,7 @@ struct VerifyArgs {
   std::string prompt;
   int decode_tokens = -1;
   std::string inject;
+  int64_t random_weights = -1;  // >= 0: seeded random weights of the --model config
   // Black-box.
   std::string api_key;
   bool chat = false;
@@ -101,14 +103,27 @@ int run_whitebox(const VerifyArgs& a) {
   }
   model::LoadOptions load;
   load.weight_dtype = a.weight_dtype == "bf16" ? DType::bf16 : DType::f32;
-  auto bundle = engine::open_model(a.model, load);
-  if (!bundle.ok()) return fail(bundle.status().message());
-
   verify::Progress progress;
   o.progress = [&](const std::string& label, int done, int total) {
     progress.update(label, done, total);
   };
-  verify::WhiteBoxReport report = verify::run_whitebox(*bundle, o);
+  verify::WhiteBoxReport report;
+  if (a.random_weights >= 0) {
+    auto config = model::read_hf_config(a.model);
+    if (!config.ok()) return fail(config.status().message());
+    model::LoadedModel m{
+        *config, model::random_weights(*config, uint64_t(a.random_weights), load.weight_dtype),
+        fmt::format("{} (random weights, seed {})", a.model, a.random_weights)};
+    report = verify::run_whitebox(m, o);
+  } else if (auto bundle = engine::open_model(a.model, load); bundle.ok()) {
+    report = verify::run_whitebox(*bundle, o);
+  } else {
+    // A checkpoint without a tokenizer still runs the transformer scenarios.
+    auto m = model::load_model(a.model, load);
+    if (!m.ok()) return fail(bundle.status().message());
+    report = verify::run_whitebox(*m, o);
+    report.notes.insert(report.notes.begin(), "tokenizer: " + bundle.status().message());
+  }
   progress.finish();
   return finish(verify::format_report(report), verify::report_json(report), a.json_out,
                 report.verdict());
@@ -221,6 +236,10 @@ void add_verify(CLI::App& app) {
       ->group(wb);
   cmd->add_option("--decode-tokens", a->decode_tokens, "Greedy tokens decoded after the prompt")
       ->check(CLI::Range(0, 4096))
+      ->group(wb);
+  cmd->add_option("--random-weights", a->random_weights,
+                  "Seeded random weights of the --model config (config.json or its directory)")
+      ->check(CLI::NonNegativeNumber)
       ->group(wb);
   cmd->add_option("--inject", a->inject,
                   "Test only: make OP[@LAYER] batch-dependent, to prove verify catches it and "

@@ -156,6 +156,7 @@ std::string format_report(const WhiteBoxReport& r) {
                      r.num_layers);
   if (!r.injection.empty())
     out += fmt::format("  fault injected (test switch): {} is batch-dependent\n", r.injection);
+  for (const auto& n : r.notes) out += "  note: " + n + "\n";
   if (!r.error.empty()) return out + fmt::format("\nerror: {}\nverdict: ERROR\n", r.error);
 
   out += fmt::format("\n  {:<18} {:<15} {:>6} {:>10}  {}\n", "mode", "scenario", "cases",
@@ -200,6 +201,10 @@ std::string format_report(const WhiteBoxReport& r) {
 
   const Verdict v = r.verdict();
   out += "\n";
+  if (std::none_of(r.modes.begin(), r.modes.end(), [](const WhiteBoxMode& m) { return m.control; }))
+    out +=
+        "  negative control: not run (--kernels both runs it): this run alone does not show "
+        "that the matrix could see a batch-dependent kernel\n";
   for (const auto& m : r.modes) {
     if (m.control)
       out += m.mismatched() > 0
@@ -254,6 +259,7 @@ std::string report_json(const WhiteBoxReport& r) {
             {"modes", std::move(modes)},
             {"verdict", verdict_name(r.verdict())}};
   if (!r.injection.empty()) j["injection"] = r.injection;
+  if (!r.notes.empty()) j["notes"] = r.notes;
   if (!r.error.empty()) j["error"] = r.error;
   return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }

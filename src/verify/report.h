@@ -58,8 +58,9 @@ struct WhiteBoxReport {
   int threads = 0;
   int num_layers = 0;
   int prompt_tokens = 0;
-  int target_tokens = 0;  // prompt + decoded positions compared
-  std::string injection;  // empty: none
+  int target_tokens = 0;           // prompt + decoded positions compared
+  std::string injection;           // empty: none
+  std::vector<std::string> notes;  // e.g. scenarios skipped, and why
   std::vector<WhiteBoxMode> modes;
   std::string error;
   Verdict verdict() const;

@@ -165,17 +165,17 @@ class MatrixBuilder {
 // Runs the target's cases for one kernel mode against its solo run.
 class Harness {
  public:
-  Harness(const engine::ModelBundle& bundle, ThreadPool& pool, KernelMode mode,
-          const WhiteBoxOptions& o, std::vector<int32_t> prompt, int shorts)
-      : config_(bundle.model.config),
-        transformer_(bundle.model.config, bundle.model.weights, pool, mode),
+  Harness(const model::LoadedModel& m, ThreadPool& pool, KernelMode mode, const WhiteBoxOptions& o,
+          std::vector<int32_t> prompt, int shorts)
+      : config_(m.config),
+        transformer_(m.config, m.weights, pool, mode),
         tokens_(std::move(prompt)),
         prompt_len_(int(tokens_.size())),
         positions_(prompt_len_ + std::max(0, o.decode_tokens)),
         target_blocks_((positions_ + kBlockSize - 1) / kBlockSize),
         max_blocks_(std::max(target_blocks_, kLongSpan / kBlockSize)),
-        cache_(bundle.model.config,
-               2 * target_blocks_ + shorts + kLongOthers * (kLongSpan / kBlockSize), kBlockSize),
+        cache_(m.config, 2 * target_blocks_ + shorts + kLongOthers * (kLongSpan / kBlockSize),
+               kBlockSize),
         reference_(config_.num_layers, positions_),
         trace_(config_.num_layers, positions_) {
     int next = 0;
@@ -351,13 +351,17 @@ std::vector<std::string> whitebox_scenario_names() {
   return all;
 }
 
-WhiteBoxReport run_whitebox(const engine::ModelBundle& bundle, const WhiteBoxOptions& options) {
+namespace {
+
+// `bundle` is null for a model without a tokenizer.
+WhiteBoxReport run(const model::LoadedModel& m, const engine::ModelBundle* bundle,
+                   const WhiteBoxOptions& options) {
   WhiteBoxOptions o = options;
   if (o.batch_sizes.empty()) o.batch_sizes = default_batch_sizes(false);
   std::erase_if(o.batch_sizes, [](int b) { return b < 1; });
-  const auto& config = bundle.model.config;
+  const auto& config = m.config;
   WhiteBoxReport report;
-  report.model = bundle.model.source;
+  report.model = m.source;
   report.num_layers = config.num_layers;
   report.injection = o.inject.spec;
   for (const auto& s : o.scenarios)
@@ -366,9 +370,17 @@ WhiteBoxReport run_whitebox(const engine::ModelBundle& bundle, const WhiteBoxOpt
       return report;
     }
 
-  const std::string text = o.prompt.empty() ? kDefaultPrompt : o.prompt;
-  std::vector<int32_t> prompt =
-      bundle.tokenizer.encode(text, bundle.tokenizer.add_bos_default(), false);
+  std::vector<int32_t> prompt;
+  if (bundle) {
+    const std::string text = o.prompt.empty() ? kDefaultPrompt : o.prompt;
+    prompt = bundle->tokenizer.encode(text, bundle->tokenizer.add_bos_default(), false);
+  } else {
+    std::mt19937_64 rng(o.seed);
+    for (int i = 0; i < o.random_prompt_tokens; ++i)
+      prompt.push_back(int32_t(rng() % uint64_t(config.vocab_size)));
+    report.notes.push_back(
+        fmt::format("no tokenizer: the target is {} random token ids", prompt.size()));
+  }
   if (prompt.empty()) {
     report.error = "the target prompt has no tokens";
     return report;
@@ -393,6 +405,10 @@ WhiteBoxReport run_whitebox(const engine::ModelBundle& bundle, const WhiteBoxOpt
   std::vector<std::string> engine_scenarios;
   for (const auto& name : kEngineScenarios)
     if (wanted(o, name)) engine_scenarios.push_back(name);
+  if (!bundle && !engine_scenarios.empty()) {
+    report.notes.push_back("Engine scenarios skipped: the Engine needs the model's tokenizer");
+    engine_scenarios.clear();
+  }
 
   ThreadPool pool(o.threads);
   report.threads = pool.size();
@@ -410,7 +426,7 @@ WhiteBoxReport run_whitebox(const engine::ModelBundle& bundle, const WhiteBoxOpt
     };
 
     if (!matrix.empty()) {
-      Harness harness(bundle, pool, mode, o, prompt, shorts);
+      Harness harness(m, pool, mode, o, prompt, shorts);
       Status st = harness.run_reference();
       if (!st.ok()) {
         report.error = "solo run: " + st.message();
@@ -437,7 +453,8 @@ WhiteBoxReport run_whitebox(const engine::ModelBundle& bundle, const WhiteBoxOpt
       }
     }
     for (const auto& name : engine_scenarios) {
-      WhiteBoxScenario sr = run_engine_scenario(name, bundle, mode, o, prompt, [&] { tick(name); });
+      WhiteBoxScenario sr =
+          run_engine_scenario(name, *bundle, mode, o, prompt, [&] { tick(name); });
       sr.description = describe(name);
       mr.scenarios.push_back(std::move(sr));
     }
@@ -445,6 +462,16 @@ WhiteBoxReport run_whitebox(const engine::ModelBundle& bundle, const WhiteBoxOpt
     report.modes.push_back(std::move(mr));
   }
   return report;
+}
+
+}  // namespace
+
+WhiteBoxReport run_whitebox(const engine::ModelBundle& bundle, const WhiteBoxOptions& options) {
+  return run(bundle.model, &bundle, options);
+}
+
+WhiteBoxReport run_whitebox(const model::LoadedModel& model, const WhiteBoxOptions& options) {
+  return run(model, nullptr, options);
 }
 
 }  // namespace invar::verify

@@ -37,9 +37,10 @@ struct WhiteBoxOptions {
   std::vector<int> batch_sizes;                   // empty: default_batch_sizes(false)
   std::vector<int> chunk_sizes{1, 7, 16, 64, 0};  // 0: the whole sequence in one step
   std::string prompt;                             // empty: a built-in paragraph
-  int decode_tokens = 8;                          // greedy tokens after the prompt (decoded alone)
-  int loaded_others = 3;                          // other sequences per step in chunked-loaded
-  uint64_t seed = 1234;                           // the matrix's random choices
+  int random_prompt_tokens = 64;  // the target's prompt when the model has no tokenizer
+  int decode_tokens = 8;          // greedy tokens after the prompt (decoded alone)
+  int loaded_others = 3;          // other sequences per step in chunked-loaded
+  uint64_t seed = 1234;           // the matrix's random choices
   // Engine scenarios.
   int engine_max_tokens = 24;  // tokens generated per target request
   int engine_copies = 4;       // target requests per loaded engine
@@ -58,5 +59,8 @@ std::vector<std::string> whitebox_scenario_names();
 
 // Runs the matrix on the CPU backend for each mode of `options`.
 WhiteBoxReport run_whitebox(const engine::ModelBundle& bundle, const WhiteBoxOptions& options);
+// A model without a tokenizer (random weights, test checkpoints): the target's prompt is seeded
+// random token ids and the Engine scenarios are skipped.
+WhiteBoxReport run_whitebox(const model::LoadedModel& model, const WhiteBoxOptions& options);
 
 }  // namespace invar::verify

@@ -164,6 +164,33 @@ TEST_F(WhiteBox, InjectedBatchDependentOpIsCaughtAndLocalized) {
   }
 }
 
+// A checkpoint without a tokenizer (Qwen3: q_norm and k_norm ops) runs on random token ids.
+TEST(WhiteBoxTiny, Qwen3WithoutTokenizerPassesAndLocalizesQkNorm) {
+  auto m = model::load_model(invar::testing::test_data("tiny-qwen3"), {});
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  WhiteBoxOptions o = WhiteBoxOptions::quick();
+  o.threads = test_threads();
+  WhiteBoxReport r = run_whitebox(*m, o);
+  ASSERT_TRUE(r.error.empty()) << r.error;
+  EXPECT_EQ(r.verdict(), Verdict::pass) << format_report(r);
+  ASSERT_EQ(r.modes.size(), 2u);
+  EXPECT_EQ(r.modes[0].mismatched(), 0);
+  EXPECT_GT(r.modes[1].mismatched(), 0);       // the control has power
+  EXPECT_EQ(r.modes[0].scenarios.size(), 4u);  // the Engine scenarios need a tokenizer
+  EXPECT_FALSE(r.notes.empty());
+
+  o.modes = {KernelMode::invariant};
+  o.inject = *parse_injection("q_norm@1");
+  r = run_whitebox(*m, o);
+  EXPECT_EQ(r.verdict(), Verdict::fail);
+  for (const auto& s : r.modes[0].scenarios)
+    for (const auto& x : s.mismatches) {
+      ASSERT_TRUE(x.where && x.where->found) << x.case_name;
+      EXPECT_EQ(x.where->layer, 1);
+      EXPECT_EQ(x.where->op, model::ProbeOp::q_norm);
+    }
+}
+
 TEST(Injection, ParsesOpsGroupsAndLayers) {
   auto a = parse_injection("down_proj@12");
   ASSERT_TRUE(a.ok());
