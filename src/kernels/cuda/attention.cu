@@ -30,9 +30,13 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kRowsPerWarp = 16;
 constexpr int kMaxRows = kWarps * kRowsPerWarp;  // rows per CTA
 constexpr int kNoSplit = 1 << 30;                // split_tiles of fast-mode prefill: never fold
+// SMs of a full H100/H200, for the invariant planner's CTA sizing: a constant, not the device's
+// count (R5); the sizing never changes bits anyway (tests/cuda/attention_test.cu).
+constexpr int64_t kHopperSms = 132;
 
 // One CTA's work: rows [row_begin, row_begin + nrows) of sequence `seq` for one kv head, tiles
-// [tile_begin, min(tile_end, last tile of the CTA's last row) ].
+// [tile_begin, min(tile_end, last tile of the CTA's last row) ]. Split states (record >= 0):
+// row r's state of split k goes to record + r * record_stride + k.
 struct AttnItem {
   int32_t seq;
   int32_t q_begin;  // first token of the sequence in q / out
@@ -44,8 +48,8 @@ struct AttnItem {
   int32_t tile_begin;
   int32_t tile_end;
   int32_t split_tiles;    // fold period in tiles, counted from tile 0
-  int32_t record;         // < 0: write the output; else row r's split state goes to
-  int32_t record_stride;  //   record + r * record_stride
+  int32_t record;         // < 0: write the output; else the split states' base
+  int32_t record_stride;
 };
 
 // Folds the split states of one sequence and kv head: row r's states are
@@ -363,14 +367,16 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttnParams p)
       const bf16* sk = s_kv + stage * kv_stage_elems<D>();
       attend_tile<D>(qf, sk, sk + kTile * kStride, tile * kTile, pos0, pos1, p.scale_log2, m, l,
                      acc, lane);
-      // End of a split (fixed from tile 0) or of the CTA's tiles: fold in split order. A row
-      // whose positions all lie before this split has nothing to fold.
-      const bool split_end = (tile + 1) % it.split_tiles == 0 || tile + 1 == tile_hi;
-      if (to_output && split_end) {
-        const int split_start = (tile / it.split_tiles) * it.split_tiles * kTile;
+      // End of a split (fixed from tile 0) or of the CTA's tiles: fold in split order, or
+      // write the split's state for the merge. A row whose positions all lie before this split
+      // has nothing to fold or write.
+      if ((tile + 1) % it.split_tiles == 0 || tile + 1 == tile_hi) {
+        const int split = tile / it.split_tiles;
+        const int split_start = split * it.split_tiles * kTile;
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          if ((h == 0 ? pos0 : pos1) >= split_start) {
+          const int pos = h == 0 ? pos0 : pos1;
+          if (pos >= split_start && to_output) {
             float a, b;
             fold_weights(M[h], L[h], m[h], l[h], a, b);
 #pragma unroll
@@ -380,6 +386,18 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttnParams p)
                 float& o = s_o[(n * 4 + 2 * h + e) * kThreads + tid];
                 o = fold_value(o, acc[n][2 * h + e], a, b);
               }
+            }
+          } else if (pos >= split_start) {
+            const int r = h == 0 ? r0 : r1;
+            const int64_t rec = int64_t(it.record) + int64_t(r) * it.record_stride + split;
+            if ((lane & 3) == 0) {
+              p.rec_m[rec] = m[h];
+              p.rec_l[rec] = l[h];
+            }
+            float* dst = p.rec_acc + rec * D + 2 * (lane & 3);
+#pragma unroll
+            for (int n = 0; n < D / 8; ++n) {
+              *reinterpret_cast<float2*>(dst + n * 8) = make_float2(acc[n][2 * h], acc[n][2 * h + 1]);
             }
           }
           m[h] = -INFINITY;
@@ -391,41 +409,21 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttnParams p)
     }
     __syncthreads();  // every warp is done with this stage before it is refilled
   }
-  if (!has_rows) return;
+  if (!has_rows || !to_output) return;
 
   const int col = 2 * (lane & 3);
-  if (to_output) {
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int r = h == 0 ? r0 : r1;
-      if (r >= it.nrows) continue;
-      const int rr = it.row_begin + r;
-      bf16* dst = p.out + int64_t(it.q_begin + rr / G) * p.out_stride +
-                  int64_t(it.kv_head * G + rr % G) * D + col;
+  for (int h = 0; h < 2; ++h) {
+    const int r = h == 0 ? r0 : r1;
+    if (r >= it.nrows) continue;
+    const int rr = it.row_begin + r;
+    bf16* dst = p.out + int64_t(it.q_begin + rr / G) * p.out_stride +
+                int64_t(it.kv_head * G + rr % G) * D + col;
 #pragma unroll
-      for (int n = 0; n < D / 8; ++n) {
-        const float o0 = finish(s_o[(n * 4 + 2 * h) * kThreads + tid], L[h]);
-        const float o1 = finish(s_o[(n * 4 + 2 * h + 1) * kThreads + tid], L[h]);
-        *reinterpret_cast<__nv_bfloat162*>(dst + n * 8) = __floats2bfloat162_rn(o0, o1);
-      }
-    }
-  } else {
-    // One split per CTA: its raw state, for rows that reach into it.
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int r = h == 0 ? r0 : r1;
-      const int pos = h == 0 ? pos0 : pos1;
-      if (r >= it.nrows || pos < tile_lo * kTile) continue;
-      const int64_t rec = int64_t(it.record) + int64_t(r) * it.record_stride;
-      if ((lane & 3) == 0) {
-        p.rec_m[rec] = m[h];
-        p.rec_l[rec] = l[h];
-      }
-      float* dst = p.rec_acc + rec * D + col;
-#pragma unroll
-      for (int n = 0; n < D / 8; ++n) {
-        *reinterpret_cast<float2*>(dst + n * 8) = make_float2(acc[n][2 * h], acc[n][2 * h + 1]);
-      }
+    for (int n = 0; n < D / 8; ++n) {
+      const float o0 = finish(s_o[(n * 4 + 2 * h) * kThreads + tid], L[h]);
+      const float o1 = finish(s_o[(n * 4 + 2 * h + 1) * kThreads + tid], L[h]);
+      *reinterpret_cast<__nv_bfloat162*>(dst + n * 8) = __floats2bfloat162_rn(o0, o1);
     }
   }
 }
@@ -445,13 +443,36 @@ __global__ void __launch_bounds__(kThreads) attention_merge_kernel(const MergePa
     float o[kPer];
 #pragma unroll
     for (int e = 0; e < kPer; ++e) o[e] = 0.0f;
-    for (int k = 0; k < splits; ++k) {
-      const int64_t rec = int64_t(it.record) + int64_t(r) * it.record_stride + k;
-      float a, b;
-      fold_weights(M, L, p.rec_m[rec], p.rec_l[rec], a, b);
-      const float* src = p.rec_acc + rec * D + lane * kPer;
+    const int64_t rec0 = int64_t(it.record) + int64_t(r) * it.record_stride;
+    // The fold is sequential (split order); its inputs are not: load kBatch splits, then fold.
+    constexpr int kBatch = 16;
+    for (int k0 = 0; k0 < splits; k0 += kBatch) {
+      float mk[kBatch], lk[kBatch], ak[kBatch][kPer];
 #pragma unroll
-      for (int e = 0; e < kPer; ++e) o[e] = fold_value(o[e], src[e], a, b);
+      for (int j = 0; j < kBatch; ++j) {
+        if (k0 + j < splits) {
+          const int64_t rec = rec0 + k0 + j;
+          mk[j] = p.rec_m[rec];
+          lk[j] = p.rec_l[rec];
+          const float* src = p.rec_acc + rec * D + lane * kPer;
+          if constexpr (kPer == 4) {
+            const float4 v = *reinterpret_cast<const float4*>(src);
+            ak[j][0] = v.x, ak[j][1] = v.y, ak[j][2] = v.z, ak[j][3] = v.w;
+          } else {
+            const float2 v = *reinterpret_cast<const float2*>(src);
+            ak[j][0] = v.x, ak[j][1] = v.y;
+          }
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        if (k0 + j < splits) {
+          float a, b;
+          fold_weights(M, L, mk[j], lk[j], a, b);
+#pragma unroll
+          for (int e = 0; e < kPer; ++e) o[e] = fold_value(o[e], ak[j][e], a, b);
+        }
+      }
     }
     bf16* dst = p.out + int64_t(it.q_begin + t) * p.out_stride +
                 int64_t(it.kv_head * G + r % G) * D + lane * kPer;
@@ -525,6 +546,7 @@ struct CudaAttention::State {
   float* rec_acc = nullptr;
   int64_t rec_cap = 0;      // records
   int64_t rec_acc_cap = 0;  // floats
+  int split_group = 0;      // splits per split CTA; 0: chosen from the load
 
   ~State() {
     if (uploaded) cudaEventDestroy(uploaded);
@@ -560,6 +582,10 @@ Result<std::unique_ptr<CudaAttention>> CudaAttention::create(int device) {
 
 CudaAttention::~CudaAttention() = default;
 
+void CudaAttention::set_split_group(int splits_per_cta) {
+  state_->split_group = std::max(0, splits_per_cta);
+}
+
 CudaAttention::Stats CudaAttention::stats() const {
   return {state_->n_items, state_->n_split_items, state_->n_merges};
 }
@@ -588,6 +614,21 @@ Status CudaAttention::plan(const AttentionPlan& hp, const AttentionDims& dims, K
     if (q_len > 0 && q_len * G <= kRowsPerWarp) ++decode_seqs;
   }
 
+  // Invariant mode: consecutive splits of a sequence share a CTA when there are many (each
+  // still writes its own state, so the grouping never changes bits): ~2 waves of 2 CTAs/SM.
+  int64_t split_units = 0;
+  if (mode == KernelMode::invariant) {
+    for (int s = 0; s < hp.num_seqs; ++s) {
+      const int q_len = hp.q_indptr[s + 1] - hp.q_indptr[s];
+      const int tiles = int(ceil_div(std::max(hp.kv_lens[s], 1), kTile));
+      if (q_len > 0 && q_len * G <= kMaxRows && tiles > kAttnSplitTiles) {
+        split_units += ceil_div(tiles, kAttnSplitTiles) * dims.kv_heads;
+      }
+    }
+  }
+  const int group = st.split_group > 0 ? st.split_group
+                                       : int(std::max<int64_t>(1, split_units / (4 * kHopperSms)));
+
   for (int s = 0; s < hp.num_seqs; ++s) {
     const int q_begin = hp.q_indptr[s];
     const int q_len = hp.q_indptr[s + 1] - q_begin;
@@ -602,10 +643,12 @@ Status CudaAttention::plan(const AttentionPlan& hp, const AttentionDims& dims, K
     const int tiles = int(ceil_div(kv_len, kTile));
     int split_tiles = kAttnSplitTiles;
     bool split_ctas = false;
+    int per_cta = 1;  // splits per split CTA
     if (mode == KernelMode::invariant) {
       // Any choice here gives the same bits; a sequence whose rows fit one CTA spreads its
       // splits over CTAs, a longer one walks them in one CTA per 64 rows.
       split_ctas = rows <= kMaxRows && tiles > kAttnSplitTiles;
+      per_cta = group;
     } else if (rows <= kRowsPerWarp) {
       const int want = int(ceil_div(2 * int64_t(st.sm_count), int64_t(decode_seqs) * dims.kv_heads));
       const int n = std::max(1, std::min(want, tiles));
@@ -621,10 +664,10 @@ Status CudaAttention::plan(const AttentionPlan& hp, const AttentionDims& dims, K
         if (base + int64_t(rows) * splits > INT32_MAX) {
           return Status::error("attention plan: too many split states in one step");
         }
-        for (int k = 0; k < splits; ++k) {
+        for (int k = 0; k < splits; k += per_cta) {
           st.items.push_back({s, q_begin, q_len, kv_len, h, 0, rows, k * split_tiles,
-                              std::min(tiles, (k + 1) * split_tiles), split_tiles,
-                              int32_t(base + k), splits});
+                              std::min(tiles, (k + per_cta) * split_tiles), split_tiles,
+                              int32_t(base), splits});
         }
         st.merges.push_back({q_begin, q_len, kv_len, h, rows, int32_t(base), splits, split_tiles});
       }

@@ -11,10 +11,11 @@
 //   - every kAttnSplitTiles tiles (a split, also aligned to position 0) the state (m, l, acc)
 //     is folded into (M, L, O) in split order 0, 1, 2, ...; out = O / L.
 // A CTA computes up to 64 rows of one sequence and one kv head. A prefill CTA walks all splits
-// and folds in shared memory; a decode step (or a short chunk) puts one split per CTA, writes
-// the split's state, and a merge kernel folds the states in the same order with the same
-// arithmetic. Which of the two a sequence gets is a host-side choice (plan) that never changes
-// bits; the split count of a query depends on its own position only.
+// and folds in shared memory; a decode step (or a short chunk) spreads its splits over CTAs
+// (one or more consecutive splits each), every split's state is written, and a merge kernel
+// folds the states in the same order with the same arithmetic. Which of the two a sequence gets, and how many consecutive splits one split CTA
+// computes, are host-side choices (plan) that never change bits; the split count of a query
+// depends on its own position only.
 //
 // `fast` mode (baseline and negative control): the usual load-dependent heuristics. Decode
 // sequences get ~2 x SM-count / (batch x Hkv) splits, prefill sequences no split at all, so
@@ -81,6 +82,11 @@ class CudaAttention {
              const KvCacheRef& cache, const AttentionPlan& device_plan,
              __nv_bfloat16* out, int64_t out_stride,  // [T, Hq, D]
              cudaStream_t stream);
+
+  // Invariant mode: how many consecutive splits one split CTA computes (each still writes its
+  // own state). 0 (the default): chosen from the step's load. Any value gives the same bits;
+  // tests force several to prove it.
+  void set_split_group(int splits_per_cta);
 
   struct Stats {
     int64_t ctas = 0;          // attention CTAs of the planned step

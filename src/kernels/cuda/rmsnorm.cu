@@ -68,13 +68,34 @@ __device__ __forceinline__ float inv_rms(float sum, int64_t dim, float eps) {
   return __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(sum, float(dim)), eps)));
 }
 
+__device__ __forceinline__ void store8(float* p, int n, bool vec, const float (&v)[8]) {
+  if (vec && n == 8) {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+    *reinterpret_cast<float4*>(p + 4) = make_float4(v[4], v[5], v[6], v[7]);
+  } else {
+    for (int i = 0; i < n; ++i) p[i] = v[i];
+  }
+}
+__device__ __forceinline__ void store8(bf16* p, int n, bool vec, const float (&v)[8]) {
+  if (vec && n == 8) {
+    uint4 u;
+    __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) h[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
+    *reinterpret_cast<uint4*>(p) = u;
+  } else {
+    for (int i = 0; i < n; ++i) p[i] = __float2bfloat16_rn(v[i]);
+  }
+}
+
 // Invariant kernel: blockDim = kBlock, 8 / warps rows per CTA. With ADD, x is the residual
-// (f32, updated) and `delta` is added first.
+// (f32, updated) and `delta` is added first. vec: x (and delta) rows allow 16-byte chunk
+// loads; vec_wo: weight and out do.
 template <typename T, bool ADD>
 __global__ void __launch_bounds__(kBlock)
     rmsnorm_rows_kernel(T* x, int64_t ldx, const bf16* delta, int64_t ldd, const bf16* weight,
                         int64_t rows, int64_t dim, float eps, bf16* out, int64_t ldo, int warps,
-                        bool vec) {
+                        bool vec, bool vec_wo) {
   __shared__ float red[kBlock / 32];
   const int group = threadIdx.x / (32 * warps);
   const int gt = threadIdx.x % (32 * warps);  // thread in the row's group
@@ -92,10 +113,8 @@ __global__ void __launch_bounds__(kBlock)
       float d[8];
       load8(dr + c * 8, n, vec, d);
 #pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        v[i] = __fadd_rn(v[i], d[i]);
-        if (i < n) xr[c * 8 + i] = v[i];
-      }
+      for (int i = 0; i < 8; ++i) v[i] = __fadd_rn(v[i], d[i]);
+      store8(xr + c * 8, n, vec, v);
     }
 #pragma unroll
     for (int i = 0; i < 8; ++i) acc = __fmaf_rn(v[i], v[i], acc);
@@ -106,12 +125,12 @@ __global__ void __launch_bounds__(kBlock)
   // Second pass: this thread rereads the chunks it wrote (no barrier needed).
   for (int64_t c = gt; c < chunks; c += 32 * warps) {
     const int n = dim - c * 8 < 8 ? int(dim - c * 8) : 8;
-    float v[8];
+    float v[8], w[8];
     load8(xr + c * 8, n, vec, v);
-    for (int i = 0; i < n; ++i) {
-      const float w = __bfloat162float(weight[c * 8 + i]);
-      orow[c * 8 + i] = __float2bfloat16_rn(__fmul_rn(w, __fmul_rn(v[i], inv)));
-    }
+    load8(weight + c * 8, n, vec_wo, w);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v[i] = __fmul_rn(w[i], __fmul_rn(v[i], inv));
+    store8(orow + c * 8, n, vec_wo, v);
   }
 }
 
@@ -155,8 +174,9 @@ Status launch(T* x, int64_t ldx, const bf16* delta, int64_t ldd, const bf16* wei
     const int64_t e = 16 / int64_t(sizeof(T));
     bool vec = aligned_to(x, 16) && ldx % e == 0;
     if (ADD) vec = vec && aligned_to(delta, 16) && ldd % 8 == 0;
+    const bool vec_wo = aligned_to(weight, 16) && aligned_to(out, 16) && ldo % 8 == 0;
     rmsnorm_rows_kernel<T, ADD><<<unsigned((rows + per_cta - 1) / per_cta), kBlock, 0, stream>>>(
-        x, ldx, delta, ldd, weight, rows, dim, eps, out, ldo, warps, vec);
+        x, ldx, delta, ldd, weight, rows, dim, eps, out, ldo, warps, vec, vec_wo);
   } else {
     const int64_t cap = rows < 256 ? 1024 : 256;
     const int threads = int((std::min(dim, cap) + 31) / 32 * 32);
