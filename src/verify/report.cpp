@@ -180,8 +180,9 @@ std::string format_report(const WhiteBoxReport& r) {
       out += fmt::format("  {:<18} {:<15} {:>6} {:>10}  {}\n", mode, s.name, s.cases, s.mismatched,
                          first);
     }
-    out += fmt::format("  {:<18} {:<15} {:>6} {:>10}  ({:.1f} s)\n", mode, "total", m.cases(),
-                       m.mismatched(), m.seconds);
+    out += fmt::format("  {:<18} {:<15} {:>6} {:>10}  ({:.1f} s; solo logits digest {})\n", mode,
+                       "total", m.cases(), m.mismatched(), m.seconds,
+                       m.solo_digest.empty() ? "-" : m.solo_digest);
   }
 
   // Where the first mismatch of each mode comes from.
@@ -247,6 +248,7 @@ std::string report_json(const WhiteBoxReport& r) {
                      {"cases", m.cases()},
                      {"mismatched", m.mismatched()},
                      {"seconds", m.seconds},
+                     {"solo_digest", m.solo_digest},
                      {"scenarios", std::move(scenarios)}});
   }
   json j = {{"kind", "white-box"},

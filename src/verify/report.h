@@ -46,6 +46,9 @@ struct WhiteBoxMode {
   std::string mode;      // invariant | fast
   bool control = false;  // the negative control: differences are expected
   std::vector<WhiteBoxScenario> scenarios;
+  // A hash of the solo run's logits (every position) and tokens: equal across runs, thread
+  // counts and machines of one architecture when the contract holds there too.
+  std::string solo_digest;
   double seconds = 0;
   int cases() const;
   int mismatched() const;

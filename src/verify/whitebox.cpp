@@ -197,6 +197,17 @@ class Harness {
   }
 
   int positions() const { return positions_; }
+  // FNV-1a over the solo run's tokens and logits bits.
+  uint64_t solo_digest() const {
+    uint64_t h = 1469598103934665603ull;
+    auto mix = [&](const void* p, size_t n) {
+      const auto* b = static_cast<const unsigned char*>(p);
+      for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+    };
+    mix(tokens_.data(), tokens_.size() * sizeof(int32_t));
+    mix(ref_logits_.data(), ref_logits_.size() * sizeof(float));
+    return h;
+  }
   const std::vector<int32_t>& tokens() const { return tokens_; }
 
   // The solo run: the prompt in one step, then greedy decoding one token per step.
@@ -433,6 +444,7 @@ WhiteBoxReport run(const model::LoadedModel& m, const engine::ModelBundle* bundl
         report.modes.push_back(std::move(mr));
         return report;
       }
+      mr.solo_digest = fmt::format("{:016x}", harness.solo_digest());
       for (const auto& s : matrix) {
         WhiteBoxScenario sr;
         sr.name = s.name;
