@@ -16,53 +16,58 @@ static int32_t argmax_lowest(const float* x, int n) {
 
 int32_t Sampler::sample(const float* logits, int vocab, const SamplingParams& p,
                         uint64_t position) {
-  if (p.temperature <= 0.0f || p.top_k == 1) return argmax_lowest(logits, vocab);
+  const int32_t best = argmax_lowest(logits, vocab);
+  if (p.temperature <= 0.0f || p.top_k == 1) return best;
 
-  // Candidates sorted by logit descending, ties by id ascending: a total order, so the
-  // filtering below never depends on sort stability.
-  candidates_.resize(vocab);
-  for (int i = 0; i < vocab; ++i) candidates_[i] = {logits[i], i};
-  auto by_logit = [](const auto& a, const auto& b) {
-    return a.first != b.first ? a.first > b.first : a.second < b.second;
-  };
-  size_t keep = (p.top_k > 0 && p.top_k < vocab) ? size_t(p.top_k) : size_t(vocab);
-  std::partial_sort(candidates_.begin(), candidates_.begin() + keep, candidates_.end(), by_logit);
-  candidates_.resize(keep);
-
-  // Probabilities in a fixed sequential order (double, for a stable cumulative sum).
-  const double max_logit = candidates_[0].first;
-  std::vector<double> probs(keep);
-  double total = 0;
-  for (size_t i = 0; i < keep; ++i) {
-    probs[i] = std::exp((double(candidates_[i].first) - max_logit) / p.temperature);
-    total += probs[i];
+  // Weights exp((logit - max) / T) in (0, 1], computed in id order. Every filter below keeps
+  // a set fixed by a total order (logit descending, id ascending), and the draw walks the set
+  // in a fixed order, so the token depends only on the row, the seed and the position (R6).
+  const float max_logit = logits[best];
+  const float inv_t = 1.0f / p.temperature;
+  weights_.resize(size_t(vocab));
+  kept_.clear();
+  // min_p keeps tokens whose probability is at least min_p times the top one's (weight 1).
+  for (int i = 0; i < vocab; ++i) {
+    weights_[size_t(i)] = std::exp((logits[i] - max_logit) * inv_t);
+    if (weights_[size_t(i)] >= p.min_p) kept_.push_back(i);
   }
-  size_t n = keep;
-  if (p.min_p > 0.0f) {  // keep tokens with prob >= min_p * top prob (top prob is probs[0])
-    size_t m = 1;
-    while (m < n && probs[m] >= p.min_p * probs[0]) ++m;
-    n = m;
+  auto before = [&](int32_t a, int32_t b) {
+    return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
+  };
+  if (p.top_k > 0 && size_t(p.top_k) < kept_.size()) {
+    std::nth_element(kept_.begin(), kept_.begin() + p.top_k, kept_.end(), before);
+    kept_.resize(size_t(p.top_k));
+    std::sort(kept_.begin(), kept_.end());  // back to id order
   }
   if (p.top_p < 1.0f) {
+    // The smallest most-likely-first prefix holding top_p of the mass. Sorting only a head of
+    // the candidates usually suffices; the cumulative sum is the same either way.
     double mass = 0;
-    for (size_t i = 0; i < n; ++i) mass += probs[i];
+    for (int32_t id : kept_) mass += weights_[size_t(id)];
+    const double target = double(p.top_p) * mass;
+    size_t sorted = 0, n = 0;
     double cum = 0;
-    size_t m = 0;
-    while (m < n) {
-      cum += probs[m++];
-      if (cum >= p.top_p * mass) break;
+    while (n < kept_.size()) {
+      if (n == sorted) {
+        size_t next = std::min(kept_.size(), std::max<size_t>(256, sorted * 4));
+        std::partial_sort(kept_.begin() + long(sorted), kept_.begin() + long(next), kept_.end(),
+                          before);
+        sorted = next;
+      }
+      cum += weights_[size_t(kept_[n++])];
+      if (cum >= target) break;
     }
-    n = m;
+    kept_.resize(n);
   }
-  total = 0;
-  for (size_t i = 0; i < n; ++i) total += probs[i];
+  double total = 0;
+  for (int32_t id : kept_) total += weights_[size_t(id)];
   const double u = double(philox_uniform(p.seed, position)) * total;
   double cum = 0;
-  for (size_t i = 0; i < n; ++i) {
-    cum += probs[i];
-    if (u < cum) return candidates_[i].second;
+  for (int32_t id : kept_) {
+    cum += weights_[size_t(id)];
+    if (u < cum) return id;
   }
-  return candidates_[n - 1].second;
+  return kept_.back();
 }
 
 }  // namespace invar::engine

@@ -24,7 +24,8 @@ class Sampler {
   int32_t sample(const float* logits, int vocab, const SamplingParams& p, uint64_t position);
 
  private:
-  std::vector<std::pair<float, int32_t>> candidates_;  // scratch
+  std::vector<float> weights_;  // scratch: exp((logit - max) / T) per token
+  std::vector<int32_t> kept_;   // scratch: candidate ids
 };
 
 }  // namespace invar::engine

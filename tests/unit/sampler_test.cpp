@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <algorithm>
 #include <map>
+#include <random>
 
 #include "engine/philox.h"
 
@@ -79,6 +81,62 @@ TEST(Sampler, LogSoftmax) {
   EXPECT_EQ(info.top[0].first, 2);
   EXPECT_EQ(info.top[1].first, 1);
   EXPECT_NEAR(info.top[1].second, 2.0 - std::log(z), 1e-6);
+}
+
+}  // namespace
+}  // namespace invar::engine
+
+namespace invar::engine {
+namespace {
+
+// The filtered set by brute force: sort everything (logit desc, id asc), then top-k, min-p,
+// top-p exactly as the OpenAI/vLLM parameters define them.
+std::vector<int32_t> reference_set(const std::vector<float>& logits, const SamplingParams& p) {
+  const int v = int(logits.size());
+  std::vector<int32_t> order(static_cast<size_t>(v));
+  for (int i = 0; i < v; ++i) order[size_t(i)] = i;
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
+  });
+  const float max_logit = logits[order[0]];
+  auto w = [&](int32_t id) { return std::exp((logits[id] - max_logit) * (1.0f / p.temperature)); };
+  std::vector<int32_t> kept;
+  for (int32_t id : order)
+    if (w(id) >= p.min_p) kept.push_back(id);
+  if (p.top_k > 0 && size_t(p.top_k) < kept.size()) kept.resize(size_t(p.top_k));
+  if (p.top_p < 1.0f) {
+    std::vector<int32_t> by_id = kept;
+    std::sort(by_id.begin(), by_id.end());
+    double mass = 0;
+    for (int32_t id : by_id) mass += w(id);
+    double cum = 0;
+    size_t n = 0;
+    while (n < kept.size()) {
+      cum += w(kept[n++]);
+      if (cum >= double(p.top_p) * mass) break;
+    }
+    kept.resize(n);
+  }
+  return kept;
+}
+
+TEST(Sampler, DrawsOnlyFromTheExactFilteredSet) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::vector<float> logits(5000);
+  Sampler s;
+  for (int round = 0; round < 40; ++round) {
+    for (auto& l : logits) l = std::round(normal(rng) * 4.0f) / 4.0f;  // many ties
+    SamplingParams p{0.5f + 0.05f * float(round % 20), (round % 3) * 700, round % 2 ? 0.995f : 0.6f,
+                     round % 4 == 0 ? 0.01f : 0.0f, uint64_t(round)};
+    auto allowed = reference_set(logits, p);
+    std::sort(allowed.begin(), allowed.end());
+    std::map<int32_t, int> drawn;
+    for (uint64_t pos = 0; pos < 300; ++pos) drawn[s.sample(logits.data(), 5000, p, pos)]++;
+    for (auto [id, count] : drawn)
+      EXPECT_TRUE(std::binary_search(allowed.begin(), allowed.end(), id))
+          << "round " << round << " drew " << id << " outside the filtered set";
+  }
 }
 
 }  // namespace
