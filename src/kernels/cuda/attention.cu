@@ -3,11 +3,10 @@
 //   S = sequences, T = tokens, Hq / Hkv = query / kv heads, G = Hq / Hkv, D = head dim,
 //   row = one (token, q head) pair of a sequence and kv head: row r is token r / G, head r % G
 //
-// A CTA is 4 warps (prefill: up to 64 rows, 2 KV stages) or 1 warp (up to 16 rows: decode
-// steps and short chunks, 3 KV stages); warp w owns rows 16w..16w+15 of the CTA and every
-// column of a KV tile, so a row's arithmetic (its mma chains, its max/sum trees over the 4
-// lanes of a quad, its softmax updates) is the same whichever rows share the CTA and however
-// many warps the CTA has. All warps load tiles (cp.async); warps without rows only load.
+// A CTA is 4 warps; warp w owns rows 16w..16w+15 of the CTA and every column of a KV tile, so a
+// row's arithmetic (its mma chains, its max/sum trees over the 4 lanes of a quad, its softmax
+// updates) is the same whichever rows share the CTA and however many warps have rows. All four
+// warps load tiles (cp.async, two stages); warps without rows only load.
 // Where a row's positions end before the CTA's last tile, the later tiles are no-ops for it by
 // construction (no state update, alpha = 1, p = 0 exactly).
 #include "kernels/cuda/attention.h"
@@ -26,9 +25,10 @@ namespace {
 using bf16 = __nv_bfloat16;
 
 constexpr int kTile = kAttnKvTile;
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
 constexpr int kRowsPerWarp = 16;
-constexpr int kMaxRows = 4 * kRowsPerWarp;  // rows of a prefill CTA (4 warps)
-constexpr int kMergeWarps = 4;
+constexpr int kMaxRows = kWarps * kRowsPerWarp;  // rows per CTA
 constexpr int kNoSplit = 1 << 30;                // split_tiles of fast-mode prefill: never fold
 // SMs of a full H100/H200, for the invariant planner's CTA sizing: a constant, not the device's
 // count (R5); the sizing never changes bits anyway (tests/cuda/attention_test.cu).
@@ -264,27 +264,22 @@ template <int D>
 __host__ __device__ constexpr int kv_stage_elems() {
   return 2 * kTile * (D + 8);  // K and V tiles of one stage
 }
-// W warps (16 W rows), S KV stages, then a region that holds Q while it is read into registers
-// and the fold state O ([D / 2, 32 W] f32, each thread its own column) after.
-template <int D, int W, int S>
+template <int D>
 constexpr size_t attention_smem_bytes() {
-  constexpr size_t q_bytes = size_t(W * kRowsPerWarp) * (D + 8) * 2;
-  constexpr size_t o_bytes = size_t(D / 2) * (32 * W) * 4;
-  return size_t(S) * kv_stage_elems<D>() * 2 + (q_bytes > o_bytes ? q_bytes : o_bytes);
+  // Two KV stages, then a region that holds Q while it is read into registers and the fold
+  // state O ([D / 2, kThreads] f32, each thread its own column) after.
+  constexpr size_t q_bytes = size_t(kMaxRows) * (D + 8) * 2;
+  constexpr size_t o_bytes = size_t(D / 2) * kThreads * 4;
+  return size_t(2) * kv_stage_elems<D>() * 2 + (q_bytes > o_bytes ? q_bytes : o_bytes);
 }
 
-// Two configurations of one kernel: 4 warps and 2 KV stages for up to 64 rows (prefill), and
-// 1 warp with 3 stages for up to 16 rows (decode steps, short chunks: every warp has rows,
-// and two tiles stay in flight per CTA). A row's arithmetic is attend_tile's either way.
-template <int D, int W, int S>
-__global__ void __launch_bounds__(32 * W) attention_kernel(const AttnParams p) {
-  constexpr int kThreads = 32 * W;
-  constexpr int kRows = W * kRowsPerWarp;
+template <int D>
+__global__ void __launch_bounds__(kThreads) attention_kernel(const AttnParams p) {
   constexpr int kStride = D + 8;  // bf16 per smem row: 16-byte pad, conflict-free ldmatrix
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* s_kv = reinterpret_cast<bf16*>(smem);
-  unsigned char* s_qo = smem + size_t(S) * kv_stage_elems<D>() * 2;
+  unsigned char* s_qo = smem + size_t(2) * kv_stage_elems<D>() * 2;
   bf16* s_q = reinterpret_cast<bf16*>(s_qo);
   float* s_o = reinterpret_cast<float*>(s_qo);
 
@@ -299,7 +294,7 @@ __global__ void __launch_bounds__(32 * W) attention_kernel(const AttnParams p) {
   const int bs = p.block_size;
 
   // Q rows of this CTA (padding rows zero-filled).
-  for (int idx = tid; idx < kRows * kChunks; idx += kThreads) {
+  for (int idx = tid; idx < kMaxRows * kChunks; idx += kThreads) {
     const int r = idx / kChunks, c = idx % kChunks;
     const bool ok = r < it.nrows;
     const bf16* src = p.q;
@@ -332,14 +327,10 @@ __global__ void __launch_bounds__(32 * W) attention_kernel(const AttnParams p) {
       cp_async16(smem_addr(sv + i * kStride + c * 8), vs, ok);
     }
   };
-  // S - 1 tiles ahead, one commit group each (empty past the end: uniform wait counts).
-#pragma unroll
-  for (int i = 0; i < S - 1; ++i) {
-    if (tile_lo + i < tile_hi) load_tile(i, tile_lo + i);
-    cp_async_commit();
-  }
+  if (tile_lo < tile_hi) load_tile(0, tile_lo);
+  cp_async_commit();
 
-  cp_async_wait<S - 1>();  // Q has landed
+  cp_async_wait<1>();  // Q has landed
   __syncthreads();
   const bool has_rows = warp * kRowsPerWarp < it.nrows;
   uint32_t qf[D / 16][4];
@@ -367,11 +358,10 @@ __global__ void __launch_bounds__(32 * W) attention_kernel(const AttnParams p) {
   for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
 
   for (int tile = tile_lo; tile < tile_hi; ++tile) {
-    const int stage = (tile - tile_lo) % S;
-    // Refill the stage computed in the previous iteration (its trailing barrier freed it).
-    if (tile + S - 1 < tile_hi) load_tile((tile - tile_lo + S - 1) % S, tile + S - 1);
+    const int stage = (tile - tile_lo) & 1;
+    if (tile + 1 < tile_hi) load_tile(stage ^ 1, tile + 1);
     cp_async_commit();
-    cp_async_wait<S - 1>();  // this tile's group is complete
+    cp_async_wait<1>();
     __syncthreads();
     if (has_rows) {
       const bf16* sk = s_kv + stage * kv_stage_elems<D>();
@@ -440,12 +430,12 @@ __global__ void __launch_bounds__(32 * W) attention_kernel(const AttnParams p) {
 
 // One CTA per (sequence, kv head); warp w folds rows w, w + 4, ...; lane i owns D / 32 dims.
 template <int D>
-__global__ void __launch_bounds__(32 * kMergeWarps) attention_merge_kernel(const MergeParams p) {
+__global__ void __launch_bounds__(kThreads) attention_merge_kernel(const MergeParams p) {
   constexpr int kPer = D / 32;
   const MergeItem it = p.items[blockIdx.x];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int G = p.group;
-  for (int r = warp; r < it.rows; r += kMergeWarps) {
+  for (int r = warp; r < it.rows; r += kWarps) {
     const int t = r / G;
     const int pos = it.kv_len - it.q_len + t;
     const int splits = (pos / kTile) / it.split_tiles + 1;
@@ -549,7 +539,7 @@ struct CudaAttention::State {
   void* dev_buf = nullptr;
   size_t dev_cap = 0;
   cudaEvent_t uploaded = nullptr;  // the last upload has read host_buf
-  int64_t n_items = 0, n_merges = 0, n_split_items = 0, n_wide = 0;
+  int64_t n_items = 0, n_merges = 0, n_split_items = 0;
   // Split states.
   float* rec_m = nullptr;
   float* rec_l = nullptr;
@@ -568,34 +558,6 @@ struct CudaAttention::State {
   }
 };
 
-namespace {
-
-template <int D>
-Status set_smem_limit() {
-  INVAR_RETURN_IF_ERROR(cuda_status(
-      cudaFuncSetAttribute(attention_kernel<D, 4, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           int(attention_smem_bytes<D, 4, 2>())),
-      "CudaAttention: shared memory limit"));
-  return cuda_status(
-      cudaFuncSetAttribute(attention_kernel<D, 1, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           int(attention_smem_bytes<D, 1, 3>())),
-      "CudaAttention: shared memory limit");
-}
-
-template <int D>
-void launch_attention(const AttnParams& p, int64_t wide, int64_t narrow, cudaStream_t stream) {
-  if (wide > 0) {
-    attention_kernel<D, 4, 2><<<unsigned(wide), 128, attention_smem_bytes<D, 4, 2>(), stream>>>(p);
-  }
-  if (narrow > 0) {
-    AttnParams q = p;
-    q.items = p.items + wide;
-    attention_kernel<D, 1, 3><<<unsigned(narrow), 32, attention_smem_bytes<D, 1, 3>(), stream>>>(q);
-  }
-}
-
-}  // namespace
-
 Result<std::unique_ptr<CudaAttention>> CudaAttention::create(int device) {
   std::unique_ptr<CudaAttention> a(new CudaAttention());
   a->state_ = std::make_unique<State>();
@@ -607,8 +569,14 @@ Result<std::unique_ptr<CudaAttention>> CudaAttention::create(int device) {
       "CudaAttention: reading the SM count"));
   INVAR_RETURN_IF_ERROR(cuda_status(cudaEventCreateWithFlags(&s.uploaded, cudaEventDisableTiming),
                                     "CudaAttention: cudaEventCreate"));
-  INVAR_RETURN_IF_ERROR(set_smem_limit<64>());
-  INVAR_RETURN_IF_ERROR(set_smem_limit<128>());
+  INVAR_RETURN_IF_ERROR(cuda_status(
+      cudaFuncSetAttribute(attention_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           int(attention_smem_bytes<64>())),
+      "CudaAttention: shared memory limit (D = 64)"));
+  INVAR_RETURN_IF_ERROR(cuda_status(
+      cudaFuncSetAttribute(attention_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           int(attention_smem_bytes<128>())),
+      "CudaAttention: shared memory limit (D = 128)"));
   return Result<std::unique_ptr<CudaAttention>>(std::move(a));
 }
 
@@ -723,10 +691,6 @@ Status CudaAttention::plan(const AttentionPlan& hp, const AttentionDims& dims, K
   std::stable_sort(st.items.begin(), st.items.end(),
                    [&](const AttnItem& a, const AttnItem& b) { return work(a) > work(b); });
 
-  // CTAs of at most 16 rows run in the 1-warp configuration, after the 4-warp ones.
-  const auto narrow = std::stable_partition(st.items.begin(), st.items.end(),
-                                            [](const AttnItem& a) { return a.nrows > kRowsPerWarp; });
-  st.n_wide = int64_t(narrow - st.items.begin());
   st.n_items = int64_t(st.items.size());
   st.n_merges = int64_t(st.merges.size());
   st.n_split_items = 0;
@@ -811,17 +775,17 @@ Status CudaAttention::run(const bf16* q, int64_t q_stride, const KvCacheRef& cac
                out,           out_stride, st.rec_m,          st.rec_l,
                st.rec_acc};
   if (d.head_dim == 64) {
-    launch_attention<64>(p, st.n_wide, st.n_items - st.n_wide, stream);
+    attention_kernel<64><<<unsigned(st.n_items), kThreads, attention_smem_bytes<64>(), stream>>>(p);
   } else {
-    launch_attention<128>(p, st.n_wide, st.n_items - st.n_wide, stream);
+    attention_kernel<128><<<unsigned(st.n_items), kThreads, attention_smem_bytes<128>(), stream>>>(p);
   }
   INVAR_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "attention: kernel launch"));
   if (st.n_merges > 0) {
     MergeParams mp{merges, d.q_heads / d.kv_heads, out, out_stride, st.rec_m, st.rec_l, st.rec_acc};
     if (d.head_dim == 64) {
-      attention_merge_kernel<64><<<unsigned(st.n_merges), 32 * kMergeWarps, 0, stream>>>(mp);
+      attention_merge_kernel<64><<<unsigned(st.n_merges), kThreads, 0, stream>>>(mp);
     } else {
-      attention_merge_kernel<128><<<unsigned(st.n_merges), 32 * kMergeWarps, 0, stream>>>(mp);
+      attention_merge_kernel<128><<<unsigned(st.n_merges), kThreads, 0, stream>>>(mp);
     }
     INVAR_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "attention: merge kernel launch"));
   }
