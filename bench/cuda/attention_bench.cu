@@ -227,10 +227,15 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop{};
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   CHECK_CUDA(cudaStreamCreateWithFlags(&b.stream, cudaStreamNonBlocking));
+  // INVAR_ATTN_SPLIT_TILES: another split size for the invariant path (an experiment: the
+  // split size is part of the recipe, kAttnSplitTiles).
+  const char* split_env = std::getenv("INVAR_ATTN_SPLIT_TILES");
+  const int split_tiles = split_env ? std::atoi(split_env) : kAttnSplitTiles;
   for (auto& a : b.attn) {
     auto created = CudaAttention::create(0);
     check(created.status(), "CudaAttention::create");
     a = std::move(*created);
+    a->set_split_tiles_for_experiments(split_tiles);
   }
   // Cache: 4M tokens (Qwen3-8B: 16 GiB per K and V... halved for SmolLM2's smaller rows).
   b.cache_tokens = int64_t(4) << 20;
@@ -246,6 +251,8 @@ int main(int argc, char** argv) {
 
   std::printf("device: %s (%d SMs, L2 %d MiB)\n", prop.name, prop.multiProcessorCount,
               prop.l2CacheSize >> 20);
+  std::printf("invariant split: %d tiles of %d positions%s\n", split_tiles, kAttnKvTile,
+              split_tiles == kAttnSplitTiles ? "" : " (experiment: not the recipe's size)");
   std::printf("shape: %s (Hq %d, Hkv %d, D %d), block size %d; median of %d graph replays;\n"
               "ratio = t(fast) / t(invariant) (> 1: invariant faster); fast = split count from "
               "batch and SM count\n",

@@ -547,6 +547,7 @@ struct CudaAttention::State {
   int64_t rec_cap = 0;      // records
   int64_t rec_acc_cap = 0;  // floats
   int split_group = 0;      // splits per split CTA; 0: chosen from the load
+  int split_tiles = kAttnSplitTiles;
 
   ~State() {
     if (uploaded) cudaEventDestroy(uploaded);
@@ -581,6 +582,10 @@ Result<std::unique_ptr<CudaAttention>> CudaAttention::create(int device) {
 }
 
 CudaAttention::~CudaAttention() = default;
+
+void CudaAttention::set_split_tiles_for_experiments(int tiles) {
+  state_->split_tiles = tiles > 0 ? tiles : kAttnSplitTiles;
+}
 
 void CudaAttention::set_split_group(int splits_per_cta) {
   state_->split_group = std::max(0, splits_per_cta);
@@ -621,8 +626,8 @@ Status CudaAttention::plan(const AttentionPlan& hp, const AttentionDims& dims, K
     for (int s = 0; s < hp.num_seqs; ++s) {
       const int q_len = hp.q_indptr[s + 1] - hp.q_indptr[s];
       const int tiles = int(ceil_div(std::max(hp.kv_lens[s], 1), kTile));
-      if (q_len > 0 && q_len * G <= kMaxRows && tiles > kAttnSplitTiles) {
-        split_units += ceil_div(tiles, kAttnSplitTiles) * dims.kv_heads;
+      if (q_len > 0 && q_len * G <= kMaxRows && tiles > st.split_tiles) {
+        split_units += ceil_div(tiles, st.split_tiles) * dims.kv_heads;
       }
     }
   }
@@ -641,13 +646,13 @@ Status CudaAttention::plan(const AttentionPlan& hp, const AttentionDims& dims, K
     }
     const int rows = q_len * G;
     const int tiles = int(ceil_div(kv_len, kTile));
-    int split_tiles = kAttnSplitTiles;
+    int split_tiles = st.split_tiles;
     bool split_ctas = false;
     int per_cta = 1;  // splits per split CTA
     if (mode == KernelMode::invariant) {
       // Any choice here gives the same bits; a sequence whose rows fit one CTA spreads its
       // splits over CTAs, a longer one walks them in one CTA per 64 rows.
-      split_ctas = rows <= kMaxRows && tiles > kAttnSplitTiles;
+      split_ctas = rows <= kMaxRows && tiles > st.split_tiles;
       per_cta = group;
     } else if (rows <= kRowsPerWarp) {
       const int want = int(ceil_div(2 * int64_t(st.sm_count), int64_t(decode_seqs) * dims.kv_heads));

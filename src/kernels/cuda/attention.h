@@ -88,6 +88,10 @@ class CudaAttention {
   // tests force several to prove it.
   void set_split_group(int splits_per_cta);
 
+  // The split size in tiles is part of the recipe (kAttnSplitTiles): changing it changes bits.
+  // Only for benchmarks that compare split sizes; never in a serving engine.
+  void set_split_tiles_for_experiments(int tiles);
+
   struct Stats {
     int64_t ctas = 0;          // attention CTAs of the planned step
     int64_t split_ctas = 0;    // of which write split states
