@@ -333,7 +333,7 @@ Result<uint64_t> Engine::submit(RequestParams params, EventCallback on_event) {
   }
   std::lock_guard<std::mutex> lock(impl_->mu);
   if (!impl_->accepting)
-    return Status::error(StatusCode::resource_exhausted, "the server is shutting down");
+    return Status::error(StatusCode::cancelled, "the engine is shutting down");
   if (int(impl_->live.size()) - impl_->stats.running >= impl_->opt.max_queue)
     return Status::error(StatusCode::resource_exhausted,
                          fmt::format("the request queue is full ({} waiting); retry later",
