@@ -29,13 +29,13 @@ using namespace invar::kernels::cuda;
 
 namespace {
 
-#define CHECK_CUDA(expr)                                                                      \
-  do {                                                                                        \
-    cudaError_t e_ = (expr);                                                                  \
-    if (e_ != cudaSuccess) {                                                                  \
+#define CHECK_CUDA(expr)                                                                         \
+  do {                                                                                           \
+    cudaError_t e_ = (expr);                                                                     \
+    if (e_ != cudaSuccess) {                                                                     \
       std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                           \
-    }                                                                                         \
+      std::exit(1);                                                                              \
+    }                                                                                            \
   } while (0)
 
 void check(const Status& s, const char* what) {
@@ -107,7 +107,8 @@ Result run_point(Bench& b, const Point& pt) {
   const int64_t kv_bytes = kv_tokens * sh.hkv * sh.d * 4;
   const int64_t blocks_per_set = int64_t(S) * max_blocks;
   const int64_t cache_blocks = b.cache_tokens / kBlockSize;
-  int sets = int(std::max<int64_t>(1, std::min<int64_t>((int64_t(256) << 20) / std::max<int64_t>(kv_bytes, 1) + 1, 16)));
+  int sets = int(std::max<int64_t>(
+      1, std::min<int64_t>((int64_t(256) << 20) / std::max<int64_t>(kv_bytes, 1) + 1, 16)));
   sets = int(std::max<int64_t>(1, std::min<int64_t>(sets, cache_blocks / blocks_per_set)));
   std::vector<int32_t> tables(size_t(sets) * S * max_blocks);
   for (size_t i = 0; i < tables.size(); ++i) tables[i] = int32_t(i);
@@ -213,9 +214,12 @@ int main(int argc, char** argv) {
   bool smol = false, quick = false;
   int reps = 15;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--smollm2")) smol = true;
-    else if (!std::strcmp(argv[i], "--quick")) quick = true;
-    else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::atoi(argv[++i]);
+    if (!std::strcmp(argv[i], "--smollm2"))
+      smol = true;
+    else if (!std::strcmp(argv[i], "--quick"))
+      quick = true;
+    else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc)
+      reps = std::atoi(argv[++i]);
     else {
       std::fprintf(stderr, "usage: attention_bench [--smollm2] [--quick] [--reps N]\n");
       return 2;
@@ -246,21 +250,28 @@ int main(int argc, char** argv) {
   fill_random_bf16<<<4096, 256, 0, b.stream>>>(static_cast<uint16_t*>(k), elems, 1);
   fill_random_bf16<<<4096, 256, 0, b.stream>>>(static_cast<uint16_t*>(v), elems, 2);
   CHECK_CUDA(cudaStreamSynchronize(b.stream));
-  b.cache = {static_cast<__nv_bfloat16*>(k), static_cast<__nv_bfloat16*>(v),
-             int(b.cache_tokens / kBlockSize), kBlockSize, b.shape.hkv, b.shape.d};
+  b.cache = {static_cast<__nv_bfloat16*>(k),
+             static_cast<__nv_bfloat16*>(v),
+             int(b.cache_tokens / kBlockSize),
+             kBlockSize,
+             b.shape.hkv,
+             b.shape.d};
 
   std::printf("device: %s (%d SMs, L2 %d MiB)\n", prop.name, prop.multiProcessorCount,
               prop.l2CacheSize >> 20);
   std::printf("invariant split: %d tiles of %d positions%s\n", split_tiles, kAttnKvTile,
               split_tiles == kAttnSplitTiles ? "" : " (experiment: not the recipe's size)");
-  std::printf("shape: %s (Hq %d, Hkv %d, D %d), block size %d; median of %d graph replays;\n"
-              "ratio = t(fast) / t(invariant) (> 1: invariant faster); fast = split count from "
-              "batch and SM count\n",
-              b.shape.name, b.shape.hq, b.shape.hkv, b.shape.d, kBlockSize, reps);
+  std::printf(
+      "shape: %s (Hq %d, Hkv %d, D %d), block size %d; median of %d graph replays;\n"
+      "ratio = t(fast) / t(invariant) (> 1: invariant faster); fast = split count from "
+      "batch and SM count\n",
+      b.shape.name, b.shape.hq, b.shape.hkv, b.shape.d, kBlockSize, reps);
 
   print_header("decode B x KV");
-  const std::vector<int> batches = quick ? std::vector<int>{1, 16, 128} : std::vector<int>{1, 4, 16, 64, 256};
-  const std::vector<int> kvs = quick ? std::vector<int>{1024, 8192} : std::vector<int>{512, 2048, 8192, 32768};
+  const std::vector<int> batches =
+      quick ? std::vector<int>{1, 16, 128} : std::vector<int>{1, 4, 16, 64, 256};
+  const std::vector<int> kvs =
+      quick ? std::vector<int>{1024, 8192} : std::vector<int>{512, 2048, 8192, 32768};
   for (int bsz : batches) {
     for (int kv : kvs) {
       if (int64_t(bsz) * kv > b.cache_tokens / 2) continue;
@@ -271,7 +282,8 @@ int main(int argc, char** argv) {
   }
   print_header("prefill B x L (causal)");
   for (auto [bsz, len] : quick ? std::vector<std::pair<int, int>>{{1, 2048}, {1, 8192}}
-                               : std::vector<std::pair<int, int>>{{1, 512}, {1, 2048}, {1, 8192}, {4, 4096}, {16, 1024}}) {
+                               : std::vector<std::pair<int, int>>{
+                                     {1, 512}, {1, 2048}, {1, 8192}, {4, 4096}, {16, 1024}}) {
     Point pt{"prefill " + std::to_string(bsz) + " x " + std::to_string(len), {}};
     pt.seqs.assign(size_t(bsz), Seq{len, len});
     report(b, pt);

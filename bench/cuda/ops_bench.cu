@@ -23,13 +23,13 @@ using bf16 = __nv_bfloat16;
 
 namespace {
 
-#define CHECK_CUDA(expr)                                                                      \
-  do {                                                                                        \
-    cudaError_t e_ = (expr);                                                                  \
-    if (e_ != cudaSuccess) {                                                                  \
+#define CHECK_CUDA(expr)                                                                         \
+  do {                                                                                           \
+    cudaError_t e_ = (expr);                                                                     \
+    if (e_ != cudaSuccess) {                                                                     \
       std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                           \
-    }                                                                                         \
+      std::exit(1);                                                                              \
+    }                                                                                            \
   } while (0)
 
 void check(const Status& s, const char* what) {
@@ -92,7 +92,8 @@ struct Pool {
   void* get(size_t bytes, uint64_t seed) {
     void* p = nullptr;
     CHECK_CUDA(cudaMalloc(&p, bytes));
-    fill_random_bf16<<<1024, 256, 0, g_stream>>>(static_cast<uint16_t*>(p), int64_t(bytes / 2), seed);
+    fill_random_bf16<<<1024, 256, 0, g_stream>>>(static_cast<uint16_t*>(p), int64_t(bytes / 2),
+                                                 seed);
     bufs.push_back(p);
     return p;
   }
@@ -102,7 +103,8 @@ struct Pool {
 };
 
 int copies_for(size_t bytes) {
-  return int(std::max<size_t>(1, std::min<size_t>(64, (size_t(256) << 20) / std::max<size_t>(bytes, 1) + 1)));
+  return int(std::max<size_t>(
+      1, std::min<size_t>(64, (size_t(256) << 20) / std::max<size_t>(bytes, 1) + 1)));
 }
 
 }  // namespace
@@ -160,7 +162,8 @@ int main() {
     Pool pool;
     const int copies = copies_for(size_t(rows * I) * 4);
     std::vector<void*> gu;
-    for (int c = 0; c < copies; ++c) gu.push_back(pool.get(size_t(rows * 2 * I) * 2, uint64_t(c + 1)));
+    for (int c = 0; c < copies; ++c)
+      gu.push_back(pool.get(size_t(rows * 2 * I) * 2, uint64_t(c + 1)));
     void* out = pool.get(size_t(rows * I) * 2, 3);
     const double us = time_op(
         [&](int c) {

@@ -54,8 +54,8 @@ __host__ __device__ inline uint16_t q_bits(int id, int p, int h, int d) {
 }
 
 // Writes sequence `id`'s K/V for positions [0, len) into its pages.
-__global__ void fill_cache_kernel(uint16_t* ck, uint16_t* cv, const int32_t* table, int id,
-                                  int len, int block_size, int hkv, int d) {
+__global__ void fill_cache_kernel(uint16_t* ck, uint16_t* cv, const int32_t* table, int id, int len,
+                                  int block_size, int hkv, int d) {
   const int64_t total = int64_t(len) * hkv * d;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -134,8 +134,8 @@ struct Entry {
 };
 
 struct BatchOut {
-  std::vector<uint16_t> out;       // [T, Hq, D]
-  std::vector<int32_t> q_indptr;   // [S + 1]
+  std::vector<uint16_t> out;      // [T, Hq, D]
+  std::vector<int32_t> q_indptr;  // [S + 1]
   CudaAttention::Stats stats;
 };
 
@@ -223,10 +223,14 @@ class Harness {
     dp.q_indptr = nullptr;
     dp.kv_lens = nullptr;
     dp.block_tables = d_tables.as<int32_t>();
-    const KvCacheRef cache{k_.as<__nv_bfloat16>(), v_.as<__nv_bfloat16>(), num_blocks_,
-                           block_size_, shape_.hkv, shape_.d};
-    STATUS_OK(attn_->run(q.as<__nv_bfloat16>(), row, cache, dp, out.as<__nv_bfloat16>(), row,
-                         nullptr));
+    const KvCacheRef cache{k_.as<__nv_bfloat16>(),
+                           v_.as<__nv_bfloat16>(),
+                           num_blocks_,
+                           block_size_,
+                           shape_.hkv,
+                           shape_.d};
+    STATUS_OK(
+        attn_->run(q.as<__nv_bfloat16>(), row, cache, dp, out.as<__nv_bfloat16>(), row, nullptr));
     CUDA_OK(cudaDeviceSynchronize());
     CUDA_OK(cudaGetLastError());
     res.out = download<uint16_t>(out.p, size_t(T * row));
@@ -269,9 +273,9 @@ Entry random_other(std::mt19937& rng, const Harness& h, bool decode_only) {
 
 // Positions where tiles (64) and splits (256) begin and end, and a few random ones.
 std::vector<int> boundary_positions() {
-  std::vector<int> p{0,    1,    2,    31,   62,   63,   64,   65,   127,  128,  129,  191,
-                     255,  256,  257,  319,  511,  512,  513,  767,  768,  769,  1023, 1024,
-                     1025, 1279, 1535, 1536, 1537, 2047, 2048, 2049, 2099};
+  std::vector<int> p{0,    1,    2,    31,   62,   63,   64,   65,   127,  128,  129,
+                     191,  255,  256,  257,  319,  511,  512,  513,  767,  768,  769,
+                     1023, 1024, 1025, 1279, 1535, 1536, 1537, 2047, 2048, 2049, 2099};
   std::mt19937 rng(3);
   for (int i = 0; i < 16; ++i) p.push_back(int(rng() % kTargetLen));
   return p;
@@ -312,9 +316,9 @@ TEST_P(AttentionCuda, MatchesF64Reference) {
   Harness h(sh, 16, test_lengths(), 1);
   ASSERT_TRUE(h.ok());
   // Awkward lengths: decode at kv 1, 7, 769, 5125; chunks of 17, 129, 64, 5 and 300 tokens.
-  std::vector<Entry> batch{{1, 0, 1},   {1, 0, 7},    {1, 768, 1},  {1, 5124, 1}, {0, 0, 17},
-                           {0, 0, 129}, {0, 300, 64}, {0, 1000, 5}, {0, 2099, 1}, {1, 4900, 40},
-                           {1, 0, 1}};
+  std::vector<Entry> batch{{1, 0, 1},    {1, 0, 7},     {1, 768, 1},  {1, 5124, 1},
+                           {0, 0, 17},   {0, 0, 129},   {0, 300, 64}, {0, 1000, 5},
+                           {0, 2099, 1}, {1, 4900, 40}, {1, 0, 1}};
   std::vector<int32_t> ids, pos;
   h.tokens_of(batch, ids, pos);
   const int64_t T = int64_t(ids.size()), row = int64_t(sh.hq) * sh.d;
@@ -348,11 +352,11 @@ TEST_P(AttentionCuda, MatchesF64Reference) {
       }
       worst = std::max(worst, std::sqrt(num / std::max(den, 1e-30)));
     }
-    std::printf("%-13s %-9s worst row |out - ref| / |ref| = %.2e (%lld rows; %lld CTAs, %lld "
-                "split CTAs, %lld merge CTAs)\n",
-                sh.name, kernel_mode_name(mode), worst, (long long)(T * sh.hq),
-                (long long)b.stats.ctas, (long long)b.stats.split_ctas,
-                (long long)b.stats.merge_ctas);
+    std::printf(
+        "%-13s %-9s worst row |out - ref| / |ref| = %.2e (%lld rows; %lld CTAs, %lld "
+        "split CTAs, %lld merge CTAs)\n",
+        sh.name, kernel_mode_name(mode), worst, (long long)(T * sh.hq), (long long)b.stats.ctas,
+        (long long)b.stats.split_ctas, (long long)b.stats.merge_ctas);
     EXPECT_LT(worst, 1e-2) << kernel_mode_name(mode);
   }
 }
@@ -386,7 +390,8 @@ void invariance_suite(Harness& h, KernelMode mode, const std::vector<uint16_t>& 
     std::vector<Entry> batch;
     const int slot = int(rng() % uint32_t(n));
     const int p = positions[rng() % positions.size()];
-    for (int i = 0; i < n; ++i) batch.push_back(i == slot ? Entry{0, p, 1} : random_other(rng, h, true));
+    for (int i = 0; i < n; ++i)
+      batch.push_back(i == slot ? Entry{0, p, 1} : random_other(rng, h, true));
     BatchOut b;
     h.run(batch, mode, b);
     d.batch += count_target_diffs(b, batch, ref, row, &d.batch_n);
@@ -431,11 +436,12 @@ void invariance_suite(Harness& h, KernelMode mode, const std::vector<uint16_t>& 
 }
 
 void print_diffs(const char* shape, KernelMode mode, const Diffs& d) {
-  std::printf("%-13s %-9s differing rows: decode %lld/%lld, batch sizes %lld/%lld, chunkings "
-              "%lld/%lld, prefix prefills %lld/%lld\n",
-              shape, kernel_mode_name(mode), (long long)d.decode, (long long)d.decode_n,
-              (long long)d.batch, (long long)d.batch_n, (long long)d.chunk, (long long)d.chunk_n,
-              (long long)d.prefix, (long long)d.prefix_n);
+  std::printf(
+      "%-13s %-9s differing rows: decode %lld/%lld, batch sizes %lld/%lld, chunkings "
+      "%lld/%lld, prefix prefills %lld/%lld\n",
+      shape, kernel_mode_name(mode), (long long)d.decode, (long long)d.decode_n, (long long)d.batch,
+      (long long)d.batch_n, (long long)d.chunk, (long long)d.chunk_n, (long long)d.prefix,
+      (long long)d.prefix_n);
 }
 
 TEST_P(AttentionCuda, TargetRowsAreBitIdenticalInEveryBatchAndChunking) {
@@ -469,7 +475,8 @@ TEST_P(AttentionCuda, CacheBlockSizeDoesNotChangeBits) {
     int64_t diffs = count_target_diffs(full, one, ref, row, &n);
     std::vector<Entry> batch;
     for (int p : boundary_positions()) batch.push_back({0, p, 1});
-    for (int s = 0; s < kTargetLen; s += 300) batch.push_back({0, s, std::min(300, kTargetLen - s)});
+    for (int s = 0; s < kTargetLen; s += 300)
+      batch.push_back({0, s, std::min(300, kTargetLen - s)});
     BatchOut b;
     h.run(batch, KernelMode::invariant, b);
     diffs += count_target_diffs(b, batch, ref, row, &n);

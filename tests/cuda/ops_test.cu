@@ -37,7 +37,9 @@ bool close_bf16(uint16_t out, double ref, double mag) {
 
 enum class NormKind { bf16_in, f32_in, add };
 const char* norm_name(NormKind k) {
-  return k == NormKind::bf16_in ? "rmsnorm(bf16)" : k == NormKind::f32_in ? "rmsnorm(f32)" : "rmsnorm_add";
+  return k == NormKind::bf16_in  ? "rmsnorm(bf16)"
+         : k == NormKind::f32_in ? "rmsnorm(f32)"
+                                 : "rmsnorm_add";
 }
 
 // Inputs of a norm call: x (bf16 or f32 residual), delta for the add, weight; host copies and
@@ -75,8 +77,8 @@ void run_norm(const NormData& data, NormKind kind, KernelMode mode, int64_t firs
     s = rmsnorm(data.d_x16.as<bf16>() + off, data.ld, w, n, data.dim, eps, o.as<bf16>(), data.dim,
                 mode, nullptr);
   } else if (kind == NormKind::f32_in) {
-    s = rmsnorm(data.d_x32.as<float>() + off, data.ld, w, n, data.dim, eps, o.as<bf16>(),
-                data.dim, mode, nullptr);
+    s = rmsnorm(data.d_x32.as<float>() + off, data.ld, w, n, data.dim, eps, o.as<bf16>(), data.dim,
+                mode, nullptr);
   } else {
     CUDA_OK(cudaMemcpy(data.d_x32.p, data.d_x32_pristine.p, data.x32.size() * 4,
                        cudaMemcpyDeviceToDevice));
@@ -86,7 +88,8 @@ void run_norm(const NormData& data, NormKind kind, KernelMode mode, int64_t firs
   ASSERT_TRUE(s.ok()) << s.message();
   CUDA_OK(cudaDeviceSynchronize());
   out = download<uint16_t>(o.p, size_t(n * data.dim));
-  if (kind == NormKind::add) residual = download<float>(data.d_x32.as<float>() + off, size_t(n * data.ld));
+  if (kind == NormKind::add)
+    residual = download<float>(data.d_x32.as<float>() + off, size_t(n * data.ld));
 }
 
 TEST(OpsCuda, RmsnormMatchesF64Reference) {
@@ -199,7 +202,8 @@ TEST(OpsCuda, RopeMatchesF64Reference) {
         for (int64_t tokens : {1, 7, 17, 300}) {
           for (int heads : {3, 9, 32}) {
             const int64_t ld = int64_t(heads + 2) * d;  // q inside a fused qkv row
-            std::vector<uint16_t> x = random_bf16(size_t(tokens * ld), uint64_t(tokens * heads + d), 1.0f);
+            std::vector<uint16_t> x =
+                random_bf16(size_t(tokens * ld), uint64_t(tokens * heads + d), 1.0f);
             std::vector<int32_t> pos(static_cast<size_t>(tokens));
             for (auto& p : pos) p = int32_t(rng() % 40000);
             std::vector<float> inv(size_t(rot / 2));
@@ -208,7 +212,8 @@ TEST(OpsCuda, RopeMatchesF64Reference) {
             }
             DeviceBuffer dx = upload(x), dpos = upload(pos), dinv = upload(inv);
             const RopeParams params{style, rot, dinv.as<float>(), 1.0f};
-            STATUS_OK(rope(dx.as<bf16>(), ld, dpos.as<int32_t>(), tokens, heads, d, params, nullptr));
+            STATUS_OK(
+                rope(dx.as<bf16>(), ld, dpos.as<int32_t>(), tokens, heads, d, params, nullptr));
             CUDA_OK(cudaDeviceSynchronize());
             const std::vector<uint16_t> out = download<uint16_t>(dx.p, x.size());
             int64_t bad = 0;
@@ -259,15 +264,16 @@ TEST(OpsCuda, EmbeddingCopiesRowsExactly) {
   const int64_t vocab = 5125;
   for (int64_t hidden : {7, 64, 576, 769}) {
     for (int64_t tokens : {1, 7, 17, 769}) {
-      const std::vector<uint16_t> table = random_bf16(size_t(vocab * hidden), uint64_t(hidden), 1.0f);
+      const std::vector<uint16_t> table =
+          random_bf16(size_t(vocab * hidden), uint64_t(hidden), 1.0f);
       std::vector<int32_t> ids(static_cast<size_t>(tokens));
       for (int64_t t = 0; t < tokens; ++t) ids[size_t(t)] = int32_t((t * 7919 + 13) % vocab);
       ids[0] = int32_t(vocab - 1);
       if (tokens > 1) ids[1] = int32_t(vocab);  // out of range: zeros
       DeviceBuffer dt = upload(table), di = upload(ids);
       DeviceBuffer o32(size_t(tokens * hidden) * 4), o16(size_t(tokens * hidden) * 2);
-      STATUS_OK(embedding(dt.as<bf16>(), vocab, hidden, di.as<int32_t>(), tokens,
-                          o32.as<float>(), hidden, nullptr));
+      STATUS_OK(embedding(dt.as<bf16>(), vocab, hidden, di.as<int32_t>(), tokens, o32.as<float>(),
+                          hidden, nullptr));
       STATUS_OK(embedding(dt.as<bf16>(), vocab, hidden, di.as<int32_t>(), tokens, o16.as<bf16>(),
                           hidden, nullptr));
       CUDA_OK(cudaDeviceSynchronize());
@@ -293,7 +299,8 @@ TEST(OpsCuda, SiluMulMatchesF64Reference) {
     for (int64_t tokens : {1, 7, 17}) {
       // gate and up as the two halves of one fused [T, 2I] gate_up output.
       const int64_t ld = 2 * inter;
-      const std::vector<uint16_t> gu = random_bf16(size_t(tokens * ld), uint64_t(inter + tokens), 8.0f);
+      const std::vector<uint16_t> gu =
+          random_bf16(size_t(tokens * ld), uint64_t(inter + tokens), 8.0f);
       DeviceBuffer d = upload(gu), o(size_t(tokens * inter) * 2);
       poison_bf16(o.p, tokens * inter);
       STATUS_OK(silu_mul(d.as<bf16>(), ld, d.as<bf16>() + inter, ld, tokens, inter, o.as<bf16>(),
@@ -324,7 +331,7 @@ void argmax_case(int64_t rows, int64_t cols, std::mt19937& rng) {
       const int64_t a = int64_t(rng() % uint32_t(cols / 2)), b = cols / 2 + a;
       row[a] = row[b] = 4.0f;
     }
-    if (r % 3 == 2) row[0] = NAN;  // NaN is skipped
+    if (r % 3 == 2) row[0] = NAN;                 // NaN is skipped
     if (r == 5) std::fill(row, row + cols, NAN);  // all NaN: 0
   }
   std::vector<T> xs(x.size());
@@ -353,8 +360,8 @@ void argmax_case(int64_t rows, int64_t cols, std::mt19937& rng) {
         any = true;
       }
     }
-    EXPECT_EQ(got[size_t(r)], want) << (sizeof(T) == 2 ? "bf16" : "f32") << " row " << r
-                                    << " of " << rows << " x " << cols;
+    EXPECT_EQ(got[size_t(r)], want)
+        << (sizeof(T) == 2 ? "bf16" : "f32") << " row " << r << " of " << rows << " x " << cols;
   }
 }
 

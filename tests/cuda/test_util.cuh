@@ -128,21 +128,21 @@ inline bool have_gpu() {
     if (state) {
       cudaDeviceProp prop{};
       cudaGetDeviceProperties(&prop, 0);
-      std::printf("device: %s, %d SMs, sm_%d%d\n", prop.name, prop.multiProcessorCount,
-                  prop.major, prop.minor);
+      std::printf("device: %s, %d SMs, sm_%d%d\n", prop.name, prop.multiProcessorCount, prop.major,
+                  prop.minor);
     }
   }
   return state == 1;
 }
 
-#define REQUIRE_GPU()                                                                     \
-  do {                                                                                    \
-    if (!::invar::kernels::cuda::cudatest::have_gpu()) {                                   \
-      const char* require_ = std::getenv("INVAR_REQUIRE_GPU");                            \
-      if (require_ && std::string(require_) == "1")                                       \
-        FAIL() << "INVAR_REQUIRE_GPU=1 but no usable CUDA device";                        \
-      GTEST_SKIP() << "no CUDA device";                                                   \
-    }                                                                                     \
+#define REQUIRE_GPU()                                              \
+  do {                                                             \
+    if (!::invar::kernels::cuda::cudatest::have_gpu()) {           \
+      const char* require_ = std::getenv("INVAR_REQUIRE_GPU");     \
+      if (require_ && std::string(require_) == "1")                \
+        FAIL() << "INVAR_REQUIRE_GPU=1 but no usable CUDA device"; \
+      GTEST_SKIP() << "no CUDA device";                            \
+    }                                                              \
   } while (0)
 
 }  // namespace invar::kernels::cuda::cudatest

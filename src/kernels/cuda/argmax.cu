@@ -14,8 +14,12 @@ namespace {
 using bf16 = __nv_bfloat16;
 constexpr int kBlock = 256;
 
-__device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(bf16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_f32(float v) {
+  return v;
+}
+__device__ __forceinline__ float to_f32(bf16 v) {
+  return __bfloat162float(v);
+}
 
 __device__ __forceinline__ void take(float& bv, int& bj, float v, int j) {
   if (v > bv || (v == bv && j < bj)) {

@@ -9,14 +9,13 @@
 // warps load tiles (cp.async, two stages); warps without rows only load.
 // Where a row's positions end before the CTA's last tile, the later tiles are no-ops for it by
 // construction (no state update, alpha = 1, p = 0 exactly).
-#include "kernels/cuda/attention.h"
-
 #include <algorithm>
 #include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "kernels/cuda/attention.h"
 #include "kernels/cuda/cuda_check.h"
 
 namespace invar::kernels::cuda {
@@ -47,8 +46,8 @@ struct AttnItem {
   int32_t nrows;
   int32_t tile_begin;
   int32_t tile_end;
-  int32_t split_tiles;    // fold period in tiles, counted from tile 0
-  int32_t record;         // < 0: write the output; else the split states' base
+  int32_t split_tiles;  // fold period in tiles, counted from tile 0
+  int32_t record;       // < 0: write the output; else the split states' base
   int32_t record_stride;
 };
 
@@ -111,7 +110,9 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool p
   const int n = pred ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n");
+}
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
@@ -157,7 +158,9 @@ __device__ __forceinline__ void fold_weights(float& M, float& L, float m, float 
 __device__ __forceinline__ float fold_value(float o, float acc, float a, float b) {
   return __fmaf_rn(acc, b, __fmul_rn(o, a));
 }
-__device__ __forceinline__ float finish(float o, float L) { return __fdiv_rn(o, L); }
+__device__ __forceinline__ float finish(float o, float L) {
+  return __fdiv_rn(o, L);
+}
 
 // One warp, one KV tile: scores of its 16 rows against the tile's 64 positions, the online
 // softmax update and acc += P V. pos0 / pos1: absolute positions of this lane's two rows
@@ -397,7 +400,8 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttnParams p)
             float* dst = p.rec_acc + rec * D + 2 * (lane & 3);
 #pragma unroll
             for (int n = 0; n < D / 8; ++n) {
-              *reinterpret_cast<float2*>(dst + n * 8) = make_float2(acc[n][2 * h], acc[n][2 * h + 1]);
+              *reinterpret_cast<float2*>(dst + n * 8) =
+                  make_float2(acc[n][2 * h], acc[n][2 * h + 1]);
             }
           }
           m[h] = -INFINITY;
@@ -504,9 +508,13 @@ __global__ void kv_store_kernel(const bf16* k, int64_t k_stride, const bf16* v, 
   }
 }
 
-bool aligned16(const void* p) { return aligned_to(p, 16); }
+bool aligned16(const void* p) {
+  return aligned_to(p, 16);
+}
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
 
 }  // namespace
 
@@ -516,8 +524,9 @@ Status kv_store(const bf16* k, int64_t k_stride, const bf16* v, int64_t v_stride
   if (tokens <= 0) return {};
   if (cache.head_dim % 8 || k_stride % 8 || v_stride % 8 || !aligned16(k) || !aligned16(v) ||
       !aligned16(cache.k) || !aligned16(cache.v)) {
-    return Status::error("kv_store: head_dim and row strides must be multiples of 8 elements and "
-                         "every pointer 16-byte aligned");
+    return Status::error(
+        "kv_store: head_dim and row strides must be multiples of 8 elements and "
+        "every pointer 16-byte aligned");
   }
   const int64_t total = tokens * cache.kv_heads * (cache.head_dim / 8);
   const int blocks = int(std::min<int64_t>(ceil_div(total, 256), 65536));
@@ -565,9 +574,9 @@ Result<std::unique_ptr<CudaAttention>> CudaAttention::create(int device) {
   State& s = *a->state_;
   s.device = device;
   INVAR_RETURN_IF_ERROR(cuda_status(cudaSetDevice(device), "CudaAttention: cudaSetDevice"));
-  INVAR_RETURN_IF_ERROR(cuda_status(
-      cudaDeviceGetAttribute(&s.sm_count, cudaDevAttrMultiProcessorCount, device),
-      "CudaAttention: reading the SM count"));
+  INVAR_RETURN_IF_ERROR(
+      cuda_status(cudaDeviceGetAttribute(&s.sm_count, cudaDevAttrMultiProcessorCount, device),
+                  "CudaAttention: reading the SM count"));
   INVAR_RETURN_IF_ERROR(cuda_status(cudaEventCreateWithFlags(&s.uploaded, cudaEventDisableTiming),
                                     "CudaAttention: cudaEventCreate"));
   INVAR_RETURN_IF_ERROR(cuda_status(
@@ -655,7 +664,8 @@ Status CudaAttention::plan(const AttentionPlan& hp, const AttentionDims& dims, K
       split_ctas = rows <= kMaxRows && tiles > st.split_tiles;
       per_cta = group;
     } else if (rows <= kRowsPerWarp) {
-      const int want = int(ceil_div(2 * int64_t(st.sm_count), int64_t(decode_seqs) * dims.kv_heads));
+      const int want =
+          int(ceil_div(2 * int64_t(st.sm_count), int64_t(decode_seqs) * dims.kv_heads));
       const int n = std::max(1, std::min(want, tiles));
       split_tiles = int(ceil_div(tiles, n));
       split_ctas = ceil_div(tiles, split_tiles) > 1;
@@ -711,8 +721,10 @@ Status CudaAttention::plan(const AttentionPlan& hp, const AttentionDims& dims, K
     if (st.rec_acc) cudaFree(st.rec_acc);
     st.rec_m = st.rec_l = st.rec_acc = nullptr;
     st.rec_cap = st.rec_acc_cap = 0;
-    INVAR_RETURN_IF_ERROR(cuda_status(cudaMalloc(&st.rec_m, size_t(cap) * 4), "attention plan: alloc"));
-    INVAR_RETURN_IF_ERROR(cuda_status(cudaMalloc(&st.rec_l, size_t(cap) * 4), "attention plan: alloc"));
+    INVAR_RETURN_IF_ERROR(
+        cuda_status(cudaMalloc(&st.rec_m, size_t(cap) * 4), "attention plan: alloc"));
+    INVAR_RETURN_IF_ERROR(
+        cuda_status(cudaMalloc(&st.rec_l, size_t(cap) * 4), "attention plan: alloc"));
     INVAR_RETURN_IF_ERROR(
         cuda_status(cudaMalloc(&st.rec_acc, size_t(acc_cap) * 4), "attention plan: alloc"));
     st.rec_cap = cap;
@@ -737,19 +749,22 @@ Status CudaAttention::plan(const AttentionPlan& hp, const AttentionDims& dims, K
       if (st.dev_buf) cudaFree(st.dev_buf);
       st.dev_buf = nullptr;
       st.dev_cap = 0;
-      INVAR_RETURN_IF_ERROR(cuda_status(cudaMalloc(&st.dev_buf, bytes * 2), "attention plan: alloc"));
+      INVAR_RETURN_IF_ERROR(
+          cuda_status(cudaMalloc(&st.dev_buf, bytes * 2), "attention plan: alloc"));
       st.dev_cap = bytes * 2;
     }
     unsigned char* h = static_cast<unsigned char*>(st.host_buf);
-    if (!st.items.empty()) std::copy_n(reinterpret_cast<const unsigned char*>(st.items.data()), item_bytes, h);
+    if (!st.items.empty())
+      std::copy_n(reinterpret_cast<const unsigned char*>(st.items.data()), item_bytes, h);
     if (!st.merges.empty()) {
       std::copy_n(reinterpret_cast<const unsigned char*>(st.merges.data()),
                   st.merges.size() * sizeof(MergeItem), h + item_bytes);
     }
-    INVAR_RETURN_IF_ERROR(cuda_status(
-        cudaMemcpyAsync(st.dev_buf, st.host_buf, bytes, cudaMemcpyHostToDevice, stream),
-        "attention plan: upload"));
-    INVAR_RETURN_IF_ERROR(cuda_status(cudaEventRecord(st.uploaded, stream), "attention plan: event"));
+    INVAR_RETURN_IF_ERROR(
+        cuda_status(cudaMemcpyAsync(st.dev_buf, st.host_buf, bytes, cudaMemcpyHostToDevice, stream),
+                    "attention plan: upload"));
+    INVAR_RETURN_IF_ERROR(
+        cuda_status(cudaEventRecord(st.uploaded, stream), "attention plan: event"));
   }
   st.planned = true;
   return {};
@@ -763,26 +778,40 @@ Status CudaAttention::run(const bf16* q, int64_t q_stride, const KvCacheRef& cac
   const AttentionDims& d = st.dims;
   if (cache.head_dim != d.head_dim || cache.kv_heads != d.kv_heads ||
       cache.block_size != dp.block_size || dp.block_size <= 0) {
-    return Status::error("attention: the cache's shape does not match the plan's dims and "
-                         "block size");
+    return Status::error(
+        "attention: the cache's shape does not match the plan's dims and "
+        "block size");
   }
   if (q_stride % 8 || out_stride % 2 || !aligned16(q) || !aligned16(cache.k) ||
       !aligned16(cache.v) || (reinterpret_cast<uintptr_t>(out) & 3u)) {
-    return Status::error("attention: q must be 16-byte aligned with a row stride that is a "
-                         "multiple of 8 elements; out 4-byte aligned with an even stride");
+    return Status::error(
+        "attention: q must be 16-byte aligned with a row stride that is a "
+        "multiple of 8 elements; out 4-byte aligned with an even stride");
   }
   if (st.n_items == 0) return {};
   const AttnItem* items = static_cast<const AttnItem*>(st.dev_buf);
   const MergeItem* merges = reinterpret_cast<const MergeItem*>(items + st.n_items);
-  AttnParams p{items,         q,          q_stride,          cache.k,
-               cache.v,       dp.block_tables, dp.max_blocks_per_seq, dp.block_size,
-               d.kv_heads,    d.q_heads / d.kv_heads, d.scale * 1.4426950408889634f,
-               out,           out_stride, st.rec_m,          st.rec_l,
+  AttnParams p{items,
+               q,
+               q_stride,
+               cache.k,
+               cache.v,
+               dp.block_tables,
+               dp.max_blocks_per_seq,
+               dp.block_size,
+               d.kv_heads,
+               d.q_heads / d.kv_heads,
+               d.scale * 1.4426950408889634f,
+               out,
+               out_stride,
+               st.rec_m,
+               st.rec_l,
                st.rec_acc};
   if (d.head_dim == 64) {
     attention_kernel<64><<<unsigned(st.n_items), kThreads, attention_smem_bytes<64>(), stream>>>(p);
   } else {
-    attention_kernel<128><<<unsigned(st.n_items), kThreads, attention_smem_bytes<128>(), stream>>>(p);
+    attention_kernel<128>
+        <<<unsigned(st.n_items), kThreads, attention_smem_bytes<128>(), stream>>>(p);
   }
   INVAR_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "attention: kernel launch"));
   if (st.n_merges > 0) {

@@ -13,9 +13,9 @@
 // A CTA computes up to 64 rows of one sequence and one kv head. A prefill CTA walks all splits
 // and folds in shared memory; a decode step (or a short chunk) spreads its splits over CTAs
 // (one or more consecutive splits each), every split's state is written, and a merge kernel
-// folds the states in the same order with the same arithmetic. Which of the two a sequence gets, and how many consecutive splits one split CTA
-// computes, are host-side choices (plan) that never change bits; the split count of a query
-// depends on its own position only.
+// folds the states in the same order with the same arithmetic. Which of the two a sequence gets,
+// and how many consecutive splits one split CTA computes, are host-side choices (plan) that never
+// change bits; the split count of a query depends on its own position only.
 //
 // `fast` mode (baseline and negative control): the usual load-dependent heuristics. Decode
 // sequences get ~2 x SM-count / (batch x Hkv) splits, prefill sequences no split at all, so
@@ -79,8 +79,9 @@ class CudaAttention {
   // array [S, max_blocks_per_seq]; q row t (one token, all Hq heads) is q + t * q_stride,
   // likewise out. No allocation, no synchronisation.
   Status run(const __nv_bfloat16* q, int64_t q_stride,  // [T, Hq, D]
-             const KvCacheRef& cache, const AttentionPlan& device_plan,
-             __nv_bfloat16* out, int64_t out_stride,  // [T, Hq, D]
+             const KvCacheRef& cache,                   // [blocks, block_size, Hkv, D] x2
+             const AttentionPlan& device_plan,          // block tables on the device
+             __nv_bfloat16* out, int64_t out_stride,    // [T, Hq, D]
              cudaStream_t stream);
 
   // Invariant mode: how many consecutive splits one split CTA computes (each still writes its
@@ -93,9 +94,9 @@ class CudaAttention {
   void set_split_tiles_for_experiments(int tiles);
 
   struct Stats {
-    int64_t ctas = 0;          // attention CTAs of the planned step
-    int64_t split_ctas = 0;    // of which write split states
-    int64_t merge_ctas = 0;    // merge CTAs
+    int64_t ctas = 0;        // attention CTAs of the planned step
+    int64_t split_ctas = 0;  // of which write split states
+    int64_t merge_ctas = 0;  // merge CTAs
   };
   Stats stats() const;
 

@@ -10,8 +10,12 @@ namespace {
 
 using bf16 = __nv_bfloat16;
 
-__device__ __forceinline__ void put(float* p, bf16 v) { *p = __bfloat162float(v); }
-__device__ __forceinline__ void put(bf16* p, bf16 v) { *p = v; }
+__device__ __forceinline__ void put(float* p, bf16 v) {
+  *p = __bfloat162float(v);
+}
+__device__ __forceinline__ void put(bf16* p, bf16 v) {
+  *p = v;
+}
 
 template <typename T>
 __global__ void embedding_kernel(const bf16* table, int64_t vocab, int64_t hidden,
@@ -27,8 +31,8 @@ __global__ void embedding_kernel(const bf16* table, int64_t vocab, int64_t hidde
 }
 
 template <typename T>
-Status launch(const bf16* table, int64_t vocab, int64_t hidden, const int32_t* ids,
-              int64_t tokens, T* out, int64_t ldo, cudaStream_t stream) {
+Status launch(const bf16* table, int64_t vocab, int64_t hidden, const int32_t* ids, int64_t tokens,
+              T* out, int64_t ldo, cudaStream_t stream) {
   if (tokens <= 0 || hidden <= 0) return {};
   if (tokens > (int64_t(1) << 31) - 1) return Status::error("embedding: more than 2^31 - 1 tokens");
   embedding_kernel<T><<<unsigned(tokens), 256, 0, stream>>>(table, vocab, hidden, ids, out, ldo);

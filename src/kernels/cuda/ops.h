@@ -20,47 +20,47 @@
 namespace invar::kernels::cuda {
 
 // out[r, :] = bf16(weight * (x[r, :] / sqrt(mean(x[r, :]^2) + eps))). out may alias x (bf16).
-Status rmsnorm(const __nv_bfloat16* x, int64_t ldx,  // [T, H]
-               const __nv_bfloat16* weight,          // [H]
-               int64_t rows, int64_t dim, float eps,
-               __nv_bfloat16* out, int64_t ldo,  // [T, H]
+Status rmsnorm(const __nv_bfloat16* x, int64_t ldx,   // [T, H]
+               const __nv_bfloat16* weight,           // [H]
+               int64_t rows, int64_t dim, float eps,  // T, H
+               __nv_bfloat16* out, int64_t ldo,       // [T, H]
                KernelMode mode, cudaStream_t stream);
-Status rmsnorm(const float* x, int64_t ldx,   // [T, H]
-               const __nv_bfloat16* weight,   // [H]
-               int64_t rows, int64_t dim, float eps,
-               __nv_bfloat16* out, int64_t ldo,  // [T, H]
+Status rmsnorm(const float* x, int64_t ldx,           // [T, H]
+               const __nv_bfloat16* weight,           // [H]
+               int64_t rows, int64_t dim, float eps,  // T, H
+               __nv_bfloat16* out, int64_t ldo,       // [T, H]
                KernelMode mode, cudaStream_t stream);
 
 // residual[r, :] += x[r, :] in f32, then out[r, :] = rmsnorm(residual[r, :]) as above.
-Status rmsnorm_add(float* residual, int64_t ldr,           // [T, H] f32, updated
-                   const __nv_bfloat16* x, int64_t ldx,    // [T, H]
-                   const __nv_bfloat16* weight,            // [H]
-                   int64_t rows, int64_t dim, float eps,
-                   __nv_bfloat16* out, int64_t ldo,  // [T, H]
+Status rmsnorm_add(float* residual, int64_t ldr,          // [T, H] f32, updated
+                   const __nv_bfloat16* x, int64_t ldx,   // [T, H]
+                   const __nv_bfloat16* weight,           // [H]
+                   int64_t rows, int64_t dim, float eps,  // T, H
+                   __nv_bfloat16* out, int64_t ldo,       // [T, H]
                    KernelMode mode, cudaStream_t stream);
 
 // Rotates the first rot_dim dims of each head of x in place at the tokens' absolute positions
 // (styles: kernels/types.h). params.inv_freq is a device array [rot_dim / 2]. Token t's heads
 // start at x + t * ld, head h at + h * head_dim.
-Status rope(__nv_bfloat16* x, int64_t ld,  // [T, heads, D]
-            const int32_t* positions,      // [T]
-            int64_t tokens, int heads, int head_dim, const RopeParams& params,
-            cudaStream_t stream);
+Status rope(__nv_bfloat16* x, int64_t ld,             // [T, heads, D]
+            const int32_t* positions,                 // [T]
+            int64_t tokens, int heads, int head_dim,  // T, heads, D
+            const RopeParams& params, cudaStream_t stream);
 
 // out[t, :] = table[ids[t], :] (exact widening to f32, or a copy); an id outside [0, V) writes
 // zeros.
 Status embedding(const __nv_bfloat16* table, int64_t vocab, int64_t hidden,  // [V, H]
                  const int32_t* ids, int64_t tokens,                         // [T]
-                 float* out, int64_t ldo, cudaStream_t stream);               // [T, H]
+                 float* out, int64_t ldo, cudaStream_t stream);              // [T, H]
 Status embedding(const __nv_bfloat16* table, int64_t vocab, int64_t hidden,  // [V, H]
                  const int32_t* ids, int64_t tokens,                         // [T]
-                 __nv_bfloat16* out, int64_t ldo, cudaStream_t stream);       // [T, H]
+                 __nv_bfloat16* out, int64_t ldo, cudaStream_t stream);      // [T, H]
 
 // out[t, i] = bf16(silu(gate[t, i]) * up[t, i]), silu(g) = g / (1 + e^-g), in f32.
 Status silu_mul(const __nv_bfloat16* gate, int64_t ldg,  // [T, I]
                 const __nv_bfloat16* up, int64_t ldu,    // [T, I]
-                int64_t tokens, int64_t inter,
-                __nv_bfloat16* out, int64_t ldo,  // [T, I]
+                int64_t tokens, int64_t inter,           // T, I
+                __nv_bfloat16* out, int64_t ldo,         // [T, I]
                 cudaStream_t stream);
 
 // out[r] = the lowest j with x[r, j] == max_j x[r, j]; NaNs are skipped (a row of NaNs gives 0).

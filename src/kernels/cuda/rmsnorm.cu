@@ -21,8 +21,12 @@ namespace {
 using bf16 = __nv_bfloat16;
 constexpr int kBlock = 256;
 
-__device__ __forceinline__ float load_f32(const float* p) { return *p; }
-__device__ __forceinline__ float load_f32(const bf16* p) { return __bfloat162float(*p); }
+__device__ __forceinline__ float load_f32(const float* p) {
+  return *p;
+}
+__device__ __forceinline__ float load_f32(const bf16* p) {
+  return __bfloat162float(*p);
+}
 
 // 8 consecutive elements of a row as f32 (n < 8: a tail, the rest unread and zero).
 template <typename T>
@@ -159,7 +163,9 @@ __global__ void rmsnorm_fast_kernel(T* x, int64_t ldx, const bf16* delta, int64_
 }
 
 // Warps per row of the invariant recipe: a function of the row length only.
-int warps_per_row(int64_t dim) { return dim <= 1024 ? 1 : dim <= 4096 ? 4 : 8; }
+int warps_per_row(int64_t dim) {
+  return dim <= 1024 ? 1 : dim <= 4096 ? 4 : 8;
+}
 
 template <typename T, bool ADD>
 Status launch(T* x, int64_t ldx, const bf16* delta, int64_t ldd, const bf16* weight, int64_t rows,
@@ -180,16 +186,16 @@ Status launch(T* x, int64_t ldx, const bf16* delta, int64_t ldd, const bf16* wei
   } else {
     const int64_t cap = rows < 256 ? 1024 : 256;
     const int threads = int((std::min(dim, cap) + 31) / 32 * 32);
-    rmsnorm_fast_kernel<T, ADD><<<unsigned(rows), threads, 0, stream>>>(x, ldx, delta, ldd, weight,
-                                                                       dim, eps, out, ldo);
+    rmsnorm_fast_kernel<T, ADD>
+        <<<unsigned(rows), threads, 0, stream>>>(x, ldx, delta, ldd, weight, dim, eps, out, ldo);
   }
   return cuda_status(cudaGetLastError(), "rmsnorm: kernel launch");
 }
 
 }  // namespace
 
-Status rmsnorm(const bf16* x, int64_t ldx, const bf16* weight, int64_t rows, int64_t dim,
-               float eps, bf16* out, int64_t ldo, KernelMode mode, cudaStream_t stream) {
+Status rmsnorm(const bf16* x, int64_t ldx, const bf16* weight, int64_t rows, int64_t dim, float eps,
+               bf16* out, int64_t ldo, KernelMode mode, cudaStream_t stream) {
   return launch<const bf16, false>(x, ldx, nullptr, 0, weight, rows, dim, eps, out, ldo, mode,
                                    stream);
 }
@@ -203,8 +209,7 @@ Status rmsnorm(const float* x, int64_t ldx, const bf16* weight, int64_t rows, in
 Status rmsnorm_add(float* residual, int64_t ldr, const bf16* x, int64_t ldx, const bf16* weight,
                    int64_t rows, int64_t dim, float eps, bf16* out, int64_t ldo, KernelMode mode,
                    cudaStream_t stream) {
-  return launch<float, true>(residual, ldr, x, ldx, weight, rows, dim, eps, out, ldo, mode,
-                             stream);
+  return launch<float, true>(residual, ldr, x, ldx, weight, rows, dim, eps, out, ldo, mode, stream);
 }
 
 }  // namespace invar::kernels::cuda

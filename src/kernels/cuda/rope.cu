@@ -41,8 +41,8 @@ __global__ void rope_kernel(bf16* x, int64_t ld, const int32_t* positions, int h
 
 }  // namespace
 
-Status rope(bf16* x, int64_t ld, const int32_t* positions, int64_t tokens, int heads,
-            int head_dim, const RopeParams& params, cudaStream_t stream) {
+Status rope(bf16* x, int64_t ld, const int32_t* positions, int64_t tokens, int heads, int head_dim,
+            const RopeParams& params, cudaStream_t stream) {
   const int half = params.rot_dim / 2;
   if (tokens <= 0 || heads <= 0 || half <= 0) return {};
   if (params.rot_dim % 2 || params.rot_dim > head_dim || half > kMaxHalf) {
