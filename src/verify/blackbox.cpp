@@ -323,7 +323,8 @@ BlackBoxReport run_blackbox(const BlackBoxOptions& o) {
   report.endpoint = o.chat ? "/v1/chat/completions" : "/v1/completions";
   for (const auto& s : o.scenarios)
     if (describe(s).empty()) {
-      report.error = "unknown scenario " + s + "; one of burst, needle, loaded, prefix, seeded";
+      report.error =
+          "unknown black-box scenario " + s + "; one of burst, needle, loaded, prefix, seeded";
       return report;
     }
   const std::vector<std::string>& prompts = o.prompts.empty() ? builtin_prompts() : o.prompts;

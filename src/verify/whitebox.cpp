@@ -377,7 +377,9 @@ WhiteBoxReport run(const model::LoadedModel& m, const engine::ModelBundle* bundl
   report.injection = o.inject.spec;
   for (const auto& s : o.scenarios)
     if (describe(s).empty()) {
-      report.error = "unknown scenario " + s;
+      report.error = "unknown white-box scenario " + s + "; one of chunked, chunked-loaded, " +
+                     "batch-decode, batch-mixed, engine-load, engine-preempt, engine-prefix, " +
+                     "engine-seeded";
       return report;
     }
 
