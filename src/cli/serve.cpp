@@ -30,6 +30,7 @@ struct ServeArgs {
   int kv_blocks = 0;
   bool no_prefix_cache = false;
   std::string weight_dtype = "f32";
+  std::string kernels = "invariant";
   size_t max_body_bytes = 4u << 20;
   double shutdown_timeout = 30;
   int max_n = 16;
@@ -62,6 +63,7 @@ int run_serve(const ServeArgs& a) {
   eo.max_queue = a.max_queue;
   eo.kv_blocks = a.kv_blocks;
   eo.prefix_cache = !a.no_prefix_cache;
+  eo.kernels = a.kernels == "fast" ? kernels::KernelMode::fast : kernels::KernelMode::invariant;
   // The engine is destroyed before the server: its callbacks reference the server's
   // connections, which must not outlive the io_context they belong to.
   auto engine = std::make_unique<engine::Engine>(*bundle, eo);
@@ -120,6 +122,9 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--kv-blocks", a->kv_blocks, "KV cache blocks (0: enough for --max-running)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-prefix-cache", a->no_prefix_cache, "Do not reuse KV blocks of prefixes");
+  cmd->add_option("--kernels", a->kernels,
+                  "invariant (default) or fast: batch-dependent kernels, a negative control only")
+      ->check(CLI::IsMember({"invariant", "fast"}));
   cmd->add_option("--weight-dtype", a->weight_dtype, "Weight storage: f32 or bf16")
       ->check(CLI::IsMember({"f32", "bf16"}));
   cmd->add_option("--max-body-bytes", a->max_body_bytes, "Larger request bodies get 413")
