@@ -64,6 +64,15 @@ target_include_directories(invar_cuda SYSTEM PUBLIC $<TARGET_PROPERTY:fmt::fmt,I
 # the CUDA runtime is linked statically.
 target_link_libraries(invar_cuda PUBLIC CUDA::cudart_static CUDA::cublas PRIVATE CUDA::cuda_driver)
 
+# The CUDA backend of the model (ModelRunner): host C++20 compiled by g++ that calls the
+# launchers above; the engine's runner factory offers it as --device cuda.
+file(GLOB invar_model_cuda_srcs CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/src/model/cuda/*.cpp)
+add_library(invar_model_cuda STATIC ${invar_model_cuda_srcs})
+target_link_libraries(invar_model_cuda PUBLIC invar_model invar_cuda)
+invar_set_warnings(invar_model_cuda)
+target_link_libraries(invar_engine PUBLIC invar_model_cuda)
+target_compile_definitions(invar_engine PRIVATE INVAR_WITH_CUDA)
+
 # The GPU tests and benchmark have their own switches, independent of the CPU suites.
 option(INVAR_CUDA_TESTS "Build the CUDA tests (CTest label cuda)" ON)
 option(INVAR_CUDA_BENCH "Build the CUDA benchmarks" ON)
@@ -83,6 +92,15 @@ if(INVAR_CUDA_TESTS)
     invar_cuda_target(${t})
     target_link_libraries(${t} PRIVATE invar_cuda GTest::gtest GTest::gtest_main)
   endforeach()
+  # Whole models on CUDA against the CPU backend (host C++ over the engine's runner factory).
+  add_executable(model_test ${PROJECT_SOURCE_DIR}/tests/cuda/model_test.cpp
+                            ${PROJECT_SOURCE_DIR}/tests/test_paths.cpp)
+  target_link_libraries(model_test PRIVATE invar_engine GTest::gtest GTest::gtest_main)
+  target_include_directories(model_test PRIVATE ${PROJECT_SOURCE_DIR}/tests)
+  target_compile_definitions(model_test PRIVATE INVAR_TEST_DATA_DIR="${PROJECT_SOURCE_DIR}/tests/data")
+  invar_set_warnings(model_test)
+  add_test(NAME cuda_model COMMAND ./model_test)
+  set_tests_properties(cuda_model PROPERTIES LABELS cuda TIMEOUT 1200)
   add_test(NAME cuda_attention COMMAND ./attention_test)
   add_test(NAME cuda_ops COMMAND ./ops_test)
   set_tests_properties(cuda_attention cuda_ops PROPERTIES LABELS cuda TIMEOUT 1200)

@@ -5,7 +5,12 @@
 
 namespace invar::testing {
 
-std::string test_data(const std::string& rel) { return std::string(INVAR_TEST_DATA_DIR) + "/" + rel; }
+// $INVAR_TEST_DATA_DIR overrides the source tree's folder: a build carried to another machine
+// (the GPU machine) finds its data in that machine's copy of the tree.
+std::string test_data(const std::string& rel) {
+  const char* env = std::getenv("INVAR_TEST_DATA_DIR");
+  return std::string(env && *env ? env : INVAR_TEST_DATA_DIR) + "/" + rel;
+}
 
 std::string default_model_path() {
   if (const char* env = std::getenv("INVAR_MODEL"); env && *env) return env;

@@ -26,10 +26,18 @@ struct ChatArgs {
   bool seed_given = false;
   int threads = 0;
   int context = 4096;
+  std::string device = "cpu";
 };
 
 int run_chat(const ChatArgs& a) {
-  auto bundle = engine::open_model(a.model, {});
+  auto device = model::parse_device(a.device);
+  if (!device.ok()) {
+    fmt::print(stderr, "error: {}\n", device.status().message());
+    return 1;
+  }
+  model::LoadOptions load;
+  load.weight_dtype = default_weight_dtype("", *device);
+  auto bundle = engine::open_model(a.model, load);
   if (!bundle.ok()) {
     fmt::print(stderr, "error: {}\n", bundle.status().message());
     return 1;
@@ -39,7 +47,13 @@ int run_chat(const ChatArgs& a) {
   opts.threads = a.threads;
   opts.max_context = a.context;
   opts.max_running = 1;
-  engine::Engine eng(*bundle, opts);
+  opts.device = *device;
+  auto created = engine::Engine::create(*bundle, opts);
+  if (!created.ok()) {
+    fmt::print(stderr, "error: {}\n", created.status().message());
+    return 1;
+  }
+  engine::Engine& eng = **created;
   const std::string bos = tok.bos_id() ? tok.token_bytes(*tok.bos_id()) : std::string();
   const std::string eos = tok.eos_id() ? tok.token_bytes(*tok.eos_id()) : std::string();
 
@@ -121,6 +135,7 @@ void add_chat(CLI::App& app) {
       ->each([args](const std::string&) { args->seed_given = true; });
   cmd->add_option("--threads", args->threads, "CPU threads (0 = all cores)")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--device", args->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--context", args->context, "Maximum context length")
       ->check(CLI::Range(16, 1 << 20));
   cmd->callback([args] { set_exit_code(run_chat(*args)); });

@@ -32,7 +32,9 @@ struct GenerateArgs {
   bool seed_given = false;
   int threads = 0;
   int context = 4096;
-  std::string weight_dtype = "f32";
+  std::string weight_dtype;  // empty: f32 on the CPU, bf16 on CUDA
+  std::string device = "cpu";
+  std::string kernels = "invariant";
   bool ignore_eos = false;
 };
 
@@ -42,8 +44,10 @@ int fail(const std::string& message) {
 }
 
 int run_generate(const GenerateArgs& a) {
+  auto device = model::parse_device(a.device);
+  if (!device.ok()) return fail(device.status().message());
   model::LoadOptions load;
-  load.weight_dtype = a.weight_dtype == "bf16" ? DType::bf16 : DType::f32;
+  load.weight_dtype = default_weight_dtype(a.weight_dtype, *device);
   auto bundle = engine::open_model(a.model, load);
   if (!bundle.ok()) return fail(bundle.status().message());
   const auto& tok = bundle->tokenizer;
@@ -73,7 +77,11 @@ int run_generate(const GenerateArgs& a) {
   opts.threads = a.threads;
   opts.max_context = a.context;
   opts.max_running = 1;
-  engine::Engine eng(*bundle, opts);
+  opts.device = *device;
+  opts.kernels = a.kernels == "fast" ? kernels::KernelMode::fast : kernels::KernelMode::invariant;
+  auto created = engine::Engine::create(*bundle, opts);
+  if (!created.ok()) return fail(created.status().message());
+  engine::Engine& eng = **created;
 
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
@@ -134,8 +142,14 @@ void add_generate(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--context", args->context, "Maximum context length (KV cache size)")
       ->check(CLI::Range(16, 1 << 20));
-  cmd->add_option("--weight-dtype", args->weight_dtype, "Weight storage: f32 or bf16")
+  cmd->add_option("--weight-dtype", args->weight_dtype,
+                  "Weight storage: f32 or bf16 (default: f32 on the CPU, bf16 on CUDA)")
       ->check(CLI::IsMember({"f32", "bf16"}));
+  cmd->add_option("--device", args->device, "cpu or cuda (a build with -DINVAR_CUDA=ON)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--kernels", args->kernels,
+                  "invariant (default) or fast: batch-dependent kernels, a negative control only")
+      ->check(CLI::IsMember({"invariant", "fast"}));
   cmd->add_flag("--ignore-eos", args->ignore_eos, "Keep generating past end-of-sequence tokens");
   cmd->callback([args] { set_exit_code(run_generate(*args)); });
 }

@@ -29,8 +29,9 @@ struct ServeArgs {
   int max_queue = 1024;
   int kv_blocks = 0;
   bool no_prefix_cache = false;
-  std::string weight_dtype = "f32";
+  std::string weight_dtype;  // empty: f32 on the CPU, bf16 on CUDA
   std::string kernels = "invariant";
+  std::string device = "cpu";
   size_t max_body_bytes = 4u << 20;
   double shutdown_timeout = 30;
   int max_n = 16;
@@ -48,8 +49,13 @@ void raise_open_file_limit() {
 
 int run_serve(const ServeArgs& a) {
   raise_open_file_limit();
+  auto device = model::parse_device(a.device);
+  if (!device.ok()) {
+    fmt::print(stderr, "error: {}\n", device.status().message());
+    return 1;
+  }
   model::LoadOptions load;
-  load.weight_dtype = a.weight_dtype == "bf16" ? DType::bf16 : DType::f32;
+  load.weight_dtype = default_weight_dtype(a.weight_dtype, *device);
   auto bundle = engine::open_model(a.model, load);
   if (!bundle.ok()) {
     fmt::print(stderr, "error: {}\n", bundle.status().message());
@@ -66,7 +72,13 @@ int run_serve(const ServeArgs& a) {
   eo.kernels = a.kernels == "fast" ? kernels::KernelMode::fast : kernels::KernelMode::invariant;
   // The engine is destroyed before the server: its callbacks reference the server's
   // connections, which must not outlive the io_context they belong to.
-  auto engine = std::make_unique<engine::Engine>(*bundle, eo);
+  eo.device = *device;
+  auto created = engine::Engine::create(*bundle, eo);
+  if (!created.ok()) {
+    fmt::print(stderr, "error: {}\n", created.status().message());
+    return 1;
+  }
+  std::unique_ptr<engine::Engine> engine = std::move(created).value();
 
   server::ServerOptions so;
   so.http.host = a.host;
@@ -122,10 +134,13 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--kv-blocks", a->kv_blocks, "KV cache blocks (0: enough for --max-running)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-prefix-cache", a->no_prefix_cache, "Do not reuse KV blocks of prefixes");
+  cmd->add_option("--device", a->device, "cpu or cuda (a build with -DINVAR_CUDA=ON)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--kernels", a->kernels,
                   "invariant (default) or fast: batch-dependent kernels, a negative control only")
       ->check(CLI::IsMember({"invariant", "fast"}));
-  cmd->add_option("--weight-dtype", a->weight_dtype, "Weight storage: f32 or bf16")
+  cmd->add_option("--weight-dtype", a->weight_dtype,
+                  "Weight storage: f32 or bf16 (default: f32 on the CPU, bf16 on CUDA)")
       ->check(CLI::IsMember({"f32", "bf16"}));
   cmd->add_option("--max-body-bytes", a->max_body_bytes, "Larger request bodies get 413")
       ->check(CLI::Range(size_t(1024), size_t(1) << 30));

@@ -31,7 +31,7 @@ struct VerifyArgs {
   std::string device = "cpu";
   std::string kernels = "both";
   int threads = 0;
-  std::string weight_dtype = "f32";
+  std::string weight_dtype;  // empty: f32 on the CPU, bf16 on CUDA
   std::vector<int> batch_sizes;
   std::vector<int> chunk_sizes;
   std::string prompt;
@@ -82,11 +82,11 @@ void set_if(T& field, T value, T unset) {
 }
 
 int run_whitebox(const VerifyArgs& a) {
-  if (a.device != "cpu")
-    return fail("--device " + a.device +
-                ": the CUDA backend does not run whole models yet; use --device cpu");
+  auto device = model::parse_device(a.device);
+  if (!device.ok()) return fail(device.status().message());
   verify::WhiteBoxOptions o =
       a.quick ? verify::WhiteBoxOptions::quick() : verify::WhiteBoxOptions{};
+  o.device = *device;
   o.threads = a.threads;
   o.seed = a.seed;
   o.scenarios = a.scenarios;
@@ -102,7 +102,7 @@ int run_whitebox(const VerifyArgs& a) {
     o.inject = *inj;
   }
   model::LoadOptions load;
-  load.weight_dtype = a.weight_dtype == "bf16" ? DType::bf16 : DType::f32;
+  load.weight_dtype = default_weight_dtype(a.weight_dtype, *device);
   verify::Progress progress;
   o.progress = [&](const std::string& label, int done, int total) {
     progress.update(label, done, total);
@@ -210,7 +210,7 @@ void add_verify(CLI::App& app) {
   cmd->add_option("--seed", a->seed, "Seed of the random compositions and prompts");
 
   const std::string wb = "White-box";
-  cmd->add_option("--device", a->device, "cpu (cuda: not yet)")
+  cmd->add_option("--device", a->device, "cpu or cuda (a build with -DINVAR_CUDA=ON)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->group(wb);
   cmd->add_option("--kernels", a->kernels,

@@ -13,8 +13,7 @@
 #include "engine/fingerprint.h"
 #include "engine/scheduler.h"
 #include "engine/sequence.h"
-#include "model/kv_cache.h"
-#include "model/transformer.h"
+#include "engine/model_runner_factory.h"
 
 namespace invar::engine {
 
@@ -49,16 +48,26 @@ static EngineOptions resolve(EngineOptions o, const model::ModelConfig& c) {
   return o;
 }
 
+static model::RunnerOptions runner_options(const EngineOptions& o) {
+  model::RunnerOptions r;
+  r.device = o.device;
+  r.kernels = o.kernels;
+  r.kv_blocks = o.kv_blocks;
+  r.block_size = o.block_size;
+  r.threads = o.threads;
+  r.cuda_device = o.cuda_device;
+  return r;
+}
+
 struct Engine::Impl {
-  Impl(const ModelBundle& b, EngineOptions o)
+  // `o` is resolved (resolve()); `r` runs the model with o.kv_blocks blocks of o.block_size.
+  Impl(const ModelBundle& b, EngineOptions o, std::unique_ptr<model::ModelRunner> r)
       : bundle(b),
-        opt(resolve(o, b.model.config)),
-        pool(opt.threads),
-        transformer(b.model.config, b.model.weights, pool, opt.kernels),
-        cache(b.model.config, opt.kv_blocks, opt.block_size),
+        opt(o),
+        runner(std::move(r)),
         blocks(opt.kv_blocks, opt.block_size, opt.prefix_cache),
-        fingerprint(make_fingerprint(b.model.weights,
-                                     std::string("cpu-") + kernels::kernel_mode_name(opt.kernels))) {
+        fingerprint(make_fingerprint(b.model.weights, runner->backend_id() + "-" +
+                                                          kernels::kernel_mode_name(opt.kernels))) {
     stats.kv_blocks_total = opt.kv_blocks;
     thread = std::thread([this] { loop(); });
   }
@@ -79,9 +88,7 @@ struct Engine::Impl {
   EngineStats stats;
 
   // --- engine thread only ---
-  ThreadPool pool;
-  model::Transformer transformer;
-  model::KvCache cache;
+  std::unique_ptr<model::ModelRunner> runner;
   BlockManager blocks;
   std::deque<std::unique_ptr<Sequence>> waiting;
   std::vector<std::unique_ptr<Sequence>> running;  // admission order
@@ -186,7 +193,7 @@ void Engine::Impl::run_step() {
                          s.computed, s.table, completes ? model::LogitRows::last : model::LogitRows::none);
   }
   auto t1 = Clock::now();
-  Status st = transformer.forward(builder.build(), cache, logits);
+  Status st = runner->forward(builder.build(), logits);
   auto t2 = Clock::now();
 
   const int vocab = bundle.model.config.vocab_size;
@@ -317,8 +324,25 @@ void Engine::Impl::publish_stats() {
   stats.generated_tokens_per_second = double(recent_tokens.size()) / 5.0;
 }
 
-Engine::Engine(const ModelBundle& bundle, EngineOptions options)
-    : impl_(std::make_unique<Impl>(bundle, options)) {}
+Result<std::unique_ptr<Engine>> Engine::create(const ModelBundle& bundle, EngineOptions options) {
+  options = resolve(options, bundle.model.config);
+  INVAR_ASSIGN_OR_RETURN(
+      auto runner,
+      make_model_runner(bundle.model.config, bundle.model.weights, runner_options(options)));
+  return std::unique_ptr<Engine>(new Engine(bundle, options, std::move(runner)));
+}
+
+Engine::Engine(const ModelBundle& bundle, EngineOptions options) {
+  options = resolve(options, bundle.model.config);
+  options.device = model::Device::cpu;
+  impl_ = std::make_unique<Impl>(
+      bundle, options,
+      model::make_cpu_runner(bundle.model.config, bundle.model.weights, runner_options(options)));
+}
+
+Engine::Engine(const ModelBundle& bundle, EngineOptions resolved,
+               std::unique_ptr<model::ModelRunner> runner)
+    : impl_(std::make_unique<Impl>(bundle, resolved, std::move(runner))) {}
 
 Engine::~Engine() {
   shutdown(false);

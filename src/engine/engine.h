@@ -15,6 +15,7 @@
 #include "engine/request.h"
 #include "engine/stats.h"
 #include "kernels/types.h"
+#include "model/model_runner.h"
 
 namespace invar::engine {
 
@@ -28,6 +29,8 @@ struct EngineOptions {
   int step_token_budget = 512;    // tokens per forward step (decode + prefill)
   bool prefix_cache = true;
   kernels::KernelMode kernels = kernels::KernelMode::invariant;  // fast: negative control only
+  model::Device device = model::Device::cpu;  // where the model runs (Engine::create)
+  int cuda_device = 0;                        // CUDA device ordinal
 };
 
 // Called on the engine thread: must not block. The last event of a request has finished().
@@ -35,7 +38,10 @@ using EventCallback = std::function<void(const RequestEvent&)>;
 
 class Engine {
  public:
-  // The bundle must outlive the engine. Starts the engine thread.
+  // The bundle must outlive the engine. Starts the engine thread. Fails when the device can
+  // not be used (no CUDA backend in this build, no GPU, too little device memory).
+  static Result<std::unique_ptr<Engine>> create(const ModelBundle& bundle, EngineOptions options);
+  // A CPU engine (options.device is ignored): cannot fail.
   Engine(const ModelBundle& bundle, EngineOptions options);
   ~Engine();  // cancels what is in flight and joins the thread
   Engine(const Engine&) = delete;
@@ -57,6 +63,8 @@ class Engine {
   const std::string& fingerprint() const;
 
  private:
+  Engine(const ModelBundle& bundle, EngineOptions resolved,
+         std::unique_ptr<model::ModelRunner> runner);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "kernels/cpu/ops.h"
+#include "model/model_runner.h"
 
 namespace invar::model {
 
@@ -19,32 +20,7 @@ void Transformer::linear(const float* x, const kernels::WeightRef& w, const floa
 }
 
 Status Transformer::check_plan(const BatchPlan& plan, const KvCache& cache) const {
-  const size_t t = plan.token_ids.size();
-  if (plan.positions.size() != t || plan.slots.size() != t)
-    return Status::error("batch plan: token_ids, positions and slots differ in length");
-  if (plan.q_indptr.size() != plan.kv_lens.size() + 1 || plan.q_indptr.back() != int32_t(t))
-    return Status::error("batch plan: q_indptr does not cover the tokens");
-  if (plan.block_tables.size() != plan.kv_lens.size() * size_t(plan.max_blocks_per_seq))
-    return Status::error("batch plan: block_tables is not [sequences, max_blocks_per_seq]");
-  for (int32_t id : plan.token_ids)
-    if (id < 0 || id >= config_.vocab_size)
-      return Status::errorf("batch plan: token id {} outside the vocabulary [0, {})", id,
-                            config_.vocab_size);
-  for (int32_t pos : plan.positions)
-    if (pos < 0 || (config_.max_position > 0 && pos >= config_.max_position))
-      return Status::errorf("batch plan: position {} outside the model context [0, {})", pos,
-                            config_.max_position);
-  const int64_t capacity = int64_t(cache.num_blocks()) * cache.block_size();
-  for (int64_t s : plan.slots)
-    if (s < 0 || s >= capacity)
-      return Status::errorf("batch plan: KV slot {} outside the cache (capacity {})", s, capacity);
-  for (int32_t b : plan.block_tables)
-    if (b >= cache.num_blocks())
-      return Status::errorf("batch plan: KV block {} outside the cache ({} blocks)", b,
-                            cache.num_blocks());
-  for (int32_t r : plan.logit_rows)
-    if (r < 0 || r >= int32_t(t)) return Status::errorf("batch plan: logit row {} out of range", r);
-  return Status();
+  return check_batch_plan(plan, config_, cache.num_blocks(), cache.block_size());
 }
 
 Status Transformer::forward(const BatchPlan& plan, KvCache& cache, std::vector<float>& logits) {

@@ -9,9 +9,9 @@
 #include <memory>
 #include <random>
 #include <set>
+#include <thread>
 
-#include "model/kv_cache.h"
-#include "model/transformer.h"
+#include "engine/model_runner_factory.h"
 #include "verify/activation_trace.h"
 #include "verify/whitebox_engine.h"
 
@@ -165,17 +165,22 @@ class MatrixBuilder {
 // Runs the target's cases for one kernel mode against its solo run.
 class Harness {
  public:
-  Harness(const model::LoadedModel& m, ThreadPool& pool, KernelMode mode, const WhiteBoxOptions& o,
-          std::vector<int32_t> prompt, int shorts)
+  // KV blocks of the cache: the target's solo, scratch and backup tables, the others' tables.
+  static int kv_blocks(int positions, int shorts) {
+    const int target_blocks = (positions + kBlockSize - 1) / kBlockSize;
+    return 3 * target_blocks + shorts + kLongOthers * (kLongSpan / kBlockSize);
+  }
+
+  // `runner` has kv_blocks(...) blocks of kBlockSize tokens.
+  Harness(const model::LoadedModel& m, std::unique_ptr<model::ModelRunner> runner,
+          const WhiteBoxOptions& o, std::vector<int32_t> prompt, int shorts)
       : config_(m.config),
-        transformer_(m.config, m.weights, pool, mode),
+        runner_(std::move(runner)),
         tokens_(std::move(prompt)),
         prompt_len_(int(tokens_.size())),
         positions_(prompt_len_ + std::max(0, o.decode_tokens)),
         target_blocks_((positions_ + kBlockSize - 1) / kBlockSize),
         max_blocks_(std::max(target_blocks_, kLongSpan / kBlockSize)),
-        cache_(m.config, 2 * target_blocks_ + shorts + kLongOthers * (kLongSpan / kBlockSize),
-               kBlockSize),
         reference_(config_.num_layers, positions_),
         trace_(config_.num_layers, positions_) {
     int next = 0;
@@ -184,6 +189,7 @@ class Harness {
     for (int b = 0; b < target_blocks_; ++b)
       scratch_table_.push_back(next + target_blocks_ - 1 - b);
     next += target_blocks_;
+    for (int b = 0; b < target_blocks_; ++b) backup_table_.push_back(next++);
     for (int s = 0; s < shorts; ++s) other_tables_.push_back({next++});
     for (int s = 0; s < kLongOthers; ++s) {
       std::vector<int32_t> t;
@@ -212,7 +218,7 @@ class Harness {
 
   // The solo run: the prompt in one step, then greedy decoding one token per step.
   Status run_reference() {
-    transformer_.set_probe(&reference_);
+    runner_->set_probe(&reference_);
     const int vocab = config_.vocab_size;
     ref_logits_.assign(size_t(positions_) * size_t(vocab), 0.0f);
     std::vector<float> rows;
@@ -227,19 +233,10 @@ class Harness {
             int32_t(std::max_element(last, last + vocab) - last));  // lowest id on ties
       }
     }
-    transformer_.set_probe(&trace_);
+    runner_->set_probe(&trace_);
     // Keep the solo run's KV history: cases that continue it restore it afterwards.
-    const size_t block_floats = size_t(kBlockSize) * config_.num_kv_heads * config_.head_dim;
-    solo_kv_.clear();
-    for (int l = 0; l < config_.num_layers; ++l) {
-      auto layer = cache_.layer(l);
-      for (int32_t b : solo_table_) {
-        solo_kv_.insert(solo_kv_.end(), layer.k + size_t(b) * block_floats,
-                        layer.k + size_t(b + 1) * block_floats);
-        solo_kv_.insert(solo_kv_.end(), layer.v + size_t(b) * block_floats,
-                        layer.v + size_t(b + 1) * block_floats);
-      }
-    }
+    for (size_t i = 0; i < solo_table_.size(); ++i)
+      INVAR_RETURN_IF_ERROR(runner_->copy_kv_block(solo_table_[i], backup_table_[i]));
     return Status();
   }
 
@@ -253,7 +250,7 @@ class Harness {
       const Part* target = nullptr;
       Status st = forward(step, c.fresh ? scratch_table_ : solo_table_, rows, &target);
       if (!st.ok()) {
-        if (!c.fresh) restore_solo_kv();
+        if (!c.fresh) INVAR_RETURN_IF_ERROR(restore_solo_kv());
         return st;
       }
       for (int i = 0; i < target->count; ++i) {
@@ -263,7 +260,7 @@ class Harness {
           differing.insert(pos);
       }
     }
-    if (!c.fresh) restore_solo_kv();
+    if (!c.fresh) INVAR_RETURN_IF_ERROR(restore_solo_kv());
     if (differing.empty()) return std::optional<WhiteBoxMismatch>();
     WhiteBoxMismatch m;
     m.case_name = c.name;
@@ -297,7 +294,7 @@ class Harness {
     const model::BatchPlan plan = builder.build();
     reference_.set_target(target_index);
     trace_.set_target(target_index);
-    INVAR_RETURN_IF_ERROR(transformer_.forward(plan, cache_, logits_));
+    INVAR_RETURN_IF_ERROR(runner_->forward(plan, logits_));
     const size_t vocab = size_t(config_.vocab_size);
     const int count = parts[size_t(target_index)].count;
     rows.assign(logits_.begin() + long(logit_offset * vocab),
@@ -305,29 +302,20 @@ class Harness {
     return Status();
   }
 
-  void restore_solo_kv() {
-    const size_t block_floats = size_t(kBlockSize) * config_.num_kv_heads * config_.head_dim;
-    const float* src = solo_kv_.data();
-    for (int l = 0; l < config_.num_layers; ++l) {
-      auto layer = cache_.layer(l);
-      for (int32_t b : solo_table_) {
-        std::copy_n(src, block_floats, layer.k + size_t(b) * block_floats);
-        src += block_floats;
-        std::copy_n(src, block_floats, layer.v + size_t(b) * block_floats);
-        src += block_floats;
-      }
-    }
+  Status restore_solo_kv() {
+    for (size_t i = 0; i < solo_table_.size(); ++i)
+      INVAR_RETURN_IF_ERROR(runner_->copy_kv_block(backup_table_[i], solo_table_[i]));
+    return Status();
   }
 
   const model::ModelConfig& config_;
-  model::Transformer transformer_;
+  std::unique_ptr<model::ModelRunner> runner_;
   std::vector<int32_t> tokens_;
   int prompt_len_, positions_, target_blocks_, max_blocks_;
-  model::KvCache cache_;
   ActivationTrace reference_, trace_;
-  std::vector<int32_t> solo_table_, scratch_table_;
+  std::vector<int32_t> solo_table_, scratch_table_, backup_table_;
   std::vector<std::vector<int32_t>> other_tables_;
-  std::vector<float> ref_logits_, logits_, solo_kv_;
+  std::vector<float> ref_logits_, logits_;
 };
 
 bool wanted(const WhiteBoxOptions& o, const std::string& name) {
@@ -423,8 +411,10 @@ WhiteBoxReport run(const model::LoadedModel& m, const engine::ModelBundle* bundl
     engine_scenarios.clear();
   }
 
-  ThreadPool pool(o.threads);
-  report.threads = pool.size();
+  report.device = model::device_name(o.device);
+  report.threads = o.device != model::Device::cpu ? 0
+                   : o.threads > 0                  ? o.threads
+                                                    : int(std::max(1u, std::thread::hardware_concurrency()));
   for (KernelMode mode : o.modes) {
     const auto t0 = std::chrono::steady_clock::now();
     WhiteBoxMode mr;
@@ -439,7 +429,19 @@ WhiteBoxReport run(const model::LoadedModel& m, const engine::ModelBundle* bundl
     };
 
     if (!matrix.empty()) {
-      Harness harness(m, pool, mode, o, prompt, shorts);
+      model::RunnerOptions ro;
+      ro.device = o.device;
+      ro.kernels = mode;
+      ro.threads = o.threads;
+      ro.block_size = kBlockSize;
+      ro.kv_blocks = Harness::kv_blocks(positions, shorts);
+      auto runner = engine::make_model_runner(m.config, m.weights, ro);
+      if (!runner.ok()) {
+        report.error = "the model did not start: " + runner.status().message();
+        report.modes.push_back(std::move(mr));
+        return report;
+      }
+      Harness harness(m, std::move(runner).value(), o, prompt, shorts);
       Status st = harness.run_reference();
       if (!st.ok()) {
         report.error = "solo run: " + st.message();

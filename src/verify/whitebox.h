@@ -26,12 +26,14 @@
 
 #include "engine/model_bundle.h"
 #include "kernels/types.h"
+#include "model/model_runner.h"
 #include "verify/report.h"
 
 namespace invar::verify {
 
 struct WhiteBoxOptions {
-  int threads = 0;  // 0: all cores
+  model::Device device = model::Device::cpu;
+  int threads = 0;  // CPU threads, 0: all cores
   std::vector<kernels::KernelMode> modes{kernels::KernelMode::invariant, kernels::KernelMode::fast};
   std::vector<std::string> scenarios;             // empty: all (whitebox_scenario_names())
   std::vector<int> batch_sizes;                   // empty: default_batch_sizes(false)
@@ -57,7 +59,7 @@ struct WhiteBoxOptions {
 std::vector<int> default_batch_sizes(bool quick);
 std::vector<std::string> whitebox_scenario_names();
 
-// Runs the matrix on the CPU backend for each mode of `options`.
+// Runs the matrix on options.device for each mode of `options`.
 WhiteBoxReport run_whitebox(const engine::ModelBundle& bundle, const WhiteBoxOptions& options);
 // A model without a tokenizer (random weights, test checkpoints): the target's prompt is seeded
 // random token ids and the Engine scenarios are skipped.

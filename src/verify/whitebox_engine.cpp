@@ -91,6 +91,7 @@ class EngineRuns {
     EngineOptions e;
     e.threads = o_.threads;
     e.kernels = mode_;
+    e.device = o_.device;
     e.max_context = context();
     return e;
   }
@@ -102,17 +103,24 @@ class EngineRuns {
     return e;
   }
 
+  // An engine on the options' device; one that cannot start is an error of the scenario.
+  Result<std::unique_ptr<Engine>> start(const EngineOptions& e) const {
+    return Engine::create(bundle_, e);
+  }
+
   Outcome alone(const RequestParams& p, EngineOptions e) {
-    Engine engine(bundle_, e);
-    return submit_all(engine, {p})[0];
+    auto engine = start(e);
+    if (!engine.ok()) return failed(engine.status());
+    return submit_all(**engine, {p})[0];
   }
 
   // `copies` targets spread among `background` random requests, all submitted at once.
   std::vector<Outcome> loaded(const RequestParams& p, int copies, EngineOptions e,
                               engine::EngineStats* stats = nullptr) {
-    Engine engine(bundle_, e);
-    auto t = loaded_on(engine, p, copies);
-    if (stats) *stats = engine.stats();
+    auto engine = start(e);
+    if (!engine.ok()) return std::vector<Outcome>(size_t(copies), failed(engine.status()));
+    auto t = loaded_on(**engine, p, copies);
+    if (stats) *stats = (*engine)->stats();
     return t;
   }
 
@@ -155,6 +163,13 @@ class EngineRuns {
       if (!r.ok()) c.abandon(i, r.status().message());
     }
     return c.wait();
+  }
+
+  static Outcome failed(const Status& why) {
+    Outcome o;
+    o.finish = engine::FinishReason::error;
+    o.error = "the engine did not start: " + why.message();
+    return o;
   }
 
   int context() const {
@@ -270,7 +285,12 @@ WhiteBoxScenario run_engine_scenario(const std::string& name, const engine::Mode
     {
       // Hot: other requests sharing the prompt's blocks run first, then the target alone, then
       // copies of it among random requests.
-      Engine engine(bundle, runs.options());
+      auto started = runs.start(runs.options());
+      if (!started.ok()) {
+        sr.error = "the engine did not start: " + started.status().message();
+        return sr;
+      }
+      Engine& engine = **started;
       std::vector<RequestParams> warm;
       for (int i = 0; i < 3; ++i) {
         RequestParams w = runs.random_request(false);

@@ -190,6 +190,98 @@ TEST(OpsCuda, NegativeControlFastRmsnormRowsChangeWithRowCount) {
   }
 }
 
+// ---- per-head RMSNorm, bias, row gather -------------------------------------------------------
+
+// rmsnorm_heads in place over [T, W] rows whose first `heads` x D columns are the heads (the
+// q part of a fused q/k/v row): each head against f64, the rest of the row untouched, and each
+// head's bits equal to plain rmsnorm over the same D values.
+TEST(OpsCuda, RmsnormHeadsMatchesF64AndPlainRmsnormBits) {
+  REQUIRE_GPU();
+  for (int64_t d : {64, 128}) {
+    for (int64_t tokens : {1, 7, 17, 769}) {
+      const int heads = 5;
+      const int64_t ld = heads * d + 3 * d;  // heads, then other columns
+      const auto x = random_bf16(size_t(tokens * ld), uint64_t(d * 31 + tokens), 2.0f);
+      const auto w = random_bf16(size_t(d), 3, 1.0f);
+      DeviceBuffer dx = upload(x), dw = upload(w);
+      for (KernelMode mode : {KernelMode::invariant, KernelMode::fast}) {
+        CUDA_OK(cudaMemcpy(dx.p, x.data(), x.size() * 2, cudaMemcpyHostToDevice));
+        STATUS_OK(rmsnorm_heads(dx.as<bf16>(), ld, dw.as<bf16>(), tokens, heads, d, 1e-6f, mode,
+                                nullptr));
+        CUDA_OK(cudaDeviceSynchronize());
+        const auto out = download<uint16_t>(dx.p, x.size());
+        // Plain rmsnorm over the same heads as rows of length D (contiguous copy).
+        std::vector<uint16_t> rows(size_t(tokens * heads * d));
+        for (int64_t t = 0; t < tokens; ++t)
+          std::copy_n(x.data() + t * ld, heads * d, rows.data() + t * heads * d);
+        DeviceBuffer dr = upload(rows), dro(rows.size() * 2);
+        STATUS_OK(rmsnorm(dr.as<bf16>(), d, dw.as<bf16>(), tokens * heads, d, 1e-6f,
+                          dro.as<bf16>(), d, mode, nullptr));
+        CUDA_OK(cudaDeviceSynchronize());
+        const auto plain = download<uint16_t>(dro.p, rows.size());
+        int64_t bad = 0, bits = 0, touched = 0;
+        for (int64_t t = 0; t < tokens; ++t) {
+          for (int h = 0; h < heads; ++h) {
+            const uint16_t* xi = x.data() + t * ld + h * d;
+            double ss = 0;
+            for (int64_t i = 0; i < d; ++i) ss += double(bf16_value(xi[i])) * bf16_value(xi[i]);
+            const double inv = 1.0 / std::sqrt(ss / double(d) + 1e-6);
+            for (int64_t i = 0; i < d; ++i) {
+              const double ref = double(bf16_value(w[size_t(i)])) * bf16_value(xi[i]) * inv;
+              bad += !close_bf16(out[size_t(t * ld + h * d + i)], ref, std::fabs(ref) + 1e-3);
+              bits += out[size_t(t * ld + h * d + i)] != plain[size_t((t * heads + h) * d + i)];
+            }
+          }
+          for (int64_t i = heads * d; i < ld; ++i) touched += out[size_t(t * ld + i)] != x[size_t(t * ld + i)];
+        }
+        EXPECT_EQ(bad, 0) << "d " << d << " tokens " << tokens << " " << kernel_mode_name(mode);
+        EXPECT_EQ(bits, 0) << "per-head and plain rmsnorm differ, d " << d << " tokens " << tokens;
+        EXPECT_EQ(touched, 0) << "columns past the heads were written";
+      }
+    }
+  }
+}
+
+TEST(OpsCuda, AddBiasAndGatherRowsAreExact) {
+  REQUIRE_GPU();
+  for (int64_t n : {8, 960, 5125}) {
+    for (int64_t tokens : {1, 7, 17, 769}) {
+      const int64_t ld = n + 8;
+      const auto y = random_bf16(size_t(tokens * ld), uint64_t(n + tokens), 4.0f);
+      std::vector<float> bias(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) bias[size_t(i)] = uniform(77, uint64_t(i));
+      DeviceBuffer dy = upload(y), db = upload(bias);
+      STATUS_OK(add_bias(dy.as<bf16>(), ld, db.as<float>(), tokens, n, nullptr));
+      CUDA_OK(cudaDeviceSynchronize());
+      const auto out = download<uint16_t>(dy.p, y.size());
+      int64_t bad = 0;
+      for (int64_t t = 0; t < tokens; ++t)
+        for (int64_t i = 0; i < ld; ++i) {
+          const size_t k = size_t(t * ld + i);
+          const uint16_t want = i < n ? bf16_bits(bf16_value(y[k]) + bias[size_t(i)]) : y[k];
+          bad += out[k] != want;
+        }
+      EXPECT_EQ(bad, 0) << "add_bias n " << n << " tokens " << tokens;
+
+      // Gather rows in a scrambled order, with repeats.
+      std::vector<int32_t> pick;
+      for (int64_t r = 0; r < tokens; ++r) pick.push_back(int32_t((r * 5 + 3) % tokens));
+      pick.push_back(0);
+      DeviceBuffer dp = upload(pick), dg(pick.size() * size_t(n) * 2);
+      poison_bf16(dg.p, int64_t(pick.size()) * n);
+      STATUS_OK(gather_rows(dy.as<bf16>(), ld, dp.as<int32_t>(), int64_t(pick.size()), n,
+                            dg.as<bf16>(), n, nullptr));
+      CUDA_OK(cudaDeviceSynchronize());
+      const auto g = download<uint16_t>(dg.p, pick.size() * size_t(n));
+      int64_t wrong = 0;
+      for (size_t r = 0; r < pick.size(); ++r)
+        wrong += std::memcmp(g.data() + r * size_t(n), out.data() + size_t(pick[r]) * size_t(ld),
+                             size_t(n) * 2) != 0;
+      EXPECT_EQ(wrong, 0) << "gather_rows n " << n << " tokens " << tokens;
+    }
+  }
+}
+
 // ---- RoPE -----------------------------------------------------------------------------------
 
 TEST(OpsCuda, RopeMatchesF64Reference) {

@@ -2,6 +2,8 @@
 // the logits of every position of a target sequence are identical when it runs alone, in
 // batches of 2..33 with random other sequences (prefills and decodes) at random slots, and
 // with its prompt cut into chunks of 1, 7, 64 and all tokens.
+// INVAR_TEST_DEVICE=cuda runs the same tests on the CUDA backend (a build with INVAR_CUDA=ON,
+// on the GPU machine); the default is the CPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,7 +14,7 @@
 
 #include "engine/block_manager.h"
 #include "engine/model_bundle.h"
-#include "model/transformer.h"
+#include "engine/model_runner_factory.h"
 #include "test_paths.h"
 
 namespace invar {
@@ -35,20 +37,31 @@ class SmolLM2Invariance : public ::testing::Test {
     auto b = engine::open_model(path, {});
     ASSERT_TRUE(b.ok()) << b.status().message();
     bundle_ = new engine::ModelBundle(std::move(b).value());
-    pool_ = new ThreadPool(std::getenv("INVAR_TEST_THREADS") ? std::atoi(std::getenv("INVAR_TEST_THREADS")) : 2);
   }
   static void TearDownTestSuite() {
     delete bundle_;
-    delete pool_;
     bundle_ = nullptr;
-    pool_ = nullptr;
+  }
+
+  void make_runner(kernels::KernelMode mode) {
+    const char* device = std::getenv("INVAR_TEST_DEVICE");
+    auto d = model::parse_device(device ? device : "cpu");
+    ASSERT_TRUE(d.ok()) << d.status().message();
+    model::RunnerOptions o;
+    o.device = *d;
+    o.kernels = mode;
+    o.threads = std::getenv("INVAR_TEST_THREADS") ? std::atoi(std::getenv("INVAR_TEST_THREADS")) : 2;
+    o.kv_blocks = 40 * kMaxBlocks;
+    o.block_size = kBlockSize;
+    const auto& m = bundle_->model;
+    auto r = engine::make_model_runner(m.config, m.weights, o);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    runner_ = std::move(r).value();
   }
   void SetUp() override {
     if (!bundle_) GTEST_SKIP() << "default model not fetched (run scripts/fetch-model)";
-    const auto& m = bundle_->model;
-    transformer_ = std::make_unique<model::Transformer>(m.config, m.weights, *pool_);
-    cache_ = std::make_unique<model::KvCache>(m.config, 40 * kMaxBlocks, kBlockSize);
-    blocks_ = std::make_unique<engine::BlockManager>(cache_->num_blocks(), kBlockSize, false);
+    ASSERT_NO_FATAL_FAILURE(make_runner(kernels::KernelMode::invariant));
+    blocks_ = std::make_unique<engine::BlockManager>(runner_->kv_blocks(), kBlockSize, false);
     target_.tokens = bundle_->tokenizer.encode(
         "The capital of France is Paris. The capital of Germany is Berlin, and the capital of "
         "Italy is Rome; the capital of Spain is",
@@ -75,7 +88,7 @@ class SmolLM2Invariance : public ::testing::Test {
       s.cached = end;
     }
     std::vector<float> logits;
-    Status st = transformer_->forward(builder.build(), *cache_, logits);
+    Status st = runner_->forward(builder.build(), logits);
     EXPECT_TRUE(st.ok()) << st.message();
     // Every other sequence returns the logits of its last token: one row each, in order.
     auto it = std::find(seqs.begin(), seqs.end(), target);
@@ -103,9 +116,7 @@ class SmolLM2Invariance : public ::testing::Test {
   }
 
   static inline engine::ModelBundle* bundle_ = nullptr;
-  static inline ThreadPool* pool_ = nullptr;
-  std::unique_ptr<model::Transformer> transformer_;
-  std::unique_ptr<model::KvCache> cache_;
+  std::unique_ptr<model::ModelRunner> runner_;
   std::unique_ptr<engine::BlockManager> blocks_;
   Sequence target_;
 };
@@ -124,9 +135,7 @@ TEST_F(SmolLM2Invariance, ChunkedPrefillGivesSameBits) {
 
 // R8: with batch-dependent (split-K for small M) kernels the same comparison fails.
 TEST_F(SmolLM2Invariance, NegativeControlFastKernelsDifferAcrossChunkings) {
-  const auto& m = bundle_->model;
-  transformer_ = std::make_unique<model::Transformer>(m.config, m.weights, *pool_,
-                                                      kernels::KernelMode::fast);
+  ASSERT_NO_FATAL_FAILURE(make_runner(kernels::KernelMode::fast));
   auto whole = run_alone(int(target_.tokens.size()));
   EXPECT_FALSE(same_bits(whole, run_alone(1))) << "the comparison cannot see split-K";
 }

@@ -39,6 +39,26 @@ Status rmsnorm_add(float* residual, int64_t ldr,          // [T, H] f32, updated
                    __nv_bfloat16* out, int64_t ldo,       // [T, H]
                    KernelMode mode, cudaStream_t stream);
 
+// Per-head RMSNorm in place (Qwen3's q/k norm): head h of token t is the row
+// x + t * ld + h * head_dim of length head_dim, normalized with `weight` [head_dim]. The same
+// recipe as rmsnorm for a row of head_dim elements.
+Status rmsnorm_heads(__nv_bfloat16* x, int64_t ld,                     // [T, heads, D]
+                     const __nv_bfloat16* weight,                      // [D]
+                     int64_t tokens, int heads, int64_t head_dim, float eps,  // T, heads, D
+                     KernelMode mode, cudaStream_t stream);
+
+// y[t, i] = bf16(y[t, i] + bias[i]) in f32 (q/k/v biases of Qwen2).
+Status add_bias(__nv_bfloat16* y, int64_t ldy,  // [T, N]
+                const float* bias,              // [N]
+                int64_t tokens, int64_t n, cudaStream_t stream);
+
+// out[r, :] = x[rows[r], :width] for r < count (rows: a device array).
+Status gather_rows(const __nv_bfloat16* x, int64_t ldx,  // [T, >= width]
+                   const int32_t* rows, int64_t count,   // [L]
+                   int64_t width,                        // columns copied
+                   __nv_bfloat16* out, int64_t ldo,      // [L, width]
+                   cudaStream_t stream);
+
 // Rotates the first rot_dim dims of each head of x in place at the tokens' absolute positions
 // (styles: kernels/types.h). params.inv_freq is a device array [rot_dim / 2]. Token t's heads
 // start at x + t * ld, head h at + h * head_dim.

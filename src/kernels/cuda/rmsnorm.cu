@@ -95,19 +95,22 @@ __device__ __forceinline__ void store8(bf16* p, int n, bool vec, const float (&v
 // Invariant kernel: blockDim = kBlock, 8 / warps rows per CTA. With ADD, x is the residual
 // (f32, updated) and `delta` is added first. vec: x (and delta) rows allow 16-byte chunk
 // loads; vec_wo: weight and out do.
+// heads > 1: row r is head r % heads of token r / heads, at + (r / heads) * ld + (r % heads) * dim
+// of x, delta and out alike (per-head norms); heads == 1: rows are plain rows.
 template <typename T, bool ADD>
 __global__ void __launch_bounds__(kBlock)
     rmsnorm_rows_kernel(T* x, int64_t ldx, const bf16* delta, int64_t ldd, const bf16* weight,
                         int64_t rows, int64_t dim, float eps, bf16* out, int64_t ldo, int warps,
-                        bool vec, bool vec_wo) {
+                        bool vec, bool vec_wo, int heads) {
   __shared__ float red[kBlock / 32];
   const int group = threadIdx.x / (32 * warps);
   const int gt = threadIdx.x % (32 * warps);  // thread in the row's group
   const int64_t row = blockIdx.x * int64_t(kBlock / (32 * warps)) + group;
   const bool live = row < rows;  // dead rows still take part in the group's barrier
   const int64_t chunks = (dim + 7) / 8;
-  T* xr = x + (live ? row : 0) * ldx;
-  const bf16* dr = ADD ? delta + (live ? row : 0) * ldd : nullptr;
+  const int64_t tok = (live ? row : 0) / heads, head = (live ? row : 0) % heads;
+  T* xr = x + tok * ldx + head * dim;
+  const bf16* dr = ADD ? delta + tok * ldd + head * dim : nullptr;
   float acc = 0.0f;
   for (int64_t c = gt; live && c < chunks; c += 32 * warps) {
     const int n = dim - c * 8 < 8 ? int(dim - c * 8) : 8;
@@ -125,7 +128,7 @@ __global__ void __launch_bounds__(kBlock)
   }
   const float inv = inv_rms(group_sum(acc, warps, red), dim, eps);
   if (!live) return;
-  bf16* orow = out + row * ldo;
+  bf16* orow = out + tok * ldo + head * dim;
   // Second pass: this thread rereads the chunks it wrote (no barrier needed).
   for (int64_t c = gt; c < chunks; c += 32 * warps) {
     const int n = dim - c * 8 < 8 ? int(dim - c * 8) : 8;
@@ -142,20 +145,21 @@ __global__ void __launch_bounds__(kBlock)
 template <typename T, bool ADD>
 __global__ void rmsnorm_fast_kernel(T* x, int64_t ldx, const bf16* delta, int64_t ldd,
                                     const bf16* weight, int64_t dim, float eps, bf16* out,
-                                    int64_t ldo) {
+                                    int64_t ldo, int heads) {
   __shared__ float red[32];
-  T* xr = x + blockIdx.x * ldx;
+  const int64_t tok = blockIdx.x / heads, head = blockIdx.x % heads;
+  T* xr = x + tok * ldx + head * dim;
   float acc = 0.0f;
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
     float v = load_f32(xr + i);
     if constexpr (ADD) {
-      v = __fadd_rn(v, __bfloat162float(delta[blockIdx.x * ldd + i]));
+      v = __fadd_rn(v, __bfloat162float(delta[tok * ldd + head * dim + i]));
       xr[i] = v;
     }
     acc = __fmaf_rn(v, v, acc);
   }
   const float inv = inv_rms(group_sum(acc, int(blockDim.x) / 32, red), dim, eps);
-  bf16* orow = out + blockIdx.x * ldo;
+  bf16* orow = out + tok * ldo + head * dim;
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
     const float w = __bfloat162float(weight[i]);
     orow[i] = __float2bfloat16_rn(__fmul_rn(w, __fmul_rn(load_f32(xr + i), inv)));
@@ -170,7 +174,7 @@ int warps_per_row(int64_t dim) {
 template <typename T, bool ADD>
 Status launch(T* x, int64_t ldx, const bf16* delta, int64_t ldd, const bf16* weight, int64_t rows,
               int64_t dim, float eps, bf16* out, int64_t ldo, KernelMode mode,
-              cudaStream_t stream) {
+              cudaStream_t stream, int heads = 1) {
   if (rows <= 0 || dim <= 0) return {};
   if (rows > (int64_t(1) << 31) - 1) return Status::error("rmsnorm: more than 2^31 - 1 rows");
   if (mode == KernelMode::invariant) {
@@ -178,16 +182,18 @@ Status launch(T* x, int64_t ldx, const bf16* delta, int64_t ldd, const bf16* wei
     const int per_cta = kBlock / (32 * warps);
     // Vector loads when every row's chunks are 16-byte (bf16) / 32-byte (f32) aligned.
     const int64_t e = 16 / int64_t(sizeof(T));
-    bool vec = aligned_to(x, 16) && ldx % e == 0;
+    const bool heads_aligned = heads == 1 || dim % 8 == 0;  // head offsets keep 16-byte chunks
+    bool vec = aligned_to(x, 16) && ldx % e == 0 && heads_aligned;
     if (ADD) vec = vec && aligned_to(delta, 16) && ldd % 8 == 0;
-    const bool vec_wo = aligned_to(weight, 16) && aligned_to(out, 16) && ldo % 8 == 0;
+    const bool vec_wo =
+        aligned_to(weight, 16) && aligned_to(out, 16) && ldo % 8 == 0 && heads_aligned;
     rmsnorm_rows_kernel<T, ADD><<<unsigned((rows + per_cta - 1) / per_cta), kBlock, 0, stream>>>(
-        x, ldx, delta, ldd, weight, rows, dim, eps, out, ldo, warps, vec, vec_wo);
+        x, ldx, delta, ldd, weight, rows, dim, eps, out, ldo, warps, vec, vec_wo, heads);
   } else {
     const int64_t cap = rows < 256 ? 1024 : 256;
     const int threads = int((std::min(dim, cap) + 31) / 32 * 32);
-    rmsnorm_fast_kernel<T, ADD>
-        <<<unsigned(rows), threads, 0, stream>>>(x, ldx, delta, ldd, weight, dim, eps, out, ldo);
+    rmsnorm_fast_kernel<T, ADD><<<unsigned(rows), threads, 0, stream>>>(x, ldx, delta, ldd, weight,
+                                                                         dim, eps, out, ldo, heads);
   }
   return cuda_status(cudaGetLastError(), "rmsnorm: kernel launch");
 }
@@ -210,6 +216,13 @@ Status rmsnorm_add(float* residual, int64_t ldr, const bf16* x, int64_t ldx, con
                    int64_t rows, int64_t dim, float eps, bf16* out, int64_t ldo, KernelMode mode,
                    cudaStream_t stream) {
   return launch<float, true>(residual, ldr, x, ldx, weight, rows, dim, eps, out, ldo, mode, stream);
+}
+
+Status rmsnorm_heads(bf16* x, int64_t ld, const bf16* weight, int64_t tokens, int heads,
+                     int64_t head_dim, float eps, KernelMode mode, cudaStream_t stream) {
+  if (heads <= 0) return {};
+  return launch<const bf16, false>(x, ld, nullptr, 0, weight, tokens * heads, head_dim, eps, x, ld,
+                                   mode, stream, heads);
 }
 
 }  // namespace invar::kernels::cuda

@@ -1,0 +1,19 @@
+// Makes the ModelRunner of the device the options ask for. The CUDA backend exists only in
+// builds with INVAR_CUDA=ON; elsewhere asking for it is a clear error, never a crash.
+#pragma once
+
+#include <memory>
+
+#include "core/status.h"
+#include "model/model_runner.h"
+
+namespace invar::engine {
+
+Result<std::unique_ptr<model::ModelRunner>> make_model_runner(const model::ModelConfig& config,
+                                                              const model::ModelWeights& weights,
+                                                              const model::RunnerOptions& options);
+
+// Whether this build has the CUDA backend.
+bool cuda_backend_built();
+
+}  // namespace invar::engine

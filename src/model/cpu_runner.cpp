@@ -1,0 +1,70 @@
+// The CPU backend of ModelRunner: Transformer (kernels/cpu) with its own thread pool and a host
+// KV cache.
+#include <algorithm>
+
+#include "core/thread_pool.h"
+#include "model/kv_cache.h"
+#include "model/model_runner.h"
+#include "model/transformer.h"
+
+namespace invar::model {
+
+const char* device_name(Device d) { return d == Device::cpu ? "cpu" : "cuda"; }
+
+Result<Device> parse_device(std::string_view name) {
+  if (name == "cpu") return Device::cpu;
+  if (name == "cuda") return Device::cuda;
+  return Status::error(StatusCode::invalid_argument,
+                       fmt::format("unknown device '{}': expected cpu or cuda", name));
+}
+
+namespace {
+
+class CpuRunner final : public ModelRunner {
+ public:
+  CpuRunner(const ModelConfig& config, const ModelWeights& weights, const RunnerOptions& o)
+      : pool_(o.threads),
+        transformer_(config, weights, pool_, o.kernels),
+        cache_(config, std::max(1, o.kv_blocks), std::max(1, o.block_size)),
+        block_floats_(size_t(cache_.block_size()) * config.num_kv_heads * config.head_dim),
+        layers_(config.num_layers) {}
+
+  Status forward(const BatchPlan& plan, std::vector<float>& logits) override {
+    return transformer_.forward(plan, cache_, logits);
+  }
+
+  Status copy_kv_block(int32_t src, int32_t dst) override {
+    if (src < 0 || dst < 0 || src >= cache_.num_blocks() || dst >= cache_.num_blocks())
+      return Status::errorf("copy_kv_block: block {} or {} outside the cache ({} blocks)", src, dst,
+                            cache_.num_blocks());
+    for (int l = 0; l < layers_; ++l) {
+      kernels::KvLayerRef layer = cache_.layer(l);
+      std::copy_n(layer.k + size_t(src) * block_floats_, block_floats_,
+                  layer.k + size_t(dst) * block_floats_);
+      std::copy_n(layer.v + size_t(src) * block_floats_, block_floats_,
+                  layer.v + size_t(dst) * block_floats_);
+    }
+    return Status();
+  }
+
+  void set_probe(ActivationProbe* probe) override { transformer_.set_probe(probe); }
+  int kv_blocks() const override { return cache_.num_blocks(); }
+  int block_size() const override { return cache_.block_size(); }
+  std::string backend_id() const override { return "cpu"; }
+
+ private:
+  ThreadPool pool_;
+  Transformer transformer_;
+  KvCache cache_;
+  size_t block_floats_;
+  int layers_;
+};
+
+}  // namespace
+
+std::unique_ptr<ModelRunner> make_cpu_runner(const ModelConfig& config, const ModelWeights& weights,
+                                             const RunnerOptions& options) {
+  return std::make_unique<CpuRunner>(config, weights, options);
+}
+
+}  // namespace invar::model

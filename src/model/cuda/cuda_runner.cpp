@@ -1,0 +1,369 @@
+// The CUDA forward pass (docs/cuda-backend.md): one stream, bf16 activations with an f32
+// residual stream, the step's plan uploaded once and attention planned once per step.
+//   T = tokens in the step, S = sequences, L = logit rows, H = hidden, Hq/Hkv = query/kv heads,
+//   D = head dim, I = intermediate size, V = vocab, W = (Hq + 2 Hkv) D (the fused q/k/v row)
+#include "model/cuda/cuda_runner.h"
+
+#include <cuda_bf16.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "core/dtype.h"
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/ops.h"
+#include "model/cuda/device_buffer.h"
+#include "model/cuda/device_weights.h"
+
+namespace invar::model::cuda {
+namespace {
+
+namespace kc = kernels::cuda;
+using bf16 = __nv_bfloat16;
+
+// Per-step device inputs and activations, grown to the largest step seen.
+struct StepBuffers {
+  DeviceBuffer ids, positions, slots, block_tables, logit_rows;  // the plan
+  DeviceBuffer x;                                                 // [T, H] f32 residual
+  DeviceBuffer h;                                                 // [T, H] normed
+  DeviceBuffer qkv;                                               // [T, W]
+  DeviceBuffer attn;                                              // [T, Hq*D]
+  DeviceBuffer o;                                                 // [T, H] o_proj / down_proj
+  DeviceBuffer gate_up;                                           // [T, 2I]
+  DeviceBuffer act;                                               // [T, I]
+  DeviceBuffer rows;                                              // [L, H]
+  DeviceBuffer logits;                                            // [L, V]
+  PinnedBuffer upload;                                            // host staging of the plan
+  PinnedBuffer download;                                          // host staging of the logits
+};
+
+class CudaRunner final : public ModelRunner {
+ public:
+  CudaRunner(const ModelConfig& config, const RunnerOptions& o) : c_(config), o_(o) {}
+  ~CudaRunner() override {
+    if (stream_) {
+      cudaStreamSynchronize(stream_);
+      cudaStreamDestroy(stream_);
+    }
+  }
+
+  Status init(const ModelWeights& weights) {
+    INVAR_RETURN_IF_ERROR(check_shapes());
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0)
+      return Status::error(StatusCode::invalid_argument,
+                           "--device cuda: no CUDA GPU is visible (nvidia-smi lists none, or the "
+                           "driver is missing)");
+    if (o_.cuda_device < 0 || o_.cuda_device >= count)
+      return Status::errorf("--device cuda: device {} does not exist ({} visible)", o_.cuda_device,
+                            count);
+    INVAR_RETURN_IF_ERROR(cuda_ok(cudaSetDevice(o_.cuda_device), "cudaSetDevice"));
+    cudaDeviceProp prop{};
+    INVAR_RETURN_IF_ERROR(cuda_ok(cudaGetDeviceProperties(&prop, o_.cuda_device), "device query"));
+    arch_ = prop.major * 10 + prop.minor;
+    if (o_.kernels == kernels::KernelMode::invariant && arch_ != 90)
+      return Status::errorf(
+          "--device cuda: the invariant kernels are built for Hopper (sm_90); {} is sm_{}. "
+          "Use --kernels fast on other GPUs",
+          prop.name, arch_);
+    INVAR_RETURN_IF_ERROR(
+        cuda_ok(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream"));
+    INVAR_ASSIGN_OR_RETURN(gemm_, kc::CudaGemm::create(o_.cuda_device));
+    INVAR_ASSIGN_OR_RETURN(attention_, kc::CudaAttention::create(o_.cuda_device));
+    INVAR_ASSIGN_OR_RETURN(w_, upload_weights(c_, weights));
+    // The KV cache: per layer K then V, each [blocks, block_size, Hkv, D] bf16.
+    layer_elems_ = size_t(o_.kv_blocks) * o_.block_size * c_.num_kv_heads * c_.head_dim;
+    INVAR_RETURN_IF_ERROR(kv_.reserve(2 * layer_elems_ * sizeof(bf16) * c_.num_layers, "the KV cache"));
+    INVAR_RETURN_IF_ERROR(cuda_ok(cudaMemset(kv_.as(), 0, kv_.bytes()), "KV cache clear"));
+    return Status();
+  }
+
+  Status forward(const BatchPlan& plan, std::vector<float>& logits) override;
+
+  Status copy_kv_block(int32_t src, int32_t dst) override {
+    if (src < 0 || dst < 0 || src >= o_.kv_blocks || dst >= o_.kv_blocks)
+      return Status::errorf("copy_kv_block: block {} or {} outside the cache ({} blocks)", src, dst,
+                            o_.kv_blocks);
+    INVAR_RETURN_IF_ERROR(cuda_ok(cudaSetDevice(o_.cuda_device), "cudaSetDevice"));
+    const size_t block = size_t(o_.block_size) * c_.num_kv_heads * c_.head_dim;
+    for (int l = 0; l < c_.num_layers; ++l) {
+      for (bf16* base : {k_cache(l), v_cache(l)})
+        INVAR_RETURN_IF_ERROR(cuda_ok(cudaMemcpyAsync(base + size_t(dst) * block,
+                                                      base + size_t(src) * block,
+                                                      block * sizeof(bf16),
+                                                      cudaMemcpyDeviceToDevice, stream_),
+                                      "KV block copy"));
+    }
+    return cuda_ok(cudaStreamSynchronize(stream_), "KV block copy");
+  }
+
+  void set_probe(ActivationProbe* probe) override { probe_ = probe; }
+  int kv_blocks() const override { return o_.kv_blocks; }
+  int block_size() const override { return o_.block_size; }
+  std::string backend_id() const override { return "cuda-sm" + std::to_string(arch_); }
+
+ private:
+  Status check_shapes() const {
+    const int64_t q = int64_t(c_.num_heads) * c_.head_dim, kv = int64_t(c_.num_kv_heads) * c_.head_dim;
+    if (c_.head_dim != 64 && c_.head_dim != 128)
+      return Status::errorf(
+          "--device cuda: head dim {} is not supported by the CUDA attention kernels (64 or 128)",
+          c_.head_dim);
+    for (int64_t v : {int64_t(c_.hidden_size), int64_t(c_.intermediate_size), q, kv,
+                      int64_t(c_.vocab_size)})
+      if (v % 8 != 0)
+        return Status::errorf(
+            "--device cuda: every matrix width must be a multiple of 8 for the GEMM kernels "
+            "(hidden {}, intermediate {}, q {}, kv {}, vocab {})",
+            c_.hidden_size, c_.intermediate_size, q, kv, c_.vocab_size);
+    return Status();
+  }
+
+  bf16* k_cache(int l) const { return kv_.as<bf16>() + size_t(2 * l) * layer_elems_; }
+  bf16* v_cache(int l) const { return kv_.as<bf16>() + size_t(2 * l + 1) * layer_elems_; }
+  kc::KvCacheRef cache_ref(int l) const {
+    return {k_cache(l), v_cache(l), o_.kv_blocks, o_.block_size, c_.num_kv_heads, c_.head_dim};
+  }
+
+  Status reserve(int tokens, int rows, int seqs, int max_blocks);
+  Status upload_plan(const BatchPlan& plan);
+  Status layer(int l, int tokens);
+  Status gemm(const void* x, int64_t ldx, const void* w, int64_t n, int64_t k, void* y,
+              int64_t ldy, int64_t m) {
+    kc::GemmProblem p{x, ldx, w, k, y, ldy, m, n, k};
+    return gemm_->run(p,
+                      o_.kernels == kernels::KernelMode::fast ? kc::GemmMode::fast
+                                                              : kc::GemmMode::invariant,
+                      stream_);
+  }
+  // Hands a device tensor to the probe as f32 [rows, width] (row stride ld elements).
+  template <typename T>
+  void probe(int layer, ProbeOp op, const T* data, int64_t rows, int64_t width, int64_t ld);
+
+  const ModelConfig& c_;
+  RunnerOptions o_;
+  int arch_ = 0;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<kc::CudaGemm> gemm_;
+  std::unique_ptr<kc::CudaAttention> attention_;
+  DeviceWeights w_;
+  DeviceBuffer kv_;
+  size_t layer_elems_ = 0;
+  StepBuffers b_;
+  int max_blocks_ = 0;  // the step's block-table row length
+  ActivationProbe* probe_ = nullptr;
+  Status probe_status_;
+  std::vector<uint16_t> probe_bf16_;
+  std::vector<float> probe_f32_;
+};
+
+template <typename T>
+void CudaRunner::probe(int layer, ProbeOp op, const T* data, int64_t rows, int64_t width,
+                       int64_t ld) {
+  if (!probe_ || !probe_status_.ok()) return;
+  probe_f32_.resize(size_t(rows * width));
+  cudaError_t e;
+  if constexpr (sizeof(T) == 4) {
+    e = cudaMemcpy2DAsync(probe_f32_.data(), size_t(width) * 4, data, size_t(ld) * 4,
+                          size_t(width) * 4, size_t(rows), cudaMemcpyDeviceToHost, stream_);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(stream_);
+  } else {
+    probe_bf16_.resize(probe_f32_.size());
+    e = cudaMemcpy2DAsync(probe_bf16_.data(), size_t(width) * 2, data, size_t(ld) * 2,
+                          size_t(width) * 2, size_t(rows), cudaMemcpyDeviceToHost, stream_);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(stream_);
+    for (size_t i = 0; i < probe_f32_.size(); ++i) probe_f32_[i] = bf16_to_f32(probe_bf16_[i]);
+  }
+  probe_status_ = cuda_ok(e, "probe copy");
+  if (probe_status_.ok()) probe_->after_op(layer, op, probe_f32_.data(), rows, width);
+}
+
+Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
+  const size_t t = size_t(tokens), h = size_t(c_.hidden_size), i = size_t(c_.intermediate_size);
+  const size_t q = size_t(c_.num_heads) * c_.head_dim;
+  const size_t w = q + 2 * size_t(c_.num_kv_heads) * c_.head_dim;
+  const size_t l = size_t(std::max(rows, 1)), v = size_t(c_.vocab_size);
+  const size_t tables = size_t(std::max(seqs * max_blocks, 1));
+  // Growing frees memory queued work may still read.
+  INVAR_RETURN_IF_ERROR(cuda_ok(cudaStreamSynchronize(stream_), "sync before growing buffers"));
+  INVAR_RETURN_IF_ERROR(b_.ids.reserve(t * 4, "token ids"));
+  INVAR_RETURN_IF_ERROR(b_.positions.reserve(t * 4, "positions"));
+  INVAR_RETURN_IF_ERROR(b_.slots.reserve(t * 8, "KV slots"));
+  INVAR_RETURN_IF_ERROR(b_.block_tables.reserve(tables * 4, "block tables"));
+  INVAR_RETURN_IF_ERROR(b_.logit_rows.reserve(l * 4, "logit rows"));
+  INVAR_RETURN_IF_ERROR(b_.x.reserve(t * h * 4, "the residual stream"));
+  INVAR_RETURN_IF_ERROR(b_.h.reserve(t * h * 2, "normed activations"));
+  INVAR_RETURN_IF_ERROR(b_.qkv.reserve(t * w * 2, "q/k/v"));
+  INVAR_RETURN_IF_ERROR(b_.attn.reserve(t * q * 2, "attention output"));
+  INVAR_RETURN_IF_ERROR(b_.o.reserve(t * h * 2, "projection output"));
+  INVAR_RETURN_IF_ERROR(b_.gate_up.reserve(t * 2 * i * 2, "gate/up"));
+  INVAR_RETURN_IF_ERROR(b_.act.reserve(t * i * 2, "SiLU-mul output"));
+  INVAR_RETURN_IF_ERROR(b_.rows.reserve(l * h * 2, "logit rows"));
+  INVAR_RETURN_IF_ERROR(b_.logits.reserve(l * v * 2, "logits"));
+  INVAR_RETURN_IF_ERROR(b_.upload.reserve(t * 16 + tables * 4 + l * 4, "the plan upload"));
+  return b_.download.reserve(l * v * 2, "the logits download");
+}
+
+Status CudaRunner::upload_plan(const BatchPlan& plan) {
+  // One pinned staging area, one copy per array (the previous step has finished: forward
+  // ends with a sync).
+  auto* base = b_.upload.as<unsigned char>();
+  size_t off = 0;
+  auto put = [&](DeviceBuffer& dst, const void* src, size_t bytes) -> Status {
+    if (bytes == 0) return Status();
+    std::memcpy(base + off, src, bytes);
+    Status st = cuda_ok(cudaMemcpyAsync(dst.as(), base + off, bytes, cudaMemcpyHostToDevice, stream_),
+                        "plan upload");
+    off += (bytes + 15) / 16 * 16;
+    return st;
+  };
+  INVAR_RETURN_IF_ERROR(put(b_.ids, plan.token_ids.data(), plan.token_ids.size() * 4));
+  INVAR_RETURN_IF_ERROR(put(b_.positions, plan.positions.data(), plan.positions.size() * 4));
+  INVAR_RETURN_IF_ERROR(put(b_.slots, plan.slots.data(), plan.slots.size() * 8));
+  INVAR_RETURN_IF_ERROR(put(b_.block_tables, plan.block_tables.data(), plan.block_tables.size() * 4));
+  return put(b_.logit_rows, plan.logit_rows.data(), plan.logit_rows.size() * 4);
+}
+
+Status CudaRunner::forward(const BatchPlan& plan, std::vector<float>& logits) {
+  INVAR_RETURN_IF_ERROR(check_batch_plan(plan, c_, o_.kv_blocks, o_.block_size));
+  const int tokens = plan.num_tokens();
+  const int rows = int(plan.logit_rows.size());
+  if (tokens == 0) {
+    logits.clear();
+    return Status();
+  }
+  INVAR_RETURN_IF_ERROR(cuda_ok(cudaSetDevice(o_.cuda_device), "cudaSetDevice"));
+  INVAR_RETURN_IF_ERROR(reserve(tokens, rows, plan.num_seqs(), plan.max_blocks_per_seq));
+  INVAR_RETURN_IF_ERROR(upload_plan(plan));
+  probe_status_ = Status();
+  max_blocks_ = plan.max_blocks_per_seq;
+  if (probe_) probe_->begin_step(plan);
+
+  kc::AttentionDims dims{c_.num_heads, c_.num_kv_heads, c_.head_dim,
+                         1.0f / std::sqrt(float(c_.head_dim))};
+  kernels::AttentionPlan host_plan{plan.num_seqs(),         plan.q_indptr.data(),
+                                   plan.kv_lens.data(),     plan.block_tables.data(),
+                                   plan.max_blocks_per_seq, o_.block_size};
+  INVAR_RETURN_IF_ERROR(attention_->plan(host_plan, dims, o_.kernels, stream_));
+
+  const int64_t hidden = c_.hidden_size;
+  float* x = b_.x.as<float>();
+  INVAR_RETURN_IF_ERROR(kc::embedding(w_.embedding.as<bf16>(), c_.vocab_size, hidden,
+                                      b_.ids.as<int32_t>(), tokens, x, hidden, stream_));
+  probe(-1, ProbeOp::embedding, x, tokens, hidden, hidden);
+  for (int l = 0; l < c_.num_layers; ++l) INVAR_RETURN_IF_ERROR(layer(l, tokens));
+
+  // The last layer's residual add and the final norm over every token (row-local: no bits
+  // depend on the batch), then only the requested rows go through the output projection.
+  bf16* h = b_.h.as<bf16>();
+  INVAR_RETURN_IF_ERROR(kc::rmsnorm_add(x, hidden, b_.o.as<bf16>(), hidden, w_.final_norm.as<bf16>(),
+                                        tokens, hidden, c_.rms_eps, h, hidden, o_.kernels, stream_));
+  probe(c_.num_layers - 1, ProbeOp::ffn_residual, x, tokens, hidden, hidden);
+  logits.resize(size_t(rows) * size_t(c_.vocab_size));
+  if (rows == 0) return cuda_ok(cudaStreamSynchronize(stream_), "step");
+  bf16* gathered = b_.rows.as<bf16>();
+  INVAR_RETURN_IF_ERROR(kc::gather_rows(h, hidden, b_.logit_rows.as<int32_t>(), rows, hidden,
+                                        gathered, hidden, stream_));
+  probe(c_.num_layers, ProbeOp::final_norm, gathered, rows, hidden, hidden);
+  bf16* out = b_.logits.as<bf16>();
+  INVAR_RETURN_IF_ERROR(
+      gemm(gathered, hidden, w_.output(), c_.vocab_size, hidden, out, c_.vocab_size, rows));
+  probe(c_.num_layers, ProbeOp::logits, out, rows, c_.vocab_size, c_.vocab_size);
+  const size_t n = logits.size();
+  INVAR_RETURN_IF_ERROR(cuda_ok(cudaMemcpyAsync(b_.download.as(), out, n * 2,
+                                                cudaMemcpyDeviceToHost, stream_),
+                                "logits download"));
+  INVAR_RETURN_IF_ERROR(cuda_ok(cudaStreamSynchronize(stream_), "step"));
+  const uint16_t* src = b_.download.as<uint16_t>();
+  for (size_t i = 0; i < n; ++i) logits[i] = bf16_to_f32(src[i]);
+  return probe_status_;
+}
+
+Status CudaRunner::layer(int l, int tokens) {
+  const DeviceLayer& w = w_.layers[size_t(l)];
+  const int64_t hidden = c_.hidden_size, inter = c_.intermediate_size, d = c_.head_dim;
+  const int hq = c_.num_heads, hkv = c_.num_kv_heads;
+  const int64_t q_width = hq * d, kv_width = hkv * d, width = q_width + 2 * kv_width;
+  const kernels::KernelMode mode = o_.kernels;
+  float* x = b_.x.as<float>();
+  bf16* h = b_.h.as<bf16>();
+  bf16* qkv = b_.qkv.as<bf16>();
+  bf16* o = b_.o.as<bf16>();
+
+  // Attention block. Layers after the first add the previous MLP's output to the residual here.
+  if (l == 0) {
+    INVAR_RETURN_IF_ERROR(kc::rmsnorm(x, hidden, w.attn_norm.as<bf16>(), tokens, hidden,
+                                      c_.rms_eps, h, hidden, mode, stream_));
+  } else {
+    INVAR_RETURN_IF_ERROR(kc::rmsnorm_add(x, hidden, o, hidden, w.attn_norm.as<bf16>(), tokens,
+                                          hidden, c_.rms_eps, h, hidden, mode, stream_));
+    probe(l - 1, ProbeOp::ffn_residual, x, tokens, hidden, hidden);
+  }
+  probe(l, ProbeOp::attn_norm, h, tokens, hidden, hidden);
+  INVAR_RETURN_IF_ERROR(gemm(h, hidden, w.qkv.as(), width, hidden, qkv, width, tokens));
+  if (w.qkv_bias.bytes())
+    INVAR_RETURN_IF_ERROR(kc::add_bias(qkv, width, w.qkv_bias.as<float>(), tokens, width, stream_));
+  bf16* q = qkv;
+  bf16* k = qkv + q_width;
+  bf16* v = k + kv_width;
+  probe(l, ProbeOp::q_proj, q, tokens, q_width, width);
+  probe(l, ProbeOp::k_proj, k, tokens, kv_width, width);
+  probe(l, ProbeOp::v_proj, v, tokens, kv_width, width);
+  if (c_.qk_norm) {
+    INVAR_RETURN_IF_ERROR(kc::rmsnorm_heads(q, width, w.q_norm.as<bf16>(), tokens, hq, d,
+                                            c_.rms_eps, mode, stream_));
+    probe(l, ProbeOp::q_norm, q, tokens, q_width, width);
+    INVAR_RETURN_IF_ERROR(kc::rmsnorm_heads(k, width, w.k_norm.as<bf16>(), tokens, hkv, d,
+                                            c_.rms_eps, mode, stream_));
+    probe(l, ProbeOp::k_norm, k, tokens, kv_width, width);
+  }
+  const kernels::RopeParams rope{c_.rope_style, w_.rope_dims, w_.inv_freq.as<float>(), 1.0f};
+  const int32_t* positions = b_.positions.as<int32_t>();
+  INVAR_RETURN_IF_ERROR(kc::rope(q, width, positions, tokens, hq, int(d), rope, stream_));
+  probe(l, ProbeOp::rope_q, q, tokens, q_width, width);
+  INVAR_RETURN_IF_ERROR(kc::rope(k, width, positions, tokens, hkv, int(d), rope, stream_));
+  probe(l, ProbeOp::rope_k, k, tokens, kv_width, width);
+
+  const kc::KvCacheRef cache = cache_ref(l);
+  INVAR_RETURN_IF_ERROR(
+      kc::kv_store(k, width, v, width, b_.slots.as<int64_t>(), tokens, cache, stream_));
+  kernels::AttentionPlan device_plan{};
+  device_plan.block_tables = b_.block_tables.as<int32_t>();
+  device_plan.max_blocks_per_seq = max_blocks_;
+  device_plan.block_size = o_.block_size;
+  bf16* attn = b_.attn.as<bf16>();
+  INVAR_RETURN_IF_ERROR(attention_->run(q, width, cache, device_plan, attn, q_width, stream_));
+  probe(l, ProbeOp::attention, attn, tokens, q_width, q_width);
+  INVAR_RETURN_IF_ERROR(gemm(attn, q_width, w.o.as(), hidden, q_width, o, hidden, tokens));
+  probe(l, ProbeOp::o_proj, o, tokens, hidden, hidden);
+
+  // MLP block: the attention output joins the residual in the fused norm.
+  INVAR_RETURN_IF_ERROR(kc::rmsnorm_add(x, hidden, o, hidden, w.ffn_norm.as<bf16>(), tokens,
+                                        hidden, c_.rms_eps, h, hidden, mode, stream_));
+  probe(l, ProbeOp::attn_residual, x, tokens, hidden, hidden);
+  probe(l, ProbeOp::ffn_norm, h, tokens, hidden, hidden);
+  bf16* gu = b_.gate_up.as<bf16>();
+  INVAR_RETURN_IF_ERROR(gemm(h, hidden, w.gate_up.as(), 2 * inter, hidden, gu, 2 * inter, tokens));
+  probe(l, ProbeOp::gate_proj, gu, tokens, inter, 2 * inter);
+  probe(l, ProbeOp::up_proj, gu + inter, tokens, inter, 2 * inter);
+  bf16* act = b_.act.as<bf16>();
+  INVAR_RETURN_IF_ERROR(kc::silu_mul(gu, 2 * inter, gu + inter, 2 * inter, tokens, inter, act,
+                                     inter, stream_));
+  probe(l, ProbeOp::silu_mul, act, tokens, inter, inter);
+  INVAR_RETURN_IF_ERROR(gemm(act, inter, w.down.as(), hidden, inter, o, hidden, tokens));
+  probe(l, ProbeOp::down_proj, o, tokens, hidden, hidden);
+  return Status();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ModelRunner>> make_cuda_runner(const ModelConfig& config,
+                                                      const ModelWeights& weights,
+                                                      const RunnerOptions& options) {
+  auto runner = std::make_unique<CudaRunner>(config, options);
+  INVAR_RETURN_IF_ERROR(runner->init(weights));
+  return std::unique_ptr<ModelRunner>(std::move(runner));
+}
+
+}  // namespace invar::model::cuda

@@ -1,0 +1,99 @@
+#include "model/cuda/device_weights.h"
+
+#include <cstring>
+#include <initializer_list>
+
+#include "core/dtype.h"
+
+namespace invar::model::cuda {
+namespace {
+
+// Rows of `parts`, stacked, as bf16 on the host.
+Result<std::vector<uint16_t>> stack_bf16(std::initializer_list<const HostTensor*> parts,
+                                         const char* what) {
+  size_t total = 0;
+  for (const HostTensor* t : parts) total += size_t(t->numel());
+  std::vector<uint16_t> out;
+  out.reserve(total);
+  for (const HostTensor* t : parts) {
+    const size_t n = size_t(t->numel());
+    if (t->bytes.size() != n * dtype_size(t->dtype))
+      return Status::errorf("CUDA upload: {} holds {} bytes, not {} elements of {}", what,
+                            t->bytes.size(), n, dtype_name(t->dtype));
+    const uint8_t* b = t->bytes.data();
+    for (size_t i = 0; i < n; ++i) {
+      uint16_t h;
+      switch (t->dtype) {
+        case DType::bf16: std::memcpy(&h, b + 2 * i, 2); break;
+        case DType::f16: std::memcpy(&h, b + 2 * i, 2), h = f32_to_bf16(f16_to_f32(h)); break;
+        case DType::f32: {
+          float f;
+          std::memcpy(&f, b + 4 * i, 4);
+          h = f32_to_bf16(f);
+          break;
+        }
+      }
+      out.push_back(h);
+    }
+  }
+  return out;
+}
+
+Status to_device(DeviceBuffer& dst, const void* src, size_t bytes, const char* what,
+                 size_t& total) {
+  INVAR_RETURN_IF_ERROR(dst.reserve(bytes, what));
+  total += dst.bytes();
+  return cuda_ok(cudaMemcpy(dst.as(), src, bytes, cudaMemcpyHostToDevice), what);
+}
+
+Status upload_bf16(DeviceBuffer& dst, std::initializer_list<const HostTensor*> parts,
+                   const char* what, size_t& total) {
+  INVAR_ASSIGN_OR_RETURN(auto host, stack_bf16(parts, what));
+  return to_device(dst, host.data(), host.size() * 2, what, total);
+}
+
+// Biases stay f32 (added in f32 to the GEMM output).
+Status upload_f32(DeviceBuffer& dst, std::initializer_list<const HostTensor*> parts,
+                  const char* what, size_t& total) {
+  std::vector<float> host;
+  for (const HostTensor* t : parts) {
+    if (t->dtype != DType::f32) return Status::errorf("CUDA upload: {} is not f32", what);
+    host.insert(host.end(), t->f32(), t->f32() + t->numel());
+  }
+  return to_device(dst, host.data(), host.size() * 4, what, total);
+}
+
+}  // namespace
+
+Result<DeviceWeights> upload_weights(const ModelConfig& c, const ModelWeights& w) {
+  DeviceWeights d;
+  size_t& total = d.bytes;
+  INVAR_RETURN_IF_ERROR(upload_bf16(d.embedding, {&w.embedding}, "the embedding", total));
+  if (!w.lm_head.empty())
+    INVAR_RETURN_IF_ERROR(upload_bf16(d.lm_head, {&w.lm_head}, "the output projection", total));
+  INVAR_RETURN_IF_ERROR(upload_bf16(d.final_norm, {&w.final_norm}, "the final norm", total));
+  const std::vector<float> inv_freq = rope_inv_freq(c);
+  d.rope_dims = int(inv_freq.size() * 2);
+  INVAR_RETURN_IF_ERROR(
+      to_device(d.inv_freq, inv_freq.data(), inv_freq.size() * 4, "rope frequencies", total));
+  d.layers.resize(size_t(c.num_layers));
+  for (int l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& lw = w.layers[size_t(l)];
+    DeviceLayer& dl = d.layers[size_t(l)];
+    INVAR_RETURN_IF_ERROR(upload_bf16(dl.attn_norm, {&lw.attn_norm}, "attn_norm", total));
+    INVAR_RETURN_IF_ERROR(upload_bf16(dl.ffn_norm, {&lw.ffn_norm}, "ffn_norm", total));
+    if (c.qk_norm) {
+      INVAR_RETURN_IF_ERROR(upload_bf16(dl.q_norm, {&lw.q_norm}, "q_norm", total));
+      INVAR_RETURN_IF_ERROR(upload_bf16(dl.k_norm, {&lw.k_norm}, "k_norm", total));
+    }
+    INVAR_RETURN_IF_ERROR(upload_bf16(dl.qkv, {&lw.wq, &lw.wk, &lw.wv}, "q/k/v", total));
+    if (!lw.bq.empty())
+      INVAR_RETURN_IF_ERROR(upload_f32(dl.qkv_bias, {&lw.bq, &lw.bk, &lw.bv}, "q/k/v bias", total));
+    INVAR_RETURN_IF_ERROR(upload_bf16(dl.o, {&lw.wo}, "o_proj", total));
+    INVAR_RETURN_IF_ERROR(upload_bf16(dl.gate_up, {&lw.w_gate, &lw.w_up}, "gate/up", total));
+    INVAR_RETURN_IF_ERROR(upload_bf16(dl.down, {&lw.w_down}, "down_proj", total));
+  }
+  return d;
+}
+
+}  // namespace invar::model::cuda

@@ -1,0 +1,41 @@
+// The model's weights in device memory, in the CUDA forward pass's layout: every matrix bf16,
+// q/k/v concatenated into one [Hq*D + 2*Hkv*D, H] matrix and gate/up into one [2*I, H], so a
+// layer runs 4 GEMMs. Concatenating rows changes no element's reduction (each output is still
+// one k-ordered chain over H), so it keeps the GEMM recipe.
+//   H = hidden, Hq/Hkv = query/kv heads, D = head dim, I = intermediate size, V = vocab
+#pragma once
+
+#include <vector>
+
+#include "core/status.h"
+#include "model/cuda/device_buffer.h"
+#include "model/weights.h"
+
+namespace invar::model::cuda {
+
+struct DeviceLayer {
+  DeviceBuffer attn_norm, ffn_norm;  // [H] bf16
+  DeviceBuffer q_norm, k_norm;       // [D] bf16 (qk_norm only)
+  DeviceBuffer qkv;                  // [Hq*D + 2*Hkv*D, H] bf16
+  DeviceBuffer qkv_bias;             // [Hq*D + 2*Hkv*D] f32 (attention_bias only)
+  DeviceBuffer o;                    // [H, Hq*D] bf16
+  DeviceBuffer gate_up;              // [2*I, H] bf16
+  DeviceBuffer down;                 // [H, I] bf16
+};
+
+struct DeviceWeights {
+  DeviceBuffer embedding;   // [V, H] bf16
+  DeviceBuffer lm_head;     // [V, H] bf16; empty when tied (output() is the embedding)
+  DeviceBuffer final_norm;  // [H] bf16
+  DeviceBuffer inv_freq;    // [rope_dims / 2] f32, RoPE
+  int rope_dims = 0;        // rotated leading dims of a head
+  std::vector<DeviceLayer> layers;
+  size_t bytes = 0;  // device memory held
+
+  const void* output() const { return lm_head.bytes() ? lm_head.as() : embedding.as(); }
+};
+
+// Uploads `w` (f32, f16 or bf16 on the host; f32 and f16 are rounded to bf16 to nearest even).
+Result<DeviceWeights> upload_weights(const ModelConfig& config, const ModelWeights& w);
+
+}  // namespace invar::model::cuda

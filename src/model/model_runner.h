@@ -1,0 +1,68 @@
+// A model ready to run on one device: its weights and its paged KV cache live there, and one
+// call runs one batch step. The engine, `invar verify` and the tests drive a model through this
+// interface only, so the CPU and CUDA backends are interchangeable (docs/cuda-backend.md).
+//   T = tokens in the step, L = requested logit rows, V = vocab
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/status.h"
+#include "kernels/types.h"
+#include "model/activation_probe.h"
+#include "model/batch.h"
+#include "model/weights.h"
+
+namespace invar::model {
+
+enum class Device : uint8_t { cpu, cuda };
+
+const char* device_name(Device d);
+Result<Device> parse_device(std::string_view name);
+
+struct RunnerOptions {
+  Device device = Device::cpu;
+  kernels::KernelMode kernels = kernels::KernelMode::invariant;  // fast: negative control only
+  int kv_blocks = 0;   // KV cache blocks (> 0)
+  int block_size = 16;  // tokens per KV block
+  int threads = 0;      // CPU: forward-pass threads (0: all cores)
+  int cuda_device = 0;  // CUDA: device ordinal
+};
+
+class ModelRunner {
+ public:
+  virtual ~ModelRunner() = default;
+
+  // One step: writes the plan's K/V into the cache and the logits of plan.logit_rows to
+  // `logits` ([L, V] f32, row-major). Each logit row depends only on its own sequence, never on
+  // the rest of the plan (the invariance contract), on every backend.
+  virtual Status forward(const BatchPlan& plan, std::vector<float>& logits) = 0;
+
+  // Copies KV block `src` over block `dst` in every layer (`invar verify` keeps a sequence's
+  // history aside and restores it).
+  virtual Status copy_kv_block(int32_t src, int32_t dst) = 0;
+
+  // Hands every op's output to `probe` (nullptr: none). On CUDA each probed op costs a device
+  // sync and a copy to the host: for `invar verify`, never for serving. The CUDA backend hands
+  // the probe a copy, so a probe's changes to the data (fault injection) only act on the CPU.
+  virtual void set_probe(ActivationProbe* probe) = 0;
+
+  virtual int kv_blocks() const = 0;
+  virtual int block_size() const = 0;
+  // What decides the bits besides the weights and the kernel mode: "cpu", "cuda-sm90".
+  virtual std::string backend_id() const = 0;
+};
+
+// Every backend's first step: ids in the vocabulary, positions in the context, slots and
+// blocks in the cache, logit rows among the tokens, array lengths consistent.
+Status check_batch_plan(const BatchPlan& plan, const ModelConfig& config, int kv_blocks,
+                        int block_size);
+
+// The CPU backend: kernels/cpu over f32 activations and a host KV cache.
+std::unique_ptr<ModelRunner> make_cpu_runner(const ModelConfig& config, const ModelWeights& weights,
+                                             const RunnerOptions& options);
+
+}  // namespace invar::model

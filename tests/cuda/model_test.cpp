@@ -1,0 +1,168 @@
+// The CUDA backend against the CPU backend, whole models (issue: model on the GPU): the logits
+// of every position of a prompt, run once prefilled and once chunked, on both backends. The CPU
+// runs f32 weights and activations; CUDA runs bf16 weights and activations with an f32
+// residual, so they agree within bf16 tolerance, not in bits.
+// Also checks that chunking changes no bit on CUDA in invariant mode and that fast mode does.
+// Skips without a GPU unless INVAR_REQUIRE_GPU=1; SmolLM2 needs the fetched model (INVAR_MODEL).
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "engine/model_bundle.h"
+#include "engine/model_runner_factory.h"
+#include "model/config_parse.h"
+#include "test_paths.h"
+
+namespace invar {
+namespace {
+
+constexpr int kBlock = 16;
+
+bool have_gpu() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+void require_gpu() {
+  if (have_gpu()) return;
+  if (std::getenv("INVAR_REQUIRE_GPU")) FAIL() << "INVAR_REQUIRE_GPU is set and no GPU is visible";
+  GTEST_SKIP() << "no GPU";
+}
+
+std::unique_ptr<model::ModelRunner> runner(const model::LoadedModel& m, model::Device device,
+                                           kernels::KernelMode mode, int max_tokens) {
+  model::RunnerOptions o;
+  o.device = device;
+  o.kernels = mode;
+  o.threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  o.block_size = kBlock;
+  o.kv_blocks = (max_tokens + kBlock - 1) / kBlock;
+  auto r = engine::make_model_runner(m.config, m.weights, o);
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  return r.ok() ? std::move(r).value() : nullptr;
+}
+
+// Logits [tokens, V] of every position, the prompt fed in chunks of `chunk`.
+std::vector<float> all_logits(model::ModelRunner& r, const std::vector<int32_t>& tokens, int chunk) {
+  const int blocks = (int(tokens.size()) + kBlock - 1) / kBlock;
+  std::vector<int32_t> table(static_cast<size_t>(blocks));
+  for (int b = 0; b < blocks; ++b) table[size_t(b)] = blocks - 1 - b;  // ids need not be ordered
+  std::vector<float> out, logits;
+  for (size_t start = 0; start < tokens.size(); start += size_t(chunk)) {
+    const size_t n = std::min(size_t(chunk), tokens.size() - start);
+    model::BatchPlanBuilder b(kBlock, blocks);
+    b.add_sequence(std::span<const int32_t>(tokens).subspan(start, n), int32_t(start), table,
+                   model::LogitRows::all);
+    Status st = r.forward(b.build(), logits);
+    EXPECT_TRUE(st.ok()) << st.message();
+    out.insert(out.end(), logits.begin(), logits.end());
+  }
+  return out;
+}
+
+struct Agreement {
+  double worst_rel_l2 = 0;   // max over rows of |gpu - cpu|_2 / |cpu|_2
+  double mean_rel_l2 = 0;
+  double top1 = 0;           // rows whose argmax agrees
+};
+
+Agreement compare(const std::vector<float>& gpu, const std::vector<float>& cpu, int vocab) {
+  Agreement a;
+  const size_t rows = cpu.size() / size_t(vocab);
+  int same = 0;
+  for (size_t r = 0; r < rows; ++r) {
+    const float* g = gpu.data() + r * size_t(vocab);
+    const float* c = cpu.data() + r * size_t(vocab);
+    double diff = 0, norm = 0;
+    for (int i = 0; i < vocab; ++i) {
+      diff += (double(g[i]) - c[i]) * (double(g[i]) - c[i]);
+      norm += double(c[i]) * c[i];
+    }
+    const double rel = std::sqrt(diff / std::max(norm, 1e-30));
+    a.worst_rel_l2 = std::max(a.worst_rel_l2, rel);
+    a.mean_rel_l2 += rel / double(rows);
+    same += std::max_element(g, g + vocab) == g + (std::max_element(c, c + vocab) - c);
+  }
+  a.top1 = double(same) / double(rows);
+  return a;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+}
+
+// Runs the whole comparison for one model; `tokens` is the prompt.
+void check_model(const model::LoadedModel& m, const std::vector<int32_t>& tokens,
+                 double max_mean_rel, double min_top1) {
+  const int vocab = m.config.vocab_size, n = int(tokens.size());
+  auto cpu = runner(m, model::Device::cpu, kernels::KernelMode::invariant, n);
+  auto gpu = runner(m, model::Device::cuda, kernels::KernelMode::invariant, n);
+  auto fast = runner(m, model::Device::cuda, kernels::KernelMode::fast, n);
+  ASSERT_TRUE(cpu && gpu && fast);
+  const auto ref = all_logits(*cpu, tokens, n);
+  const auto whole = all_logits(*gpu, tokens, n);
+  ASSERT_EQ(whole.size(), ref.size());
+  const Agreement a = compare(whole, ref, vocab);
+  std::printf("  %s: %d positions, CUDA vs CPU logits: mean rel L2 %.4f, worst %.4f, top-1 %.3f\n",
+              m.source.c_str(), n, a.mean_rel_l2, a.worst_rel_l2, a.top1);
+  EXPECT_LT(a.mean_rel_l2, max_mean_rel);
+  EXPECT_GE(a.top1, min_top1);
+
+  // Invariant: chunked prefill gives the same bits as one prefill; fast: it does not (R8).
+  int differing_chunkings = 0;
+  const auto fast_whole = all_logits(*fast, tokens, n);
+  const Agreement f = compare(fast_whole, ref, vocab);
+  std::printf("  fast mode vs CPU: mean rel L2 %.4f, top-1 %.3f\n", f.mean_rel_l2, f.top1);
+  for (int chunk : {1, 7, 16, 64}) {
+    if (chunk >= n) continue;
+    EXPECT_TRUE(same_bits(whole, all_logits(*gpu, tokens, chunk))) << "chunk " << chunk;
+    differing_chunkings += !same_bits(fast_whole, all_logits(*fast, tokens, chunk));
+  }
+  std::printf("  fast mode: %d chunkings differ from one prefill\n", differing_chunkings);
+  EXPECT_GT(differing_chunkings, 0) << "the negative control found no difference in fast mode";
+}
+
+std::vector<int32_t> random_tokens(int n, int vocab, uint64_t seed) {
+  std::vector<int32_t> t;
+  uint64_t x = seed;
+  for (int i = 0; i < n; ++i) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    t.push_back(int32_t((x >> 33) % uint64_t(vocab)));
+  }
+  return t;
+}
+
+TEST(CudaModel, SmolLM2LogitsMatchCpuAndChunkingKeepsBits) {
+  require_gpu();
+  const std::string path = testing::default_model_path();
+  if (path.empty()) GTEST_SKIP() << "default model not fetched (INVAR_MODEL)";
+  auto b = engine::open_model(path, {});
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  auto tokens = b->tokenizer.encode(
+      "The capital of France is Paris. The capital of Germany is Berlin, and the capital of Italy "
+      "is Rome; the capital of Spain is Madrid. Water boils at one hundred degrees Celsius at sea "
+      "level, and the tallest mountain on Earth is",
+      false, false);
+  check_model(b->model, tokens, 0.05, 0.9);
+}
+
+// Random weights of real shapes: Qwen3 (q/k norm, head dim 128) and Qwen2.5 (q/k/v bias, GQA 7).
+void check_random(const std::string& config_dir, int tokens) {
+  require_gpu();
+  auto config = model::read_hf_config(testing::test_data(config_dir));
+  ASSERT_TRUE(config.ok()) << config.status().message();
+  model::LoadedModel m{*config, model::random_weights(*config, 7, DType::bf16),
+                       config_dir + " (random weights)"};
+  check_model(m, random_tokens(tokens, config->vocab_size, 11), 0.05, 0.9);
+}
+
+TEST(CudaModel, RandomQwen3LogitsMatchCpu) { check_random("cuda/qwen3-0.6b", 80); }
+TEST(CudaModel, RandomQwen25WithBiasLogitsMatchCpu) { check_random("cuda/qwen2.5-0.5b", 80); }
+
+}  // namespace
+}  // namespace invar
