@@ -201,7 +201,9 @@ Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
   INVAR_RETURN_IF_ERROR(b_.act.reserve(t * i * 2, "SiLU-mul output"));
   INVAR_RETURN_IF_ERROR(b_.rows.reserve(l * h * 2, "logit rows"));
   INVAR_RETURN_IF_ERROR(b_.logits.reserve(l * v * 2, "logits"));
-  INVAR_RETURN_IF_ERROR(b_.upload.reserve(t * 16 + tables * 4 + l * 4, "the plan upload"));
+  // upload_plan rounds each of its 5 arrays up to 16 bytes.
+  INVAR_RETURN_IF_ERROR(
+      b_.upload.reserve(t * 16 + tables * 4 + l * 4 + 5 * 16, "the plan upload"));
   return b_.download.reserve(l * v * 2, "the logits download");
 }
 
@@ -212,6 +214,8 @@ Status CudaRunner::upload_plan(const BatchPlan& plan) {
   size_t off = 0;
   auto put = [&](DeviceBuffer& dst, const void* src, size_t bytes) -> Status {
     if (bytes == 0) return Status();
+    if (off + bytes > b_.upload.bytes())
+      return Status::error("CUDA backend: the plan upload buffer is too small (a bug)");
     std::memcpy(base + off, src, bytes);
     Status st = cuda_ok(cudaMemcpyAsync(dst.as(), base + off, bytes, cudaMemcpyHostToDevice, stream_),
                         "plan upload");
