@@ -199,6 +199,7 @@ class Harness {
     if (!o.inject.empty()) {
       reference_.set_injection(&o.inject);
       trace_.set_injection(&o.inject);
+      injecting_ = true;
     }
   }
 
@@ -233,19 +234,45 @@ class Harness {
             int32_t(std::max_element(last, last + vocab) - last));  // lowest id on ties
       }
     }
-    runner_->set_probe(&trace_);
+    // Cases run without a probe (on CUDA a probe costs a sync and a copy per op); a mismatching
+    // case runs again with the trace on to find its first differing op. An injected fault lives
+    // in the probe, so with one the trace stays on.
+    runner_->set_probe(injecting_ ? &trace_ : nullptr);
     // Keep the solo run's KV history: cases that continue it restore it afterwards.
     for (size_t i = 0; i < solo_table_.size(); ++i)
       INVAR_RETURN_IF_ERROR(runner_->copy_kv_block(solo_table_[i], backup_table_[i]));
     return Status();
   }
 
-  // Runs one case; a mismatch says where the logits first differ and which op differs first.
-  Result<std::optional<WhiteBoxMismatch>> run_case(const Case& c) {
+  // Runs one case; a mismatch says where the logits first differ and, when `localize`, which
+  // op differs first.
+  Result<std::optional<WhiteBoxMismatch>> run_case(const Case& c, bool localize) {
     trace_.clear();
+    std::set<int> differing;
+    INVAR_RETURN_IF_ERROR(run_steps(c, differing));
+    if (differing.empty()) return std::optional<WhiteBoxMismatch>();
+    WhiteBoxMismatch m;
+    m.case_name = c.name;
+    m.first_position = *differing.begin();
+    m.positions_differing = int(differing.size());
+    if (localize && !injecting_) {  // again, traced: the same steps give the same bits
+      trace_.clear();
+      runner_->set_probe(&trace_);
+      std::set<int> again;
+      Status st = run_steps(c, again);
+      runner_->set_probe(nullptr);
+      INVAR_RETURN_IF_ERROR(st);
+    }
+    if (localize) m.where = trace_.compare_with(reference_);
+    return std::optional<WhiteBoxMismatch>(std::move(m));
+  }
+
+ private:
+  // The case's steps; `differing` gets the target positions whose logits differ from the solo
+  // run's. Continuing cases leave the solo run's KV history as they found it.
+  Status run_steps(const Case& c, std::set<int>& differing) {
     const size_t vocab = size_t(config_.vocab_size);
     std::vector<float> rows;
-    std::set<int> differing;
     for (const auto& step : c.steps) {
       const Part* target = nullptr;
       Status st = forward(step, c.fresh ? scratch_table_ : solo_table_, rows, &target);
@@ -261,16 +288,9 @@ class Harness {
       }
     }
     if (!c.fresh) INVAR_RETURN_IF_ERROR(restore_solo_kv());
-    if (differing.empty()) return std::optional<WhiteBoxMismatch>();
-    WhiteBoxMismatch m;
-    m.case_name = c.name;
-    m.first_position = *differing.begin();
-    m.positions_differing = int(differing.size());
-    m.where = trace_.compare_with(reference_);
-    return std::optional<WhiteBoxMismatch>(std::move(m));
+    return Status();
   }
 
- private:
   // One forward step over `parts`; returns the target's logits rows ([count, V]).
   Status forward(const std::vector<Part>& parts, const std::vector<int32_t>& target_table,
                  std::vector<float>& rows, const Part** target_out) {
@@ -316,6 +336,7 @@ class Harness {
   std::vector<int32_t> solo_table_, scratch_table_, backup_table_;
   std::vector<std::vector<int32_t>> other_tables_;
   std::vector<float> ref_logits_, logits_;
+  bool injecting_ = false;
 };
 
 bool wanted(const WhiteBoxOptions& o, const std::string& name) {
@@ -454,7 +475,7 @@ WhiteBoxReport run(const model::LoadedModel& m, const engine::ModelBundle* bundl
         sr.name = s.name;
         sr.description = describe(s.name);
         for (const auto& c : s.cases) {
-          auto r = harness.run_case(c);
+          auto r = harness.run_case(c, sr.mismatches.size() < kExamples);
           tick(s.name);
           if (!r.ok()) {
             sr.error = c.name + ": " + r.status().message();
