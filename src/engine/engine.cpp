@@ -9,11 +9,12 @@
 #include <thread>
 #include <unordered_set>
 
+#include "core/thread_pool.h"
 #include "engine/block_manager.h"
 #include "engine/fingerprint.h"
+#include "engine/model_runner_factory.h"
 #include "engine/scheduler.h"
 #include "engine/sequence.h"
-#include "engine/model_runner_factory.h"
 
 namespace invar::engine {
 
@@ -65,6 +66,7 @@ struct Engine::Impl {
       : bundle(b),
         opt(o),
         runner(std::move(r)),
+        sample_pool(opt.threads),
         blocks(opt.kv_blocks, opt.block_size, opt.prefix_cache),
         fingerprint(make_fingerprint(b.model.weights, runner->backend_id() + "-" +
                                                           kernels::kernel_mode_name(opt.kernels))) {
@@ -89,6 +91,7 @@ struct Engine::Impl {
 
   // --- engine thread only ---
   std::unique_ptr<model::ModelRunner> runner;
+  ThreadPool sample_pool;  // draws the step's tokens, one row per sequence, in parallel
   BlockManager blocks;
   std::deque<std::unique_ptr<Sequence>> waiting;
   std::vector<std::unique_ptr<Sequence>> running;  // admission order
@@ -102,7 +105,14 @@ struct Engine::Impl {
   void take_incoming();
   void run_step();
   void finish(Sequence& s, FinishReason why, std::string text, std::string error = {});
-  void emit_token(Sequence& s, const float* row);
+  // The next token of `s` and its logprobs from its logits row: depends on nothing but the
+  // sequence and the row, so rows are drawn in parallel.
+  struct Draw {
+    int32_t token = 0;
+    LogprobInfo info;
+  };
+  Draw draw_token(Sequence& s, const float* row) const;
+  void emit_token(Sequence& s, Draw draw);
   void end_request(Sequence& s, RequestEvent& ev);
   void publish_stats();
 };
@@ -199,6 +209,7 @@ void Engine::Impl::run_step() {
   const int vocab = bundle.model.config.vocab_size;
   int row = 0;
   uint64_t prompt_tokens = 0;
+  std::vector<std::pair<Sequence*, const float*>> due;  // sequences that draw a token, in order
   for (const auto& e : step.entries) {
     Sequence& s = *e.seq;
     const bool completes = s.computed + e.count == int(s.tokens.size());
@@ -209,8 +220,13 @@ void Engine::Impl::run_step() {
       continue;
     }
     blocks.register_prefix(s.tokens, s.computed, s.table);
-    if (completes) emit_token(s, logits.data() + size_t(row++) * size_t(vocab));
+    if (completes) due.push_back({&s, logits.data() + size_t(row++) * size_t(vocab)});
   }
+  std::vector<Draw> draws(due.size());
+  sample_pool.parallel_for(int64_t(due.size()), 4, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) draws[size_t(i)] = draw_token(*due[size_t(i)].first, due[size_t(i)].second);
+  });
+  for (size_t i = 0; i < due.size(); ++i) emit_token(*due[i].first, std::move(draws[i]));
   std::erase_if(running, [](const auto& s) { return s->on_event == nullptr; });
 
   std::lock_guard<std::mutex> lock(mu);
@@ -221,23 +237,29 @@ void Engine::Impl::run_step() {
   stats.step_seconds.observe(std::chrono::duration<double>(Clock::now() - t0).count());
 }
 
-// Samples the next token of `s` from its logits row, reports it, and ends the request when a
-// stop condition holds.
-void Engine::Impl::emit_token(Sequence& s, const float* row) {
+Engine::Impl::Draw Engine::Impl::draw_token(Sequence& s, const float* row) const {
   const int vocab = bundle.model.config.vocab_size;
   const RequestParams& p = s.params;
   PenaltyParams pen{p.repetition_penalty, p.presence_penalty, p.frequency_penalty};
   const uint64_t position = uint64_t(s.tokens.size());  // R6: keyed by (seed, position)
-  int32_t token;
+  Draw d;
   if (pen.active()) {
     std::vector<float> adjusted(row, row + vocab);
     std::vector<int32_t> prompt(s.tokens.begin(), s.tokens.begin() + s.prompt_len);
     std::vector<int32_t> output(s.tokens.begin() + s.prompt_len, s.tokens.end());
     apply_penalties(adjusted.data(), vocab, pen, prompt, output);
-    token = s.sampler.sample(adjusted.data(), vocab, p.sampling, position);
+    d.token = s.sampler.sample(adjusted.data(), vocab, p.sampling, position);
   } else {
-    token = s.sampler.sample(row, vocab, p.sampling, position);
+    d.token = s.sampler.sample(row, vocab, p.sampling, position);
   }
+  if (p.top_logprobs >= 0) d.info = logprobs_of(row, vocab, d.token, p.top_logprobs);
+  return d;
+}
+
+// Appends the drawn token to `s`, reports it, and ends the request when a stop condition holds.
+void Engine::Impl::emit_token(Sequence& s, Draw draw) {
+  const RequestParams& p = s.params;
+  const int32_t token = draw.token;
   s.tokens.push_back(token);
 
   const auto now = Clock::now();
@@ -267,9 +289,8 @@ void Engine::Impl::emit_token(Sequence& s, const float* row) {
   g.id = token;
   g.text = bundle.tokenizer.token_bytes(token);
   if (p.top_logprobs >= 0) {
-    LogprobInfo info = logprobs_of(row, vocab, token, p.top_logprobs);
-    g.logprob = info.token_logprob;
-    for (auto [id, lp] : info.top) g.top.push_back({id, lp});
+    g.logprob = draw.info.token_logprob;
+    for (auto [id, lp] : draw.info.top) g.top.push_back({id, lp});
   }
   ev.tokens.push_back(std::move(g));
   bool stopped = false;
