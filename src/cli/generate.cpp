@@ -35,6 +35,7 @@ struct GenerateArgs {
   std::string weight_dtype;  // empty: f32 on the CPU, bf16 on CUDA
   std::string device = "cpu";
   std::string kernels = "invariant";
+  int64_t random_weights = -1;  // >= 0: seeded random weights of the --model config
   bool ignore_eos = false;
 };
 
@@ -48,7 +49,9 @@ int run_generate(const GenerateArgs& a) {
   if (!device.ok()) return fail(device.status().message());
   model::LoadOptions load;
   load.weight_dtype = default_weight_dtype(a.weight_dtype, *device);
-  auto bundle = engine::open_model(a.model, load);
+  auto bundle = a.random_weights >= 0
+                    ? engine::random_model(a.model, uint64_t(a.random_weights), load)
+                    : engine::open_model(a.model, load);
   if (!bundle.ok()) return fail(bundle.status().message());
   const auto& tok = bundle->tokenizer;
 
@@ -150,6 +153,9 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--kernels", args->kernels,
                   "invariant (default) or fast: batch-dependent kernels, a negative control only")
       ->check(CLI::IsMember({"invariant", "fast"}));
+  cmd->add_option("--random-weights", args->random_weights,
+                  "Seeded random weights of the --model config (config.json or its directory)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--ignore-eos", args->ignore_eos, "Keep generating past end-of-sequence tokens");
   cmd->callback([args] { set_exit_code(run_generate(*args)); });
 }

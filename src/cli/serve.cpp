@@ -32,6 +32,7 @@ struct ServeArgs {
   std::string weight_dtype;  // empty: f32 on the CPU, bf16 on CUDA
   std::string kernels = "invariant";
   std::string device = "cpu";
+  int64_t random_weights = -1;  // >= 0: seeded random weights of the --model config
   size_t max_body_bytes = 4u << 20;
   double shutdown_timeout = 30;
   int max_n = 16;
@@ -56,7 +57,9 @@ int run_serve(const ServeArgs& a) {
   }
   model::LoadOptions load;
   load.weight_dtype = default_weight_dtype(a.weight_dtype, *device);
-  auto bundle = engine::open_model(a.model, load);
+  auto bundle = a.random_weights >= 0
+                    ? engine::random_model(a.model, uint64_t(a.random_weights), load)
+                    : engine::open_model(a.model, load);
   if (!bundle.ok()) {
     fmt::print(stderr, "error: {}\n", bundle.status().message());
     return 1;
@@ -134,6 +137,9 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--kv-blocks", a->kv_blocks, "KV cache blocks (0: enough for --max-running)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-prefix-cache", a->no_prefix_cache, "Do not reuse KV blocks of prefixes");
+  cmd->add_option("--random-weights", a->random_weights,
+                  "Seeded random weights of the --model config (config.json or its directory)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--device", a->device, "cpu or cuda (a build with -DINVAR_CUDA=ON)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--kernels", a->kernels,
