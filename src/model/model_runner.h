@@ -28,7 +28,7 @@ struct RunnerOptions {
   kernels::KernelMode kernels = kernels::KernelMode::invariant;  // fast: negative control only
   int kv_blocks = 0;   // KV cache blocks (> 0)
   int block_size = 16;  // tokens per KV block
-  int threads = 0;      // CPU: forward-pass threads (0: all cores)
+  int threads = 0;      // host threads: the CPU forward pass; on CUDA, logits widening (0: all cores)
   int cuda_device = 0;  // CUDA: device ordinal
 };
 

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "core/dtype.h"
+#include "core/thread_pool.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ops.h"
@@ -40,7 +41,8 @@ struct StepBuffers {
 
 class CudaRunner final : public ModelRunner {
  public:
-  CudaRunner(const ModelConfig& config, const RunnerOptions& o) : c_(config), o_(o) {}
+  CudaRunner(const ModelConfig& config, const RunnerOptions& o)
+      : c_(config), o_(o), host_pool_(o.threads) {}
   ~CudaRunner() override {
     if (stream_) {
       cudaStreamSynchronize(stream_);
@@ -143,6 +145,7 @@ class CudaRunner final : public ModelRunner {
 
   const ModelConfig& c_;
   RunnerOptions o_;
+  ThreadPool host_pool_;  // widens the logits rows to f32
   int arch_ = 0;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<kc::CudaGemm> gemm_;
@@ -279,8 +282,13 @@ Status CudaRunner::forward(const BatchPlan& plan, std::vector<float>& logits) {
                                                 cudaMemcpyDeviceToHost, stream_),
                                 "logits download"));
   INVAR_RETURN_IF_ERROR(cuda_ok(cudaStreamSynchronize(stream_), "step"));
+  // Widening is exact, so how the rows are split over threads changes nothing.
   const uint16_t* src = b_.download.as<uint16_t>();
-  for (size_t i = 0; i < n; ++i) logits[i] = bf16_to_f32(src[i]);
+  const size_t vocab = size_t(c_.vocab_size);
+  host_pool_.parallel_for(rows, 8, [&](int64_t begin, int64_t end) {
+    for (size_t i = size_t(begin) * vocab; i < size_t(end) * vocab; ++i)
+      logits[i] = bf16_to_f32(src[i]);
+  });
   return probe_status_;
 }
 
