@@ -8,7 +8,9 @@
 # CUTLASS/CuTe headers (header-only use) come pinned from PyPI through scripts/setup-cuda, into
 # a cache outside the source tree; -DINVAR_CUTLASS_INCLUDE=<dir> points at another copy.
 
-# Architectures are given as explicit -gencode flags below (sm_90a: wgmma, setmaxnreg).
+# Architectures are given as explicit -gencode flags below: the wgmma GEMM configs (sm90/) only
+# for sm_90a (wgmma, setmaxnreg); everything else also for sm_80 (SASS, and PTX that newer GPUs
+# compile at load), the portable path: other GPUs run the portable invariant GEMM (sm80/).
 if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
   set(CMAKE_CUDA_ARCHITECTURES OFF)
 endif()
@@ -38,20 +40,38 @@ if(NOT INVAR_CUTLASS_INCLUDE)
 endif()
 message(STATUS "invar: CUTLASS headers from ${INVAR_CUTLASS_INCLUDE}")
 
+option(INVAR_CUDA_PORTABLE "Also build for sm_80 (non-Hopper GPUs from Ampere on)" ON)
 set(INVAR_CUDA_FLAGS
-  -gencode=arch=compute_90a,code=sm_90a
   --expt-relaxed-constexpr
   -lineinfo
   # CUTLASS's own headers: deprecated lambda captures in sm100 files we do not instantiate.
   -diag-suppress=2908)
+set(INVAR_CUDA_ARCH_HOPPER -gencode=arch=compute_90a,code=sm_90a)
+set(INVAR_CUDA_ARCH_ALL ${INVAR_CUDA_ARCH_HOPPER})
+if(INVAR_CUDA_PORTABLE)
+  list(APPEND INVAR_CUDA_ARCH_ALL -gencode=arch=compute_80,code=sm_80
+                                  -gencode=arch=compute_80,code=compute_80)
+endif()
 
+# `archs`: HOPPER for sources that only build for sm_90a, ALL for the rest.
 function(invar_cuda_target target)
   set_target_properties(${target} PROPERTIES CUDA_ARCHITECTURES OFF)
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:${INVAR_CUDA_FLAGS}>)
+  get_target_property(srcs ${target} SOURCES)
+  foreach(src ${srcs})
+    if(src MATCHES "\\.cu$")
+      if(src MATCHES "/sm90/")
+        set_source_files_properties(${src} PROPERTIES COMPILE_OPTIONS "${INVAR_CUDA_ARCH_HOPPER}")
+      else()
+        set_source_files_properties(${src} PROPERTIES COMPILE_OPTIONS "${INVAR_CUDA_ARCH_ALL}")
+      endif()
+    endif()
+  endforeach()
 endfunction()
 
 file(GLOB invar_cuda_srcs CONFIGURE_DEPENDS
   ${PROJECT_SOURCE_DIR}/src/kernels/cuda/*.cu
+  ${PROJECT_SOURCE_DIR}/src/kernels/cuda/sm80/*.cu
   ${PROJECT_SOURCE_DIR}/src/kernels/cuda/sm90/*.cu)
 add_library(invar_cuda STATIC ${invar_cuda_srcs})
 invar_cuda_target(invar_cuda)

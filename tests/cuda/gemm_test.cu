@@ -190,7 +190,10 @@ constexpr Case kCases[] = {{1, 8, 8, 0, 0},         {7, 264, 72, 8, 16},
                            {129, 4096, 4096, 0, 0}, {769, 5128, 1544, 8, 8},
                            {5125, 264, 1032, 0, 24}};
 
-void check_case(CudaGemm& gemm, const Case& c, GemmMode mode, const GemmTile* tile) {
+// Which GEMM a check runs: run(mode), run_tile(tile), or run_portable (the sm_80 config, which
+// Hopper runs too).
+void check_case(CudaGemm& gemm, const Case& c, GemmMode mode, const GemmTile* tile,
+                bool portable = false) {
   const int64_t ldx = c.k + c.ldx_pad, ldw = c.k, ldy = c.n + c.ldy_pad;
   DeviceBuffer x(size_t(c.m) * ldx * 2), w(size_t(c.n) * ldw * 2), y(size_t(c.m) * ldy * 2);
   DeviceBuffer ref(size_t(c.m) * c.n * 8);
@@ -205,7 +208,9 @@ void check_case(CudaGemm& gemm, const Case& c, GemmMode mode, const GemmTile* ti
   CUDA_OK(cudaGetLastError());
 
   GemmProblem p{x.p, ldx, w.p, ldw, y.p, ldy, c.m, c.n, c.k};
-  if (tile) {
+  if (portable) {
+    STATUS_OK(gemm.run_portable(p, nullptr));
+  } else if (tile) {
     STATUS_OK(gemm.run_tile(p, *tile, nullptr));
   } else {
     STATUS_OK(gemm.run(p, mode, nullptr));
@@ -235,7 +240,7 @@ void check_case(CudaGemm& gemm, const Case& c, GemmMode mode, const GemmTile* ti
     }
   }
   const double rel = std::sqrt(err2 / ref2);
-  const std::string what = std::string(tile ? gemm_tile_name(*tile) : (mode == GemmMode::fast ? "fast" : "invariant")) +
+  const std::string what = std::string(portable ? "portable" : tile ? gemm_tile_name(*tile) : (mode == GemmMode::fast ? "fast" : "invariant")) +
                            " M=" + std::to_string(c.m) + " N=" + std::to_string(c.n) +
                            " K=" + std::to_string(c.k);
   EXPECT_EQ(bad, 0) << what << ": elements outside tolerance (or unwritten)";
@@ -248,6 +253,7 @@ TEST_F(GemmCuda, MatchesF64ReferenceEveryTileAndMode) {
     for (GemmTile t : kAllGemmTiles) check_case(*gemm_, c, GemmMode::invariant, &t);
     check_case(*gemm_, c, GemmMode::invariant, nullptr);
     check_case(*gemm_, c, GemmMode::fast, nullptr);
+    check_case(*gemm_, c, GemmMode::invariant, nullptr, /*portable=*/true);
   }
 }
 
@@ -317,7 +323,11 @@ struct InvarianceReport {
 };
 
 // Compares every batch size's rows with the same rows of one kMaxRows-row product.
-void run_invariance(CudaGemm& gemm, const Shape& s, GemmMode mode, InvarianceReport& rep) {
+void run_invariance(CudaGemm& gemm, const Shape& s, GemmMode mode, InvarianceReport& rep,
+                    bool portable = false) {
+  auto run = [&](const GemmProblem& p) {
+    return portable ? gemm.run_portable(p, nullptr) : gemm.run(p, mode, nullptr);
+  };
   DeviceBuffer x(size_t(kMaxRows) * s.k * 2), w(size_t(s.n) * s.k * 2);
   DeviceBuffer y_full(size_t(kMaxRows) * s.n * 2), y(size_t(kMaxRows) * s.n * 2);
   DeviceBuffer count(8), first(4);
@@ -325,14 +335,15 @@ void run_invariance(CudaGemm& gemm, const Shape& s, GemmMode mode, InvarianceRep
   launch_fill_random(x.p, kMaxRows * s.k, 21);
   launch_fill_random(w.p, s.n * s.k, 22);
   GemmProblem full{x.p, s.k, w.p, s.k, y_full.p, s.n, kMaxRows, s.n, s.k};
-  STATUS_OK(gemm.run(full, mode, nullptr));
+  STATUS_OK(run(full));
   const auto* xb = x.as<uint16_t>();
   const auto* yf = y_full.as<uint16_t>();
   for (int64_t m : batch_sizes()) {
     const int64_t slot = slot_of(m);
-    if (mode == GemmMode::invariant) rep.tiles.insert(std::string(gemm_tile_name(CudaGemm::choose_tile(m, s.n, s.k))));
+    if (mode == GemmMode::invariant && !portable)
+      rep.tiles.insert(std::string(gemm_tile_name(CudaGemm::choose_tile(m, s.n, s.k))));
     GemmProblem p{xb + slot * s.k, s.k, w.p, s.k, y.p, s.n, m, s.n, s.k};
-    STATUS_OK(gemm.run(p, mode, nullptr));
+    STATUS_OK(run(p));
     CUDA_OK(cudaMemsetAsync(count.p, 0, 8));
     CUDA_OK(cudaMemsetAsync(first.p, 0x7f, 4));
     count_row_mismatches<<<unsigned(m), 256>>>(y.as<uint16_t>(), s.n, yf + slot * s.n, s.n, m,
@@ -376,6 +387,20 @@ TEST_F(GemmCuda, InvariantRowsAreBitIdenticalForEveryBatchSizeSmolLM2) {
   for (const Shape& s : kSmolShapes) {
     InvarianceReport r;
     run_invariance(*gemm_, s, GemmMode::invariant, r);
+    print_report(s, GemmMode::invariant, r);
+    EXPECT_EQ(r.sizes_differing, 0) << s.name << ": first at M=" << r.first_m << " row " << r.first_row;
+  }
+}
+
+// The portable (sm_80) config, run here on Hopper: one tile config for every M, so the same
+// comparison over every batch size.
+TEST_F(GemmCuda, PortableRowsAreBitIdenticalForEveryBatchSize) {
+  std::vector<Shape> shapes(std::begin(kQwen3Shapes), std::end(kQwen3Shapes));
+  shapes.insert(shapes.end(), std::begin(kSmolShapes), std::end(kSmolShapes));
+  for (const Shape& s : shapes) {
+    InvarianceReport r;
+    run_invariance(*gemm_, s, GemmMode::invariant, r, /*portable=*/true);
+    std::printf("portable  ");
     print_report(s, GemmMode::invariant, r);
     EXPECT_EQ(r.sizes_differing, 0) << s.name << ": first at M=" << r.first_m << " row " << r.first_row;
   }

@@ -1,6 +1,7 @@
 // Launcher of y = x W^T on NVIDIA GPUs (interface and recipe: gemm.h).
 //   M = rows of x (tokens), N = rows of W (output features), K = input features
-// invariant: a Hopper tile config from sm90/, chosen by choose_tile; fast: cuBLAS GemmEx.
+// invariant: on Hopper a tile config from sm90/, chosen by choose_tile; on other GPUs from sm_80
+// on, the portable config of sm80/; fast: cuBLAS GemmEx.
 #include "kernels/cuda/gemm.h"
 
 #include <cublas_v2.h>
@@ -8,6 +9,7 @@
 #include <string>
 #include <utility>
 
+#include "kernels/cuda/sm80/gemm_sm80.h"
 #include "kernels/cuda/sm90/gemm_sm90.h"
 
 namespace invar::kernels::cuda {
@@ -179,7 +181,11 @@ GemmTile CudaGemm::choose_tile(int64_t m, int64_t n, int64_t k) {
 }
 
 Status CudaGemm::run(const GemmProblem& p, GemmMode mode, cudaStream_t stream) {
-  if (mode == GemmMode::invariant) return run_tile(p, choose_tile(p.m, p.n, p.k), stream);
+  if (mode == GemmMode::invariant) {
+    const State& s = *state_;
+    if (s.cc_major == 9 && s.cc_minor == 0) return run_tile(p, choose_tile(p.m, p.n, p.k), stream);
+    return run_portable(p, stream);
+  }
 
   State& s = *state_;
   if (p.m < 0 || p.n < 0 || p.k < 0) return Status::error("gemm: negative dimension");
@@ -199,23 +205,21 @@ Status CudaGemm::run(const GemmProblem& p, GemmMode mode, cudaStream_t stream) {
       "gemm (fast): cublasGemmEx");
 }
 
-Status CudaGemm::run_tile(const GemmProblem& p, GemmTile tile, cudaStream_t stream) {
-  State& s = *state_;
-  if (s.cc_major != 9 || s.cc_minor != 0) {
-    return Status::error("gemm (invariant): needs a Hopper GPU (sm_90); device " +
-                         std::to_string(s.device) + " is sm_" + std::to_string(s.cc_major) +
-                         std::to_string(s.cc_minor) + ". Use GemmMode::fast on other GPUs.");
-  }
+// The checks both invariant paths share; `done` is set when nothing is left to launch.
+static Status check_invariant_problem(const GemmProblem& p, cudaStream_t stream, bool& done) {
+  done = false;
   if (p.m < 0 || p.n < 0 || p.k < 0) return Status::error("gemm: negative dimension");
   if (p.m > INT32_MAX || p.n > INT32_MAX || p.k > INT32_MAX) {
     return Status::error("gemm (invariant): a dimension is over 2^31 - 1");
   }
+  done = true;
   if (p.m == 0 || p.n == 0) return {};
   if (p.k == 0) {  // empty sum: exact zeros
     return cuda_status(cudaMemset2DAsync(p.y, size_t(p.ldy) * 2, 0, size_t(p.n) * 2,
                                          size_t(p.m), stream),
                        "gemm (invariant): zeroing y for K = 0");
   }
+  done = false;
   if (p.k % 8 || p.n % 8 || p.ldx % 8 || p.ldw % 8 || p.ldy % 8 || !aligned16(p.x) ||
       !aligned16(p.w) || !aligned16(p.y)) {
     return Status::error(
@@ -226,7 +230,20 @@ Status CudaGemm::run_tile(const GemmProblem& p, GemmTile tile, cudaStream_t stre
   if (p.ldx < p.k || p.ldw < p.k || p.ldy < p.n) {
     return Status::error("gemm (invariant): a leading dimension is smaller than its row");
   }
+  return {};
+}
 
+Status CudaGemm::run_tile(const GemmProblem& p, GemmTile tile, cudaStream_t stream) {
+  State& s = *state_;
+  if (s.cc_major != 9 || s.cc_minor != 0) {
+    return Status::error("gemm (invariant): the wgmma tile configs need a Hopper GPU (sm_90); "
+                         "device " + std::to_string(s.device) + " is sm_" +
+                         std::to_string(s.cc_major) + std::to_string(s.cc_minor) +
+                         ": run() takes the portable config there");
+  }
+  bool done = false;
+  INVAR_RETURN_IF_ERROR(check_invariant_problem(p, stream, done));
+  if (done) return {};
   sm90::GemmArgs a{p.x,       p.ldx,       p.w,         p.ldw,       p.y,
                    p.ldy,     int(p.m),    int(p.n),    int(p.k),    s.device,
                    s.sm_count, s.tile_workspace, kTileWorkspaceBytes};
@@ -235,6 +252,23 @@ Status CudaGemm::run_tile(const GemmProblem& p, GemmTile tile, cudaStream_t stre
                          "): " + err);
   }
   return cuda_status(cudaGetLastError(), "gemm (invariant): kernel launch");
+}
+
+Status CudaGemm::run_portable(const GemmProblem& p, cudaStream_t stream) {
+  State& s = *state_;
+  if (s.cc_major < 8) {
+    return Status::error("gemm (invariant): needs sm_80 or newer; device " +
+                         std::to_string(s.device) + " is sm_" + std::to_string(s.cc_major) +
+                         std::to_string(s.cc_minor) + ". Use GemmMode::fast there.");
+  }
+  bool done = false;
+  INVAR_RETURN_IF_ERROR(check_invariant_problem(p, stream, done));
+  if (done) return {};
+  sm90::GemmArgs a{p.x,       p.ldx,       p.w,         p.ldw,       p.y,
+                   p.ldy,     int(p.m),    int(p.n),    int(p.k),    s.device,
+                   s.sm_count, s.tile_workspace, kTileWorkspaceBytes};
+  if (const char* err = sm80::gemm_m128n128(a, stream)) return Status::error(err);
+  return cuda_status(cudaGetLastError(), "gemm (invariant, portable): kernel launch");
 }
 
 }  // namespace invar::kernels::cuda

@@ -2,11 +2,13 @@
 //   M = rows of x (tokens), N = output features (rows of W), K = input features
 //
 // Two modes (DESIGN.md):
-//   invariant - Hopper (sm_90a) wgmma/TMA kernels. Every output element is one chain of
+//   invariant - on Hopper (sm_90a) wgmma/TMA kernels. Every output element is one chain of
 //               m64nXk16 wgmma steps over k = 0, 16, 32, ... in order into one f32
 //               accumulator, then one f32 -> bf16 rounding: no split-K, no atomics, so the
 //               recipe depends on (N, K) only (R1). The tile config is chosen from M (R5);
 //               tests/cuda/gemm_test.cu proves every config gives the same bits (R2).
+//               Other GPUs from sm_80 on run one portable config (mma.sync m16n8k16 chains
+//               over k in order, sm80/): invariant too, with bits of its own.
 //   fast      - cuBLAS with its default heuristics: the baseline and the negative control.
 #pragma once
 
@@ -68,6 +70,10 @@ class CudaGemm {
 
   // The invariant path with a forced tile config: for the R2 boundary tests and benchmarks.
   Status run_tile(const GemmProblem& p, GemmTile tile, cudaStream_t stream);
+
+  // The portable invariant config (sm_80 and newer): what run() uses off Hopper; callable on
+  // Hopper too, for its tests and benchmarks.
+  Status run_portable(const GemmProblem& p, cudaStream_t stream);
 
   // The tile config `run` uses in invariant mode. Any config gives the same bits (R2), so
   // the choice may look at M; it never looks at the SM count.
