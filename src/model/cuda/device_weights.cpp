@@ -22,7 +22,7 @@ Result<std::vector<uint16_t>> stack_bf16(std::initializer_list<const HostTensor*
                             t->bytes.size(), n, dtype_name(t->dtype));
     const uint8_t* b = t->bytes.data();
     for (size_t i = 0; i < n; ++i) {
-      uint16_t h;
+      uint16_t h = 0;
       switch (t->dtype) {
         case DType::bf16: std::memcpy(&h, b + 2 * i, 2); break;
         case DType::f16: std::memcpy(&h, b + 2 * i, 2), h = f32_to_bf16(f16_to_f32(h)); break;
