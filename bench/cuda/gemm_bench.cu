@@ -17,39 +17,12 @@
 
 #include "kernels/cuda/gemm.h"
 
+#include "bench_util.cuh"
+
 using invar::Status;
 using namespace invar::kernels::cuda;
 
 namespace {
-
-#define CHECK_CUDA(expr)                                                                  \
-  do {                                                                                    \
-    cudaError_t e_ = (expr);                                                              \
-    if (e_ != cudaSuccess) {                                                              \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                       \
-    }                                                                                     \
-  } while (0)
-
-void check(const Status& s, const char* what) {
-  if (!s.ok()) {
-    std::fprintf(stderr, "%s: %s\n", what, s.message().c_str());
-    std::exit(1);
-  }
-}
-
-__global__ void fill_random_bf16(uint16_t* p, int64_t count, uint64_t seed) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    uint64_t z = seed * 0x9E3779B97F4A7C15ull + uint64_t(i) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    float u = float(uint32_t((z ^ (z >> 31)) >> 40)) * (1.0f / 8388608.0f) - 1.0f;
-    uint32_t b;
-    memcpy(&b, &u, 4);
-    p[i] = uint16_t((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-  }
-}
 
 struct Shape {
   const char* name;

@@ -1,11 +1,10 @@
 #include "verify/whitebox_engine.h"
 
-#include <condition_variable>
 #include <cstring>
-#include <mutex>
 #include <random>
 
 #include "engine/engine.h"
+#include "engine/request_collector.h"
 
 namespace invar::verify {
 
@@ -19,55 +18,7 @@ constexpr int kTopLogprobs = 20;  // the most the engine reports: 21 logprobs pe
 constexpr float kSeededTemperature = 0.8f;
 constexpr uint64_t kSeed = 1234;
 
-struct Outcome {
-  std::vector<int32_t> ids;
-  std::vector<float> logprobs;  // per token: its own, then the top ones
-  engine::FinishReason finish = engine::FinishReason::none;
-  std::string error;
-  int cached_prompt_tokens = 0;
-};
-
-// Collects the events of many requests and waits for all of them.
-class Collector {
- public:
-  engine::EventCallback callback(size_t slot) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (outcomes_.size() <= slot) outcomes_.resize(slot + 1);
-    ++pending_;
-    return [this, slot](const engine::RequestEvent& ev) {
-      std::lock_guard<std::mutex> lock(mu_);
-      Outcome& o = outcomes_[slot];
-      for (const auto& t : ev.tokens) {
-        o.ids.push_back(t.id);
-        o.logprobs.push_back(t.logprob);
-        for (const auto& alt : t.top) o.logprobs.push_back(alt.logprob);
-      }
-      if (ev.finished()) {
-        o.finish = ev.finish;
-        o.error = ev.error;
-        o.cached_prompt_tokens = ev.cached_prompt_tokens;
-        if (--pending_ == 0) done_.notify_all();
-      }
-    };
-  }
-  void abandon(size_t slot, std::string why) {
-    std::lock_guard<std::mutex> lock(mu_);
-    outcomes_[slot].finish = engine::FinishReason::error;
-    outcomes_[slot].error = std::move(why);
-    --pending_;
-  }
-  std::vector<Outcome> wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    done_.wait(lock, [&] { return pending_ == 0; });
-    return outcomes_;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable done_;
-  std::vector<Outcome> outcomes_;
-  int pending_ = 0;
-};
+using Outcome = engine::RequestOutcome;
 
 class EngineRuns {
  public:
@@ -157,7 +108,7 @@ class EngineRuns {
   }
 
   std::vector<Outcome> submit_all(Engine& engine, const std::vector<RequestParams>& ps) {
-    Collector c;
+    engine::RequestCollector c;
     for (size_t i = 0; i < ps.size(); ++i) {
       auto r = engine.submit(ps[i], c.callback(i));
       if (!r.ok()) c.abandon(i, r.status().message());

@@ -3,69 +3,18 @@
 // with chunked prefill, preemption and the prefix cache hot or cold; greedy and seeded.
 #include <gtest/gtest.h>
 
-#include <condition_variable>
 #include <cstring>
-#include <mutex>
 #include <random>
 
 #include "engine/engine.h"
+#include "engine/request_collector.h"
 #include "test_paths.h"
 
 namespace invar::engine {
 namespace {
 
-struct Outcome {
-  std::vector<int32_t> ids;
-  std::vector<float> logprobs;
-  std::string text;
-  FinishReason finish = FinishReason::none;
-  int cached_prompt_tokens = 0;
-  bool operator==(const Outcome& o) const {
-    return ids == o.ids && text == o.text && logprobs.size() == o.logprobs.size() &&
-           std::memcmp(logprobs.data(), o.logprobs.data(), logprobs.size() * sizeof(float)) == 0;
-  }
-};
-
-// Collects the events of many requests and waits for all of them.
-class Collector {
- public:
-  EventCallback callback(size_t slot) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (outcomes_.size() <= slot) outcomes_.resize(slot + 1);
-    ++pending_;
-    return [this, slot](const RequestEvent& ev) {
-      std::lock_guard<std::mutex> lock(mu_);
-      Outcome& o = outcomes_[slot];
-      o.text += ev.text;
-      for (const auto& t : ev.tokens) {
-        o.ids.push_back(t.id);
-        o.logprobs.push_back(t.logprob);
-        for (const auto& alt : t.top) o.logprobs.push_back(alt.logprob);
-      }
-      if (ev.finished()) {
-        o.finish = ev.finish;
-        o.cached_prompt_tokens = ev.cached_prompt_tokens;
-        if (--pending_ == 0) done_.notify_all();
-      }
-    };
-  }
-  // For a callback whose submit() was refused: it will never be called.
-  void abandon() {
-    std::lock_guard<std::mutex> lock(mu_);
-    --pending_;
-  }
-  std::vector<Outcome> wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    done_.wait(lock, [&] { return pending_ == 0; });
-    return outcomes_;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable done_;
-  std::vector<Outcome> outcomes_;
-  int pending_ = 0;
-};
+using Outcome = RequestOutcome;
+using Collector = RequestCollector;
 
 class EngineLoad : public ::testing::Test {
  protected:
@@ -154,7 +103,7 @@ TEST_F(EngineLoad, GreedyUnderLoadEqualsAlone) {
   Outcome alone = run_alone(p);
   ASSERT_EQ(alone.ids.size(), 48u);
   EXPECT_EQ(alone.logprobs.size(), 48u * 4);
-  for (const auto& o : run_loaded(p, 6, 24, busy_options())) EXPECT_TRUE(o == alone) << o.text;
+  for (const auto& o : run_loaded(p, 6, 24, busy_options())) EXPECT_TRUE(o.same_output(alone)) << o.text;
 }
 
 // R8: the same comparison must see differences when the kernels are batch-dependent.
@@ -164,17 +113,17 @@ TEST_F(EngineLoad, NegativeControlFastKernelsDifferUnderLoad) {
   fast.kernels = kernels::KernelMode::fast;
   Outcome alone = run_alone(p, fast);
   int differing = 0;
-  for (const auto& o : run_loaded(p, 6, 24, fast)) differing += !(o == alone);
+  for (const auto& o : run_loaded(p, 6, 24, fast)) differing += !o.same_output(alone);
   EXPECT_GT(differing, 0) << "the load test cannot see batch-dependent kernels";
 }
 
 TEST_F(EngineLoad, SeededSamplingUnderLoadEqualsAlone) {
   auto p = target(0.8f);
   Outcome alone = run_alone(p);
-  for (const auto& o : run_loaded(p, 6, 24, busy_options())) EXPECT_TRUE(o == alone) << o.text;
+  for (const auto& o : run_loaded(p, 6, 24, busy_options())) EXPECT_TRUE(o.same_output(alone)) << o.text;
   auto other_seed = p;
   other_seed.sampling.seed = 99;
-  EXPECT_FALSE(run_alone(other_seed) == alone) << "the seed must matter";
+  EXPECT_FALSE(run_alone(other_seed).same_output(alone)) << "the seed must matter";
 }
 
 TEST_F(EngineLoad, PreemptionAndRecomputeKeepBits) {
@@ -184,7 +133,7 @@ TEST_F(EngineLoad, PreemptionAndRecomputeKeepBits) {
   tight.max_context = 128;
   tight.kv_blocks = 12;  // 192 tokens of KV for 12 running sequences: preemption is certain
   EngineStats stats;
-  for (const auto& o : run_loaded(p, 4, 16, tight, &stats)) EXPECT_TRUE(o == alone) << o.text;
+  for (const auto& o : run_loaded(p, 4, 16, tight, &stats)) EXPECT_TRUE(o.same_output(alone)) << o.text;
   EXPECT_GT(stats.preemptions, 0u);
 }
 
@@ -201,7 +150,7 @@ TEST_F(EngineLoad, PrefixCacheHotAndColdGiveSameBits) {
   ASSERT_TRUE(engine.submit(p, c2.callback(0)).ok());
   Outcome hot = c2.wait()[0];
   EXPECT_GT(hot.cached_prompt_tokens, 0);
-  EXPECT_TRUE(hot == cold);
+  EXPECT_TRUE(hot.same_output(cold));
 }
 
 TEST_F(EngineLoad, CancelFreesBlocksAndQueueLimitRefuses) {
@@ -220,7 +169,7 @@ TEST_F(EngineLoad, CancelFreesBlocksAndQueueLimitRefuses) {
   // one runs, two wait: the queue (max 2) is full only if the first has not been admitted yet
   if (!third.ok()) {
     EXPECT_EQ(third.status().code(), StatusCode::resource_exhausted);
-    c.abandon();
+    c.abandon(2, third.status().message());
   }
   engine.cancel(*first);
   engine.cancel(*second);

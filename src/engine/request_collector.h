@@ -1,0 +1,78 @@
+// Collects what many concurrent requests return (tokens, logprobs, text, how they ended) and
+// waits until all have ended: for callers that submit a batch of requests and compare their
+// outcomes (`invar verify`, the engine's invariance tests).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+
+namespace invar::engine {
+
+struct RequestOutcome {
+  std::vector<int32_t> ids;
+  std::vector<float> logprobs;  // per token: its own, then the top ones
+  std::string text;
+  FinishReason finish = FinishReason::none;
+  std::string error;
+  int cached_prompt_tokens = 0;
+
+  // Same tokens, text and logprob bits.
+  bool same_output(const RequestOutcome& o) const {
+    return ids == o.ids && text == o.text && logprobs.size() == o.logprobs.size() &&
+           std::memcmp(logprobs.data(), o.logprobs.data(), logprobs.size() * sizeof(float)) == 0;
+  }
+};
+
+class RequestCollector {
+ public:
+  // The callback to submit request `slot` with; its outcome lands at wait()[slot].
+  EventCallback callback(size_t slot) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (outcomes_.size() <= slot) outcomes_.resize(slot + 1);
+    ++pending_;
+    return [this, slot](const RequestEvent& ev) {
+      std::lock_guard<std::mutex> lock(mu_);
+      RequestOutcome& o = outcomes_[slot];
+      o.text += ev.text;
+      for (const auto& t : ev.tokens) {
+        o.ids.push_back(t.id);
+        o.logprobs.push_back(t.logprob);
+        for (const auto& alt : t.top) o.logprobs.push_back(alt.logprob);
+      }
+      if (ev.finished()) {
+        o.finish = ev.finish;
+        o.error = ev.error;
+        o.cached_prompt_tokens = ev.cached_prompt_tokens;
+        if (--pending_ == 0) done_.notify_all();
+      }
+    };
+  }
+
+  // For a callback whose submit() was refused: it will never be called.
+  void abandon(size_t slot, std::string why) {
+    std::lock_guard<std::mutex> lock(mu_);
+    outcomes_[slot].finish = FinishReason::error;
+    outcomes_[slot].error = std::move(why);
+    --pending_;
+  }
+
+  std::vector<RequestOutcome> wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [&] { return pending_ == 0; });
+    return outcomes_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable done_;
+  std::vector<RequestOutcome> outcomes_;
+  int pending_ = 0;
+};
+
+}  // namespace invar::engine
