@@ -21,6 +21,8 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const { return int(workers_.size()) + 1; }
+  // The size a pool asked for `threads` gets (0: one per hardware thread).
+  static int size_for(int threads);
 
   // Calls fn(begin, end) over [0, n) cut into at most size() contiguous chunks of at least
   // `grain` items; blocks until all are done. The calling thread takes the first chunk.

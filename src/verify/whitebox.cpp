@@ -9,8 +9,8 @@
 #include <memory>
 #include <random>
 #include <set>
-#include <thread>
 
+#include "core/thread_pool.h"
 #include "engine/model_runner_factory.h"
 #include "verify/activation_trace.h"
 #include "verify/whitebox_engine.h"
@@ -433,9 +433,7 @@ WhiteBoxReport run(const model::LoadedModel& m, const engine::ModelBundle* bundl
   }
 
   report.device = model::device_name(o.device);
-  report.threads = o.device != model::Device::cpu ? 0
-                   : o.threads > 0                  ? o.threads
-                                                    : int(std::max(1u, std::thread::hardware_concurrency()));
+  report.threads = o.device == model::Device::cpu ? ThreadPool::size_for(o.threads) : 0;
   for (KernelMode mode : o.modes) {
     const auto t0 = std::chrono::steady_clock::now();
     WhiteBoxMode mr;
