@@ -205,32 +205,38 @@ Status CudaGemm::run(const GemmProblem& p, GemmMode mode, cudaStream_t stream) {
       "gemm (fast): cublasGemmEx");
 }
 
-// The checks both invariant paths share; `done` is set when nothing is left to launch.
-static Status check_invariant_problem(const GemmProblem& p, cudaStream_t stream, bool& done) {
-  done = false;
+using InvariantLaunch = const char* (*)(const sm90::GemmArgs&, cudaStream_t);
+
+// Both invariant paths: checks the problem, writes the empty cases itself (nothing for an empty
+// y, exact zeros for K = 0), else enqueues `launch`. `what` names the path in errors.
+static Status launch_invariant(const GemmProblem& p, int device, int sm_count, void* workspace,
+                               InvariantLaunch launch, const std::string& what,
+                               cudaStream_t stream) {
   if (p.m < 0 || p.n < 0 || p.k < 0) return Status::error("gemm: negative dimension");
   if (p.m > INT32_MAX || p.n > INT32_MAX || p.k > INT32_MAX) {
-    return Status::error("gemm (invariant): a dimension is over 2^31 - 1");
+    return Status::error(what + ": a dimension is over 2^31 - 1");
   }
-  done = true;
   if (p.m == 0 || p.n == 0) return {};
   if (p.k == 0) {  // empty sum: exact zeros
     return cuda_status(cudaMemset2DAsync(p.y, size_t(p.ldy) * 2, 0, size_t(p.n) * 2,
                                          size_t(p.m), stream),
                        "gemm (invariant): zeroing y for K = 0");
   }
-  done = false;
   if (p.k % 8 || p.n % 8 || p.ldx % 8 || p.ldw % 8 || p.ldy % 8 || !aligned16(p.x) ||
       !aligned16(p.w) || !aligned16(p.y)) {
     return Status::error(
-        "gemm (invariant): TMA needs K, N and the leading dimensions to be multiples of 8 and "
+        what + ": TMA needs K, N and the leading dimensions to be multiples of 8 and "
         "x, W, y 16-byte aligned; got M=" + std::to_string(p.m) + " N=" + std::to_string(p.n) +
         " K=" + std::to_string(p.k) + ". Pad the weight and activation rows to a multiple of 8.");
   }
   if (p.ldx < p.k || p.ldw < p.k || p.ldy < p.n) {
-    return Status::error("gemm (invariant): a leading dimension is smaller than its row");
+    return Status::error(what + ": a leading dimension is smaller than its row");
   }
-  return {};
+  const sm90::GemmArgs a{p.x,      p.ldx,    p.w,       p.ldw,    p.y,
+                         p.ldy,    int(p.m), int(p.n),  int(p.k), device,
+                         sm_count, workspace, kTileWorkspaceBytes};
+  if (const char* err = launch(a, stream)) return Status::error(what + ": " + err);
+  return cuda_status(cudaGetLastError(), (what + ": kernel launch").c_str());
 }
 
 Status CudaGemm::run_tile(const GemmProblem& p, GemmTile tile, cudaStream_t stream) {
@@ -241,17 +247,8 @@ Status CudaGemm::run_tile(const GemmProblem& p, GemmTile tile, cudaStream_t stre
                          std::to_string(s.cc_major) + std::to_string(s.cc_minor) +
                          ": run() takes the portable config there");
   }
-  bool done = false;
-  INVAR_RETURN_IF_ERROR(check_invariant_problem(p, stream, done));
-  if (done) return {};
-  sm90::GemmArgs a{p.x,       p.ldx,       p.w,         p.ldw,       p.y,
-                   p.ldy,     int(p.m),    int(p.n),    int(p.k),    s.device,
-                   s.sm_count, s.tile_workspace, kTileWorkspaceBytes};
-  if (const char* err = tile_info(tile).launch(a, stream)) {
-    return Status::error(std::string("gemm (invariant, ") + std::string(gemm_tile_name(tile)) +
-                         "): " + err);
-  }
-  return cuda_status(cudaGetLastError(), "gemm (invariant): kernel launch");
+  return launch_invariant(p, s.device, s.sm_count, s.tile_workspace, tile_info(tile).launch,
+                          "gemm (invariant, " + std::string(gemm_tile_name(tile)) + ")", stream);
 }
 
 Status CudaGemm::run_portable(const GemmProblem& p, cudaStream_t stream) {
@@ -261,14 +258,8 @@ Status CudaGemm::run_portable(const GemmProblem& p, cudaStream_t stream) {
                          std::to_string(s.device) + " is sm_" + std::to_string(s.cc_major) +
                          std::to_string(s.cc_minor) + ". Use GemmMode::fast there.");
   }
-  bool done = false;
-  INVAR_RETURN_IF_ERROR(check_invariant_problem(p, stream, done));
-  if (done) return {};
-  sm90::GemmArgs a{p.x,       p.ldx,       p.w,         p.ldw,       p.y,
-                   p.ldy,     int(p.m),    int(p.n),    int(p.k),    s.device,
-                   s.sm_count, s.tile_workspace, kTileWorkspaceBytes};
-  if (const char* err = sm80::gemm_m128n128(a, stream)) return Status::error(err);
-  return cuda_status(cudaGetLastError(), "gemm (invariant, portable): kernel launch");
+  return launch_invariant(p, s.device, s.sm_count, s.tile_workspace, sm80::gemm_m128n128,
+                          "gemm (invariant, portable)", stream);
 }
 
 }  // namespace invar::kernels::cuda

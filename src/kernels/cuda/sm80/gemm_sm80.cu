@@ -38,7 +38,7 @@ static_assert(Kernel::GemmKernel::Mma::Base::WarpCount::kK == 1,
 const char* gemm_m128n128(const sm90::GemmArgs& a, cudaStream_t stream) {
   if (a.m == 0 || a.n == 0) return nullptr;
   if (a.k % 8 || a.ldx % 8 || a.ldw % 8 || a.ldy % 8)
-    return "gemm (portable): K and the row strides must be multiples of 8";
+    return "K and the row strides must be multiples of 8";
   Kernel::Arguments args({a.m, a.n, a.k},
                          {static_cast<const Element*>(a.x), a.ldx},
                          {static_cast<const Element*>(a.w), a.ldw},
@@ -47,10 +47,10 @@ const char* gemm_m128n128(const sm90::GemmArgs& a, cudaStream_t stream) {
                          {1.0f}, 1);
   Kernel gemm;
   if (gemm.can_implement(args) != cutlass::Status::kSuccess)
-    return "gemm (portable): CUTLASS cannot run this problem (alignment)";
+    return "CUTLASS cannot run this problem (alignment)";
   if (gemm.initialize(args, nullptr, stream) != cutlass::Status::kSuccess)
-    return "gemm (portable): initialize failed";
-  if (gemm.run(stream) != cutlass::Status::kSuccess) return "gemm (portable): launch failed";
+    return "initialize failed";
+  if (gemm.run(stream) != cutlass::Status::kSuccess) return "launch failed";
   return nullptr;
 }
 
