@@ -43,6 +43,9 @@ constexpr TileInfo kTiles[] = {
     {GemmTile::m16n64_swap, 16, 64, 1, sm90::gemm_m16n64_swap},
     {GemmTile::m32n64_swap, 32, 64, 1, sm90::gemm_m32n64_swap},
     {GemmTile::m64n64_swap, 64, 64, 1, sm90::gemm_m64n64_swap},
+    {GemmTile::m64n192_swap, 64, 192, 1, sm90::gemm_m64n192_swap},
+    {GemmTile::m96n192_swap, 96, 192, 1, sm90::gemm_m96n192_swap},
+    {GemmTile::m96n128_swap, 96, 128, 1, sm90::gemm_m96n128_swap},
     {GemmTile::m64n32, 64, 32, 1, sm90::gemm_m64n32},
     {GemmTile::m64n64, 64, 64, 1, sm90::gemm_m64n64},
     {GemmTile::m64n128, 64, 128, 1, sm90::gemm_m64n128},
@@ -82,6 +85,9 @@ std::string_view gemm_tile_name(GemmTile tile) {
     case GemmTile::m16n64_swap: return "m16n64_swap";
     case GemmTile::m32n64_swap: return "m32n64_swap";
     case GemmTile::m64n64_swap: return "m64n64_swap";
+    case GemmTile::m64n192_swap: return "m64n192_swap";
+    case GemmTile::m96n192_swap: return "m96n192_swap";
+    case GemmTile::m96n128_swap: return "m96n128_swap";
     case GemmTile::m64n32: return "m64n32";
     case GemmTile::m64n64: return "m64n64";
     case GemmTile::m64n128: return "m64n128";
@@ -137,9 +143,8 @@ CudaGemm::~CudaGemm() = default;
 
 GemmTile CudaGemm::choose_tile(int64_t m, int64_t n, int64_t k) {
   (void)k;
-  // Tuned on an H100 with gemm_bench --all-tiles (bench/results/gemm-tuning-*): on those
-  // runs every choice is within 8% of the fastest config. Any choice gives the same bits
-  // (R2, gemm_test.cu), so this moves speed only.
+  // Decode sizes, tuned on an H100 with gemm_bench --all-tiles (bench/results/gemm-tuning-*).
+  // Any choice gives the same bits (R2, gemm_test.cu), so all of this moves speed only.
   if (n < 2048 && m <= 32) return GemmTile::m64n32;  // few W rows: most CTAs per row of W
   // Swap-AB while its tiles fit in one wave: W streams once, x is barely padded. Past a
   // 64-row batch only for whole x tiles (a partial one costs more than its share).
@@ -150,24 +155,20 @@ GemmTile CudaGemm::choose_tile(int64_t m, int64_t n, int64_t k) {
   if (m <= 64) {  // decode on large N: many waves of W tiles whatever the config
     return m <= 16 ? GemmTile::m16n64_swap : m <= 32 ? GemmTile::m32n64_swap : GemmTile::m64n64_swap;
   }
-  if (m <= 128) return GemmTile::m64n128;
-  if (m <= 256) {
-    // A 128-row tile that is mostly TMA zero fill runs slower than two 64-row tiles, unless
-    // it all fits in one wave anyway.
-    const int64_t tiles = tile_count(tile_info(GemmTile::m128n128), m, n);
-    const bool full_rows = m * 100 >= ceil_div(m, 128) * 128 * 85;
-    return tiles >= 96 && (full_rows || tiles <= kHopperSms) ? GemmTile::m128n128 : GemmTile::m64n128;
-  }
-  // Compute-bound: the best of relative tile efficiency (measured at large M) times how
-  // well the tiles fill the waves.
+  // Past decode: the best of a config's own speed (its share of the fastest config's rate
+  // on full waves) times how well its tiles fill the waves. The efficiencies are fitted to
+  // gemm_bench --all-tiles on an H200 at M = 96..2048 over the Qwen3-8B and SmolLM2 shapes
+  // (bench/results/gemm-tiles-h200-2026-12-01.txt; gemm-notes.md, run 5): the odd-sized swap
+  // tiles win where their count lands just under a whole number of waves (qkv at M = 384:
+  // 6144/192 x 384/96 = 128 CTAs, where m128n192 leaves a third of the SMs idle).
   struct Candidate {
     GemmTile tile;
     double efficiency;
   };
-  constexpr Candidate kCandidates[] = {{GemmTile::m128n256, 1.0},
-                                       {GemmTile::m128n192, 0.95},
-                                       {GemmTile::m128n128, 0.9},
-                                       {GemmTile::m64n128, 0.55}};
+  constexpr Candidate kCandidates[] = {
+      {GemmTile::m96n192_swap, 0.96}, {GemmTile::m128n256, 0.94},    {GemmTile::m128n192, 0.92},
+      {GemmTile::m128n128, 0.86},     {GemmTile::m96n128_swap, 0.68}, {GemmTile::m64n192_swap, 0.66},
+      {GemmTile::m64n128, 0.46}};
   GemmTile best = kCandidates[0].tile;
   double best_score = -1.0;
   for (const Candidate& c : kCandidates) {

@@ -31,6 +31,9 @@ enum class GemmTile : uint8_t {
   m16n64_swap,  // swap-AB, ping-pong persistent: M <= 16
   m32n64_swap,  // swap-AB, ping-pong persistent
   m64n64_swap,  // swap-AB, ping-pong persistent
+  m64n192_swap,  // swap-AB, ping-pong persistent: mid M, tile counts near whole waves
+  m96n192_swap,  // swap-AB, ping-pong persistent
+  m96n128_swap,  // swap-AB, cooperative persistent
   m64n32,    // one consumer warpgroup, non-persistent: decode (many CTAs for small N)
   m64n64,    // one consumer warpgroup, non-persistent
   m64n128,   // ping-pong warpgroups, persistent
@@ -39,9 +42,10 @@ enum class GemmTile : uint8_t {
   m128n256,  // cooperative warpgroups, persistent, 2x1 cluster with W multicast
 };
 inline constexpr GemmTile kAllGemmTiles[] = {
-    GemmTile::m16n64_swap, GemmTile::m32n64_swap, GemmTile::m64n64_swap, GemmTile::m64n32,
-    GemmTile::m64n64,      GemmTile::m64n128,     GemmTile::m128n128,    GemmTile::m128n192,
-    GemmTile::m128n256};
+    GemmTile::m16n64_swap,  GemmTile::m32n64_swap, GemmTile::m64n64_swap,
+    GemmTile::m64n192_swap, GemmTile::m96n192_swap, GemmTile::m96n128_swap,
+    GemmTile::m64n32,       GemmTile::m64n64,       GemmTile::m64n128,
+    GemmTile::m128n128,     GemmTile::m128n192,     GemmTile::m128n256};
 std::string_view gemm_tile_name(GemmTile tile);
 
 // Row-major operands; leading dimensions are in elements. The invariant path needs K and N

@@ -34,5 +34,8 @@ const char* gemm_m128n256(const GemmArgs& a, cudaStream_t stream);
 const char* gemm_m16n64_swap(const GemmArgs& a, cudaStream_t stream);
 const char* gemm_m32n64_swap(const GemmArgs& a, cudaStream_t stream);
 const char* gemm_m64n64_swap(const GemmArgs& a, cudaStream_t stream);
+const char* gemm_m64n192_swap(const GemmArgs& a, cudaStream_t stream);
+const char* gemm_m96n192_swap(const GemmArgs& a, cudaStream_t stream);
+const char* gemm_m96n128_swap(const GemmArgs& a, cudaStream_t stream);
 
 }  // namespace invar::kernels::cuda::sm90

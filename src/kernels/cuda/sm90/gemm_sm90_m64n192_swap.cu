@@ -1,0 +1,15 @@
+// Invariant GEMM tile config m64n192_swap, for mid-sized M (a few hundred rows): swap-AB, so W is
+// wgmma's A operand (192 rows of W on the instruction's M side) and 64 rows of x its B operand;
+// CTA tile 192 (W rows) x 64 (x rows) x 64 (K), ping-pong persistent mainloop, TMA-store epilogue.
+// The odd widths exist so that the tile count of a mid-sized M lands just under one or two
+// waves of 132 SMs (e.g. qkv N = 6144: 6144/192 x 384/96 = 128 CTAs). See gemm_sm90.cuh for why
+// every config gives the same bits.
+#include "kernels/cuda/sm90/gemm_sm90.cuh"
+
+namespace invar::kernels::cuda::sm90 {
+
+const char* gemm_m64n192_swap(const GemmArgs& a, cudaStream_t stream) {
+  return GemmSm90<192, 64, 64, 1, cutlass::gemm::KernelTmaWarpSpecializedPingpong, true, true>::run(a, stream);
+}
+
+}  // namespace invar::kernels::cuda::sm90

@@ -1,0 +1,16 @@
+// Invariant GEMM tile config m96n128_swap, for mid-sized M (a few hundred rows): swap-AB, so W is
+// wgmma's A operand (128 rows of W on the instruction's M side) and 96 rows of x its B operand;
+// CTA tile 128 (W rows) x 96 (x rows) x 64 (K), cooperative persistent mainloop (two
+// warpgroups of 64 W rows each), TMA-store epilogue.
+// The odd widths exist so that the tile count of a mid-sized M lands just under one or two
+// waves of 132 SMs (e.g. qkv N = 6144: 6144/192 x 384/96 = 128 CTAs). See gemm_sm90.cuh for why
+// every config gives the same bits.
+#include "kernels/cuda/sm90/gemm_sm90.cuh"
+
+namespace invar::kernels::cuda::sm90 {
+
+const char* gemm_m96n128_swap(const GemmArgs& a, cudaStream_t stream) {
+  return GemmSm90<128, 96, 64, 1, cutlass::gemm::KernelTmaWarpSpecializedCooperative, true, true>::run(a, stream);
+}
+
+}  // namespace invar::kernels::cuda::sm90
