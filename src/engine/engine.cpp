@@ -49,6 +49,17 @@ static EngineOptions resolve(EngineOptions o, const model::ModelConfig& c) {
   return o;
 }
 
+// Whether a request's next token needs its whole logits row on the host: not for a greedy
+// draw without penalties or alternatives, which the runner's row summary (argmax, max, log_z)
+// answers with the same bits as the row would (the sampler's greedy pick is the argmax, and
+// the token's logprob is max - log_z either way).
+static bool needs_logits_row(const RequestParams& p) {
+  const bool greedy = p.sampling.temperature <= 0.0f || p.sampling.top_k == 1;
+  const bool penalties = PenaltyParams{p.repetition_penalty, p.presence_penalty,
+                                       p.frequency_penalty}.active();
+  return !greedy || penalties || p.top_logprobs > 0;
+}
+
 static model::RunnerOptions runner_options(const EngineOptions& o) {
   model::RunnerOptions r;
   r.device = o.device;
@@ -95,7 +106,8 @@ struct Engine::Impl {
   BlockManager blocks;
   std::deque<std::unique_ptr<Sequence>> waiting;
   std::vector<std::unique_ptr<Sequence>> running;  // admission order
-  std::vector<float> logits;
+  model::StepLogits step_logits;
+  std::vector<uint8_t> want_rows;  // per logit row: does its request need the whole row
   std::deque<std::pair<Clock::time_point, int>> recent_tokens;  // for tokens/s
   std::string fingerprint;
   std::thread thread;
@@ -111,7 +123,7 @@ struct Engine::Impl {
     int32_t token = 0;
     LogprobInfo info;
   };
-  Draw draw_token(Sequence& s, const float* row) const;
+  Draw draw_token(Sequence& s, const model::StepLogits& out, size_t row) const;
   void emit_token(Sequence& s, Draw draw);
   void end_request(Sequence& s, RequestEvent& ev);
   void publish_stats();
@@ -196,20 +208,21 @@ void Engine::Impl::run_step() {
   if (step.entries.empty()) return;
 
   model::BatchPlanBuilder builder(opt.block_size, blocks_for(opt.max_context, opt.block_size));
+  want_rows.clear();
   for (const auto& e : step.entries) {
     Sequence& s = *e.seq;
     const bool completes = s.computed + e.count == int(s.tokens.size());
     builder.add_sequence(std::span<const int32_t>(s.tokens).subspan(size_t(s.computed), size_t(e.count)),
                          s.computed, s.table, completes ? model::LogitRows::last : model::LogitRows::none);
+    if (completes) want_rows.push_back(needs_logits_row(s.params) ? 1 : 0);
   }
   auto t1 = Clock::now();
-  Status st = runner->forward(builder.build(), logits);
+  Status st = runner->run_step(builder.build(), want_rows, step_logits);
   auto t2 = Clock::now();
 
-  const int vocab = bundle.model.config.vocab_size;
-  int row = 0;
+  size_t row = 0;
   uint64_t prompt_tokens = 0;
-  std::vector<std::pair<Sequence*, const float*>> due;  // sequences that draw a token, in order
+  std::vector<std::pair<Sequence*, size_t>> due;  // sequences that draw a token, and their row
   for (const auto& e : step.entries) {
     Sequence& s = *e.seq;
     const bool completes = s.computed + e.count == int(s.tokens.size());
@@ -220,11 +233,12 @@ void Engine::Impl::run_step() {
       continue;
     }
     blocks.register_prefix(s.tokens, s.computed, s.table);
-    if (completes) due.push_back({&s, logits.data() + size_t(row++) * size_t(vocab)});
+    if (completes) due.push_back({&s, row++});
   }
   std::vector<Draw> draws(due.size());
   sample_pool.parallel_for(int64_t(due.size()), 4, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) draws[size_t(i)] = draw_token(*due[size_t(i)].first, due[size_t(i)].second);
+    for (int64_t i = begin; i < end; ++i)
+      draws[size_t(i)] = draw_token(*due[size_t(i)].first, step_logits, due[size_t(i)].second);
   });
   for (size_t i = 0; i < due.size(); ++i) emit_token(*due[i].first, std::move(draws[i]));
   std::erase_if(running, [](const auto& s) { return s->on_event == nullptr; });
@@ -237,12 +251,20 @@ void Engine::Impl::run_step() {
   stats.step_seconds.observe(std::chrono::duration<double>(Clock::now() - t0).count());
 }
 
-Engine::Impl::Draw Engine::Impl::draw_token(Sequence& s, const float* row) const {
+Engine::Impl::Draw Engine::Impl::draw_token(Sequence& s, const model::StepLogits& out,
+                                             size_t row_index) const {
   const int vocab = bundle.model.config.vocab_size;
   const RequestParams& p = s.params;
+  const double log_z = out.log_z[row_index];
+  Draw d;
+  if (!needs_logits_row(p)) {  // greedy, as the sampler would pick it from the row
+    d.token = out.argmax[row_index];
+    if (p.top_logprobs >= 0) d.info.token_logprob = float(double(out.max_logit[row_index]) - log_z);
+    return d;
+  }
+  const float* row = out.rows.data() + row_index * size_t(vocab);
   PenaltyParams pen{p.repetition_penalty, p.presence_penalty, p.frequency_penalty};
   const uint64_t position = uint64_t(s.tokens.size());  // R6: keyed by (seed, position)
-  Draw d;
   if (pen.active()) {
     std::vector<float> adjusted(row, row + vocab);
     std::vector<int32_t> prompt(s.tokens.begin(), s.tokens.begin() + s.prompt_len);
@@ -252,7 +274,7 @@ Engine::Impl::Draw Engine::Impl::draw_token(Sequence& s, const float* row) const
   } else {
     d.token = s.sampler.sample(row, vocab, p.sampling, position);
   }
-  if (p.top_logprobs >= 0) d.info = logprobs_of(row, vocab, d.token, p.top_logprobs);
+  if (p.top_logprobs >= 0) d.info = logprobs_of(row, vocab, d.token, p.top_logprobs, log_z);
   return d;
 }
 

@@ -94,12 +94,7 @@ void apply_penalties(float* logits, int vocab, const PenaltyParams& p,
   }
 }
 
-LogprobInfo logprobs_of(const float* logits, int vocab, int32_t token, int top) {
-  float max_logit = logits[0];
-  for (int i = 1; i < vocab; ++i) max_logit = std::max(max_logit, logits[i]);
-  double sum = 0;  // sequential: a fixed order (R4)
-  for (int i = 0; i < vocab; ++i) sum += std::exp(double(logits[i]) - max_logit);
-  const double log_z = double(max_logit) + std::log(sum);
+LogprobInfo logprobs_of(const float* logits, int vocab, int32_t token, int top, double log_z) {
   LogprobInfo info;
   info.token_logprob = float(double(logits[token]) - log_z);
   if (top > 0) {

@@ -43,11 +43,12 @@ struct PenaltyParams {
 void apply_penalties(float* logits, int vocab, const PenaltyParams& p,
                      const std::vector<int32_t>& prompt, const std::vector<int32_t>& output);
 
-// log_softmax of `token` and of the `top` most likely tokens (most likely first, ties by id).
+// log_softmax of `token` and of the `top` most likely tokens (most likely first, ties by id),
+// given the row's log_z = log sum_j exp(logits[j]) (the model runner's row summary).
 struct LogprobInfo {
   float token_logprob = 0.0f;
   std::vector<std::pair<int32_t, float>> top;
 };
-LogprobInfo logprobs_of(const float* logits, int vocab, int32_t token, int top);
+LogprobInfo logprobs_of(const float* logits, int vocab, int32_t token, int top, double log_z);
 
 }  // namespace invar::engine

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/thread_pool.h"
+#include "kernels/cpu/ops.h"
 #include "model/kv_cache.h"
 #include "model/model_runner.h"
 #include "model/transformer.h"
@@ -10,6 +11,14 @@
 namespace invar::model {
 
 const char* device_name(Device d) { return d == Device::cpu ? "cpu" : "cuda"; }
+
+Status ModelRunner::forward(const BatchPlan& plan, std::vector<float>& logits) {
+  StepLogits out;
+  out.rows = std::move(logits);  // keeps the caller's capacity
+  Status st = run_step(plan, {}, out);
+  logits = std::move(out.rows);
+  return st;
+}
 
 Result<Device> parse_device(std::string_view name) {
   if (name == "cpu") return Device::cpu;
@@ -27,10 +36,20 @@ class CpuRunner final : public ModelRunner {
         transformer_(config, weights, pool_, o.kernels),
         cache_(config, std::max(1, o.kv_blocks), std::max(1, o.block_size)),
         block_floats_(size_t(cache_.block_size()) * config.num_kv_heads * config.head_dim),
-        layers_(config.num_layers) {}
+        layers_(config.num_layers),
+        vocab_(config.vocab_size) {}
 
-  Status forward(const BatchPlan& plan, std::vector<float>& logits) override {
-    return transformer_.forward(plan, cache_, logits);
+  // The CPU computes every row anyway; want_rows only spares the caller nothing here.
+  Status run_step(const BatchPlan& plan, const std::vector<uint8_t>& /*want_rows*/,
+                  StepLogits& out) override {
+    INVAR_RETURN_IF_ERROR(transformer_.forward(plan, cache_, out.rows));
+    const size_t rows = plan.logit_rows.size();
+    out.argmax.resize(rows);
+    out.max_logit.resize(rows);
+    out.log_z.resize(rows);
+    kernels::cpu::logit_summary(out.rows.data(), int64_t(rows), vocab_, out.argmax.data(),
+                                out.max_logit.data(), out.log_z.data(), pool_);
+    return Status();
   }
 
   Status copy_kv_block(int32_t src, int32_t dst) override {
@@ -58,6 +77,7 @@ class CpuRunner final : public ModelRunner {
   KvCache cache_;
   size_t block_floats_;
   int layers_;
+  int64_t vocab_;
 };
 
 }  // namespace

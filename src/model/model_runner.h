@@ -32,14 +32,29 @@ struct RunnerOptions {
   int cuda_device = 0;  // CUDA: device ordinal
 };
 
+// What one step returns for its logit rows (plan.logit_rows). The summaries are made where the
+// logits are (on the GPU for CUDA), so a greedy request needs no logits row on the host.
+struct StepLogits {
+  std::vector<float> rows;       // [L, V] f32; only the rows asked for are written
+  std::vector<int32_t> argmax;   // [L] the lowest id of the row's maximum (NaNs skipped)
+  std::vector<float> max_logit;  // [L] that maximum
+  std::vector<double> log_z;     // [L] log sum_j exp(x_j): a logprob is x_j - log_z
+};
+
 class ModelRunner {
  public:
   virtual ~ModelRunner() = default;
 
-  // One step: writes the plan's K/V into the cache and the logits of plan.logit_rows to
-  // `logits` ([L, V] f32, row-major). Each logit row depends only on its own sequence, never on
-  // the rest of the plan (the invariance contract), on every backend.
-  virtual Status forward(const BatchPlan& plan, std::vector<float>& logits) = 0;
+  // One step: writes the plan's K/V into the cache and fills `out` for plan.logit_rows: every
+  // row's summary, and the full row where `want_rows` (one flag per logit row) is nonzero or
+  // `want_rows` is empty. Each row and summary depends only on its own sequence, never on the
+  // rest of the plan (the invariance contract), on every backend; whether a row is downloaded
+  // changes neither.
+  virtual Status run_step(const BatchPlan& plan, const std::vector<uint8_t>& want_rows,
+                          StepLogits& out) = 0;
+
+  // run_step with every row: `logits` is [L, V] f32, row-major (verify and the tests).
+  Status forward(const BatchPlan& plan, std::vector<float>& logits);
 
   // Copies KV block `src` over block `dst` in every layer (`invar verify` keeps a sequence's
   // history aside and restores it).

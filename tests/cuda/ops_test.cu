@@ -468,5 +468,59 @@ TEST(OpsCuda, ArgmaxPicksTheLowestIdOfTheMaximum) {
   }
 }
 
+// logit_summary against an f64 reference (argmax exact, maximum exact, log_z within f32
+// rounding of a sum of up to 151936 terms), and the same row at every position of batches of
+// other rows giving the same bits (R4).
+TEST(OpsCuda, LogitSummaryMatchesReferenceAndIgnoresTheBatch) {
+  REQUIRE_GPU();
+  std::mt19937 rng(23);
+  for (int64_t cols : {1, 7, 769, 49152, 151936}) {
+    const int64_t rows = 9;
+    std::vector<uint16_t> xs(size_t(rows * cols));
+    for (auto& b : xs) b = bf16_bits(8.0f * uniform(rng(), 0));
+    if (cols > 2) xs[size_t(1 * cols + cols - 1)] = xs[size_t(1 * cols)] = bf16_bits(12.0f);  // tie
+    if (cols > 1) xs[size_t(2 * cols)] = 0x7fc0;                                         // NaN
+    DeviceBuffer d = upload(xs), am(size_t(rows) * 4), mx(size_t(rows) * 4), lz(size_t(rows) * 4);
+    STATUS_OK(logit_summary(d.as<bf16>(), cols, rows, cols, am.as<int32_t>(), mx.as<float>(),
+                            lz.as<float>(), nullptr));
+    CUDA_OK(cudaDeviceSynchronize());
+    const auto got_am = download<int32_t>(am.p, size_t(rows));
+    const auto got_mx = download<float>(mx.p, size_t(rows));
+    const auto got_lz = download<float>(lz.p, size_t(rows));
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint16_t* row = xs.data() + r * cols;
+      int32_t want = 0;
+      double best = -INFINITY;
+      for (int64_t j = 0; j < cols; ++j) {
+        const double v = bf16_value(row[j]);
+        if (!std::isnan(v) && v > best) {
+          best = v;
+          want = int32_t(j);
+        }
+      }
+      double sum = 0;
+      for (int64_t j = 0; j < cols; ++j) {
+        const double v = bf16_value(row[j]);
+        if (!std::isnan(v)) sum += std::exp(v - best);
+      }
+      const double log_z = best + std::log(sum);
+      EXPECT_EQ(got_am[size_t(r)], want) << "row " << r << " of " << cols;
+      EXPECT_EQ(double(got_mx[size_t(r)]), best) << "row " << r << " of " << cols;
+      EXPECT_NEAR(double(got_lz[size_t(r)]), log_z, 2e-6 * std::max(1.0, std::fabs(log_z)))
+          << "row " << r << " of " << cols;
+    }
+    // Row 3 alone, then at the end of a batch of 5 other rows: the same bits.
+    const int64_t r3 = 3;
+    std::vector<uint16_t> batch(xs.begin() + 4 * cols, xs.begin() + 9 * cols);
+    batch.insert(batch.end(), xs.begin() + r3 * cols, xs.begin() + (r3 + 1) * cols);
+    DeviceBuffer db = upload(batch), am2(6 * 4), mx2(6 * 4), lz2(6 * 4);
+    STATUS_OK(logit_summary(db.as<bf16>(), cols, 6, cols, am2.as<int32_t>(), mx2.as<float>(),
+                            lz2.as<float>(), nullptr));
+    CUDA_OK(cudaDeviceSynchronize());
+    const auto lz_batch = download<float>(lz2.p, 6);
+    EXPECT_EQ(std::memcmp(&lz_batch[5], &got_lz[size_t(r3)], 4), 0) << "cols " << cols;
+  }
+}
+
 }  // namespace
 }  // namespace invar::kernels::cuda

@@ -1,9 +1,12 @@
-// The contract under the engine's dynamic batching (CPU, bitwise): a request's tokens and
-// logprobs are identical whether it runs alone or among concurrent requests of other lengths,
-// with chunked prefill, preemption and the prefix cache hot or cold; greedy and seeded.
+// The contract under the engine's dynamic batching (bitwise): a request's tokens and logprobs
+// are identical whether it runs alone or among concurrent requests of other lengths, with
+// chunked prefill, preemption and the prefix cache hot or cold; greedy and seeded.
+// INVAR_TEST_DEVICE=cuda runs the engines on the CUDA backend (a build with INVAR_CUDA=ON).
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 
 #include "engine/engine.h"
@@ -47,8 +50,21 @@ class EngineLoad : public ::testing::Test {
     return p;
   }
 
+  // An engine on INVAR_TEST_DEVICE (default cpu).
+  static std::unique_ptr<Engine> make_engine(EngineOptions opt) {
+    const char* device = std::getenv("INVAR_TEST_DEVICE");
+    auto d = model::parse_device(device ? device : "cpu");
+    EXPECT_TRUE(d.ok()) << d.status().message();
+    if (d.ok()) opt.device = *d;
+    auto e = Engine::create(*bundle_, opt);
+    EXPECT_TRUE(e.ok()) << e.status().message();
+    return e.ok() ? std::move(e).value() : nullptr;
+  }
+
   Outcome run_alone(const RequestParams& p, EngineOptions opt = {}) {
-    Engine engine(*bundle_, opt);
+    auto e = make_engine(opt);
+    if (!e) return {};
+    Engine& engine = *e;
     Collector c;
     EXPECT_TRUE(engine.submit(p, c.callback(0)).ok());
     return c.wait()[0];
@@ -57,7 +73,9 @@ class EngineLoad : public ::testing::Test {
   // `copies` targets interleaved with `background` random requests, all submitted at once.
   std::vector<Outcome> run_loaded(const RequestParams& p, int copies, int background,
                                   EngineOptions opt, EngineStats* stats = nullptr) {
-    Engine engine(*bundle_, opt);
+    auto e = make_engine(opt);
+    if (!e) return {};
+    Engine& engine = *e;
     Collector c;
     std::mt19937 rng(uint32_t(copies * 7919 + background));
     std::vector<size_t> target_slots;
@@ -142,7 +160,9 @@ TEST_F(EngineLoad, PrefixCacheHotAndColdGiveSameBits) {
   EngineOptions no_cache;
   no_cache.prefix_cache = false;
   Outcome cold = run_alone(p, no_cache);
-  Engine engine(*bundle_, {});
+  auto e = make_engine({});
+  ASSERT_TRUE(e);
+  Engine& engine = *e;
   Collector c;
   ASSERT_TRUE(engine.submit(p, c.callback(0)).ok());
   c.wait();
@@ -157,7 +177,9 @@ TEST_F(EngineLoad, CancelFreesBlocksAndQueueLimitRefuses) {
   EngineOptions o;
   o.max_queue = 2;
   o.max_running = 1;
-  Engine engine(*bundle_, o);
+  auto e = make_engine(o);
+  ASSERT_TRUE(e);
+  Engine& engine = *e;
   auto p = target(0.0f);
   p.max_tokens = 400;
   Collector c;
@@ -184,6 +206,26 @@ TEST_F(EngineLoad, CancelFreesBlocksAndQueueLimitRefuses) {
   auto too_long = target(0.0f);
   too_long.max_tokens = 1 << 20;
   EXPECT_EQ(engine.submit(too_long, nullptr).status().code(), StatusCode::invalid_argument);
+}
+
+// A greedy request without alternatives is answered from the runner's row summary (argmax,
+// max, log_z: on CUDA computed on the GPU, no row downloaded); with alternatives its whole row
+// comes to the host. Its tokens and its own logprobs must be the same bits either way, alone
+// and under load.
+TEST_F(EngineLoad, GreedyFromTheRowSummaryEqualsFromTheRow) {
+  auto with_row = target(0.0f);  // top_logprobs = 3: the row comes to the host
+  auto summary_only = with_row;
+  summary_only.top_logprobs = 0;
+  Outcome full = run_alone(with_row);
+  Outcome summary = run_alone(summary_only);
+  ASSERT_EQ(full.ids.size(), 48u);
+  ASSERT_EQ(summary.logprobs.size(), 48u);
+  EXPECT_EQ(summary.ids, full.ids);
+  for (size_t i = 0; i < summary.ids.size(); ++i)
+    EXPECT_EQ(std::memcmp(&summary.logprobs[i], &full.logprobs[i * 4], sizeof(float)), 0)
+        << "token " << i << ": " << summary.logprobs[i] << " vs " << full.logprobs[i * 4];
+  for (const auto& o : run_loaded(summary_only, 6, 24, busy_options()))
+    EXPECT_TRUE(o.same_output(summary)) << o.text;
 }
 
 TEST_F(EngineLoad, StopStringEndsTheTextBeforeIt) {

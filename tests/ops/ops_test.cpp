@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 
@@ -299,6 +300,36 @@ TEST(OpExact, Add) {
     for (size_t i = 0; i < acc.size(); ++i) want[i] = acc[i] + x[i];
     cpu::add(acc.data(), x.data(), n, pool);
     EXPECT_TRUE(bits_equal(acc, want)) << "n=" << n;
+  }
+}
+
+// logit_summary: argmax as cpu::argmax, the maximum, and log_z against a long-double sum;
+// a row's summary is the same bits alone and among other rows.
+TEST(OpExact, LogitSummaryMatchesReference) {
+  ThreadPool pool(2);
+  for (int64_t cols : {1, 7, 769, 49152}) {
+    const int64_t rows = 5;
+    auto x = random_floats(size_t(rows * cols), 901, -8.0f, 8.0f);
+    if (cols > 1) x[size_t(2 * cols + 1)] = std::nanf("");  // skipped
+    std::vector<int32_t> am(rows), am_ref(rows);
+    std::vector<float> mx(rows);
+    std::vector<double> lz(rows);
+    cpu::logit_summary(x.data(), rows, cols, am.data(), mx.data(), lz.data(), pool);
+    cpu::argmax(x.data(), rows, cols, am_ref.data(), pool);
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = x.data() + r * cols;
+      EXPECT_EQ(am[size_t(r)], am_ref[size_t(r)]);
+      EXPECT_EQ(mx[size_t(r)], row[am[size_t(r)]]);
+      long double sum = 0;
+      for (int64_t j = 0; j < cols; ++j)
+        if (!std::isnan(row[j])) sum += std::exp((long double)row[j]);
+      EXPECT_NEAR(lz[size_t(r)], double(std::log(sum)), 1e-12 * std::max(1.0, std::fabs(lz[size_t(r)])));
+      int32_t a1;
+      float m1;
+      double z1;
+      cpu::logit_summary(row, 1, cols, &a1, &m1, &z1, pool);
+      EXPECT_EQ(std::memcmp(&z1, &lz[size_t(r)], sizeof z1), 0) << "row " << r;
+    }
   }
 }
 

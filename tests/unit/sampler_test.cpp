@@ -7,7 +7,9 @@
 #include <map>
 #include <random>
 
+#include "core/thread_pool.h"
 #include "engine/philox.h"
+#include "kernels/cpu/ops.h"
 
 namespace invar::engine {
 namespace {
@@ -75,7 +77,16 @@ TEST(Sampler, FrequenciesFollowTheDistribution) {
 TEST(Sampler, LogSoftmax) {
   std::vector<float> logits{1.0f, 2.0f, 3.0f};
   double z = std::exp(1.0) + std::exp(2.0) + std::exp(3.0);
-  auto info = logprobs_of(logits.data(), 3, 2, 2);
+  // log_z comes from the row summary every model runner returns.
+  ThreadPool pool(1);
+  int32_t best = -1;
+  float max_logit = 0.0f;
+  double log_z = 0.0;
+  kernels::cpu::logit_summary(logits.data(), 1, 3, &best, &max_logit, &log_z, pool);
+  EXPECT_EQ(best, 2);
+  EXPECT_EQ(max_logit, 3.0f);
+  EXPECT_NEAR(log_z, std::log(z), 1e-12);
+  auto info = logprobs_of(logits.data(), 3, 2, 2, log_z);
   EXPECT_NEAR(info.token_logprob, 3.0 - std::log(z), 1e-6);
   ASSERT_EQ(info.top.size(), 2u);
   EXPECT_EQ(info.top[0].first, 2);

@@ -5,6 +5,7 @@
 // running maxima so the compiler can vectorize it, then picks the first index of the maximum.
 //   R = rows, V = columns (vocab)
 #include <algorithm>
+#include <cmath>
 
 #include "kernels/cpu/ops.h"
 
@@ -35,6 +36,29 @@ void argmax(const float* x, int64_t rows, int64_t cols, int32_t* out, ThreadPool
   }
   pool.parallel_for(rows, std::max<int64_t>(1, 65536 / cols), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) out[r] = argmax_row(x + r * cols, cols);
+  });
+}
+
+void logit_summary(const float* x, int64_t rows, int64_t cols, int32_t* argmax_out,
+                   float* max_out, double* log_z_out, ThreadPool& pool) {
+  if (rows <= 0) return;
+  pool.parallel_for(rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1)),
+                    [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const float* row = x + r * cols;
+      const int32_t best = cols > 0 ? argmax_row(row, cols) : 0;
+      const float m = cols > 0 ? row[best] : -__builtin_inff();
+      argmax_out[r] = best;
+      max_out[r] = m;
+      if (!std::isfinite(m)) {
+        log_z_out[r] = m;
+        continue;
+      }
+      double sum = 0;  // sequential: a fixed order (R4)
+      for (int64_t j = 0; j < cols; ++j)
+        if (!std::isnan(row[j])) sum += std::exp(double(row[j]) - m);
+      log_z_out[r] = double(m) + std::log(sum);
+    }
   });
 }
 

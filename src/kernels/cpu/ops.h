@@ -68,4 +68,10 @@ void add(float* acc, const float* x, int64_t n, ThreadPool& pool);
 void argmax(const float* x,  // [rows, V]
             int64_t rows, int64_t cols, int32_t* out, ThreadPool& pool);
 
+// Per row: argmax as above, its maximum, and log_z = log sum_j exp(x[r, j]), summed in f64 in
+// index order (NaN entries skipped; a row without a finite maximum gets log_z = its maximum).
+void logit_summary(const float* x,  // [rows, V]
+                   int64_t rows, int64_t cols, int32_t* argmax_out, float* max_out,
+                   double* log_z_out, ThreadPool& pool);
+
 }  // namespace invar::kernels::cpu

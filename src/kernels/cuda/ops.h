@@ -1,5 +1,6 @@
 // Row and element ops of the CUDA backend (bf16 activations and weights, f32 arithmetic):
-// RMSNorm (plain and with the residual add fused), RoPE, embedding, SiLU-and-multiply, argmax.
+// RMSNorm (plain and with the residual add fused), RoPE, embedding, SiLU-and-multiply, argmax
+// and the logit-row summary (argmax, max, log-sum-exp).
 // Launchers take raw device pointers, shapes and row strides (in elements) and enqueue on
 // `stream`: no allocation, no synchronisation, graph-capturable.
 //   T = tokens (rows), H = hidden size, D = head dim, I = intermediate size, V = vocab
@@ -88,5 +89,12 @@ Status argmax(const __nv_bfloat16* x, int64_t ldx,  // [rows, V]
               int64_t rows, int64_t cols, int32_t* out, cudaStream_t stream);
 Status argmax(const float* x, int64_t ldx,  // [rows, V]
               int64_t rows, int64_t cols, int32_t* out, cudaStream_t stream);
+
+// Per row of logits: argmax as above, the maximum, and log_z = log sum_j exp(x[r, j]) (f32,
+// NaN entries skipped), so that a greedy request needs no logits row on the host and a logprob
+// is x - log_z. A row without a finite maximum gets log_z = its maximum.
+Status logit_summary(const __nv_bfloat16* x, int64_t ldx,  // [rows, V]
+                     int64_t rows, int64_t cols, int32_t* argmax_out, float* max_out,
+                     float* log_z_out, cudaStream_t stream);
 
 }  // namespace invar::kernels::cuda

@@ -35,8 +35,10 @@ struct StepBuffers {
   DeviceBuffer act;                                               // [T, I]
   DeviceBuffer rows;                                              // [L, H]
   DeviceBuffer logits;                                            // [L, V]
-  PinnedBuffer upload;                                            // host staging of the plan
-  PinnedBuffer download;                                          // host staging of the logits
+  DeviceBuffer summary;  // [L] argmax (i32), then [L] max (f32), then [L] log_z (f32)
+  PinnedBuffer upload;            // host staging of the plan
+  PinnedBuffer download;          // host staging of the logits rows asked for
+  PinnedBuffer summary_download;  // host staging of the summaries
 };
 
 class CudaRunner final : public ModelRunner {
@@ -81,7 +83,8 @@ class CudaRunner final : public ModelRunner {
     return Status();
   }
 
-  Status forward(const BatchPlan& plan, std::vector<float>& logits) override;
+  Status run_step(const BatchPlan& plan, const std::vector<uint8_t>& want_rows,
+                  StepLogits& out) override;
 
   Status copy_kv_block(int32_t src, int32_t dst) override {
     if (src < 0 || dst < 0 || src >= o_.kv_blocks || dst >= o_.kv_blocks)
@@ -129,7 +132,8 @@ class CudaRunner final : public ModelRunner {
   }
 
   Status reserve(int tokens, int rows, int seqs, int max_blocks);
-  Status upload_plan(const BatchPlan& plan);
+  // Uploads the plan, with `logit_rows` in place of plan.logit_rows (reordered by run_step).
+  Status upload_plan(const BatchPlan& plan, const std::vector<int32_t>& logit_rows);
   Status layer(int l, int tokens);
   Status gemm(const void* x, int64_t ldx, const void* w, int64_t n, int64_t k, void* y,
               int64_t ldy, int64_t m) {
@@ -155,6 +159,8 @@ class CudaRunner final : public ModelRunner {
   size_t layer_elems_ = 0;
   StepBuffers b_;
   int max_blocks_ = 0;  // the step's block-table row length
+  std::vector<int32_t> order_;         // run_step: logit row i on the device is plan row order_[i]
+  std::vector<int32_t> ordered_rows_;  // run_step: plan.logit_rows in that order
   ActivationProbe* probe_ = nullptr;
   Status probe_status_;
   std::vector<uint16_t> probe_bf16_;
@@ -204,13 +210,15 @@ Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
   INVAR_RETURN_IF_ERROR(b_.act.reserve(t * i * 2, "SiLU-mul output"));
   INVAR_RETURN_IF_ERROR(b_.rows.reserve(l * h * 2, "logit rows"));
   INVAR_RETURN_IF_ERROR(b_.logits.reserve(l * v * 2, "logits"));
+  INVAR_RETURN_IF_ERROR(b_.summary.reserve(l * 12, "logit summaries"));
+  INVAR_RETURN_IF_ERROR(b_.summary_download.reserve(l * 12, "the summaries download"));
   // upload_plan rounds each of its 5 arrays up to 16 bytes.
   INVAR_RETURN_IF_ERROR(
       b_.upload.reserve(t * 16 + tables * 4 + l * 4 + 5 * 16, "the plan upload"));
   return b_.download.reserve(l * v * 2, "the logits download");
 }
 
-Status CudaRunner::upload_plan(const BatchPlan& plan) {
+Status CudaRunner::upload_plan(const BatchPlan& plan, const std::vector<int32_t>& logit_rows) {
   // One pinned staging area, one copy per array (the previous step has finished: forward
   // ends with a sync).
   auto* base = b_.upload.as<unsigned char>();
@@ -229,20 +237,37 @@ Status CudaRunner::upload_plan(const BatchPlan& plan) {
   INVAR_RETURN_IF_ERROR(put(b_.positions, plan.positions.data(), plan.positions.size() * 4));
   INVAR_RETURN_IF_ERROR(put(b_.slots, plan.slots.data(), plan.slots.size() * 8));
   INVAR_RETURN_IF_ERROR(put(b_.block_tables, plan.block_tables.data(), plan.block_tables.size() * 4));
-  return put(b_.logit_rows, plan.logit_rows.data(), plan.logit_rows.size() * 4);
+  return put(b_.logit_rows, logit_rows.data(), logit_rows.size() * 4);
 }
 
-Status CudaRunner::forward(const BatchPlan& plan, std::vector<float>& logits) {
+Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& want_rows,
+                            StepLogits& out) {
   INVAR_RETURN_IF_ERROR(check_batch_plan(plan, c_, o_.kv_blocks, o_.block_size));
   const int tokens = plan.num_tokens();
   const int rows = int(plan.logit_rows.size());
-  if (tokens == 0) {
-    logits.clear();
-    return Status();
-  }
+  if (!want_rows.empty() && want_rows.size() != plan.logit_rows.size())
+    return Status::errorf("run_step: {} row flags for {} logit rows", want_rows.size(), rows);
+  // The rows asked for go first, so that they download as one block; a row's bits do not
+  // depend on where it sits among the logit rows (the GEMM and the summaries are row-local).
+  // With a probe (verify) every row comes, in plan order, as the probe expects.
+  auto wants = [&](int i) { return want_rows.empty() || probe_ || want_rows[size_t(i)]; };
+  order_.clear();
+  for (int i = 0; i < rows; ++i)
+    if (wants(i)) order_.push_back(i);
+  const int wanted = int(order_.size());
+  for (int i = 0; i < rows; ++i)
+    if (!wants(i)) order_.push_back(i);
+  ordered_rows_.resize(size_t(rows));
+  for (int i = 0; i < rows; ++i) ordered_rows_[size_t(i)] = plan.logit_rows[size_t(order_[size_t(i)])];
+  out.rows.resize(size_t(rows) * size_t(c_.vocab_size));
+  out.argmax.resize(size_t(rows));
+  out.max_logit.resize(size_t(rows));
+  out.log_z.resize(size_t(rows));
+  if (tokens == 0) return Status();
+
   INVAR_RETURN_IF_ERROR(cuda_ok(cudaSetDevice(o_.cuda_device), "cudaSetDevice"));
   INVAR_RETURN_IF_ERROR(reserve(tokens, rows, plan.num_seqs(), plan.max_blocks_per_seq));
-  INVAR_RETURN_IF_ERROR(upload_plan(plan));
+  INVAR_RETURN_IF_ERROR(upload_plan(plan, ordered_rows_));
   probe_status_ = Status();
   max_blocks_ = plan.max_blocks_per_seq;
   if (probe_) probe_->begin_step(plan);
@@ -267,27 +292,51 @@ Status CudaRunner::forward(const BatchPlan& plan, std::vector<float>& logits) {
   INVAR_RETURN_IF_ERROR(kc::rmsnorm_add(x, hidden, b_.o.as<bf16>(), hidden, w_.final_norm.as<bf16>(),
                                         tokens, hidden, c_.rms_eps, h, hidden, o_.kernels, stream_));
   probe(c_.num_layers - 1, ProbeOp::ffn_residual, x, tokens, hidden, hidden);
-  logits.resize(size_t(rows) * size_t(c_.vocab_size));
   if (rows == 0) return cuda_ok(cudaStreamSynchronize(stream_), "step");
   bf16* gathered = b_.rows.as<bf16>();
   INVAR_RETURN_IF_ERROR(kc::gather_rows(h, hidden, b_.logit_rows.as<int32_t>(), rows, hidden,
                                         gathered, hidden, stream_));
   probe(c_.num_layers, ProbeOp::final_norm, gathered, rows, hidden, hidden);
-  bf16* out = b_.logits.as<bf16>();
-  INVAR_RETURN_IF_ERROR(
-      gemm(gathered, hidden, w_.output(), c_.vocab_size, hidden, out, c_.vocab_size, rows));
-  probe(c_.num_layers, ProbeOp::logits, out, rows, c_.vocab_size, c_.vocab_size);
-  const size_t n = logits.size();
-  INVAR_RETURN_IF_ERROR(cuda_ok(cudaMemcpyAsync(b_.download.as(), out, n * 2,
-                                                cudaMemcpyDeviceToHost, stream_),
-                                "logits download"));
+  bf16* logits = b_.logits.as<bf16>();
+  const int64_t vocab = c_.vocab_size;
+  INVAR_RETURN_IF_ERROR(gemm(gathered, hidden, w_.output(), vocab, hidden, logits, vocab, rows));
+  probe(c_.num_layers, ProbeOp::logits, logits, rows, vocab, vocab);
+
+  auto* summary = b_.summary.as<unsigned char>();
+  INVAR_RETURN_IF_ERROR(kc::logit_summary(logits, vocab, rows, vocab,
+                                          reinterpret_cast<int32_t*>(summary),
+                                          reinterpret_cast<float*>(summary + size_t(rows) * 4),
+                                          reinterpret_cast<float*>(summary + size_t(rows) * 8),
+                                          stream_));
+  INVAR_RETURN_IF_ERROR(cuda_ok(cudaMemcpyAsync(b_.summary_download.as(), summary,
+                                                size_t(rows) * 12, cudaMemcpyDeviceToHost, stream_),
+                                "summaries download"));
+  if (wanted > 0) {
+    INVAR_RETURN_IF_ERROR(cuda_ok(cudaMemcpyAsync(b_.download.as(), logits,
+                                                  size_t(wanted) * size_t(vocab) * 2,
+                                                  cudaMemcpyDeviceToHost, stream_),
+                                  "logits download"));
+  }
   INVAR_RETURN_IF_ERROR(cuda_ok(cudaStreamSynchronize(stream_), "step"));
+
+  const auto* s_argmax = b_.summary_download.as<int32_t>();
+  const auto* s_max = reinterpret_cast<const float*>(s_argmax + rows);
+  const auto* s_log_z = s_max + rows;
+  for (int i = 0; i < rows; ++i) {
+    const size_t r = size_t(order_[size_t(i)]);
+    out.argmax[r] = s_argmax[i];
+    out.max_logit[r] = s_max[i];
+    out.log_z[r] = double(s_log_z[i]);
+  }
   // Widening is exact, so how the rows are split over threads changes nothing.
   const uint16_t* src = b_.download.as<uint16_t>();
-  const size_t vocab = size_t(c_.vocab_size);
-  host_pool_.parallel_for(rows, 8, [&](int64_t begin, int64_t end) {
-    for (size_t i = size_t(begin) * vocab; i < size_t(end) * vocab; ++i)
-      logits[i] = bf16_to_f32(src[i]);
+  const size_t v = size_t(vocab);
+  host_pool_.parallel_for(wanted, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      float* dst = out.rows.data() + size_t(order_[size_t(i)]) * v;
+      const uint16_t* row = src + size_t(i) * v;
+      for (size_t j = 0; j < v; ++j) dst[j] = bf16_to_f32(row[j]);
+    }
   });
   return probe_status_;
 }
