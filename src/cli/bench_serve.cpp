@@ -35,6 +35,8 @@ struct BenchServeArgs {
   int output_len = 64;
   double range_ratio = 0;  // lengths uniform in [len*(1-r), len*(1+r)]
   bool ignore_eos = true;
+  double temperature = 0;  // 0: greedy
+  double top_p = 1;
   uint64_t seed = 0;
   std::string json_out;
 };
@@ -116,7 +118,9 @@ int run_bench_serve(const BenchServeArgs& a) {
     nlohmann::json body = {{"model", model},
                            {"prompt", prompt},
                            {"max_tokens", length(a.output_len)},
-                           {"temperature", 0},
+                           {"temperature", a.temperature},
+                           {"top_p", a.top_p},
+                           {"seed", i},
                            {"ignore_eos", a.ignore_eos},
                            {"stream", true},
                            {"stream_options", {{"include_usage", true}}}};
@@ -253,7 +257,11 @@ void add_bench(CLI::App& app) {
   cmd->add_option("--range-ratio", a->range_ratio, "Lengths uniform in mean*(1 +- ratio)")
       ->check(CLI::Range(0.0, 0.99));
   cmd->add_option("--ignore-eos", a->ignore_eos, "Generate exactly the drawn output length");
-  cmd->add_option("--seed", a->seed, "Seed of the workload");
+  cmd->add_option("--temperature", a->temperature, "Sampling temperature of every request (0: greedy)")
+      ->check(CLI::Range(0.0, 2.0));
+  cmd->add_option("--top-p", a->top_p, "Nucleus sampling mass of every request")
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--seed", a->seed, "Seed of the workload (request i is sampled with seed i)");
   cmd->add_option("--json", a->json_out, "Also write the results to this JSON file");
   cmd->callback([a] { set_exit_code(run_bench_serve(*a)); });
 }

@@ -29,6 +29,7 @@ struct ServeArgs {
   int max_queue = 1024;
   int kv_blocks = 0;
   bool no_prefix_cache = false;
+  bool host_sampling = false;
   std::string weight_dtype;  // empty: f32 on the CPU, bf16 on CUDA
   std::string kernels = "invariant";
   std::string device = "cpu";
@@ -72,6 +73,7 @@ int run_serve(const ServeArgs& a) {
   eo.max_queue = a.max_queue;
   eo.kv_blocks = a.kv_blocks;
   eo.prefix_cache = !a.no_prefix_cache;
+  eo.host_sampling = a.host_sampling;
   eo.kernels = a.kernels == "fast" ? kernels::KernelMode::fast : kernels::KernelMode::invariant;
   // The engine is destroyed before the server: its callbacks reference the server's
   // connections, which must not outlive the io_context they belong to.
@@ -137,6 +139,8 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--kv-blocks", a->kv_blocks, "KV cache blocks (0: enough for --max-running)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-prefix-cache", a->no_prefix_cache, "Do not reuse KV blocks of prefixes");
+  cmd->add_flag("--host-sampling", a->host_sampling,
+                "CUDA: draw sampled tokens on the host, not the GPU (a benchmark baseline)");
   cmd->add_option("--random-weights", a->random_weights,
                   "Seeded random weights of the --model config (config.json or its directory)")
       ->check(CLI::NonNegativeNumber);

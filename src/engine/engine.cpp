@@ -13,6 +13,8 @@
 #include "engine/block_manager.h"
 #include "engine/fingerprint.h"
 #include "engine/model_runner_factory.h"
+#include "engine/philox.h"
+#include "engine/sampler.h"
 #include "engine/scheduler.h"
 #include "engine/sequence.h"
 
@@ -49,15 +51,24 @@ static EngineOptions resolve(EngineOptions o, const model::ModelConfig& c) {
   return o;
 }
 
-// Whether a request's next token needs its whole logits row on the host: not for a greedy
-// draw without penalties or alternatives, which the runner's row summary (argmax, max, log_z)
-// answers with the same bits as the row would (the sampler's greedy pick is the argmax, and
-// the token's logprob is max - log_z either way).
-static bool needs_logits_row(const RequestParams& p) {
-  const bool greedy = p.sampling.temperature <= 0.0f || p.sampling.top_k == 1;
-  const bool penalties = PenaltyParams{p.repetition_penalty, p.presence_penalty,
-                                       p.frequency_penalty}.active();
-  return !greedy || penalties || p.top_logprobs > 0;
+// How a request's next token is drawn, and what of its logits row that needs:
+//   greedy without penalties: the row summary's argmax (the sampler's greedy pick), no row;
+//   sampled without penalties, where the runner draws on the device: the device draw, no row;
+//   otherwise (penalties, or a runner that draws nothing): the host sampler over the row.
+// top_logprobs > 0 adds the row (for the alternatives) without changing how the token is drawn,
+// so asking for alternatives never changes a token. A token's own logprob is its logit minus
+// the summary's log_z on every path. All of it depends on the request alone (R4, R6).
+static bool is_greedy(const RequestParams& p) {
+  return p.sampling.temperature <= 0.0f || p.sampling.top_k == 1;
+}
+static bool has_penalties(const RequestParams& p) {
+  return PenaltyParams{p.repetition_penalty, p.presence_penalty, p.frequency_penalty}.active();
+}
+static uint8_t row_needs_of(const RequestParams& p, bool device_draws) {
+  uint8_t needs = p.top_logprobs > 0 ? model::kWantRow : 0;
+  if (has_penalties(p) || (!is_greedy(p) && !device_draws)) needs |= model::kWantRow;
+  else if (!is_greedy(p)) needs |= model::kDraw;
+  return needs;
 }
 
 static model::RunnerOptions runner_options(const EngineOptions& o) {
@@ -79,8 +90,10 @@ struct Engine::Impl {
         runner(std::move(r)),
         sample_pool(opt.threads),
         blocks(opt.kv_blocks, opt.block_size, opt.prefix_cache),
-        fingerprint(make_fingerprint(b.model.weights, runner->backend_id() + "-" +
-                                                          kernels::kernel_mode_name(opt.kernels))) {
+        device_draws(runner->draws_on_device() && !opt.host_sampling),
+        fingerprint(make_fingerprint(
+            b.model.weights, runner->backend_id() + "-" + kernels::kernel_mode_name(opt.kernels) +
+                                 (runner->draws_on_device() && !device_draws ? "-host-sampling" : ""))) {
     stats.kv_blocks_total = opt.kv_blocks;
     thread = std::thread([this] { loop(); });
   }
@@ -106,8 +119,10 @@ struct Engine::Impl {
   BlockManager blocks;
   std::deque<std::unique_ptr<Sequence>> waiting;
   std::vector<std::unique_ptr<Sequence>> running;  // admission order
+  const bool device_draws;  // sampled tokens are drawn by the runner (row_needs_of)
   model::StepLogits step_logits;
-  std::vector<uint8_t> want_rows;  // per logit row: does its request need the whole row
+  std::vector<uint8_t> row_needs;        // per logit row: model::kWantRow / kDraw
+  std::vector<model::RowDraw> row_draws;  // per logit row: the device draw's parameters
   std::deque<std::pair<Clock::time_point, int>> recent_tokens;  // for tokens/s
   std::string fingerprint;
   std::thread thread;
@@ -123,7 +138,7 @@ struct Engine::Impl {
     int32_t token = 0;
     LogprobInfo info;
   };
-  Draw draw_token(Sequence& s, const model::StepLogits& out, size_t row) const;
+  Draw draw_token(Sequence& s, const model::StepLogits& out, size_t i) const;
   void emit_token(Sequence& s, Draw draw);
   void end_request(Sequence& s, RequestEvent& ev);
   void publish_stats();
@@ -208,16 +223,23 @@ void Engine::Impl::run_step() {
   if (step.entries.empty()) return;
 
   model::BatchPlanBuilder builder(opt.block_size, blocks_for(opt.max_context, opt.block_size));
-  want_rows.clear();
+  row_needs.clear();
+  row_draws.clear();
   for (const auto& e : step.entries) {
     Sequence& s = *e.seq;
     const bool completes = s.computed + e.count == int(s.tokens.size());
     builder.add_sequence(std::span<const int32_t>(s.tokens).subspan(size_t(s.computed), size_t(e.count)),
                          s.computed, s.table, completes ? model::LogitRows::last : model::LogitRows::none);
-    if (completes) want_rows.push_back(needs_logits_row(s.params) ? 1 : 0);
+    if (completes) {
+      row_needs.push_back(row_needs_of(s.params, device_draws));
+      const auto& sp = s.params.sampling;
+      // R6: the draw for the token at this position, keyed by (seed, position)
+      const float u = philox_uniform(sp.seed, uint64_t(s.tokens.size()));
+      row_draws.push_back({sp.temperature, sp.top_k, sp.top_p, sp.min_p, u});
+    }
   }
   auto t1 = Clock::now();
-  Status st = runner->run_step(builder.build(), want_rows, step_logits);
+  Status st = runner->run_step(builder.build(), row_needs, row_draws, step_logits);
   auto t2 = Clock::now();
 
   size_t row = 0;
@@ -252,29 +274,34 @@ void Engine::Impl::run_step() {
 }
 
 Engine::Impl::Draw Engine::Impl::draw_token(Sequence& s, const model::StepLogits& out,
-                                             size_t row_index) const {
+                                             size_t i) const {
   const int vocab = bundle.model.config.vocab_size;
   const RequestParams& p = s.params;
-  const double log_z = out.log_z[row_index];
+  const uint8_t needs = row_needs_of(p, device_draws);
+  const float* row = (needs & model::kWantRow) ? out.rows.data() + i * size_t(vocab) : nullptr;
   Draw d;
-  if (!needs_logits_row(p)) {  // greedy, as the sampler would pick it from the row
-    d.token = out.argmax[row_index];
-    if (p.top_logprobs >= 0) d.info.token_logprob = float(double(out.max_logit[row_index]) - log_z);
-    return d;
-  }
-  const float* row = out.rows.data() + row_index * size_t(vocab);
-  PenaltyParams pen{p.repetition_penalty, p.presence_penalty, p.frequency_penalty};
-  const uint64_t position = uint64_t(s.tokens.size());  // R6: keyed by (seed, position)
-  if (pen.active()) {
+  float logit = 0.0f;  // the drawn token's own logit
+  if (has_penalties(p)) {
     std::vector<float> adjusted(row, row + vocab);
     std::vector<int32_t> prompt(s.tokens.begin(), s.tokens.begin() + s.prompt_len);
     std::vector<int32_t> output(s.tokens.begin() + s.prompt_len, s.tokens.end());
-    apply_penalties(adjusted.data(), vocab, pen, prompt, output);
-    d.token = s.sampler.sample(adjusted.data(), vocab, p.sampling, position);
-  } else {
-    d.token = s.sampler.sample(row, vocab, p.sampling, position);
+    apply_penalties(adjusted.data(), vocab, PenaltyParams{p.repetition_penalty, p.presence_penalty,
+                                                          p.frequency_penalty},
+                    prompt, output);
+    d.token = s.sampler.sample(adjusted.data(), vocab, p.sampling, uint64_t(s.tokens.size()));
+    logit = row[d.token];
+  } else if (is_greedy(p)) {
+    d.token = out.argmax[i];
+    logit = out.max_logit[i];
+  } else if (needs & model::kDraw) {
+    d.token = out.drawn[i];
+    logit = out.drawn_logit[i];
+  } else {  // R6: keyed by (seed, position)
+    d.token = s.sampler.sample(row, vocab, p.sampling, uint64_t(s.tokens.size()));
+    logit = row[d.token];
   }
-  if (p.top_logprobs >= 0) d.info = logprobs_of(row, vocab, d.token, p.top_logprobs, log_z);
+  if (p.top_logprobs > 0) d.info = logprobs_of(row, vocab, d.token, p.top_logprobs, out.log_z[i]);
+  else if (p.top_logprobs == 0) d.info.token_logprob = float(double(logit) - out.log_z[i]);
   return d;
 }
 

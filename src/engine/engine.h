@@ -31,6 +31,9 @@ struct EngineOptions {
   kernels::KernelMode kernels = kernels::KernelMode::invariant;  // fast: negative control only
   model::Device device = model::Device::cpu;  // where the model runs (Engine::create)
   int cuda_device = 0;                        // CUDA device ordinal
+  // Sample on the host even where the runner draws on the device (a baseline for benchmarks;
+  // sampled tokens then have the host sampler's bits, which the fingerprint says).
+  bool host_sampling = false;
 };
 
 // Called on the engine thread: must not block. The last event of a request has finished().

@@ -35,10 +35,26 @@ struct RunnerOptions {
 // What one step returns for its logit rows (plan.logit_rows). The summaries are made where the
 // logits are (on the GPU for CUDA), so a greedy request needs no logits row on the host.
 struct StepLogits {
-  std::vector<float> rows;       // [L, V] f32; only the rows asked for are written
+  std::vector<float> rows;       // [L, V] f32; only the rows asked for (kWantRow) are written
   std::vector<int32_t> argmax;   // [L] the lowest id of the row's maximum (NaNs skipped)
   std::vector<float> max_logit;  // [L] that maximum
   std::vector<double> log_z;     // [L] log sum_j exp(x_j): a logprob is x_j - log_z
+  std::vector<int32_t> drawn;    // [L] rows asked to kDraw: the token drawn on the device
+  std::vector<float> drawn_logit;  // [L] and its logit
+};
+
+// Per logit row, what the caller needs beyond the summary (bit flags).
+inline constexpr uint8_t kWantRow = 1;  // the whole row, on the host
+inline constexpr uint8_t kDraw = 2;     // a token drawn by the runner (draws_on_device() only)
+
+// The sampler's parameters of a row drawn on the device (engine/sampler.h semantics); u is the
+// draw's uniform in [0, 1), Philox keyed by (seed, position) on the host (R6).
+struct RowDraw {
+  float temperature = 0.0f;
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  float u = 0.0f;
 };
 
 class ModelRunner {
@@ -46,12 +62,15 @@ class ModelRunner {
   virtual ~ModelRunner() = default;
 
   // One step: writes the plan's K/V into the cache and fills `out` for plan.logit_rows: every
-  // row's summary, and the full row where `want_rows` (one flag per logit row) is nonzero or
-  // `want_rows` is empty. Each row and summary depends only on its own sequence, never on the
-  // rest of the plan (the invariance contract), on every backend; whether a row is downloaded
-  // changes neither.
-  virtual Status run_step(const BatchPlan& plan, const std::vector<uint8_t>& want_rows,
-                          StepLogits& out) = 0;
+  // row's summary, plus what `needs` (one set of flags per logit row; empty: kWantRow for every
+  // row) asks for, kDraw rows drawn with `draws` (one per logit row, read for kDraw rows only).
+  // Each row, summary and draw depends only on its own sequence and parameters, never on the
+  // rest of the plan (the invariance contract), on every backend; what other rows ask for
+  // changes none of them.
+  virtual Status run_step(const BatchPlan& plan, const std::vector<uint8_t>& needs,
+                          const std::vector<RowDraw>& draws, StepLogits& out) = 0;
+  // Whether run_step takes kDraw (the CUDA backend: the sampler's row operations on the GPU).
+  virtual bool draws_on_device() const { return false; }
 
   // run_step with every row: `logits` is [L, V] f32, row-major (verify and the tests).
   Status forward(const BatchPlan& plan, std::vector<float>& logits);

@@ -522,5 +522,140 @@ TEST(OpsCuda, LogitSummaryMatchesReferenceAndIgnoresTheBatch) {
   }
 }
 
+// ---- sample_rows ------------------------------------------------------------------------------
+
+// The engine's sampler semantics (engine/sampler.cpp) on a row of bf16 logits, exactly: the kept
+// ids in id order and their f32 weights.
+struct KeptSet {
+  std::vector<int32_t> ids;
+  std::vector<double> w;
+};
+KeptSet reference_kept(const std::vector<uint16_t>& row, const SampleRowParams& p) {
+  const int v = int(row.size());
+  std::vector<float> x(static_cast<size_t>(v));
+  for (int j = 0; j < v; ++j) x[size_t(j)] = bf16_value(row[size_t(j)]);
+  int best = 0;
+  for (int j = 1; j < v; ++j)
+    if (x[size_t(j)] > x[size_t(best)]) best = j;
+  std::vector<float> w(static_cast<size_t>(v));
+  std::vector<int32_t> kept;
+  for (int j = 0; j < v; ++j) {
+    w[size_t(j)] = std::exp((x[size_t(j)] - x[size_t(best)]) * p.inv_temperature);
+    if (w[size_t(j)] >= p.min_p) kept.push_back(j);
+  }
+  auto before = [&](int32_t a, int32_t b) { return x[size_t(a)] != x[size_t(b)] ? x[size_t(a)] > x[size_t(b)] : a < b; };
+  std::sort(kept.begin(), kept.end(), before);
+  if (p.top_k > 0 && size_t(p.top_k) < kept.size()) kept.resize(size_t(p.top_k));
+  if (p.top_p < 1.0f) {
+    double mass = 0;
+    for (int32_t j : kept) mass += w[size_t(j)];
+    double cum = 0;
+    size_t n = 0;
+    while (n < kept.size()) {
+      cum += w[size_t(kept[n++])];
+      if (cum >= double(p.top_p) * mass) break;
+    }
+    kept.resize(n);
+  }
+  std::sort(kept.begin(), kept.end());
+  KeptSet k;
+  for (int32_t j : kept) {
+    k.ids.push_back(j);
+    k.w.push_back(w[size_t(j)]);
+  }
+  return k;
+}
+
+// Each row drawn at many uniforms u: the token must be the one whose share of the kept mass (in
+// id order) holds u, except within rounding of a boundary; greedy gives the lowest id of the
+// maximum; and a row gives the same token alone and among other rows (R4).
+TEST(OpsCuda, SampleRowsFollowsTheSamplerAndIgnoresTheBatch) {
+  REQUIRE_GPU();
+  const SampleRowParams configs[] = {
+      {1.0f, 0, 1.0f, 0.0f, 0.0f},     {1.0f / 0.7f, 5, 1.0f, 0.0f, 0.0f},
+      {1.0f / 1.3f, 0, 0.9f, 0.0f, 0.0f}, {1.0f, 0, 1.0f, 0.05f, 0.0f},
+      {1.0f / 0.8f, 50, 0.95f, 0.02f, 0.0f}, {0.0f, 0, 1.0f, 0.0f, 0.0f}};
+  constexpr int kDraws = 257;
+  for (int64_t cols : {7, 769, 49152, 151936}) {
+    std::mt19937 rng(static_cast<uint32_t>(cols));
+    std::vector<uint16_t> row(static_cast<size_t>(cols));
+    // Coarse values: many ties. A few high ones make the top sets interesting.
+    for (auto& b : row) b = bf16_bits(float(int(rng() % 64)) * 0.125f);
+    for (int i = 0; i < 6; ++i) row[size_t(rng() % uint32_t(cols))] = bf16_bits(9.0f + float(i % 3));
+    for (const SampleRowParams& base : configs) {
+      // kDraws rows, all the same logits, each with its own u; then the same with other rows
+      // between them.
+      std::vector<uint16_t> x;
+      std::vector<SampleRowParams> params;
+      for (int d = 0; d < kDraws; ++d) {
+        x.insert(x.end(), row.begin(), row.end());
+        SampleRowParams q = base;
+        q.u = (float(d) + 0.5f) / float(kDraws);
+        params.push_back(q);
+      }
+      DeviceBuffer dx = upload(x), dp = upload(params), tok(size_t(kDraws) * 4),
+                   lg(size_t(kDraws) * 4);
+      STATUS_OK(sample_rows(dx.as<bf16>(), cols, kDraws, cols, dp.as<SampleRowParams>(),
+                            tok.as<int32_t>(), lg.as<float>(), nullptr));
+      CUDA_OK(cudaDeviceSynchronize());
+      const auto got = download<int32_t>(tok.p, kDraws);
+      const auto got_logit = download<float>(lg.p, kDraws);
+
+      const KeptSet ref = base.inv_temperature > 0.0f ? reference_kept(row, base) : KeptSet{};
+      double total = 0;
+      for (double w : ref.w) total += w;
+      int bad = 0;
+      for (int d = 0; d < kDraws; ++d) {
+        const int32_t t = got[size_t(d)];
+        ASSERT_TRUE(t >= 0 && t < cols);
+        EXPECT_EQ(got_logit[size_t(d)], bf16_value(row[size_t(t)]));
+        if (base.inv_temperature <= 0.0f) {
+          int32_t best = 0;
+          for (int64_t j = 1; j < cols; ++j)
+            if (bf16_value(row[size_t(j)]) > bf16_value(row[size_t(best)])) best = int32_t(j);
+          EXPECT_EQ(t, best);
+          continue;
+        }
+        const double u = double(params[size_t(d)].u) * total;
+        double cum = 0;
+        int32_t want = ref.ids.back();
+        bool near_edge = false;
+        for (size_t i = 0; i < ref.ids.size(); ++i) {
+          cum += ref.w[i];
+          near_edge |= std::fabs(u - cum) < 1e-9 * total;
+          if (u < cum) {
+            want = ref.ids[i];
+            break;
+          }
+        }
+        if (t != want && !near_edge) ++bad;
+      }
+      EXPECT_EQ(bad, 0) << "cols " << cols << " T^-1 " << base.inv_temperature << " top_k "
+                        << base.top_k << " top_p " << base.top_p << " min_p " << base.min_p
+                        << " (kept " << ref.ids.size() << ")";
+
+      // The first 16 draws again, each now between two rows of other logits.
+      std::vector<uint16_t> mixed;
+      std::vector<SampleRowParams> mixed_params;
+      for (int d = 0; d < 16; ++d) {
+        for (int o = 0; o < 2; ++o) {
+          for (int64_t j = 0; j < cols; ++j) mixed.push_back(bf16_bits(float(int(rng() % 97)) * 0.1f));
+          SampleRowParams q = base;
+          q.u = float(rng() % 1000) / 1000.0f;
+          mixed_params.push_back(q);
+        }
+        mixed.insert(mixed.end(), row.begin(), row.end());
+        mixed_params.push_back(params[size_t(d)]);
+      }
+      DeviceBuffer mx = upload(mixed), mp = upload(mixed_params), mt(48 * 4), ml(48 * 4);
+      STATUS_OK(sample_rows(mx.as<bf16>(), cols, 48, cols, mp.as<SampleRowParams>(),
+                            mt.as<int32_t>(), ml.as<float>(), nullptr));
+      CUDA_OK(cudaDeviceSynchronize());
+      const auto got_mixed = download<int32_t>(mt.p, 48);
+      for (int d = 0; d < 16; ++d) EXPECT_EQ(got_mixed[size_t(d * 3 + 2)], got[size_t(d)]) << "draw " << d;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace invar::kernels::cuda

@@ -213,24 +213,27 @@ TEST_F(EngineLoad, CancelFreesBlocksAndQueueLimitRefuses) {
   EXPECT_EQ(engine.submit(too_long, nullptr).status().code(), StatusCode::invalid_argument);
 }
 
-// A greedy request without alternatives is answered from the runner's row summary (argmax,
-// max, log_z: on CUDA computed on the GPU, no row downloaded); with alternatives its whole row
-// comes to the host. Its tokens and its own logprobs must be the same bits either way, alone
-// and under load.
-TEST_F(EngineLoad, GreedyFromTheRowSummaryEqualsFromTheRow) {
-  auto with_row = target(0.0f);  // top_logprobs = 3: the row comes to the host
-  auto summary_only = with_row;
-  summary_only.top_logprobs = 0;
-  Outcome full = run_alone(with_row);
-  Outcome summary = run_alone(summary_only);
-  ASSERT_EQ(full.ids.size(), 48u);
-  ASSERT_EQ(summary.logprobs.size(), 48u);
-  EXPECT_EQ(summary.ids, full.ids);
-  for (size_t i = 0; i < summary.ids.size(); ++i)
-    EXPECT_EQ(std::memcmp(&summary.logprobs[i], &full.logprobs[i * 4], sizeof(float)), 0)
-        << "token " << i << ": " << summary.logprobs[i] << " vs " << full.logprobs[i * 4];
-  for (const auto& o : run_loaded(summary_only, 6, 24, busy_options()))
-    EXPECT_TRUE(o.same_output(summary)) << o.text;
+// Asking for alternatives (top_logprobs > 0) brings the request's whole row to the host; without
+// them a greedy token comes from the runner's row summary (argmax, max, log_z) and, on CUDA, a
+// sampled one from the device's draw, with no row downloaded. The tokens and their own
+// logprobs must be the same bits either way, alone and under load, greedy and seeded.
+TEST_F(EngineLoad, AlternativesChangeNoTokenNorLogprob) {
+  for (float temperature : {0.0f, 0.8f}) {
+    auto with_row = target(temperature);  // top_logprobs = 3
+    auto without = with_row;
+    without.top_logprobs = 0;
+    Outcome full = run_alone(with_row);
+    Outcome lean = run_alone(without);
+    ASSERT_EQ(full.ids.size(), 48u);
+    ASSERT_EQ(lean.logprobs.size(), 48u);
+    EXPECT_EQ(lean.ids, full.ids) << "temperature " << temperature;
+    for (size_t i = 0; i < lean.ids.size(); ++i)
+      EXPECT_EQ(std::memcmp(&lean.logprobs[i], &full.logprobs[i * 4], sizeof(float)), 0)
+          << "temperature " << temperature << ", token " << i << ": " << lean.logprobs[i]
+          << " vs " << full.logprobs[i * 4];
+    for (const auto& o : run_loaded(without, 6, 24, busy_options()))
+      EXPECT_TRUE(o.same_output(lean)) << o.text;
+  }
 }
 
 TEST_F(EngineLoad, StopStringEndsTheTextBeforeIt) {

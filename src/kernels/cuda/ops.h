@@ -1,6 +1,6 @@
 // Row and element ops of the CUDA backend (bf16 activations and weights, f32 arithmetic):
 // RMSNorm (plain and with the residual add fused), RoPE, embedding, SiLU-and-multiply, argmax
-// and the logit-row summary (argmax, max, log-sum-exp).
+// and the logit-row summary (argmax, max, log-sum-exp), and the sampler's row operations.
 // Launchers take raw device pointers, shapes and row strides (in elements) and enqueue on
 // `stream`: no allocation, no synchronisation, graph-capturable.
 //   T = tokens (rows), H = hidden size, D = head dim, I = intermediate size, V = vocab
@@ -93,6 +93,23 @@ Status argmax(const float* x, int64_t ldx,  // [rows, V]
 // Per row of logits: argmax as above, the maximum, and log_z = log sum_j exp(x[r, j]) (f32,
 // NaN entries skipped), so that a greedy request needs no logits row on the host and a logprob
 // is x - log_z. A row without a finite maximum gets log_z = its maximum.
+// The sampler's row operations (engine/sampler.h semantics) for one row: 1 / temperature
+// (<= 0: greedy), top_k (0: off), top_p (1: off), min_p (0: off) and the draw's uniform u in
+// [0, 1), which the host takes from Philox keyed by (seed, position) (R6).
+struct SampleRowParams {
+  float inv_temperature = 0.0f;
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  float u = 0.0f;
+};
+
+// token_out[r] = the token drawn from row r of bf16 logits with params[r] (device memory), and
+// logit_out[r] its logit. One CTA per row with reductions fixed by the row length alone (R4).
+Status sample_rows(const __nv_bfloat16* x, int64_t ldx,  // [rows, V]
+                   int64_t rows, int64_t cols, const SampleRowParams* params, int32_t* token_out,
+                   float* logit_out, cudaStream_t stream);
+
 Status logit_summary(const __nv_bfloat16* x, int64_t ldx,  // [rows, V]
                      int64_t rows, int64_t cols, int32_t* argmax_out, float* max_out,
                      float* log_z_out, cudaStream_t stream);

@@ -35,7 +35,9 @@ struct StepBuffers {
   DeviceBuffer act;                                               // [T, I]
   DeviceBuffer rows;                                              // [L, H]
   DeviceBuffer logits;                                            // [L, V]
-  DeviceBuffer summary;  // [L] argmax (i32), then [L] max (f32), then [L] log_z (f32)
+  DeviceBuffer draw_params;  // [L] kc::SampleRowParams, in device row order
+  // [L] argmax (i32), [L] max (f32), [L] log_z (f32), [L] drawn token (i32), [L] its logit (f32)
+  DeviceBuffer summary;
   PinnedBuffer upload;            // host staging of the plan
   PinnedBuffer download;          // host staging of the logits rows asked for
   PinnedBuffer summary_download;  // host staging of the summaries
@@ -83,8 +85,9 @@ class CudaRunner final : public ModelRunner {
     return Status();
   }
 
-  Status run_step(const BatchPlan& plan, const std::vector<uint8_t>& want_rows,
-                  StepLogits& out) override;
+  Status run_step(const BatchPlan& plan, const std::vector<uint8_t>& needs,
+                  const std::vector<RowDraw>& draws, StepLogits& out) override;
+  bool draws_on_device() const override { return true; }
 
   Status copy_kv_block(int32_t src, int32_t dst) override {
     if (src < 0 || dst < 0 || src >= o_.kv_blocks || dst >= o_.kv_blocks)
@@ -132,8 +135,10 @@ class CudaRunner final : public ModelRunner {
   }
 
   Status reserve(int tokens, int rows, int seqs, int max_blocks);
-  // Uploads the plan, with `logit_rows` in place of plan.logit_rows (reordered by run_step).
-  Status upload_plan(const BatchPlan& plan, const std::vector<int32_t>& logit_rows);
+  // Uploads the plan, with `logit_rows` in place of plan.logit_rows (reordered by run_step),
+  // and the draw parameters of those rows.
+  Status upload_plan(const BatchPlan& plan, const std::vector<int32_t>& logit_rows,
+                     const std::vector<kc::SampleRowParams>& draw_params);
   Status layer(int l, int tokens);
   Status gemm(const void* x, int64_t ldx, const void* w, int64_t n, int64_t k, void* y,
               int64_t ldy, int64_t m) {
@@ -161,6 +166,7 @@ class CudaRunner final : public ModelRunner {
   int max_blocks_ = 0;  // the step's block-table row length
   std::vector<int32_t> order_;         // run_step: logit row i on the device is plan row order_[i]
   std::vector<int32_t> ordered_rows_;  // run_step: plan.logit_rows in that order
+  std::vector<kc::SampleRowParams> draw_params_;  // run_step: per device row (greedy: no draw)
   ActivationProbe* probe_ = nullptr;
   Status probe_status_;
   std::vector<uint16_t> probe_bf16_;
@@ -210,15 +216,17 @@ Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
   INVAR_RETURN_IF_ERROR(b_.act.reserve(t * i * 2, "SiLU-mul output"));
   INVAR_RETURN_IF_ERROR(b_.rows.reserve(l * h * 2, "logit rows"));
   INVAR_RETURN_IF_ERROR(b_.logits.reserve(l * v * 2, "logits"));
-  INVAR_RETURN_IF_ERROR(b_.summary.reserve(l * 12, "logit summaries"));
-  INVAR_RETURN_IF_ERROR(b_.summary_download.reserve(l * 12, "the summaries download"));
-  // upload_plan rounds each of its 5 arrays up to 16 bytes.
-  INVAR_RETURN_IF_ERROR(
-      b_.upload.reserve(t * 16 + tables * 4 + l * 4 + 5 * 16, "the plan upload"));
+  INVAR_RETURN_IF_ERROR(b_.summary.reserve(l * 20, "logit summaries"));
+  INVAR_RETURN_IF_ERROR(b_.summary_download.reserve(l * 20, "the summaries download"));
+  INVAR_RETURN_IF_ERROR(b_.draw_params.reserve(l * sizeof(kc::SampleRowParams), "draw parameters"));
+  // upload_plan rounds each of its 6 arrays up to 16 bytes.
+  INVAR_RETURN_IF_ERROR(b_.upload.reserve(
+      t * 16 + tables * 4 + l * (4 + sizeof(kc::SampleRowParams)) + 6 * 16, "the plan upload"));
   return b_.download.reserve(l * v * 2, "the logits download");
 }
 
-Status CudaRunner::upload_plan(const BatchPlan& plan, const std::vector<int32_t>& logit_rows) {
+Status CudaRunner::upload_plan(const BatchPlan& plan, const std::vector<int32_t>& logit_rows,
+                               const std::vector<kc::SampleRowParams>& draw_params) {
   // One pinned staging area, one copy per array (the previous step has finished: forward
   // ends with a sync).
   auto* base = b_.upload.as<unsigned char>();
@@ -237,20 +245,22 @@ Status CudaRunner::upload_plan(const BatchPlan& plan, const std::vector<int32_t>
   INVAR_RETURN_IF_ERROR(put(b_.positions, plan.positions.data(), plan.positions.size() * 4));
   INVAR_RETURN_IF_ERROR(put(b_.slots, plan.slots.data(), plan.slots.size() * 8));
   INVAR_RETURN_IF_ERROR(put(b_.block_tables, plan.block_tables.data(), plan.block_tables.size() * 4));
-  return put(b_.logit_rows, logit_rows.data(), logit_rows.size() * 4);
+  INVAR_RETURN_IF_ERROR(put(b_.logit_rows, logit_rows.data(), logit_rows.size() * 4));
+  return put(b_.draw_params, draw_params.data(), draw_params.size() * sizeof(kc::SampleRowParams));
 }
 
-Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& want_rows,
-                            StepLogits& out) {
+Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& needs,
+                            const std::vector<RowDraw>& draws, StepLogits& out) {
   INVAR_RETURN_IF_ERROR(check_batch_plan(plan, c_, o_.kv_blocks, o_.block_size));
   const int tokens = plan.num_tokens();
   const int rows = int(plan.logit_rows.size());
-  if (!want_rows.empty() && want_rows.size() != plan.logit_rows.size())
-    return Status::errorf("run_step: {} row flags for {} logit rows", want_rows.size(), rows);
+  if (!needs.empty() && needs.size() != plan.logit_rows.size())
+    return Status::errorf("run_step: {} row flags for {} logit rows", needs.size(), rows);
   // The rows asked for go first, so that they download as one block; a row's bits do not
-  // depend on where it sits among the logit rows (the GEMM and the summaries are row-local).
+  // depend on where it sits among the logit rows (the GEMM, summaries and draws are row-local).
   // With a probe (verify) every row comes, in plan order, as the probe expects.
-  auto wants = [&](int i) { return want_rows.empty() || probe_ || want_rows[size_t(i)]; };
+  auto need = [&](int i) -> uint8_t { return needs.empty() ? kWantRow : needs[size_t(i)]; };
+  auto wants = [&](int i) { return probe_ || (need(i) & kWantRow); };
   order_.clear();
   for (int i = 0; i < rows; ++i)
     if (wants(i)) order_.push_back(i);
@@ -258,16 +268,34 @@ Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& w
   for (int i = 0; i < rows; ++i)
     if (!wants(i)) order_.push_back(i);
   ordered_rows_.resize(size_t(rows));
-  for (int i = 0; i < rows; ++i) ordered_rows_[size_t(i)] = plan.logit_rows[size_t(order_[size_t(i)])];
+  draw_params_.assign(size_t(rows), kc::SampleRowParams{});
+  bool any_draw = false;
+  for (int i = 0; i < rows; ++i) {
+    const int r = order_[size_t(i)];
+    ordered_rows_[size_t(i)] = plan.logit_rows[size_t(r)];
+    if (!(need(r) & kDraw)) continue;  // greedy parameters: the kernel's cheap path
+    any_draw = true;
+    if (draws.size() != plan.logit_rows.size())
+      return Status::errorf("run_step: {} draw parameters for {} logit rows", draws.size(), rows);
+    const RowDraw& d = draws[size_t(r)];
+    kc::SampleRowParams& k = draw_params_[size_t(i)];
+    k.inv_temperature = d.temperature > 0.0f ? 1.0f / d.temperature : 0.0f;  // as the host sampler
+    k.top_k = d.top_k;
+    k.top_p = d.top_p;
+    k.min_p = d.min_p;
+    k.u = d.u;
+  }
   out.rows.resize(size_t(rows) * size_t(c_.vocab_size));
   out.argmax.resize(size_t(rows));
   out.max_logit.resize(size_t(rows));
   out.log_z.resize(size_t(rows));
+  out.drawn.resize(size_t(rows));
+  out.drawn_logit.resize(size_t(rows));
   if (tokens == 0) return Status();
 
   INVAR_RETURN_IF_ERROR(cuda_ok(cudaSetDevice(o_.cuda_device), "cudaSetDevice"));
   INVAR_RETURN_IF_ERROR(reserve(tokens, rows, plan.num_seqs(), plan.max_blocks_per_seq));
-  INVAR_RETURN_IF_ERROR(upload_plan(plan, ordered_rows_));
+  INVAR_RETURN_IF_ERROR(upload_plan(plan, ordered_rows_, draw_params_));
   probe_status_ = Status();
   max_blocks_ = plan.max_blocks_per_seq;
   if (probe_) probe_->begin_step(plan);
@@ -308,8 +336,15 @@ Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& w
                                           reinterpret_cast<float*>(summary + size_t(rows) * 4),
                                           reinterpret_cast<float*>(summary + size_t(rows) * 8),
                                           stream_));
+  if (any_draw) {
+    INVAR_RETURN_IF_ERROR(kc::sample_rows(logits, vocab, rows, vocab,
+                                          b_.draw_params.as<kc::SampleRowParams>(),
+                                          reinterpret_cast<int32_t*>(summary + size_t(rows) * 12),
+                                          reinterpret_cast<float*>(summary + size_t(rows) * 16),
+                                          stream_));
+  }
   INVAR_RETURN_IF_ERROR(cuda_ok(cudaMemcpyAsync(b_.summary_download.as(), summary,
-                                                size_t(rows) * 12, cudaMemcpyDeviceToHost, stream_),
+                                                size_t(rows) * 20, cudaMemcpyDeviceToHost, stream_),
                                 "summaries download"));
   if (wanted > 0) {
     INVAR_RETURN_IF_ERROR(cuda_ok(cudaMemcpyAsync(b_.download.as(), logits,
@@ -322,11 +357,15 @@ Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& w
   const auto* s_argmax = b_.summary_download.as<int32_t>();
   const auto* s_max = reinterpret_cast<const float*>(s_argmax + rows);
   const auto* s_log_z = s_max + rows;
+  const auto* s_drawn = reinterpret_cast<const int32_t*>(s_log_z + rows);
+  const auto* s_drawn_logit = reinterpret_cast<const float*>(s_drawn + rows);
   for (int i = 0; i < rows; ++i) {
     const size_t r = size_t(order_[size_t(i)]);
     out.argmax[r] = s_argmax[i];
     out.max_logit[r] = s_max[i];
     out.log_z[r] = double(s_log_z[i]);
+    out.drawn[r] = s_drawn[i];
+    out.drawn_logit[r] = s_drawn_logit[i];
   }
   // Widening is exact, so how the rows are split over threads changes nothing.
   const uint16_t* src = b_.download.as<uint16_t>();
