@@ -20,6 +20,7 @@ struct ChatArgs {
   std::string model;
   std::string system;
   int max_tokens = 512;
+  double gpu_memory_utilization = 0.9;
   float temperature = 0.0f;
   float top_p = 1.0f;
   uint64_t seed = 0;
@@ -48,6 +49,7 @@ int run_chat(const ChatArgs& a) {
   opts.max_context = a.context;
   opts.max_running = 1;
   opts.device = *device;
+  opts.gpu_memory_utilization = a.gpu_memory_utilization;
   auto created = engine::Engine::create(*bundle, opts);
   if (!created.ok()) {
     fmt::print(stderr, "error: {}\n", created.status().message());
@@ -136,6 +138,10 @@ void add_chat(CLI::App& app) {
   cmd->add_option("--threads", args->threads, "CPU threads (0 = all cores)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--device", args->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--gpu-memory-utilization", args->gpu_memory_utilization,
+                  "CUDA: share of the GPU's memory to use; the KV cache gets what weights and "
+                  "activations leave (as vLLM)")
+      ->check(CLI::Range(0.05, 1.0));
   cmd->add_option("--context", args->context, "Maximum context length")
       ->check(CLI::Range(16, 1 << 20));
   cmd->callback([args] { set_exit_code(run_chat(*args)); });

@@ -23,6 +23,7 @@ struct GenerateArgs {
   std::string system;
   bool chat = false;
   int max_tokens = 128;
+  double gpu_memory_utilization = 0.9;
   float temperature = 0.0f;
   int top_k = 0;
   float top_p = 1.0f;
@@ -81,6 +82,7 @@ int run_generate(const GenerateArgs& a) {
   opts.max_context = a.context;
   opts.max_running = 1;
   opts.device = *device;
+  opts.gpu_memory_utilization = a.gpu_memory_utilization;
   opts.kernels = a.kernels == "fast" ? kernels::KernelMode::fast : kernels::KernelMode::invariant;
   auto created = engine::Engine::create(*bundle, opts);
   if (!created.ok()) return fail(created.status().message());
@@ -148,6 +150,10 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--weight-dtype", args->weight_dtype,
                   "Weight storage: f32 or bf16 (default: f32 on the CPU, bf16 on CUDA)")
       ->check(CLI::IsMember({"f32", "bf16"}));
+  cmd->add_option("--gpu-memory-utilization", args->gpu_memory_utilization,
+                  "CUDA: share of the GPU's memory to use; the KV cache gets what weights and "
+                  "activations leave (as vLLM)")
+      ->check(CLI::Range(0.05, 1.0));
   cmd->add_option("--device", args->device, "cpu or cuda (a build with -DINVAR_CUDA=ON)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--kernels", args->kernels,

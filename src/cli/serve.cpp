@@ -30,6 +30,7 @@ struct ServeArgs {
   int kv_blocks = 0;
   bool no_prefix_cache = false;
   bool host_sampling = false;
+  double gpu_memory_utilization = 0.9;
   std::string weight_dtype;  // empty: f32 on the CPU, bf16 on CUDA
   std::string kernels = "invariant";
   std::string device = "cpu";
@@ -74,6 +75,7 @@ int run_serve(const ServeArgs& a) {
   eo.kv_blocks = a.kv_blocks;
   eo.prefix_cache = !a.no_prefix_cache;
   eo.host_sampling = a.host_sampling;
+  eo.gpu_memory_utilization = a.gpu_memory_utilization;
   eo.kernels = a.kernels == "fast" ? kernels::KernelMode::fast : kernels::KernelMode::invariant;
   // The engine is destroyed before the server: its callbacks reference the server's
   // connections, which must not outlive the io_context they belong to.
@@ -136,7 +138,12 @@ void add_serve(CLI::App& app) {
       ->check(CLI::Range(1, 4096));
   cmd->add_option("--max-queue", a->max_queue, "Waiting requests before 429")
       ->check(CLI::Range(1, 1 << 20));
-  cmd->add_option("--kv-blocks", a->kv_blocks, "KV cache blocks (0: enough for --max-running)")
+  cmd->add_option("--gpu-memory-utilization", a->gpu_memory_utilization,
+                  "CUDA: share of the GPU's memory to use; the KV cache gets what weights and "
+                  "activations leave (as vLLM)")
+      ->check(CLI::Range(0.05, 1.0));
+  cmd->add_option("--kv-blocks", a->kv_blocks,
+                  "KV cache blocks (0: CPU, enough for --max-running; CUDA, from GPU memory)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-prefix-cache", a->no_prefix_cache, "Do not reuse KV blocks of prefixes");
   cmd->add_flag("--host-sampling", a->host_sampling,

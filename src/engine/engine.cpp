@@ -46,6 +46,8 @@ static EngineOptions resolve(EngineOptions o, const model::ModelConfig& c) {
   o.max_running = std::max(1, o.max_running);
   o.step_token_budget = std::max(1, o.step_token_budget);
   const int per_seq = blocks_for(o.max_context, o.block_size);
+  // CUDA sizes an automatic cache from free memory once the weights are up (Engine::create).
+  if (o.kv_blocks <= 0 && o.device == model::Device::cuda) return o;
   if (o.kv_blocks <= 0) o.kv_blocks = per_seq * std::min(o.max_running, 8);
   o.kv_blocks = std::max(o.kv_blocks, per_seq);  // one full-length request always fits
   return o;
@@ -79,6 +81,10 @@ static model::RunnerOptions runner_options(const EngineOptions& o) {
   r.block_size = o.block_size;
   r.threads = o.threads;
   r.cuda_device = o.cuda_device;
+  r.gpu_memory_utilization = o.gpu_memory_utilization;
+  r.max_step_tokens = o.step_token_budget;
+  r.max_step_seqs = std::min(o.max_running, o.step_token_budget);
+  r.max_blocks_per_seq = blocks_for(o.max_context, o.block_size);
   return r;
 }
 
@@ -399,6 +405,15 @@ Result<std::unique_ptr<Engine>> Engine::create(const ModelBundle& bundle, Engine
   INVAR_ASSIGN_OR_RETURN(
       auto runner,
       make_model_runner(bundle.model.config, bundle.model.weights, runner_options(options)));
+  const int per_seq = blocks_for(options.max_context, options.block_size);
+  if (runner->kv_blocks() < per_seq)
+    return Status::error(
+        StatusCode::invalid_argument,
+        fmt::format("the KV cache holds {} blocks of {} tokens, less than one request of "
+                    "--max-context {} needs ({}): raise --gpu-memory-utilization or --kv-blocks, "
+                    "or lower --max-context",
+                    runner->kv_blocks(), options.block_size, options.max_context, per_seq));
+  options.kv_blocks = runner->kv_blocks();
   return std::unique_ptr<Engine>(new Engine(bundle, options, std::move(runner)));
 }
 

@@ -22,7 +22,8 @@ namespace invar::engine {
 struct EngineOptions {
   int threads = 0;                // CPU threads for the forward pass (0: all cores)
   int max_context = 4096;         // prompt + output tokens per request
-  int kv_blocks = 0;              // KV cache blocks (0: enough for max_running full contexts)
+  int kv_blocks = 0;              // KV cache blocks (0: CPU, enough for max_running full
+                                  // contexts; CUDA, what gpu_memory_utilization leaves)
   int block_size = 16;            // tokens per KV block
   int max_running = 64;           // sequences in flight at once
   int max_queue = 1024;           // waiting requests before submit() refuses (resource_exhausted)
@@ -34,6 +35,9 @@ struct EngineOptions {
   // Sample on the host even where the runner draws on the device (a baseline for benchmarks;
   // sampled tokens then have the host sampler's bits, which the fingerprint says).
   bool host_sampling = false;
+  // CUDA with kv_blocks = 0: the share of the GPU's memory this engine may hold (weights,
+  // activations and the KV cache, which gets the rest), as vLLM's --gpu-memory-utilization.
+  double gpu_memory_utilization = 0.9;
 };
 
 // Called on the engine thread: must not block. The last event of a request has finished().

@@ -17,9 +17,15 @@ bool cuda_backend_built() {
 Result<std::unique_ptr<model::ModelRunner>> make_model_runner(const model::ModelConfig& config,
                                                               const model::ModelWeights& weights,
                                                               const model::RunnerOptions& options) {
-  if (options.kv_blocks <= 0 || options.block_size <= 0)
+  const bool sized_from_memory = options.device == model::Device::cuda && options.kv_blocks == 0 &&
+                                 options.max_step_tokens > 0;
+  if ((options.kv_blocks <= 0 && !sized_from_memory) || options.block_size <= 0)
     return Status::error(StatusCode::invalid_argument,
                          "the KV cache needs at least one block of at least one token");
+  if (sized_from_memory &&
+      !(options.gpu_memory_utilization > 0.0 && options.gpu_memory_utilization <= 1.0))
+    return Status::errorf("--gpu-memory-utilization must be in (0, 1], got {}",
+                          options.gpu_memory_utilization);
   switch (options.device) {
     case model::Device::cpu: return model::make_cpu_runner(config, weights, options);
     case model::Device::cuda:

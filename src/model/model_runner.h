@@ -26,10 +26,18 @@ Result<Device> parse_device(std::string_view name);
 struct RunnerOptions {
   Device device = Device::cpu;
   kernels::KernelMode kernels = kernels::KernelMode::invariant;  // fast: negative control only
-  int kv_blocks = 0;   // KV cache blocks (> 0)
+  int kv_blocks = 0;   // KV cache blocks (> 0; CUDA: 0 sizes the cache from device memory)
   int block_size = 16;  // tokens per KV block
   int threads = 0;      // host threads: the CPU forward pass; on CUDA, logits widening (0: all cores)
   int cuda_device = 0;  // CUDA: device ordinal
+  // CUDA with kv_blocks = 0: the share of device memory the runner may hold; the KV cache gets
+  // what the weights and the activations of the largest step leave of it.
+  double gpu_memory_utilization = 0.9;
+  // CUDA: the largest step (tokens, sequences, block-table row) whose activations are
+  // allocated up front; 0: grown on demand (then kv_blocks must be given).
+  int max_step_tokens = 0;
+  int max_step_seqs = 0;
+  int max_blocks_per_seq = 0;
 };
 
 // What one step returns for its logit rows (plan.logit_rows). The summaries are made where the

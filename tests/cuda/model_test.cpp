@@ -170,3 +170,55 @@ TEST(CudaModel, RandomQwen25WithBiasLogitsMatchCpu) { check_random("cuda/qwen2.5
 
 }  // namespace
 }  // namespace invar
+
+namespace invar {
+namespace {
+
+// --gpu-memory-utilization: with kv_blocks = 0 the runner sizes the KV cache from what the share
+// of device memory leaves after weights and the largest step's activations; a larger share gives
+// more blocks, none past the share; too small a share is a clear error, not an out-of-memory.
+TEST(CudaModel, KvCacheSizedFromGpuMemory) {
+  require_gpu();
+  auto config = model::read_hf_config(testing::test_data("cuda/qwen2.5-0.5b"));
+  ASSERT_TRUE(config.ok()) << config.status().message();
+  const model::ModelWeights w = model::random_weights(*config, 7, DType::bf16);
+  auto sized = [&](double share) {
+    model::RunnerOptions o;
+    o.device = model::Device::cuda;
+    o.block_size = kBlock;
+    o.kv_blocks = 0;
+    o.gpu_memory_utilization = share;
+    o.max_step_tokens = 512;
+    o.max_step_seqs = 64;
+    o.max_blocks_per_seq = 256;
+    return engine::make_model_runner(*config, w, o);
+  };
+  size_t free_bytes = 0, total_bytes = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_bytes, &total_bytes), cudaSuccess);
+  const double block_bytes = 2.0 * config->num_layers * kBlock * config->num_kv_heads *
+                             config->head_dim * 2.0;
+  int blocks_small = 0;
+  {
+    auto r = sized(0.3);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    blocks_small = (*r)->kv_blocks();
+    EXPECT_GT(blocks_small, 0);
+    EXPECT_LE(blocks_small * block_bytes, 0.3 * double(total_bytes));
+  }
+  {
+    auto r = sized(0.6);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_GT((*r)->kv_blocks(), blocks_small);
+    EXPECT_LE((*r)->kv_blocks() * block_bytes, 0.6 * double(total_bytes));
+  }
+  auto tiny = sized(0.001);
+  ASSERT_FALSE(tiny.ok());
+  EXPECT_NE(tiny.status().message().find("gpu-memory-utilization"), std::string::npos)
+      << tiny.status().message();
+  auto bad = sized(1.5);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("(0, 1]"), std::string::npos) << bad.status().message();
+}
+
+}  // namespace
+}  // namespace invar

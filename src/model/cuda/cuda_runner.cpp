@@ -6,6 +6,8 @@
 
 #include <cuda_bf16.h>
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstring>
 
@@ -78,6 +80,12 @@ class CudaRunner final : public ModelRunner {
     INVAR_ASSIGN_OR_RETURN(gemm_, kc::CudaGemm::create(o_.cuda_device));
     INVAR_ASSIGN_OR_RETURN(attention_, kc::CudaAttention::create(o_.cuda_device));
     INVAR_ASSIGN_OR_RETURN(w_, upload_weights(c_, weights));
+    if (o_.max_step_tokens > 0) {
+      INVAR_RETURN_IF_ERROR(reserve(o_.max_step_tokens, std::max(1, o_.max_step_seqs),
+                                    std::max(1, o_.max_step_seqs),
+                                    std::max(1, o_.max_blocks_per_seq)));
+    }
+    if (o_.kv_blocks <= 0) INVAR_RETURN_IF_ERROR(size_kv_cache_from_memory(prop.name));
     // The KV cache: per layer K then V, each [blocks, block_size, Hkv, D] bf16.
     layer_elems_ = size_t(o_.kv_blocks) * o_.block_size * c_.num_kv_heads * c_.head_dim;
     INVAR_RETURN_IF_ERROR(kv_.reserve(2 * layer_elems_ * sizeof(bf16) * c_.num_layers, "the KV cache"));
@@ -88,6 +96,27 @@ class CudaRunner final : public ModelRunner {
   Status run_step(const BatchPlan& plan, const std::vector<uint8_t>& needs,
                   const std::vector<RowDraw>& draws, StepLogits& out) override;
   bool draws_on_device() const override { return true; }
+
+  // o_.kv_blocks from what o_.gpu_memory_utilization of the device leaves once the weights and
+  // the largest step's activations are allocated (memory other processes hold counts as used).
+  Status size_kv_cache_from_memory(const char* gpu) {
+    size_t free_bytes = 0, total_bytes = 0;
+    INVAR_RETURN_IF_ERROR(cuda_ok(cudaMemGetInfo(&free_bytes, &total_bytes), "device memory query"));
+    const double cap = o_.gpu_memory_utilization * double(total_bytes);
+    const double used = double(total_bytes - free_bytes);
+    const double block_bytes = 2.0 * c_.num_layers * o_.block_size * c_.num_kv_heads *
+                               c_.head_dim * double(sizeof(bf16));
+    constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+    if (cap - used < block_bytes)
+      return Status::errorf(
+          "--device cuda: {} has {:.1f} GiB; weights and activations already use {:.1f} GiB, "
+          "over --gpu-memory-utilization {} ({:.1f} GiB): no room for the KV cache. Raise it, "
+          "lower --max-running or the step budget, or give --kv-blocks",
+          gpu, double(total_bytes) / kGiB, used / kGiB, o_.gpu_memory_utilization, cap / kGiB);
+    // Block ids are int32 (plans, block tables).
+    o_.kv_blocks = int(std::min((cap - used) / block_bytes, double(INT32_MAX / 2)));
+    return Status();
+  }
 
   Status copy_kv_block(int32_t src, int32_t dst) override {
     if (src < 0 || dst < 0 || src >= o_.kv_blocks || dst >= o_.kv_blocks)
