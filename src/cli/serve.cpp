@@ -100,10 +100,13 @@ int run_serve(const ServeArgs& a) {
                              : a.served_model_name;
   const std::string fingerprint = engine->fingerprint();
   const int context = eo.max_context;
+  const int64_t kv_tokens = int64_t(engine->options().kv_blocks) * engine->options().block_size;
   so.on_listening = [&](uint16_t port) {
-    fmt::print(stderr, "invar serve: listening on http://{}:{} (model \"{}\", context {}, {})\n",
+    fmt::print(stderr,
+               "invar serve: listening on http://{}:{} (model \"{}\", context {}, KV cache {} "
+               "tokens, {})\n",
                a.host.find(':') == std::string::npos ? a.host : "[" + a.host + "]", port,
-               so.served_model_name, context, fingerprint);
+               so.served_model_name, context, kv_tokens, fingerprint);
   };
   auto server = std::make_unique<server::Server>(*engine, so);
   Status status = server->run();
