@@ -30,6 +30,7 @@ struct ServeArgs {
   int kv_blocks = 0;
   bool no_prefix_cache = false;
   bool host_sampling = false;
+  bool enforce_eager = false;
   double gpu_memory_utilization = 0.9;
   std::string weight_dtype;  // empty: f32 on the CPU, bf16 on CUDA
   std::string kernels = "invariant";
@@ -75,6 +76,7 @@ int run_serve(const ServeArgs& a) {
   eo.kv_blocks = a.kv_blocks;
   eo.prefix_cache = !a.no_prefix_cache;
   eo.host_sampling = a.host_sampling;
+  eo.enforce_eager = a.enforce_eager;
   eo.gpu_memory_utilization = a.gpu_memory_utilization;
   eo.kernels = a.kernels == "fast" ? kernels::KernelMode::fast : kernels::KernelMode::invariant;
   // The engine is destroyed before the server: its callbacks reference the server's
@@ -149,6 +151,8 @@ void add_serve(CLI::App& app) {
                   "KV cache blocks (0: CPU, enough for --max-running; CUDA, from GPU memory)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-prefix-cache", a->no_prefix_cache, "Do not reuse KV blocks of prefixes");
+  cmd->add_flag("--enforce-eager", a->enforce_eager,
+                "CUDA: launch every kernel of a step, no CUDA graphs (same bits, slower)");
   cmd->add_flag("--host-sampling", a->host_sampling,
                 "CUDA: draw sampled tokens on the host, not the GPU (a benchmark baseline)");
   cmd->add_option("--random-weights", a->random_weights,

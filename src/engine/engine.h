@@ -38,6 +38,7 @@ struct EngineOptions {
   // CUDA with kv_blocks = 0: the share of the GPU's memory this engine may hold (weights,
   // activations and the KV cache, which gets the rest), as vLLM's --gpu-memory-utilization.
   double gpu_memory_utilization = 0.9;
+  bool enforce_eager = false;  // CUDA: no CUDA graphs (RunnerOptions::cuda_graphs)
 };
 
 // Called on the engine thread: must not block. The last event of a request has finished().

@@ -38,6 +38,9 @@ struct RunnerOptions {
   int max_step_tokens = 0;
   int max_step_seqs = 0;
   int max_blocks_per_seq = 0;
+  // CUDA: replay a step's device work from a CUDA graph captured per launch shape (false: every
+  // kernel launched eagerly, as vLLM's --enforce-eager). The same bits either way.
+  bool cuda_graphs = true;
 };
 
 // What one step returns for its logit rows (plan.logit_rows). The summaries are made where the

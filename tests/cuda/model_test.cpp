@@ -222,3 +222,68 @@ TEST(CudaModel, KvCacheSizedFromGpuMemory) {
 
 }  // namespace
 }  // namespace invar
+
+namespace invar {
+namespace {
+
+// A prefill then greedy decode steps of one sequence (every step a new position; most decode
+// steps share a launch shape, so the graph runner replays), with three other sequences decoding
+// beside it from step 10 on: the logits of every step, the sequence's own rows only.
+std::vector<float> decode_logits(model::ModelRunner& r, const std::vector<int32_t>& prompt,
+                                 int steps, int vocab) {
+  const int max_blocks = 32;
+  std::vector<int32_t> table(max_blocks), other(max_blocks * 3);
+  for (int b = 0; b < max_blocks; ++b) table[size_t(b)] = b;
+  for (size_t b = 0; b < other.size(); ++b) other[b] = max_blocks + int32_t(b);
+  std::vector<float> out, logits;
+  std::vector<int32_t> tokens = prompt;
+  for (int s = 0; s <= steps; ++s) {
+    model::BatchPlanBuilder b(kBlock, max_blocks);
+    const size_t start = s == 0 ? 0 : tokens.size() - 1;
+    b.add_sequence(std::span<const int32_t>(tokens).subspan(start), int32_t(start), table,
+                   model::LogitRows::last);
+    if (s >= 10) {
+      for (int o = 0; o < 3; ++o) {
+        const std::vector<int32_t> one{int32_t((s * 7 + o) % vocab)};
+        b.add_sequence(one, s - 10, std::span<const int32_t>(other).subspan(size_t(o) * max_blocks, max_blocks),
+                       model::LogitRows::last);
+      }
+    }
+    Status st = r.forward(b.build(), logits);
+    EXPECT_TRUE(st.ok()) << st.message();
+    if (!st.ok()) break;
+    out.insert(out.end(), logits.begin(), logits.begin() + vocab);
+    tokens.push_back(int32_t(std::max_element(logits.begin(), logits.begin() + vocab) - logits.begin()));
+  }
+  return out;
+}
+
+// CUDA graphs (captured once per launch shape, then replayed) give the bits of eager launches,
+// in both kernel modes.
+TEST(CudaModel, GraphsGiveTheBitsOfEagerLaunches) {
+  require_gpu();
+  auto config = model::read_hf_config(testing::test_data("cuda/qwen3-0.6b"));
+  ASSERT_TRUE(config.ok()) << config.status().message();
+  model::LoadedModel m{*config, model::random_weights(*config, 7, DType::bf16), "qwen3-0.6b"};
+  const auto prompt = random_tokens(37, config->vocab_size, 5);
+  for (auto mode : {kernels::KernelMode::invariant, kernels::KernelMode::fast}) {
+    std::vector<float> results[2];
+    for (int graphs = 0; graphs < 2; ++graphs) {
+      model::RunnerOptions o;
+      o.device = model::Device::cuda;
+      o.kernels = mode;
+      o.block_size = kBlock;
+      o.kv_blocks = 32 * 4;
+      o.cuda_graphs = graphs == 1;
+      auto r = engine::make_model_runner(m.config, m.weights, o);
+      ASSERT_TRUE(r.ok()) << r.status().message();
+      results[graphs] = decode_logits(**r, prompt, 40, config->vocab_size);
+    }
+    ASSERT_EQ(results[0].size(), results[1].size());
+    EXPECT_TRUE(std::memcmp(results[0].data(), results[1].data(), results[0].size() * 4) == 0)
+        << kernels::kernel_mode_name(mode) << ": graph replays changed bits";
+  }
+}
+
+}  // namespace
+}  // namespace invar

@@ -604,6 +604,21 @@ CudaAttention::Stats CudaAttention::stats() const {
   return {state_->n_items, state_->n_split_items, state_->n_merges};
 }
 
+uint64_t CudaAttention::launch_key() const {
+  const State& st = *state_;
+  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a over the launch-shaping values
+  auto mix = [&h](uint64_t v) {
+    for (int i = 0; i < 8; ++i) h = (h ^ ((v >> (8 * i)) & 0xff)) * 0x100000001b3ull;
+  };
+  mix(uint64_t(st.n_items));
+  mix(uint64_t(st.n_merges));
+  mix(uint64_t(st.dims.head_dim));
+  for (const void* p : {static_cast<const void*>(st.dev_buf), static_cast<const void*>(st.rec_m),
+                        static_cast<const void*>(st.rec_l), static_cast<const void*>(st.rec_acc)})
+    mix(uint64_t(reinterpret_cast<uintptr_t>(p)));
+  return h;
+}
+
 Status CudaAttention::plan(const AttentionPlan& hp, const AttentionDims& dims, KernelMode mode,
                            cudaStream_t stream) {
   State& st = *state_;

@@ -100,6 +100,11 @@ class CudaAttention {
   };
   Stats stats() const;
 
+  // Everything of the planned step that run() passes to its launches besides the caller's
+  // arguments and the device work list's contents: grid sizes and buffer addresses. A CUDA
+  // graph that captured run() replays correctly for any later plan with the same key.
+  uint64_t launch_key() const;
+
  private:
   CudaAttention() = default;
   struct State;

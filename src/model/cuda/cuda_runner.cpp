@@ -18,6 +18,7 @@
 #include "kernels/cuda/ops.h"
 #include "model/cuda/device_buffer.h"
 #include "model/cuda/device_weights.h"
+#include "model/cuda/step_graphs.h"
 
 namespace invar::model::cuda {
 namespace {
@@ -48,7 +49,7 @@ struct StepBuffers {
 class CudaRunner final : public ModelRunner {
  public:
   CudaRunner(const ModelConfig& config, const RunnerOptions& o)
-      : c_(config), o_(o), host_pool_(o.threads) {}
+      : c_(config), o_(o), host_pool_(o.threads), graphs_(o.cuda_graphs) {}
   ~CudaRunner() override {
     if (stream_) {
       cudaStreamSynchronize(stream_);
@@ -164,6 +165,7 @@ class CudaRunner final : public ModelRunner {
   }
 
   Status reserve(int tokens, int rows, int seqs, int max_blocks);
+  Status enqueue_step(int tokens, int rows, bool any_draw);
   // Uploads the plan, with `logit_rows` in place of plan.logit_rows (reordered by run_step),
   // and the draw parameters of those rows.
   Status upload_plan(const BatchPlan& plan, const std::vector<int32_t>& logit_rows,
@@ -193,6 +195,8 @@ class CudaRunner final : public ModelRunner {
   size_t layer_elems_ = 0;
   StepBuffers b_;
   int max_blocks_ = 0;  // the step's block-table row length
+  StepGraphs graphs_;   // captured device work of steps, by launch shape
+  uint64_t buffers_key_ = 0;  // the step buffers' addresses (reserve), part of a graph's key
   std::vector<int32_t> order_;         // run_step: logit row i on the device is plan row order_[i]
   std::vector<int32_t> ordered_rows_;  // run_step: plan.logit_rows in that order
   std::vector<kc::SampleRowParams> draw_params_;  // run_step: per device row (greedy: no draw)
@@ -251,6 +255,12 @@ Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
   // upload_plan rounds each of its 6 arrays up to 16 bytes.
   INVAR_RETURN_IF_ERROR(b_.upload.reserve(
       t * 16 + tables * 4 + l * (4 + sizeof(kc::SampleRowParams)) + 6 * 16, "the plan upload"));
+  LaunchKey key;
+  for (const DeviceBuffer* d : {&b_.ids, &b_.positions, &b_.slots, &b_.block_tables, &b_.logit_rows,
+                                &b_.x, &b_.h, &b_.qkv, &b_.attn, &b_.o, &b_.gate_up, &b_.act,
+                                &b_.rows, &b_.logits, &b_.draw_params, &b_.summary})
+    key.add(d->as());
+  buffers_key_ = key.value();
   return b_.download.reserve(l * v * 2, "the logits download");
 }
 
@@ -336,42 +346,27 @@ Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& n
                                    plan.max_blocks_per_seq, o_.block_size};
   INVAR_RETURN_IF_ERROR(attention_->plan(host_plan, dims, o_.kernels, stream_));
 
-  const int64_t hidden = c_.hidden_size;
-  float* x = b_.x.as<float>();
-  INVAR_RETURN_IF_ERROR(kc::embedding(w_.embedding.as<bf16>(), c_.vocab_size, hidden,
-                                      b_.ids.as<int32_t>(), tokens, x, hidden, stream_));
-  probe(-1, ProbeOp::embedding, x, tokens, hidden, hidden);
-  for (int l = 0; l < c_.num_layers; ++l) INVAR_RETURN_IF_ERROR(layer(l, tokens));
-
-  // The last layer's residual add and the final norm over every token (row-local: no bits
-  // depend on the batch), then only the requested rows go through the output projection.
-  bf16* h = b_.h.as<bf16>();
-  INVAR_RETURN_IF_ERROR(kc::rmsnorm_add(x, hidden, b_.o.as<bf16>(), hidden, w_.final_norm.as<bf16>(),
-                                        tokens, hidden, c_.rms_eps, h, hidden, o_.kernels, stream_));
-  probe(c_.num_layers - 1, ProbeOp::ffn_residual, x, tokens, hidden, hidden);
-  if (rows == 0) return cuda_ok(cudaStreamSynchronize(stream_), "step");
-  bf16* gathered = b_.rows.as<bf16>();
-  INVAR_RETURN_IF_ERROR(kc::gather_rows(h, hidden, b_.logit_rows.as<int32_t>(), rows, hidden,
-                                        gathered, hidden, stream_));
-  probe(c_.num_layers, ProbeOp::final_norm, gathered, rows, hidden, hidden);
-  bf16* logits = b_.logits.as<bf16>();
-  const int64_t vocab = c_.vocab_size;
-  INVAR_RETURN_IF_ERROR(gemm(gathered, hidden, w_.output(), vocab, hidden, logits, vocab, rows));
-  probe(c_.num_layers, ProbeOp::logits, logits, rows, vocab, vocab);
-
-  auto* summary = b_.summary.as<unsigned char>();
-  INVAR_RETURN_IF_ERROR(kc::logit_summary(logits, vocab, rows, vocab,
-                                          reinterpret_cast<int32_t*>(summary),
-                                          reinterpret_cast<float*>(summary + size_t(rows) * 4),
-                                          reinterpret_cast<float*>(summary + size_t(rows) * 8),
-                                          stream_));
-  if (any_draw) {
-    INVAR_RETURN_IF_ERROR(kc::sample_rows(logits, vocab, rows, vocab,
-                                          b_.draw_params.as<kc::SampleRowParams>(),
-                                          reinterpret_cast<int32_t*>(summary + size_t(rows) * 12),
-                                          reinterpret_cast<float*>(summary + size_t(rows) * 16),
-                                          stream_));
+  // The device work of the step, replayed from a CUDA graph when its launch shape was seen
+  // before (never with a probe: probing syncs and copies after every op).
+  auto work = [&] { return enqueue_step(tokens, rows, any_draw); };
+  if (probe_) {
+    INVAR_RETURN_IF_ERROR(work());
+  } else {
+    const uint64_t key = LaunchKey()
+                             .add(uint64_t(tokens))
+                             .add(uint64_t(rows))
+                             .add(uint64_t(any_draw))
+                             .add(uint64_t(max_blocks_))
+                             .add(attention_->launch_key())
+                             .add(buffers_key_)
+                             .add(kv_.as())
+                             .value();
+    INVAR_RETURN_IF_ERROR(graphs_.run(key, stream_, work));
   }
+  if (rows == 0) return cuda_ok(cudaStreamSynchronize(stream_), "step");
+  const int64_t vocab = c_.vocab_size;
+  const bf16* logits = b_.logits.as<bf16>();
+  auto* summary = b_.summary.as<unsigned char>();
   INVAR_RETURN_IF_ERROR(cuda_ok(cudaMemcpyAsync(b_.summary_download.as(), summary,
                                                 size_t(rows) * 20, cudaMemcpyDeviceToHost, stream_),
                                 "summaries download"));
@@ -407,6 +402,48 @@ Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& n
     }
   });
   return probe_status_;
+}
+
+// Everything of a step on the device from the embedding to the summaries and draws, enqueued on
+// stream_ without a sync (unless probing): what StepGraphs captures.
+Status CudaRunner::enqueue_step(int tokens, int rows, bool any_draw) {
+  const int64_t hidden = c_.hidden_size;
+  float* x = b_.x.as<float>();
+  INVAR_RETURN_IF_ERROR(kc::embedding(w_.embedding.as<bf16>(), c_.vocab_size, hidden,
+                                      b_.ids.as<int32_t>(), tokens, x, hidden, stream_));
+  probe(-1, ProbeOp::embedding, x, tokens, hidden, hidden);
+  for (int l = 0; l < c_.num_layers; ++l) INVAR_RETURN_IF_ERROR(layer(l, tokens));
+
+  // The last layer's residual add and the final norm over every token (row-local: no bits
+  // depend on the batch), then only the requested rows go through the output projection.
+  bf16* h = b_.h.as<bf16>();
+  INVAR_RETURN_IF_ERROR(kc::rmsnorm_add(x, hidden, b_.o.as<bf16>(), hidden, w_.final_norm.as<bf16>(),
+                                        tokens, hidden, c_.rms_eps, h, hidden, o_.kernels, stream_));
+  probe(c_.num_layers - 1, ProbeOp::ffn_residual, x, tokens, hidden, hidden);
+  if (rows == 0) return Status();
+  bf16* gathered = b_.rows.as<bf16>();
+  INVAR_RETURN_IF_ERROR(kc::gather_rows(h, hidden, b_.logit_rows.as<int32_t>(), rows, hidden,
+                                        gathered, hidden, stream_));
+  probe(c_.num_layers, ProbeOp::final_norm, gathered, rows, hidden, hidden);
+  bf16* logits = b_.logits.as<bf16>();
+  const int64_t vocab = c_.vocab_size;
+  INVAR_RETURN_IF_ERROR(gemm(gathered, hidden, w_.output(), vocab, hidden, logits, vocab, rows));
+  probe(c_.num_layers, ProbeOp::logits, logits, rows, vocab, vocab);
+
+  auto* summary = b_.summary.as<unsigned char>();
+  INVAR_RETURN_IF_ERROR(kc::logit_summary(logits, vocab, rows, vocab,
+                                          reinterpret_cast<int32_t*>(summary),
+                                          reinterpret_cast<float*>(summary + size_t(rows) * 4),
+                                          reinterpret_cast<float*>(summary + size_t(rows) * 8),
+                                          stream_));
+  if (any_draw) {
+    INVAR_RETURN_IF_ERROR(kc::sample_rows(logits, vocab, rows, vocab,
+                                          b_.draw_params.as<kc::SampleRowParams>(),
+                                          reinterpret_cast<int32_t*>(summary + size_t(rows) * 12),
+                                          reinterpret_cast<float*>(summary + size_t(rows) * 16),
+                                          stream_));
+  }
+  return Status();
 }
 
 Status CudaRunner::layer(int l, int tokens) {

@@ -1,0 +1,61 @@
+// CUDA graphs of a step's device work: the first step of a launch shape is captured, later steps
+// of the same shape replay it, so a decode step costs one graph launch instead of a few hundred
+// kernel launches. A replay runs the same kernels with the same arguments as the eager run, so
+// no bit changes (the tests compare both).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <unordered_map>
+
+#include "core/status.h"
+
+namespace invar::model::cuda {
+
+class StepGraphs {
+ public:
+  explicit StepGraphs(bool enabled, size_t max_graphs = 64)
+      : enabled_(enabled), max_graphs_(max_graphs) {}
+  ~StepGraphs();
+  StepGraphs(const StepGraphs&) = delete;
+  StepGraphs& operator=(const StepGraphs&) = delete;
+
+  // Enqueues `work` on `stream` (which must do nothing else meanwhile): eagerly when graphs are
+  // off, else by replaying the graph captured for `key`, capturing it first when it is new. The
+  // key must change whenever anything `work` passes to a launch would (grid sizes, scalar
+  // arguments, buffer addresses); device memory contents may differ freely. A capture the
+  // driver refuses turns graphs off for good and runs `work` eagerly; note() then says why.
+  Status run(uint64_t key, cudaStream_t stream, const std::function<Status()>& work);
+
+  bool enabled() const { return enabled_; }
+  const std::string& note() const { return note_; }
+  size_t size() const { return graphs_.size(); }
+
+ private:
+  void clear();
+
+  bool enabled_;
+  size_t max_graphs_;
+  std::unordered_map<uint64_t, cudaGraphExec_t> graphs_;
+  std::string note_;
+};
+
+// FNV-1a over 64-bit values: the keys of StepGraphs.
+class LaunchKey {
+ public:
+  LaunchKey& add(uint64_t v) {
+    for (int i = 0; i < 8; ++i) h_ = (h_ ^ ((v >> (8 * i)) & 0xff)) * 0x100000001b3ull;
+    return *this;
+  }
+  LaunchKey& add(const void* p) { return add(uint64_t(reinterpret_cast<uintptr_t>(p))); }
+  uint64_t value() const { return h_; }
+
+ private:
+  uint64_t h_ = 0xcbf29ce484222325ull;
+};
+
+}  // namespace invar::model::cuda
