@@ -15,8 +15,12 @@ Status StepGraphs::run(uint64_t key, cudaStream_t stream, const std::function<St
     const cudaError_t e = cudaGraphLaunch(it->second, stream);
     if (e != cudaSuccess)
       return Status::errorf("CUDA graph launch: {}", cudaGetErrorString(e));
+    ++replays_;
     return Status();
   }
+  if (sightings_.size() > 16 * max_graphs_) sightings_.clear();
+  if (++sightings_[key] < capture_after_) return work();
+  sightings_.erase(key);
   if (graphs_.size() >= max_graphs_) clear();  // shapes seen long ago are captured again
 
   // Thread-local mode: other threads' CUDA calls (none expected) cannot break the capture.
