@@ -129,7 +129,7 @@ struct Engine::Impl {
   const bool device_draws;  // sampled tokens are drawn by the runner (row_needs_of)
   model::StepLogits step_logits;
   std::vector<uint8_t> row_needs;        // per logit row: model::kWantRow / kDraw
-  std::vector<model::RowDraw> row_draws;  // per logit row: the device draw's parameters
+  std::vector<kernels::SampleRowParams> row_draws;  // per logit row: the device draw's
   std::deque<std::pair<Clock::time_point, int>> recent_tokens;  // for tokens/s
   std::string fingerprint;
   std::thread thread;
@@ -242,7 +242,9 @@ void Engine::Impl::run_step() {
       const auto& sp = s.params.sampling;
       // R6: the draw for the token at this position, keyed by (seed, position)
       const float u = philox_uniform(sp.seed, uint64_t(s.tokens.size()));
-      row_draws.push_back({sp.temperature, sp.top_k, sp.top_p, sp.min_p, u});
+      // 1 / T as the host sampler computes it; T <= 0 (greedy) never draws on the device.
+      const float inv_t = sp.temperature > 0.0f ? 1.0f / sp.temperature : 0.0f;
+      row_draws.push_back({inv_t, sp.top_k, sp.top_p, sp.min_p, u});
     }
   }
   auto t1 = Clock::now();

@@ -16,6 +16,17 @@ inline const char* kernel_mode_name(KernelMode m) {
   return m == KernelMode::invariant ? "invariant" : "fast";
 }
 
+// The sampler's parameters for one row of logits (engine/sampler.h semantics): 1 / temperature
+// (<= 0: greedy), top_k (0: off), top_p (1: off), min_p (0: off) and the draw's uniform u in
+// [0, 1), which the host takes from Philox keyed by (seed, position) (R6).
+struct SampleRowParams {
+  float inv_temperature = 0.0f;
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  float u = 0.0f;
+};
+
 // A row-major weight matrix [rows, cols]; a linear layer y = x W^T has rows = N (outputs),
 // cols = K (inputs). dtype is f32 or bf16.
 struct WeightRef {

@@ -41,7 +41,8 @@ class CpuRunner final : public ModelRunner {
 
   // The CPU computes every row anyway: every row is written, whatever `needs` asks.
   Status run_step(const BatchPlan& plan, const std::vector<uint8_t>& needs,
-                  const std::vector<RowDraw>& /*draws*/, StepLogits& out) override {
+                  const std::vector<kernels::SampleRowParams>& /*draws*/,
+                  StepLogits& out) override {
     for (uint8_t n : needs)
       if (n & kDraw) return Status::error("the CPU runner draws no tokens: sample on the host");
     INVAR_RETURN_IF_ERROR(transformer_.forward(plan, cache_, out.rows));

@@ -58,15 +58,6 @@ struct StepLogits {
 inline constexpr uint8_t kWantRow = 1;  // the whole row, on the host
 inline constexpr uint8_t kDraw = 2;     // a token drawn by the runner (draws_on_device() only)
 
-// The sampler's parameters of a row drawn on the device (engine/sampler.h semantics); u is the
-// draw's uniform in [0, 1), Philox keyed by (seed, position) on the host (R6).
-struct RowDraw {
-  float temperature = 0.0f;
-  int32_t top_k = 0;
-  float top_p = 1.0f;
-  float min_p = 0.0f;
-  float u = 0.0f;
-};
 
 class ModelRunner {
  public:
@@ -79,7 +70,8 @@ class ModelRunner {
   // rest of the plan (the invariance contract), on every backend; what other rows ask for
   // changes none of them.
   virtual Status run_step(const BatchPlan& plan, const std::vector<uint8_t>& needs,
-                          const std::vector<RowDraw>& draws, StepLogits& out) = 0;
+                          const std::vector<kernels::SampleRowParams>& draws,
+                          StepLogits& out) = 0;
   // Whether run_step takes kDraw (the CUDA backend: the sampler's row operations on the GPU).
   virtual bool draws_on_device() const { return false; }
 

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/hash.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cuda_check.h"
 
@@ -606,17 +607,15 @@ CudaAttention::Stats CudaAttention::stats() const {
 
 uint64_t CudaAttention::launch_key() const {
   const State& st = *state_;
-  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a over the launch-shaping values
-  auto mix = [&h](uint64_t v) {
-    for (int i = 0; i < 8; ++i) h = (h ^ ((v >> (8 * i)) & 0xff)) * 0x100000001b3ull;
-  };
-  mix(uint64_t(st.n_items));
-  mix(uint64_t(st.n_merges));
-  mix(uint64_t(st.dims.head_dim));
-  for (const void* p : {static_cast<const void*>(st.dev_buf), static_cast<const void*>(st.rec_m),
-                        static_cast<const void*>(st.rec_l), static_cast<const void*>(st.rec_acc)})
-    mix(uint64_t(reinterpret_cast<uintptr_t>(p)));
-  return h;
+  return Fnv1a64()
+      .add(uint64_t(st.n_items))
+      .add(uint64_t(st.n_merges))
+      .add(uint64_t(st.dims.head_dim))
+      .add(st.dev_buf)
+      .add(st.rec_m)
+      .add(st.rec_l)
+      .add(st.rec_acc)
+      .value();
 }
 
 Status CudaAttention::plan(const AttentionPlan& hp, const AttentionDims& dims, KernelMode mode,

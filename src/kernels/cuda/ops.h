@@ -93,16 +93,7 @@ Status argmax(const float* x, int64_t ldx,  // [rows, V]
 // Per row of logits: argmax as above, the maximum, and log_z = log sum_j exp(x[r, j]) (f32,
 // NaN entries skipped), so that a greedy request needs no logits row on the host and a logprob
 // is x - log_z. A row without a finite maximum gets log_z = its maximum.
-// The sampler's row operations (engine/sampler.h semantics) for one row: 1 / temperature
-// (<= 0: greedy), top_k (0: off), top_p (1: off), min_p (0: off) and the draw's uniform u in
-// [0, 1), which the host takes from Philox keyed by (seed, position) (R6).
-struct SampleRowParams {
-  float inv_temperature = 0.0f;
-  int32_t top_k = 0;
-  float top_p = 1.0f;
-  float min_p = 0.0f;
-  float u = 0.0f;
-};
+using kernels::SampleRowParams;
 
 // token_out[r] = the token drawn from row r of bf16 logits with params[r] (device memory), and
 // logit_out[r] its logit. One CTA per row with reductions fixed by the row length alone (R4).

@@ -95,7 +95,7 @@ class CudaRunner final : public ModelRunner {
   }
 
   Status run_step(const BatchPlan& plan, const std::vector<uint8_t>& needs,
-                  const std::vector<RowDraw>& draws, StepLogits& out) override;
+                  const std::vector<kernels::SampleRowParams>& draws, StepLogits& out) override;
   bool draws_on_device() const override { return true; }
 
   // o_.kv_blocks from what o_.gpu_memory_utilization of the device leaves once the weights and
@@ -255,7 +255,7 @@ Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
   // upload_plan rounds each of its 6 arrays up to 16 bytes.
   INVAR_RETURN_IF_ERROR(b_.upload.reserve(
       t * 16 + tables * 4 + l * (4 + sizeof(kc::SampleRowParams)) + 6 * 16, "the plan upload"));
-  LaunchKey key;
+  Fnv1a64 key;
   for (const DeviceBuffer* d : {&b_.ids, &b_.positions, &b_.slots, &b_.block_tables, &b_.logit_rows,
                                 &b_.x, &b_.h, &b_.qkv, &b_.attn, &b_.o, &b_.gate_up, &b_.act,
                                 &b_.rows, &b_.logits, &b_.draw_params, &b_.summary})
@@ -289,7 +289,8 @@ Status CudaRunner::upload_plan(const BatchPlan& plan, const std::vector<int32_t>
 }
 
 Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& needs,
-                            const std::vector<RowDraw>& draws, StepLogits& out) {
+                            const std::vector<kernels::SampleRowParams>& draws,
+                            StepLogits& out) {
   INVAR_RETURN_IF_ERROR(check_batch_plan(plan, c_, o_.kv_blocks, o_.block_size));
   const int tokens = plan.num_tokens();
   const int rows = int(plan.logit_rows.size());
@@ -316,13 +317,7 @@ Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& n
     any_draw = true;
     if (draws.size() != plan.logit_rows.size())
       return Status::errorf("run_step: {} draw parameters for {} logit rows", draws.size(), rows);
-    const RowDraw& d = draws[size_t(r)];
-    kc::SampleRowParams& k = draw_params_[size_t(i)];
-    k.inv_temperature = d.temperature > 0.0f ? 1.0f / d.temperature : 0.0f;  // as the host sampler
-    k.top_k = d.top_k;
-    k.top_p = d.top_p;
-    k.min_p = d.min_p;
-    k.u = d.u;
+    draw_params_[size_t(i)] = draws[size_t(r)];
   }
   out.rows.resize(size_t(rows) * size_t(c_.vocab_size));
   out.argmax.resize(size_t(rows));
@@ -352,7 +347,7 @@ Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& n
   if (probe_) {
     INVAR_RETURN_IF_ERROR(work());
   } else {
-    const uint64_t key = LaunchKey()
+    const uint64_t key = Fnv1a64()
                              .add(uint64_t(tokens))
                              .add(uint64_t(rows))
                              .add(uint64_t(any_draw))

@@ -14,6 +14,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "core/hash.h"
 #include "core/status.h"
 
 namespace invar::model::cuda {
@@ -48,20 +49,6 @@ class StepGraphs {
   std::unordered_map<uint64_t, int> sightings_;  // keys not captured yet
   uint64_t replays_ = 0;
   std::string note_;
-};
-
-// FNV-1a over 64-bit values: the keys of StepGraphs.
-class LaunchKey {
- public:
-  LaunchKey& add(uint64_t v) {
-    for (int i = 0; i < 8; ++i) h_ = (h_ ^ ((v >> (8 * i)) & 0xff)) * 0x100000001b3ull;
-    return *this;
-  }
-  LaunchKey& add(const void* p) { return add(uint64_t(reinterpret_cast<uintptr_t>(p))); }
-  uint64_t value() const { return h_; }
-
- private:
-  uint64_t h_ = 0xcbf29ce484222325ull;
 };
 
 }  // namespace invar::model::cuda
