@@ -2,7 +2,9 @@
 // of every position of a prompt, run once prefilled and once chunked, on both backends. The CPU
 // runs f32 weights and activations; CUDA runs bf16 weights and activations with an f32
 // residual, so they agree within bf16 tolerance, not in bits.
-// Also checks that chunking changes no bit on CUDA in invariant mode and that fast mode does.
+// Also checks that chunking changes no bit on CUDA in invariant mode and that fast mode does,
+// that CUDA-graph replays give the bits of eager launches, and the KV cache sized from GPU
+// memory (--gpu-memory-utilization).
 // Skips without a GPU unless INVAR_REQUIRE_GPU=1; SmolLM2 needs the fetched model (INVAR_MODEL).
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
