@@ -4,9 +4,7 @@
 
 #include <cstring>
 
-#ifndef INVAR_BUILD_ID
-#define INVAR_BUILD_ID "dev"
-#endif
+#include "invar_build_id.h"  // generated at build time (cmake/build_id.cmake)
 
 namespace invar::engine {
 
