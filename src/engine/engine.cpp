@@ -238,13 +238,17 @@ void Engine::Impl::run_step() {
     builder.add_sequence(std::span<const int32_t>(s.tokens).subspan(size_t(s.computed), size_t(e.count)),
                          s.computed, s.table, completes ? model::LogitRows::last : model::LogitRows::none);
     if (completes) {
-      row_needs.push_back(row_needs_of(s.params, device_draws));
-      const auto& sp = s.params.sampling;
-      // R6: the draw for the token at this position, keyed by (seed, position)
-      const float u = philox_uniform(sp.seed, uint64_t(s.tokens.size()));
-      // 1 / T as the host sampler computes it; T <= 0 (greedy) never draws on the device.
-      const float inv_t = sp.temperature > 0.0f ? 1.0f / sp.temperature : 0.0f;
-      row_draws.push_back({inv_t, sp.top_k, sp.top_p, sp.min_p, u});
+      const uint8_t needs = row_needs_of(s.params, device_draws);
+      row_needs.push_back(needs);
+      kernels::SampleRowParams draw;  // read for kDraw rows only
+      if (needs & model::kDraw) {
+        const auto& sp = s.params.sampling;  // temperature > 0: greedy rows never draw here
+        // 1 / T as the host sampler computes it; R6: the uniform for the token at this
+        // position, keyed by (seed, position)
+        draw = {1.0f / sp.temperature, sp.top_k, sp.top_p, sp.min_p,
+                philox_uniform(sp.seed, uint64_t(s.tokens.size()))};
+      }
+      row_draws.push_back(draw);
     }
   }
   auto t1 = Clock::now();
@@ -286,7 +290,7 @@ Engine::Impl::Draw Engine::Impl::draw_token(Sequence& s, const model::StepLogits
                                              size_t i) const {
   const int vocab = bundle.model.config.vocab_size;
   const RequestParams& p = s.params;
-  const uint8_t needs = row_needs_of(p, device_draws);
+  const uint8_t needs = row_needs[i];  // as run_step was asked
   const float* row = (needs & model::kWantRow) ? out.rows.data() + i * size_t(vocab) : nullptr;
   Draw d;
   float logit = 0.0f;  // the drawn token's own logit

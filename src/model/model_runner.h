@@ -58,7 +58,6 @@ struct StepLogits {
 inline constexpr uint8_t kWantRow = 1;  // the whole row, on the host
 inline constexpr uint8_t kDraw = 2;     // a token drawn by the runner (draws_on_device() only)
 
-
 class ModelRunner {
  public:
   virtual ~ModelRunner() = default;
