@@ -4,10 +4,13 @@
 // reads W from device memory, not L2 (>= 256 MiB per rotation); warm-up, then a CUDA graph
 // of `launches` back-to-back calls is replayed `reps` times and timed with events, the
 // variants' replays interleaved; the median replay over launches gives the time of one call.
-// Usage: gemm_bench [--all-tiles] [--smollm2] [--reps N] [--m 1,2,4,...]
+// --gate-up times the gate/up projection with SiLU-and-multiply instead (run_gate_up): the fused
+// epilogue against the same config's GEMM then silu_mul, and cuBLAS then silu_mul.
+// Usage: gemm_bench [--all-tiles | --gate-up] [--smollm2] [--reps N] [--m 1,2,4,...]
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <functional>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -36,6 +39,9 @@ struct Variant {
   GemmTile tile;
 };
 
+// One call of a variant on the i-th rotated input.
+using Enqueue = std::function<Status(size_t i)>;
+
 // One variant's calls over the rotated inputs, captured once as a graph.
 struct Timed {
   cudaGraph_t graph = nullptr;
@@ -43,18 +49,13 @@ struct Timed {
   std::vector<double> us;  // per call, one entry per replay
 };
 
-void capture_variant(CudaGemm& gemm, const Variant& v, const std::vector<GemmProblem>& probs,
-                     int launches, cudaStream_t stream, Timed& t) {
-  auto enqueue = [&](const GemmProblem& p) {
-    Status s = v.cublas ? gemm.run(p, GemmMode::fast, stream)
-               : v.forced ? gemm.run_tile(p, v.tile, stream)
-                          : gemm.run(p, GemmMode::invariant, stream);
-    check(s, v.name.c_str());
-  };
-  for (int i = 0; i < 3; ++i) enqueue(probs[size_t(i) % probs.size()]);  // warm-up
+void capture_variant(const Enqueue& call, const char* name, size_t inputs, int launches,
+                     cudaStream_t stream, Timed& t) {
+  auto enqueue = [&](int i) { check(call(size_t(i) % inputs), name); };
+  for (int i = 0; i < 3; ++i) enqueue(i);  // warm-up
   CHECK_CUDA(cudaStreamSynchronize(stream));
   CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < launches; ++i) enqueue(probs[size_t(i) % probs.size()]);
+  for (int i = 0; i < launches; ++i) enqueue(i);
   CHECK_CUDA(cudaStreamEndCapture(stream, &t.graph));
   CHECK_CUDA(cudaGraphInstantiate(&t.exec, t.graph, 0));
   CHECK_CUDA(cudaGraphLaunch(t.exec, stream));  // warm-up replay
@@ -100,20 +101,82 @@ std::vector<int64_t> parse_list(const char* s) {
   return v;
 }
 
+// Bytes of inputs per rotation: enough copies that W comes from device memory each call.
+int copies_for(size_t per_copy) {
+  return int(std::max<size_t>(1, std::min<size_t>(2048, (size_t(256) << 20) / per_copy + 1)));
+}
+
+// Enough launches per graph that one replay runs for about a millisecond or more.
+int launches_for(int copies, double flop, double bytes) {
+  return std::max(copies, std::min(200, int(2e-3 / std::max(flop / 6e14, bytes / 3e12)) + 1));
+}
+
+// --gate-up: h = silu(x Wg^T) * (x Wu^T) for M rows, three ways in the same run.
+void bench_gate_up(CudaGemm& gemm, bool smol, const std::vector<int64_t>& ms, int reps,
+                   cudaStream_t stream) {
+  const int64_t inter = smol ? 1536 : 12288, k = smol ? 576 : 4096, n = 2 * inter;
+  std::printf("gate/up + SiLU-mul, I=%lld K=%lld (one GEMM of N=%lld); fused = the config's "
+              "SiLU-mul epilogue where it has one; unfused = the same config, then silu_mul; "
+              "cublas = cuBLAS, then silu_mul\n",
+              (long long)inter, (long long)k, (long long)n);
+  std::printf("%6s %-12s %5s | %9s %7s | %9s | %9s | %8s %8s\n", "M", "tile", "fused", "fused us",
+              "TFLOP/s", "unfused", "cublas", "unf/fus", "cub/fus");
+  for (int64_t m : ms) {
+    const size_t x_bytes = size_t(m) * k * 2, w_bytes = size_t(n) * k * 2;
+    const int copies = copies_for(x_bytes + w_bytes);
+    std::vector<void*> bufs;
+    std::vector<GateUpProblem> probs;
+    void *h = nullptr, *scratch = nullptr;
+    CHECK_CUDA(cudaMalloc(&h, size_t(m) * inter * 2));
+    CHECK_CUDA(cudaMalloc(&scratch, size_t(m) * n * 2));
+    for (int c = 0; c < copies; ++c) {
+      void *x, *w;
+      CHECK_CUDA(cudaMalloc(&x, x_bytes));
+      CHECK_CUDA(cudaMalloc(&w, w_bytes));
+      fill_random_bf16<<<1024, 256, 0, stream>>>(static_cast<uint16_t*>(x), m * k, 2 * c + 1);
+      fill_random_bf16<<<1024, 256, 0, stream>>>(static_cast<uint16_t*>(w), n * k, 2 * c + 2);
+      bufs.push_back(x);
+      bufs.push_back(w);
+      probs.push_back(GateUpProblem{x, k, w, k, h, inter, scratch, m, inter, k});
+    }
+    CHECK_CUDA(cudaStreamSynchronize(stream));
+    const GemmTile tile = CudaGemm::choose_tile(m, n, k);
+    const Enqueue calls[] = {
+        [&](size_t i) { return gemm.run_gate_up(probs[i], GemmMode::invariant, stream); },
+        [&](size_t i) { return gemm.run_gate_up_tile(probs[i], tile, false, stream); },
+        [&](size_t i) { return gemm.run_gate_up(probs[i], GemmMode::fast, stream); }};
+    const char* names[] = {"fused", "unfused", "cublas"};
+    const double flop = 2.0 * double(m) * double(n) * double(k);
+    const double bytes = 2.0 * (double(m) * k + double(n) * k + double(m) * n);
+    const int launches = launches_for(copies, flop, bytes);
+    std::vector<Timed> timed(3);
+    for (size_t i = 0; i < 3; ++i) capture_variant(calls[i], names[i], probs.size(), launches, stream, timed[i]);
+    const std::vector<double> t = time_variants(timed, launches, reps, stream);
+    std::printf("%6lld %-12s %5s | %9.2f %7.1f | %9.2f | %9.2f | %8.2f %8.2f\n", (long long)m,
+                std::string(gemm_tile_name(tile)).c_str(), CudaGemm::fuses_gate_up(tile) ? "yes" : "no",
+                t[0], flop / t[0] * 1e-6, t[1], t[2], t[1] / t[0], t[2] / t[0]);
+    std::fflush(stdout);
+    for (void* p : bufs) CHECK_CUDA(cudaFree(p));
+    CHECK_CUDA(cudaFree(h));
+    CHECK_CUDA(cudaFree(scratch));
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool all_tiles = false, smol = false;
+  bool all_tiles = false, smol = false, gate_up = false;
   int reps = 20;
   std::vector<int64_t> ms = {1,  2,   4,   8,   16,  24,   32,   48,   64,   96,   128,
                             192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 8192};
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--all-tiles")) all_tiles = true;
+    else if (!std::strcmp(argv[i], "--gate-up")) gate_up = true;
     else if (!std::strcmp(argv[i], "--smollm2")) smol = true;
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--m") && i + 1 < argc) ms = parse_list(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: gemm_bench [--all-tiles] [--smollm2] [--reps N] [--m 1,2,...]\n");
+      std::fprintf(stderr, "usage: gemm_bench [--all-tiles | --gate-up] [--smollm2] [--reps N] [--m 1,2,...]\n");
       return 2;
     }
   }
@@ -134,6 +197,13 @@ int main(int argc, char** argv) {
   CudaGemm& gemm = **created;
   cudaStream_t stream;
   CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+
+  if (gate_up) {
+    std::printf("device: %s (%d SMs)\n", prop.name, prop.multiProcessorCount);
+    bench_gate_up(gemm, smol, ms, reps, stream);
+    CHECK_CUDA(cudaStreamDestroy(stream));
+    return 0;
+  }
 
   std::vector<Variant> variants = {{"invariant", false, false, GemmTile::m64n32},
                                    {"cublas", true, false, GemmTile::m64n32}};
@@ -158,7 +228,7 @@ int main(int argc, char** argv) {
     for (int64_t m : ms) {
       const size_t x_bytes = size_t(m) * s.k * 2, w_bytes = size_t(s.n) * s.k * 2;
       const size_t per_copy = x_bytes + w_bytes;
-      const int copies = int(std::max<size_t>(1, std::min<size_t>(2048, (size_t(256) << 20) / per_copy + 1)));
+      const int copies = copies_for(per_copy);
       std::vector<void*> bufs;
       std::vector<GemmProblem> probs;
       void* y = nullptr;
@@ -176,11 +246,17 @@ int main(int argc, char** argv) {
       CHECK_CUDA(cudaStreamSynchronize(stream));
       const double flop = 2.0 * double(m) * double(s.n) * double(s.k);
       const double bytes = 2.0 * (double(m) * s.k + double(s.n) * s.k + double(m) * s.n);
-      // Enough launches per graph that one replay runs for about a millisecond or more.
-      const int launches = std::max(copies, std::min(200, int(2e-3 / std::max(flop / 6e14, bytes / 3e12)) + 1));
+      const int launches = launches_for(copies, flop, bytes);
       std::vector<Timed> timed(variants.size());
-      for (size_t i = 0; i < variants.size(); ++i)
-        capture_variant(gemm, variants[i], probs, launches, stream, timed[i]);
+      for (size_t i = 0; i < variants.size(); ++i) {
+        const Variant& v = variants[i];
+        const Enqueue call = [&](size_t j) {
+          return v.cublas ? gemm.run(probs[j], GemmMode::fast, stream)
+                 : v.forced ? gemm.run_tile(probs[j], v.tile, stream)
+                            : gemm.run(probs[j], GemmMode::invariant, stream);
+        };
+        capture_variant(call, v.name.c_str(), probs.size(), launches, stream, timed[i]);
+      }
       const std::vector<double> t = time_variants(timed, launches, reps, stream);
       std::printf("%-10s %6lld %6lld %6lld %-11s | %9.2f %7.1f %6.2f | %9.2f %7.1f %6.2f | %5.2f",
                   s.name, (long long)s.n, (long long)s.k, (long long)m,

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ops.h"
 #include "test_util.cuh"
 
@@ -411,6 +412,36 @@ TEST(OpsCuda, SiluMulMatchesF64Reference) {
       EXPECT_EQ(bad, 0) << "inter " << inter << " tokens " << tokens;
     }
   }
+}
+
+// The paired layout of the gate/up weight (gemm.h): the same values give the same bits.
+TEST(OpsCuda, SiluMulPairedGivesTheBitsOfSiluMul) {
+  REQUIRE_GPU();
+  for (int64_t inter : {8, 776, 1536}) {
+    const int64_t tokens = 5, ld = 2 * inter;
+    const std::vector<uint16_t> halves = random_bf16(size_t(tokens * ld), uint64_t(inter), 8.0f);
+    std::vector<uint16_t> paired(halves.size());
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int64_t i = 0; i < inter; ++i) {
+        const int64_t g = paired_gate_row(i);
+        paired[size_t(t * ld + g)] = halves[size_t(t * ld + i)];
+        paired[size_t(t * ld + g + kGateUpBlock)] = halves[size_t(t * ld + inter + i)];
+      }
+    }
+    DeviceBuffer dh = upload(halves), dp = upload(paired);
+    DeviceBuffer oh(size_t(tokens * inter) * 2), op(size_t(tokens * inter) * 2);
+    poison_bf16(op.p, tokens * inter);
+    STATUS_OK(silu_mul(dh.as<bf16>(), ld, dh.as<bf16>() + inter, ld, tokens, inter,
+                       oh.as<bf16>(), inter, nullptr));
+    STATUS_OK(silu_mul_paired(dp.as<bf16>(), ld, tokens, inter, op.as<bf16>(), inter, nullptr));
+    CUDA_OK(cudaDeviceSynchronize());
+    EXPECT_EQ(download<uint16_t>(oh.p, size_t(tokens * inter)),
+              download<uint16_t>(op.p, size_t(tokens * inter)))
+        << "inter " << inter;
+  }
+  DeviceBuffer d(64), o(64);
+  EXPECT_FALSE(silu_mul_paired(d.as<bf16>(), 24, 1, 12, o.as<bf16>(), 12, nullptr).ok())
+      << "I = 12 is not a whole number of blocks";
 }
 
 template <typename T>

@@ -9,6 +9,7 @@
 #include <string>
 #include <utility>
 
+#include "kernels/cuda/ops.h"
 #include "kernels/cuda/sm80/gemm_sm80.h"
 #include "kernels/cuda/sm90/gemm_sm90.h"
 
@@ -37,21 +38,27 @@ struct TileInfo {
   int bm, bn;   // rows of x, rows of W per CTA tile
   int cluster;  // CTAs per cluster along M: the grid's M tiles round up to a multiple
   const char* (*launch)(const sm90::GemmArgs&, cudaStream_t);
+  // The config with the SiLU-and-multiply epilogue, or nullptr where it does not pay: at
+  // decode the separate pass is ~3 % of the gate/up GEMM, and m64n192_swap's epilogue (2-byte
+  // stores, one token apart) ran 10 % slower fused at SmolLM2's M = 512. Elsewhere the fused
+  // epilogue is 4-13 % faster than GEMM + silu_mul from M = 128 on
+  // (bench/results/gate-up-h200-2026-12-01-run*.txt).
+  const char* (*launch_gate_up)(const sm90::GemmArgs&, cudaStream_t);
 };
 
 constexpr TileInfo kTiles[] = {
-    {GemmTile::m16n64_swap, 16, 64, 1, sm90::gemm_m16n64_swap},
-    {GemmTile::m32n64_swap, 32, 64, 1, sm90::gemm_m32n64_swap},
-    {GemmTile::m64n64_swap, 64, 64, 1, sm90::gemm_m64n64_swap},
-    {GemmTile::m64n192_swap, 64, 192, 1, sm90::gemm_m64n192_swap},
-    {GemmTile::m96n192_swap, 96, 192, 1, sm90::gemm_m96n192_swap},
-    {GemmTile::m96n128_swap, 96, 128, 1, sm90::gemm_m96n128_swap},
-    {GemmTile::m64n32, 64, 32, 1, sm90::gemm_m64n32},
-    {GemmTile::m64n64, 64, 64, 1, sm90::gemm_m64n64},
-    {GemmTile::m64n128, 64, 128, 1, sm90::gemm_m64n128},
-    {GemmTile::m128n128, 128, 128, 1, sm90::gemm_m128n128},
-    {GemmTile::m128n192, 128, 192, 1, sm90::gemm_m128n192},
-    {GemmTile::m128n256, 128, 256, 2, sm90::gemm_m128n256},
+    {GemmTile::m16n64_swap, 16, 64, 1, sm90::gemm_m16n64_swap, nullptr},
+    {GemmTile::m32n64_swap, 32, 64, 1, sm90::gemm_m32n64_swap, nullptr},
+    {GemmTile::m64n64_swap, 64, 64, 1, sm90::gemm_m64n64_swap, nullptr},
+    {GemmTile::m64n192_swap, 64, 192, 1, sm90::gemm_m64n192_swap, nullptr},
+    {GemmTile::m96n192_swap, 96, 192, 1, sm90::gemm_m96n192_swap, sm90::gemm_m96n192_swap_gate_up},
+    {GemmTile::m96n128_swap, 96, 128, 1, sm90::gemm_m96n128_swap, sm90::gemm_m96n128_swap_gate_up},
+    {GemmTile::m64n32, 64, 32, 1, sm90::gemm_m64n32, nullptr},
+    {GemmTile::m64n64, 64, 64, 1, sm90::gemm_m64n64, nullptr},
+    {GemmTile::m64n128, 64, 128, 1, sm90::gemm_m64n128, sm90::gemm_m64n128_gate_up},
+    {GemmTile::m128n128, 128, 128, 1, sm90::gemm_m128n128, sm90::gemm_m128n128_gate_up},
+    {GemmTile::m128n192, 128, 192, 1, sm90::gemm_m128n192, sm90::gemm_m128n192_gate_up},
+    {GemmTile::m128n256, 128, 256, 2, sm90::gemm_m128n256, sm90::gemm_m128n256_gate_up},
 };
 
 const TileInfo& tile_info(GemmTile t) {
@@ -209,9 +216,11 @@ Status CudaGemm::run(const GemmProblem& p, GemmMode mode, cudaStream_t stream) {
 using InvariantLaunch = const char* (*)(const sm90::GemmArgs&, cudaStream_t);
 
 // Both invariant paths: checks the problem, writes the empty cases itself (nothing for an empty
-// y, exact zeros for K = 0), else enqueues `launch`. `what` names the path in errors.
-static Status launch_invariant(const GemmProblem& p, int device, int sm_count, void* workspace,
-                               InvariantLaunch launch, const std::string& what,
+// y, exact zeros for K = 0), else enqueues `launch`. `what` names the path in errors. y holds
+// y_width columns: N, or N / 2 where the epilogue writes silu_mul of gate/up pairs (and zeros
+// of K = 0 are silu_mul's zeros too).
+static Status launch_invariant(const GemmProblem& p, int64_t y_width, int device, int sm_count,
+                               void* workspace, InvariantLaunch launch, const std::string& what,
                                cudaStream_t stream) {
   if (p.m < 0 || p.n < 0 || p.k < 0) return Status::error("gemm: negative dimension");
   if (p.m > INT32_MAX || p.n > INT32_MAX || p.k > INT32_MAX) {
@@ -219,7 +228,7 @@ static Status launch_invariant(const GemmProblem& p, int device, int sm_count, v
   }
   if (p.m == 0 || p.n == 0) return {};
   if (p.k == 0) {  // empty sum: exact zeros
-    return cuda_status(cudaMemset2DAsync(p.y, size_t(p.ldy) * 2, 0, size_t(p.n) * 2,
+    return cuda_status(cudaMemset2DAsync(p.y, size_t(p.ldy) * 2, 0, size_t(y_width) * 2,
                                          size_t(p.m), stream),
                        "gemm (invariant): zeroing y for K = 0");
   }
@@ -230,7 +239,7 @@ static Status launch_invariant(const GemmProblem& p, int device, int sm_count, v
         "x, W, y 16-byte aligned; got M=" + std::to_string(p.m) + " N=" + std::to_string(p.n) +
         " K=" + std::to_string(p.k) + ". Pad the weight and activation rows to a multiple of 8.");
   }
-  if (p.ldx < p.k || p.ldw < p.k || p.ldy < p.n) {
+  if (p.ldx < p.k || p.ldw < p.k || p.ldy < y_width) {
     return Status::error(what + ": a leading dimension is smaller than its row");
   }
   const sm90::GemmArgs a{p.x,      p.ldx,    p.w,       p.ldw,    p.y,
@@ -240,16 +249,65 @@ static Status launch_invariant(const GemmProblem& p, int device, int sm_count, v
   return cuda_status(cudaGetLastError(), (what + ": kernel launch").c_str());
 }
 
+static Status require_hopper(int device, int cc_major, int cc_minor) {
+  if (cc_major == 9 && cc_minor == 0) return {};
+  return Status::error("gemm (invariant): the wgmma tile configs need a Hopper GPU (sm_90); "
+                       "device " + std::to_string(device) + " is sm_" + std::to_string(cc_major) +
+                       std::to_string(cc_minor) + ": run() takes the portable config there");
+}
+
 Status CudaGemm::run_tile(const GemmProblem& p, GemmTile tile, cudaStream_t stream) {
   State& s = *state_;
-  if (s.cc_major != 9 || s.cc_minor != 0) {
-    return Status::error("gemm (invariant): the wgmma tile configs need a Hopper GPU (sm_90); "
-                         "device " + std::to_string(s.device) + " is sm_" +
-                         std::to_string(s.cc_major) + std::to_string(s.cc_minor) +
-                         ": run() takes the portable config there");
-  }
-  return launch_invariant(p, s.device, s.sm_count, s.tile_workspace, tile_info(tile).launch,
+  INVAR_RETURN_IF_ERROR(require_hopper(s.device, s.cc_major, s.cc_minor));
+  return launch_invariant(p, p.n, s.device, s.sm_count, s.tile_workspace, tile_info(tile).launch,
                           "gemm (invariant, " + std::string(gemm_tile_name(tile)) + ")", stream);
+}
+
+bool CudaGemm::fuses_gate_up(GemmTile tile) { return tile_info(tile).launch_gate_up != nullptr; }
+
+// The gate/up GEMM into p.scratch, as one GEMM of N = 2I.
+static GemmProblem gate_up_gemm(const GateUpProblem& p) {
+  return GemmProblem{p.x, p.ldx, p.w, p.ldw, p.scratch, 2 * p.inter, p.m, 2 * p.inter, p.k};
+}
+
+static Status check_gate_up(const GateUpProblem& p) {
+  if (p.inter < 0 || p.inter % kGateUpBlock) {
+    return Status::error("gemm (gate/up): the intermediate size must be a multiple of 8, got " +
+                         std::to_string(p.inter));
+  }
+  return {};
+}
+
+static Status silu_mul_after(const GateUpProblem& p, cudaStream_t stream) {
+  return silu_mul_paired(static_cast<const __nv_bfloat16*>(p.scratch), 2 * p.inter, p.m, p.inter,
+                         static_cast<__nv_bfloat16*>(p.h), p.ldh, stream);
+}
+
+Status CudaGemm::run_gate_up(const GateUpProblem& p, GemmMode mode, cudaStream_t stream) {
+  INVAR_RETURN_IF_ERROR(check_gate_up(p));
+  const State& s = *state_;
+  if (mode == GemmMode::invariant && s.cc_major == 9 && s.cc_minor == 0) {
+    return run_gate_up_tile(p, choose_tile(p.m, 2 * p.inter, p.k), /*fused=*/true, stream);
+  }
+  INVAR_RETURN_IF_ERROR(run(gate_up_gemm(p), mode, stream));
+  return silu_mul_after(p, stream);
+}
+
+Status CudaGemm::run_gate_up_tile(const GateUpProblem& p, GemmTile tile, bool fused,
+                                  cudaStream_t stream) {
+  INVAR_RETURN_IF_ERROR(check_gate_up(p));
+  const TileInfo& info = tile_info(tile);
+  if (!fused || !info.launch_gate_up) {
+    INVAR_RETURN_IF_ERROR(run_tile(gate_up_gemm(p), tile, stream));
+    return silu_mul_after(p, stream);
+  }
+  State& s = *state_;
+  INVAR_RETURN_IF_ERROR(require_hopper(s.device, s.cc_major, s.cc_minor));
+  const GemmProblem fused_problem{p.x, p.ldx, p.w, p.ldw, p.h, p.ldh, p.m, 2 * p.inter, p.k};
+  return launch_invariant(fused_problem, p.inter, s.device, s.sm_count, s.tile_workspace,
+                          info.launch_gate_up,
+                          "gemm + silu_mul (invariant, " + std::string(gemm_tile_name(tile)) + ")",
+                          stream);
 }
 
 Status CudaGemm::run_portable(const GemmProblem& p, cudaStream_t stream) {
@@ -259,7 +317,7 @@ Status CudaGemm::run_portable(const GemmProblem& p, cudaStream_t stream) {
                          std::to_string(s.device) + " is sm_" + std::to_string(s.cc_major) +
                          std::to_string(s.cc_minor) + ". Use GemmMode::fast there.");
   }
-  return launch_invariant(p, s.device, s.sm_count, s.tile_workspace, sm80::gemm_m128n128,
+  return launch_invariant(p, p.n, s.device, s.sm_count, s.tile_workspace, sm80::gemm_m128n128,
                           "gemm (invariant, portable)", stream);
 }
 

@@ -60,6 +60,32 @@ struct GemmProblem {
   int64_t m = 0, n = 0, k = 0;
 };
 
+// The gate/up projection with SiLU-and-multiply, h = silu(x Wg^T) * (x Wu^T) (silu_mul.cuh),
+// from one weight W [2I, K] whose rows pair gate and up in blocks of kGateUpBlock: rows
+// 16b..16b+7 hold gate rows 8b..8b+7, rows 16b+8..16b+15 the up rows of the same features
+// (paired_gate_row). That puts both values of a feature in one thread's wgmma registers, so the
+// GEMM's epilogue can finish the activation (sm90/gate_up_epilogue.cuh) and the [M, 2I]
+// gate/up output never reaches memory. Where no fused epilogue runs (decode-sized tiles, fast
+// mode, the portable config) the GEMM writes `scratch` and silu_mul_paired follows: the same
+// bits as the fused epilogue, which gemm_test checks for every config.
+inline constexpr int64_t kGateUpBlock = 8;
+
+// The row of the paired gate/up weight holding gate row i; up row i is kGateUpBlock further.
+constexpr int64_t paired_gate_row(int64_t i) {
+  return (i / kGateUpBlock) * 2 * kGateUpBlock + i % kGateUpBlock;
+}
+
+struct GateUpProblem {
+  const void* x = nullptr;  // [M, K] bf16
+  int64_t ldx = 0;
+  const void* w = nullptr;  // [2I, K] bf16, gate and up rows paired
+  int64_t ldw = 0;
+  void* h = nullptr;        // [M, I] bf16
+  int64_t ldh = 0;
+  void* scratch = nullptr;  // [M, 2I] bf16, row stride 2I: the unfused paths' GEMM output
+  int64_t m = 0, inter = 0, k = 0;
+};
+
 // Owns the per-device state a GEMM call needs (cuBLAS handle, workspace, SM count), so no
 // handle lives in a global (STYLE.md). Not thread-safe: one per stream-owning thread.
 class CudaGemm {
@@ -74,6 +100,15 @@ class CudaGemm {
 
   // The invariant path with a forced tile config: for the R2 boundary tests and benchmarks.
   Status run_tile(const GemmProblem& p, GemmTile tile, cudaStream_t stream);
+
+  // h = silu(x Wg^T) * (x Wu^T) (GateUpProblem). Invariant mode on Hopper runs choose_tile's
+  // config for N = 2I, with the fused epilogue where that config has one.
+  Status run_gate_up(const GateUpProblem& p, GemmMode mode, cudaStream_t stream);
+
+  // The same with a forced tile config, fused (where the config has the epilogue: fuses_gate_up)
+  // or as GEMM then silu_mul_paired: for the tests and benchmarks.
+  Status run_gate_up_tile(const GateUpProblem& p, GemmTile tile, bool fused, cudaStream_t stream);
+  static bool fuses_gate_up(GemmTile tile);
 
   // The portable invariant config (sm_80 and newer): what run() uses off Hopper; callable on
   // Hopper too, for its tests and benchmarks.

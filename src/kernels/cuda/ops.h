@@ -84,6 +84,14 @@ Status silu_mul(const __nv_bfloat16* gate, int64_t ldg,  // [T, I]
                 __nv_bfloat16* out, int64_t ldo,         // [T, I]
                 cudaStream_t stream);
 
+// The same over one gate/up GEMM output whose columns pair gate and up in blocks of
+// kGateUpBlock (gemm.h: pair_gate_up_rows): what CudaGemm::run_gate_up does after a GEMM
+// without the fused epilogue.
+Status silu_mul_paired(const __nv_bfloat16* gate_up, int64_t ld,  // [T, 2I], paired columns
+                       int64_t tokens, int64_t inter,             // T, I
+                       __nv_bfloat16* out, int64_t ldo,           // [T, I]
+                       cudaStream_t stream);
+
 // out[r] = the lowest j with x[r, j] == max_j x[r, j]; NaNs are skipped (a row of NaNs gives 0).
 Status argmax(const __nv_bfloat16* x, int64_t ldx,  // [rows, V]
               int64_t rows, int64_t cols, int32_t* out, cudaStream_t stream);

@@ -10,6 +10,7 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 #include "core/dtype.h"
 #include "core/thread_pool.h"
@@ -174,14 +175,20 @@ class CudaRunner final : public ModelRunner {
   Status gemm(const void* x, int64_t ldx, const void* w, int64_t n, int64_t k, void* y,
               int64_t ldy, int64_t m) {
     kc::GemmProblem p{x, ldx, w, k, y, ldy, m, n, k};
-    return gemm_->run(p,
-                      o_.kernels == kernels::KernelMode::fast ? kc::GemmMode::fast
-                                                              : kc::GemmMode::invariant,
-                      stream_);
+    return gemm_->run(p, gemm_mode(), stream_);
   }
   // Hands a device tensor to the probe as f32 [rows, width] (row stride ld elements).
   template <typename T>
   void probe(int layer, ProbeOp op, const T* data, int64_t rows, int64_t width, int64_t ld);
+  // Hands gate and up of a [tokens, 2I] gate/up GEMM output (columns paired in blocks of
+  // kc::kGateUpBlock) to the probe, each as [tokens, I].
+  void probe_gate_up(int layer, const bf16* gate_up, int64_t tokens, int64_t inter);
+  // Copies `rows` rows of `width` elements (row stride ld) into probe_f32_.
+  template <typename T>
+  Status copy_for_probe(const T* data, int64_t rows, int64_t width, int64_t ld);
+  kc::GemmMode gemm_mode() const {
+    return o_.kernels == kernels::KernelMode::fast ? kc::GemmMode::fast : kc::GemmMode::invariant;
+  }
 
   const ModelConfig& c_;
   RunnerOptions o_;
@@ -210,6 +217,23 @@ template <typename T>
 void CudaRunner::probe(int layer, ProbeOp op, const T* data, int64_t rows, int64_t width,
                        int64_t ld) {
   if (!probe_ || !probe_status_.ok()) return;
+  probe_status_ = copy_for_probe(data, rows, width, ld);
+  if (probe_status_.ok()) probe_->after_op(layer, op, probe_f32_.data(), rows, width);
+}
+
+void CudaRunner::probe_gate_up(int layer, const bf16* gate_up, int64_t tokens, int64_t inter) {
+  if (!probe_ || !probe_status_.ok()) return;
+  // Seen as [tokens * I / 8, 16], the gate values are the first 8 columns, up the last 8.
+  const int64_t blk = kc::kGateUpBlock, blocks = tokens * inter / blk;
+  for (auto [op, offset] : {std::pair{ProbeOp::gate_proj, int64_t(0)}, {ProbeOp::up_proj, blk}}) {
+    probe_status_ = copy_for_probe(gate_up + offset, blocks, blk, 2 * blk);
+    if (!probe_status_.ok()) return;
+    probe_->after_op(layer, op, probe_f32_.data(), tokens, inter);
+  }
+}
+
+template <typename T>
+Status CudaRunner::copy_for_probe(const T* data, int64_t rows, int64_t width, int64_t ld) {
   probe_f32_.resize(size_t(rows * width));
   cudaError_t e;
   if constexpr (sizeof(T) == 4) {
@@ -223,8 +247,7 @@ void CudaRunner::probe(int layer, ProbeOp op, const T* data, int64_t rows, int64
     if (e == cudaSuccess) e = cudaStreamSynchronize(stream_);
     for (size_t i = 0; i < probe_f32_.size(); ++i) probe_f32_[i] = bf16_to_f32(probe_bf16_[i]);
   }
-  probe_status_ = cuda_ok(e, "probe copy");
-  if (probe_status_.ok()) probe_->after_op(layer, op, probe_f32_.data(), rows, width);
+  return cuda_ok(e, "probe copy");
 }
 
 Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
@@ -504,13 +527,20 @@ Status CudaRunner::layer(int l, int tokens) {
                                         hidden, c_.rms_eps, h, hidden, mode, stream_));
   probe(l, ProbeOp::attn_residual, x, tokens, hidden, hidden);
   probe(l, ProbeOp::ffn_norm, h, tokens, hidden, hidden);
+  // gate/up GEMM and SiLU-and-multiply: one kernel past decode (the fused epilogue), else the
+  // GEMM into gate_up then silu_mul_paired. With a probe (verify), always the latter, to show
+  // gate and up: the same bits (gate_up_test.cu).
   bf16* gu = b_.gate_up.as<bf16>();
-  INVAR_RETURN_IF_ERROR(gemm(h, hidden, w.gate_up.as(), 2 * inter, hidden, gu, 2 * inter, tokens));
-  probe(l, ProbeOp::gate_proj, gu, tokens, inter, 2 * inter);
-  probe(l, ProbeOp::up_proj, gu + inter, tokens, inter, 2 * inter);
   bf16* act = b_.act.as<bf16>();
-  INVAR_RETURN_IF_ERROR(kc::silu_mul(gu, 2 * inter, gu + inter, 2 * inter, tokens, inter, act,
-                                     inter, stream_));
+  if (probe_) {
+    INVAR_RETURN_IF_ERROR(gemm(h, hidden, w.gate_up.as(), 2 * inter, hidden, gu, 2 * inter, tokens));
+    probe_gate_up(l, gu, tokens, inter);
+    INVAR_RETURN_IF_ERROR(kc::silu_mul_paired(gu, 2 * inter, tokens, inter, act, inter, stream_));
+  } else {
+    const kc::GateUpProblem gate_up{h,   hidden, w.gate_up.as(), hidden, act,
+                                    inter, gu,   tokens,         inter,  hidden};
+    INVAR_RETURN_IF_ERROR(gemm_->run_gate_up(gate_up, gemm_mode(), stream_));
+  }
   probe(l, ProbeOp::silu_mul, act, tokens, inter, inter);
   INVAR_RETURN_IF_ERROR(gemm(act, inter, w.down.as(), hidden, inter, o, hidden, tokens));
   probe(l, ProbeOp::down_proj, o, tokens, hidden, hidden);

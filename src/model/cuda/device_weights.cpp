@@ -4,6 +4,7 @@
 #include <initializer_list>
 
 #include "core/dtype.h"
+#include "kernels/cuda/gemm.h"
 
 namespace invar::model::cuda {
 namespace {
@@ -52,6 +53,25 @@ Status upload_bf16(DeviceBuffer& dst, std::initializer_list<const HostTensor*> p
   return to_device(dst, host.data(), host.size() * 2, what, total);
 }
 
+// gate and up [I, K] each, as one [2I, K] weight whose rows pair them in blocks of
+// kGateUpBlock (kernels/cuda/gemm.h), the layout the fused SiLU-and-multiply epilogue reads.
+Status upload_gate_up(DeviceBuffer& dst, const HostTensor& gate, const HostTensor& up,
+                      size_t& total) {
+  INVAR_ASSIGN_OR_RETURN(auto stacked, stack_bf16({&gate, &up}, "gate/up"));
+  if (gate.shape.size() != 2 || gate.shape != up.shape ||
+      gate.shape[0] % kernels::cuda::kGateUpBlock)
+    return Status::error("CUDA upload: gate and up must be [I, H] alike with I a multiple of 8");
+  const int64_t rows = gate.shape[0], k = gate.shape[1];
+  std::vector<uint16_t> paired(stacked.size());
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t to = kernels::cuda::paired_gate_row(i);
+    std::memcpy(&paired[size_t(to * k)], &stacked[size_t(i * k)], size_t(k) * 2);
+    std::memcpy(&paired[size_t((to + kernels::cuda::kGateUpBlock) * k)],
+                &stacked[size_t((rows + i) * k)], size_t(k) * 2);
+  }
+  return to_device(dst, paired.data(), paired.size() * 2, "gate/up", total);
+}
+
 // Biases stay f32 (added in f32 to the GEMM output).
 Status upload_f32(DeviceBuffer& dst, std::initializer_list<const HostTensor*> parts,
                   const char* what, size_t& total) {
@@ -90,7 +110,7 @@ Result<DeviceWeights> upload_weights(const ModelConfig& c, const ModelWeights& w
     if (!lw.bq.empty())
       INVAR_RETURN_IF_ERROR(upload_f32(dl.qkv_bias, {&lw.bq, &lw.bk, &lw.bv}, "q/k/v bias", total));
     INVAR_RETURN_IF_ERROR(upload_bf16(dl.o, {&lw.wo}, "o_proj", total));
-    INVAR_RETURN_IF_ERROR(upload_bf16(dl.gate_up, {&lw.w_gate, &lw.w_up}, "gate/up", total));
+    INVAR_RETURN_IF_ERROR(upload_gate_up(dl.gate_up, lw.w_gate, lw.w_up, total));
     INVAR_RETURN_IF_ERROR(upload_bf16(dl.down, {&lw.w_down}, "down_proj", total));
   }
   return d;

@@ -19,7 +19,7 @@ struct DeviceLayer {
   DeviceBuffer qkv;                  // [Hq*D + 2*Hkv*D, H] bf16
   DeviceBuffer qkv_bias;             // [Hq*D + 2*Hkv*D] f32 (attention_bias only)
   DeviceBuffer o;                    // [H, Hq*D] bf16
-  DeviceBuffer gate_up;              // [2*I, H] bf16
+  DeviceBuffer gate_up;              // [2*I, H] bf16, gate/up rows paired (kc::paired_gate_row)
   DeviceBuffer down;                 // [H, I] bf16
 };
 

@@ -10,6 +10,8 @@
 // instruction's N, and swap-AB puts W in wgmma's A role and x in its B role (for small M,
 // so that W fills the instruction's 64-row side and x rows are not padded to 64):
 // gemm_test.cu checks that neither changes any element's bits.
+// With kGateUpSilu the epilogue is GateUpSiluEpilogue (gate_up_epilogue.cuh): the same
+// mainloop, and silu_mul of each gate/up pair written instead of the pair.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -22,6 +24,7 @@
 #include <cutlass/gemm/kernel/gemm_universal.hpp>
 #include <cutlass/gemm/kernel/tile_scheduler.hpp>
 
+#include "kernels/cuda/sm90/gate_up_epilogue.cuh"
 #include "kernels/cuda/sm90/gemm_sm90.h"
 
 namespace invar::kernels::cuda::sm90 {
@@ -33,7 +36,7 @@ namespace invar::kernels::cuda::sm90 {
 //   kSwapAB = false: A = x, B = W, D = y        (CUTLASS M, N = our M, N)
 //   kSwapAB = true:  A = W, B = x, D = y^T      (CUTLASS M, N = our N, M)
 template <int BM, int BN, int BK, int ClusterM, class MainloopSchedule, bool kTmaEpilogue,
-          bool kSwapAB = false>
+          bool kSwapAB = false, bool kGateUpSilu = false>
 struct GemmSm90 {
   using Element = cutlass::bfloat16_t;
   using Acc = float;
@@ -58,11 +61,16 @@ struct GemmSm90 {
       kTmaEpilogue, cutlass::epilogue::fusion::ScaledAcc<Element, float, float>,
       cutlass::epilogue::fusion::LinearCombination<Element, float, void, float>>;
 
-  using CollectiveEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+  using PlainEpilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto, Acc, float,  //
       void, LayoutD, kAlign,                                        // no source C
       Element, LayoutD, kAlign, EpilogueSchedule, FusionOp>::CollectiveOp;
+  // The fused epilogue writes from registers, so it plugs in where the no-smem one would.
+  using CollectiveEpilogue = std::conditional_t<
+      kGateUpSilu,
+      cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<GateUpSiluEpilogue<kSwapAB>>,
+      PlainEpilogue>;
 
   using CollectiveMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp,  //
@@ -106,11 +114,16 @@ struct GemmSm90 {
     args.mainloop.dA = stride_a;
     args.mainloop.ptr_B = static_cast<const Element*>(ptr_b);
     args.mainloop.dB = stride_b;
-    args.epilogue.thread.alpha = 1.0f;
-    args.epilogue.ptr_C = nullptr;
-    args.epilogue.dC = stride_d;
-    args.epilogue.ptr_D = static_cast<Element*>(a.y);
-    args.epilogue.dD = stride_d;
+    if constexpr (kGateUpSilu) {
+      args.epilogue.ptr_h = static_cast<Element*>(a.y);
+      args.epilogue.ld_h = a.ldy;
+    } else {
+      args.epilogue.thread.alpha = 1.0f;
+      args.epilogue.ptr_C = nullptr;
+      args.epilogue.dC = stride_d;
+      args.epilogue.ptr_D = static_cast<Element*>(a.y);
+      args.epilogue.dD = stride_d;
+    }
     args.hw_info.device_id = a.device;
     args.hw_info.sm_count = a.sm_count;
 

@@ -10,6 +10,8 @@
 
 namespace invar::kernels::cuda::sm90 {
 
+// For the *_gate_up functions, n = 2I rows of W paired gate/up (kGateUpBlock, gemm.h) and y is
+// h = silu(gate) * up, [M, I].
 struct GemmArgs {
   const void* x;  // [M, K] bf16, row stride ldx
   int64_t ldx;
@@ -37,5 +39,14 @@ const char* gemm_m64n64_swap(const GemmArgs& a, cudaStream_t stream);
 const char* gemm_m64n192_swap(const GemmArgs& a, cudaStream_t stream);
 const char* gemm_m96n192_swap(const GemmArgs& a, cudaStream_t stream);
 const char* gemm_m96n128_swap(const GemmArgs& a, cudaStream_t stream);
+
+// The configs chosen past decode where the SiLU-and-multiply epilogue pays (gate_up_epilogue.cuh;
+// kernels/cuda/gemm.cu says where it does not).
+const char* gemm_m64n128_gate_up(const GemmArgs& a, cudaStream_t stream);
+const char* gemm_m128n128_gate_up(const GemmArgs& a, cudaStream_t stream);
+const char* gemm_m128n192_gate_up(const GemmArgs& a, cudaStream_t stream);
+const char* gemm_m128n256_gate_up(const GemmArgs& a, cudaStream_t stream);
+const char* gemm_m96n192_swap_gate_up(const GemmArgs& a, cudaStream_t stream);
+const char* gemm_m96n128_swap_gate_up(const GemmArgs& a, cudaStream_t stream);
 
 }  // namespace invar::kernels::cuda::sm90

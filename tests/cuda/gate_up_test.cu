@@ -1,0 +1,213 @@
+// GPU tests of CudaGemm::run_gate_up (kernels/cuda/gemm.h): the gate/up projection with
+// SiLU-and-multiply, fused into the GEMM's epilogue for the configs chosen past decode.
+//   M = rows of x (tokens), I = intermediate size, K = input features; W [2I, K] paired
+// 1. Correctness against an f64 reference (silu of the f64 gate times the f64 up), every tile
+//    config fused and unfused, both modes, awkward sizes, padded h whose padding must survive.
+// 2. Fused = unfused, bit for bit, for every config (the choice between them follows M, so this
+//    is R2 for the fused epilogue), on the Qwen3-8B and SmolLM2 shapes.
+// 3. Batch invariance (R1): rows of h from a batch of M rows equal the same rows of one
+//    16384-row product, for M = 1..512 and a spread up to 16384.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "gemm_test_util.cuh"
+#include "kernels/cuda/gemm.h"
+
+namespace invar::kernels::cuda {
+namespace {
+
+struct GateUpShape {
+  const char* name;
+  int64_t inter, k;
+};
+constexpr GateUpShape kQwen3GateUp{"qwen3-8b gate/up", 12288, 4096};
+constexpr GateUpShape kSmolGateUp{"smollm2 gate/up", 1536, 576};
+
+// Buffers of one gate/up problem of m rows: x, the paired W, h (row stride ldh) and scratch.
+struct GateUpBuffers {
+  DeviceBuffer x, w, h, scratch;
+  GateUpProblem p;
+  GateUpBuffers(int64_t m, int64_t inter, int64_t k, int64_t ldh)
+      : x(size_t(m) * k * 2), w(size_t(2 * inter) * k * 2), h(size_t(m) * ldh * 2),
+        scratch(size_t(m) * 2 * inter * 2) {
+    p = GateUpProblem{x.p, k, w.p, k, h.p, ldh, scratch.p, m, inter, k};
+  }
+  bool ok() const { return x.p && w.p && h.p && scratch.p; }
+};
+
+class GateUpCuda : public GemmCuda {};
+
+double silu(double g) { return g / (1.0 + std::exp(-g)); }
+
+// ---------------------------------------------------------------------------------------
+// 1. Correctness
+
+struct Case {
+  int64_t m, inter, k, ldh_pad;
+};
+// Row residues against every tile height, 2I not a multiple of any tile width, K not a
+// multiple of the K tile, padded h.
+constexpr Case kCases[] = {{1, 8, 8, 0},      {7, 136, 72, 8},   {65, 264, 776, 0},
+                           {129, 1544, 1032, 16}, {300, 1536, 576, 0}, {769, 520, 4104, 8}};
+
+enum class Path { tile_fused, tile_unfused, invariant, fast };
+
+void check_case(CudaGemm& gemm, const Case& c, Path path, GemmTile tile) {
+  const int64_t ldh = c.inter + c.ldh_pad, n = 2 * c.inter;
+  GateUpBuffers b(c.m, c.inter, c.k, ldh);
+  DeviceBuffer ref(size_t(c.m) * n * 8);
+  ASSERT_TRUE(b.ok() && ref.p);
+  static uint64_t seed = 101;
+  launch_fill_random(b.x.p, c.m * c.k, seed++);
+  launch_fill_random(b.w.p, n * c.k, seed++);
+  constexpr uint16_t kPoison = 0x7fc1;  // a NaN: an unwritten output fails the check
+  fill_u16<<<1024, 256>>>(b.h.as<uint16_t>(), c.m * ldh, kPoison);
+  reference_gemm<<<dim3(unsigned((n + 127) / 128), unsigned(c.m)), 128>>>(
+      b.x.as<uint16_t>(), c.k, b.w.as<uint16_t>(), c.k, ref.as<double>(), c.m, n, c.k);
+  CUDA_OK(cudaGetLastError());
+  switch (path) {
+    case Path::tile_fused: STATUS_OK(gemm.run_gate_up_tile(b.p, tile, true, nullptr)); break;
+    case Path::tile_unfused: STATUS_OK(gemm.run_gate_up_tile(b.p, tile, false, nullptr)); break;
+    case Path::invariant: STATUS_OK(gemm.run_gate_up(b.p, GemmMode::invariant, nullptr)); break;
+    case Path::fast: STATUS_OK(gemm.run_gate_up(b.p, GemmMode::fast, nullptr)); break;
+  }
+  CUDA_OK(cudaDeviceSynchronize());
+
+  std::vector<uint16_t> hh(size_t(c.m) * ldh);
+  std::vector<double> href(size_t(c.m) * n);
+  CUDA_OK(cudaMemcpy(hh.data(), b.h.p, hh.size() * 2, cudaMemcpyDeviceToHost));
+  CUDA_OK(cudaMemcpy(href.data(), ref.p, href.size() * 8, cudaMemcpyDeviceToHost));
+  double err2 = 0, ref2 = 0;
+  int64_t bad = 0, pad_touched = 0;
+  for (int64_t r = 0; r < c.m; ++r) {
+    for (int64_t i = 0; i < ldh; ++i) {
+      const uint16_t v = hh[size_t(r * ldh + i)];
+      if (i >= c.inter) {
+        pad_touched += v != kPoison;
+        continue;
+      }
+      const int64_t g_row = paired_gate_row(i);
+      const double g = href[size_t(r * n + g_row)], u = href[size_t(r * n + g_row + kGateUpBlock)];
+      const double want = silu(g) * u, e = double(host_bf16(v)) - want;
+      err2 += e * e;
+      ref2 += want * want;
+      // Three bf16 roundings (unit roundoff 2^-8): gate (amplified by at most 1.3 through
+      // silu, relative to silu(g), where g > 0), up, the product: under 2^-6 relative. Where
+      // g < 0, silu's slope times g's rounding is up to 0.3 * 2^-8 * |u| in absolute terms.
+      // A wrong gate/up pairing or an unwritten element misses by far more.
+      if (!(std::fabs(e) <= std::ldexp(std::fabs(want), -6) + std::ldexp(std::fabs(u), -9))) ++bad;
+    }
+  }
+  const std::string what = std::string(path == Path::fast        ? "fast"
+                                       : path == Path::invariant ? "invariant"
+                                       : path == Path::tile_fused ? "fused "
+                                                                  : "unfused ") +
+                           (path == Path::tile_fused || path == Path::tile_unfused ? std::string(gemm_tile_name(tile)) : "") +
+                           " M=" + std::to_string(c.m) + " I=" + std::to_string(c.inter) +
+                           " K=" + std::to_string(c.k);
+  EXPECT_EQ(bad, 0) << what << ": elements outside tolerance (or unwritten)";
+  EXPECT_EQ(pad_touched, 0) << what << ": wrote past I into the padding of h";
+  EXPECT_LT(std::sqrt(err2 / ref2), 8e-3) << what;
+}
+
+TEST_F(GateUpCuda, MatchesF64ReferenceEveryTileFusedAndNot) {
+  for (const Case& c : kCases) {
+    for (GemmTile t : kAllGemmTiles) {
+      check_case(*gemm_, c, Path::tile_unfused, t);
+      if (CudaGemm::fuses_gate_up(t)) check_case(*gemm_, c, Path::tile_fused, t);
+    }
+    check_case(*gemm_, c, Path::invariant, kAllGemmTiles[0]);
+    check_case(*gemm_, c, Path::fast, kAllGemmTiles[0]);
+  }
+}
+
+TEST_F(GateUpCuda, RejectsAnIntermediateSizeOffTheBlock) {
+  GateUpBuffers b(4, 12, 64, 16);  // I = 12 is not a multiple of 8
+  ASSERT_TRUE(b.ok());
+  const Status s = gemm_->run_gate_up(b.p, GemmMode::invariant, nullptr);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("multiple of 8"), std::string::npos) << s.message();
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Fused = unfused, every config
+
+TEST_F(GateUpCuda, FusedEpilogueGivesTheBitsOfGemmThenSiluMul) {
+  int fused_configs = 0;
+  for (const GateUpShape& s : {kQwen3GateUp, kSmolGateUp}) {
+    for (int64_t m : {1, 37, 300, 1031}) {  // partial tiles of every height
+      GateUpBuffers ref(m, s.inter, s.k, s.inter), got(m, s.inter, s.k, s.inter);
+      DeviceBuffer count(8), first(4);
+      ASSERT_TRUE(ref.ok() && got.ok() && count.p && first.p);
+      launch_fill_random(ref.x.p, m * s.k, 31);
+      launch_fill_random(ref.w.p, 2 * s.inter * s.k, 32);
+      got.p.x = ref.p.x;
+      got.p.w = ref.p.w;
+      STATUS_OK(gemm_->run_gate_up_tile(ref.p, kAllGemmTiles[0], /*fused=*/false, nullptr));
+      for (GemmTile t : kAllGemmTiles) {
+        if (!CudaGemm::fuses_gate_up(t)) continue;
+        ++fused_configs;
+        STATUS_OK(gemm_->run_gate_up_tile(got.p, t, /*fused=*/true, nullptr));
+        CUDA_OK(cudaMemset(count.p, 0, 8));
+        CUDA_OK(cudaMemset(first.p, 0x7f, 4));
+        count_row_mismatches<<<unsigned(m), 256>>>(ref.h.as<uint16_t>(), s.inter,
+                                                   got.h.as<uint16_t>(), s.inter, m, s.inter,
+                                                   count.as<unsigned long long>(), first.as<int>());
+        unsigned long long n_bad = 0;
+        CUDA_OK(cudaMemcpy(&n_bad, count.p, 8, cudaMemcpyDeviceToHost));
+        EXPECT_EQ(n_bad, 0u) << s.name << " M=" << m << ": fused " << gemm_tile_name(t)
+                             << " differs from GEMM + silu_mul in " << n_bad << " rows";
+      }
+    }
+  }
+  EXPECT_GT(fused_configs, 0) << "no config has the fused epilogue: nothing was compared";
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Batch invariance
+
+TEST_F(GateUpCuda, RowsAreBitIdenticalForEveryBatchSize) {
+  for (const GateUpShape& s : {kQwen3GateUp, kSmolGateUp}) {
+    GateUpBuffers full(kMaxRows, s.inter, s.k, s.inter), part(kMaxRows, s.inter, s.k, s.inter);
+    DeviceBuffer count(8), first(4);
+    ASSERT_TRUE(full.ok() && part.ok() && count.p && first.p) << s.name << ": out of memory";
+    launch_fill_random(full.x.p, kMaxRows * s.k, 41);
+    launch_fill_random(full.w.p, 2 * s.inter * s.k, 42);
+    STATUS_OK(gemm_->run_gate_up(full.p, GemmMode::invariant, nullptr));
+    int64_t sizes = 0, differing = 0, first_m = -1, fused_sizes = 0;
+    for (int64_t m : batch_sizes()) {
+      const int64_t slot = slot_of(m);
+      GateUpProblem p = part.p;
+      p.x = full.x.as<uint16_t>() + slot * s.k;
+      p.w = full.w.p;
+      p.m = m;
+      fused_sizes += CudaGemm::fuses_gate_up(CudaGemm::choose_tile(m, 2 * s.inter, s.k));
+      STATUS_OK(gemm_->run_gate_up(p, GemmMode::invariant, nullptr));
+      CUDA_OK(cudaMemsetAsync(count.p, 0, 8));
+      CUDA_OK(cudaMemsetAsync(first.p, 0x7f, 4));
+      count_row_mismatches<<<unsigned(m), 256>>>(part.h.as<uint16_t>(), s.inter,
+                                                 full.h.as<uint16_t>() + slot * s.inter, s.inter,
+                                                 m, s.inter, count.as<unsigned long long>(),
+                                                 first.as<int>());
+      unsigned long long n_bad = 0;
+      CUDA_OK(cudaMemcpy(&n_bad, count.p, 8, cudaMemcpyDeviceToHost));
+      ++sizes;
+      if (n_bad && differing++ == 0) first_m = m;
+    }
+    std::printf("gate/up   %-20s I=%-6lld K=%-5lld batch sizes %lld (fused epilogue at %lld), "
+                "differing %lld\n",
+                s.name, (long long)s.inter, (long long)s.k, (long long)sizes,
+                (long long)fused_sizes, (long long)differing);
+    EXPECT_EQ(differing, 0) << s.name << ": first at M=" << first_m;
+    EXPECT_GT(fused_sizes, 0) << s.name << ": no batch size took the fused epilogue";
+  }
+}
+
+}  // namespace
+}  // namespace invar::kernels::cuda

@@ -1,0 +1,186 @@
+// Shared by the GEMM tests (gemm_test.cu, gate_up_test.cu): device buffers, random bf16 data,
+// the f64 reference GEMM, the row comparison, the fixture owning a CudaGemm, and the batch
+// sizes of the invariance sweeps.
+//   M = rows of x (tokens), N = rows of W (output features), K = input features
+#pragma once
+
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/gemm.h"
+
+namespace invar::kernels::cuda {
+namespace {
+
+#define CUDA_OK(expr)                                                              \
+  do {                                                                             \
+    cudaError_t e_ = (expr);                                                       \
+    ASSERT_EQ(e_, cudaSuccess) << #expr << ": " << cudaGetErrorString(e_);         \
+  } while (0)
+
+#define STATUS_OK(expr)                               \
+  do {                                                \
+    ::invar::Status s_ = (expr);                      \
+    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_.message(); \
+  } while (0)
+
+struct Shape {
+  const char* name;
+  int64_t n, k;
+};
+
+// Qwen3-8B: qkv, o_proj, gate_up, down_proj, lm_head. SmolLM2-135M: q/o, kv, gate/up
+// (intermediate 1536), down, lm_head.
+constexpr Shape kQwen3Shapes[] = {{"qwen3-8b qkv", 6144, 4096},
+                                  {"qwen3-8b o_proj", 4096, 4096},
+                                  {"qwen3-8b gate_up", 24576, 4096},
+                                  {"qwen3-8b down_proj", 4096, 12288},
+                                  {"qwen3-8b lm_head", 151936, 4096}};
+constexpr Shape kSmolShapes[] = {{"smollm2 q/o", 576, 576},
+                                 {"smollm2 kv", 192, 576},
+                                 {"smollm2 gate/up", 1536, 576},
+                                 {"smollm2 down", 576, 1536},
+                                 {"smollm2 lm_head", 49152, 576}};
+
+// Device buffer owned by the test.
+struct DeviceBuffer {
+  void* p = nullptr;
+  explicit DeviceBuffer(size_t bytes) {
+    if (cudaMalloc(&p, bytes) != cudaSuccess) p = nullptr;
+  }
+  ~DeviceBuffer() {
+    if (p) cudaFree(p);
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(p);
+  }
+};
+
+__host__ __device__ inline uint32_t mix(uint64_t seed, uint64_t i) {
+  uint64_t z = seed * 0x9E3779B97F4A7C15ull + i * 0xBF58476D1CE4E5B9ull + 0x94D049BB133111EBull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return uint32_t((z ^ (z >> 31)) >> 32);
+}
+
+// Uniform in [-1, 1), rounded to bf16: random data, never zeros (METHOD.md).
+__global__ void fill_random_bf16(uint16_t* p, int64_t count, uint64_t seed) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    float u = float(mix(seed, uint64_t(i)) >> 8) * (1.0f / 8388608.0f) - 1.0f;
+    uint32_t b;
+    memcpy(&b, &u, 4);
+    p[i] = uint16_t((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+  }
+}
+
+__global__ void fill_u16(uint16_t* p, int64_t count, uint16_t v) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
+       i += int64_t(gridDim.x) * blockDim.x)
+    p[i] = v;
+}
+
+__device__ inline double bf16_to_double(uint16_t h) {
+  uint32_t b = uint32_t(h) << 16;
+  float f;
+  memcpy(&f, &b, 4);
+  return double(f);
+}
+
+// ref[m, n] = sum_k x[m, k] w[n, k] in f64, one thread per output.
+__global__ void reference_gemm(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t ldw,
+                               double* ref, int64_t m, int64_t n, int64_t k) {
+  int64_t col = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  int64_t row = blockIdx.y;
+  if (col >= n || row >= m) return;
+  double acc = 0.0;
+  for (int64_t i = 0; i < k; ++i)
+    acc += bf16_to_double(x[row * ldx + i]) * bf16_to_double(w[col * ldw + i]);
+  ref[row * n + col] = acc;
+}
+
+// Counts rows r < m where a[r, :n] and b[r, :n] differ in any bit; records the first one.
+__global__ void count_row_mismatches(const uint16_t* a, int64_t lda, const uint16_t* b,
+                                     int64_t ldb, int64_t m, int64_t n,
+                                     unsigned long long* count, int* first_row) {
+  int64_t row = blockIdx.x;
+  if (row >= m) return;
+  int diff = 0;
+  for (int64_t c = threadIdx.x; c < n; c += blockDim.x)
+    diff |= a[row * lda + c] != b[row * ldb + c];
+  diff = __syncthreads_or(diff);
+  if (diff && threadIdx.x == 0) {
+    atomicAdd(count, 1ull);
+    atomicMin(first_row, int(row));
+  }
+}
+
+void launch_fill_random(void* p, int64_t count, uint64_t seed) {
+  fill_random_bf16<<<1024, 256>>>(static_cast<uint16_t*>(p), count, seed);
+}
+
+float host_bf16(uint16_t h) {
+  uint32_t b = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+
+class GemmCuda : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) return;
+    auto g = CudaGemm::create(0);
+    if (!g.ok()) {
+      std::fprintf(stderr, "CudaGemm::create: %s\n", g.status().message().c_str());
+      return;
+    }
+    gemm_ = std::move(g).value().release();
+    cudaDeviceProp prop{};
+    cudaGetDeviceProperties(&prop, 0);
+    std::printf("device: %s, %d SMs, sm_%d%d\n", prop.name, prop.multiProcessorCount, prop.major,
+                prop.minor);
+  }
+  static void TearDownTestSuite() {
+    delete gemm_;
+    gemm_ = nullptr;
+  }
+  void SetUp() override {
+    if (gemm_) return;
+    // scripts/gpu-check sets INVAR_REQUIRE_GPU=1: there a missing GPU is a failure.
+    const char* require = std::getenv("INVAR_REQUIRE_GPU");
+    if (require && std::string(require) == "1") FAIL() << "INVAR_REQUIRE_GPU=1 but no usable CUDA device";
+    GTEST_SKIP() << "no CUDA device";
+  }
+  static CudaGemm* gemm_;
+};
+CudaGemm* GemmCuda::gemm_ = nullptr;
+
+constexpr int64_t kMaxRows = 16384;
+
+std::vector<int64_t> batch_sizes() {
+  std::vector<int64_t> ms;
+  for (int64_t m = 1; m <= 512; ++m) ms.push_back(m);
+  for (int64_t m : {521, 577, 640, 769, 1000, 1021, 1024, 1031, 2047, 2053, 3001, 4096, 4099,
+                    6007, 8191, 8192, 9973, 12289, 16381, 16384})
+    ms.push_back(m);
+  return ms;
+}
+
+// The row offset of a batch inside the big product: the request's slot moves with M.
+int64_t slot_of(int64_t m) { return m == kMaxRows ? 0 : (m * 7919) % std::min<int64_t>(97, kMaxRows - m + 1); }
+
+}  // namespace
+}  // namespace invar::kernels::cuda
