@@ -20,6 +20,7 @@ namespace {
 
 using bf16 = __nv_bfloat16;
 constexpr int kBlock = 256;
+constexpr int kBatch = 4;  // chunks of 8 elements a thread loads at once
 
 __device__ __forceinline__ float load_f32(const float* p) {
   return *p;
@@ -111,33 +112,60 @@ __global__ void __launch_bounds__(kBlock)
   const int64_t tok = (live ? row : 0) / heads, head = (live ? row : 0) % heads;
   T* xr = x + tok * ldx + head * dim;
   const bf16* dr = ADD ? delta + tok * ldd + head * dim : nullptr;
+  // Chunks are read kBatch at a time, all loads before any store, so that a thread has all
+  // its reads in flight at once (a store to x between them would order them one by one); the
+  // accumulation still runs over chunks gt, gt + stride, ... and elements in order.
+  const int64_t stride = 32 * warps;
+  const bool whole = chunks <= kBatch * stride;  // every chunk of the thread stays in registers
+  float v[kBatch][8];
   float acc = 0.0f;
-  for (int64_t c = gt; live && c < chunks; c += 32 * warps) {
-    const int n = dim - c * 8 < 8 ? int(dim - c * 8) : 8;
-    float v[8];
-    load8(xr + c * 8, n, vec, v);
-    if constexpr (ADD) {
-      float d[8];
-      load8(dr + c * 8, n, vec, d);
+  for (int64_t c0 = gt; live && c0 < chunks; c0 += kBatch * stride) {
+    float d[kBatch][8];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) v[i] = __fadd_rn(v[i], d[i]);
-      store8(xr + c * 8, n, vec, v);
+    for (int b = 0; b < kBatch; ++b) {
+      const int64_t c = c0 + b * stride;
+      if (c >= chunks) break;
+      const int n = dim - c * 8 < 8 ? int(dim - c * 8) : 8;
+      load8(xr + c * 8, n, vec, v[b]);
+      if constexpr (ADD) load8(dr + c * 8, n, vec, d[b]);
     }
 #pragma unroll
-    for (int i = 0; i < 8; ++i) acc = __fmaf_rn(v[i], v[i], acc);
+    for (int b = 0; b < kBatch; ++b) {
+      const int64_t c = c0 + b * stride;
+      if (c >= chunks) break;
+      if constexpr (ADD) {
+        const int n = dim - c * 8 < 8 ? int(dim - c * 8) : 8;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) v[b][i] = __fadd_rn(v[b][i], d[b][i]);
+        store8(xr + c * 8, n, vec, v[b]);
+      }
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc = __fmaf_rn(v[b][i], v[b][i], acc);
+    }
   }
   const float inv = inv_rms(group_sum(acc, warps, red), dim, eps);
   if (!live) return;
   bf16* orow = out + tok * ldo + head * dim;
-  // Second pass: this thread rereads the chunks it wrote (no barrier needed).
-  for (int64_t c = gt; c < chunks; c += 32 * warps) {
-    const int n = dim - c * 8 < 8 ? int(dim - c * 8) : 8;
-    float v[8], w[8];
-    load8(xr + c * 8, n, vec, v);
-    load8(weight + c * 8, n, vec_wo, w);
+  // Second pass: from registers, or (rows longer than kBatch chunks a thread) rereading the
+  // chunks this thread wrote (no barrier needed).
+  for (int64_t c0 = gt; c0 < chunks; c0 += kBatch * stride) {
 #pragma unroll
-    for (int i = 0; i < 8; ++i) v[i] = __fmul_rn(w[i], __fmul_rn(v[i], inv));
-    store8(orow + c * 8, n, vec_wo, v);
+    for (int b = 0; b < kBatch; ++b) {
+      const int64_t c = c0 + b * stride;
+      if (c >= chunks) break;
+      const int n = dim - c * 8 < 8 ? int(dim - c * 8) : 8;
+      float x8[8], w[8];
+      if (whole) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) x8[i] = v[b][i];
+      } else {
+        load8(xr + c * 8, n, vec, x8);
+      }
+      load8(weight + c * 8, n, vec_wo, w);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) x8[i] = __fmul_rn(w[i], __fmul_rn(x8[i], inv));
+      store8(orow + c * 8, n, vec_wo, x8);
+    }
   }
 }
 
