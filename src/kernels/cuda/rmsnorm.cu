@@ -20,7 +20,6 @@ namespace {
 
 using bf16 = __nv_bfloat16;
 constexpr int kBlock = 256;
-constexpr int kBatch = 4;  // chunks of 8 elements a thread loads at once
 
 __device__ __forceinline__ float load_f32(const float* p) {
   return *p;
@@ -73,12 +72,18 @@ __device__ __forceinline__ float inv_rms(float sum, int64_t dim, float eps) {
   return __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(__fdiv_rn(sum, float(dim)), eps)));
 }
 
+// The tails are unrolled loops with a predicate: a loop bounded by n indexes v at run time,
+// which puts v (and every chunk array of the kernel) in local memory; that stack frame held
+// rmsnorm_add at 0.5-0.7x of fast mode (bench/results/ops-attention-bench-h200-*-fef0e19.txt).
 __device__ __forceinline__ void store8(float* p, int n, bool vec, const float (&v)[8]) {
   if (vec && n == 8) {
     *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
     *reinterpret_cast<float4*>(p + 4) = make_float4(v[4], v[5], v[6], v[7]);
   } else {
-    for (int i = 0; i < n; ++i) p[i] = v[i];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      if (i < n) p[i] = v[i];
+    }
   }
 }
 __device__ __forceinline__ void store8(bf16* p, int n, bool vec, const float (&v)[8]) {
@@ -89,7 +94,10 @@ __device__ __forceinline__ void store8(bf16* p, int n, bool vec, const float (&v
     for (int i = 0; i < 4; ++i) h[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
     *reinterpret_cast<uint4*>(p) = u;
   } else {
-    for (int i = 0; i < n; ++i) p[i] = __float2bfloat16_rn(v[i]);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      if (i < n) p[i] = __float2bfloat16_rn(v[i]);
+    }
   }
 }
 
@@ -112,60 +120,33 @@ __global__ void __launch_bounds__(kBlock)
   const int64_t tok = (live ? row : 0) / heads, head = (live ? row : 0) % heads;
   T* xr = x + tok * ldx + head * dim;
   const bf16* dr = ADD ? delta + tok * ldd + head * dim : nullptr;
-  // Chunks are read kBatch at a time, all loads before any store, so that a thread has all
-  // its reads in flight at once (a store to x between them would order them one by one); the
-  // accumulation still runs over chunks gt, gt + stride, ... and elements in order.
-  const int64_t stride = 32 * warps;
-  const bool whole = chunks <= kBatch * stride;  // every chunk of the thread stays in registers
-  float v[kBatch][8];
   float acc = 0.0f;
-  for (int64_t c0 = gt; live && c0 < chunks; c0 += kBatch * stride) {
-    float d[kBatch][8];
+  for (int64_t c = gt; live && c < chunks; c += 32 * warps) {
+    const int n = dim - c * 8 < 8 ? int(dim - c * 8) : 8;
+    float v[8];
+    load8(xr + c * 8, n, vec, v);
+    if constexpr (ADD) {
+      float d[8];
+      load8(dr + c * 8, n, vec, d);
 #pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int64_t c = c0 + b * stride;
-      if (c >= chunks) break;
-      const int n = dim - c * 8 < 8 ? int(dim - c * 8) : 8;
-      load8(xr + c * 8, n, vec, v[b]);
-      if constexpr (ADD) load8(dr + c * 8, n, vec, d[b]);
+      for (int i = 0; i < 8; ++i) v[i] = __fadd_rn(v[i], d[i]);
+      store8(xr + c * 8, n, vec, v);
     }
 #pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int64_t c = c0 + b * stride;
-      if (c >= chunks) break;
-      if constexpr (ADD) {
-        const int n = dim - c * 8 < 8 ? int(dim - c * 8) : 8;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) v[b][i] = __fadd_rn(v[b][i], d[b][i]);
-        store8(xr + c * 8, n, vec, v[b]);
-      }
-#pragma unroll
-      for (int i = 0; i < 8; ++i) acc = __fmaf_rn(v[b][i], v[b][i], acc);
-    }
+    for (int i = 0; i < 8; ++i) acc = __fmaf_rn(v[i], v[i], acc);
   }
   const float inv = inv_rms(group_sum(acc, warps, red), dim, eps);
   if (!live) return;
   bf16* orow = out + tok * ldo + head * dim;
-  // Second pass: from registers, or (rows longer than kBatch chunks a thread) rereading the
-  // chunks this thread wrote (no barrier needed).
-  for (int64_t c0 = gt; c0 < chunks; c0 += kBatch * stride) {
+  // Second pass: this thread rereads the chunks it wrote (no barrier needed).
+  for (int64_t c = gt; c < chunks; c += 32 * warps) {
+    const int n = dim - c * 8 < 8 ? int(dim - c * 8) : 8;
+    float v[8], w[8];
+    load8(xr + c * 8, n, vec, v);
+    load8(weight + c * 8, n, vec_wo, w);
 #pragma unroll
-    for (int b = 0; b < kBatch; ++b) {
-      const int64_t c = c0 + b * stride;
-      if (c >= chunks) break;
-      const int n = dim - c * 8 < 8 ? int(dim - c * 8) : 8;
-      float x8[8], w[8];
-      if (whole) {
-#pragma unroll
-        for (int i = 0; i < 8; ++i) x8[i] = v[b][i];
-      } else {
-        load8(xr + c * 8, n, vec, x8);
-      }
-      load8(weight + c * 8, n, vec_wo, w);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) x8[i] = __fmul_rn(w[i], __fmul_rn(x8[i], inv));
-      store8(orow + c * 8, n, vec_wo, x8);
-    }
+    for (int i = 0; i < 8; ++i) v[i] = __fmul_rn(w[i], __fmul_rn(v[i], inv));
+    store8(orow + c * 8, n, vec_wo, v);
   }
 }
 
