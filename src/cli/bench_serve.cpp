@@ -38,6 +38,7 @@ struct BenchServeArgs {
   double temperature = 0;  // 0: greedy
   double top_p = 1;
   uint64_t seed = 0;
+  int max_token_id = 9999;  // prompt ids uniform in [min(100, max / 2), max]
   std::string json_out;
 };
 
@@ -104,7 +105,9 @@ int run_bench_serve(const BenchServeArgs& a) {
     int hi = std::max(lo, int(mean_len * (1.0 + a.range_ratio)));
     return std::uniform_int_distribution<int>(lo, hi)(rng);
   };
-  std::uniform_int_distribution<int> token(100, 9999);  // inside any real vocabulary
+  // Inside any real vocabulary by default; --max-token-id for small ones (a random-weight
+  // model's byte tokenizer has 256).
+  std::uniform_int_distribution<int> token(std::min(100, a.max_token_id / 2), a.max_token_id);
   std::exponential_distribution<double> gap(a.request_rate > 0 ? a.request_rate : 1.0);
   struct Planned {
     double at_s;
@@ -262,6 +265,9 @@ void add_bench(CLI::App& app) {
   cmd->add_option("--top-p", a->top_p, "Nucleus sampling mass of every request")
       ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", a->seed, "Seed of the workload (request i is sampled with seed i)");
+  cmd->add_option("--max-token-id", a->max_token_id,
+                  "Largest prompt token id (prompts are random ids up to it; default 9999)")
+      ->check(CLI::Range(1, INT32_MAX));
   cmd->add_option("--json", a->json_out, "Also write the results to this JSON file");
   cmd->callback([a] { set_exit_code(run_bench_serve(*a)); });
 }

@@ -91,10 +91,16 @@ class Stream : public std::enable_shared_from_this<Stream> {
       }
       auto choices = chunk.find("choices");
       if (choices == chunk.end() || !choices->is_array() || choices->empty()) continue;
-      const auto& text = (*choices)[0].find("text");
-      if (text != (*choices)[0].end() && text->is_string() &&
-          !text->get_ref<const std::string&>().empty())
-        result_.chunk_times.push_back(now);
+      // A token arrived if the chunk carries text, or carries none but is not the closing
+      // chunk (a token whose text is empty or held back: a byte tokenizer's id past 255, half a
+      // UTF-8 character).
+      const nlohmann::json& choice = (*choices)[0];
+      const auto text = choice.find("text");
+      const bool has_text = text != choice.end() && text->is_string() &&
+                            !text->get_ref<const std::string&>().empty();
+      const auto finish = choice.find("finish_reason");
+      const bool closing = finish != choice.end() && !finish->is_null();
+      if (has_text || (text != choice.end() && !closing)) result_.chunk_times.push_back(now);
     }
   }
 

@@ -25,7 +25,7 @@ struct StreamResult {
   bool ok = false;
   std::string error;
   BenchClock::time_point start;
-  std::vector<BenchClock::time_point> chunk_times;  // each SSE chunk that carried text
+  std::vector<BenchClock::time_point> chunk_times;  // each SSE chunk that carried a token
   int prompt_tokens = 0;
   int completion_tokens = 0;  // from the final usage chunk
   std::string fingerprint;
