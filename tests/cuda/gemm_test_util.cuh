@@ -1,4 +1,4 @@
-// Shared by the GEMM tests (gemm_test.cu, gate_up_test.cu): device buffers, random bf16 data,
+// Shared by the GEMM tests (gemm_test.cu, gate_up_test.cu), over test_util.cuh: random bf16 data,
 // the f64 reference GEMM, the row comparison, the fixture owning a CudaGemm, and the batch
 // sizes of the invariance sweeps.
 //   M = rows of x (tokens), N = rows of W (output features), K = input features
@@ -16,21 +16,10 @@
 #include <vector>
 
 #include "kernels/cuda/gemm.h"
+#include "test_util.cuh"  // CUDA_OK, STATUS_OK, DeviceBuffer
 
 namespace invar::kernels::cuda {
 namespace {
-
-#define CUDA_OK(expr)                                                              \
-  do {                                                                             \
-    cudaError_t e_ = (expr);                                                       \
-    ASSERT_EQ(e_, cudaSuccess) << #expr << ": " << cudaGetErrorString(e_);         \
-  } while (0)
-
-#define STATUS_OK(expr)                               \
-  do {                                                \
-    ::invar::Status s_ = (expr);                      \
-    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_.message(); \
-  } while (0)
 
 struct Shape {
   const char* name;
@@ -50,22 +39,7 @@ constexpr Shape kSmolShapes[] = {{"smollm2 q/o", 576, 576},
                                  {"smollm2 down", 576, 1536},
                                  {"smollm2 lm_head", 49152, 576}};
 
-// Device buffer owned by the test.
-struct DeviceBuffer {
-  void* p = nullptr;
-  explicit DeviceBuffer(size_t bytes) {
-    if (cudaMalloc(&p, bytes) != cudaSuccess) p = nullptr;
-  }
-  ~DeviceBuffer() {
-    if (p) cudaFree(p);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(p);
-  }
-};
+using cudatest::DeviceBuffer;
 
 __host__ __device__ inline uint32_t mix(uint64_t seed, uint64_t i) {
   uint64_t z = seed * 0x9E3779B97F4A7C15ull + i * 0xBF58476D1CE4E5B9ull + 0x94D049BB133111EBull;
