@@ -12,8 +12,8 @@
 //   x W^T (W rows on CUTLASS N): gate at v2 = 2j, up at v2 = 2j + 1 (8 columns further);
 //   swap-AB (W rows on CUTLASS M): gate at v1 = 0, up at v1 = 1 (8 rows further).
 // The output coordinate of each register comes from CuTe's identity-tensor partition, as in
-// CUTLASS's DefaultEpilogue; gemm_test checks the fused output against GEMM + silu_mul bit for
-// bit, which fails at once if a pair were wrong.
+// CUTLASS's DefaultEpilogue; gate_up_test checks the fused output against GEMM + silu_mul bit
+// for bit, which fails at once if a pair were wrong.
 //
 // Bits: the accumulator is rounded to bf16 exactly as the plain epilogue rounds it (1 * acc,
 // round to nearest even), then the shared f32 recipe: fused and unfused give the same bits.
