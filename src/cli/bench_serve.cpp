@@ -208,7 +208,8 @@ int run_bench_serve(const BenchServeArgs& a) {
 
   if (!a.json_out.empty()) {
     auto stats = [](const std::vector<double>& v) {
-      return nlohmann::json{{"mean", mean(v)},
+      return nlohmann::json{{"count", v.size()},
+                            {"mean", mean(v)},
                             {"p50", percentile(v, 50)},
                             {"p90", percentile(v, 90)},
                             {"p99", percentile(v, 99)}};

@@ -28,9 +28,9 @@ def raise_fd_limit():
 
 
 class InvarServer:
-    def __init__(self, *extra_args, start_timeout=120):
+    def __init__(self, *extra_args, start_timeout=120, model=None):
         raise_fd_limit()
-        cmd = [os.environ["INVAR_BIN"], "serve", "--model", os.environ["INVAR_MODEL"],
+        cmd = [os.environ["INVAR_BIN"], "serve", "--model", model or os.environ["INVAR_MODEL"],
                "--host", "127.0.0.1", "--port", "0", "--served-model-name", MODEL_NAME,
                *extra_args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -172,3 +172,37 @@ def test_bench_serve_runs_against_the_server(server):
     assert "requests: 6 ok, 0 failed" in out.stdout
     assert "time to first token" in out.stdout and "inter-token latency" in out.stdout
     assert "one mode (invariant)" in out.stdout  # the CPU backend says so
+
+
+def test_bench_serve_against_a_random_weight_model():
+    """A --random-weights model has a 256-id byte tokenizer: bench serve's default prompt ids
+    (up to 9999) are refused, --max-token-id keeps them inside; bytes past 0x7f render as empty
+    text chunks, which must still count as tokens."""
+    import json
+    import os
+    import subprocess
+    import tempfile
+
+    from conftest import InvarServer
+    tiny = os.path.join(os.path.dirname(__file__), "..", "data", "tiny-qwen3")
+    srv = InvarServer("--random-weights", "1", model=tiny)
+    try:
+        def bench(*extra):
+            with tempfile.TemporaryDirectory() as d:
+                out = subprocess.run([os.environ["INVAR_BIN"], "bench", "serve", "--url", srv.url,
+                                      "-n", "4", "--prompt-len", "8", "--output-len", "12",
+                                      "--json", os.path.join(d, "r.json"), *extra],
+                                     capture_output=True, text=True, timeout=300)
+                path = os.path.join(d, "r.json")
+                return out, (json.load(open(path)) if os.path.exists(path) else None)
+        out, _ = bench()
+        assert "requests: 0 ok, 4 failed" in out.stdout, out.stdout + out.stderr
+        assert "outside the vocabulary [0, 256)" in out.stdout
+        # Sampled: a random model draws bytes of every value, so half the chunks carry no text.
+        out, result = bench("--max-token-id", "255", "--temperature", "1")
+        assert out.returncode == 0, out.stderr + out.stdout
+        assert "requests: 4 ok, 0 failed" in out.stdout, out.stdout
+        assert result["output_tokens"] == 48
+        assert result["itl_ms"]["count"] == 4 * 11  # every token arrived, empty text or not
+    finally:
+        assert srv.stop() == 0
