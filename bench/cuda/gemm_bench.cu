@@ -101,15 +101,42 @@ std::vector<int64_t> parse_list(const char* s) {
   return v;
 }
 
-// Bytes of inputs per rotation: enough copies that W comes from device memory each call.
-int copies_for(size_t per_copy) {
-  return int(std::max<size_t>(1, std::min<size_t>(2048, (size_t(256) << 20) / per_copy + 1)));
-}
+// Copies of random x [M, K] and W [N, K], enough (>= 256 MiB in all) that every call of a
+// rotation reads W from device memory, not L2.
+struct RotatedInputs {
+  std::vector<void*> x, w;
+  RotatedInputs(int64_t m, int64_t n, int64_t k, cudaStream_t stream) {
+    const size_t x_bytes = size_t(m) * k * 2, w_bytes = size_t(n) * k * 2;
+    const int copies = int(std::max<size_t>(
+        1, std::min<size_t>(2048, (size_t(256) << 20) / (x_bytes + w_bytes) + 1)));
+    for (int c = 0; c < copies; ++c) {
+      x.push_back(nullptr);
+      w.push_back(nullptr);
+      CHECK_CUDA(cudaMalloc(&x.back(), x_bytes));
+      CHECK_CUDA(cudaMalloc(&w.back(), w_bytes));
+      fill_random_bf16<<<1024, 256, 0, stream>>>(static_cast<uint16_t*>(x.back()), m * k, 2 * c + 1);
+      fill_random_bf16<<<1024, 256, 0, stream>>>(static_cast<uint16_t*>(w.back()), n * k, 2 * c + 2);
+    }
+    CHECK_CUDA(cudaStreamSynchronize(stream));
+  }
+  ~RotatedInputs() {
+    for (void* p : x) CHECK_CUDA(cudaFree(p));
+    for (void* p : w) CHECK_CUDA(cudaFree(p));
+  }
+  int copies() const { return int(x.size()); }
+};
 
-// Enough launches per graph that one replay runs for about a millisecond or more.
-int launches_for(int copies, double flop, double bytes) {
-  return std::max(copies, std::min(200, int(2e-3 / std::max(flop / 6e14, bytes / 3e12)) + 1));
-}
+// FLOP and bytes moved of one M x N x K GEMM with bf16 operands and output.
+struct GemmCost {
+  double flop, bytes;
+  GemmCost(int64_t m, int64_t n, int64_t k)
+      : flop(2.0 * double(m) * double(n) * double(k)),
+        bytes(2.0 * (double(m) * k + double(n) * k + double(m) * n)) {}
+  // Enough launches per graph that one replay runs for about a millisecond or more.
+  int launches(int copies) const {
+    return std::max(copies, std::min(200, int(2e-3 / std::max(flop / 6e14, bytes / 3e12)) + 1));
+  }
+};
 
 // --gate-up: h = silu(x Wg^T) * (x Wu^T) for M rows, three ways in the same run.
 void bench_gate_up(CudaGemm& gemm, bool smol, const std::vector<int64_t>& ms, int reps,
@@ -122,41 +149,28 @@ void bench_gate_up(CudaGemm& gemm, bool smol, const std::vector<int64_t>& ms, in
   std::printf("%6s %-12s %5s | %9s %7s | %9s | %9s | %8s %8s\n", "M", "tile", "fused", "fused us",
               "TFLOP/s", "unfused", "cublas", "unf/fus", "cub/fus");
   for (int64_t m : ms) {
-    const size_t x_bytes = size_t(m) * k * 2, w_bytes = size_t(n) * k * 2;
-    const int copies = copies_for(x_bytes + w_bytes);
-    std::vector<void*> bufs;
-    std::vector<GateUpProblem> probs;
+    const RotatedInputs in(m, n, k, stream);
     void *h = nullptr, *scratch = nullptr;
     CHECK_CUDA(cudaMalloc(&h, size_t(m) * inter * 2));
     CHECK_CUDA(cudaMalloc(&scratch, size_t(m) * n * 2));
-    for (int c = 0; c < copies; ++c) {
-      void *x, *w;
-      CHECK_CUDA(cudaMalloc(&x, x_bytes));
-      CHECK_CUDA(cudaMalloc(&w, w_bytes));
-      fill_random_bf16<<<1024, 256, 0, stream>>>(static_cast<uint16_t*>(x), m * k, 2 * c + 1);
-      fill_random_bf16<<<1024, 256, 0, stream>>>(static_cast<uint16_t*>(w), n * k, 2 * c + 2);
-      bufs.push_back(x);
-      bufs.push_back(w);
-      probs.push_back(GateUpProblem{x, k, w, k, h, inter, scratch, m, inter, k});
-    }
-    CHECK_CUDA(cudaStreamSynchronize(stream));
+    std::vector<GateUpProblem> probs;
+    for (int c = 0; c < in.copies(); ++c)
+      probs.push_back(GateUpProblem{in.x[c], k, in.w[c], k, h, inter, scratch, m, inter, k});
     const GemmTile tile = CudaGemm::choose_tile(m, n, k);
     const Enqueue calls[] = {
         [&](size_t i) { return gemm.run_gate_up(probs[i], GemmMode::invariant, stream); },
         [&](size_t i) { return gemm.run_gate_up_tile(probs[i], tile, false, stream); },
         [&](size_t i) { return gemm.run_gate_up(probs[i], GemmMode::fast, stream); }};
     const char* names[] = {"fused", "unfused", "cublas"};
-    const double flop = 2.0 * double(m) * double(n) * double(k);
-    const double bytes = 2.0 * (double(m) * k + double(n) * k + double(m) * n);
-    const int launches = launches_for(copies, flop, bytes);
+    const GemmCost cost(m, n, k);
+    const int launches = cost.launches(in.copies());
     std::vector<Timed> timed(3);
     for (size_t i = 0; i < 3; ++i) capture_variant(calls[i], names[i], probs.size(), launches, stream, timed[i]);
     const std::vector<double> t = time_variants(timed, launches, reps, stream);
     std::printf("%6lld %-12s %5s | %9.2f %7.1f | %9.2f | %9.2f | %8.2f %8.2f\n", (long long)m,
                 std::string(gemm_tile_name(tile)).c_str(), CudaGemm::fuses_gate_up(tile) ? "yes" : "no",
-                t[0], flop / t[0] * 1e-6, t[1], t[2], t[1] / t[0], t[2] / t[0]);
+                t[0], cost.flop / t[0] * 1e-6, t[1], t[2], t[1] / t[0], t[2] / t[0]);
     std::fflush(stdout);
-    for (void* p : bufs) CHECK_CUDA(cudaFree(p));
     CHECK_CUDA(cudaFree(h));
     CHECK_CUDA(cudaFree(scratch));
   }
@@ -226,27 +240,15 @@ int main(int argc, char** argv) {
 
   for (const Shape& s : shapes) {
     for (int64_t m : ms) {
-      const size_t x_bytes = size_t(m) * s.k * 2, w_bytes = size_t(s.n) * s.k * 2;
-      const size_t per_copy = x_bytes + w_bytes;
-      const int copies = copies_for(per_copy);
-      std::vector<void*> bufs;
-      std::vector<GemmProblem> probs;
+      const RotatedInputs in(m, s.n, s.k, stream);
       void* y = nullptr;
       CHECK_CUDA(cudaMalloc(&y, size_t(m) * s.n * 2));
-      for (int c = 0; c < copies; ++c) {
-        void *x, *w;
-        CHECK_CUDA(cudaMalloc(&x, x_bytes));
-        CHECK_CUDA(cudaMalloc(&w, w_bytes));
-        fill_random_bf16<<<1024, 256, 0, stream>>>(static_cast<uint16_t*>(x), m * s.k, 2 * c + 1);
-        fill_random_bf16<<<1024, 256, 0, stream>>>(static_cast<uint16_t*>(w), s.n * s.k, 2 * c + 2);
-        bufs.push_back(x);
-        bufs.push_back(w);
-        probs.push_back(GemmProblem{x, s.k, w, s.k, y, s.n, m, s.n, s.k});
-      }
-      CHECK_CUDA(cudaStreamSynchronize(stream));
-      const double flop = 2.0 * double(m) * double(s.n) * double(s.k);
-      const double bytes = 2.0 * (double(m) * s.k + double(s.n) * s.k + double(m) * s.n);
-      const int launches = launches_for(copies, flop, bytes);
+      std::vector<GemmProblem> probs;
+      for (int c = 0; c < in.copies(); ++c)
+        probs.push_back(GemmProblem{in.x[c], s.k, in.w[c], s.k, y, s.n, m, s.n, s.k});
+      const GemmCost cost(m, s.n, s.k);
+      const double flop = cost.flop, bytes = cost.bytes;
+      const int launches = cost.launches(in.copies());
       std::vector<Timed> timed(variants.size());
       for (size_t i = 0; i < variants.size(); ++i) {
         const Variant& v = variants[i];
@@ -266,7 +268,6 @@ int main(int argc, char** argv) {
       for (size_t i = 2; i < t.size(); ++i) std::printf(" | %11.2f", t[i]);
       std::printf("\n");
       std::fflush(stdout);
-      for (void* p : bufs) CHECK_CUDA(cudaFree(p));
       CHECK_CUDA(cudaFree(y));
     }
   }

@@ -110,6 +110,14 @@ struct CudaGemm::State {
   int sm_count = 0;
   int cc_major = 0;
   int cc_minor = 0;
+  bool hopper() const { return cc_major == 9 && cc_minor == 0; }  // the wgmma tile configs
+  Status require_hopper() const {
+    if (hopper()) return {};
+    return Status::error("gemm (invariant): the wgmma tile configs need a Hopper GPU (sm_90); "
+                         "device " + std::to_string(device) + " is sm_" +
+                         std::to_string(cc_major) + std::to_string(cc_minor) +
+                         ": run() takes the portable config there");
+  }
   cublasHandle_t cublas = nullptr;
   void* cublas_workspace = nullptr;
   void* tile_workspace = nullptr;
@@ -191,7 +199,7 @@ GemmTile CudaGemm::choose_tile(int64_t m, int64_t n, int64_t k) {
 Status CudaGemm::run(const GemmProblem& p, GemmMode mode, cudaStream_t stream) {
   if (mode == GemmMode::invariant) {
     const State& s = *state_;
-    if (s.cc_major == 9 && s.cc_minor == 0) return run_tile(p, choose_tile(p.m, p.n, p.k), stream);
+    if (s.hopper()) return run_tile(p, choose_tile(p.m, p.n, p.k), stream);
     return run_portable(p, stream);
   }
 
@@ -249,16 +257,9 @@ static Status launch_invariant(const GemmProblem& p, int64_t y_width, int device
   return cuda_status(cudaGetLastError(), (what + ": kernel launch").c_str());
 }
 
-static Status require_hopper(int device, int cc_major, int cc_minor) {
-  if (cc_major == 9 && cc_minor == 0) return {};
-  return Status::error("gemm (invariant): the wgmma tile configs need a Hopper GPU (sm_90); "
-                       "device " + std::to_string(device) + " is sm_" + std::to_string(cc_major) +
-                       std::to_string(cc_minor) + ": run() takes the portable config there");
-}
-
 Status CudaGemm::run_tile(const GemmProblem& p, GemmTile tile, cudaStream_t stream) {
   State& s = *state_;
-  INVAR_RETURN_IF_ERROR(require_hopper(s.device, s.cc_major, s.cc_minor));
+  INVAR_RETURN_IF_ERROR(s.require_hopper());
   return launch_invariant(p, p.n, s.device, s.sm_count, s.tile_workspace, tile_info(tile).launch,
                           "gemm (invariant, " + std::string(gemm_tile_name(tile)) + ")", stream);
 }
@@ -283,12 +284,12 @@ static Status silu_mul_after(const GateUpProblem& p, cudaStream_t stream) {
                          static_cast<__nv_bfloat16*>(p.h), p.ldh, stream);
 }
 
-Status CudaGemm::run_gate_up(const GateUpProblem& p, GemmMode mode, cudaStream_t stream) {
-  INVAR_RETURN_IF_ERROR(check_gate_up(p));
-  const State& s = *state_;
-  if (mode == GemmMode::invariant && s.cc_major == 9 && s.cc_minor == 0) {
-    return run_gate_up_tile(p, choose_tile(p.m, 2 * p.inter, p.k), /*fused=*/true, stream);
+Status CudaGemm::run_gate_up(const GateUpProblem& p, GemmMode mode, cudaStream_t stream,
+                             bool fuse) {
+  if (mode == GemmMode::invariant && state_->hopper()) {
+    return run_gate_up_tile(p, choose_tile(p.m, 2 * p.inter, p.k), fuse, stream);
   }
+  INVAR_RETURN_IF_ERROR(check_gate_up(p));
   INVAR_RETURN_IF_ERROR(run(gate_up_gemm(p), mode, stream));
   return silu_mul_after(p, stream);
 }
@@ -302,7 +303,7 @@ Status CudaGemm::run_gate_up_tile(const GateUpProblem& p, GemmTile tile, bool fu
     return silu_mul_after(p, stream);
   }
   State& s = *state_;
-  INVAR_RETURN_IF_ERROR(require_hopper(s.device, s.cc_major, s.cc_minor));
+  INVAR_RETURN_IF_ERROR(s.require_hopper());
   const GemmProblem fused_problem{p.x, p.ldx, p.w, p.ldw, p.h, p.ldh, p.m, 2 * p.inter, p.k};
   return launch_invariant(fused_problem, p.inter, s.device, s.sm_count, s.tile_workspace,
                           info.launch_gate_up,

@@ -102,8 +102,11 @@ class CudaGemm {
   Status run_tile(const GemmProblem& p, GemmTile tile, cudaStream_t stream);
 
   // h = silu(x Wg^T) * (x Wu^T) (GateUpProblem). Invariant mode on Hopper runs choose_tile's
-  // config for N = 2I, with the fused epilogue where that config has one.
-  Status run_gate_up(const GateUpProblem& p, GemmMode mode, cudaStream_t stream);
+  // config for N = 2I, with the fused epilogue where that config has one, unless `fuse` is
+  // false: then always the GEMM into p.scratch and silu_mul_paired, which leaves gate and up in
+  // scratch (for a probe) and gives the same bits.
+  Status run_gate_up(const GateUpProblem& p, GemmMode mode, cudaStream_t stream,
+                     bool fuse = true);
 
   // The same with a forced tile config, fused (where the config has the epilogue: fuses_gate_up)
   // or as GEMM then silu_mul_paired: for the tests and benchmarks.

@@ -10,6 +10,7 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
 #include "core/dtype.h"
@@ -40,12 +41,22 @@ struct StepBuffers {
   DeviceBuffer rows;                                              // [L, H]
   DeviceBuffer logits;                                            // [L, V]
   DeviceBuffer draw_params;  // [L] kc::SampleRowParams, in device row order
-  // [L] argmax (i32), [L] max (f32), [L] log_z (f32), [L] drawn token (i32), [L] its logit (f32)
-  DeviceBuffer summary;
+  DeviceBuffer summary;      // [L] of each SummaryPart, one after the other
   PinnedBuffer upload;            // host staging of the plan
   PinnedBuffer download;          // host staging of the logits rows asked for
   PinnedBuffer summary_download;  // host staging of the summaries
 };
+
+// The per-row summaries of a step's logits, [L] 4-byte values each: argmax (i32), max (f32),
+// log_z (f32), the drawn token (i32) and its logit (f32).
+enum SummaryPart { kArgmax, kMaxLogit, kLogZ, kDrawn, kDrawnLogit, kSummaryParts };
+constexpr size_t kSummaryBytesPerRow = 4 * kSummaryParts;
+
+template <typename T, typename Base>
+T* summary_part(Base* base, int64_t rows, SummaryPart part) {
+  using Bytes = std::conditional_t<std::is_const_v<Base>, const unsigned char, unsigned char>;
+  return reinterpret_cast<T*>(static_cast<Bytes*>(base) + size_t(rows) * 4 * part);
+}
 
 class CudaRunner final : public ModelRunner {
  public:
@@ -272,8 +283,9 @@ Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
   INVAR_RETURN_IF_ERROR(b_.act.reserve(t * i * 2, "SiLU-mul output"));
   INVAR_RETURN_IF_ERROR(b_.rows.reserve(l * h * 2, "logit rows"));
   INVAR_RETURN_IF_ERROR(b_.logits.reserve(l * v * 2, "logits"));
-  INVAR_RETURN_IF_ERROR(b_.summary.reserve(l * 20, "logit summaries"));
-  INVAR_RETURN_IF_ERROR(b_.summary_download.reserve(l * 20, "the summaries download"));
+  INVAR_RETURN_IF_ERROR(b_.summary.reserve(l * kSummaryBytesPerRow, "logit summaries"));
+  INVAR_RETURN_IF_ERROR(
+      b_.summary_download.reserve(l * kSummaryBytesPerRow, "the summaries download"));
   INVAR_RETURN_IF_ERROR(b_.draw_params.reserve(l * sizeof(kc::SampleRowParams), "draw parameters"));
   // upload_plan rounds each of its 6 arrays up to 16 bytes.
   INVAR_RETURN_IF_ERROR(b_.upload.reserve(
@@ -384,9 +396,9 @@ Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& n
   if (rows == 0) return cuda_ok(cudaStreamSynchronize(stream_), "step");
   const int64_t vocab = c_.vocab_size;
   const bf16* logits = b_.logits.as<bf16>();
-  auto* summary = b_.summary.as<unsigned char>();
-  INVAR_RETURN_IF_ERROR(cuda_ok(cudaMemcpyAsync(b_.summary_download.as(), summary,
-                                                size_t(rows) * 20, cudaMemcpyDeviceToHost, stream_),
+  INVAR_RETURN_IF_ERROR(cuda_ok(cudaMemcpyAsync(b_.summary_download.as(), b_.summary.as(),
+                                                size_t(rows) * kSummaryBytesPerRow,
+                                                cudaMemcpyDeviceToHost, stream_),
                                 "summaries download"));
   if (wanted > 0) {
     INVAR_RETURN_IF_ERROR(cuda_ok(cudaMemcpyAsync(b_.download.as(), logits,
@@ -396,11 +408,12 @@ Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& n
   }
   INVAR_RETURN_IF_ERROR(cuda_ok(cudaStreamSynchronize(stream_), "step"));
 
-  const auto* s_argmax = b_.summary_download.as<int32_t>();
-  const auto* s_max = reinterpret_cast<const float*>(s_argmax + rows);
-  const auto* s_log_z = s_max + rows;
-  const auto* s_drawn = reinterpret_cast<const int32_t*>(s_log_z + rows);
-  const auto* s_drawn_logit = reinterpret_cast<const float*>(s_drawn + rows);
+  const void* host_summary = b_.summary_download.as();
+  const auto* s_argmax = summary_part<const int32_t>(host_summary, rows, kArgmax);
+  const auto* s_max = summary_part<const float>(host_summary, rows, kMaxLogit);
+  const auto* s_log_z = summary_part<const float>(host_summary, rows, kLogZ);
+  const auto* s_drawn = summary_part<const int32_t>(host_summary, rows, kDrawn);
+  const auto* s_drawn_logit = summary_part<const float>(host_summary, rows, kDrawnLogit);
   for (int i = 0; i < rows; ++i) {
     const size_t r = size_t(order_[size_t(i)]);
     out.argmax[r] = s_argmax[i];
@@ -448,17 +461,16 @@ Status CudaRunner::enqueue_step(int tokens, int rows, bool any_draw) {
   INVAR_RETURN_IF_ERROR(gemm(gathered, hidden, w_.output(), vocab, hidden, logits, vocab, rows));
   probe(c_.num_layers, ProbeOp::logits, logits, rows, vocab, vocab);
 
-  auto* summary = b_.summary.as<unsigned char>();
+  void* summary = b_.summary.as();
   INVAR_RETURN_IF_ERROR(kc::logit_summary(logits, vocab, rows, vocab,
-                                          reinterpret_cast<int32_t*>(summary),
-                                          reinterpret_cast<float*>(summary + size_t(rows) * 4),
-                                          reinterpret_cast<float*>(summary + size_t(rows) * 8),
-                                          stream_));
+                                          summary_part<int32_t>(summary, rows, kArgmax),
+                                          summary_part<float>(summary, rows, kMaxLogit),
+                                          summary_part<float>(summary, rows, kLogZ), stream_));
   if (any_draw) {
     INVAR_RETURN_IF_ERROR(kc::sample_rows(logits, vocab, rows, vocab,
                                           b_.draw_params.as<kc::SampleRowParams>(),
-                                          reinterpret_cast<int32_t*>(summary + size_t(rows) * 12),
-                                          reinterpret_cast<float*>(summary + size_t(rows) * 16),
+                                          summary_part<int32_t>(summary, rows, kDrawn),
+                                          summary_part<float>(summary, rows, kDrawnLogit),
                                           stream_));
   }
   return Status();
@@ -532,15 +544,10 @@ Status CudaRunner::layer(int l, int tokens) {
   // gate and up: the same bits (gate_up_test.cu).
   bf16* gu = b_.gate_up.as<bf16>();
   bf16* act = b_.act.as<bf16>();
-  if (probe_) {
-    INVAR_RETURN_IF_ERROR(gemm(h, hidden, w.gate_up.as(), 2 * inter, hidden, gu, 2 * inter, tokens));
-    probe_gate_up(l, gu, tokens, inter);
-    INVAR_RETURN_IF_ERROR(kc::silu_mul_paired(gu, 2 * inter, tokens, inter, act, inter, stream_));
-  } else {
-    const kc::GateUpProblem gate_up{h,   hidden, w.gate_up.as(), hidden, act,
-                                    inter, gu,   tokens,         inter,  hidden};
-    INVAR_RETURN_IF_ERROR(gemm_->run_gate_up(gate_up, gemm_mode(), stream_));
-  }
+  const kc::GateUpProblem gate_up{h,   hidden, w.gate_up.as(), hidden, act,
+                                  inter, gu,   tokens,         inter,  hidden};
+  INVAR_RETURN_IF_ERROR(gemm_->run_gate_up(gate_up, gemm_mode(), stream_, /*fuse=*/!probe_));
+  probe_gate_up(l, gu, tokens, inter);
   probe(l, ProbeOp::silu_mul, act, tokens, inter, inter);
   INVAR_RETURN_IF_ERROR(gemm(act, inter, w.down.as(), hidden, inter, o, hidden, tokens));
   probe(l, ProbeOp::down_proj, o, tokens, hidden, hidden);
