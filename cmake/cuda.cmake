@@ -83,6 +83,8 @@ target_include_directories(invar_cuda SYSTEM PUBLIC $<TARGET_PROPERTY:fmt::fmt,I
 # cuBLAS (fast mode) and the driver API (TMA descriptors) are shared libraries of the toolkit;
 # the CUDA runtime is linked statically.
 target_link_libraries(invar_cuda PUBLIC CUDA::cudart_static CUDA::cublas PRIVATE CUDA::cuda_driver)
+# The host-side planners (src/kernels/cuda/*.cpp) live in invar_kernels.
+target_link_libraries(invar_cuda PUBLIC invar_kernels)
 
 # The CUDA backend of the model (ModelRunner): host C++20 compiled by g++ that calls the
 # launchers above; the engine's runner factory offers it as --device cuda.

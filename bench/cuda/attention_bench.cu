@@ -100,7 +100,10 @@ Result run_point(Bench& b, const Point& pt) {
   hp.kv_lens = kv_lens.data();
   hp.max_blocks_per_seq = max_blocks;
   hp.block_size = kBlockSize;
-  const AttentionDims dims{sh.hq, sh.hkv, sh.d, 1.0f / std::sqrt(float(sh.d))};
+  const AttentionDims dims{.q_heads = sh.hq,
+                           .kv_heads = sh.hkv,
+                           .head_dim = sh.d,
+                           .scale = 1.0f / std::sqrt(float(sh.d))};
   const int64_t work = kv_tokens;  // rough size of a call, for the launch count
   const int launches = work < 100000 ? 20 : work < 2000000 ? 8 : 3;
 

@@ -6,7 +6,12 @@
 // variants' replays interleaved; the median replay over launches gives the time of one call.
 // --gate-up times the gate/up projection with SiLU-and-multiply instead (run_gate_up): the fused
 // epilogue against the same config's GEMM then silu_mul, and cuBLAS then silu_mul.
-// Usage: gemm_bench [--all-tiles | --gate-up] [--smollm2] [--reps N] [--m 1,2,4,...]
+// --mma-sync-vs-wgmma measures no time: it counts the outputs where the portable config (mma.sync
+// m16n8k16 chains over k) and a wgmma config (m64nNk16 chains over k) differ in any bit on the
+// same inputs, to learn whether the two instructions round a k-chain alike (for kernels that
+// would mix them, e.g. an attention whose decode and prefill paths use different ones).
+// Usage: gemm_bench [--all-tiles | --gate-up | --mma-sync-vs-wgmma] [--smollm2 | --llama3]
+//                   [--reps N] [--m 1,2,4,...] [--only shape,shape,...]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -24,6 +29,7 @@
 
 using invar::Status;
 using namespace invar::kernels::cuda;
+using invar::kernels::KernelMode;
 
 namespace {
 
@@ -155,12 +161,21 @@ void bench_gate_up(CudaGemm& gemm, bool smol, const std::vector<int64_t>& ms, in
     CHECK_CUDA(cudaMalloc(&scratch, size_t(m) * n * 2));
     std::vector<GateUpProblem> probs;
     for (int c = 0; c < in.copies(); ++c)
-      probs.push_back(GateUpProblem{in.x[c], k, in.w[c], k, h, inter, scratch, m, inter, k});
+      probs.push_back(GateUpProblem{.x = in.x[c],
+                                    .ldx = k,
+                                    .w = in.w[c],
+                                    .ldw = k,
+                                    .h = h,
+                                    .ldh = inter,
+                                    .scratch = scratch,
+                                    .m = m,
+                                    .inter = inter,
+                                    .k = k});
     const GemmTile tile = CudaGemm::choose_tile(m, n, k);
     const Enqueue calls[] = {
-        [&](size_t i) { return gemm.run_gate_up(probs[i], GemmMode::invariant, stream); },
+        [&](size_t i) { return gemm.run_gate_up(probs[i], KernelMode::invariant, stream); },
         [&](size_t i) { return gemm.run_gate_up_tile(probs[i], tile, false, stream); },
-        [&](size_t i) { return gemm.run_gate_up(probs[i], GemmMode::fast, stream); }};
+        [&](size_t i) { return gemm.run_gate_up(probs[i], KernelMode::fast, stream); }};
     const char* names[] = {"fused", "unfused", "cublas"};
     const GemmCost cost(m, n, k);
     const int launches = cost.launches(in.copies());
@@ -178,19 +193,73 @@ void bench_gate_up(CudaGemm& gemm, bool smol, const std::vector<int64_t>& ms, in
 
 }  // namespace
 
+// Outputs of the portable (mma.sync) config and of two wgmma configs on the same random inputs:
+// how many differ in any bit.
+void compare_mma_sync_with_wgmma(CudaGemm& gemm, const std::vector<Shape>& shapes, int64_t m,
+                                 cudaStream_t stream) {
+  std::printf("shape        N      K      M | outputs   mma.sync != m128n128   m128n128 != m64n64_swap\n");
+  for (const Shape& s : shapes) {
+    const RotatedInputs in(m, s.n, s.k, stream);
+    const size_t count = size_t(m) * s.n;
+    void* y[3];
+    for (void*& p : y) CHECK_CUDA(cudaMalloc(&p, count * 2));
+    std::vector<uint16_t> host[3];
+    for (int v = 0; v < 3; ++v) {
+      const GemmProblem p{.x = in.x[0], .ldx = s.k, .w = in.w[0], .ldw = s.k, .y = y[v],
+                          .ldy = s.n, .m = m, .n = s.n, .k = s.k};
+      check(v == 0   ? gemm.run_portable(p, stream)
+            : v == 1 ? gemm.run_tile(p, GemmTile::m128n128, stream)
+                     : gemm.run_tile(p, GemmTile::m64n64_swap, stream),
+            "compare");
+      host[v].resize(count);
+      CHECK_CUDA(cudaMemcpyAsync(host[v].data(), y[v], count * 2, cudaMemcpyDeviceToHost, stream));
+    }
+    CHECK_CUDA(cudaStreamSynchronize(stream));
+    size_t sync_vs_wgmma = 0, wgmma_vs_wgmma = 0;
+    for (size_t i = 0; i < count; ++i) {
+      sync_vs_wgmma += host[0][i] != host[1][i];
+      wgmma_vs_wgmma += host[1][i] != host[2][i];
+    }
+    std::printf("%-10s %6lld %6lld %6lld | %7zu   %18zu   %22zu\n", s.name, (long long)s.n,
+                (long long)s.k, (long long)m, count, sync_vs_wgmma, wgmma_vs_wgmma);
+    for (void* p : y) CHECK_CUDA(cudaFree(p));
+  }
+}
+
+static std::vector<std::string> split_names(const char* list) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (const char* p = list;; ++p) {
+    if (*p == ',' || *p == 0) {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+      if (*p == 0) break;
+    } else {
+      cur += *p;
+    }
+  }
+  return out;
+}
+
 int main(int argc, char** argv) {
-  bool all_tiles = false, smol = false, gate_up = false;
+  bool all_tiles = false, smol = false, llama3 = false, gate_up = false, mma_compare = false;
+  std::vector<std::string> only;
   int reps = 20;
   std::vector<int64_t> ms = {1,  2,   4,   8,   16,  24,   32,   48,   64,   96,   128,
                             192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 8192};
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--all-tiles")) all_tiles = true;
     else if (!std::strcmp(argv[i], "--gate-up")) gate_up = true;
+    else if (!std::strcmp(argv[i], "--mma-sync-vs-wgmma")) mma_compare = true;
     else if (!std::strcmp(argv[i], "--smollm2")) smol = true;
+    else if (!std::strcmp(argv[i], "--llama3")) llama3 = true;
+    else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = split_names(argv[++i]);
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--m") && i + 1 < argc) ms = parse_list(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: gemm_bench [--all-tiles | --gate-up] [--smollm2] [--reps N] [--m 1,2,...]\n");
+      std::fprintf(stderr,
+                   "usage: gemm_bench [--all-tiles | --gate-up | --mma-sync-vs-wgmma] "
+                   "[--smollm2 | --llama3] [--reps N] [--m 1,2,...] [--only shape,...]\n");
       return 2;
     }
   }
@@ -203,6 +272,18 @@ int main(int argc, char** argv) {
     shapes = {{"smol q/o", 576, 576},      {"smol kv", 192, 576},  {"smol gate/up", 1536, 576},
               {"smol down", 576, 1536},    {"smol lm_head", 49152, 576}};
   }
+  // Llama-3-8B: qkv and o_proj are Qwen3-8B's; these three differ.
+  if (llama3) {
+    shapes = {{"l3 gate_up", 28672, 4096}, {"l3 down", 4096, 14336}, {"l3 lm_head", 128256, 4096}};
+  }
+  if (!only.empty()) {
+    shapes.erase(std::remove_if(shapes.begin(), shapes.end(),
+                                [&](const Shape& s) {
+                                  return std::find(only.begin(), only.end(),
+                                                   std::string(s.name)) == only.end();
+                                }),
+                 shapes.end());
+  }
 
   cudaDeviceProp prop{};
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
@@ -212,6 +293,12 @@ int main(int argc, char** argv) {
   cudaStream_t stream;
   CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
 
+  if (mma_compare) {
+    std::printf("device: %s (%d SMs)\n", prop.name, prop.multiProcessorCount);
+    compare_mma_sync_with_wgmma(gemm, shapes, 300, stream);
+    CHECK_CUDA(cudaStreamDestroy(stream));
+    return 0;
+  }
   if (gate_up) {
     std::printf("device: %s (%d SMs)\n", prop.name, prop.multiProcessorCount);
     bench_gate_up(gemm, smol, ms, reps, stream);
@@ -245,7 +332,15 @@ int main(int argc, char** argv) {
       CHECK_CUDA(cudaMalloc(&y, size_t(m) * s.n * 2));
       std::vector<GemmProblem> probs;
       for (int c = 0; c < in.copies(); ++c)
-        probs.push_back(GemmProblem{in.x[c], s.k, in.w[c], s.k, y, s.n, m, s.n, s.k});
+        probs.push_back(GemmProblem{.x = in.x[c],
+                                    .ldx = s.k,
+                                    .w = in.w[c],
+                                    .ldw = s.k,
+                                    .y = y,
+                                    .ldy = s.n,
+                                    .m = m,
+                                    .n = s.n,
+                                    .k = s.k});
       const GemmCost cost(m, s.n, s.k);
       const double flop = cost.flop, bytes = cost.bytes;
       const int launches = cost.launches(in.copies());
@@ -253,9 +348,9 @@ int main(int argc, char** argv) {
       for (size_t i = 0; i < variants.size(); ++i) {
         const Variant& v = variants[i];
         const Enqueue call = [&](size_t j) {
-          return v.cublas ? gemm.run(probs[j], GemmMode::fast, stream)
+          return v.cublas   ? gemm.run(probs[j], KernelMode::fast, stream)
                  : v.forced ? gemm.run_tile(probs[j], v.tile, stream)
-                            : gemm.run(probs[j], GemmMode::invariant, stream);
+                            : gemm.run(probs[j], KernelMode::invariant, stream);
         };
         capture_variant(call, v.name.c_str(), probs.size(), launches, stream, timed[i]);
       }

@@ -8,8 +8,8 @@
 
 namespace invar::kernels {
 
-// `invariant` (the default) keeps the contract of DESIGN.md; `fast` is the baseline and the
-// negative control: it uses batch-dependent reductions (cuBLAS on the GPU, split-K on the CPU).
+// `invariant` (the default) keeps the guarantee of docs/invariance.md; `fast` is the baseline and
+// the negative control: it uses batch-dependent reductions (cuBLAS on the GPU, split-K on the CPU).
 enum class KernelMode : uint8_t { invariant, fast };
 
 inline const char* kernel_mode_name(KernelMode m) {

@@ -160,11 +160,11 @@ class Harness {
       max_blocks_ = std::max(max_blocks_, nb);
     }
     const size_t cache_elems = size_t(num_blocks_) * block_size * shape.hkv * shape.d;
-    k_ = DeviceBuffer(cache_elems * 2);
-    v_ = DeviceBuffer(cache_elems * 2);
+    k_ = device_buffer(cache_elems * 2);
+    v_ = device_buffer(cache_elems * 2);
     // Unused slots hold NaN: a kernel that reads past a sequence's length poisons its output.
-    poison_bf16(k_.p, int64_t(cache_elems));
-    poison_bf16(v_.p, int64_t(cache_elems));
+    poison_bf16(k_.as(), int64_t(cache_elems));
+    poison_bf16(v_.as(), int64_t(cache_elems));
     for (size_t id = 0; id < lengths.size(); ++id) {
       DeviceBuffer t = upload(tables_[id]);
       fill_cache_kernel<<<512, 256>>>(k_.as<uint16_t>(), v_.as<uint16_t>(), t.as<int32_t>(),
@@ -175,7 +175,7 @@ class Harness {
     if (created.ok()) attn_ = std::move(*created);
   }
 
-  bool ok() const { return k_.p && v_.p && attn_; }
+  bool ok() const { return k_.as() && v_.as() && attn_; }
   int length(int id) const { return lengths_[size_t(id)]; }
 
   void tokens_of(const std::vector<Entry>& batch, std::vector<int32_t>& ids,
@@ -205,10 +205,10 @@ class Harness {
     const int64_t T = int64_t(ids.size());
     const int64_t row = int64_t(shape_.hq) * shape_.d;
     DeviceBuffer d_ids = upload(ids), d_pos = upload(pos), d_tables = upload(tables);
-    DeviceBuffer q(size_t(T * row) * 2), out(size_t(T * row) * 2);
+    DeviceBuffer q = device_buffer(size_t(T * row) * 2), out = device_buffer(size_t(T * row) * 2);
     fill_q_kernel<<<512, 256>>>(q.as<uint16_t>(), d_ids.as<int32_t>(), d_pos.as<int32_t>(), T,
                                 shape_.hq, shape_.d);
-    poison_bf16(out.p, T * row);
+    poison_bf16(out.as(), T * row);
     CUDA_OK(cudaDeviceSynchronize());
 
     AttentionPlan hp;
@@ -217,7 +217,10 @@ class Harness {
     hp.kv_lens = kv_lens.data();
     hp.max_blocks_per_seq = max_blocks_;
     hp.block_size = block_size_;
-    const AttentionDims dims{shape_.hq, shape_.hkv, shape_.d, 1.0f / std::sqrt(float(shape_.d))};
+    const AttentionDims dims{.q_heads = shape_.hq,
+                             .kv_heads = shape_.hkv,
+                             .head_dim = shape_.d,
+                             .scale = 1.0f / std::sqrt(float(shape_.d))};
     STATUS_OK(attn_->plan(hp, dims, mode, nullptr));
     AttentionPlan dp = hp;
     dp.q_indptr = nullptr;
@@ -233,7 +236,7 @@ class Harness {
         attn_->run(q.as<__nv_bfloat16>(), row, cache, dp, out.as<__nv_bfloat16>(), row, nullptr));
     CUDA_OK(cudaDeviceSynchronize());
     CUDA_OK(cudaGetLastError());
-    res.out = download<uint16_t>(out.p, size_t(T * row));
+    res.out = download<uint16_t>(out.as(), size_t(T * row));
     res.q_indptr = q_indptr;
     res.stats = attn_->stats();
   }
@@ -322,12 +325,12 @@ TEST_P(AttentionCuda, MatchesF64Reference) {
   std::vector<int32_t> ids, pos;
   h.tokens_of(batch, ids, pos);
   const int64_t T = int64_t(ids.size()), row = int64_t(sh.hq) * sh.d;
-  DeviceBuffer d_ids = upload(ids), d_pos = upload(pos), ref_d(size_t(T * row) * 8);
+  DeviceBuffer d_ids = upload(ids), d_pos = upload(pos), ref_d = device_buffer(size_t(T * row) * 8);
   DeviceBuffer dense[2][2];
   for (int id = 0; id < 2; ++id) {
     const int64_t n = int64_t(h.length(id)) * sh.hkv * sh.d;
-    dense[id][0] = DeviceBuffer(size_t(n) * 2);
-    dense[id][1] = DeviceBuffer(size_t(n) * 2);
+    dense[id][0] = device_buffer(size_t(n) * 2);
+    dense[id][1] = device_buffer(size_t(n) * 2);
     fill_dense_kernel<<<512, 256>>>(dense[id][0].as<uint16_t>(), dense[id][1].as<uint16_t>(), id,
                                     h.length(id), sh.hkv, sh.d);
   }
@@ -336,7 +339,7 @@ TEST_P(AttentionCuda, MatchesF64Reference) {
       1.0 / std::sqrt(double(sh.d)), dense[0][0].as<uint16_t>(), dense[0][1].as<uint16_t>(),
       dense[1][0].as<uint16_t>(), dense[1][1].as<uint16_t>(), ref_d.as<double>());
   CUDA_OK(cudaDeviceSynchronize());
-  const std::vector<double> ref = download<double>(ref_d.p, size_t(T * row));
+  const std::vector<double> ref = download<double>(ref_d.as(), size_t(T * row));
   for (KernelMode mode : {KernelMode::invariant, KernelMode::fast}) {
     BatchOut b;
     h.run(batch, mode, b);

@@ -33,13 +33,23 @@ constexpr GateUpShape kSmolGateUp{"smollm2 gate/up", 1536, 576};
 // Buffers of one gate/up problem of m rows: x, the paired W, h (row stride ldh) and scratch.
 struct GateUpBuffers {
   DeviceBuffer x, w, h, scratch;
-  GateUpProblem p;
+  GateUpProblem problem;
   GateUpBuffers(int64_t m, int64_t inter, int64_t k, int64_t ldh)
-      : x(size_t(m) * k * 2), w(size_t(2 * inter) * k * 2), h(size_t(m) * ldh * 2),
-        scratch(size_t(m) * 2 * inter * 2) {
-    p = GateUpProblem{x.p, k, w.p, k, h.p, ldh, scratch.p, m, inter, k};
-  }
-  bool ok() const { return x.p && w.p && h.p && scratch.p; }
+      : x(device_buffer(size_t(m) * k * 2)),
+        w(device_buffer(size_t(2 * inter) * k * 2)),
+        h(device_buffer(size_t(m) * ldh * 2)),
+        scratch(device_buffer(size_t(m) * 2 * inter * 2)),
+        problem{.x = x.as(),
+                .ldx = k,
+                .w = w.as(),
+                .ldw = k,
+                .h = h.as(),
+                .ldh = ldh,
+                .scratch = scratch.as(),
+                .m = m,
+                .inter = inter,
+                .k = k} {}
+  bool ok() const { return x.as() && w.as() && h.as() && scratch.as(); }
 };
 
 class GateUpCuda : public GemmCuda {};
@@ -65,31 +75,43 @@ void check_case(CudaGemm& gemm, const Case& c, Path path, GemmTile tile) {
   GateUpBuffers b(c.m, c.inter, c.k, ldh);
   ASSERT_TRUE(b.ok());
   static uint64_t seed = 101;
-  launch_fill_random(b.x.p, c.m * c.k, seed++);
-  launch_fill_random(b.w.p, n * c.k, seed++);
+  fill_random_bf16(b.x.as(), c.m * c.k, seed++);
+  fill_random_bf16(b.w.as(), n * c.k, seed++);
   constexpr uint16_t kPoison = 0x7fc1;  // a NaN: an unwritten output fails the check
-  fill_u16<<<1024, 256>>>(b.h.as<uint16_t>(), c.m * ldh, kPoison);
+  fill_u16_kernel<<<1024, 256>>>(b.h.as<uint16_t>(), c.m * ldh, kPoison);
   CUDA_OK(cudaGetLastError());
   // The unfused paths leave the gate/up GEMM output in scratch; for the others the plain GEMM
   // (same config) writes it. gemm_test checks those bf16 values against f64.
-  const GemmProblem gemm_only{b.p.x, c.k, b.p.w, c.k, b.p.scratch, n, c.m, n, c.k};
+  const GemmProblem gemm_only{.x = b.problem.x,
+                              .ldx = c.k,
+                              .w = b.problem.w,
+                              .ldw = c.k,
+                              .y = b.problem.scratch,
+                              .ldy = n,
+                              .m = c.m,
+                              .n = n,
+                              .k = c.k};
   switch (path) {
     case Path::tile_fused:
-      STATUS_OK(gemm.run_gate_up_tile(b.p, tile, true, nullptr));
+      STATUS_OK(gemm.run_gate_up_tile(b.problem, tile, true, nullptr));
       STATUS_OK(gemm.run_tile(gemm_only, tile, nullptr));
       break;
-    case Path::tile_unfused: STATUS_OK(gemm.run_gate_up_tile(b.p, tile, false, nullptr)); break;
-    case Path::invariant:
-      STATUS_OK(gemm.run_gate_up(b.p, GemmMode::invariant, nullptr));
-      STATUS_OK(gemm.run(gemm_only, GemmMode::invariant, nullptr));
+    case Path::tile_unfused:
+      STATUS_OK(gemm.run_gate_up_tile(b.problem, tile, false, nullptr));
       break;
-    case Path::fast: STATUS_OK(gemm.run_gate_up(b.p, GemmMode::fast, nullptr)); break;
+    case Path::invariant:
+      STATUS_OK(gemm.run_gate_up(b.problem, KernelMode::invariant, nullptr));
+      STATUS_OK(gemm.run(gemm_only, KernelMode::invariant, nullptr));
+      break;
+    case Path::fast:
+      STATUS_OK(gemm.run_gate_up(b.problem, KernelMode::fast, nullptr));
+      break;
   }
   CUDA_OK(cudaDeviceSynchronize());
 
   std::vector<uint16_t> hh(size_t(c.m) * ldh), gu(size_t(c.m) * n);
-  CUDA_OK(cudaMemcpy(hh.data(), b.h.p, hh.size() * 2, cudaMemcpyDeviceToHost));
-  CUDA_OK(cudaMemcpy(gu.data(), b.scratch.p, gu.size() * 2, cudaMemcpyDeviceToHost));
+  CUDA_OK(cudaMemcpy(hh.data(), b.h.as(), hh.size() * 2, cudaMemcpyDeviceToHost));
+  CUDA_OK(cudaMemcpy(gu.data(), b.scratch.as(), gu.size() * 2, cudaMemcpyDeviceToHost));
   int64_t bad = 0, pad_touched = 0;
   for (int64_t r = 0; r < c.m; ++r) {
     for (int64_t i = 0; i < ldh; ++i) {
@@ -99,12 +121,13 @@ void check_case(CudaGemm& gemm, const Case& c, Path path, GemmTile tile) {
         continue;
       }
       const int64_t g_row = paired_gate_row(i);
-      const double g = host_bf16(gu[size_t(r * n + g_row)]);
-      const double u = host_bf16(gu[size_t(r * n + g_row + kGateUpBlock)]);
+      const double g = bf16_value(gu[size_t(r * n + g_row)]);
+      const double u = bf16_value(gu[size_t(r * n + g_row + kGateUpBlock)]);
       const double want = silu(g) * u;
       // From the bf16 gate and up: f32 silu and product (a few 2^-24), then one bf16 rounding
       // (unit roundoff 2^-8). A wrong pairing or an unwritten element misses by far more.
-      if (!(std::fabs(double(host_bf16(v)) - want) <= std::ldexp(std::fabs(want), -8) * 1.01 + 1e-30))
+      if (!(std::fabs(double(bf16_value(v)) - want) <=
+            std::ldexp(std::fabs(want), -8) * 1.01 + 1e-30))
         ++bad;
     }
   }
@@ -133,7 +156,7 @@ TEST_F(GateUpCuda, MatchesF64SiluMulOfTheGemmOutputEveryTileFusedAndNot) {
 TEST_F(GateUpCuda, RejectsAnIntermediateSizeOffTheBlock) {
   GateUpBuffers b(4, 12, 64, 16);  // I = 12 is not a multiple of 8
   ASSERT_TRUE(b.ok());
-  const Status s = gemm_->run_gate_up(b.p, GemmMode::invariant, nullptr);
+  const Status s = gemm_->run_gate_up(b.problem, KernelMode::invariant, nullptr);
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("multiple of 8"), std::string::npos) << s.message();
 }
@@ -146,24 +169,24 @@ TEST_F(GateUpCuda, FusedEpilogueGivesTheBitsOfGemmThenSiluMul) {
   for (const GateUpShape& s : {kQwen3GateUp, kSmolGateUp}) {
     for (int64_t m : {1, 37, 300, 1031}) {  // partial tiles of every height
       GateUpBuffers ref(m, s.inter, s.k, s.inter), got(m, s.inter, s.k, s.inter);
-      DeviceBuffer count(8), first(4);
-      ASSERT_TRUE(ref.ok() && got.ok() && count.p && first.p);
-      launch_fill_random(ref.x.p, m * s.k, 31);
-      launch_fill_random(ref.w.p, 2 * s.inter * s.k, 32);
-      got.p.x = ref.p.x;
-      got.p.w = ref.p.w;
-      STATUS_OK(gemm_->run_gate_up_tile(ref.p, kAllGemmTiles[0], /*fused=*/false, nullptr));
+      DeviceBuffer count = device_buffer(8), first = device_buffer(4);
+      ASSERT_TRUE(ref.ok() && got.ok() && count.as() && first.as());
+      fill_random_bf16(ref.x.as(), m * s.k, 31);
+      fill_random_bf16(ref.w.as(), 2 * s.inter * s.k, 32);
+      got.problem.x = ref.problem.x;
+      got.problem.w = ref.problem.w;
+      STATUS_OK(gemm_->run_gate_up_tile(ref.problem, kAllGemmTiles[0], /*fused=*/false, nullptr));
       for (GemmTile t : kAllGemmTiles) {
         if (!CudaGemm::fuses_gate_up(t)) continue;
         ++fused_configs;
-        STATUS_OK(gemm_->run_gate_up_tile(got.p, t, /*fused=*/true, nullptr));
-        CUDA_OK(cudaMemset(count.p, 0, 8));
-        CUDA_OK(cudaMemset(first.p, 0x7f, 4));
+        STATUS_OK(gemm_->run_gate_up_tile(got.problem, t, /*fused=*/true, nullptr));
+        CUDA_OK(cudaMemset(count.as(), 0, 8));
+        CUDA_OK(cudaMemset(first.as(), 0x7f, 4));
         count_row_mismatches<<<unsigned(m), 256>>>(ref.h.as<uint16_t>(), s.inter,
                                                    got.h.as<uint16_t>(), s.inter, m, s.inter,
                                                    count.as<unsigned long long>(), first.as<int>());
         unsigned long long n_bad = 0;
-        CUDA_OK(cudaMemcpy(&n_bad, count.p, 8, cudaMemcpyDeviceToHost));
+        CUDA_OK(cudaMemcpy(&n_bad, count.as(), 8, cudaMemcpyDeviceToHost));
         EXPECT_EQ(n_bad, 0u) << s.name << " M=" << m << ": fused " << gemm_tile_name(t)
                              << " differs from GEMM + silu_mul in " << n_bad << " rows";
       }
@@ -178,28 +201,28 @@ TEST_F(GateUpCuda, FusedEpilogueGivesTheBitsOfGemmThenSiluMul) {
 TEST_F(GateUpCuda, RowsAreBitIdenticalForEveryBatchSize) {
   for (const GateUpShape& s : {kQwen3GateUp, kSmolGateUp}) {
     GateUpBuffers full(kMaxRows, s.inter, s.k, s.inter), part(kMaxRows, s.inter, s.k, s.inter);
-    DeviceBuffer count(8), first(4);
-    ASSERT_TRUE(full.ok() && part.ok() && count.p && first.p) << s.name << ": out of memory";
-    launch_fill_random(full.x.p, kMaxRows * s.k, 41);
-    launch_fill_random(full.w.p, 2 * s.inter * s.k, 42);
-    STATUS_OK(gemm_->run_gate_up(full.p, GemmMode::invariant, nullptr));
+    DeviceBuffer count = device_buffer(8), first = device_buffer(4);
+    ASSERT_TRUE(full.ok() && part.ok() && count.as() && first.as()) << s.name << ": out of memory";
+    fill_random_bf16(full.x.as(), kMaxRows * s.k, 41);
+    fill_random_bf16(full.w.as(), 2 * s.inter * s.k, 42);
+    STATUS_OK(gemm_->run_gate_up(full.problem, KernelMode::invariant, nullptr));
     int64_t sizes = 0, differing = 0, first_m = -1, fused_sizes = 0;
     for (int64_t m : batch_sizes()) {
       const int64_t slot = slot_of(m);
-      GateUpProblem p = part.p;
+      GateUpProblem p = part.problem;
       p.x = full.x.as<uint16_t>() + slot * s.k;
-      p.w = full.w.p;
+      p.w = full.w.as();
       p.m = m;
       fused_sizes += CudaGemm::fuses_gate_up(CudaGemm::choose_tile(m, 2 * s.inter, s.k));
-      STATUS_OK(gemm_->run_gate_up(p, GemmMode::invariant, nullptr));
-      CUDA_OK(cudaMemsetAsync(count.p, 0, 8));
-      CUDA_OK(cudaMemsetAsync(first.p, 0x7f, 4));
+      STATUS_OK(gemm_->run_gate_up(p, KernelMode::invariant, nullptr));
+      CUDA_OK(cudaMemsetAsync(count.as(), 0, 8));
+      CUDA_OK(cudaMemsetAsync(first.as(), 0x7f, 4));
       count_row_mismatches<<<unsigned(m), 256>>>(part.h.as<uint16_t>(), s.inter,
                                                  full.h.as<uint16_t>() + slot * s.inter, s.inter,
                                                  m, s.inter, count.as<unsigned long long>(),
                                                  first.as<int>());
       unsigned long long n_bad = 0;
-      CUDA_OK(cudaMemcpy(&n_bad, count.p, 8, cudaMemcpyDeviceToHost));
+      CUDA_OK(cudaMemcpy(&n_bad, count.as(), 8, cudaMemcpyDeviceToHost));
       ++sizes;
       if (n_bad && differing++ == 0) first_m = m;
     }

@@ -45,22 +45,31 @@ constexpr Case kCases[] = {{1, 8, 8, 0, 0},         {7, 264, 72, 8, 16},
 
 // Which GEMM a check runs: run(mode), run_tile(tile), or run_portable (the sm_80 config, which
 // Hopper runs too).
-void check_case(CudaGemm& gemm, const Case& c, GemmMode mode, const GemmTile* tile,
+void check_case(CudaGemm& gemm, const Case& c, KernelMode mode, const GemmTile* tile,
                 bool portable = false) {
   const int64_t ldx = c.k + c.ldx_pad, ldw = c.k, ldy = c.n + c.ldy_pad;
-  DeviceBuffer x(size_t(c.m) * ldx * 2), w(size_t(c.n) * ldw * 2), y(size_t(c.m) * ldy * 2);
-  DeviceBuffer ref(size_t(c.m) * c.n * 8);
-  ASSERT_TRUE(x.p && w.p && y.p && ref.p);
+  DeviceBuffer x = device_buffer(size_t(c.m) * ldx * 2), w = device_buffer(size_t(c.n) * ldw * 2),
+               y = device_buffer(size_t(c.m) * ldy * 2);
+  DeviceBuffer ref = device_buffer(size_t(c.m) * c.n * 8);
+  ASSERT_TRUE(x.as() && w.as() && y.as() && ref.as());
   static uint64_t seed = 1;
-  launch_fill_random(x.p, c.m * ldx, seed++);  // fresh data for every check
-  launch_fill_random(w.p, c.n * ldw, seed++);
+  fill_random_bf16(x.as(), c.m * ldx, seed++);  // fresh data for every check
+  fill_random_bf16(w.as(), c.n * ldw, seed++);
   constexpr uint16_t kPoison = 0x7fc1;  // a NaN: an unwritten output fails the check
-  fill_u16<<<1024, 256>>>(y.as<uint16_t>(), c.m * ldy, kPoison);
+  fill_u16_kernel<<<1024, 256>>>(y.as<uint16_t>(), c.m * ldy, kPoison);
   reference_gemm<<<dim3(unsigned((c.n + 127) / 128), unsigned(c.m)), 128>>>(
       x.as<uint16_t>(), ldx, w.as<uint16_t>(), ldw, ref.as<double>(), c.m, c.n, c.k);
   CUDA_OK(cudaGetLastError());
 
-  GemmProblem p{x.p, ldx, w.p, ldw, y.p, ldy, c.m, c.n, c.k};
+  GemmProblem p{.x = x.as(),
+                .ldx = ldx,
+                .w = w.as(),
+                .ldw = ldw,
+                .y = y.as(),
+                .ldy = ldy,
+                .m = c.m,
+                .n = c.n,
+                .k = c.k};
   if (portable) {
     STATUS_OK(gemm.run_portable(p, nullptr));
   } else if (tile) {
@@ -72,8 +81,8 @@ void check_case(CudaGemm& gemm, const Case& c, GemmMode mode, const GemmTile* ti
 
   std::vector<uint16_t> hy(size_t(c.m) * ldy);
   std::vector<double> href(size_t(c.m) * c.n);
-  CUDA_OK(cudaMemcpy(hy.data(), y.p, hy.size() * 2, cudaMemcpyDeviceToHost));
-  CUDA_OK(cudaMemcpy(href.data(), ref.p, href.size() * 8, cudaMemcpyDeviceToHost));
+  CUDA_OK(cudaMemcpy(hy.data(), y.as(), hy.size() * 2, cudaMemcpyDeviceToHost));
+  CUDA_OK(cudaMemcpy(href.data(), ref.as(), href.size() * 8, cudaMemcpyDeviceToHost));
   double err2 = 0, ref2 = 0;
   for (double r : href) ref2 += r * r;
   const double rms = std::sqrt(ref2 / double(href.size()));
@@ -85,7 +94,7 @@ void check_case(CudaGemm& gemm, const Case& c, GemmMode mode, const GemmTile* ti
         pad_touched += v != kPoison;
         continue;
       }
-      double got = host_bf16(v), want = href[size_t(r * c.n + col)];
+      double got = bf16_value(v), want = href[size_t(r * c.n + col)];
       double e = got - want;
       err2 += e * e;
       // bf16 rounding is at most 2^-9 relative; allow 2^-8 plus f32 accumulation noise.
@@ -93,7 +102,9 @@ void check_case(CudaGemm& gemm, const Case& c, GemmMode mode, const GemmTile* ti
     }
   }
   const double rel = std::sqrt(err2 / ref2);
-  const std::string what = std::string(portable ? "portable" : tile ? gemm_tile_name(*tile) : (mode == GemmMode::fast ? "fast" : "invariant")) +
+  const std::string what = std::string(portable ? "portable"
+                                       : tile   ? gemm_tile_name(*tile)
+                                              : (mode == KernelMode::fast ? "fast" : "invariant")) +
                            " M=" + std::to_string(c.m) + " N=" + std::to_string(c.n) +
                            " K=" + std::to_string(c.k);
   EXPECT_EQ(bad, 0) << what << ": elements outside tolerance (or unwritten)";
@@ -103,17 +114,26 @@ void check_case(CudaGemm& gemm, const Case& c, GemmMode mode, const GemmTile* ti
 
 TEST_F(GemmCuda, MatchesF64ReferenceEveryTileAndMode) {
   for (const Case& c : kCases) {
-    for (GemmTile t : kAllGemmTiles) check_case(*gemm_, c, GemmMode::invariant, &t);
-    check_case(*gemm_, c, GemmMode::invariant, nullptr);
-    check_case(*gemm_, c, GemmMode::fast, nullptr);
-    check_case(*gemm_, c, GemmMode::invariant, nullptr, /*portable=*/true);
+    for (GemmTile t : kAllGemmTiles) check_case(*gemm_, c, KernelMode::invariant, &t);
+    check_case(*gemm_, c, KernelMode::invariant, nullptr);
+    check_case(*gemm_, c, KernelMode::fast, nullptr);
+    check_case(*gemm_, c, KernelMode::invariant, nullptr, /*portable=*/true);
   }
 }
 
 TEST_F(GemmCuda, RejectsMisalignedOperandsWithActionableError) {
-  DeviceBuffer x(64 * 100 * 2), w(64 * 100 * 2), y(64 * 64 * 2);
-  GemmProblem p{x.p, 100, w.p, 100, y.p, 64, 4, 64, 100};  // K = 100 is not a multiple of 8
-  Status s = gemm_->run(p, GemmMode::invariant, nullptr);
+  DeviceBuffer x = device_buffer(64 * 100 * 2), w = device_buffer(64 * 100 * 2),
+               y = device_buffer(64 * 64 * 2);
+  GemmProblem p{.x = x.as(),
+                .ldx = 100,
+                .w = w.as(),
+                .ldw = 100,
+                .y = y.as(),
+                .ldy = 64,
+                .m = 4,
+                .n = 64,
+                .k = 100};  // K = 100 is not a multiple of 8
+  Status s = gemm_->run(p, KernelMode::invariant, nullptr);
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("multiples of 8"), std::string::npos) << s.message();
 }
@@ -126,25 +146,33 @@ TEST_F(GemmCuda, EveryTileConfigGivesTheSameBits) {
   shapes.insert(shapes.end(), std::begin(kSmolShapes), std::end(kSmolShapes));
   const int64_t m = 300;  // partial tiles of every height
   for (const Shape& s : shapes) {
-    DeviceBuffer x(size_t(m) * s.k * 2), w(size_t(s.n) * s.k * 2);
-    DeviceBuffer y0(size_t(m) * s.n * 2), y1(size_t(m) * s.n * 2);
-    DeviceBuffer count(8), first(4);
-    ASSERT_TRUE(x.p && w.p && y0.p && y1.p);
-    launch_fill_random(x.p, m * s.k, 11);
-    launch_fill_random(w.p, s.n * s.k, 12);
-    GemmProblem p0{x.p, s.k, w.p, s.k, y0.p, s.n, m, s.n, s.k};
+    DeviceBuffer x = device_buffer(size_t(m) * s.k * 2), w = device_buffer(size_t(s.n) * s.k * 2);
+    DeviceBuffer y0 = device_buffer(size_t(m) * s.n * 2), y1 = device_buffer(size_t(m) * s.n * 2);
+    DeviceBuffer count = device_buffer(8), first = device_buffer(4);
+    ASSERT_TRUE(x.as() && w.as() && y0.as() && y1.as());
+    fill_random_bf16(x.as(), m * s.k, 11);
+    fill_random_bf16(w.as(), s.n * s.k, 12);
+    GemmProblem p0{.x = x.as(),
+                   .ldx = s.k,
+                   .w = w.as(),
+                   .ldw = s.k,
+                   .y = y0.as(),
+                   .ldy = s.n,
+                   .m = m,
+                   .n = s.n,
+                   .k = s.k};
     STATUS_OK(gemm_->run_tile(p0, kAllGemmTiles[0], nullptr));
     for (GemmTile t : kAllGemmTiles) {
       GemmProblem p1 = p0;
-      p1.y = y1.p;
+      p1.y = y1.as();
       STATUS_OK(gemm_->run_tile(p1, t, nullptr));
-      CUDA_OK(cudaMemset(count.p, 0, 8));
-      CUDA_OK(cudaMemset(first.p, 0x7f, 4));
+      CUDA_OK(cudaMemset(count.as(), 0, 8));
+      CUDA_OK(cudaMemset(first.as(), 0x7f, 4));
       count_row_mismatches<<<unsigned(m), 256>>>(y0.as<uint16_t>(), s.n, y1.as<uint16_t>(), s.n,
                                                  m, s.n, count.as<unsigned long long>(),
                                                  first.as<int>());
       unsigned long long n_bad = 0;
-      CUDA_OK(cudaMemcpy(&n_bad, count.p, 8, cudaMemcpyDeviceToHost));
+      CUDA_OK(cudaMemcpy(&n_bad, count.as(), 8, cudaMemcpyDeviceToHost));
       EXPECT_EQ(n_bad, 0u) << s.name << ": tile " << gemm_tile_name(t) << " differs from "
                            << gemm_tile_name(kAllGemmTiles[0]) << " in " << n_bad << " rows";
     }
@@ -162,36 +190,55 @@ struct InvarianceReport {
 };
 
 // Compares every batch size's rows with the same rows of one kMaxRows-row product.
-void run_invariance(CudaGemm& gemm, const Shape& s, GemmMode mode, InvarianceReport& rep,
+void run_invariance(CudaGemm& gemm, const Shape& s, KernelMode mode, InvarianceReport& rep,
                     bool portable = false) {
   auto run = [&](const GemmProblem& p) {
     return portable ? gemm.run_portable(p, nullptr) : gemm.run(p, mode, nullptr);
   };
-  DeviceBuffer x(size_t(kMaxRows) * s.k * 2), w(size_t(s.n) * s.k * 2);
-  DeviceBuffer y_full(size_t(kMaxRows) * s.n * 2), y(size_t(kMaxRows) * s.n * 2);
-  DeviceBuffer count(8), first(4);
-  ASSERT_TRUE(x.p && w.p && y_full.p && y.p && count.p && first.p) << s.name << ": out of memory";
-  launch_fill_random(x.p, kMaxRows * s.k, 21);
-  launch_fill_random(w.p, s.n * s.k, 22);
-  GemmProblem full{x.p, s.k, w.p, s.k, y_full.p, s.n, kMaxRows, s.n, s.k};
+  DeviceBuffer x = device_buffer(size_t(kMaxRows) * s.k * 2),
+               w = device_buffer(size_t(s.n) * s.k * 2);
+  DeviceBuffer y_full = device_buffer(size_t(kMaxRows) * s.n * 2),
+               y = device_buffer(size_t(kMaxRows) * s.n * 2);
+  DeviceBuffer count = device_buffer(8), first = device_buffer(4);
+  ASSERT_TRUE(x.as() && w.as() && y_full.as() && y.as() && count.as() && first.as())
+      << s.name << ": out of memory";
+  fill_random_bf16(x.as(), kMaxRows * s.k, 21);
+  fill_random_bf16(w.as(), s.n * s.k, 22);
+  GemmProblem full{.x = x.as(),
+                   .ldx = s.k,
+                   .w = w.as(),
+                   .ldw = s.k,
+                   .y = y_full.as(),
+                   .ldy = s.n,
+                   .m = kMaxRows,
+                   .n = s.n,
+                   .k = s.k};
   STATUS_OK(run(full));
   const auto* xb = x.as<uint16_t>();
   const auto* yf = y_full.as<uint16_t>();
   for (int64_t m : batch_sizes()) {
     const int64_t slot = slot_of(m);
-    if (mode == GemmMode::invariant && !portable)
+    if (mode == KernelMode::invariant && !portable)
       rep.tiles.insert(std::string(gemm_tile_name(CudaGemm::choose_tile(m, s.n, s.k))));
-    GemmProblem p{xb + slot * s.k, s.k, w.p, s.k, y.p, s.n, m, s.n, s.k};
+    GemmProblem p{.x = xb + slot * s.k,
+                  .ldx = s.k,
+                  .w = w.as(),
+                  .ldw = s.k,
+                  .y = y.as(),
+                  .ldy = s.n,
+                  .m = m,
+                  .n = s.n,
+                  .k = s.k};
     STATUS_OK(run(p));
-    CUDA_OK(cudaMemsetAsync(count.p, 0, 8));
-    CUDA_OK(cudaMemsetAsync(first.p, 0x7f, 4));
+    CUDA_OK(cudaMemsetAsync(count.as(), 0, 8));
+    CUDA_OK(cudaMemsetAsync(first.as(), 0x7f, 4));
     count_row_mismatches<<<unsigned(m), 256>>>(y.as<uint16_t>(), s.n, yf + slot * s.n, s.n, m,
                                                s.n, count.as<unsigned long long>(), first.as<int>());
     CUDA_OK(cudaGetLastError());
     unsigned long long n_bad = 0;
     int first_row = 0;
-    CUDA_OK(cudaMemcpy(&n_bad, count.p, 8, cudaMemcpyDeviceToHost));
-    CUDA_OK(cudaMemcpy(&first_row, first.p, 4, cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(&n_bad, count.as(), 8, cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(&first_row, first.as(), 4, cudaMemcpyDeviceToHost));
     ++rep.sizes;
     if (n_bad) {
       if (rep.sizes_differing++ == 0) {
@@ -202,11 +249,12 @@ void run_invariance(CudaGemm& gemm, const Shape& s, GemmMode mode, InvarianceRep
   }
 }
 
-void print_report(const Shape& s, GemmMode mode, const InvarianceReport& r) {
+void print_report(const Shape& s, KernelMode mode, const InvarianceReport& r) {
   std::string tiles;
   for (const auto& t : r.tiles) tiles += (tiles.empty() ? "" : ",") + t;
-  std::printf("%-9s %-20s N=%-6lld K=%-5lld batch sizes %lld, differing %lld", mode == GemmMode::fast ? "fast" : "invariant", s.name,
-              (long long)s.n, (long long)s.k, (long long)r.sizes, (long long)r.sizes_differing);
+  std::printf("%-9s %-20s N=%-6lld K=%-5lld batch sizes %lld, differing %lld",
+              mode == KernelMode::fast ? "fast" : "invariant", s.name, (long long)s.n,
+              (long long)s.k, (long long)r.sizes, (long long)r.sizes_differing);
   if (r.sizes_differing) std::printf(" (first: M=%lld row %lld)", (long long)r.first_m, (long long)r.first_row);
   if (!tiles.empty()) std::printf(" tiles %s", tiles.c_str());
   std::printf("\n");
@@ -216,8 +264,8 @@ void print_report(const Shape& s, GemmMode mode, const InvarianceReport& r) {
 TEST_F(GemmCuda, InvariantRowsAreBitIdenticalForEveryBatchSizeQwen3) {
   for (const Shape& s : kQwen3Shapes) {
     InvarianceReport r;
-    run_invariance(*gemm_, s, GemmMode::invariant, r);
-    print_report(s, GemmMode::invariant, r);
+    run_invariance(*gemm_, s, KernelMode::invariant, r);
+    print_report(s, KernelMode::invariant, r);
     EXPECT_EQ(r.sizes_differing, 0) << s.name << ": first at M=" << r.first_m << " row " << r.first_row;
   }
 }
@@ -225,8 +273,8 @@ TEST_F(GemmCuda, InvariantRowsAreBitIdenticalForEveryBatchSizeQwen3) {
 TEST_F(GemmCuda, InvariantRowsAreBitIdenticalForEveryBatchSizeSmolLM2) {
   for (const Shape& s : kSmolShapes) {
     InvarianceReport r;
-    run_invariance(*gemm_, s, GemmMode::invariant, r);
-    print_report(s, GemmMode::invariant, r);
+    run_invariance(*gemm_, s, KernelMode::invariant, r);
+    print_report(s, KernelMode::invariant, r);
     EXPECT_EQ(r.sizes_differing, 0) << s.name << ": first at M=" << r.first_m << " row " << r.first_row;
   }
 }
@@ -238,9 +286,9 @@ TEST_F(GemmCuda, PortableRowsAreBitIdenticalForEveryBatchSize) {
   shapes.insert(shapes.end(), std::begin(kSmolShapes), std::end(kSmolShapes));
   for (const Shape& s : shapes) {
     InvarianceReport r;
-    run_invariance(*gemm_, s, GemmMode::invariant, r, /*portable=*/true);
+    run_invariance(*gemm_, s, KernelMode::invariant, r, /*portable=*/true);
     std::printf("portable  ");
-    print_report(s, GemmMode::invariant, r);
+    print_report(s, KernelMode::invariant, r);
     EXPECT_EQ(r.sizes_differing, 0) << s.name << ": first at M=" << r.first_m << " row " << r.first_row;
   }
 }
@@ -252,8 +300,8 @@ TEST_F(GemmCuda, NegativeControlCublasRowsChangeWithBatchSize) {
   shapes.insert(shapes.end(), std::begin(kSmolShapes), std::end(kSmolShapes));
   for (const Shape& s : shapes) {
     InvarianceReport r;
-    run_invariance(*gemm_, s, GemmMode::fast, r);
-    print_report(s, GemmMode::fast, r);
+    run_invariance(*gemm_, s, KernelMode::fast, r);
+    print_report(s, KernelMode::fast, r);
     differing += r.sizes_differing;
   }
   EXPECT_GT(differing, 0) << "cuBLAS gave the same bits for every batch size: the invariance "

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "kernels/cuda/gemm.h"
-#include "test_util.cuh"  // CUDA_OK, STATUS_OK, DeviceBuffer
+#include "test_util.cuh"  // CUDA_OK, STATUS_OK, DeviceBuffer, random data
 
 namespace invar::kernels::cuda {
 namespace {
@@ -39,38 +39,10 @@ constexpr Shape kSmolShapes[] = {{"smollm2 q/o", 576, 576},
                                  {"smollm2 down", 576, 1536},
                                  {"smollm2 lm_head", 49152, 576}};
 
-using cudatest::DeviceBuffer;
-
-__host__ __device__ inline uint32_t mix(uint64_t seed, uint64_t i) {
-  uint64_t z = seed * 0x9E3779B97F4A7C15ull + i * 0xBF58476D1CE4E5B9ull + 0x94D049BB133111EBull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return uint32_t((z ^ (z >> 31)) >> 32);
-}
-
-// Uniform in [-1, 1), rounded to bf16: random data, never zeros (METHOD.md).
-__global__ void fill_random_bf16(uint16_t* p, int64_t count, uint64_t seed) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    float u = float(mix(seed, uint64_t(i)) >> 8) * (1.0f / 8388608.0f) - 1.0f;
-    uint32_t b;
-    memcpy(&b, &u, 4);
-    p[i] = uint16_t((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
-  }
-}
-
-__global__ void fill_u16(uint16_t* p, int64_t count, uint16_t v) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
-       i += int64_t(gridDim.x) * blockDim.x)
-    p[i] = v;
-}
-
-__device__ inline double bf16_to_double(uint16_t h) {
-  uint32_t b = uint32_t(h) << 16;
-  float f;
-  memcpy(&f, &b, 4);
-  return double(f);
-}
+using cudatest::bf16_value;
+using cudatest::device_buffer;
+using cudatest::fill_random_bf16;  // uniform in [-1, 1) rounded to bf16: never zeros (METHOD.md)
+using cudatest::fill_u16_kernel;
 
 // ref[m, n] = sum_k x[m, k] w[n, k] in f64, one thread per output.
 __global__ void reference_gemm(const uint16_t* x, int64_t ldx, const uint16_t* w, int64_t ldw,
@@ -80,7 +52,7 @@ __global__ void reference_gemm(const uint16_t* x, int64_t ldx, const uint16_t* w
   if (col >= n || row >= m) return;
   double acc = 0.0;
   for (int64_t i = 0; i < k; ++i)
-    acc += bf16_to_double(x[row * ldx + i]) * bf16_to_double(w[col * ldw + i]);
+    acc += double(bf16_value(x[row * ldx + i])) * double(bf16_value(w[col * ldw + i]));
   ref[row * n + col] = acc;
 }
 
@@ -98,17 +70,6 @@ __global__ void count_row_mismatches(const uint16_t* a, int64_t lda, const uint1
     atomicAdd(count, 1ull);
     atomicMin(first_row, int(row));
   }
-}
-
-void launch_fill_random(void* p, int64_t count, uint64_t seed) {
-  fill_random_bf16<<<1024, 256>>>(static_cast<uint16_t*>(p), count, seed);
-}
-
-float host_bf16(uint16_t h) {
-  uint32_t b = uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &b, 4);
-  return f;
 }
 
 class GemmCuda : public ::testing::Test {

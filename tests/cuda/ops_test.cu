@@ -69,8 +69,8 @@ struct NormData {
 void run_norm(const NormData& data, NormKind kind, KernelMode mode, int64_t first, int64_t n,
               std::vector<uint16_t>& out, std::vector<float>& residual) {
   const float eps = 1e-6f;
-  DeviceBuffer o(size_t(n * data.dim) * 2);
-  poison_bf16(o.p, n * data.dim);
+  DeviceBuffer o = device_buffer(size_t(n * data.dim) * 2);
+  poison_bf16(o.as(), n * data.dim);
   const int64_t off = first * data.ld;
   const bf16* w = data.d_w.as<bf16>();
   Status s;
@@ -81,14 +81,14 @@ void run_norm(const NormData& data, NormKind kind, KernelMode mode, int64_t firs
     s = rmsnorm(data.d_x32.as<float>() + off, data.ld, w, n, data.dim, eps, o.as<bf16>(), data.dim,
                 mode, nullptr);
   } else {
-    CUDA_OK(cudaMemcpy(data.d_x32.p, data.d_x32_pristine.p, data.x32.size() * 4,
+    CUDA_OK(cudaMemcpy(data.d_x32.as(), data.d_x32_pristine.as(), data.x32.size() * 4,
                        cudaMemcpyDeviceToDevice));
     s = rmsnorm_add(data.d_x32.as<float>() + off, data.ld, data.d_delta.as<bf16>() + off, data.ld,
                     w, n, data.dim, eps, o.as<bf16>(), data.dim, mode, nullptr);
   }
   ASSERT_TRUE(s.ok()) << s.message();
   CUDA_OK(cudaDeviceSynchronize());
-  out = download<uint16_t>(o.p, size_t(n * data.dim));
+  out = download<uint16_t>(o.as(), size_t(n * data.dim));
   if (kind == NormKind::add)
     residual = download<float>(data.d_x32.as<float>() + off, size_t(n * data.ld));
 }
@@ -207,20 +207,20 @@ TEST(OpsCuda, RmsnormHeadsMatchesF64AndPlainRmsnormBits) {
       const auto w = random_bf16(size_t(d), 3, 1.0f);
       DeviceBuffer dx = upload(x), dw = upload(w);
       for (KernelMode mode : {KernelMode::invariant, KernelMode::fast}) {
-        CUDA_OK(cudaMemcpy(dx.p, x.data(), x.size() * 2, cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemcpy(dx.as(), x.data(), x.size() * 2, cudaMemcpyHostToDevice));
         STATUS_OK(rmsnorm_heads(dx.as<bf16>(), ld, dw.as<bf16>(), tokens, heads, d, 1e-6f, mode,
                                 nullptr));
         CUDA_OK(cudaDeviceSynchronize());
-        const auto out = download<uint16_t>(dx.p, x.size());
+        const auto out = download<uint16_t>(dx.as(), x.size());
         // Plain rmsnorm over the same heads as rows of length D (contiguous copy).
         std::vector<uint16_t> rows(size_t(tokens * heads * d));
         for (int64_t t = 0; t < tokens; ++t)
           std::copy_n(x.data() + t * ld, heads * d, rows.data() + t * heads * d);
-        DeviceBuffer dr = upload(rows), dro(rows.size() * 2);
+        DeviceBuffer dr = upload(rows), dro = device_buffer(rows.size() * 2);
         STATUS_OK(rmsnorm(dr.as<bf16>(), d, dw.as<bf16>(), tokens * heads, d, 1e-6f,
                           dro.as<bf16>(), d, mode, nullptr));
         CUDA_OK(cudaDeviceSynchronize());
-        const auto plain = download<uint16_t>(dro.p, rows.size());
+        const auto plain = download<uint16_t>(dro.as(), rows.size());
         int64_t bad = 0, bits = 0, touched = 0;
         for (int64_t t = 0; t < tokens; ++t) {
           for (int h = 0; h < heads; ++h) {
@@ -255,7 +255,7 @@ TEST(OpsCuda, AddBiasAndGatherRowsAreExact) {
       DeviceBuffer dy = upload(y), db = upload(bias);
       STATUS_OK(add_bias(dy.as<bf16>(), ld, db.as<float>(), tokens, n, nullptr));
       CUDA_OK(cudaDeviceSynchronize());
-      const auto out = download<uint16_t>(dy.p, y.size());
+      const auto out = download<uint16_t>(dy.as(), y.size());
       int64_t bad = 0;
       for (int64_t t = 0; t < tokens; ++t)
         for (int64_t i = 0; i < ld; ++i) {
@@ -269,12 +269,12 @@ TEST(OpsCuda, AddBiasAndGatherRowsAreExact) {
       std::vector<int32_t> pick;
       for (int64_t r = 0; r < tokens; ++r) pick.push_back(int32_t((r * 5 + 3) % tokens));
       pick.push_back(0);
-      DeviceBuffer dp = upload(pick), dg(pick.size() * size_t(n) * 2);
-      poison_bf16(dg.p, int64_t(pick.size()) * n);
+      DeviceBuffer dp = upload(pick), dg = device_buffer(pick.size() * size_t(n) * 2);
+      poison_bf16(dg.as(), int64_t(pick.size()) * n);
       STATUS_OK(gather_rows(dy.as<bf16>(), ld, dp.as<int32_t>(), int64_t(pick.size()), n,
                             dg.as<bf16>(), n, nullptr));
       CUDA_OK(cudaDeviceSynchronize());
-      const auto g = download<uint16_t>(dg.p, pick.size() * size_t(n));
+      const auto g = download<uint16_t>(dg.as(), pick.size() * size_t(n));
       int64_t wrong = 0;
       for (size_t r = 0; r < pick.size(); ++r)
         wrong += std::memcmp(g.data() + r * size_t(n), out.data() + size_t(pick[r]) * size_t(ld),
@@ -309,7 +309,7 @@ TEST(OpsCuda, RopeMatchesF64Reference) {
             STATUS_OK(
                 rope(dx.as<bf16>(), ld, dpos.as<int32_t>(), tokens, heads, d, params, nullptr));
             CUDA_OK(cudaDeviceSynchronize());
-            const std::vector<uint16_t> out = download<uint16_t>(dx.p, x.size());
+            const std::vector<uint16_t> out = download<uint16_t>(dx.as(), x.size());
             int64_t bad = 0;
             const int half = rot / 2;
             for (int64_t t = 0; t < tokens; ++t) {
@@ -365,14 +365,15 @@ TEST(OpsCuda, EmbeddingCopiesRowsExactly) {
       ids[0] = int32_t(vocab - 1);
       if (tokens > 1) ids[1] = int32_t(vocab);  // out of range: zeros
       DeviceBuffer dt = upload(table), di = upload(ids);
-      DeviceBuffer o32(size_t(tokens * hidden) * 4), o16(size_t(tokens * hidden) * 2);
+      DeviceBuffer o32 = device_buffer(size_t(tokens * hidden) * 4),
+                   o16 = device_buffer(size_t(tokens * hidden) * 2);
       STATUS_OK(embedding(dt.as<bf16>(), vocab, hidden, di.as<int32_t>(), tokens, o32.as<float>(),
                           hidden, nullptr));
       STATUS_OK(embedding(dt.as<bf16>(), vocab, hidden, di.as<int32_t>(), tokens, o16.as<bf16>(),
                           hidden, nullptr));
       CUDA_OK(cudaDeviceSynchronize());
-      const auto f = download<float>(o32.p, size_t(tokens * hidden));
-      const auto h = download<uint16_t>(o16.p, size_t(tokens * hidden));
+      const auto f = download<float>(o32.as(), size_t(tokens * hidden));
+      const auto h = download<uint16_t>(o16.as(), size_t(tokens * hidden));
       int64_t bad = 0;
       for (int64_t t = 0; t < tokens; ++t) {
         const int32_t id = ids[size_t(t)];
@@ -395,12 +396,12 @@ TEST(OpsCuda, SiluMulMatchesF64Reference) {
       const int64_t ld = 2 * inter;
       const std::vector<uint16_t> gu =
           random_bf16(size_t(tokens * ld), uint64_t(inter + tokens), 8.0f);
-      DeviceBuffer d = upload(gu), o(size_t(tokens * inter) * 2);
-      poison_bf16(o.p, tokens * inter);
+      DeviceBuffer d = upload(gu), o = device_buffer(size_t(tokens * inter) * 2);
+      poison_bf16(o.as(), tokens * inter);
       STATUS_OK(silu_mul(d.as<bf16>(), ld, d.as<bf16>() + inter, ld, tokens, inter, o.as<bf16>(),
                          inter, nullptr));
       CUDA_OK(cudaDeviceSynchronize());
-      const auto out = download<uint16_t>(o.p, size_t(tokens * inter));
+      const auto out = download<uint16_t>(o.as(), size_t(tokens * inter));
       int64_t bad = 0;
       for (int64_t t = 0; t < tokens; ++t) {
         for (int64_t i = 0; i < inter; ++i) {
@@ -430,17 +431,18 @@ TEST(OpsCuda, SiluMulPairedGivesTheBitsOfSiluMul) {
       }
     }
     DeviceBuffer dh = upload(halves), dp = upload(paired);
-    DeviceBuffer oh(size_t(tokens * inter) * 2), op(size_t(tokens * inter) * 2);
-    poison_bf16(op.p, tokens * inter);
+    DeviceBuffer oh = device_buffer(size_t(tokens * inter) * 2),
+                 op = device_buffer(size_t(tokens * inter) * 2);
+    poison_bf16(op.as(), tokens * inter);
     STATUS_OK(silu_mul(dh.as<bf16>(), ld, dh.as<bf16>() + inter, ld, tokens, inter,
                        oh.as<bf16>(), inter, nullptr));
     STATUS_OK(silu_mul_paired(dp.as<bf16>(), ld, tokens, inter, op.as<bf16>(), inter, nullptr));
     CUDA_OK(cudaDeviceSynchronize());
-    EXPECT_EQ(download<uint16_t>(oh.p, size_t(tokens * inter)),
-              download<uint16_t>(op.p, size_t(tokens * inter)))
+    EXPECT_EQ(download<uint16_t>(oh.as(), size_t(tokens * inter)),
+              download<uint16_t>(op.as(), size_t(tokens * inter)))
         << "inter " << inter;
   }
-  DeviceBuffer d(64), o(64);
+  DeviceBuffer d = device_buffer(64), o = device_buffer(64);
   EXPECT_FALSE(silu_mul_paired(d.as<bf16>(), 24, 1, 12, o.as<bf16>(), 12, nullptr).ok())
       << "I = 12 is not a whole number of blocks";
 }
@@ -467,10 +469,10 @@ void argmax_case(int64_t rows, int64_t cols, std::mt19937& rng) {
       xs[i] = x[i];
     }
   }
-  DeviceBuffer d = upload(xs), o(size_t(rows) * 4);
+  DeviceBuffer d = upload(xs), o = device_buffer(size_t(rows) * 4);
   STATUS_OK(argmax(d.as<T>(), cols, rows, cols, o.as<int32_t>(), nullptr));
   CUDA_OK(cudaDeviceSynchronize());
-  const auto got = download<int32_t>(o.p, size_t(rows));
+  const auto got = download<int32_t>(o.as(), size_t(rows));
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = x.data() + r * cols;
     int32_t want = 0;
@@ -512,13 +514,14 @@ TEST(OpsCuda, LogitSummaryMatchesReferenceAndIgnoresTheBatch) {
     for (auto& b : xs) b = bf16_bits(8.0f * uniform(rng(), 0));
     if (cols > 2) xs[size_t(1 * cols + cols - 1)] = xs[size_t(1 * cols)] = bf16_bits(12.0f);  // tie
     if (cols > 1) xs[size_t(2 * cols)] = 0x7fc0;                                         // NaN
-    DeviceBuffer d = upload(xs), am(size_t(rows) * 4), mx(size_t(rows) * 4), lz(size_t(rows) * 4);
+    DeviceBuffer d = upload(xs), am = device_buffer(size_t(rows) * 4),
+                 mx = device_buffer(size_t(rows) * 4), lz = device_buffer(size_t(rows) * 4);
     STATUS_OK(logit_summary(d.as<bf16>(), cols, rows, cols, am.as<int32_t>(), mx.as<float>(),
                             lz.as<float>(), nullptr));
     CUDA_OK(cudaDeviceSynchronize());
-    const auto got_am = download<int32_t>(am.p, size_t(rows));
-    const auto got_mx = download<float>(mx.p, size_t(rows));
-    const auto got_lz = download<float>(lz.p, size_t(rows));
+    const auto got_am = download<int32_t>(am.as(), size_t(rows));
+    const auto got_mx = download<float>(mx.as(), size_t(rows));
+    const auto got_lz = download<float>(lz.as(), size_t(rows));
     for (int64_t r = 0; r < rows; ++r) {
       const uint16_t* row = xs.data() + r * cols;
       int32_t want = 0;
@@ -545,11 +548,12 @@ TEST(OpsCuda, LogitSummaryMatchesReferenceAndIgnoresTheBatch) {
     const int64_t r3 = 3;
     std::vector<uint16_t> batch(xs.begin() + 4 * cols, xs.begin() + 9 * cols);
     batch.insert(batch.end(), xs.begin() + r3 * cols, xs.begin() + (r3 + 1) * cols);
-    DeviceBuffer db = upload(batch), am2(6 * 4), mx2(6 * 4), lz2(6 * 4);
+    DeviceBuffer db = upload(batch), am2 = device_buffer(6 * 4), mx2 = device_buffer(6 * 4),
+                 lz2 = device_buffer(6 * 4);
     STATUS_OK(logit_summary(db.as<bf16>(), cols, 6, cols, am2.as<int32_t>(), mx2.as<float>(),
                             lz2.as<float>(), nullptr));
     CUDA_OK(cudaDeviceSynchronize());
-    const auto lz_batch = download<float>(lz2.p, 6);
+    const auto lz_batch = download<float>(lz2.as(), 6);
     EXPECT_EQ(std::memcmp(&lz_batch[5], &got_lz[size_t(r3)], 4), 0) << "cols " << cols;
   }
 }
@@ -625,13 +629,13 @@ TEST(OpsCuda, SampleRowsFollowsTheSamplerAndIgnoresTheBatch) {
         q.u = (float(d) + 0.5f) / float(kDraws);
         params.push_back(q);
       }
-      DeviceBuffer dx = upload(x), dp = upload(params), tok(size_t(kDraws) * 4),
-                   lg(size_t(kDraws) * 4);
+      DeviceBuffer dx = upload(x), dp = upload(params), tok = device_buffer(size_t(kDraws) * 4),
+                   lg = device_buffer(size_t(kDraws) * 4);
       STATUS_OK(sample_rows(dx.as<bf16>(), cols, kDraws, cols, dp.as<SampleRowParams>(),
                             tok.as<int32_t>(), lg.as<float>(), nullptr));
       CUDA_OK(cudaDeviceSynchronize());
-      const auto got = download<int32_t>(tok.p, kDraws);
-      const auto got_logit = download<float>(lg.p, kDraws);
+      const auto got = download<int32_t>(tok.as(), kDraws);
+      const auto got_logit = download<float>(lg.as(), kDraws);
 
       const KeptSet ref = base.inv_temperature > 0.0f ? reference_kept(row, base) : KeptSet{};
       double total = 0;
@@ -679,11 +683,12 @@ TEST(OpsCuda, SampleRowsFollowsTheSamplerAndIgnoresTheBatch) {
         mixed.insert(mixed.end(), row.begin(), row.end());
         mixed_params.push_back(params[size_t(d)]);
       }
-      DeviceBuffer mx = upload(mixed), mp = upload(mixed_params), mt(48 * 4), ml(48 * 4);
+      DeviceBuffer mx = upload(mixed), mp = upload(mixed_params), mt = device_buffer(48 * 4),
+                   ml = device_buffer(48 * 4);
       STATUS_OK(sample_rows(mx.as<bf16>(), cols, 48, cols, mp.as<SampleRowParams>(),
                             mt.as<int32_t>(), ml.as<float>(), nullptr));
       CUDA_OK(cudaDeviceSynchronize());
-      const auto got_mixed = download<int32_t>(mt.p, 48);
+      const auto got_mixed = download<int32_t>(mt.as(), 48);
       for (int d = 0; d < 16; ++d) EXPECT_EQ(got_mixed[size_t(d * 3 + 2)], got[size_t(d)]) << "draw " << d;
     }
   }

@@ -1,4 +1,5 @@
-// Shared pieces of the CUDA op tests: checks, device buffers, seeded random data, device setup.
+// Shared pieces of the CUDA op tests: checks, device buffers (the backend's own DeviceBuffer),
+// seeded random data, device setup.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "kernels/cuda/device.h"
 
 namespace invar::kernels::cuda::cudatest {
 
@@ -27,35 +29,22 @@ namespace invar::kernels::cuda::cudatest {
     ASSERT_TRUE(s_.ok()) << #expr << ": " << s_.message(); \
   } while (0)
 
-// Device buffer owned by the test.
-struct DeviceBuffer {
-  void* p = nullptr;
-  size_t bytes = 0;
-  DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t n) : bytes(n) {
-    if (cudaMalloc(&p, n ? n : 1) != cudaSuccess) p = nullptr;
-  }
-  ~DeviceBuffer() {
-    if (p) cudaFree(p);
-  }
-  DeviceBuffer(DeviceBuffer&& o) noexcept : p(o.p), bytes(o.bytes) { o.p = nullptr; }
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
-    std::swap(p, o.p);
-    std::swap(bytes, o.bytes);
-    return *this;
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(p);
-  }
-};
+using ::invar::kernels::cuda::DeviceBuffer;
+
+// A device buffer of `bytes` for a test; an allocation failure fails the test (the buffer is
+// then null).
+inline DeviceBuffer device_buffer(size_t bytes) {
+  DeviceBuffer b;
+  const Status s = b.reserve(bytes, "a test buffer");
+  if (!s.ok()) ADD_FAILURE() << s.message();
+  return b;
+}
 
 template <typename T>
 DeviceBuffer upload(const std::vector<T>& v) {
-  DeviceBuffer b(v.size() * sizeof(T));
-  if (b.p && !v.empty()) cudaMemcpy(b.p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
+  DeviceBuffer b = device_buffer(v.size() * sizeof(T));
+  if (b.as() && !v.empty())
+    cudaMemcpy(b.as(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
   return b;
 }
 

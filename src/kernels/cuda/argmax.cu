@@ -9,7 +9,7 @@
 //   R = rows, V = columns (vocab)
 #include <climits>
 
-#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device.h"
 #include "kernels/cuda/ops.h"
 
 namespace invar::kernels::cuda {

@@ -1,5 +1,6 @@
 // Paged causal GQA attention for mixed prefill/decode batches (interface and recipe:
-// attention.h), its host-side planner, the split-merge kernel and kv_store.
+// attention.h): the attention and split-merge kernels, kv_store, and the upload of the work
+// list that attention_plan.cpp plans on the host.
 //   S = sequences, T = tokens, Hq / Hkv = query / kv heads, G = Hq / Hkv, D = head dim,
 //   row = one (token, q head) pair of a sequence and kv head: row r is token r / G, head r % G
 //
@@ -17,7 +18,8 @@
 
 #include "core/hash.h"
 #include "kernels/cuda/attention.h"
-#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device.h"
+#include "kernels/cuda/grid.h"
 
 namespace invar::kernels::cuda {
 namespace {
@@ -27,43 +29,11 @@ using bf16 = __nv_bfloat16;
 constexpr int kTile = kAttnKvTile;
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
-constexpr int kRowsPerWarp = 16;
-constexpr int kMaxRows = kWarps * kRowsPerWarp;  // rows per CTA
-constexpr int kNoSplit = 1 << 30;                // split_tiles of fast-mode prefill: never fold
-// SMs of a full H100/H200, for the invariant planner's CTA sizing: a constant, not the device's
-// count (R5); the sizing never changes bits anyway (tests/cuda/attention_test.cu).
-constexpr int64_t kHopperSms = 132;
-
-// One CTA's work: rows [row_begin, row_begin + nrows) of sequence `seq` for one kv head, tiles
-// [tile_begin, min(tile_end, last tile of the CTA's last row) ]. Split states (record >= 0):
-// row r's state of split k goes to record + r * record_stride + k.
-struct AttnItem {
-  int32_t seq;
-  int32_t q_begin;  // first token of the sequence in q / out
-  int32_t q_len;
-  int32_t kv_len;
-  int32_t kv_head;
-  int32_t row_begin;
-  int32_t nrows;
-  int32_t tile_begin;
-  int32_t tile_end;
-  int32_t split_tiles;  // fold period in tiles, counted from tile 0
-  int32_t record;       // < 0: write the output; else the split states' base
-  int32_t record_stride;
-};
-
-// Folds the split states of one sequence and kv head: row r's states are
-// record + r * record_stride + k for k = 0 .. (P / kTile) / split_tiles.
-struct MergeItem {
-  int32_t q_begin;
-  int32_t q_len;
-  int32_t kv_len;
-  int32_t kv_head;
-  int32_t rows;
-  int32_t record;
-  int32_t record_stride;
-  int32_t split_tiles;
-};
+constexpr int kRowsPerWarp = kAttnRowsPerWarp;
+constexpr int kMaxRows = kAttnRowsPerCta;  // rows per CTA
+static_assert(kMaxRows == kWarps * kRowsPerWarp, "one 16-row mma tile per warp");
+// Scores live in base 2 (ex2): the softmax scale is multiplied by log2(e) once.
+constexpr float kLog2e = 1.4426950408889634f;
 
 struct AttnParams {
   const AttnItem* items;
@@ -509,14 +479,6 @@ __global__ void kv_store_kernel(const bf16* k, int64_t k_stride, const bf16* v, 
   }
 }
 
-bool aligned16(const void* p) {
-  return aligned_to(p, 16);
-}
-
-int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
-
 }  // namespace
 
 Status kv_store(const bf16* k, int64_t k_stride, const bf16* v, int64_t v_stride,
@@ -540,32 +502,18 @@ struct CudaAttention::State {
   int device = 0;
   int sm_count = 0;
   AttentionDims dims;
+  AttentionPlanOptions options;
   bool planned = false;
-  // The step's work list: host staging (pinned) and its device copy, [items][merge items].
-  std::vector<AttnItem> items;
-  std::vector<MergeItem> merges;
-  void* host_buf = nullptr;
-  size_t host_cap = 0;
-  void* dev_buf = nullptr;
-  size_t dev_cap = 0;
-  cudaEvent_t uploaded = nullptr;  // the last upload has read host_buf
   int64_t n_items = 0, n_merges = 0, n_split_items = 0;
-  // Split states.
-  float* rec_m = nullptr;
-  float* rec_l = nullptr;
-  float* rec_acc = nullptr;
-  int64_t rec_cap = 0;      // records
-  int64_t rec_acc_cap = 0;  // floats
-  int split_group = 0;      // splits per split CTA; 0: chosen from the load
-  int split_tiles = kAttnSplitTiles;
+  // The step's work list, [items][merge items]: pinned host staging and its device copy.
+  PinnedBuffer staging;
+  DeviceBuffer work;
+  cudaEvent_t uploaded = nullptr;  // the last upload has read `staging`
+  // Split states: m, l [records] and acc [records, D].
+  DeviceBuffer rec_m, rec_l, rec_acc;
 
   ~State() {
     if (uploaded) cudaEventDestroy(uploaded);
-    if (host_buf) cudaFreeHost(host_buf);
-    if (dev_buf) cudaFree(dev_buf);
-    if (rec_m) cudaFree(rec_m);
-    if (rec_l) cudaFree(rec_l);
-    if (rec_acc) cudaFree(rec_acc);
   }
 };
 
@@ -574,12 +522,14 @@ Result<std::unique_ptr<CudaAttention>> CudaAttention::create(int device) {
   a->state_ = std::make_unique<State>();
   State& s = *a->state_;
   s.device = device;
+  s.options.split_tiles = kAttnSplitTiles;
   INVAR_RETURN_IF_ERROR(cuda_status(cudaSetDevice(device), "CudaAttention: cudaSetDevice"));
   INVAR_RETURN_IF_ERROR(
       cuda_status(cudaDeviceGetAttribute(&s.sm_count, cudaDevAttrMultiProcessorCount, device),
                   "CudaAttention: reading the SM count"));
   INVAR_RETURN_IF_ERROR(cuda_status(cudaEventCreateWithFlags(&s.uploaded, cudaEventDisableTiming),
                                     "CudaAttention: cudaEventCreate"));
+  s.options.sm_count = s.sm_count;
   INVAR_RETURN_IF_ERROR(cuda_status(
       cudaFuncSetAttribute(attention_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            int(attention_smem_bytes<64>())),
@@ -594,11 +544,11 @@ Result<std::unique_ptr<CudaAttention>> CudaAttention::create(int device) {
 CudaAttention::~CudaAttention() = default;
 
 void CudaAttention::set_split_tiles_for_experiments(int tiles) {
-  state_->split_tiles = tiles > 0 ? tiles : kAttnSplitTiles;
+  state_->options.split_tiles = tiles > 0 ? tiles : kAttnSplitTiles;
 }
 
 void CudaAttention::set_split_group(int splits_per_cta) {
-  state_->split_group = std::max(0, splits_per_cta);
+  state_->options.split_group = std::max(0, splits_per_cta);
 }
 
 CudaAttention::Stats CudaAttention::stats() const {
@@ -611,10 +561,10 @@ uint64_t CudaAttention::launch_key() const {
       .add(uint64_t(st.n_items))
       .add(uint64_t(st.n_merges))
       .add(uint64_t(st.dims.head_dim))
-      .add(st.dev_buf)
-      .add(st.rec_m)
-      .add(st.rec_l)
-      .add(st.rec_acc)
+      .add(st.work.as())
+      .add(st.rec_m.as())
+      .add(st.rec_l.as())
+      .add(st.rec_acc.as())
       .value();
 }
 
@@ -622,160 +572,40 @@ Status CudaAttention::plan(const AttentionPlan& hp, const AttentionDims& dims, K
                            cudaStream_t stream) {
   State& st = *state_;
   st.planned = false;
-  if (dims.head_dim != 64 && dims.head_dim != 128) {
-    return Status::error("attention: head_dim " + std::to_string(dims.head_dim) +
-                         " is not supported (64 or 128)");
-  }
-  if (dims.kv_heads <= 0 || dims.q_heads % dims.kv_heads) {
-    return Status::error("attention: q_heads must be a positive multiple of kv_heads");
-  }
+  INVAR_ASSIGN_OR_RETURN(AttentionWork w, plan_attention_work(hp, dims, mode, st.options));
   st.dims = dims;
-  const int G = dims.q_heads / dims.kv_heads;
-  st.items.clear();
-  st.merges.clear();
-  int64_t records = 0;
+  st.n_items = int64_t(w.items.size());
+  st.n_merges = int64_t(w.merges.size());
+  st.n_split_items = w.split_items();
 
-  // Fast mode: decode-like sequences (one warp of rows) share 2 waves of CTAs among them.
-  int decode_seqs = 0;
-  for (int s = 0; s < hp.num_seqs; ++s) {
-    const int q_len = hp.q_indptr[s + 1] - hp.q_indptr[s];
-    if (q_len > 0 && q_len * G <= kRowsPerWarp) ++decode_seqs;
-  }
-
-  // Invariant mode: consecutive splits of a sequence share a CTA when there are many (each
-  // still writes its own state, so the grouping never changes bits): ~2 waves of 2 CTAs/SM.
-  int64_t split_units = 0;
-  if (mode == KernelMode::invariant) {
-    for (int s = 0; s < hp.num_seqs; ++s) {
-      const int q_len = hp.q_indptr[s + 1] - hp.q_indptr[s];
-      const int tiles = int(ceil_div(std::max(hp.kv_lens[s], 1), kTile));
-      if (q_len > 0 && q_len * G <= kMaxRows && tiles > st.split_tiles) {
-        split_units += ceil_div(tiles, st.split_tiles) * dims.kv_heads;
-      }
-    }
-  }
-  const int group = st.split_group > 0 ? st.split_group
-                                       : int(std::max<int64_t>(1, split_units / (4 * kHopperSms)));
-
-  for (int s = 0; s < hp.num_seqs; ++s) {
-    const int q_begin = hp.q_indptr[s];
-    const int q_len = hp.q_indptr[s + 1] - q_begin;
-    const int kv_len = hp.kv_lens[s];
-    if (q_len <= 0) continue;
-    if (kv_len < q_len) {
-      return Status::error("attention plan: sequence " + std::to_string(s) + " has kv_len " +
-                           std::to_string(kv_len) + " < its " + std::to_string(q_len) +
-                           " query tokens; kv_lens counts the cache after this step's writes");
-    }
-    const int rows = q_len * G;
-    const int tiles = int(ceil_div(kv_len, kTile));
-    int split_tiles = st.split_tiles;
-    bool split_ctas = false;
-    int per_cta = 1;  // splits per split CTA
-    if (mode == KernelMode::invariant) {
-      // Any choice here gives the same bits; a sequence whose rows fit one CTA spreads its
-      // splits over CTAs, a longer one walks them in one CTA per 64 rows.
-      split_ctas = rows <= kMaxRows && tiles > st.split_tiles;
-      per_cta = group;
-    } else if (rows <= kRowsPerWarp) {
-      const int want =
-          int(ceil_div(2 * int64_t(st.sm_count), int64_t(decode_seqs) * dims.kv_heads));
-      const int n = std::max(1, std::min(want, tiles));
-      split_tiles = int(ceil_div(tiles, n));
-      split_ctas = ceil_div(tiles, split_tiles) > 1;
-    } else {
-      split_tiles = kNoSplit;
-    }
-    if (split_ctas) {
-      const int splits = int(ceil_div(tiles, split_tiles));
-      for (int h = 0; h < dims.kv_heads; ++h) {
-        const int64_t base = records + int64_t(h) * rows * splits;
-        if (base + int64_t(rows) * splits > INT32_MAX) {
-          return Status::error("attention plan: too many split states in one step");
-        }
-        for (int k = 0; k < splits; k += per_cta) {
-          st.items.push_back({s, q_begin, q_len, kv_len, h, 0, rows, k * split_tiles,
-                              std::min(tiles, (k + per_cta) * split_tiles), split_tiles,
-                              int32_t(base), splits});
-        }
-        st.merges.push_back({q_begin, q_len, kv_len, h, rows, int32_t(base), splits, split_tiles});
-      }
-      records += int64_t(dims.kv_heads) * rows * splits;
-    } else {
-      // Last row blocks first: they walk the most tiles (longest CTAs start first).
-      for (int rb = int(ceil_div(rows, kMaxRows)) - 1; rb >= 0; --rb) {
-        for (int h = 0; h < dims.kv_heads; ++h) {
-          st.items.push_back({s, q_begin, q_len, kv_len, h, rb * kMaxRows,
-                              std::min(kMaxRows, rows - rb * kMaxRows), 0, tiles, split_tiles, -1,
-                              0});
-        }
-      }
-    }
-  }
-  // Longest CTAs first across sequences too (order never changes bits).
-  auto work = [&](const AttnItem& a) {
-    const int last = a.kv_len - a.q_len + (a.row_begin + a.nrows - 1) / G;
-    return std::min(a.tile_end, last / kTile + 1) - a.tile_begin;
-  };
-  std::stable_sort(st.items.begin(), st.items.end(),
-                   [&](const AttnItem& a, const AttnItem& b) { return work(a) > work(b); });
-
-  st.n_items = int64_t(st.items.size());
-  st.n_merges = int64_t(st.merges.size());
-  st.n_split_items = 0;
-  for (const AttnItem& it : st.items) st.n_split_items += it.record >= 0;
-
-  // Split-state buffers.
-  if (records > st.rec_cap || records * dims.head_dim > st.rec_acc_cap) {
-    const int64_t cap = std::max<int64_t>(records, 2 * st.rec_cap);
-    const int64_t acc_cap = std::max<int64_t>(records * dims.head_dim, 2 * st.rec_acc_cap);
+  // Split-state buffers, grown (to twice the need) before any queued work could still use them.
+  const int64_t acc_floats = w.records * dims.head_dim;
+  if (size_t(w.records) * 4 > st.rec_m.bytes() || size_t(acc_floats) * 4 > st.rec_acc.bytes()) {
     INVAR_RETURN_IF_ERROR(cuda_status(cudaStreamSynchronize(stream), "attention plan: sync"));
-    if (st.rec_m) cudaFree(st.rec_m);
-    if (st.rec_l) cudaFree(st.rec_l);
-    if (st.rec_acc) cudaFree(st.rec_acc);
-    st.rec_m = st.rec_l = st.rec_acc = nullptr;
-    st.rec_cap = st.rec_acc_cap = 0;
-    INVAR_RETURN_IF_ERROR(
-        cuda_status(cudaMalloc(&st.rec_m, size_t(cap) * 4), "attention plan: alloc"));
-    INVAR_RETURN_IF_ERROR(
-        cuda_status(cudaMalloc(&st.rec_l, size_t(cap) * 4), "attention plan: alloc"));
-    INVAR_RETURN_IF_ERROR(
-        cuda_status(cudaMalloc(&st.rec_acc, size_t(acc_cap) * 4), "attention plan: alloc"));
-    st.rec_cap = cap;
-    st.rec_acc_cap = acc_cap;
+    const size_t records = std::max(size_t(w.records), 2 * (st.rec_m.bytes() / 4));
+    const size_t acc = std::max(size_t(acc_floats), 2 * (st.rec_acc.bytes() / 4));
+    INVAR_RETURN_IF_ERROR(st.rec_m.reserve(records * 4, "attention split states (m)"));
+    INVAR_RETURN_IF_ERROR(st.rec_l.reserve(records * 4, "attention split states (l)"));
+    INVAR_RETURN_IF_ERROR(st.rec_acc.reserve(acc * 4, "attention split states (acc)"));
   }
 
   // Upload the work list.
-  const size_t item_bytes = st.items.size() * sizeof(AttnItem);
-  const size_t bytes = item_bytes + st.merges.size() * sizeof(MergeItem);
+  const size_t item_bytes = w.items.size() * sizeof(AttnItem);
+  const size_t bytes = item_bytes + w.merges.size() * sizeof(MergeItem);
   if (bytes > 0) {
     INVAR_RETURN_IF_ERROR(cuda_status(cudaEventSynchronize(st.uploaded), "attention plan: sync"));
-    if (bytes > st.host_cap) {
-      if (st.host_buf) cudaFreeHost(st.host_buf);
-      st.host_buf = nullptr;
-      st.host_cap = 0;
-      INVAR_RETURN_IF_ERROR(
-          cuda_status(cudaMallocHost(&st.host_buf, bytes * 2), "attention plan: pinned alloc"));
-      st.host_cap = bytes * 2;
-    }
-    if (bytes > st.dev_cap) {
+    if (bytes > st.staging.bytes())
+      INVAR_RETURN_IF_ERROR(st.staging.reserve(bytes * 2, "the attention work list (staging)"));
+    if (bytes > st.work.bytes()) {
       INVAR_RETURN_IF_ERROR(cuda_status(cudaStreamSynchronize(stream), "attention plan: sync"));
-      if (st.dev_buf) cudaFree(st.dev_buf);
-      st.dev_buf = nullptr;
-      st.dev_cap = 0;
-      INVAR_RETURN_IF_ERROR(
-          cuda_status(cudaMalloc(&st.dev_buf, bytes * 2), "attention plan: alloc"));
-      st.dev_cap = bytes * 2;
+      INVAR_RETURN_IF_ERROR(st.work.reserve(bytes * 2, "the attention work list"));
     }
-    unsigned char* h = static_cast<unsigned char*>(st.host_buf);
-    if (!st.items.empty())
-      std::copy_n(reinterpret_cast<const unsigned char*>(st.items.data()), item_bytes, h);
-    if (!st.merges.empty()) {
-      std::copy_n(reinterpret_cast<const unsigned char*>(st.merges.data()),
-                  st.merges.size() * sizeof(MergeItem), h + item_bytes);
-    }
+    unsigned char* h = st.staging.as<unsigned char>();
+    std::copy_n(reinterpret_cast<const unsigned char*>(w.items.data()), item_bytes, h);
+    std::copy_n(reinterpret_cast<const unsigned char*>(w.merges.data()),
+                w.merges.size() * sizeof(MergeItem), h + item_bytes);
     INVAR_RETURN_IF_ERROR(
-        cuda_status(cudaMemcpyAsync(st.dev_buf, st.host_buf, bytes, cudaMemcpyHostToDevice, stream),
+        cuda_status(cudaMemcpyAsync(st.work.as(), h, bytes, cudaMemcpyHostToDevice, stream),
                     "attention plan: upload"));
     INVAR_RETURN_IF_ERROR(
         cuda_status(cudaEventRecord(st.uploaded, stream), "attention plan: event"));
@@ -803,24 +633,24 @@ Status CudaAttention::run(const bf16* q, int64_t q_stride, const KvCacheRef& cac
         "multiple of 8 elements; out 4-byte aligned with an even stride");
   }
   if (st.n_items == 0) return {};
-  const AttnItem* items = static_cast<const AttnItem*>(st.dev_buf);
+  const AttnItem* items = st.work.as<const AttnItem>();
   const MergeItem* merges = reinterpret_cast<const MergeItem*>(items + st.n_items);
-  AttnParams p{items,
-               q,
-               q_stride,
-               cache.k,
-               cache.v,
-               dp.block_tables,
-               dp.max_blocks_per_seq,
-               dp.block_size,
-               d.kv_heads,
-               d.q_heads / d.kv_heads,
-               d.scale * 1.4426950408889634f,
-               out,
-               out_stride,
-               st.rec_m,
-               st.rec_l,
-               st.rec_acc};
+  const AttnParams p{.items = items,
+                     .q = q,
+                     .q_stride = q_stride,
+                     .k = cache.k,
+                     .v = cache.v,
+                     .block_tables = dp.block_tables,
+                     .max_blocks = dp.max_blocks_per_seq,
+                     .block_size = dp.block_size,
+                     .kv_heads = d.kv_heads,
+                     .group = d.q_heads / d.kv_heads,
+                     .scale_log2 = d.scale * kLog2e,
+                     .out = out,
+                     .out_stride = out_stride,
+                     .rec_m = st.rec_m.as<float>(),
+                     .rec_l = st.rec_l.as<float>(),
+                     .rec_acc = st.rec_acc.as<float>()};
   if (d.head_dim == 64) {
     attention_kernel<64><<<unsigned(st.n_items), kThreads, attention_smem_bytes<64>(), stream>>>(p);
   } else {
@@ -829,7 +659,13 @@ Status CudaAttention::run(const bf16* q, int64_t q_stride, const KvCacheRef& cac
   }
   INVAR_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "attention: kernel launch"));
   if (st.n_merges > 0) {
-    MergeParams mp{merges, d.q_heads / d.kv_heads, out, out_stride, st.rec_m, st.rec_l, st.rec_acc};
+    const MergeParams mp{.items = merges,
+                         .group = d.q_heads / d.kv_heads,
+                         .out = out,
+                         .out_stride = out_stride,
+                         .rec_m = st.rec_m.as<const float>(),
+                         .rec_l = st.rec_l.as<const float>(),
+                         .rec_acc = st.rec_acc.as<const float>()};
     if (d.head_dim == 64) {
       attention_merge_kernel<64><<<unsigned(st.n_merges), kThreads, 0, stream>>>(mp);
     } else {

@@ -29,20 +29,10 @@
 #include <memory>
 
 #include "core/status.h"
+#include "kernels/cuda/attention_plan.h"
 #include "kernels/types.h"
 
 namespace invar::kernels::cuda {
-
-// Positions per softmax tile and tiles per split: fixed, from absolute position 0 (R3).
-inline constexpr int kAttnKvTile = 64;
-inline constexpr int kAttnSplitTiles = 4;  // 256 positions
-
-struct AttentionDims {
-  int q_heads = 0;
-  int kv_heads = 0;
-  int head_dim = 0;    // 64 or 128
-  float scale = 0.0f;  // softmax scale, usually 1 / sqrt(head_dim)
-};
 
 // One layer of the paged cache in device memory: [num_blocks, block_size, Hkv, D] bf16 each.
 struct KvCacheRef {
@@ -70,8 +60,8 @@ class CudaAttention {
   CudaAttention(const CudaAttention&) = delete;
   CudaAttention& operator=(const CudaAttention&) = delete;
 
-  // Builds the step's work list from host copies of plan.q_indptr and plan.kv_lens (the
-  // block tables are not read here) and uploads it on `stream`. May allocate.
+  // Builds the step's work list from host copies of plan.q_indptr and plan.kv_lens
+  // (plan_attention_work, attention_plan.h) and uploads it on `stream`. May allocate.
   Status plan(const AttentionPlan& host_plan, const AttentionDims& dims, KernelMode mode,
               cudaStream_t stream);
 

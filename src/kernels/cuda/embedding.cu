@@ -2,7 +2,7 @@
 // One CTA per token; no arithmetic, so nothing here can depend on the batch. An id outside
 // [0, V) writes zeros (the caller validates ids; this only keeps the read in bounds).
 //   T = tokens, V = vocab, H = hidden size
-#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device.h"
 #include "kernels/cuda/ops.h"
 
 namespace invar::kernels::cuda {

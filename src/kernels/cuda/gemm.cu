@@ -2,13 +2,15 @@
 //   M = rows of x (tokens), N = rows of W (output features), K = input features
 // invariant: on Hopper a tile config from sm90/, chosen by choose_tile; on other GPUs from sm_80
 // on, the portable config of sm80/; fast: cuBLAS GemmEx.
-#include "kernels/cuda/gemm.h"
-
 #include <cublas_v2.h>
 
+#include <iterator>
 #include <string>
 #include <utility>
 
+#include "kernels/cuda/device.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/grid.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/sm80/gemm_sm80.h"
 #include "kernels/cuda/sm90/gemm_sm90.h"
@@ -21,58 +23,57 @@ namespace {
 constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
 constexpr size_t kTileWorkspaceBytes = size_t(1) << 20;
 
-Status cuda_status(cudaError_t e, const char* what) {
-  if (e == cudaSuccess) return {};
-  return Status::error(std::string(what) + ": " + cudaGetErrorString(e));
-}
-
 Status cublas_status(cublasStatus_t s, const char* what) {
   if (s == CUBLAS_STATUS_SUCCESS) return {};
   return Status::error(std::string(what) + ": " + cublasGetStatusString(s));
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+using TileLaunch = const char* (*)(const sm90::GemmArgs&, cudaStream_t);
 
 struct TileInfo {
   GemmTile tile;
+  std::string_view name;
   int bm, bn;   // rows of x, rows of W per CTA tile
   int cluster;  // CTAs per cluster along M: the grid's M tiles round up to a multiple
-  const char* (*launch)(const sm90::GemmArgs&, cudaStream_t);
+  TileLaunch launch;
   // The config with the SiLU-and-multiply epilogue, or nullptr where it does not pay: at
   // decode the separate pass is ~3 % of the gate/up GEMM, and m64n192_swap's epilogue (2-byte
   // stores, one token apart) ran 10 % slower fused at SmolLM2's M = 512. Elsewhere the fused
   // epilogue is 4-13 % faster than GEMM + silu_mul from M = 128 on
   // (bench/results/gate-up-h200-2026-12-01-run*.txt).
-  const char* (*launch_gate_up)(const sm90::GemmArgs&, cudaStream_t);
+  TileLaunch launch_gate_up;
 };
 
+// The tile registry, indexed by GemmTile: a tile without an entry (or one out of order) does not
+// compile, so no test can pass with one config while another runs.
 constexpr TileInfo kTiles[] = {
-    {GemmTile::m16n64_swap, 16, 64, 1, sm90::gemm_m16n64_swap, nullptr},
-    {GemmTile::m32n64_swap, 32, 64, 1, sm90::gemm_m32n64_swap, nullptr},
-    {GemmTile::m64n64_swap, 64, 64, 1, sm90::gemm_m64n64_swap, nullptr},
-    {GemmTile::m64n192_swap, 64, 192, 1, sm90::gemm_m64n192_swap, nullptr},
-    {GemmTile::m96n192_swap, 96, 192, 1, sm90::gemm_m96n192_swap, sm90::gemm_m96n192_swap_gate_up},
-    {GemmTile::m96n128_swap, 96, 128, 1, sm90::gemm_m96n128_swap, sm90::gemm_m96n128_swap_gate_up},
-    {GemmTile::m64n32, 64, 32, 1, sm90::gemm_m64n32, nullptr},
-    {GemmTile::m64n64, 64, 64, 1, sm90::gemm_m64n64, nullptr},
-    {GemmTile::m64n128, 64, 128, 1, sm90::gemm_m64n128, sm90::gemm_m64n128_gate_up},
-    {GemmTile::m128n128, 128, 128, 1, sm90::gemm_m128n128, sm90::gemm_m128n128_gate_up},
-    {GemmTile::m128n192, 128, 192, 1, sm90::gemm_m128n192, sm90::gemm_m128n192_gate_up},
-    {GemmTile::m128n256, 128, 256, 2, sm90::gemm_m128n256, sm90::gemm_m128n256_gate_up},
+    {GemmTile::m16n64_swap, "m16n64_swap", 16, 64, 1, sm90::gemm_m16n64_swap, nullptr},
+    {GemmTile::m32n64_swap, "m32n64_swap", 32, 64, 1, sm90::gemm_m32n64_swap, nullptr},
+    {GemmTile::m64n64_swap, "m64n64_swap", 64, 64, 1, sm90::gemm_m64n64_swap, nullptr},
+    {GemmTile::m64n192_swap, "m64n192_swap", 64, 192, 1, sm90::gemm_m64n192_swap, nullptr},
+    {GemmTile::m96n192_swap, "m96n192_swap", 96, 192, 1, sm90::gemm_m96n192_swap,
+     sm90::gemm_m96n192_swap_gate_up},
+    {GemmTile::m96n128_swap, "m96n128_swap", 96, 128, 1, sm90::gemm_m96n128_swap,
+     sm90::gemm_m96n128_swap_gate_up},
+    {GemmTile::m64n32, "m64n32", 64, 32, 1, sm90::gemm_m64n32, nullptr},
+    {GemmTile::m64n64, "m64n64", 64, 64, 1, sm90::gemm_m64n64, nullptr},
+    {GemmTile::m64n128, "m64n128", 64, 128, 1, sm90::gemm_m64n128, sm90::gemm_m64n128_gate_up},
+    {GemmTile::m128n128, "m128n128", 128, 128, 1, sm90::gemm_m128n128, sm90::gemm_m128n128_gate_up},
+    {GemmTile::m128n192, "m128n192", 128, 192, 1, sm90::gemm_m128n192, sm90::gemm_m128n192_gate_up},
+    {GemmTile::m128n256, "m128n256", 128, 256, 2, sm90::gemm_m128n256, sm90::gemm_m128n256_gate_up},
 };
-
-const TileInfo& tile_info(GemmTile t) {
-  for (const auto& i : kTiles) {
-    if (i.tile == t) return i;
+static_assert(std::size(kTiles) == size_t(kGemmTileCount), "one registry entry per GemmTile");
+constexpr bool registry_in_enum_order() {
+  for (size_t i = 0; i < std::size(kTiles); ++i) {
+    if (kTiles[i].tile != GemmTile(i) || kTiles[i].launch == nullptr) return false;
   }
-  return kTiles[0];
+  return true;
 }
+static_assert(registry_in_enum_order(), "kTiles[i] must describe GemmTile(i)");
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// SMs of a full H100/H200 (SXM). A constant, not the SM count of the device in hand: the
-// choice of tile may not depend on the device (R5); elsewhere it is merely less tuned.
-constexpr int64_t kHopperSms = 132;
+constexpr const TileInfo& tile_info(GemmTile t) {
+  return kTiles[size_t(t)];
+}
 
 int64_t tile_count(const TileInfo& t, int64_t m, int64_t n) {
   return ceil_div(ceil_div(m, t.bm), t.cluster) * t.cluster * ceil_div(n, t.bn);
@@ -81,28 +82,14 @@ int64_t tile_count(const TileInfo& t, int64_t m, int64_t n) {
 // Share of the launched tile waves that holds real outputs: below 1 from partial edge tiles,
 // cluster padding and a last wave that leaves SMs idle.
 double wave_fill(const TileInfo& t, int64_t m, int64_t n) {
-  const int64_t waves = ceil_div(tile_count(t, m, n), kHopperSms);
-  return double(m) * double(n) / (double(waves) * double(kHopperSms) * t.bm * t.bn);
+  const int64_t waves = ceil_div(tile_count(t, m, n), kReferenceSmCount);
+  return double(m) * double(n) / (double(waves) * double(kReferenceSmCount) * t.bm * t.bn);
 }
 
 }  // namespace
 
 std::string_view gemm_tile_name(GemmTile tile) {
-  switch (tile) {
-    case GemmTile::m16n64_swap: return "m16n64_swap";
-    case GemmTile::m32n64_swap: return "m32n64_swap";
-    case GemmTile::m64n64_swap: return "m64n64_swap";
-    case GemmTile::m64n192_swap: return "m64n192_swap";
-    case GemmTile::m96n192_swap: return "m96n192_swap";
-    case GemmTile::m96n128_swap: return "m96n128_swap";
-    case GemmTile::m64n32: return "m64n32";
-    case GemmTile::m64n64: return "m64n64";
-    case GemmTile::m64n128: return "m64n128";
-    case GemmTile::m128n128: return "m128n128";
-    case GemmTile::m128n192: return "m128n192";
-    case GemmTile::m128n256: return "m128n256";
-  }
-  return "?";
+  return tile_info(tile).name;
 }
 
 struct CudaGemm::State {
@@ -119,13 +106,11 @@ struct CudaGemm::State {
                          ": run() takes the portable config there");
   }
   cublasHandle_t cublas = nullptr;
-  void* cublas_workspace = nullptr;
-  void* tile_workspace = nullptr;
+  DeviceBuffer cublas_workspace;
+  DeviceBuffer tile_workspace;
 
   ~State() {
     if (cublas) cublasDestroy(cublas);
-    if (cublas_workspace) cudaFree(cublas_workspace);
-    if (tile_workspace) cudaFree(tile_workspace);
   }
 };
 
@@ -145,11 +130,11 @@ Result<std::unique_ptr<CudaGemm>> CudaGemm::create(int device) {
       cudaDeviceGetAttribute(&s.cc_minor, cudaDevAttrComputeCapabilityMinor, device),
       "CudaGemm: reading the compute capability"));
   INVAR_RETURN_IF_ERROR(cublas_status(cublasCreate(&s.cublas), "CudaGemm: cublasCreate"));
-  INVAR_RETURN_IF_ERROR(cuda_status(cudaMalloc(&s.cublas_workspace, kCublasWorkspaceBytes),
-                                    "CudaGemm: allocating the cuBLAS workspace"));
-  INVAR_RETURN_IF_ERROR(cuda_status(cudaMalloc(&s.tile_workspace, kTileWorkspaceBytes),
-                                    "CudaGemm: allocating the tile-scheduler workspace"));
-  INVAR_RETURN_IF_ERROR(cuda_status(cudaMemset(s.tile_workspace, 0, kTileWorkspaceBytes),
+  INVAR_RETURN_IF_ERROR(
+      s.cublas_workspace.reserve(kCublasWorkspaceBytes, "CudaGemm: the cuBLAS workspace"));
+  INVAR_RETURN_IF_ERROR(
+      s.tile_workspace.reserve(kTileWorkspaceBytes, "CudaGemm: the tile-scheduler workspace"));
+  INVAR_RETURN_IF_ERROR(cuda_status(cudaMemset(s.tile_workspace.as(), 0, kTileWorkspaceBytes),
                                     "CudaGemm: clearing the tile-scheduler workspace"));
   return Result<std::unique_ptr<CudaGemm>>(std::move(g));
 }
@@ -165,7 +150,7 @@ GemmTile CudaGemm::choose_tile(int64_t m, int64_t n, int64_t k) {
   // 64-row batch only for whole x tiles (a partial one costs more than its share).
   for (GemmTile t : {GemmTile::m16n64_swap, GemmTile::m32n64_swap, GemmTile::m64n64_swap}) {
     const TileInfo& i = tile_info(t);
-    if (tile_count(i, m, n) <= kHopperSms && (m <= 64 || m % i.bm == 0)) return t;
+    if (tile_count(i, m, n) <= kReferenceSmCount && (m <= 64 || m % i.bm == 0)) return t;
   }
   if (m <= 64) {  // decode on large N: many waves of W tiles whatever the config
     return m <= 16 ? GemmTile::m16n64_swap : m <= 32 ? GemmTile::m32n64_swap : GemmTile::m64n64_swap;
@@ -196,8 +181,8 @@ GemmTile CudaGemm::choose_tile(int64_t m, int64_t n, int64_t k) {
   return best;
 }
 
-Status CudaGemm::run(const GemmProblem& p, GemmMode mode, cudaStream_t stream) {
-  if (mode == GemmMode::invariant) {
+Status CudaGemm::run(const GemmProblem& p, KernelMode mode, cudaStream_t stream) {
+  if (mode == KernelMode::invariant) {
     const State& s = *state_;
     if (s.hopper()) return run_tile(p, choose_tile(p.m, p.n, p.k), stream);
     return run_portable(p, stream);
@@ -207,9 +192,9 @@ Status CudaGemm::run(const GemmProblem& p, GemmMode mode, cudaStream_t stream) {
   if (p.m < 0 || p.n < 0 || p.k < 0) return Status::error("gemm: negative dimension");
   if (p.m == 0 || p.n == 0) return {};
   INVAR_RETURN_IF_ERROR(cublas_status(cublasSetStream(s.cublas, stream), "gemm: cublasSetStream"));
-  INVAR_RETURN_IF_ERROR(cublas_status(
-      cublasSetWorkspace(s.cublas, s.cublas_workspace, kCublasWorkspaceBytes),
-      "gemm: cublasSetWorkspace"));
+  INVAR_RETURN_IF_ERROR(
+      cublas_status(cublasSetWorkspace(s.cublas, s.cublas_workspace.as(), kCublasWorkspaceBytes),
+                    "gemm: cublasSetWorkspace"));
   // Row-major y[M,N] = x[M,K] W[N,K]^T is column-major y^T[N,M] = W^T x^T, as torch.mm
   // calls it.
   const float alpha = 1.0f;
@@ -250,17 +235,28 @@ static Status launch_invariant(const GemmProblem& p, int64_t y_width, int device
   if (p.ldx < p.k || p.ldw < p.k || p.ldy < y_width) {
     return Status::error(what + ": a leading dimension is smaller than its row");
   }
-  const sm90::GemmArgs a{p.x,      p.ldx,    p.w,       p.ldw,    p.y,
-                         p.ldy,    int(p.m), int(p.n),  int(p.k), device,
-                         sm_count, workspace, kTileWorkspaceBytes};
+  const sm90::GemmArgs a{.x = p.x,
+                         .ldx = p.ldx,
+                         .w = p.w,
+                         .ldw = p.ldw,
+                         .y = p.y,
+                         .ldy = p.ldy,
+                         .m = int(p.m),
+                         .n = int(p.n),
+                         .k = int(p.k),
+                         .device = device,
+                         .sm_count = sm_count,
+                         .workspace = workspace,
+                         .workspace_bytes = kTileWorkspaceBytes};
   if (const char* err = launch(a, stream)) return Status::error(what + ": " + err);
-  return cuda_status(cudaGetLastError(), (what + ": kernel launch").c_str());
+  return cuda_status(cudaGetLastError(), what + ": kernel launch");
 }
 
 Status CudaGemm::run_tile(const GemmProblem& p, GemmTile tile, cudaStream_t stream) {
   State& s = *state_;
   INVAR_RETURN_IF_ERROR(s.require_hopper());
-  return launch_invariant(p, p.n, s.device, s.sm_count, s.tile_workspace, tile_info(tile).launch,
+  return launch_invariant(p, p.n, s.device, s.sm_count, s.tile_workspace.as(),
+                          tile_info(tile).launch,
                           "gemm (invariant, " + std::string(gemm_tile_name(tile)) + ")", stream);
 }
 
@@ -268,7 +264,15 @@ bool CudaGemm::fuses_gate_up(GemmTile tile) { return tile_info(tile).launch_gate
 
 // The gate/up GEMM into p.scratch, as one GEMM of N = 2I.
 static GemmProblem gate_up_gemm(const GateUpProblem& p) {
-  return GemmProblem{p.x, p.ldx, p.w, p.ldw, p.scratch, 2 * p.inter, p.m, 2 * p.inter, p.k};
+  return GemmProblem{.x = p.x,
+                     .ldx = p.ldx,
+                     .w = p.w,
+                     .ldw = p.ldw,
+                     .y = p.scratch,
+                     .ldy = 2 * p.inter,
+                     .m = p.m,
+                     .n = 2 * p.inter,
+                     .k = p.k};
 }
 
 static Status check_gate_up(const GateUpProblem& p) {
@@ -284,9 +288,9 @@ static Status silu_mul_after(const GateUpProblem& p, cudaStream_t stream) {
                          static_cast<__nv_bfloat16*>(p.h), p.ldh, stream);
 }
 
-Status CudaGemm::run_gate_up(const GateUpProblem& p, GemmMode mode, cudaStream_t stream,
+Status CudaGemm::run_gate_up(const GateUpProblem& p, KernelMode mode, cudaStream_t stream,
                              bool fuse) {
-  if (mode == GemmMode::invariant && state_->hopper()) {
+  if (mode == KernelMode::invariant && state_->hopper()) {
     return run_gate_up_tile(p, choose_tile(p.m, 2 * p.inter, p.k), fuse, stream);
   }
   INVAR_RETURN_IF_ERROR(check_gate_up(p));
@@ -304,11 +308,18 @@ Status CudaGemm::run_gate_up_tile(const GateUpProblem& p, GemmTile tile, bool fu
   }
   State& s = *state_;
   INVAR_RETURN_IF_ERROR(s.require_hopper());
-  const GemmProblem fused_problem{p.x, p.ldx, p.w, p.ldw, p.h, p.ldh, p.m, 2 * p.inter, p.k};
-  return launch_invariant(fused_problem, p.inter, s.device, s.sm_count, s.tile_workspace,
-                          info.launch_gate_up,
-                          "gemm + silu_mul (invariant, " + std::string(gemm_tile_name(tile)) + ")",
-                          stream);
+  const GemmProblem fused_problem{.x = p.x,
+                                  .ldx = p.ldx,
+                                  .w = p.w,
+                                  .ldw = p.ldw,
+                                  .y = p.h,
+                                  .ldy = p.ldh,
+                                  .m = p.m,
+                                  .n = 2 * p.inter,
+                                  .k = p.k};
+  return launch_invariant(
+      fused_problem, p.inter, s.device, s.sm_count, s.tile_workspace.as(), info.launch_gate_up,
+      "gemm + silu_mul (invariant, " + std::string(gemm_tile_name(tile)) + ")", stream);
 }
 
 Status CudaGemm::run_portable(const GemmProblem& p, cudaStream_t stream) {
@@ -316,9 +327,9 @@ Status CudaGemm::run_portable(const GemmProblem& p, cudaStream_t stream) {
   if (s.cc_major < 8) {
     return Status::error("gemm (invariant): needs sm_80 or newer; device " +
                          std::to_string(s.device) + " is sm_" + std::to_string(s.cc_major) +
-                         std::to_string(s.cc_minor) + ". Use GemmMode::fast there.");
+                         std::to_string(s.cc_minor) + ". Use KernelMode::fast there.");
   }
-  return launch_invariant(p, p.n, s.device, s.sm_count, s.tile_workspace, sm80::gemm_m128n128,
+  return launch_invariant(p, p.n, s.device, s.sm_count, s.tile_workspace.as(), sm80::gemm_m128n128,
                           "gemm (invariant, portable)", stream);
 }
 

@@ -1,7 +1,7 @@
 // y = x W^T on NVIDIA GPUs: bf16 operands, f32 accumulation, bf16 output.
 //   M = rows of x (tokens), N = output features (rows of W), K = input features
 //
-// Two modes (DESIGN.md):
+// Two modes (docs/invariance.md):
 //   invariant - on Hopper (sm_90a) wgmma/TMA kernels. Every output element is one chain of
 //               m64nXk16 wgmma steps over k = 0, 16, 32, ... in order into one f32
 //               accumulator, then one f32 -> bf16 rounding: no split-K, no atomics, so the
@@ -14,42 +14,46 @@
 
 #include <cuda_runtime_api.h>
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string_view>
 
 #include "core/status.h"
+#include "kernels/types.h"
 
 namespace invar::kernels::cuda {
-
-enum class GemmMode : uint8_t { invariant, fast };
 
 // Tile configs of the invariant path, named by CTA tile (rows of x) x (rows of W).
 // `_swap` configs put W in wgmma's A role (its 64-row side) and x in its B role, so that a
 // decode batch of a few rows is not padded to 64 rows of x.
 enum class GemmTile : uint8_t {
-  m16n64_swap,  // swap-AB, ping-pong persistent: M <= 16
-  m32n64_swap,  // swap-AB, ping-pong persistent
-  m64n64_swap,  // swap-AB, ping-pong persistent
+  m16n64_swap,   // swap-AB, ping-pong persistent: M <= 16
+  m32n64_swap,   // swap-AB, ping-pong persistent
+  m64n64_swap,   // swap-AB, ping-pong persistent
   m64n192_swap,  // swap-AB, ping-pong persistent: mid M, tile counts near whole waves
   m96n192_swap,  // swap-AB, ping-pong persistent
   m96n128_swap,  // swap-AB, cooperative persistent
-  m64n32,    // one consumer warpgroup, non-persistent: decode (many CTAs for small N)
-  m64n64,    // one consumer warpgroup, non-persistent
-  m64n128,   // ping-pong warpgroups, persistent
-  m128n128,  // cooperative warpgroups, persistent
-  m128n192,  // cooperative warpgroups, persistent (fills 132 SMs where N/256 tiles would not)
-  m128n256,  // cooperative warpgroups, persistent, 2x1 cluster with W multicast
+  m64n32,        // one consumer warpgroup, non-persistent: decode (many CTAs for small N)
+  m64n64,        // one consumer warpgroup, non-persistent
+  m64n128,       // ping-pong warpgroups, persistent
+  m128n128,      // cooperative warpgroups, persistent
+  m128n192,      // cooperative warpgroups, persistent (fills 132 SMs where N/256 tiles would not)
+  m128n256,      // cooperative warpgroups, persistent, 2x1 cluster with W multicast (keep last)
 };
-inline constexpr GemmTile kAllGemmTiles[] = {
-    GemmTile::m16n64_swap,  GemmTile::m32n64_swap, GemmTile::m64n64_swap,
-    GemmTile::m64n192_swap, GemmTile::m96n192_swap, GemmTile::m96n128_swap,
-    GemmTile::m64n32,       GemmTile::m64n64,       GemmTile::m64n128,
-    GemmTile::m128n128,     GemmTile::m128n192,     GemmTile::m128n256};
+// gemm.cu's registry has one entry per tile, in this order (static_asserts there).
+inline constexpr int kGemmTileCount = int(GemmTile::m128n256) + 1;
+inline constexpr auto kAllGemmTiles = [] {
+  std::array<GemmTile, kGemmTileCount> all{};
+  for (int i = 0; i < kGemmTileCount; ++i) all[size_t(i)] = GemmTile(i);
+  return all;
+}();
 std::string_view gemm_tile_name(GemmTile tile);
 
 // Row-major operands; leading dimensions are in elements. The invariant path needs K and N
-// multiples of 8 and 16-byte aligned pointers and leading dimensions (TMA).
+// multiples of 8 and 16-byte aligned pointers and leading dimensions (TMA). Fill it with
+// designated initializers ({.x = ..., .ldx = ..., ...}): m, n and k are all int64_t, and a
+// positional list would take a swapped pair silently.
 struct GemmProblem {
   const void* x = nullptr;  // [M, K] bf16
   int64_t ldx = 0;
@@ -96,7 +100,7 @@ class CudaGemm {
   CudaGemm& operator=(const CudaGemm&) = delete;
 
   // Enqueues y = x W^T on `stream`. No allocation, no synchronisation: graph-capturable.
-  Status run(const GemmProblem& p, GemmMode mode, cudaStream_t stream);
+  Status run(const GemmProblem& p, KernelMode mode, cudaStream_t stream);
 
   // The invariant path with a forced tile config: for the R2 boundary tests and benchmarks.
   Status run_tile(const GemmProblem& p, GemmTile tile, cudaStream_t stream);
@@ -105,7 +109,7 @@ class CudaGemm {
   // config for N = 2I, with the fused epilogue where that config has one, unless `fuse` is
   // false: then always the GEMM into p.scratch and silu_mul_paired, which leaves gate and up in
   // scratch (for a probe) and gives the same bits.
-  Status run_gate_up(const GateUpProblem& p, GemmMode mode, cudaStream_t stream,
+  Status run_gate_up(const GateUpProblem& p, KernelMode mode, cudaStream_t stream,
                      bool fuse = true);
 
   // The same with a forced tile config, fused (where the config has the epilogue: fuses_gate_up)

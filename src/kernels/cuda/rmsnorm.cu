@@ -12,7 +12,8 @@
 //   R = rows, H = dim
 #include <algorithm>
 
-#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device.h"
+#include "kernels/cuda/grid.h"
 #include "kernels/cuda/ops.h"
 
 namespace invar::kernels::cuda {
@@ -192,11 +193,10 @@ Status launch(T* x, int64_t ldx, const bf16* delta, int64_t ldd, const bf16* wei
     // Vector loads when every row's chunks are 16-byte (bf16) / 32-byte (f32) aligned.
     const int64_t e = 16 / int64_t(sizeof(T));
     const bool heads_aligned = heads == 1 || dim % 8 == 0;  // head offsets keep 16-byte chunks
-    bool vec = aligned_to(x, 16) && ldx % e == 0 && heads_aligned;
-    if (ADD) vec = vec && aligned_to(delta, 16) && ldd % 8 == 0;
-    const bool vec_wo =
-        aligned_to(weight, 16) && aligned_to(out, 16) && ldo % 8 == 0 && heads_aligned;
-    rmsnorm_rows_kernel<T, ADD><<<unsigned((rows + per_cta - 1) / per_cta), kBlock, 0, stream>>>(
+    bool vec = aligned16(x) && ldx % e == 0 && heads_aligned;
+    if (ADD) vec = vec && aligned16(delta) && ldd % 8 == 0;
+    const bool vec_wo = aligned16(weight) && aligned16(out) && ldo % 8 == 0 && heads_aligned;
+    rmsnorm_rows_kernel<T, ADD><<<unsigned(ceil_div(rows, per_cta)), kBlock, 0, stream>>>(
         x, ldx, delta, ldd, weight, rows, dim, eps, out, ldo, warps, vec, vec_wo, heads);
   } else {
     const int64_t cap = rows < 256 ? 1024 : 256;

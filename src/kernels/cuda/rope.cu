@@ -8,7 +8,7 @@
 //   T = tokens, D = head dim
 #include <string>
 
-#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device.h"
 #include "kernels/cuda/ops.h"
 
 namespace invar::kernels::cuda {

@@ -4,7 +4,7 @@
 //   T = tokens (rows), N = features, L = gathered rows
 #include <algorithm>
 
-#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device.h"
 #include "kernels/cuda/ops.h"
 
 namespace invar::kernels::cuda {

@@ -13,13 +13,12 @@
 // V alone (thread-strided or thread-chunked partial sums, then cub's block scan or reduction),
 // so a row's token depends only on the row and its parameters, never on the batch (R4, R6).
 // The draw's uniform comes from the host (Philox keyed by (seed, position)).
+#include <climits>
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 #include <cuda/functional>
 
-#include <climits>
-
-#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device.h"
 #include "kernels/cuda/ops.h"
 
 namespace invar::kernels::cuda {

@@ -5,7 +5,7 @@
 //   T = tokens, I = intermediate size
 #include <algorithm>
 
-#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/silu_mul.cuh"

@@ -16,9 +16,9 @@
 #include "core/dtype.h"
 #include "core/thread_pool.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/device.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ops.h"
-#include "model/cuda/device_buffer.h"
 #include "model/cuda/device_weights.h"
 #include "model/cuda/step_graphs.h"
 
@@ -79,17 +79,19 @@ class CudaRunner final : public ModelRunner {
     if (o_.cuda_device < 0 || o_.cuda_device >= count)
       return Status::errorf("--device cuda: device {} does not exist ({} visible)", o_.cuda_device,
                             count);
-    INVAR_RETURN_IF_ERROR(cuda_ok(cudaSetDevice(o_.cuda_device), "cudaSetDevice"));
+    INVAR_RETURN_IF_ERROR(
+        cuda_status(cudaSetDevice(o_.cuda_device), "CUDA backend: cudaSetDevice"));
     cudaDeviceProp prop{};
-    INVAR_RETURN_IF_ERROR(cuda_ok(cudaGetDeviceProperties(&prop, o_.cuda_device), "device query"));
+    INVAR_RETURN_IF_ERROR(
+        cuda_status(cudaGetDeviceProperties(&prop, o_.cuda_device), "CUDA backend: device query"));
     arch_ = prop.major * 10 + prop.minor;
     // Hopper runs the wgmma GEMM configs, other GPUs from sm_80 on the portable one: two
     // recipes, told apart by backend_id() in the fingerprint.
     if (arch_ < 80)
       return Status::errorf("--device cuda: {} is sm_{}; the CUDA kernels need sm_80 or newer",
                             prop.name, arch_);
-    INVAR_RETURN_IF_ERROR(
-        cuda_ok(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream"));
+    INVAR_RETURN_IF_ERROR(cuda_status(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
+                                      "CUDA backend: stream"));
     INVAR_ASSIGN_OR_RETURN(gemm_, kc::CudaGemm::create(o_.cuda_device));
     INVAR_ASSIGN_OR_RETURN(attention_, kc::CudaAttention::create(o_.cuda_device));
     INVAR_ASSIGN_OR_RETURN(w_, upload_weights(c_, weights));
@@ -102,7 +104,8 @@ class CudaRunner final : public ModelRunner {
     // The KV cache: per layer K then V, each [blocks, block_size, Hkv, D] bf16.
     layer_elems_ = size_t(o_.kv_blocks) * o_.block_size * c_.num_kv_heads * c_.head_dim;
     INVAR_RETURN_IF_ERROR(kv_.reserve(2 * layer_elems_ * sizeof(bf16) * c_.num_layers, "the KV cache"));
-    INVAR_RETURN_IF_ERROR(cuda_ok(cudaMemset(kv_.as(), 0, kv_.bytes()), "KV cache clear"));
+    INVAR_RETURN_IF_ERROR(
+        cuda_status(cudaMemset(kv_.as(), 0, kv_.bytes()), "CUDA backend: KV cache clear"));
     return Status();
   }
 
@@ -114,7 +117,8 @@ class CudaRunner final : public ModelRunner {
   // the largest step's activations are allocated (memory other processes hold counts as used).
   Status size_kv_cache_from_memory(const char* gpu) {
     size_t free_bytes = 0, total_bytes = 0;
-    INVAR_RETURN_IF_ERROR(cuda_ok(cudaMemGetInfo(&free_bytes, &total_bytes), "device memory query"));
+    INVAR_RETURN_IF_ERROR(cuda_status(cudaMemGetInfo(&free_bytes, &total_bytes),
+                                      "CUDA backend: device memory query"));
     const double cap = o_.gpu_memory_utilization * double(total_bytes);
     const double used = double(total_bytes - free_bytes);
     const double block_bytes = 2.0 * c_.num_layers * o_.block_size * c_.num_kv_heads *
@@ -135,17 +139,17 @@ class CudaRunner final : public ModelRunner {
     if (src < 0 || dst < 0 || src >= o_.kv_blocks || dst >= o_.kv_blocks)
       return Status::errorf("copy_kv_block: block {} or {} outside the cache ({} blocks)", src, dst,
                             o_.kv_blocks);
-    INVAR_RETURN_IF_ERROR(cuda_ok(cudaSetDevice(o_.cuda_device), "cudaSetDevice"));
+    INVAR_RETURN_IF_ERROR(
+        cuda_status(cudaSetDevice(o_.cuda_device), "CUDA backend: cudaSetDevice"));
     const size_t block = size_t(o_.block_size) * c_.num_kv_heads * c_.head_dim;
     for (int l = 0; l < c_.num_layers; ++l) {
       for (bf16* base : {k_cache(l), v_cache(l)})
-        INVAR_RETURN_IF_ERROR(cuda_ok(cudaMemcpyAsync(base + size_t(dst) * block,
-                                                      base + size_t(src) * block,
-                                                      block * sizeof(bf16),
-                                                      cudaMemcpyDeviceToDevice, stream_),
-                                      "KV block copy"));
+        INVAR_RETURN_IF_ERROR(
+            cuda_status(cudaMemcpyAsync(base + size_t(dst) * block, base + size_t(src) * block,
+                                        block * sizeof(bf16), cudaMemcpyDeviceToDevice, stream_),
+                        "CUDA backend: KV block copy"));
     }
-    return cuda_ok(cudaStreamSynchronize(stream_), "KV block copy");
+    return cuda_status(cudaStreamSynchronize(stream_), "CUDA backend: KV block copy");
   }
 
   void set_probe(ActivationProbe* probe) override { probe_ = probe; }
@@ -185,8 +189,9 @@ class CudaRunner final : public ModelRunner {
   Status layer(int l, int tokens);
   Status gemm(const void* x, int64_t ldx, const void* w, int64_t n, int64_t k, void* y,
               int64_t ldy, int64_t m) {
-    kc::GemmProblem p{x, ldx, w, k, y, ldy, m, n, k};
-    return gemm_->run(p, gemm_mode(), stream_);
+    const kc::GemmProblem p{
+        .x = x, .ldx = ldx, .w = w, .ldw = k, .y = y, .ldy = ldy, .m = m, .n = n, .k = k};
+    return gemm_->run(p, o_.kernels, stream_);
   }
   // Hands a device tensor to the probe as f32 [rows, width] (row stride ld elements).
   template <typename T>
@@ -197,9 +202,6 @@ class CudaRunner final : public ModelRunner {
   // Copies `rows` rows of `width` elements (row stride ld) into probe_f32_.
   template <typename T>
   Status copy_for_probe(const T* data, int64_t rows, int64_t width, int64_t ld);
-  kc::GemmMode gemm_mode() const {
-    return o_.kernels == kernels::KernelMode::fast ? kc::GemmMode::fast : kc::GemmMode::invariant;
-  }
 
   const ModelConfig& c_;
   RunnerOptions o_;
@@ -258,7 +260,7 @@ Status CudaRunner::copy_for_probe(const T* data, int64_t rows, int64_t width, in
     if (e == cudaSuccess) e = cudaStreamSynchronize(stream_);
     for (size_t i = 0; i < probe_f32_.size(); ++i) probe_f32_[i] = bf16_to_f32(probe_bf16_[i]);
   }
-  return cuda_ok(e, "probe copy");
+  return cuda_status(e, "CUDA backend: probe copy");
 }
 
 Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
@@ -268,7 +270,8 @@ Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
   const size_t l = size_t(std::max(rows, 1)), v = size_t(c_.vocab_size);
   const size_t tables = size_t(std::max(seqs * max_blocks, 1));
   // Growing frees memory queued work may still read.
-  INVAR_RETURN_IF_ERROR(cuda_ok(cudaStreamSynchronize(stream_), "sync before growing buffers"));
+  INVAR_RETURN_IF_ERROR(
+      cuda_status(cudaStreamSynchronize(stream_), "CUDA backend: sync before growing buffers"));
   INVAR_RETURN_IF_ERROR(b_.ids.reserve(t * 4, "token ids"));
   INVAR_RETURN_IF_ERROR(b_.positions.reserve(t * 4, "positions"));
   INVAR_RETURN_IF_ERROR(b_.slots.reserve(t * 8, "KV slots"));
@@ -310,8 +313,9 @@ Status CudaRunner::upload_plan(const BatchPlan& plan, const std::vector<int32_t>
     if (off + bytes > b_.upload.bytes())
       return Status::error("CUDA backend: the plan upload buffer is too small (a bug)");
     std::memcpy(base + off, src, bytes);
-    Status st = cuda_ok(cudaMemcpyAsync(dst.as(), base + off, bytes, cudaMemcpyHostToDevice, stream_),
-                        "plan upload");
+    Status st =
+        cuda_status(cudaMemcpyAsync(dst.as(), base + off, bytes, cudaMemcpyHostToDevice, stream_),
+                    "CUDA backend: plan upload");
     off += (bytes + 15) / 16 * 16;
     return st;
   };
@@ -362,18 +366,23 @@ Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& n
   out.drawn_logit.resize(size_t(rows));
   if (tokens == 0) return Status();
 
-  INVAR_RETURN_IF_ERROR(cuda_ok(cudaSetDevice(o_.cuda_device), "cudaSetDevice"));
+  INVAR_RETURN_IF_ERROR(cuda_status(cudaSetDevice(o_.cuda_device), "CUDA backend: cudaSetDevice"));
   INVAR_RETURN_IF_ERROR(reserve(tokens, rows, plan.num_seqs(), plan.max_blocks_per_seq));
   INVAR_RETURN_IF_ERROR(upload_plan(plan, ordered_rows_, draw_params_));
   probe_status_ = Status();
   max_blocks_ = plan.max_blocks_per_seq;
   if (probe_) probe_->begin_step(plan);
 
-  kc::AttentionDims dims{c_.num_heads, c_.num_kv_heads, c_.head_dim,
-                         1.0f / std::sqrt(float(c_.head_dim))};
-  kernels::AttentionPlan host_plan{plan.num_seqs(),         plan.q_indptr.data(),
-                                   plan.kv_lens.data(),     plan.block_tables.data(),
-                                   plan.max_blocks_per_seq, o_.block_size};
+  const kc::AttentionDims dims{.q_heads = c_.num_heads,
+                               .kv_heads = c_.num_kv_heads,
+                               .head_dim = c_.head_dim,
+                               .scale = 1.0f / std::sqrt(float(c_.head_dim))};
+  const kernels::AttentionPlan host_plan{.num_seqs = plan.num_seqs(),
+                                         .q_indptr = plan.q_indptr.data(),
+                                         .kv_lens = plan.kv_lens.data(),
+                                         .block_tables = plan.block_tables.data(),
+                                         .max_blocks_per_seq = plan.max_blocks_per_seq,
+                                         .block_size = o_.block_size};
   INVAR_RETURN_IF_ERROR(attention_->plan(host_plan, dims, o_.kernels, stream_));
 
   // The device work of the step, replayed from a CUDA graph when its launch shape was seen
@@ -393,20 +402,20 @@ Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& n
                              .value();
     INVAR_RETURN_IF_ERROR(graphs_.run(key, stream_, work));
   }
-  if (rows == 0) return cuda_ok(cudaStreamSynchronize(stream_), "step");
+  if (rows == 0) return cuda_status(cudaStreamSynchronize(stream_), "CUDA backend: step");
   const int64_t vocab = c_.vocab_size;
   const bf16* logits = b_.logits.as<bf16>();
-  INVAR_RETURN_IF_ERROR(cuda_ok(cudaMemcpyAsync(b_.summary_download.as(), b_.summary.as(),
-                                                size_t(rows) * kSummaryBytesPerRow,
-                                                cudaMemcpyDeviceToHost, stream_),
-                                "summaries download"));
+  INVAR_RETURN_IF_ERROR(cuda_status(
+      cudaMemcpyAsync(b_.summary_download.as(), b_.summary.as(), size_t(rows) * kSummaryBytesPerRow,
+                      cudaMemcpyDeviceToHost, stream_),
+      "CUDA backend: summaries download"));
   if (wanted > 0) {
-    INVAR_RETURN_IF_ERROR(cuda_ok(cudaMemcpyAsync(b_.download.as(), logits,
-                                                  size_t(wanted) * size_t(vocab) * 2,
-                                                  cudaMemcpyDeviceToHost, stream_),
-                                  "logits download"));
+    INVAR_RETURN_IF_ERROR(
+        cuda_status(cudaMemcpyAsync(b_.download.as(), logits, size_t(wanted) * size_t(vocab) * 2,
+                                    cudaMemcpyDeviceToHost, stream_),
+                    "CUDA backend: logits download"));
   }
-  INVAR_RETURN_IF_ERROR(cuda_ok(cudaStreamSynchronize(stream_), "step"));
+  INVAR_RETURN_IF_ERROR(cuda_status(cudaStreamSynchronize(stream_), "CUDA backend: step"));
 
   const void* host_summary = b_.summary_download.as();
   const auto* s_argmax = summary_part<const int32_t>(host_summary, rows, kArgmax);
@@ -544,9 +553,17 @@ Status CudaRunner::layer(int l, int tokens) {
   // gate and up: the same bits (gate_up_test.cu).
   bf16* gu = b_.gate_up.as<bf16>();
   bf16* act = b_.act.as<bf16>();
-  const kc::GateUpProblem gate_up{h,   hidden, w.gate_up.as(), hidden, act,
-                                  inter, gu,   tokens,         inter,  hidden};
-  INVAR_RETURN_IF_ERROR(gemm_->run_gate_up(gate_up, gemm_mode(), stream_, /*fuse=*/!probe_));
+  const kc::GateUpProblem gate_up{.x = h,
+                                  .ldx = hidden,
+                                  .w = w.gate_up.as(),
+                                  .ldw = hidden,
+                                  .h = act,
+                                  .ldh = inter,
+                                  .scratch = gu,
+                                  .m = tokens,
+                                  .inter = inter,
+                                  .k = hidden};
+  INVAR_RETURN_IF_ERROR(gemm_->run_gate_up(gate_up, o_.kernels, stream_, /*fuse=*/!probe_));
   probe_gate_up(l, gu, tokens, inter);
   probe(l, ProbeOp::silu_mul, act, tokens, inter, inter);
   INVAR_RETURN_IF_ERROR(gemm(act, inter, w.down.as(), hidden, inter, o, hidden, tokens));

@@ -44,7 +44,8 @@ Status to_device(DeviceBuffer& dst, const void* src, size_t bytes, const char* w
                  size_t& total) {
   INVAR_RETURN_IF_ERROR(dst.reserve(bytes, what));
   total += dst.bytes();
-  return cuda_ok(cudaMemcpy(dst.as(), src, bytes, cudaMemcpyHostToDevice), what);
+  return cuda_status(cudaMemcpy(dst.as(), src, bytes, cudaMemcpyHostToDevice),
+                     std::string("CUDA backend: ") + what);
 }
 
 Status upload_bf16(DeviceBuffer& dst, std::initializer_list<const HostTensor*> parts,

@@ -8,10 +8,14 @@
 #include <vector>
 
 #include "core/status.h"
-#include "model/cuda/device_buffer.h"
+#include "kernels/cuda/device.h"
 #include "model/weights.h"
 
 namespace invar::model::cuda {
+
+using kernels::cuda::cuda_status;
+using kernels::cuda::DeviceBuffer;
+using kernels::cuda::PinnedBuffer;
 
 struct DeviceLayer {
   DeviceBuffer attn_norm, ffn_norm;  // [H] bf16
