@@ -221,7 +221,11 @@ void Engine::Impl::take_incoming() {
 
 void Engine::Impl::run_step() {
   auto t0 = Clock::now();
-  StepPlan step = schedule_step(waiting, running, blocks, opt.max_running, opt.step_token_budget);
+  StepPlan step =
+      schedule_step(waiting, running, blocks,
+                    {.max_running = opt.max_running,
+                     .token_budget = opt.step_token_budget,
+                     .max_blocks_per_seq = blocks_for(opt.max_context, opt.block_size)});
   {
     std::lock_guard<std::mutex> lock(mu);
     stats.preemptions += uint64_t(step.preempted);
@@ -229,38 +233,32 @@ void Engine::Impl::run_step() {
   }
   if (step.entries.empty()) return;
 
-  model::BatchPlanBuilder builder(opt.block_size, blocks_for(opt.max_context, opt.block_size));
+  // What each logits row needs, in row order (the entries that complete, in entry order).
   row_needs.clear();
   row_draws.clear();
   for (const auto& e : step.entries) {
-    Sequence& s = *e.seq;
-    const bool completes = s.computed + e.count == int(s.tokens.size());
-    builder.add_sequence(std::span<const int32_t>(s.tokens).subspan(size_t(s.computed), size_t(e.count)),
-                         s.computed, s.table, completes ? model::LogitRows::last : model::LogitRows::none);
-    if (completes) {
-      const uint8_t needs = row_needs_of(s.params, device_draws);
-      row_needs.push_back(needs);
-      kernels::SampleRowParams draw;  // read for kDraw rows only
-      if (needs & model::kDraw) {
-        const auto& sp = s.params.sampling;  // temperature > 0: greedy rows never draw here
-        // 1 / T as the host sampler computes it; R6: the uniform for the token at this
-        // position, keyed by (seed, position)
-        draw = {1.0f / sp.temperature, sp.top_k, sp.top_p, sp.min_p,
-                philox_uniform(sp.seed, uint64_t(s.tokens.size()))};
-      }
-      row_draws.push_back(draw);
+    if (!e.completes()) continue;
+    const Sequence& s = *e.seq;
+    const uint8_t needs = row_needs_of(s.params, device_draws);
+    row_needs.push_back(needs);
+    kernels::SampleRowParams draw;  // read for kDraw rows only
+    if (needs & model::kDraw) {
+      const auto& sp = s.params.sampling;  // temperature > 0: greedy rows never draw here
+      // 1 / T as the host sampler computes it; R6: the uniform for the token at this
+      // position, keyed by (seed, position)
+      draw = {1.0f / sp.temperature, sp.top_k, sp.top_p, sp.min_p,
+              philox_uniform(sp.seed, uint64_t(s.tokens.size()))};
     }
+    row_draws.push_back(draw);
   }
   auto t1 = Clock::now();
-  Status st = runner->run_step(builder.build(), row_needs, row_draws, step_logits);
+  Status st = runner->run_step(step.batch, row_needs, row_draws, step_logits);
   auto t2 = Clock::now();
 
-  size_t row = 0;
   uint64_t prompt_tokens = 0;
   std::vector<std::pair<Sequence*, size_t>> due;  // sequences that draw a token, and their row
   for (const auto& e : step.entries) {
     Sequence& s = *e.seq;
-    const bool completes = s.computed + e.count == int(s.tokens.size());
     if (s.computed < s.prompt_len) prompt_tokens += uint64_t(std::min(e.count, s.prompt_len - s.computed));
     s.computed += e.count;
     if (!st.ok()) {
@@ -268,7 +266,7 @@ void Engine::Impl::run_step() {
       continue;
     }
     blocks.register_prefix(s.tokens, s.computed, s.table);
-    if (completes) due.push_back({&s, row++});
+    if (e.completes()) due.push_back({&s, size_t(e.logit_row)});
   }
   std::vector<Draw> draws(due.size());
   sample_pool.parallel_for(int64_t(due.size()), 4, [&](int64_t begin, int64_t end) {

@@ -1,6 +1,7 @@
 #include "engine/scheduler.h"
 
 #include <algorithm>
+#include <span>
 
 namespace invar::engine {
 
@@ -31,12 +32,12 @@ bool preempt_one(std::vector<std::unique_ptr<Sequence>>& running,
 
 StepPlan schedule_step(std::deque<std::unique_ptr<Sequence>>& waiting,
                        std::vector<std::unique_ptr<Sequence>>& running, BlockManager& blocks,
-                       int max_running, int token_budget) {
+                       const StepLimits& limits) {
   StepPlan plan;
   const int bs = blocks.block_size();
 
   // 1. Admission. The last token always stays to compute, so its logits can be sampled.
-  while (!waiting.empty() && int(running.size()) < max_running) {
+  while (!waiting.empty() && int(running.size()) < limits.max_running) {
     auto s = std::move(waiting.front());
     waiting.pop_front();
     if (s->table.empty() && s->computed == 0) {
@@ -57,7 +58,7 @@ StepPlan schedule_step(std::deque<std::unique_ptr<Sequence>>& waiting,
   for (auto& s : running)
     if (s->remaining() > 1) order.push_back(s.get());
 
-  int budget = token_budget;
+  int budget = limits.token_budget;
   for (Sequence* s : order) {
     if (budget <= 0) break;
     // Preemption may have moved s back to the waiting queue.
@@ -78,9 +79,23 @@ StepPlan schedule_step(std::deque<std::unique_ptr<Sequence>>& waiting,
       if (!ok) ++plan.preempted;
     }
     if (!ok) continue;  // waits for blocks freed by finishing sequences
-    plan.entries.push_back({s, count});
+    plan.entries.push_back({s, count, -1});
     budget -= count;
   }
+
+  // 4. The batch plan, once every scheduled table is final (preemption only frees tables of
+  // sequences that are not scheduled).
+  model::BatchPlanBuilder builder(bs, limits.max_blocks_per_seq);
+  int logit_rows = 0;
+  for (StepPlan::Entry& e : plan.entries) {
+    Sequence& s = *e.seq;
+    const bool completes = s.computed + e.count == int(s.tokens.size());
+    builder.add_sequence(
+        std::span<const int32_t>(s.tokens).subspan(size_t(s.computed), size_t(e.count)), s.computed,
+        s.table, completes ? model::LogitRows::last : model::LogitRows::none);
+    if (completes) e.logit_row = logit_rows++;
+  }
+  plan.batch = builder.build();
   return plan;
 }
 

@@ -41,6 +41,10 @@ class Scheduler : public ::testing::Test {
     }
   }
 
+  static StepLimits limits(int max_running, int token_budget) {
+    return {.max_running = max_running, .token_budget = token_budget, .max_blocks_per_seq = 64};
+  }
+
   static inline tokenizer::Tokenizer* tok_ = nullptr;  // Sequence needs one for its text
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;
@@ -50,7 +54,7 @@ class Scheduler : public ::testing::Test {
 TEST_F(Scheduler, AdmitsUpToMaxRunningAndPacksDecodesFirst) {
   BlockManager blocks(64, 16, false);
   for (int i = 0; i < 3; ++i) submit(40);
-  auto plan = schedule_step(waiting_, running_, blocks, /*max_running=*/2, /*budget=*/100);
+  auto plan = schedule_step(waiting_, running_, blocks, limits(2, 100));
   EXPECT_EQ(running_.size(), 2u);
   EXPECT_EQ(waiting_.size(), 1u);
   ASSERT_EQ(plan.entries.size(), 2u);
@@ -58,33 +62,70 @@ TEST_F(Scheduler, AdmitsUpToMaxRunningAndPacksDecodesFirst) {
   EXPECT_EQ(plan.entries[1].count, 40);
   run(plan, blocks);
   // Both now decode (1 token each) and come first; nothing else can be admitted.
-  plan = schedule_step(waiting_, running_, blocks, 2, 100);
+  plan = schedule_step(waiting_, running_, blocks, limits(2, 100));
   ASSERT_EQ(plan.entries.size(), 2u);
   EXPECT_EQ(plan.entries[0].count, 1);
   EXPECT_EQ(plan.entries[1].count, 1);
 }
 
+// The step plan carries the model's batch plan: the entries' tokens in entry order, each at its
+// absolute position and KV slot, and a logits row exactly for the entries that complete.
+TEST_F(Scheduler, StepPlanHoldsTheBatchPlanAndEachEntrysLogitRow) {
+  BlockManager blocks(64, 16, false);
+  submit(20, 100);
+  auto plan = schedule_step(waiting_, running_, blocks, limits(4, 64));
+  run(plan, blocks);  // the first request now decodes
+  submit(100, 500);   // cut at 48 by the budget below: no logits row this step
+  submit(3, 900);     // completes its prompt: a logits row
+  plan = schedule_step(waiting_, running_, blocks, limits(4, 64));
+  ASSERT_EQ(plan.entries.size(), 3u);
+  const model::BatchPlan& b = plan.batch;
+  ASSERT_EQ(b.num_seqs(), 3);
+  EXPECT_EQ(plan.entries[0].count, 1);
+  EXPECT_EQ(plan.entries[1].count, 48);
+  EXPECT_EQ(plan.entries[2].count, 3);
+  EXPECT_EQ(b.num_tokens(), 52);
+  EXPECT_EQ(b.q_indptr, (std::vector<int32_t>{0, 1, 49, 52}));
+  EXPECT_EQ(b.kv_lens, (std::vector<int32_t>{21, 48, 3}));
+  EXPECT_EQ(b.token_ids[0], 7);  // the decode's sampled token
+  EXPECT_EQ(b.positions[0], 20);
+  EXPECT_EQ(b.token_ids[1], 500);
+  EXPECT_EQ(b.positions[48], 47);
+  EXPECT_EQ(b.token_ids[49], 900);
+  EXPECT_EQ(plan.entries[0].logit_row, 0);
+  EXPECT_EQ(plan.entries[1].logit_row, -1);
+  EXPECT_EQ(plan.entries[2].logit_row, 1);
+  EXPECT_EQ(b.logit_rows, (std::vector<int32_t>{0, 51}));
+  for (int t = 0; t < b.num_tokens(); ++t) {
+    const int s = t < 1 ? 0 : t < 49 ? 1 : 2;
+    const Sequence& seq = *plan.entries[size_t(s)].seq;
+    const int pos = b.positions[size_t(t)];
+    EXPECT_EQ(b.slots[size_t(t)], int64_t(seq.table[size_t(pos / 16)]) * 16 + pos % 16);
+  }
+  EXPECT_EQ(b.max_blocks_per_seq, 64);
+}
+
 TEST_F(Scheduler, BudgetCutsPrefillOnBlockBoundaries) {
   BlockManager blocks(64, 16, false);
   submit(100);
-  auto plan = schedule_step(waiting_, running_, blocks, 4, /*budget=*/40);
+  auto plan = schedule_step(waiting_, running_, blocks, limits(4, 40));
   ASSERT_EQ(plan.entries.size(), 1u);
   EXPECT_EQ(plan.entries[0].count, 32);  // 40 rounded down to the 16-token block boundary
   run(plan, blocks);
-  plan = schedule_step(waiting_, running_, blocks, 4, 40);
+  plan = schedule_step(waiting_, running_, blocks, limits(4, 40));
   EXPECT_EQ(plan.entries[0].count, 32);
   run(plan, blocks);
-  plan = schedule_step(waiting_, running_, blocks, 4, 40);
+  plan = schedule_step(waiting_, running_, blocks, limits(4, 40));
   EXPECT_EQ(plan.entries[0].count, 36);  // the rest of the prompt: no cut needed
 }
 
 TEST_F(Scheduler, DecodesTakeTheBudgetBeforePrefills) {
   BlockManager blocks(64, 16, false);
   submit(20);
-  auto plan = schedule_step(waiting_, running_, blocks, 4, 64);
+  auto plan = schedule_step(waiting_, running_, blocks, limits(4, 64));
   run(plan, blocks);  // the first request now decodes
   submit(200);
-  plan = schedule_step(waiting_, running_, blocks, 4, 17);
+  plan = schedule_step(waiting_, running_, blocks, limits(4, 17));
   ASSERT_EQ(plan.entries.size(), 2u);
   EXPECT_EQ(plan.entries[0].seq->id, 1u);
   EXPECT_EQ(plan.entries[0].count, 1);
@@ -94,10 +135,10 @@ TEST_F(Scheduler, DecodesTakeTheBudgetBeforePrefills) {
 TEST_F(Scheduler, PrefixCacheServesFullBlocksButNeverTheLastToken) {
   BlockManager blocks(64, 16, true);
   submit(48);
-  auto plan = schedule_step(waiting_, running_, blocks, 4, 100);
+  auto plan = schedule_step(waiting_, running_, blocks, limits(4, 100));
   run(plan, blocks);
   submit(48);  // the same prompt
-  plan = schedule_step(waiting_, running_, blocks, 4, 100);
+  plan = schedule_step(waiting_, running_, blocks, limits(4, 100));
   EXPECT_EQ(plan.cached_tokens, 32);  // 3 full blocks, but the last token must be computed
   EXPECT_EQ(running_.back()->computed, 32);
   EXPECT_EQ(plan.entries.back().count, 16);
@@ -107,11 +148,11 @@ TEST_F(Scheduler, PreemptsTheYoungestWhenBlocksRunOut) {
   BlockManager blocks(6, 16, false);  // 96 tokens of KV
   submit(48);  // 3 full blocks; its first sampled token (position 48) needs a fourth
   submit(40);  // 3 blocks, the last one with room
-  auto plan = schedule_step(waiting_, running_, blocks, 4, 100);
+  auto plan = schedule_step(waiting_, running_, blocks, limits(4, 100));
   ASSERT_EQ(plan.entries.size(), 2u);
   run(plan, blocks);
   Sequence* first = running_[0].get();
-  plan = schedule_step(waiting_, running_, blocks, 4, 100);
+  plan = schedule_step(waiting_, running_, blocks, limits(4, 100));
   EXPECT_EQ(plan.preempted, 1);
   ASSERT_EQ(running_.size(), 1u);
   EXPECT_EQ(running_[0].get(), first);
