@@ -6,23 +6,24 @@
 #include <fmt/core.h>
 
 #include <algorithm>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <deque>
+#include <chrono>
+#include <condition_variable>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <regex>
+#include <string_view>
+#include <thread>
 
-#include "cli/bench_serve_client.h"
 #include "cli/commands.h"
+#include "net/http_client.h"
 
 namespace invar::cli {
 
 namespace {
 
-namespace net = boost::asio;
+using BenchClock = std::chrono::steady_clock;
 
 struct BenchServeArgs {
   std::string url = "http://127.0.0.1:8000";
@@ -62,37 +63,59 @@ struct Metrics {
   std::string first_error, fingerprint;
 };
 
+// Token timing of one streamed completion, from its SSE chunks.
+struct StreamTiming {
+  std::vector<BenchClock::time_point> token_times;  // chunks that carried a token
+  int prompt_tokens = 0;
+  int completion_tokens = 0;  // from the final usage chunk
+  std::string fingerprint;
+  bool saw_done = false;
+
+  void on_chunk(std::string_view data, BenchClock::time_point now) {
+    if (data == "[DONE]") {
+      saw_done = true;
+      return;
+    }
+    auto chunk = nlohmann::json::parse(data, nullptr, false);
+    if (chunk.is_discarded() || !chunk.is_object()) return;
+    if (fingerprint.empty() && chunk.contains("system_fingerprint") &&
+        chunk["system_fingerprint"].is_string()) {
+      fingerprint = chunk["system_fingerprint"];
+    }
+    if (auto usage = chunk.find("usage"); usage != chunk.end() && usage->is_object()) {
+      prompt_tokens = usage->value("prompt_tokens", 0);
+      completion_tokens = usage->value("completion_tokens", 0);
+    }
+    auto choices = chunk.find("choices");
+    if (choices == chunk.end() || !choices->is_array() || choices->empty()) return;
+    // A token arrived if the chunk carries text, or carries none but is not the closing chunk
+    // (a token whose text is empty or held back: a byte tokenizer's id past 255, half a UTF-8
+    // character).
+    const nlohmann::json& choice = (*choices)[0];
+    const auto text = choice.find("text");
+    const bool has_text =
+        text != choice.end() && text->is_string() && !text->get_ref<const std::string&>().empty();
+    const auto finish = choice.find("finish_reason");
+    const bool closing = finish != choice.end() && !finish->is_null();
+    if (has_text || (text != choice.end() && !closing)) token_times.push_back(now);
+  }
+};
+
 int run_bench_serve(const BenchServeArgs& a) {
-  std::smatch m;
-  static const std::regex kUrl(R"(http://(\[[^\]]+\]|[^:/]+)(?::(\d+))?(/.*)?)");
-  if (!std::regex_match(a.url, m, kUrl)) {
-    fmt::print(stderr, "error: --url {}: expected http://HOST[:PORT][/PATH]\n", a.url);
+  auto created = net::HttpClient::create(a.url, a.api_key, /*timeout_s=*/0);
+  if (!created.ok()) {
+    fmt::print(stderr, "error: {}\n", created.status().message());
     return 1;
   }
-  StreamTarget target;
-  std::string host = m[1].str();
-  std::string port = m[2].matched ? m[2].str() : "80";
-  target.host = host + ":" + port;
-  target.base_path = m[3].matched ? m[3].str() : "";
-  if (target.base_path.ends_with('/')) target.base_path.pop_back();
-  if (target.base_path.ends_with("/v1")) target.base_path.resize(target.base_path.size() - 3);
-  target.api_key = a.api_key;
-  try {
-    net::io_context resolver_ctx;
-    net::ip::tcp::resolver resolver(resolver_ctx);
-    if (host.starts_with('[')) host = host.substr(1, host.size() - 2);
-    target.endpoint = *resolver.resolve(host, port).begin();
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "error: cannot resolve {}: {}\n", host, e.what());
-    return 1;
-  }
+  net::HttpClient& client = **created;
 
   std::string model = a.model;
   if (model.empty()) {
-    auto models = nlohmann::json::parse(http_get(target, "/v1/models"), nullptr, false);
-    if (models.is_discarded() || !models.contains("data") || models["data"].empty()) {
-      fmt::print(stderr, "error: GET {}/v1/models failed: is the server running at {}?\n",
-                 target.base_path, a.url);
+    const net::HttpResponse r = client.get_sync("/v1/models");
+    auto models = nlohmann::json::parse(r.body, nullptr, false);
+    if (!r.ok() || models.is_discarded() || !models.contains("data") || models["data"].empty()) {
+      fmt::print(stderr, "error: GET /v1/models failed ({}): is the server running at {}?\n",
+                 r.error.empty() ? "HTTP " + std::to_string(r.status) : r.error, a.url);
       return 1;
     }
     model = models["data"][0]["id"];
@@ -113,7 +136,7 @@ int run_bench_serve(const BenchServeArgs& a) {
     double at_s;
     std::string body;
   };
-  std::deque<Planned> plan;
+  std::vector<Planned> plan;
   double t = 0;
   for (int i = 0; i < a.num_requests; ++i) {
     std::vector<int> prompt(size_t(length(a.prompt_len)));
@@ -131,58 +154,68 @@ int run_bench_serve(const BenchServeArgs& a) {
     if (a.request_rate > 0) t += gap(rng);
   }
 
-  net::io_context ioc;
+  // This thread paces the requests (arrival times, --max-concurrency); the client's I/O
+  // threads record each finished stream.
+  std::mutex mu;
+  std::condition_variable finished;
   Metrics metrics;
   int in_flight = 0;
-  const auto t0 = BenchClock::now();
   auto ms = [](BenchClock::duration d) {
     return std::chrono::duration<double, std::milli>(d).count();
   };
-  std::function<void()> pump;
-  auto on_done = [&](StreamResult r) {
+  auto record = [&](const StreamTiming& st, const net::HttpResponse& r,
+                    BenchClock::time_point start) {
+    std::lock_guard<std::mutex> lock(mu);
     --in_flight;
-    if (!r.ok || r.chunk_times.empty()) {
+    finished.notify_all();
+    if (!r.ok() || !st.saw_done || st.token_times.empty()) {
       metrics.failed++;
-      if (metrics.first_error.empty()) metrics.first_error = r.ok ? "no tokens" : r.error;
-    } else {
-      metrics.ok++;
-      metrics.prompt_tokens += r.prompt_tokens;
-      metrics.output_tokens += r.completion_tokens;
-      if (metrics.fingerprint.empty()) metrics.fingerprint = r.fingerprint;
-      metrics.ttft_ms.push_back(ms(r.chunk_times.front() - r.start));
-      for (size_t i = 1; i < r.chunk_times.size(); ++i)
-        metrics.itl_ms.push_back(ms(r.chunk_times[i] - r.chunk_times[i - 1]));
-      double e2e = ms(r.chunk_times.back() - r.start);
-      metrics.e2e_ms.push_back(e2e);
-      if (r.completion_tokens > 1)
-        metrics.tpot_ms.push_back((e2e - metrics.ttft_ms.back()) / (r.completion_tokens - 1));
-    }
-    pump();
-  };
-  net::steady_timer timer(ioc);
-  // Starts every planned request whose time has come, as far as the concurrency allows.
-  pump = [&] {
-    while (!plan.empty() && (a.max_concurrency == 0 || in_flight < a.max_concurrency)) {
-      auto due = t0 + std::chrono::duration_cast<BenchClock::duration>(
-                          std::chrono::duration<double>(plan.front().at_s));
-      if (due > BenchClock::now()) {
-        timer.expires_at(due);
-        timer.async_wait([&](boost::system::error_code ec) {
-          if (!ec) pump();
-        });
-        return;
+      if (metrics.first_error.empty()) {
+        metrics.first_error = !r.error.empty() ? r.error
+                              : !r.ok()        ? "HTTP " + std::to_string(r.status) + ": " + r.body
+                              : !st.saw_done   ? "the stream ended without [DONE]"
+                                               : "no tokens";
       }
-      ++in_flight;
-      start_stream(ioc, target, std::move(plan.front().body), on_done);
-      plan.pop_front();
+      return;
     }
+    metrics.ok++;
+    metrics.prompt_tokens += st.prompt_tokens;
+    metrics.output_tokens += st.completion_tokens;
+    if (metrics.fingerprint.empty()) metrics.fingerprint = st.fingerprint;
+    metrics.ttft_ms.push_back(ms(st.token_times.front() - start));
+    for (size_t i = 1; i < st.token_times.size(); ++i)
+      metrics.itl_ms.push_back(ms(st.token_times[i] - st.token_times[i - 1]));
+    const double e2e = ms(st.token_times.back() - start);
+    metrics.e2e_ms.push_back(e2e);
+    if (st.completion_tokens > 1)
+      metrics.tpot_ms.push_back((e2e - metrics.ttft_ms.back()) / (st.completion_tokens - 1));
   };
   fmt::print(
       stderr, "bench serve: {} requests to {} ({}), prompt ~{} tokens, output ~{} tokens, {}\n",
       a.num_requests, a.url, model, a.prompt_len, a.output_len,
       a.request_rate > 0 ? fmt::format("{:.2f} req/s", a.request_rate) : std::string("one burst"));
-  net::post(ioc, pump);
-  ioc.run();
+  const auto t0 = BenchClock::now();
+  for (Planned& p : plan) {
+    std::this_thread::sleep_until(t0 + std::chrono::duration_cast<BenchClock::duration>(
+                                           std::chrono::duration<double>(p.at_s)));
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      finished.wait(lock, [&] { return a.max_concurrency == 0 || in_flight < a.max_concurrency; });
+      ++in_flight;
+    }
+    auto timing = std::make_shared<StreamTiming>();
+    const auto start = BenchClock::now();
+    client.post_stream(
+        "/v1/completions", std::move(p.body),
+        [timing](std::string_view data, BenchClock::time_point now) {
+          timing->on_chunk(data, now);
+        },
+        [timing, start, &record](net::HttpResponse r) { record(*timing, r, start); });
+  }
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    finished.wait(lock, [&] { return in_flight == 0; });
+  }
   double seconds = std::chrono::duration<double>(BenchClock::now() - t0).count();
 
   auto row = [](const char* name, const std::vector<double>& v) {

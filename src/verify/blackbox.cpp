@@ -11,7 +11,6 @@
 #include <sstream>
 
 #include "verify/completion.h"
-#include "verify/http_client.h"
 
 namespace invar::verify {
 

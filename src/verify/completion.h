@@ -6,10 +6,13 @@
 #include <utility>
 #include <vector>
 
-#include "verify/http_client.h"
+#include "net/http_client.h"
 #include "verify/report.h"
 
 namespace invar::verify {
+
+using net::HttpClient;
+using net::HttpResponse;
 
 struct TokenLogprob {
   std::string token;

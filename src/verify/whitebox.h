@@ -1,5 +1,5 @@
 // White-box verification: runs a model in-process with forced batch compositions and compares
-// a target sequence's logits bitwise with its solo run (DESIGN.md, the invariance contract).
+// a target sequence's logits bitwise with its solo run (docs/invariance.md, the guarantee).
 //
 // The target is a prompt followed by a few greedily decoded tokens. Its solo run prefills the
 // prompt in one step and decodes the rest one token per step, alone; every other run of the
