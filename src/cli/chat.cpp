@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/model_options.h"
 #include "engine/engine.h"
 #include "tokenizer/chat_template.h"
 
@@ -17,39 +18,29 @@ namespace invar::cli {
 namespace {
 
 struct ChatArgs {
-  std::string model;
+  ModelArgs m;
   std::string system;
   int max_tokens = 512;
-  double gpu_memory_utilization = 0.9;
   float temperature = 0.0f;
   float top_p = 1.0f;
   uint64_t seed = 0;
   bool seed_given = false;
-  int threads = 0;
-  int context = 4096;
-  std::string device = "cpu";
 };
 
 int run_chat(const ChatArgs& a) {
-  auto device = model::parse_device(a.device);
+  auto device = model::parse_device(a.m.device);
   if (!device.ok()) {
     fmt::print(stderr, "error: {}\n", device.status().message());
     return 1;
   }
-  model::LoadOptions load;
-  load.weight_dtype = default_weight_dtype("", *device);
-  auto bundle = engine::open_model(a.model, load);
+  auto bundle = open_bundle(a.m, *device);
   if (!bundle.ok()) {
     fmt::print(stderr, "error: {}\n", bundle.status().message());
     return 1;
   }
   const auto& tok = bundle->tokenizer;
-  engine::EngineOptions opts;
-  opts.threads = a.threads;
-  opts.max_context = a.context;
+  engine::EngineOptions opts = engine_options(a.m, *device);
   opts.max_running = 1;
-  opts.device = *device;
-  opts.gpu_memory_utilization = a.gpu_memory_utilization;
   auto created = engine::Engine::create(*bundle, opts);
   if (!created.ok()) {
     fmt::print(stderr, "error: {}\n", created.status().message());
@@ -126,24 +117,16 @@ int run_chat(const ChatArgs& a) {
 void add_chat(CLI::App& app) {
   auto args = std::make_shared<ChatArgs>();
   auto* cmd = app.add_subcommand("chat", "Chat with a model in the terminal");
-  cmd->add_option("-m,--model", args->model, "GGUF file or Hugging Face directory")->required();
+  add_model_options(*cmd, args->m);
   cmd->add_option("--system", args->system, "System message");
   cmd->add_option("-n,--max-tokens", args->max_tokens, "Most tokens per answer")
       ->check(CLI::Range(1, 1 << 20));
-  cmd->add_option("-t,--temperature", args->temperature, "0 = greedy")
+  cmd->add_option("--temperature,--temp", args->temperature, "0 = greedy")
       ->check(CLI::Range(0.0, 100.0));
   cmd->add_option("--top-p", args->top_p, "1 = off")->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("-s,--seed", args->seed, "Seed of the sampler")
-      ->each([args](const std::string&) { args->seed_given = true; });
-  cmd->add_option("--threads", args->threads, "CPU threads (0 = all cores)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--device", args->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  cmd->add_option("--gpu-memory-utilization", args->gpu_memory_utilization,
-                  "CUDA: share of the GPU's memory to use; the KV cache gets what weights and "
-                  "activations leave (as vLLM)")
-      ->check(CLI::Range(0.05, 1.0));
-  cmd->add_option("--context", args->context, "Maximum context length")
-      ->check(CLI::Range(16, 1 << 20));
+  cmd->add_option("-s,--seed", args->seed, "Seed of the sampler")->each([args](const std::string&) {
+    args->seed_given = true;
+  });
   cmd->callback([args] { set_exit_code(run_chat(*args)); });
 }
 

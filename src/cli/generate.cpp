@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/model_options.h"
 #include "engine/engine.h"
 #include "tokenizer/chat_template.h"
 
@@ -18,12 +19,11 @@ namespace {
 int g_exit_code = 0;
 
 struct GenerateArgs {
-  std::string model;
+  ModelArgs m;
   std::string prompt;
   std::string system;
   bool chat = false;
   int max_tokens = 128;
-  double gpu_memory_utilization = 0.9;
   float temperature = 0.0f;
   int top_k = 0;
   float top_p = 1.0f;
@@ -31,12 +31,6 @@ struct GenerateArgs {
   float repetition_penalty = 1.0f;
   uint64_t seed = 0;
   bool seed_given = false;
-  int threads = 0;
-  int context = 4096;
-  std::string weight_dtype;  // empty: f32 on the CPU, bf16 on CUDA
-  std::string device = "cpu";
-  std::string kernels = "invariant";
-  int64_t random_weights = -1;  // >= 0: seeded random weights of the --model config
   bool ignore_eos = false;
 };
 
@@ -46,13 +40,9 @@ int fail(const std::string& message) {
 }
 
 int run_generate(const GenerateArgs& a) {
-  auto device = model::parse_device(a.device);
+  auto device = model::parse_device(a.m.device);
   if (!device.ok()) return fail(device.status().message());
-  model::LoadOptions load;
-  load.weight_dtype = default_weight_dtype(a.weight_dtype, *device);
-  auto bundle = a.random_weights >= 0
-                    ? engine::random_model(a.model, uint64_t(a.random_weights), load)
-                    : engine::open_model(a.model, load);
+  auto bundle = open_bundle(a.m, *device);
   if (!bundle.ok()) return fail(bundle.status().message());
   const auto& tok = bundle->tokenizer;
 
@@ -77,13 +67,8 @@ int run_generate(const GenerateArgs& a) {
   req.repetition_penalty = a.repetition_penalty;
   req.ignore_eos = a.ignore_eos;
 
-  engine::EngineOptions opts;
-  opts.threads = a.threads;
-  opts.max_context = a.context;
+  engine::EngineOptions opts = engine_options(a.m, *device);
   opts.max_running = 1;
-  opts.device = *device;
-  opts.gpu_memory_utilization = a.gpu_memory_utilization;
-  opts.kernels = a.kernels == "fast" ? kernels::KernelMode::fast : kernels::KernelMode::invariant;
   auto created = engine::Engine::create(*bundle, opts);
   if (!created.ok()) return fail(created.status().message());
   engine::Engine& eng = **created;
@@ -128,13 +113,13 @@ void set_exit_code(int code) { g_exit_code = code; }
 void add_generate(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
   auto* cmd = app.add_subcommand("generate", "Generate a continuation of a prompt");
-  cmd->add_option("-m,--model", args->model, "GGUF file or Hugging Face directory")->required();
+  add_model_options(*cmd, args->m);
   cmd->add_option("-p,--prompt", args->prompt, "Prompt text")->required();
   cmd->add_flag("--chat", args->chat, "Wrap the prompt in the model's chat template");
   cmd->add_option("--system", args->system, "System message (with --chat)");
   cmd->add_option("-n,--max-tokens", args->max_tokens, "Tokens to generate")
       ->check(CLI::Range(1, 1 << 20));
-  cmd->add_option("-t,--temperature", args->temperature, "0 = greedy")
+  cmd->add_option("--temperature,--temp", args->temperature, "0 = greedy")
       ->check(CLI::Range(0.0, 100.0));
   cmd->add_option("--top-k", args->top_k, "0 = off")->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-p", args->top_p, "1 = off")->check(CLI::Range(0.0, 1.0));
@@ -143,25 +128,6 @@ void add_generate(CLI::App& app) {
       ->check(CLI::Range(0.01, 10.0));
   cmd->add_option("-s,--seed", args->seed, "Seed of the sampler (same seed, same tokens)")
       ->each([args](const std::string&) { args->seed_given = true; });
-  cmd->add_option("--threads", args->threads, "CPU threads (0 = all cores)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--context", args->context, "Maximum context length (KV cache size)")
-      ->check(CLI::Range(16, 1 << 20));
-  cmd->add_option("--weight-dtype", args->weight_dtype,
-                  "Weight storage: f32 or bf16 (default: f32 on the CPU, bf16 on CUDA)")
-      ->check(CLI::IsMember({"f32", "bf16"}));
-  cmd->add_option("--gpu-memory-utilization", args->gpu_memory_utilization,
-                  "CUDA: share of the GPU's memory to use; the KV cache gets what weights and "
-                  "activations leave (as vLLM)")
-      ->check(CLI::Range(0.05, 1.0));
-  cmd->add_option("--device", args->device, "cpu or cuda (a build with -DINVAR_CUDA=ON)")
-      ->check(CLI::IsMember({"cpu", "cuda"}));
-  cmd->add_option("--kernels", args->kernels,
-                  "invariant (default) or fast: batch-dependent kernels, a negative control only")
-      ->check(CLI::IsMember({"invariant", "fast"}));
-  cmd->add_option("--random-weights", args->random_weights,
-                  "Seeded random weights of the --model config (config.json or its directory)")
-      ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--ignore-eos", args->ignore_eos, "Keep generating past end-of-sequence tokens");
   cmd->callback([args] { set_exit_code(run_generate(*args)); });
 }

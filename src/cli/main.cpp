@@ -1,4 +1,4 @@
-// The `invar` command line: generate (and, later, chat, serve, verify, bench).
+// The `invar` command line: generate, chat, serve, bench serve, verify.
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.h"
@@ -6,6 +6,8 @@
 int main(int argc, char** argv) {
   CLI::App app{"invar: a batch-invariant LLM inference engine"};
   app.require_subcommand(1);
+  // --help shows every option's default (subcommands inherit this).
+  app.option_defaults()->always_capture_default();
   invar::cli::add_generate(app);
   invar::cli::add_serve(app);
   invar::cli::add_chat(app);

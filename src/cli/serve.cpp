@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/model_options.h"
 #include "engine/engine.h"
 #include "engine/model_bundle.h"
 #include "server/server.h"
@@ -16,26 +17,26 @@ namespace invar::cli {
 
 namespace {
 
+// Serving defaults per device: a GPU step must hold enough sequences to fill the chip (vLLM
+// batches 256 to 1024 sequences and 2048 to 16384 tokens a step on such GPUs), the CPU's
+// throughput is flat long before that.
+constexpr int kCudaMaxRunning = 512, kCpuMaxRunning = 64;
+constexpr int kCudaStepTokens = 8192, kCpuStepTokens = 512;
+
 struct ServeArgs {
-  std::string model;
+  ModelArgs m;
   std::string host = "127.0.0.1";
   int port = 8000;
   std::string api_key;
   std::string served_model_name;
-  int threads = 0;
   int http_threads = 2;
-  int max_context = 4096;
-  int max_running = 64;
+  int max_running = 0;  // 0: per device (kCudaMaxRunning, kCpuMaxRunning)
+  int step_tokens = 0;  // 0: per device (kCudaStepTokens, kCpuStepTokens)
   int max_queue = 1024;
   int kv_blocks = 0;
   bool no_prefix_cache = false;
   bool host_sampling = false;
   bool enforce_eager = false;
-  double gpu_memory_utilization = 0.9;
-  std::string weight_dtype;  // empty: f32 on the CPU, bf16 on CUDA
-  std::string kernels = "invariant";
-  std::string device = "cpu";
-  int64_t random_weights = -1;  // >= 0: seeded random weights of the --model config
   size_t max_body_bytes = 4u << 20;
   double shutdown_timeout = 30;
   int max_n = 16;
@@ -53,35 +54,31 @@ void raise_open_file_limit() {
 
 int run_serve(const ServeArgs& a) {
   raise_open_file_limit();
-  auto device = model::parse_device(a.device);
+  auto device = model::parse_device(a.m.device);
   if (!device.ok()) {
     fmt::print(stderr, "error: {}\n", device.status().message());
     return 1;
   }
-  model::LoadOptions load;
-  load.weight_dtype = default_weight_dtype(a.weight_dtype, *device);
-  auto bundle = a.random_weights >= 0
-                    ? engine::random_model(a.model, uint64_t(a.random_weights), load)
-                    : engine::open_model(a.model, load);
+  auto bundle = open_bundle(a.m, *device);
   if (!bundle.ok()) {
     fmt::print(stderr, "error: {}\n", bundle.status().message());
     return 1;
   }
-  engine::EngineOptions eo;
-  eo.threads = a.threads;
-  int model_context = bundle->model.config.max_position;
-  eo.max_context = model_context > 0 ? std::min(a.max_context, model_context) : a.max_context;
-  eo.max_running = a.max_running;
+  const bool cuda = *device == model::Device::cuda;
+  engine::EngineOptions eo = engine_options(a.m, *device);
+  const int model_context = bundle->model.config.max_position;
+  if (model_context > 0) eo.max_context = std::min(eo.max_context, model_context);
+  eo.max_running = a.max_running > 0 ? a.max_running : cuda ? kCudaMaxRunning : kCpuMaxRunning;
+  eo.step_token_budget = a.step_tokens > 0 ? a.step_tokens
+                         : cuda            ? kCudaStepTokens
+                                           : kCpuStepTokens;
   eo.max_queue = a.max_queue;
   eo.kv_blocks = a.kv_blocks;
   eo.prefix_cache = !a.no_prefix_cache;
   eo.host_sampling = a.host_sampling;
   eo.enforce_eager = a.enforce_eager;
-  eo.gpu_memory_utilization = a.gpu_memory_utilization;
-  eo.kernels = a.kernels == "fast" ? kernels::KernelMode::fast : kernels::KernelMode::invariant;
   // The engine is destroyed before the server: its callbacks reference the server's
   // connections, which must not outlive the io_context they belong to.
-  eo.device = *device;
   auto created = engine::Engine::create(*bundle, eo);
   if (!created.ok()) {
     fmt::print(stderr, "error: {}\n", created.status().message());
@@ -98,7 +95,7 @@ int run_serve(const ServeArgs& a) {
   so.max_choices = a.max_n;
   so.shutdown_timeout_s = a.shutdown_timeout;
   so.served_model_name = a.served_model_name.empty()
-                             ? std::filesystem::path(a.model).stem().string()
+                             ? std::filesystem::path(a.m.model).stem().string()
                              : a.served_model_name;
   const std::string fingerprint = engine->fingerprint();
   const int context = eo.max_context;
@@ -106,9 +103,10 @@ int run_serve(const ServeArgs& a) {
   so.on_listening = [&](uint16_t port) {
     fmt::print(stderr,
                "invar serve: listening on http://{}:{} (model \"{}\", context {}, KV cache {} "
-               "tokens, {})\n",
+               "tokens, up to {} sequences and {} tokens a step, {})\n",
                a.host.find(':') == std::string::npos ? a.host : "[" + a.host + "]", port,
-               so.served_model_name, context, kv_tokens, fingerprint);
+               so.served_model_name, context, kv_tokens, eo.max_running, eo.step_token_budget,
+               fingerprint);
   };
   auto server = std::make_unique<server::Server>(*engine, so);
   Status status = server->run();
@@ -127,26 +125,25 @@ int run_serve(const ServeArgs& a) {
 void add_serve(CLI::App& app) {
   auto a = std::make_shared<ServeArgs>();
   auto* cmd = app.add_subcommand("serve", "Serve the OpenAI-compatible HTTP API");
-  cmd->add_option("-m,--model", a->model, "GGUF file or Hugging Face directory")->required();
+  add_model_options(*cmd, a->m);
   cmd->add_option("--host", a->host, "Address to listen on");
   cmd->add_option("--port", a->port, "Port (0: any free port)")->check(CLI::Range(0, 65535));
   cmd->add_option("--api-key", a->api_key, "Require 'Authorization: Bearer KEY' on /v1/*");
   cmd->add_option("--served-model-name", a->served_model_name,
-                  "Model name clients pass (default: the model file's name)");
-  cmd->add_option("--threads", a->threads, "CPU threads for the forward pass (0 = all cores)")
-      ->check(CLI::NonNegativeNumber);
+                  "Model name clients pass (empty: the model file's name)");
   cmd->add_option("--http-threads", a->http_threads, "Threads for network and JSON work")
       ->check(CLI::Range(1, 64));
-  cmd->add_option("--max-context", a->max_context, "Prompt + completion tokens per request")
-      ->check(CLI::Range(16, 1 << 20));
-  cmd->add_option("--max-running", a->max_running, "Sequences batched at once")
-      ->check(CLI::Range(1, 4096));
+  cmd->add_option("--max-running,--max-num-seqs", a->max_running,
+                  fmt::format("Sequences batched at once (0: {} on CUDA, {} on the CPU)",
+                              kCudaMaxRunning, kCpuMaxRunning))
+      ->check(CLI::Range(0, 4096));
+  cmd->add_option("--max-num-batched-tokens", a->step_tokens,
+                  fmt::format("Tokens per step, decodes plus prefill chunks (0: {} on CUDA, {} on "
+                              "the CPU)",
+                              kCudaStepTokens, kCpuStepTokens))
+      ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--max-queue", a->max_queue, "Waiting requests before 429")
       ->check(CLI::Range(1, 1 << 20));
-  cmd->add_option("--gpu-memory-utilization", a->gpu_memory_utilization,
-                  "CUDA: share of the GPU's memory to use; the KV cache gets what weights and "
-                  "activations leave (as vLLM)")
-      ->check(CLI::Range(0.05, 1.0));
   cmd->add_option("--kv-blocks", a->kv_blocks,
                   "KV cache blocks (0: CPU, enough for --max-running; CUDA, from GPU memory)")
       ->check(CLI::NonNegativeNumber);
@@ -155,17 +152,6 @@ void add_serve(CLI::App& app) {
                 "CUDA: launch every kernel of a step, no CUDA graphs (same bits, slower)");
   cmd->add_flag("--host-sampling", a->host_sampling,
                 "CUDA: draw sampled tokens on the host, not the GPU (a benchmark baseline)");
-  cmd->add_option("--random-weights", a->random_weights,
-                  "Seeded random weights of the --model config (config.json or its directory)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--device", a->device, "cpu or cuda (a build with -DINVAR_CUDA=ON)")
-      ->check(CLI::IsMember({"cpu", "cuda"}));
-  cmd->add_option("--kernels", a->kernels,
-                  "invariant (default) or fast: batch-dependent kernels, a negative control only")
-      ->check(CLI::IsMember({"invariant", "fast"}));
-  cmd->add_option("--weight-dtype", a->weight_dtype,
-                  "Weight storage: f32 or bf16 (default: f32 on the CPU, bf16 on CUDA)")
-      ->check(CLI::IsMember({"f32", "bf16"}));
   cmd->add_option("--max-body-bytes", a->max_body_bytes, "Larger request bodies get 413")
       ->check(CLI::Range(size_t(1024), size_t(1) << 30));
   cmd->add_option("--max-n", a->max_n, "Most choices (n times prompts) per request")

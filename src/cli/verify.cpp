@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/model_options.h"
 #include "engine/model_bundle.h"
 #include "model/config_parse.h"
 #include "verify/blackbox.h"
@@ -28,16 +29,13 @@ struct VerifyArgs {
   std::vector<std::string> scenarios;
   uint64_t seed = 1234;
   // White-box.
-  std::string device = "cpu";
+  ModelArgs m;  // device, threads, weight storage, random weights (the path is `model`)
   std::string kernels = "both";
-  int threads = 0;
-  std::string weight_dtype;  // empty: f32 on the CPU, bf16 on CUDA
   std::vector<int> batch_sizes;
   std::vector<int> chunk_sizes;
   std::string prompt;
   int decode_tokens = -1;
   std::string inject;
-  int64_t random_weights = -1;  // >= 0: seeded random weights of the --model config
   // Black-box.
   std::string api_key;
   bool chat = false;
@@ -82,12 +80,12 @@ void set_if(T& field, T value, T unset) {
 }
 
 int run_whitebox(const VerifyArgs& a) {
-  auto device = model::parse_device(a.device);
+  auto device = model::parse_device(a.m.device);
   if (!device.ok()) return fail(device.status().message());
   verify::WhiteBoxOptions o =
       a.quick ? verify::WhiteBoxOptions::quick() : verify::WhiteBoxOptions{};
   o.device = *device;
-  o.threads = a.threads;
+  o.threads = a.m.threads;
   o.seed = a.seed;
   o.scenarios = a.scenarios;
   if (a.kernels == "invariant") o.modes = {kernels::KernelMode::invariant};
@@ -102,18 +100,18 @@ int run_whitebox(const VerifyArgs& a) {
     o.inject = *inj;
   }
   model::LoadOptions load;
-  load.weight_dtype = default_weight_dtype(a.weight_dtype, *device);
+  load.weight_dtype = weight_dtype_of(a.m.weight_dtype, *device);
   verify::Progress progress;
   o.progress = [&](const std::string& label, int done, int total) {
     progress.update(label, done, total);
   };
   verify::WhiteBoxReport report;
-  if (a.random_weights >= 0) {
+  if (a.m.random_weights >= 0) {
     auto config = model::read_hf_config(a.model);
     if (!config.ok()) return fail(config.status().message());
     model::LoadedModel m{
-        *config, model::random_weights(*config, uint64_t(a.random_weights), load.weight_dtype),
-        fmt::format("{} (random weights, seed {})", a.model, a.random_weights)};
+        *config, model::random_weights(*config, uint64_t(a.m.random_weights), load.weight_dtype),
+        fmt::format("{} (random weights, seed {})", a.model, a.m.random_weights)};
     report = verify::run_whitebox(m, o);
   } else if (auto bundle = engine::open_model(a.model, load); bundle.ok()) {
     report = verify::run_whitebox(*bundle, o);
@@ -210,18 +208,9 @@ void add_verify(CLI::App& app) {
   cmd->add_option("--seed", a->seed, "Seed of the random compositions and prompts");
 
   const std::string wb = "White-box";
-  cmd->add_option("--device", a->device, "cpu or cuda (a build with -DINVAR_CUDA=ON)")
-      ->check(CLI::IsMember({"cpu", "cuda"}))
-      ->group(wb);
-  cmd->add_option("--kernels", a->kernels,
-                  "invariant, fast (the negative control) or both (default)")
+  add_model_options(*cmd, a->m, /*which=*/0, wb);
+  cmd->add_option("--kernels", a->kernels, "invariant, fast (the negative control) or both")
       ->check(CLI::IsMember({"invariant", "fast", "both"}))
-      ->group(wb);
-  cmd->add_option("--threads", a->threads, "CPU threads (0 = all cores)")
-      ->check(CLI::NonNegativeNumber)
-      ->group(wb);
-  cmd->add_option("--weight-dtype", a->weight_dtype, "Weight storage: f32 or bf16")
-      ->check(CLI::IsMember({"f32", "bf16"}))
       ->group(wb);
   cmd->add_option("--batch-sizes", a->batch_sizes, "Batch sizes (default 1..16, primes to 256)")
       ->delimiter(',')
@@ -236,10 +225,6 @@ void add_verify(CLI::App& app) {
       ->group(wb);
   cmd->add_option("--decode-tokens", a->decode_tokens, "Greedy tokens decoded after the prompt")
       ->check(CLI::Range(0, 4096))
-      ->group(wb);
-  cmd->add_option("--random-weights", a->random_weights,
-                  "Seeded random weights of the --model config (config.json or its directory)")
-      ->check(CLI::NonNegativeNumber)
       ->group(wb);
   cmd->add_option("--inject", a->inject,
                   "Test only: make OP[@LAYER] batch-dependent, to prove verify catches it and "

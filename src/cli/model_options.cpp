@@ -1,0 +1,63 @@
+#include "cli/model_options.h"
+
+namespace invar::cli {
+
+void add_model_options(CLI::App& cmd, ModelArgs& a, unsigned which, const std::string& group) {
+  auto grouped = [&](CLI::Option* o) {
+    if (!group.empty()) o->group(group);
+    return o;
+  };
+  if (which & kModelPath)
+    grouped(cmd.add_option("-m,--model", a.model,
+                           "GGUF file or Hugging Face directory (with --random-weights: a "
+                           "config.json or its directory)"))
+        ->required();
+  grouped(cmd.add_option("--device", a.device, "cpu or cuda (a build with -DINVAR_CUDA=ON)"))
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  if (which & kKernelMode)
+    grouped(cmd.add_option("--kernels", a.kernels,
+                           "invariant, or fast: batch-dependent kernels, a negative control only"))
+        ->check(CLI::IsMember({"invariant", "fast"}));
+  grouped(cmd.add_option("-t,--threads", a.threads, "CPU threads (0 = all cores)"))
+      ->check(CLI::NonNegativeNumber);
+  grouped(cmd.add_option("--weight-dtype", a.weight_dtype,
+                         "Weight storage: f32 or bf16 (empty: f32 on the CPU, bf16 on CUDA)"))
+      ->check(CLI::IsMember({"", "f32", "bf16"}));
+  grouped(cmd.add_option("--random-weights", a.random_weights,
+                         "Seeded random weights of the --model config (-1: off)"))
+      ->check(CLI::Range(int64_t(-1), int64_t(INT32_MAX)));
+  if (which & kEngineSize) {
+    grouped(cmd.add_option("-c,--context,--max-context", a.context,
+                           "Most prompt + completion tokens of one request"))
+        ->check(CLI::Range(16, 1 << 20));
+    grouped(cmd.add_option("--gpu-memory-utilization", a.gpu_memory_utilization,
+                           "CUDA: share of the GPU's memory to use; the KV cache gets what "
+                           "weights and activations leave (as vLLM)"))
+        ->check(CLI::Range(0.05, 1.0));
+  }
+}
+
+DType weight_dtype_of(const std::string& flag, model::Device device) {
+  if (flag == "bf16") return DType::bf16;
+  if (flag == "f32") return DType::f32;
+  return device == model::Device::cuda ? DType::bf16 : DType::f32;
+}
+
+Result<engine::ModelBundle> open_bundle(const ModelArgs& a, model::Device device) {
+  model::LoadOptions load;
+  load.weight_dtype = weight_dtype_of(a.weight_dtype, device);
+  return a.random_weights >= 0 ? engine::random_model(a.model, uint64_t(a.random_weights), load)
+                               : engine::open_model(a.model, load);
+}
+
+engine::EngineOptions engine_options(const ModelArgs& a, model::Device device) {
+  engine::EngineOptions o;
+  o.threads = a.threads;
+  o.max_context = a.context;
+  o.device = device;
+  o.gpu_memory_utilization = a.gpu_memory_utilization;
+  o.kernels = a.kernels == "fast" ? kernels::KernelMode::fast : kernels::KernelMode::invariant;
+  return o;
+}
+
+}  // namespace invar::cli

@@ -1,0 +1,51 @@
+// The options of every subcommand that runs a model (generate, chat, serve, verify), defined
+// once: a flag means the same thing, with the same default, everywhere.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+
+#include "core/status.h"
+#include "engine/engine.h"
+#include "engine/model_bundle.h"
+#include "model/model_runner.h"
+
+namespace invar::cli {
+
+struct ModelArgs {
+  std::string model;           // GGUF file, Hugging Face directory, or a config (random weights)
+  std::string device = "cpu";  // cpu | cuda
+  std::string kernels = "invariant";
+  std::string weight_dtype;  // f32 | bf16; empty: f32 on the CPU, bf16 on CUDA
+  int threads = 0;           // CPU threads, 0 = all cores
+  int context = 4096;        // prompt + output tokens per request
+  double gpu_memory_utilization = 0.9;
+  int64_t random_weights = -1;  // >= 0: seeded random weights of the --model config
+};
+
+// Which of the shared options a subcommand takes (verify names its model and kernel modes its
+// own way, and runs no engine).
+enum ModelOption : unsigned {
+  kModelPath = 1u << 0,   // -m/--model, required
+  kKernelMode = 1u << 1,  // --kernels invariant|fast
+  kEngineSize = 1u << 2,  // -c/--context, --gpu-memory-utilization
+  kAllModelOptions = kModelPath | kKernelMode | kEngineSize,
+};
+
+// Adds -t/--threads, --device, --weight-dtype, --random-weights and those of `which`, in
+// `group` (empty: the subcommand's default group).
+void add_model_options(CLI::App& cmd, ModelArgs& a, unsigned which = kAllModelOptions,
+                       const std::string& group = "");
+
+// The model of `a`: its file, or seeded random weights of its config.
+Result<engine::ModelBundle> open_bundle(const ModelArgs& a, model::Device device);
+
+// Engine options from the shared flags; a subcommand sets its own (max_running, ...) after.
+engine::EngineOptions engine_options(const ModelArgs& a, model::Device device);
+
+// Host storage of the weight matrices: `flag` (f32 or bf16) when given, else f32 for the CPU
+// (its exact reference) and bf16 for CUDA (what the GPU kernels read; half the host memory).
+DType weight_dtype_of(const std::string& flag, model::Device device);
+
+}  // namespace invar::cli
