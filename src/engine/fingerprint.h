@@ -1,5 +1,5 @@
 // Identifies what determines a response's bits: the weights, the engine build and the
-// kernel mode. Equal fingerprints promise equal bits (DESIGN.md, the contract).
+// kernel mode. Equal fingerprints promise equal bits (docs/invariance.md, the guarantee).
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// The invariance contract on the CPU, bitwise, for SmolLM2-135M (DESIGN.md, items 1-3):
+// The invariance contract on the CPU, bitwise, for SmolLM2-135M (docs/invariance.md, items 1-3):
 // the logits of every position of a target sequence are identical when it runs alone, in
 // batches of 2..33 with random other sequences (prefills and decodes) at random slots, and
 // with its prompt cut into chunks of 1, 7, 64 and all tokens.

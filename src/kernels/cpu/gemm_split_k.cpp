@@ -1,6 +1,6 @@
 // gemm_split_k: the `fast` kernel mode's GEMM on the CPU. It exists only as the negative
-// control of the invariance tests (DESIGN.md, R8): like a vendor library's heuristics it picks
-// the reduction by batch size — for M <= kSplitRows, K is cut into kSlices slices summed
+// control of the invariance tests (docs/invariance.md, R8): like a vendor library's heuristics it
+// picks the reduction by batch size — for M <= kSplitRows, K is cut into kSlices slices summed
 // separately and then added (the split-K pattern), for larger M it is the invariant gemm. So a
 // row's bits depend on how many rows share the call, which the tests must detect.
 //   M = rows (tokens), N = output features, K = input features
