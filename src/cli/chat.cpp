@@ -9,7 +9,7 @@
 #include <memory>
 
 #include "cli/commands.h"
-#include "cli/model_options.h"
+#include "cli/common_options.h"
 #include "engine/engine.h"
 #include "tokenizer/chat_template.h"
 
@@ -21,10 +21,7 @@ struct ChatArgs {
   ModelArgs m;
   std::string system;
   int max_tokens = 512;
-  float temperature = 0.0f;
-  float top_p = 1.0f;
-  uint64_t seed = 0;
-  bool seed_given = false;
+  SamplingArgs sampling;
 };
 
 int run_chat(const ChatArgs& a) {
@@ -81,11 +78,7 @@ int run_chat(const ChatArgs& a) {
       history.pop_back();
       continue;
     }
-    req.sampling.temperature = a.temperature;
-    req.sampling.top_p = a.top_p;
-    // One seed per conversation, offset per turn: a replayed chat gives the same answers.
-    req.sampling.seed = a.seed + uint64_t(turn++);
-    req.has_seed = a.seed_given;
+    apply_sampling(a.sampling, req, /*seed_offset=*/uint64_t(turn++));
 
     std::string reply;
     std::promise<engine::RequestEvent> done;
@@ -121,12 +114,7 @@ void add_chat(CLI::App& app) {
   cmd->add_option("--system", args->system, "System message");
   cmd->add_option("-n,--max-tokens", args->max_tokens, "Most tokens per answer")
       ->check(CLI::Range(1, 1 << 20));
-  cmd->add_option("--temperature,--temp", args->temperature, "0 = greedy")
-      ->check(CLI::Range(0.0, 100.0));
-  cmd->add_option("--top-p", args->top_p, "1 = off")->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("-s,--seed", args->seed, "Seed of the sampler")->each([args](const std::string&) {
-    args->seed_given = true;
-  });
+  add_sampling_options(*cmd, args->sampling);
   cmd->callback([args] { set_exit_code(run_chat(*args)); });
 }
 

@@ -8,7 +8,7 @@
 #include <memory>
 
 #include "cli/commands.h"
-#include "cli/model_options.h"
+#include "cli/common_options.h"
 #include "engine/engine.h"
 #include "tokenizer/chat_template.h"
 
@@ -24,13 +24,7 @@ struct GenerateArgs {
   std::string system;
   bool chat = false;
   int max_tokens = 128;
-  float temperature = 0.0f;
-  int top_k = 0;
-  float top_p = 1.0f;
-  float min_p = 0.0f;
-  float repetition_penalty = 1.0f;
-  uint64_t seed = 0;
-  bool seed_given = false;
+  SamplingArgs sampling;
   bool ignore_eos = false;
 };
 
@@ -62,9 +56,7 @@ int run_generate(const GenerateArgs& a) {
   // A chat template writes its own BOS where it wants one.
   req.prompt = tok.encode(text, !a.chat && tok.add_bos_default(), /*parse_special=*/a.chat);
   req.max_tokens = a.max_tokens;
-  req.sampling = {a.temperature, a.top_k, a.top_p, a.min_p, a.seed};
-  req.has_seed = a.seed_given;
-  req.repetition_penalty = a.repetition_penalty;
+  apply_sampling(a.sampling, req);
   req.ignore_eos = a.ignore_eos;
 
   engine::EngineOptions opts = engine_options(a.m, *device);
@@ -119,15 +111,7 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--system", args->system, "System message (with --chat)");
   cmd->add_option("-n,--max-tokens", args->max_tokens, "Tokens to generate")
       ->check(CLI::Range(1, 1 << 20));
-  cmd->add_option("--temperature,--temp", args->temperature, "0 = greedy")
-      ->check(CLI::Range(0.0, 100.0));
-  cmd->add_option("--top-k", args->top_k, "0 = off")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--top-p", args->top_p, "1 = off")->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--min-p", args->min_p, "0 = off")->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--repetition-penalty", args->repetition_penalty, "1 = off")
-      ->check(CLI::Range(0.01, 10.0));
-  cmd->add_option("-s,--seed", args->seed, "Seed of the sampler (same seed, same tokens)")
-      ->each([args](const std::string&) { args->seed_given = true; });
+  add_sampling_options(*cmd, args->sampling);
   cmd->add_flag("--ignore-eos", args->ignore_eos, "Keep generating past end-of-sequence tokens");
   cmd->callback([args] { set_exit_code(run_generate(*args)); });
 }

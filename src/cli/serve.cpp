@@ -8,7 +8,7 @@
 #include <memory>
 
 #include "cli/commands.h"
-#include "cli/model_options.h"
+#include "cli/common_options.h"
 #include "engine/engine.h"
 #include "engine/model_bundle.h"
 #include "server/server.h"

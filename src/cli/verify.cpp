@@ -9,7 +9,7 @@
 #include <memory>
 
 #include "cli/commands.h"
-#include "cli/model_options.h"
+#include "cli/common_options.h"
 #include "engine/model_bundle.h"
 #include "model/config_parse.h"
 #include "verify/blackbox.h"

@@ -1,4 +1,4 @@
-#include "cli/model_options.h"
+#include "cli/common_options.h"
 
 namespace invar::cli {
 
@@ -35,6 +35,24 @@ void add_model_options(CLI::App& cmd, ModelArgs& a, unsigned which, const std::s
                            "weights and activations leave (as vLLM)"))
         ->check(CLI::Range(0.05, 1.0));
   }
+}
+
+void add_sampling_options(CLI::App& cmd, SamplingArgs& a) {
+  cmd.add_option("--temperature,--temp", a.temperature, "0 = greedy")
+      ->check(CLI::Range(0.0, 100.0));
+  cmd.add_option("--top-k", a.top_k, "0 = off")->check(CLI::NonNegativeNumber);
+  cmd.add_option("--top-p", a.top_p, "1 = off")->check(CLI::Range(0.0, 1.0));
+  cmd.add_option("--min-p", a.min_p, "0 = off")->check(CLI::Range(0.0, 1.0));
+  cmd.add_option("--repetition-penalty", a.repetition_penalty, "1 = off")
+      ->check(CLI::Range(0.01, 10.0));
+  cmd.add_option("-s,--seed", a.seed, "Seed of the sampler (same seed, same tokens)")
+      ->each([&a](const std::string&) { a.seed_given = true; });
+}
+
+void apply_sampling(const SamplingArgs& a, engine::RequestParams& req, uint64_t seed_offset) {
+  req.sampling = {a.temperature, a.top_k, a.top_p, a.min_p, a.seed + seed_offset};
+  req.has_seed = a.seed_given;
+  req.repetition_penalty = a.repetition_penalty;
 }
 
 DType weight_dtype_of(const std::string& flag, model::Device device) {

@@ -1,5 +1,6 @@
-// The options of every subcommand that runs a model (generate, chat, serve, verify), defined
-// once: a flag means the same thing, with the same default, everywhere.
+// The options the subcommands share, defined once so that a flag means the same thing, with the
+// same default, everywhere: the model and engine (generate, chat, serve, verify) and sampling
+// (generate, chat).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -43,6 +44,23 @@ Result<engine::ModelBundle> open_bundle(const ModelArgs& a, model::Device device
 
 // Engine options from the shared flags; a subcommand sets its own (max_running, ...) after.
 engine::EngineOptions engine_options(const ModelArgs& a, model::Device device);
+
+struct SamplingArgs {
+  float temperature = 0.0f;
+  int top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  float repetition_penalty = 1.0f;
+  uint64_t seed = 0;
+  bool seed_given = false;
+};
+
+// --temperature/--temp, --top-k, --top-p, --min-p, --repetition-penalty, -s/--seed.
+void add_sampling_options(CLI::App& cmd, SamplingArgs& a);
+
+// Sets the request's sampling from `a`, with `seed_offset` added to the seed (chat: one seed
+// per conversation, offset per turn, so a replayed chat gives the same answers).
+void apply_sampling(const SamplingArgs& a, engine::RequestParams& req, uint64_t seed_offset = 0);
 
 // Host storage of the weight matrices: `flag` (f32 or bf16) when given, else f32 for the CPU
 // (its exact reference) and bf16 for CUDA (what the GPU kernels read; half the host memory).
