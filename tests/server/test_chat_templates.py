@@ -71,3 +71,35 @@ def test_template_raise_is_400():
         assert prompt_tokens(c, HI) > 0  # a conversation the template accepts still works
     finally:
         assert s.stop() == 0
+
+
+def generate(*args):
+    """`invar generate ... --max-tokens 1`: (exit status, stderr)."""
+    import subprocess
+    out = subprocess.run([os.environ["INVAR_BIN"], "generate", "--max-tokens", "1", *args],
+                         capture_output=True, text=True, timeout=300)
+    return out.returncode, out.stderr
+
+
+def generated_prompt_tokens(*args):
+    import re
+    rc, err = generate("--model", os.environ["INVAR_MODEL"], "--prompt", "Hi", "--chat", *args)
+    assert rc == 0, err
+    return int(re.search(r"\[(\d+) prompt tokens", err).group(1))
+
+
+def test_generate_chat_template_options(tmp_path):
+    qwen3 = os.path.join(TEMPLATES, "qwen3.jinja")
+    plain = generated_prompt_tokens("--chat-template", qwen3)
+    assert generated_prompt_tokens() > plain + 10  # SmolLM2's own adds a system prompt
+    assert generated_prompt_tokens("--chat-template", qwen3, "--chat-template-kwargs",
+                                   '{"enable_thinking": false}') > plain
+    bad = tmp_path / "bad.jinja"
+    bad.write_text("{% for m in messages %}")
+    rc, err = generate("--model", os.environ["INVAR_MODEL"], "--prompt", "Hi", "--chat",
+                       "--chat-template", str(bad))
+    assert rc == 1 and "not valid Jinja" in err and str(bad) in err
+    # A model without any template: --chat says so and how to pass one.
+    tiny = os.path.join(os.path.dirname(__file__), "..", "data", "tiny-qwen3")
+    rc, err = generate("--model", tiny, "--random-weights", "1", "--prompt", "Hi", "--chat")
+    assert rc == 1 and "no chat template" in err and "--chat-template FILE" in err
