@@ -19,8 +19,8 @@ namespace {
 using OrderedJson = nlohmann::ordered_json;
 
 // The variables a render sets itself; chat_template_kwargs may not replace them.
-constexpr const char* kReservedNames[] = {"messages", "tools", "add_generation_prompt",
-                                          "bos_token", "eos_token", "raise_exception",
+constexpr const char* kReservedNames[] = {"messages",    "tools",     "add_generation_prompt",
+                                          "bos_token",   "eos_token", "raise_exception",
                                           "strftime_now"};
 
 // Python's str.strip(chars): `chars` is a set of code points.
@@ -45,16 +45,16 @@ std::string strip_code_points(const std::string& s, const std::string& chars) {
 // Jinja's trim filter is Python's str.strip: Unicode whitespace, or the given characters.
 // (minja's own trims ASCII whitespace only; templates trim user text with it.)
 minja::Value trim_filter() {
-  return minja::Value::callable([](const std::shared_ptr<minja::Context>&,
-                                   minja::ArgumentsValue& args) -> minja::Value {
-    args.expectArgs("trim", {1, 2}, {0, 1});
-    const minja::Value& v = args.args[0];
-    if (v.is_null()) return v;
-    const std::string text = v.to_str();
-    minja::Value chars = args.args.size() > 1 ? args.args[1] : args.get_named("chars");
-    if (!chars.is_null()) return strip_code_points(text, chars.get<std::string>());
-    return std::string(python_strip(text));
-  });
+  return minja::Value::callable(
+      [](const std::shared_ptr<minja::Context>&, minja::ArgumentsValue& args) -> minja::Value {
+        args.expectArgs("trim", {1, 2}, {0, 1});
+        const minja::Value& v = args.args[0];
+        if (v.is_null()) return v;
+        const std::string text = v.to_str();
+        minja::Value chars = args.args.size() > 1 ? args.args[1] : args.get_named("chars");
+        if (!chars.is_null()) return strip_code_points(text, chars.get<std::string>());
+        return std::string(python_strip(text));
+      });
 }
 
 // transformers' tojson: json.dumps(value, ensure_ascii=False, indent=None, separators=None,
@@ -89,18 +89,18 @@ minja::Value tojson_filter() {
 
 // strftime_now(format): `now` (local time) formatted as C strftime, which Python's own wraps.
 minja::Value strftime_now_function(const std::tm& now) {
-  return minja::Value::callable([now](const std::shared_ptr<minja::Context>&,
-                                      minja::ArgumentsValue& args) -> minja::Value {
-    args.expectArgs("strftime_now", {1, 1}, {0, 0});
-    const std::string format = args.args[0].get<std::string>();
-    if (format.empty()) return std::string();
-    std::string buf(format.size() * 4 + 64, '\0');
-    for (;;) {
-      const size_t n = std::strftime(buf.data(), buf.size(), format.c_str(), &now);
-      if (n > 0 || buf.size() > 65536) return buf.substr(0, n);
-      buf.resize(buf.size() * 4);
-    }
-  });
+  return minja::Value::callable(
+      [now](const std::shared_ptr<minja::Context>&, minja::ArgumentsValue& args) -> minja::Value {
+        args.expectArgs("strftime_now", {1, 1}, {0, 0});
+        const std::string format = args.args[0].get<std::string>();
+        if (format.empty()) return std::string();
+        std::string buf(format.size() * 4 + 64, '\0');
+        for (;;) {
+          const size_t n = std::strftime(buf.data(), buf.size(), format.c_str(), &now);
+          if (n > 0 || buf.size() > 65536) return buf.substr(0, n);
+          buf.resize(buf.size() * 4);
+        }
+      });
 }
 
 std::tm local_now() {
@@ -126,7 +126,8 @@ std::string condense_minja_error(const std::string& what) {
 Result<std::string> cut_after_final_message(std::string rendered, const OrderedJson& messages) {
   std::optional<std::string> final_text;
   const OrderedJson& last = messages.back();
-  const OrderedJson content = last.is_object() ? last.value("content", OrderedJson()) : OrderedJson();
+  const OrderedJson content =
+      last.is_object() ? last.value("content", OrderedJson()) : OrderedJson();
   if (content.is_string()) {
     final_text = content.get<std::string>();
   } else if (content.is_array()) {  // the last part that has text
@@ -202,8 +203,12 @@ Result<ChatTemplate> ChatTemplate::parse(const std::string& source, std::string 
   return ChatTemplate(std::move(impl));
 }
 
-const std::string& ChatTemplate::source() const { return impl_->source; }
-const std::string& ChatTemplate::origin() const { return impl_->origin; }
+const std::string& ChatTemplate::source() const {
+  return impl_->source;
+}
+const std::string& ChatTemplate::origin() const {
+  return impl_->origin;
+}
 
 Result<std::string> ChatTemplate::render(const ChatTemplateInputs& in) const {
   if (!in.messages.is_array())

@@ -153,8 +153,10 @@ struct Writer {
 }  // namespace
 
 std::string python_json_dumps(const Json& value, const PythonJsonOptions& options) {
-  Writer w{options, options.item_separator.value_or(options.indent ? "," : ", "),
-           options.key_separator.value_or(": "), {}};
+  Writer w{options,
+           options.item_separator.value_or(options.indent ? "," : ", "),
+           options.key_separator.value_or(": "),
+           {}};
   w.write(value, 0);
   return std::move(w.out);
 }

@@ -17,6 +17,7 @@ struct PythonJsonOptions {
   bool sort_keys = false;
 };
 
-std::string python_json_dumps(const nlohmann::ordered_json& value, const PythonJsonOptions& options);
+std::string python_json_dumps(const nlohmann::ordered_json& value,
+                              const PythonJsonOptions& options);
 
 }  // namespace invar::tokenizer

@@ -103,9 +103,9 @@ TEST(ChatTemplate, RendersExactlyAsJinja) {
     in.now = now;
     const auto out = it->second.render(in);
     // (fmt rather than operator+: GCC 12 at -O3 warns falsely about a chain of them.)
-    const std::string where = fmt::format("{} / {}{} {}", name, conv,
-                                          in.add_generation_prompt ? " +gen" : "",
-                                          c["kwargs"].empty() ? "" : c["kwargs"].dump());
+    const std::string where =
+        fmt::format("{} / {}{} {}", name, conv, in.add_generation_prompt ? " +gen" : "",
+                    c["kwargs"].empty() ? "" : c["kwargs"].dump());
     const Divergence divergence = known_divergence(name, conv);
     if (divergence != Divergence::none) {
       ++divergent;
@@ -150,8 +150,8 @@ TEST(ChatTemplate, CoversTheTemplatesOfTheBrief) {
   for (const auto& c : golden["cases"])
     if (c.contains("expected") && c["conversation"] == "tool_call_object_args")
       ++tool_calls_rendered[c["template"].get<std::string>()];
-  for (const char* name : {"qwen2_5", "qwen3", "llama3_1", "llama3_2", "mistral_v0_3",
-                           "mistral_nemo"})
+  for (const char* name :
+       {"qwen2_5", "qwen3", "llama3_1", "llama3_2", "mistral_v0_3", "mistral_nemo"})
     EXPECT_EQ(tool_calls_rendered[name], 2) << name;
 }
 
@@ -176,7 +176,8 @@ TEST(ChatTemplate, AnEditedTemplateIsRunAsWritten) {
 }
 
 TEST(ChatTemplate, RaiseExceptionIsAClearError) {
-  auto out = parse_file("gemma3", "<bos>").render(conversation({{"user", "a"}, {"user", "b"}}, true));
+  auto out =
+      parse_file("gemma3", "<bos>").render(conversation({{"user", "a"}, {"user", "b"}}, true));
   ASSERT_FALSE(out.ok());
   EXPECT_EQ(out.status().code(), StatusCode::invalid_argument);
   EXPECT_EQ(out.status().message(),
@@ -276,8 +277,9 @@ TEST(PythonJson, WritesWhatJsonDumpsWrites) {
   // Expected strings are Python 3.11's json.dumps of the same values.
   const auto v = OrderedJson::parse(
       R"({"b": [1, 2.5, true, null], "a": {"é": "x\"y\n\u0001"}, "e": [], "o": {}, "big": 1e20})");
-  EXPECT_EQ(python_json_dumps(v, {}),
-            R"({"b": [1, 2.5, true, null], "a": {"é": "x\"y\n\u0001"}, "e": [], "o": {}, "big": 1e+20})");
+  EXPECT_EQ(
+      python_json_dumps(v, {}),
+      R"({"b": [1, 2.5, true, null], "a": {"é": "x\"y\n\u0001"}, "e": [], "o": {}, "big": 1e+20})");
   PythonJsonOptions ascii;
   ascii.ensure_ascii = true;
   EXPECT_EQ(python_json_dumps(OrderedJson("é😀"), ascii), R"("\u00e9\ud83d\ude00")");

@@ -126,7 +126,8 @@ TEST(ServerRequest, ChatUsesTheTemplate) {
   auto tmpl = tok.chat_template();
   ASSERT_TRUE(tmpl.ok()) << tmpl.status().message();
   tokenizer::ChatTemplateInputs inputs;
-  inputs.messages = tokenizer::chat_messages_json({{"system", "Be brief."}, {"user", "Hello\nthere"}});
+  inputs.messages =
+      tokenizer::chat_messages_json({{"system", "Be brief."}, {"user", "Hello\nthere"}});
   auto rendered = (*tmpl)->render(inputs);
   ASSERT_TRUE(rendered.ok()) << rendered.status().message();
   EXPECT_EQ(*rendered,
@@ -164,9 +165,9 @@ TEST(ServerRequest, ChatTemplateFields) {
   const std::string user = R"("messages":[{"role":"user","content":"Hi"}])";
   EXPECT_EQ(chat_prompt_text("{" + user + "}", *tok),
             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
-  EXPECT_EQ(chat_prompt_text("{" + user + R"(,"chat_template_kwargs":{"enable_thinking":false}})",
-                             *tok),
-            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think></think>");
+  EXPECT_EQ(
+      chat_prompt_text("{" + user + R"(,"chat_template_kwargs":{"enable_thinking":false}})", *tok),
+      "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think></think>");
   EXPECT_EQ(chat_prompt_text("{" + user + R"(,"add_generation_prompt":false})", *tok),
             "<|im_start|>user\nHi<|im_end|>\n");
   // continue_final_message: the prompt stops inside the assistant's prefilled answer.
@@ -182,8 +183,8 @@ TEST(ServerRequest, ChatTemplateFields) {
                "chat_template_kwargs", "may not set 'messages'");
   expect_error(chat("{" + user + R"(,"continue_final_message":true})"), 400,
                "continue_final_message", "'add_generation_prompt': false");
-  expect_error(chat("{" + user + R"(,"continue_final_message":1})"), 400,
-               "continue_final_message", "a boolean");
+  expect_error(chat("{" + user + R"(,"continue_final_message":1})"), 400, "continue_final_message",
+               "a boolean");
 }
 
 TEST(ServerRequest, ChatTemplateErrorsAre400) {
