@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <map>
@@ -211,6 +212,30 @@ TEST(ChatTemplate, ParseErrorsAndMissingTemplates) {
   EXPECT_TRUE(bare->set_chat_template("{{ messages[0].content }}", "x.jinja").ok());
   none = encode_chat(*bare, conversation({{"user", "Hi"}}, true));
   ASSERT_TRUE(none.ok());
+}
+
+TEST(ChatTemplate, HuggingFaceDirectoriesPreferChatTemplateJinja) {
+  // As transformers: chat_template.jinja beside tokenizer_config.json wins over its
+  // chat_template; without it the config's is used, and the origin names the file.
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(::testing::TempDir()) / "invar_chat_template_dir";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  fs::copy_file(testing::test_data("tokenizer/spm_tiny_hf/tokenizer.json"), dir / "tokenizer.json");
+  std::ofstream(dir / "tokenizer_config.json")
+      << R"({"bos_token": "<s>", "eos_token": "</s>", "chat_template": "config:{{ bos_token }}"})";
+  auto render_dir = [&]() -> std::string {
+    auto tok = Tokenizer::from_hf_dir(dir.string());
+    EXPECT_TRUE(tok.ok()) << tok.status().message();
+    auto tmpl = tok->chat_template();
+    EXPECT_TRUE(tmpl.ok()) << tmpl.status().message();
+    auto out = (*tmpl)->render(conversation({{"user", "Hi"}}, true));
+    return (*tmpl)->origin() + " -> " + (out.ok() ? *out : out.status().message());
+  };
+  EXPECT_EQ(render_dir(), (dir / "tokenizer_config.json").string() + " -> config:<s>");
+  std::ofstream(dir / "chat_template.jinja") << "jinja file:{{ eos_token }}\n";
+  EXPECT_EQ(render_dir(), (dir / "chat_template.jinja").string() + " -> jinja file:</s>");
+  fs::remove_all(dir);
 }
 
 TEST(ChatTemplate, KwargsAndTheVariablesARenderOwns) {
