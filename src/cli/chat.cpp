@@ -20,6 +20,8 @@ namespace {
 struct ChatArgs {
   ModelArgs m;
   std::string system;
+  std::string chat_template;         // --chat-template FILE
+  std::string chat_template_kwargs;  // JSON object
   int max_tokens = 512;
   SamplingArgs sampling;
 };
@@ -35,6 +37,14 @@ int run_chat(const ChatArgs& a) {
     fmt::print(stderr, "error: {}\n", bundle.status().message());
     return 1;
   }
+  Status template_status = use_chat_template_file(a.chat_template, bundle->tokenizer);
+  auto kwargs = parse_chat_template_kwargs(a.chat_template_kwargs);
+  if (template_status.ok()) template_status = kwargs.status();
+  if (template_status.ok()) template_status = bundle->tokenizer.chat_template().status();
+  if (!template_status.ok()) {  // said before the first turn, not after it
+    fmt::print(stderr, "error: {}\n", template_status.message());
+    return 1;
+  }
   const auto& tok = bundle->tokenizer;
   engine::EngineOptions opts = engine_options(a.m, *device);
   opts.max_running = 1;
@@ -44,8 +54,6 @@ int run_chat(const ChatArgs& a) {
     return 1;
   }
   engine::Engine& eng = **created;
-  const std::string bos = tok.bos_id() ? tok.token_bytes(*tok.bos_id()) : std::string();
-  const std::string eos = tok.eos_id() ? tok.token_bytes(*tok.eos_id()) : std::string();
 
   std::vector<tokenizer::ChatMessage> history;
   if (!a.system.empty()) history.push_back({"system", a.system});
@@ -64,13 +72,17 @@ int run_chat(const ChatArgs& a) {
     }
     if (line.empty()) continue;
     history.push_back({"user", line});
-    auto rendered = tokenizer::apply_chat_template(tok.spec().chat_template, history, true, bos, eos);
-    if (!rendered.ok()) {
-      fmt::print(stderr, "error: {}\n", rendered.status().message());
-      return 1;
+    tokenizer::ChatTemplateInputs inputs;
+    inputs.messages = tokenizer::chat_messages_json(history);
+    inputs.kwargs = *kwargs;
+    auto prompt = tokenizer::encode_chat(tok, inputs);
+    if (!prompt.ok()) {  // e.g. the template's raise_exception: this turn is dropped
+      fmt::print(stderr, "error: {}\n", prompt.status().message());
+      history.pop_back();
+      continue;
     }
     engine::RequestParams req;
-    req.prompt = tok.encode(*rendered, false, /*parse_special=*/true);
+    req.prompt = std::move(prompt).value();
     req.max_tokens = std::min(a.max_tokens, opts.max_context - int(req.prompt.size()));
     if (req.max_tokens < 1) {
       fmt::print(stderr, "error: the conversation fills the context ({} tokens); /reset it\n",
@@ -112,6 +124,8 @@ void add_chat(CLI::App& app) {
   auto* cmd = app.add_subcommand("chat", "Chat with a model in the terminal");
   add_model_options(*cmd, args->m);
   cmd->add_option("--system", args->system, "System message");
+  add_chat_template_option(cmd, &args->chat_template);
+  add_chat_template_kwargs_option(cmd, &args->chat_template_kwargs);
   cmd->add_option("-n,--max-tokens", args->max_tokens, "Most tokens per answer")
       ->check(CLI::Range(1, 1 << 20));
   add_sampling_options(*cmd, args->sampling);

@@ -5,12 +5,14 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "core/status.h"
 #include "engine/engine.h"
 #include "engine/model_bundle.h"
 #include "model/model_runner.h"
+#include "tokenizer/tokenizer.h"
 
 namespace invar::cli {
 
@@ -61,6 +63,16 @@ void add_sampling_options(CLI::App& cmd, SamplingArgs& a);
 // Sets the request's sampling from `a`, with `seed_offset` added to the seed (chat: one seed
 // per conversation, offset per turn, so a replayed chat gives the same answers).
 void apply_sampling(const SamplingArgs& a, engine::RequestParams& req, uint64_t seed_offset = 0);
+
+// --chat-template FILE: a Jinja chat template that replaces the model's own.
+void add_chat_template_option(CLI::App* cmd, std::string* path);
+// --chat-template-kwargs JSON: extra template variables (Qwen3's enable_thinking, ...).
+void add_chat_template_kwargs_option(CLI::App* cmd, std::string* json_text);
+// Installs the file's template in `tok` (nothing when `path` is empty); fails if it does not
+// parse, naming the file.
+Status use_chat_template_file(const std::string& path, tokenizer::Tokenizer& tok);
+// The --chat-template-kwargs object (null when the option was not given).
+Result<nlohmann::ordered_json> parse_chat_template_kwargs(const std::string& json_text);
 
 // Host storage of the weight matrices: `flag` (f32 or bf16) when given, else f32 for the CPU
 // (its exact reference) and bf16 for CUDA (what the GPU kernels read; half the host memory).

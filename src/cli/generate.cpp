@@ -23,6 +23,8 @@ struct GenerateArgs {
   std::string prompt;
   std::string system;
   bool chat = false;
+  std::string chat_template;         // --chat-template FILE
+  std::string chat_template_kwargs;  // JSON object
   int max_tokens = 128;
   SamplingArgs sampling;
   bool ignore_eos = false;
@@ -38,23 +40,26 @@ int run_generate(const GenerateArgs& a) {
   if (!device.ok()) return fail(device.status().message());
   auto bundle = open_bundle(a.m, *device);
   if (!bundle.ok()) return fail(bundle.status().message());
+  if (Status st = use_chat_template_file(a.chat_template, bundle->tokenizer); !st.ok())
+    return fail(st.message());
   const auto& tok = bundle->tokenizer;
 
-  std::string text = a.prompt;
+  engine::RequestParams req;
   if (a.chat) {
     std::vector<tokenizer::ChatMessage> messages;
     if (!a.system.empty()) messages.push_back({"system", a.system});
     messages.push_back({"user", a.prompt});
-    auto bos = tok.bos_id() ? tok.token_bytes(*tok.bos_id()) : std::string();
-    auto eos = tok.eos_id() ? tok.token_bytes(*tok.eos_id()) : std::string();
-    auto rendered =
-        tokenizer::apply_chat_template(tok.spec().chat_template, messages, true, bos, eos);
-    if (!rendered.ok()) return fail(rendered.status().message());
-    text = *rendered;
+    tokenizer::ChatTemplateInputs inputs;
+    inputs.messages = tokenizer::chat_messages_json(messages);
+    auto kwargs = parse_chat_template_kwargs(a.chat_template_kwargs);
+    if (!kwargs.ok()) return fail(kwargs.status().message());
+    inputs.kwargs = std::move(kwargs).value();
+    auto prompt = tokenizer::encode_chat(tok, inputs);
+    if (!prompt.ok()) return fail(prompt.status().message());
+    req.prompt = std::move(prompt).value();
+  } else {
+    req.prompt = tok.encode(a.prompt, tok.add_bos_default(), /*parse_special=*/false);
   }
-  engine::RequestParams req;
-  // A chat template writes its own BOS where it wants one.
-  req.prompt = tok.encode(text, !a.chat && tok.add_bos_default(), /*parse_special=*/a.chat);
   req.max_tokens = a.max_tokens;
   apply_sampling(a.sampling, req);
   req.ignore_eos = a.ignore_eos;
@@ -109,6 +114,8 @@ void add_generate(CLI::App& app) {
   cmd->add_option("-p,--prompt", args->prompt, "Prompt text")->required();
   cmd->add_flag("--chat", args->chat, "Wrap the prompt in the model's chat template");
   cmd->add_option("--system", args->system, "System message (with --chat)");
+  add_chat_template_option(cmd, &args->chat_template);
+  add_chat_template_kwargs_option(cmd, &args->chat_template_kwargs);
   cmd->add_option("-n,--max-tokens", args->max_tokens, "Tokens to generate")
       ->check(CLI::Range(1, 1 << 20));
   add_sampling_options(*cmd, args->sampling);

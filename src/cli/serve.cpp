@@ -29,6 +29,7 @@ struct ServeArgs {
   int port = 8000;
   std::string api_key;
   std::string served_model_name;
+  std::string chat_template;  // --chat-template FILE
   int http_threads = 2;
   int max_running = 0;  // 0: per device (kCudaMaxRunning, kCpuMaxRunning)
   int step_tokens = 0;  // 0: per device (kCudaStepTokens, kCpuStepTokens)
@@ -63,6 +64,14 @@ int run_serve(const ServeArgs& a) {
   if (!bundle.ok()) {
     fmt::print(stderr, "error: {}\n", bundle.status().message());
     return 1;
+  }
+  if (Status st = use_chat_template_file(a.chat_template, bundle->tokenizer); !st.ok()) {
+    fmt::print(stderr, "error: {}\n", st.message());
+    return 1;
+  }
+  if (auto tmpl = bundle->tokenizer.chat_template(); !tmpl.ok()) {
+    // Completions still work; chat requests get this message as a 400.
+    fmt::print(stderr, "invar serve: warning: {}\n", tmpl.status().message());
   }
   const bool cuda = *device == model::Device::cuda;
   engine::EngineOptions eo = engine_options(a.m, *device);
@@ -131,6 +140,7 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--api-key", a->api_key, "Require 'Authorization: Bearer KEY' on /v1/*");
   cmd->add_option("--served-model-name", a->served_model_name,
                   "Model name clients pass (empty: the model file's name)");
+  add_chat_template_option(cmd, &a->chat_template);
   cmd->add_option("--http-threads", a->http_threads, "Threads for network and JSON work")
       ->check(CLI::Range(1, 64));
   cmd->add_option("--max-running,--max-num-seqs", a->max_running,

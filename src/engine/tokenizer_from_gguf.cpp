@@ -86,6 +86,7 @@ Result<tokenizer::TokenizerSpec> tokenizer_spec_from_gguf(const model::GgufFile&
   spec.add_space_prefix = spm && get_bool(gguf, "tokenizer.ggml.add_space_prefix").value_or(true);
   if (gguf.has("tokenizer.chat_template")) {
     INVAR_ASSIGN_OR_RETURN(spec.chat_template, gguf.get_string("tokenizer.chat_template"));
+    spec.chat_template_origin = fmt::format("tokenizer.chat_template of {}", path);
   }
   return spec;
 }

@@ -182,15 +182,32 @@ std::optional<ApiError> parse_prompts(const Fields& f, const tokenizer::Tokenize
   return std::nullopt;
 }
 
-// messages: [{role, content: "text" | [{type: "text", text}] | null}], through the chat template.
+// messages: [{role, content: "text" | [{type: "text", text}] | null}], through the chat template
+// with add_generation_prompt, continue_final_message and chat_template_kwargs (vLLM's fields).
 std::optional<ApiError> parse_messages(const Fields& f, const tokenizer::Tokenizer& tok,
                                        std::vector<std::vector<int32_t>>* prompts) {
   const json* messages = f.get("messages");
   if (!messages) return ApiError::bad_request("messages", "'messages' is required");
   if (!messages->is_array() || messages->empty())
     return Fields::type_error("messages", "a non-empty list of {role, content} objects");
-  bool add_generation_prompt = true;
-  if (auto e = f.boolean("add_generation_prompt", &add_generation_prompt)) return e;
+  tokenizer::ChatTemplateInputs inputs;
+  if (auto e = f.boolean("add_generation_prompt", &inputs.add_generation_prompt)) return e;
+  if (auto e = f.boolean("continue_final_message", &inputs.continue_final_message)) return e;
+  if (inputs.continue_final_message && inputs.add_generation_prompt) {
+    return ApiError::bad_request(
+        "continue_final_message",
+        "'continue_final_message' continues the last message, 'add_generation_prompt' opens a "
+        "new one: set 'add_generation_prompt': false with it");
+  }
+  if (const json* kwargs = f.get("chat_template_kwargs")) {
+    if (!kwargs->is_object())
+      return Fields::type_error("chat_template_kwargs", "an object of template variables");
+    // Templates take ordered_json; the body's keys were sorted on parsing, no loss for a set of
+    // variables.
+    inputs.kwargs = nlohmann::ordered_json::parse(kwargs->dump());
+    if (Status st = tokenizer::check_chat_template_kwargs(inputs.kwargs); !st.ok())
+      return ApiError::bad_request("chat_template_kwargs", st.message());
+  }
 
   std::vector<tokenizer::ChatMessage> chat;
   for (size_t i = 0; i < messages->size(); ++i) {
@@ -234,19 +251,13 @@ std::optional<ApiError> parse_messages(const Fields& f, const tokenizer::Tokeniz
     }
     chat.push_back({r, std::move(text)});
   }
+  inputs.messages = tokenizer::chat_messages_json(chat);
 
-  const std::string& source = tok.spec().chat_template;
-  if (source.empty()) {
-    return ApiError::bad_request("messages",
-                                 "this model has no chat template; use "
-                                 "/v1/completions with a prompt instead");
-  }
-  auto bos = tok.bos_id() ? tok.token_bytes(*tok.bos_id()) : std::string();
-  auto eos = tok.eos_id() ? tok.token_bytes(*tok.eos_id()) : std::string();
-  auto rendered = tokenizer::apply_chat_template(source, chat, add_generation_prompt, bos, eos);
-  if (!rendered.ok()) return ApiError::bad_request("messages", rendered.status().message());
-  // The template writes its own BOS where it wants one.
-  prompts->push_back(tok.encode(*rendered, /*add_bos=*/false, /*parse_special=*/true));
+  // The model's own template (or `serve --chat-template`'s); its errors, a raise_exception
+  // included, are the client's to fix: 400.
+  auto prompt = tokenizer::encode_chat(tok, inputs);
+  if (!prompt.ok()) return ApiError::bad_request("messages", prompt.status().message());
+  prompts->push_back(std::move(prompt).value());
   return std::nullopt;
 }
 

@@ -1,412 +1,264 @@
+// ChatTemplate: minja parses and runs the template; this file gives it the variables and
+// functions transformers gives a template, and turns minja's exceptions into Status values.
+// minja is included here only: no other file sees its types (or its global `json` alias).
 #include "tokenizer/chat_template.h"
 
-#include <cstdio>
-#include <ctime>
-#include <string_view>
+#include <fmt/format.h>
 
+#include <minja/minja.hpp>
+#include <regex>
+
+#include "tokenizer/python_json.h"
+#include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode.h"
 
 namespace invar::tokenizer {
 
 namespace {
 
-bool contains(std::string_view s, std::string_view needle) {
-  return s.find(needle) != std::string_view::npos;
-}
-bool starts_with(std::string_view s, std::string_view p) {
-  return s.substr(0, p.size()) == p;
-}
-bool ends_with(std::string_view s, std::string_view p) {
-  return s.size() >= p.size() && s.substr(s.size() - p.size()) == p;
+using OrderedJson = nlohmann::ordered_json;
+
+// The variables a render sets itself; chat_template_kwargs may not replace them.
+constexpr const char* kReservedNames[] = {"messages",    "tools",     "add_generation_prompt",
+                                          "bos_token",   "eos_token", "raise_exception",
+                                          "strftime_now"};
+
+// Python's str.strip(chars): `chars` is a set of code points.
+std::string strip_code_points(const std::string& s, const std::string& chars) {
+  auto in_set = [&](std::string_view ch) { return chars.find(ch) != std::string::npos; };
+  size_t begin = 0, end = s.size();
+  while (begin < end) {
+    size_t next = begin;
+    next_code_point(s, next);
+    if (!in_set(std::string_view(s).substr(begin, next - begin))) break;
+    begin = next;
+  }
+  while (end > begin) {
+    size_t start = end - 1;
+    while (start > begin && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
+    if (!in_set(std::string_view(s).substr(start, end - start))) break;
+    end = start;
+  }
+  return s.substr(begin, end - begin);
 }
 
-// ---- reading facts out of the template source ----
+// Jinja's trim filter is Python's str.strip: Unicode whitespace, or the given characters.
+// (minja's own trims ASCII whitespace only; templates trim user text with it.)
+minja::Value trim_filter() {
+  return minja::Value::callable(
+      [](const std::shared_ptr<minja::Context>&, minja::ArgumentsValue& args) -> minja::Value {
+        args.expectArgs("trim", {1, 2}, {0, 1});
+        const minja::Value& v = args.args[0];
+        if (v.is_null()) return v;
+        const std::string text = v.to_str();
+        minja::Value chars = args.args.size() > 1 ? args.args[1] : args.get_named("chars");
+        if (!chars.is_null()) return strip_code_points(text, chars.get<std::string>());
+        return std::string(python_strip(text));
+      });
+}
 
-// The string literals inside {{ }} and {% %} tags, with Jinja's escapes decoded, in order.
-std::vector<std::string> string_literals(std::string_view src) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i < src.size()) {
-    const size_t open = src.find('{', i);
-    if (open == std::string_view::npos || open + 1 >= src.size()) break;
-    const char kind = src[open + 1];
-    if (kind == '#') {  // comment
-      const size_t close = src.find("#}", open + 2);
-      i = close == std::string_view::npos ? src.size() : close + 2;
-      continue;
+// transformers' tojson: json.dumps(value, ensure_ascii=False, indent=None, separators=None,
+// sort_keys=False), every argument also by keyword.
+minja::Value tojson_filter() {
+  return minja::Value::callable([](const std::shared_ptr<minja::Context>&,
+                                   minja::ArgumentsValue& args) -> minja::Value {
+    static const char* kNames[] = {"value", "ensure_ascii", "indent", "separators", "sort_keys"};
+    if (args.args.empty() || args.args.size() > 5)
+      throw std::runtime_error("tojson takes a value and at most 4 more arguments");
+    std::vector<minja::Value> a(5);
+    for (size_t i = 0; i < args.args.size(); ++i) a[i] = args.args[i];
+    for (auto& [name, value] : args.kwargs) {
+      auto* it = std::find_if(std::begin(kNames), std::end(kNames),
+                              [&](const char* n) { return name == n; });
+      if (it == std::end(kNames)) throw std::runtime_error("tojson has no argument " + name);
+      a[size_t(it - std::begin(kNames))] = value;
     }
-    if (kind != '{' && kind != '%') {
-      i = open + 1;
-      continue;
+    PythonJsonOptions opt;
+    if (!a[1].is_null()) opt.ensure_ascii = a[1].to_bool();
+    if (!a[2].is_null()) opt.indent = int(a[2].get<int64_t>());
+    if (!a[3].is_null()) {
+      if (!a[3].is_array() || a[3].size() != 2)
+        throw std::runtime_error("tojson: separators must be a pair of strings");
+      opt.item_separator = a[3].at(0).get<std::string>();
+      opt.key_separator = a[3].at(1).get<std::string>();
     }
-    const std::string_view close_tag = kind == '{' ? "}}" : "%}";
-    size_t j = open + 2;
-    while (j < src.size() && src.compare(j, 2, close_tag) != 0) {
-      const char q = src[j];
-      if (q != '\'' && q != '"') {
-        ++j;
-        continue;
-      }
-      std::string lit;
-      for (++j; j < src.size() && src[j] != q; ++j) {
-        if (src[j] == '\\' && j + 1 < src.size()) {
-          const char e = src[++j];
-          switch (e) {
-            case 'n':
-              lit += '\n';
-              break;
-            case 't':
-              lit += '\t';
-              break;
-            case 'r':
-              lit += '\r';
-              break;
-            case '\\':
-            case '\'':
-            case '"':
-              lit += e;
-              break;
-            default:
-              lit += '\\';
-              lit += e;
-          }
-        } else {
-          lit += src[j];
+    if (!a[4].is_null()) opt.sort_keys = a[4].to_bool();
+    return python_json_dumps(a[0].get<OrderedJson>(), opt);
+  });
+}
+
+// strftime_now(format): `now` (local time) formatted as C strftime, which Python's own wraps.
+minja::Value strftime_now_function(const std::tm& now) {
+  return minja::Value::callable(
+      [now](const std::shared_ptr<minja::Context>&, minja::ArgumentsValue& args) -> minja::Value {
+        args.expectArgs("strftime_now", {1, 1}, {0, 0});
+        const std::string format = args.args[0].get<std::string>();
+        if (format.empty()) return std::string();
+        std::string buf(format.size() * 4 + 64, '\0');
+        for (;;) {
+          const size_t n = std::strftime(buf.data(), buf.size(), format.c_str(), &now);
+          if (n > 0 || buf.size() > 65536) return buf.substr(0, n);
+          buf.resize(buf.size() * 4);
         }
-      }
-      out.push_back(std::move(lit));
-      ++j;  // closing quote
-    }
-    i = j + 2;
-  }
-  return out;
+      });
 }
 
-// The first literal that starts with `prefix` and ends with `suffix` and has text between.
-std::optional<std::string> literal_between(const std::vector<std::string>& lits,
-                                           std::string_view prefix, std::string_view suffix) {
-  for (const auto& l : lits) {
-    if (l.size() > prefix.size() + suffix.size() && starts_with(l, prefix) && ends_with(l, suffix))
-      return l.substr(prefix.size(), l.size() - prefix.size() - suffix.size());
-  }
-  return std::nullopt;
-}
-
-std::optional<std::string> literal_starting(const std::vector<std::string>& lits,
-                                            std::string_view prefix) {
-  for (const auto& l : lits)
-    if (starts_with(l, prefix)) return l;
-  return std::nullopt;
-}
-
-// Python's str.strip(chars) / lstrip / rstrip for a set of ASCII characters.
-std::string_view strip_chars(std::string_view s, std::string_view chars, bool left = true,
-                             bool right = true) {
-  size_t b = 0, e = s.size();
-  if (left)
-    while (b < e && chars.find(s[b]) != std::string_view::npos) ++b;
-  if (right)
-    while (e > b && chars.find(s[e - 1]) != std::string_view::npos) --e;
-  return s.substr(b, e - b);
-}
-
-std::string trim(std::string_view s) {
-  return std::string(python_strip(s));
-}
-
-// A JSON string as transformers' tojson filter writes it (json.dumps, ensure_ascii=False).
-std::string json_quote(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
-}
-
-// ---- ChatML ----
-
-struct ChatmlVariant {
-  std::optional<std::string> default_system;  // SmolLM2, Qwen2, Qwen2.5
-  bool tools = false;                         // Qwen2.5/Qwen3: tool messages, known roles only
-  bool think = false;                         // Qwen3: <think> blocks in assistant turns
-  bool gen_prompt_needs_message = false;      // generation prompt written inside the loop
-  bool bos_first = false;                     // template writes bos_token first
-  bool enable_thinking_var = false;
-};
-
-ChatmlVariant chatml_variant(const std::string& src) {
-  ChatmlVariant v;
-  const auto lits = string_literals(src);
-  v.default_system = literal_between(lits, "<|im_start|>system\n", "<|im_end|>\n");
-  v.tools = contains(src, "<tool_response>");
-  v.think = contains(src, "</think>") && contains(src, "last_query_index");
-  v.gen_prompt_needs_message = contains(src, "loop.last and add_generation_prompt");
-  v.enable_thinking_var = contains(src, "enable_thinking");
-  // A ChatML template that writes bos_token does so at the very start.
-  v.bos_first = contains(src, "bos_token");
-  return v;
-}
-
-Result<std::string> render_chatml(const std::string& src, const std::vector<ChatMessage>& msgs,
-                                  bool add_gen, const std::string& bos,
-                                  const ChatTemplateOptions& opt) {
-  const ChatmlVariant v = chatml_variant(src);
-  std::string out;
-  if (v.bos_first) out += bos;
-  auto turn = [&](const std::string& role, std::string_view content) {
-    out += "<|im_start|>";
-    out += role;
-    out += '\n';
-    out += content;
-    out += "<|im_end|>\n";
-  };
-  if (v.default_system && msgs[0].role != "system") turn("system", *v.default_system);
-
-  // Qwen3: the last real user query (not a wrapped tool response) splits history from the
-  // turn being answered.
-  int64_t last_query = int64_t(msgs.size()) - 1;
-  if (v.think) {
-    for (int64_t i = int64_t(msgs.size()) - 1; i >= 0; --i) {
-      const auto& c = msgs[i].content;
-      if (msgs[i].role == "user" &&
-          !(starts_with(c, "<tool_response>") && ends_with(c, "</tool_response>"))) {
-        last_query = i;
-        break;
-      }
-    }
-  }
-  const int64_t n = int64_t(msgs.size());
-  for (int64_t i = 0; i < n; ++i) {
-    const ChatMessage& m = msgs[i];
-    if (!v.tools) {
-      turn(m.role, m.content);
-      continue;
-    }
-    if (m.role == "user" || m.role == "system") {
-      turn(m.role, m.content);
-    } else if (m.role == "assistant") {
-      if (!v.think) {
-        turn(m.role, m.content);
-        continue;
-      }
-      std::string_view content = m.content, reasoning;
-      const size_t close = content.rfind("</think>");
-      if (close != std::string_view::npos) {
-        const std::string_view whole = m.content;
-        content = strip_chars(whole.substr(close + 8), "\n", true, false);
-        std::string_view before =
-            strip_chars(whole.substr(0, whole.find("</think>")), "\n", false, true);
-        const size_t open = before.rfind("<think>");
-        if (open != std::string_view::npos) before = before.substr(open + 7);
-        reasoning = strip_chars(before, "\n", true, false);
-      }
-      out += "<|im_start|>assistant\n";
-      if (i > last_query && (i == n - 1 || !reasoning.empty())) {
-        out += "<think>\n";
-        out += strip_chars(reasoning, "\n");
-        out += "\n</think>\n\n";
-        out += strip_chars(content, "\n", true, false);
-      } else {
-        out += content;
-      }
-      out += "<|im_end|>\n";
-    } else if (m.role == "tool") {
-      if (i == 0 || msgs[i - 1].role != "tool") out += "<|im_start|>user";
-      out += "\n<tool_response>\n";
-      out += m.content;
-      out += "\n</tool_response>";
-      if (i == n - 1 || msgs[i + 1].role != "tool") out += "<|im_end|>\n";
-    }
-    // Other roles: these templates write nothing.
-  }
-  if (add_gen) {
-    out += "<|im_start|>assistant\n";
-    if (v.enable_thinking_var && opt.enable_thinking && !*opt.enable_thinking)
-      out += "<think>\n\n</think>\n\n";
-  }
-  return out;
-}
-
-// ---- Llama-3 ----
-
-std::string today_date_string() {
-  const std::time_t now = std::time(nullptr);
+std::tm local_now() {
+  const std::time_t t = std::time(nullptr);
   std::tm tm{};
-  localtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%d %b %Y", &tm);
-  return buf;
+  localtime_r(&t, &tm);
+  return tm;
 }
 
-Result<std::string> render_llama3(const std::string& src, const std::vector<ChatMessage>& msgs,
-                                  bool add_gen, const std::string& bos,
-                                  const ChatTemplateOptions& opt) {
-  auto header = [](std::string_view role) {
-    return "<|start_header_id|>" + std::string(role) + "<|end_header_id|>\n\n";
-  };
-  std::string out = bos;
-  size_t first = 0;
-  const auto lits = string_literals(src);
-  if (auto cutoff = literal_starting(lits, "Cutting Knowledge Date:")) {
-    // 3.1+: a system turn always comes first, holding the knowledge cutoff and the date.
-    std::string date;
-    if (opt.date_string) {
-      date = *opt.date_string;
-    } else if (contains(src, "strftime_now")) {
-      date = today_date_string();
-    } else {
-      const size_t at = src.find("date_string = ");
-      const size_t q = at == std::string::npos ? at : src.find_first_of("\"'", at);
-      const size_t q2 = q == std::string::npos ? q : src.find(src[q], q + 1);
-      if (q2 == std::string::npos)
-        return Status::error("chat template (Llama-3.1 family): no default date_string found");
-      date = src.substr(q + 1, q2 - q - 1);
-    }
-    std::string system;
-    if (msgs[0].role == "system") {
-      system = trim(msgs[0].content);
-      first = 1;
-    }
-    out += header("system") + *cutoff + "Today Date: " + date + "\n\n" + system + "<|eot_id|>";
-    for (size_t i = first; i < msgs.size(); ++i) {
-      const ChatMessage& m = msgs[i];
-      if (m.role == "tool" || m.role == "ipython") {
-        // A string "is iterable" in Jinja, so the template writes tool output through tojson.
-        out += header("ipython") + json_quote(m.content) + "<|eot_id|>";
-      } else {
-        out += header(m.role) + trim(m.content) + "<|eot_id|>";
-      }
-    }
-    if (add_gen) out += header("assistant");
-    return out;
-  }
-  for (size_t i = first; i < msgs.size(); ++i)
-    out += header(msgs[i].role) + trim(msgs[i].content) + "<|eot_id|>";
-  if (add_gen) out += header("assistant");
-  return out;
+// minja appends " at row R, column C:" and the template lines around it at each level of the
+// template it unwinds through; the first (innermost) place is the one that failed.
+std::string condense_minja_error(const std::string& what) {
+  static const std::regex kWhere(R"( at row (\d+), column (\d+):\n)");
+  std::smatch m;
+  if (!std::regex_search(what, m, kWhere)) return what;
+  return fmt::format("{} (template line {}, column {})", what.substr(0, size_t(m.position(0))),
+                     m[1].str(), m[2].str());
 }
 
-// ---- Llama-2 ----
-
-Result<std::string> render_llama2(const std::vector<ChatMessage>& msgs, const std::string& bos,
-                                  const std::string& eos) {
-  size_t first = 0;
-  std::optional<std::string> system;
-  if (msgs[0].role == "system") {
-    system = msgs[0].content;
-    first = 1;
+// The text a prefilled last message should be continued from: transformers' rule, which looks
+// for the message's stripped text in the rendered prompt and cuts after it, keeping the message's
+// leading and trailing whitespace where the template kept them.
+Result<std::string> cut_after_final_message(std::string rendered, const OrderedJson& messages) {
+  std::optional<std::string> final_text;
+  const OrderedJson& last = messages.back();
+  const OrderedJson content =
+      last.is_object() ? last.value("content", OrderedJson()) : OrderedJson();
+  if (content.is_string()) {
+    final_text = content.get<std::string>();
+  } else if (content.is_array()) {  // the last part that has text
+    for (auto it = content.rbegin(); it != content.rend() && !final_text; ++it)
+      if (it->is_object() && it->contains("text") && (*it)["text"].is_string())
+        final_text = (*it)["text"].get<std::string>();
   }
-  std::string out;
-  for (size_t i = first; i < msgs.size(); ++i) {
-    const size_t k = i - first;
-    const ChatMessage& m = msgs[i];
-    if ((m.role == "user") != (k % 2 == 0))
-      return Status::error(
-          "chat template (Llama-2): Conversation roles must alternate "
-          "user/assistant/user/assistant/...");
-    std::string content = m.content;
-    if (k == 0 && system) content = "<<SYS>>\n" + *system + "\n<</SYS>>\n\n" + m.content;
-    if (m.role == "user") {
-      out += bos + "[INST] " + trim(content) + " [/INST]";
-    } else if (m.role == "assistant") {
-      out += ' ';
-      out += trim(content);
-      out += ' ';
-      out += eos;
-    }
+  if (!final_text)
+    return Status::error(StatusCode::invalid_argument,
+                         "continue_final_message: the last message has no text to continue");
+  const std::string_view stripped = python_strip(*final_text);
+  const size_t at = rendered.rfind(stripped);
+  if (at == std::string::npos)
+    return Status::error(StatusCode::invalid_argument,
+                         "continue_final_message: the chat template does not write the last "
+                         "message's text as it is, so there is no place to continue it from");
+  const std::string_view lead_stripped = python_strip(*final_text, true, false);
+  if (rendered.compare(at, lead_stripped.size(), *final_text) == 0) {
+    rendered.resize(at + lead_stripped.size());  // the template kept the trailing whitespace
+  } else {
+    rendered.resize(at + stripped.size());
   }
-  return out;
-}
-
-// ---- Zephyr / TinyLlama ----
-
-Result<std::string> render_zephyr(const std::string& src, const std::vector<ChatMessage>& msgs,
-                                  bool add_gen, const std::string& eos) {
-  // The template's own text after each turn and after the generation prompt (a newline in
-  // Zephyr's and TinyLlama's: the raw "\n" that follows "}}" survives trim_blocks).
-  const std::string after_turn = contains(src, "eos_token }}\n") ? "\n" : "";
-  const std::string after_prompt = contains(src, "'<|assistant|>' }}\n") ? "\n" : "";
-  std::string out;
-  for (const auto& m : msgs) {
-    if (m.role != "user" && m.role != "system" && m.role != "assistant") continue;
-    out += "<|" + m.role + "|>\n" + m.content + eos + after_turn;
-  }
-  if (add_gen) out += "<|assistant|>" + after_prompt;
-  return out;
+  return rendered;
 }
 
 }  // namespace
 
-Result<ChatTemplateFamily> chat_template_family(const std::string& src) {
-  if (contains(src, "<|im_start|>")) return ChatTemplateFamily::chatml;
-  if (contains(src, "<|start_header_id|>")) return ChatTemplateFamily::llama3;
-  if (contains(src, "[INST]") && contains(src, "<<SYS>>")) return ChatTemplateFamily::llama2;
-  if (contains(src, "<|user|>") && contains(src, "<|assistant|>"))
-    return ChatTemplateFamily::zephyr;
-  if (src.empty())
+struct ChatTemplate::Impl {
+  std::string source, origin, bos_token, eos_token;
+  std::shared_ptr<minja::TemplateNode> root;
+};
+
+Status check_chat_template_kwargs(const OrderedJson& kwargs) {
+  if (kwargs.is_null()) return {};
+  if (!kwargs.is_object())
+    return Status::error(StatusCode::invalid_argument,
+                         "chat_template_kwargs must be an object of variable names and values");
+  for (const auto& [name, value] : kwargs.items())
+    for (const char* reserved : kReservedNames)
+      if (name == reserved)
+        return Status::error(StatusCode::invalid_argument,
+                             fmt::format("chat_template_kwargs may not set '{}': it comes from "
+                                         "the request itself",
+                                         name));
+  return {};
+}
+
+OrderedJson chat_messages_json(const std::vector<ChatMessage>& messages) {
+  OrderedJson list = OrderedJson::array();
+  for (const auto& m : messages) list.push_back({{"role", m.role}, {"content", m.content}});
+  return list;
+}
+
+Result<ChatTemplate> ChatTemplate::parse(const std::string& source, std::string origin,
+                                         std::string bos_token, std::string eos_token) {
+  auto impl = std::make_shared<Impl>();
+  impl->source = source;
+  impl->origin = std::move(origin);
+  impl->bos_token = std::move(bos_token);
+  impl->eos_token = std::move(eos_token);
+  try {
+    // As transformers compiles chat templates: trim_blocks, lstrip_blocks, and Jinja's default
+    // of dropping one trailing newline of the source.
+    impl->root = minja::Parser::parse(source, {/*trim_blocks=*/true, /*lstrip_blocks=*/true,
+                                               /*keep_trailing_newline=*/false});
+  } catch (const std::exception& e) {
     return Status::error(
-        "the model has no chat template; pass a plain prompt instead of chat messages");
-  return Status::errorf(
-      "unrecognized chat template (supported families: ChatML <|im_start|>, Llama-3 "
-      "<|start_header_id|>, Llama-2 [INST] <<SYS>>, Zephyr <|user|>); it begins: {}",
-      src.substr(0, 120));
-}
-
-Result<std::string> apply_chat_template(const std::string& src,
-                                        const std::vector<ChatMessage>& messages,
-                                        bool add_generation_prompt, const std::string& bos_token,
-                                        const std::string& eos_token) {
-  return apply_chat_template(src, messages, add_generation_prompt, bos_token, eos_token, {});
-}
-
-Result<std::string> apply_chat_template(const std::string& src,
-                                        const std::vector<ChatMessage>& messages,
-                                        bool add_generation_prompt, const std::string& bos_token,
-                                        const std::string& eos_token,
-                                        const ChatTemplateOptions& options) {
-  INVAR_ASSIGN_OR_RETURN(ChatTemplateFamily family, chat_template_family(src));
-  if (messages.empty()) return Status::error("chat template: the conversation has no messages");
-  switch (family) {
-    case ChatTemplateFamily::chatml:
-      return render_chatml(src, messages, add_generation_prompt, bos_token, options);
-    case ChatTemplateFamily::llama3:
-      return render_llama3(src, messages, add_generation_prompt, bos_token, options);
-    case ChatTemplateFamily::llama2:
-      return render_llama2(messages, bos_token, eos_token);
-    case ChatTemplateFamily::zephyr:
-      return render_zephyr(src, messages, add_generation_prompt, eos_token);
+        StatusCode::invalid_argument,
+        fmt::format("the chat template ({}) is not valid Jinja: {}; pass a working one with "
+                    "--chat-template FILE",
+                    impl->origin, condense_minja_error(e.what())));
   }
-  return Status::error("chat template: unknown family");
+  return ChatTemplate(std::move(impl));
+}
+
+const std::string& ChatTemplate::source() const {
+  return impl_->source;
+}
+const std::string& ChatTemplate::origin() const {
+  return impl_->origin;
+}
+
+Result<std::string> ChatTemplate::render(const ChatTemplateInputs& in) const {
+  if (!in.messages.is_array())
+    return Status::error(StatusCode::invalid_argument, "chat template: messages must be a list");
+  if (in.continue_final_message && in.add_generation_prompt)
+    return Status::error(StatusCode::invalid_argument,
+                         "continue_final_message and add_generation_prompt exclude each other: "
+                         "one continues the last message, the other opens a new assistant turn");
+  if (in.continue_final_message && in.messages.empty())
+    return Status::error(StatusCode::invalid_argument,
+                         "continue_final_message needs a last message to continue");
+  INVAR_RETURN_IF_ERROR(check_chat_template_kwargs(in.kwargs));
+  // raise_exception's message, kept aside: minja rethrows every exception as a runtime_error
+  // with the template's location appended at each level.
+  auto raised = std::make_shared<std::optional<std::string>>();
+  try {
+    auto context = minja::Context::make(minja::Value(OrderedJson::object()));
+    if (in.kwargs.is_object())
+      for (const auto& [name, value] : in.kwargs.items()) context->set(name, minja::Value(value));
+    context->set("messages", minja::Value(in.messages));
+    if (!in.tools.is_null()) context->set("tools", minja::Value(in.tools));
+    context->set("add_generation_prompt", in.add_generation_prompt);
+    context->set("bos_token", impl_->bos_token);
+    context->set("eos_token", impl_->eos_token);
+    context->set("raise_exception",
+                 minja::Value::callable([raised](const std::shared_ptr<minja::Context>&,
+                                                 minja::ArgumentsValue& args) -> minja::Value {
+                   *raised = args.args.empty() ? std::string() : args.args[0].to_str();
+                   throw std::runtime_error(**raised);
+                 }));
+    context->set("strftime_now", strftime_now_function(in.now ? *in.now : local_now()));
+    context->set("trim", trim_filter());
+    context->set("tojson", tojson_filter());
+    std::string rendered = impl_->root->render(context);
+    if (in.continue_final_message) return cut_after_final_message(std::move(rendered), in.messages);
+    return rendered;
+  } catch (const std::exception& e) {
+    if (*raised)
+      return Status::error(StatusCode::invalid_argument,
+                           fmt::format("the chat template refused the conversation: {}", **raised));
+    return Status::error(StatusCode::invalid_argument,
+                         fmt::format("the chat template ({}) failed: {}", impl_->origin,
+                                     condense_minja_error(e.what())));
+  }
+}
+
+Result<std::vector<int32_t>> encode_chat(const Tokenizer& tok, const ChatTemplateInputs& inputs) {
+  INVAR_ASSIGN_OR_RETURN(const ChatTemplate* tmpl, tok.chat_template());
+  INVAR_ASSIGN_OR_RETURN(std::string text, tmpl->render(inputs));
+  return tok.encode(text, /*add_bos=*/false, /*parse_special=*/true);
 }
 
 }  // namespace invar::tokenizer

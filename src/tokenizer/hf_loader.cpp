@@ -1,6 +1,6 @@
 // Tokenizer::from_hf_dir: reads a Hugging Face tokenizer.json (BPE model, added tokens,
-// normalizer and pre-tokenizer) and tokenizer_config.json (bos/eos, add_bos_token,
-// chat_template) into a TokenizerSpec.
+// normalizer and pre-tokenizer), tokenizer_config.json (bos/eos, add_bos_token, chat_template)
+// and chat_template.jinja into a TokenizerSpec.
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -273,7 +273,17 @@ Result<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
       spec.add_bos = true;
   }
 
-  if (cfg.contains("chat_template")) {
+  // chat_template.jinja, the newer separate file, wins over tokenizer_config.json's
+  // chat_template, as in transformers.
+  const fs::path jinja_path = fs::path(dir) / "chat_template.jinja";
+  if (fs::exists(jinja_path)) {
+    std::ifstream in(jinja_path, std::ios::binary);
+    if (!in) return Status::errorf("{}: cannot open", jinja_path.string());
+    std::stringstream ss;
+    ss << in.rdbuf();
+    spec.chat_template = ss.str();
+    spec.chat_template_origin = jinja_path.string();
+  } else if (cfg.contains("chat_template")) {
     const json& t = cfg["chat_template"];
     if (t.is_string()) {
       spec.chat_template = t.get<std::string>();
@@ -281,12 +291,7 @@ Result<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
       for (const auto& e : t)
         if (e.value("name", "") == "default") spec.chat_template = e.value("template", "");
     }
-  }
-  if (spec.chat_template.empty() && fs::exists(fs::path(dir) / "chat_template.jinja")) {
-    std::ifstream in(fs::path(dir) / "chat_template.jinja", std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    spec.chat_template = ss.str();
+    spec.chat_template_origin = (fs::path(dir) / "tokenizer_config.json").string();
   }
   return from_spec(std::move(spec));
 }

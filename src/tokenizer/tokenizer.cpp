@@ -4,6 +4,7 @@
 #include <array>
 
 #include "tokenizer/bpe.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/unicode.h"
 
@@ -48,6 +49,9 @@ struct Tokenizer::Impl {
   std::optional<ByteLevelBpe> byte_bpe;
   std::optional<SentencePieceBpe> spm;
   std::vector<int32_t> stop_ids;
+  // The parsed chat template, or why there is none.
+  std::optional<ChatTemplate> chat_template;
+  Status chat_template_error;
 
   int32_t type_of(size_t id) const {
     return id < spec.token_types.size() ? spec.token_types[id] : int32_t(kTokenNormal);
@@ -145,7 +149,36 @@ Result<Tokenizer> Tokenizer::from_spec(TokenizerSpec spec) {
         std::find(impl->stop_ids.begin(), impl->stop_ids.end(), it->second) == impl->stop_ids.end())
       impl->stop_ids.push_back(it->second);
   }
-  return Tokenizer(std::move(impl));
+  Tokenizer tok(std::move(impl));
+  if (s.chat_template.empty()) {
+    tok.impl_->chat_template_error = Status::error(
+        StatusCode::not_found,
+        "the model has no chat template (no tokenizer.chat_template in its GGUF file; no "
+        "chat_template in tokenizer_config.json nor a chat_template.jinja beside it): pass one "
+        "with --chat-template FILE (a Jinja chat template), or send a plain prompt");
+  } else if (Status st = tok.set_chat_template(s.chat_template, s.chat_template_origin); !st.ok()) {
+    // A template minja cannot parse does not stop the model from loading: plain prompts still
+    // work, and a chat request gets this error.
+    tok.impl_->chat_template_error = st;
+  }
+  return tok;
+}
+
+Result<const ChatTemplate*> Tokenizer::chat_template() const {
+  if (impl_->chat_template) return &*impl_->chat_template;
+  return impl_->chat_template_error;
+}
+
+Status Tokenizer::set_chat_template(const std::string& source, std::string origin) {
+  const std::string bos = bos_id() ? token_bytes(*bos_id()) : std::string();
+  const std::string eos = eos_id() ? token_bytes(*eos_id()) : std::string();
+  if (origin.empty()) origin = "the model's chat template";
+  INVAR_ASSIGN_OR_RETURN(ChatTemplate parsed, ChatTemplate::parse(source, origin, bos, eos));
+  impl_->chat_template = std::move(parsed);
+  impl_->chat_template_error = {};
+  impl_->spec.chat_template = source;
+  impl_->spec.chat_template_origin = std::move(origin);
+  return {};
 }
 
 void Tokenizer::Impl::encode_text(std::string_view text, bool after_special,

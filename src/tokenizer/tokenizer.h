@@ -53,7 +53,11 @@ struct TokenizerSpec {
   bool add_space_prefix = false;
   bool ignore_merges = false;  // byte-level: a piece that is a whole token is taken as is (Llama-3)
   std::string chat_template;   // Jinja source, empty if none
+  // Where chat_template came from (a GGUF key, a file), for error messages.
+  std::string chat_template_origin;
 };
+
+class ChatTemplate;
 
 class Tokenizer {
  public:
@@ -90,6 +94,14 @@ class Tokenizer {
   bool is_special(int32_t id) const;
   // Whether decoding drops one leading space (sentencepiece with add_space_prefix).
   bool strips_leading_space() const;
+
+  // The chat template (chat_template.h): the model's own, parsed once when the tokenizer is made,
+  // or the one set_chat_template gave. An error when there is none or it does not parse, saying
+  // how to pass one.
+  Result<const ChatTemplate*> chat_template() const;
+  // Replaces the model's chat template (`--chat-template FILE`); `origin` names the file. Fails,
+  // keeping the old one, if `source` does not parse.
+  Status set_chat_template(const std::string& source, std::string origin);
 
  private:
   struct Impl;

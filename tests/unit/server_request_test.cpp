@@ -123,12 +123,16 @@ TEST(ServerRequest, ChatUsesTheTemplate) {
       "max_completion_tokens":7,"logprobs":true,"top_logprobs":3})");
   ASSERT_FALSE(p.error) << p.error->message;
   const auto& tok = smollm2();
-  auto rendered = tokenizer::apply_chat_template(
-      tok.spec().chat_template, {{"system", "Be brief."}, {"user", "Hello\nthere"}}, true,
-      tok.bos_id() ? tok.token_bytes(*tok.bos_id()) : "",
-      tok.eos_id() ? tok.token_bytes(*tok.eos_id()) : "");
-  ASSERT_TRUE(rendered.ok());
-  EXPECT_NE(rendered->find("<|im_start|>assistant\n"), std::string::npos);
+  auto tmpl = tok.chat_template();
+  ASSERT_TRUE(tmpl.ok()) << tmpl.status().message();
+  tokenizer::ChatTemplateInputs inputs;
+  inputs.messages =
+      tokenizer::chat_messages_json({{"system", "Be brief."}, {"user", "Hello\nthere"}});
+  auto rendered = (*tmpl)->render(inputs);
+  ASSERT_TRUE(rendered.ok()) << rendered.status().message();
+  EXPECT_EQ(*rendered,
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello\nthere<|im_end|>\n"
+            "<|im_start|>assistant\n");
   EXPECT_EQ(p.request.prompts[0], tok.encode(*rendered, false, true));
   EXPECT_EQ(p.request.choice_params(0).max_tokens, 7);
   EXPECT_EQ(p.request.choice_params(0).top_logprobs, 3);
@@ -137,6 +141,78 @@ TEST(ServerRequest, ChatUsesTheTemplate) {
   auto rest = chat(R"({"messages":[{"role":"user","content":"Hi"}]})");
   ASSERT_FALSE(rest.error);
   EXPECT_EQ(rest.request.choice_params(0).max_tokens, 256 - int(rest.request.prompts[0].size()));
+}
+
+// The text of the prompt a chat request was rendered into.
+std::string chat_prompt_text(const std::string& body, const tokenizer::Tokenizer& tok) {
+  CompletionRequest r;
+  auto error = parse_completion_request(Endpoint::chat, body, tok, limits(), &r);
+  EXPECT_FALSE(error) << error->message;
+  return error ? std::string() : tok.decode(r.prompts[0]);
+}
+
+TEST(ServerRequest, ChatTemplateFields) {
+  // A Qwen3-style switch in a template of the test's own: chat_template_kwargs reach it.
+  auto tok = tokenizer::Tokenizer::from_hf_dir(testing::test_data("tokenizer/smollm2"));
+  ASSERT_TRUE(tok.ok());
+  ASSERT_TRUE(tok->set_chat_template(
+                     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+                     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+                     "{% if enable_thinking is defined and not enable_thinking %}<think></think>"
+                     "{% endif %}{% endif %}",
+                     "test template")
+                  .ok());
+  const std::string user = R"("messages":[{"role":"user","content":"Hi"}])";
+  EXPECT_EQ(chat_prompt_text("{" + user + "}", *tok),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(
+      chat_prompt_text("{" + user + R"(,"chat_template_kwargs":{"enable_thinking":false}})", *tok),
+      "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think></think>");
+  EXPECT_EQ(chat_prompt_text("{" + user + R"(,"add_generation_prompt":false})", *tok),
+            "<|im_start|>user\nHi<|im_end|>\n");
+  // continue_final_message: the prompt stops inside the assistant's prefilled answer.
+  EXPECT_EQ(chat_prompt_text(R"({"messages":[{"role":"user","content":"Hi"},
+      {"role":"assistant","content":"Hello, "}],"add_generation_prompt":false,
+      "continue_final_message":true})",
+                             *tok),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello, ");
+
+  expect_error(chat("{" + user + R"(,"chat_template_kwargs":"enable_thinking"})"), 400,
+               "chat_template_kwargs", "an object");
+  expect_error(chat("{" + user + R"(,"chat_template_kwargs":{"messages":[]}})"), 400,
+               "chat_template_kwargs", "may not set 'messages'");
+  expect_error(chat("{" + user + R"(,"continue_final_message":true})"), 400,
+               "continue_final_message", "'add_generation_prompt': false");
+  expect_error(chat("{" + user + R"(,"continue_final_message":1})"), 400, "continue_final_message",
+               "a boolean");
+}
+
+TEST(ServerRequest, ChatTemplateErrorsAre400) {
+  // A template's raise_exception reaches the client as its own message.
+  auto tok = tokenizer::Tokenizer::from_hf_dir(testing::test_data("tokenizer/smollm2"));
+  ASSERT_TRUE(tok.ok());
+  ASSERT_TRUE(tok->set_chat_template("{% if messages[0].role == 'system' %}"
+                                     "{{ raise_exception('System role not supported') }}"
+                                     "{% endif %}{{ messages[0].content }}",
+                                     "test template")
+                  .ok());
+  CompletionRequest r;
+  auto error = parse_completion_request(
+      Endpoint::chat, R"({"messages":[{"role":"system","content":"x"}]})", *tok, limits(), &r);
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->status, 400);
+  EXPECT_EQ(error->param, "messages");
+  EXPECT_NE(error->message.find("System role not supported"), std::string::npos) << error->message;
+
+  // A model without any template: 400, saying how to give one.
+  auto bare = tokenizer::Tokenizer::from_hf_dir(testing::test_data("tokenizer/spm_tiny_hf"));
+  ASSERT_TRUE(bare.ok());
+  error = parse_completion_request(
+      Endpoint::chat, R"({"messages":[{"role":"user","content":"x"}]})", *bare, limits(), &r);
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->status, 400);
+  EXPECT_NE(error->message.find("no chat template"), std::string::npos) << error->message;
+  EXPECT_NE(error->message.find("--chat-template"), std::string::npos) << error->message;
 }
 
 TEST(ServerRequest, MalformedBodies) {
