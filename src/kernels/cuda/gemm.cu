@@ -156,17 +156,19 @@ GemmTile CudaGemm::choose_tile(int64_t m, int64_t n, int64_t k) {
     return m <= 16 ? GemmTile::m16n64_swap : m <= 32 ? GemmTile::m32n64_swap : GemmTile::m64n64_swap;
   }
   // Past decode: the best of a config's own speed (its share of the fastest config's rate
-  // on full waves) times how well its tiles fill the waves. The efficiencies are fitted to
-  // gemm_bench --all-tiles on an H200 at M = 96..2048 over the Qwen3-8B and SmolLM2 shapes
-  // (bench/results/gemm-tiles-h200-2026-12-01.txt; gemm-notes.md, run 5): the odd-sized swap
-  // tiles win where their count lands just under a whole number of waves (qkv at M = 384:
-  // 6144/192 x 384/96 = 128 CTAs, where m128n192 leaves a third of the SMs idle).
+  // on full waves) times how well its tiles fill the waves. The efficiencies are fitted by
+  // bench/cuda/fit_tile_choice.py to gemm_bench --all-tiles on an H200 (M = 96..2048, Qwen3-8B
+  // and SmolLM2 shapes) and an H100 (M = 96..8192, Qwen3-8B and Llama-3-8B shapes) together
+  // (gemm-notes.md, runs 5 and 6): the odd-sized swap tiles win where their count lands just
+  // under a whole number of waves (qkv at M = 384: 6144/192 x 384/96 = 128 CTAs, where
+  // m128n192 leaves a third of the SMs idle), but not on whole waves at large M, where
+  // m96n192_swap falls to ~430-560 TFLOP/s on an H100 (m128n256: ~700).
   struct Candidate {
     GemmTile tile;
     double efficiency;
   };
   constexpr Candidate kCandidates[] = {
-      {GemmTile::m96n192_swap, 0.96}, {GemmTile::m128n256, 0.94},    {GemmTile::m128n192, 0.92},
+      {GemmTile::m96n192_swap, 0.92}, {GemmTile::m128n256, 0.94},    {GemmTile::m128n192, 0.92},
       {GemmTile::m128n128, 0.86},     {GemmTile::m96n128_swap, 0.68}, {GemmTile::m64n192_swap, 0.66},
       {GemmTile::m64n128, 0.46}};
   GemmTile best = kCandidates[0].tile;
