@@ -265,13 +265,15 @@ Status CudaGemm::run_tile(const GemmProblem& p, GemmTile tile, cudaStream_t stre
 bool CudaGemm::fuses_gate_up(GemmTile tile) { return tile_info(tile).launch_gate_up != nullptr; }
 
 // The gate/up GEMM into p.scratch, as one GEMM of N = 2I.
-static GemmProblem gate_up_gemm(const GateUpProblem& p) {
+// The gate/up GEMM as one GEMM of N = 2I writing `y` (row stride ldy): the scratch [M, 2I] on
+// the unfused paths, h [M, I] where the epilogue folds each gate/up pair into one value.
+static GemmProblem gate_up_gemm(const GateUpProblem& p, void* y, int64_t ldy) {
   return GemmProblem{.x = p.x,
                      .ldx = p.ldx,
                      .w = p.w,
                      .ldw = p.ldw,
-                     .y = p.scratch,
-                     .ldy = 2 * p.inter,
+                     .y = y,
+                     .ldy = ldy,
                      .m = p.m,
                      .n = 2 * p.inter,
                      .k = p.k};
@@ -296,7 +298,7 @@ Status CudaGemm::run_gate_up(const GateUpProblem& p, KernelMode mode, cudaStream
     return run_gate_up_tile(p, choose_tile(p.m, 2 * p.inter, p.k), fuse, stream);
   }
   INVAR_RETURN_IF_ERROR(check_gate_up(p));
-  INVAR_RETURN_IF_ERROR(run(gate_up_gemm(p), mode, stream));
+  INVAR_RETURN_IF_ERROR(run(gate_up_gemm(p, p.scratch, 2 * p.inter), mode, stream));
   return silu_mul_after(p, stream);
 }
 
@@ -305,20 +307,12 @@ Status CudaGemm::run_gate_up_tile(const GateUpProblem& p, GemmTile tile, bool fu
   INVAR_RETURN_IF_ERROR(check_gate_up(p));
   const TileInfo& info = tile_info(tile);
   if (!fused || !info.launch_gate_up) {
-    INVAR_RETURN_IF_ERROR(run_tile(gate_up_gemm(p), tile, stream));
+    INVAR_RETURN_IF_ERROR(run_tile(gate_up_gemm(p, p.scratch, 2 * p.inter), tile, stream));
     return silu_mul_after(p, stream);
   }
   State& s = *state_;
   INVAR_RETURN_IF_ERROR(s.require_hopper());
-  const GemmProblem fused_problem{.x = p.x,
-                                  .ldx = p.ldx,
-                                  .w = p.w,
-                                  .ldw = p.ldw,
-                                  .y = p.h,
-                                  .ldy = p.ldh,
-                                  .m = p.m,
-                                  .n = 2 * p.inter,
-                                  .k = p.k};
+  const GemmProblem fused_problem = gate_up_gemm(p, p.h, p.ldh);
   return launch_invariant(
       fused_problem, p.inter, s.device, s.sm_count, s.tile_workspace.as(), info.launch_gate_up,
       "gemm + silu_mul (invariant, " + std::string(gemm_tile_name(tile)) + ")", stream);
