@@ -37,7 +37,6 @@ int run_chat(const ChatArgs& a) {
     return 1;
   }
   model::LoadOptions load;
-  load.weight_dtype = default_weight_dtype("", *device);
   auto bundle = engine::open_model(a.model, load);
   if (!bundle.ok()) {
     fmt::print(stderr, "error: {}\n", bundle.status().message());

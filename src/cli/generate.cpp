@@ -33,7 +33,8 @@ struct GenerateArgs {
   bool seed_given = false;
   int threads = 0;
   int context = 4096;
-  std::string weight_dtype;  // empty: f32 on the CPU, bf16 on CUDA
+  std::string weight_dtype;  // empty: as stored in the file
+  std::string kv_dtype;      // empty: f16 (CPU KV cache)
   std::string device = "cpu";
   std::string kernels = "invariant";
   int64_t random_weights = -1;  // >= 0: seeded random weights of the --model config
@@ -49,7 +50,8 @@ int run_generate(const GenerateArgs& a) {
   auto device = model::parse_device(a.device);
   if (!device.ok()) return fail(device.status().message());
   model::LoadOptions load;
-  load.weight_dtype = default_weight_dtype(a.weight_dtype, *device);
+  load.weight_dtype = weight_dtype_flag(a.weight_dtype);
+  if (a.random_weights >= 0) load.weight_dtype = random_weight_dtype(a.weight_dtype, *device);
   auto bundle = a.random_weights >= 0
                     ? engine::random_model(a.model, uint64_t(a.random_weights), load)
                     : engine::open_model(a.model, load);
@@ -81,6 +83,7 @@ int run_generate(const GenerateArgs& a) {
   opts.threads = a.threads;
   opts.max_context = a.context;
   opts.max_running = 1;
+  opts.kv_dtype = kv_dtype_flag(a.kv_dtype);
   opts.device = *device;
   opts.gpu_memory_utilization = a.gpu_memory_utilization;
   opts.kernels = a.kernels == "fast" ? kernels::KernelMode::fast : kernels::KernelMode::invariant;
@@ -148,8 +151,11 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--context", args->context, "Maximum context length (KV cache size)")
       ->check(CLI::Range(16, 1 << 20));
   cmd->add_option("--weight-dtype", args->weight_dtype,
-                  "Weight storage: f32 or bf16 (default: f32 on the CPU, bf16 on CUDA)")
+                  "Weight storage: f32 or bf16 (default: as stored in the file; quantized GGUF "
+                  "blocks stay packed)")
       ->check(CLI::IsMember({"f32", "bf16"}));
+  cmd->add_option("--kv-dtype", args->kv_dtype, "CPU KV cache: f16 (default) or f32")
+      ->check(CLI::IsMember({"f16", "f32"}));
   cmd->add_option("--gpu-memory-utilization", args->gpu_memory_utilization,
                   "CUDA: share of the GPU's memory to use; the KV cache gets what weights and "
                   "activations leave (as vLLM)")

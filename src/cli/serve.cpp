@@ -32,7 +32,8 @@ struct ServeArgs {
   bool host_sampling = false;
   bool enforce_eager = false;
   double gpu_memory_utilization = 0.9;
-  std::string weight_dtype;  // empty: f32 on the CPU, bf16 on CUDA
+  std::string weight_dtype;  // empty: as stored in the file
+  std::string kv_dtype;      // empty: f16 (CPU KV cache)
   std::string kernels = "invariant";
   std::string device = "cpu";
   int64_t random_weights = -1;  // >= 0: seeded random weights of the --model config
@@ -59,7 +60,8 @@ int run_serve(const ServeArgs& a) {
     return 1;
   }
   model::LoadOptions load;
-  load.weight_dtype = default_weight_dtype(a.weight_dtype, *device);
+  load.weight_dtype = weight_dtype_flag(a.weight_dtype);
+  if (a.random_weights >= 0) load.weight_dtype = random_weight_dtype(a.weight_dtype, *device);
   auto bundle = a.random_weights >= 0
                     ? engine::random_model(a.model, uint64_t(a.random_weights), load)
                     : engine::open_model(a.model, load);
@@ -74,6 +76,7 @@ int run_serve(const ServeArgs& a) {
   eo.max_running = a.max_running;
   eo.max_queue = a.max_queue;
   eo.kv_blocks = a.kv_blocks;
+  eo.kv_dtype = kv_dtype_flag(a.kv_dtype);
   eo.prefix_cache = !a.no_prefix_cache;
   eo.host_sampling = a.host_sampling;
   eo.enforce_eager = a.enforce_eager;
@@ -164,8 +167,11 @@ void add_serve(CLI::App& app) {
                   "invariant (default) or fast: batch-dependent kernels, a negative control only")
       ->check(CLI::IsMember({"invariant", "fast"}));
   cmd->add_option("--weight-dtype", a->weight_dtype,
-                  "Weight storage: f32 or bf16 (default: f32 on the CPU, bf16 on CUDA)")
+                  "Weight storage: f32 or bf16 (default: as stored in the file; quantized GGUF "
+                  "blocks stay packed)")
       ->check(CLI::IsMember({"f32", "bf16"}));
+  cmd->add_option("--kv-dtype", a->kv_dtype, "CPU KV cache: f16 (default) or f32")
+      ->check(CLI::IsMember({"f16", "f32"}));
   cmd->add_option("--max-body-bytes", a->max_body_bytes, "Larger request bodies get 413")
       ->check(CLI::Range(size_t(1024), size_t(1) << 30));
   cmd->add_option("--max-n", a->max_n, "Most choices (n times prompts) per request")

@@ -31,7 +31,7 @@ struct VerifyArgs {
   std::string device = "cpu";
   std::string kernels = "both";
   int threads = 0;
-  std::string weight_dtype;  // empty: f32 on the CPU, bf16 on CUDA
+  std::string weight_dtype;  // empty: as stored in the file
   std::vector<int> batch_sizes;
   std::vector<int> chunk_sizes;
   std::string prompt;
@@ -102,7 +102,7 @@ int run_whitebox(const VerifyArgs& a) {
     o.inject = *inj;
   }
   model::LoadOptions load;
-  load.weight_dtype = default_weight_dtype(a.weight_dtype, *device);
+  load.weight_dtype = weight_dtype_flag(a.weight_dtype);
   verify::Progress progress;
   o.progress = [&](const std::string& label, int done, int total) {
     progress.update(label, done, total);
@@ -112,7 +112,8 @@ int run_whitebox(const VerifyArgs& a) {
     auto config = model::read_hf_config(a.model);
     if (!config.ok()) return fail(config.status().message());
     model::LoadedModel m{
-        *config, model::random_weights(*config, uint64_t(a.random_weights), load.weight_dtype),
+        *config, model::random_weights(*config, uint64_t(a.random_weights),
+                               random_weight_dtype(a.weight_dtype, *device)),
         fmt::format("{} (random weights, seed {})", a.model, a.random_weights)};
     report = verify::run_whitebox(m, o);
   } else if (auto bundle = engine::open_model(a.model, load); bundle.ok()) {
@@ -220,7 +221,8 @@ void add_verify(CLI::App& app) {
   cmd->add_option("--threads", a->threads, "CPU threads (0 = all cores)")
       ->check(CLI::NonNegativeNumber)
       ->group(wb);
-  cmd->add_option("--weight-dtype", a->weight_dtype, "Weight storage: f32 or bf16")
+  cmd->add_option("--weight-dtype", a->weight_dtype,
+                  "Weight storage: f32 or bf16 (default: as stored in the file)")
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->group(wb);
   cmd->add_option("--batch-sizes", a->batch_sizes, "Batch sizes (default 1..16, primes to 256)")
