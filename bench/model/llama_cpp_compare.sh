@@ -58,6 +58,9 @@ cat > "$tmp/prompt.txt" <<'EOF'
 The history of the printing press begins in the fifteenth century, when Johannes Gutenberg combined movable metal type, oil-based ink and a wooden screw press into a system that could produce books faster and more cheaply than scribes ever could. Within fifty years, presses were running in more than two hundred cities across Europe, and millions of books had been printed. The effects reached far beyond the workshop: literacy spread, scientific results could be checked and repeated by readers far away, and new ideas travelled faster than any authority could suppress them. Write a short summary of why this invention mattered so much.
 EOF
 
+# No trailing newline: `invar generate --prompt "$(cat ...)"` drops it, so llama.cpp must not see it.
+printf '%s' "$(cat "$tmp/prompt.txt")" >"$tmp/prompt.txt.trim" && mv "$tmp/prompt.txt.trim" "$tmp/prompt.txt"
+
 median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
 for ((r = 1; r <= reps; ++r)); do
