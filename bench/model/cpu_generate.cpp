@@ -97,7 +97,8 @@ struct Bench {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    fmt::print(stderr, "usage: {} MODEL [--threads 1,2] [--weight-dtype f32|bf16] [--kv-dtype f16|f32]\n",
+    fmt::print(stderr,
+               "usage: {} MODEL [--threads 1,2] [--weight-dtype f32|bf16] [--kv-dtype f16|f32]\n",
                argv[0]);
     return 2;
   }

@@ -73,10 +73,10 @@ void naive_gemm(const float* x, const WeightRef& w, int64_t m, float* y, ThreadP
         if (invar::dtype_is_packed(w.dtype)) {  // decode the row, then the dot product
           thread_local std::vector<float> row;
           row.resize(size_t(k));
-          invar::decode_to_f32(w.dtype,
-                               static_cast<const uint8_t*>(w.data) +
-                                   size_t(c) * invar::dtype_row_bytes(w.dtype, k),
-                               k, row.data());
+          invar::decode_to_f32(
+              w.dtype,
+              static_cast<const uint8_t*>(w.data) + size_t(c) * invar::dtype_row_bytes(w.dtype, k),
+              k, row.data());
           for (int64_t i = 0; i < k; ++i) s += x[r * k + i] * row[size_t(i)];
         } else if (w.dtype == DType::f32) {
           const float* wr = static_cast<const float*>(w.data) + c * k;

@@ -111,10 +111,10 @@ int run_whitebox(const VerifyArgs& a) {
   if (a.random_weights >= 0) {
     auto config = model::read_hf_config(a.model);
     if (!config.ok()) return fail(config.status().message());
-    model::LoadedModel m{
-        *config, model::random_weights(*config, uint64_t(a.random_weights),
-                               random_weight_dtype(a.weight_dtype, *device)),
-        fmt::format("{} (random weights, seed {})", a.model, a.random_weights)};
+    model::LoadedModel m{*config,
+                         model::random_weights(*config, uint64_t(a.random_weights),
+                                               random_weight_dtype(a.weight_dtype, *device)),
+                         fmt::format("{} (random weights, seed {})", a.model, a.random_weights)};
     report = verify::run_whitebox(m, o);
   } else if (auto bundle = engine::open_model(a.model, load); bundle.ok()) {
     report = verify::run_whitebox(*bundle, o);

@@ -99,16 +99,27 @@ void decode_q6_k(const uint8_t* b, float* y) {
 int scale_fields(DType t, int offsets[2]) {
   switch (t) {
     case DType::q8_0:
-    case DType::q4_0: offsets[0] = 0; return 1;
+    case DType::q4_0:
+      offsets[0] = 0;
+      return 1;
     case DType::q4_1:
     case DType::q4_k:
-    case DType::q5_k: offsets[0] = 0, offsets[1] = 2; return 2;
-    case DType::q2_k: offsets[0] = 80, offsets[1] = 82; return 2;
-    case DType::q3_k: offsets[0] = 108; return 1;
-    case DType::q6_k: offsets[0] = 208; return 1;
+    case DType::q5_k:
+      offsets[0] = 0, offsets[1] = 2;
+      return 2;
+    case DType::q2_k:
+      offsets[0] = 80, offsets[1] = 82;
+      return 2;
+    case DType::q3_k:
+      offsets[0] = 108;
+      return 1;
+    case DType::q6_k:
+      offsets[0] = 208;
+      return 1;
     case DType::f32:
     case DType::f16:
-    case DType::bf16: return 0;
+    case DType::bf16:
+      return 0;
   }
   return 0;
 }
@@ -135,17 +146,34 @@ void decode_to_f32(DType t, const uint8_t* src, int64_t n, float* out) {
     const uint8_t* p = src + size_t(b) * blk.bytes;
     float* y = out + b * blk.elems;
     switch (t) {
-      case DType::q8_0: decode_q8_0(p, y); break;
-      case DType::q4_0: decode_q4_0(p, y); break;
-      case DType::q4_1: decode_q4_1(p, y); break;
-      case DType::q2_k: decode_q2_k(p, y); break;
-      case DType::q3_k: decode_q3_k(p, y); break;
-      case DType::q4_k: decode_q45_k(p, y, false); break;
-      case DType::q5_k: decode_q45_k(p, y, true); break;
-      case DType::q6_k: decode_q6_k(p, y); break;
+      case DType::q8_0:
+        decode_q8_0(p, y);
+        break;
+      case DType::q4_0:
+        decode_q4_0(p, y);
+        break;
+      case DType::q4_1:
+        decode_q4_1(p, y);
+        break;
+      case DType::q2_k:
+        decode_q2_k(p, y);
+        break;
+      case DType::q3_k:
+        decode_q3_k(p, y);
+        break;
+      case DType::q4_k:
+        decode_q45_k(p, y, false);
+        break;
+      case DType::q5_k:
+        decode_q45_k(p, y, true);
+        break;
+      case DType::q6_k:
+        decode_q6_k(p, y);
+        break;
       case DType::f32:
       case DType::f16:
-      case DType::bf16: break;
+      case DType::bf16:
+        break;
     }
   }
 }

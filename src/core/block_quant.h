@@ -41,8 +41,12 @@
 
 namespace invar {
 
-inline uint16_t load_le16(const uint8_t* p) { return uint16_t(p[0] | (p[1] << 8)); }
-inline float load_f16(const uint8_t* p) { return f16_to_f32(load_le16(p)); }
+inline uint16_t load_le16(const uint8_t* p) {
+  return uint16_t(p[0] | (p[1] << 8));
+}
+inline float load_f16(const uint8_t* p) {
+  return f16_to_f32(load_le16(p));
+}
 
 // q4_k / q5_k: 8 six-bit scales and 8 six-bit mins packed in 12 bytes. Sub-blocks 0..3 keep
 // their low 6 bits in bytes 0..3 (scale) and 4..7 (min); sub-blocks 4..7 keep their low 4 bits

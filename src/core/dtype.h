@@ -30,17 +30,27 @@ struct DTypeBlock {
 
 constexpr DTypeBlock dtype_block(DType t) {
   switch (t) {
-    case DType::f32: return {1, 4};
+    case DType::f32:
+      return {1, 4};
     case DType::f16:
-    case DType::bf16: return {1, 2};
-    case DType::q8_0: return {32, 34};
-    case DType::q4_0: return {32, 18};
-    case DType::q4_1: return {32, 20};
-    case DType::q2_k: return {256, 84};
-    case DType::q3_k: return {256, 110};
-    case DType::q4_k: return {256, 144};
-    case DType::q5_k: return {256, 176};
-    case DType::q6_k: return {256, 210};
+    case DType::bf16:
+      return {1, 2};
+    case DType::q8_0:
+      return {32, 34};
+    case DType::q4_0:
+      return {32, 18};
+    case DType::q4_1:
+      return {32, 20};
+    case DType::q2_k:
+      return {256, 84};
+    case DType::q3_k:
+      return {256, 110};
+    case DType::q4_k:
+      return {256, 144};
+    case DType::q5_k:
+      return {256, 176};
+    case DType::q6_k:
+      return {256, 210};
   }
   return {1, 0};
 }
@@ -56,14 +66,22 @@ constexpr std::string_view dtype_name(DType t) {
     case DType::f32: return "f32";
     case DType::f16: return "f16";
     case DType::bf16: return "bf16";
-    case DType::q8_0: return "q8_0";
-    case DType::q4_0: return "q4_0";
-    case DType::q4_1: return "q4_1";
-    case DType::q2_k: return "q2_k";
-    case DType::q3_k: return "q3_k";
-    case DType::q4_k: return "q4_k";
-    case DType::q5_k: return "q5_k";
-    case DType::q6_k: return "q6_k";
+    case DType::q8_0:
+      return "q8_0";
+    case DType::q4_0:
+      return "q4_0";
+    case DType::q4_1:
+      return "q4_1";
+    case DType::q2_k:
+      return "q2_k";
+    case DType::q3_k:
+      return "q3_k";
+    case DType::q4_k:
+      return "q4_k";
+    case DType::q5_k:
+      return "q5_k";
+    case DType::q6_k:
+      return "q6_k";
   }
   return "?";
 }

@@ -513,8 +513,7 @@ Status GgufFile::read_tensor(const GgufTensorInfo& t, DType dtype, void* out) co
   INVAR_ASSIGN_OR_RETURN(DType stored, stored_dtype(t));
   if (dtype != DType::f32 && dtype != DType::bf16 && dtype != stored) {
     return Status::errorf("{}: tensor '{}': cannot read {} into {} (expected f32, bf16 or {})",
-                          path_, t.name, dtype_name(stored), dtype_name(dtype),
-                          dtype_name(stored));
+                          path_, t.name, dtype_name(stored), dtype_name(dtype), dtype_name(stored));
   }
   INVAR_ASSIGN_OR_RETURN(const uint8_t* data, tensor_data(t));
   dequantize_ggml(t.type, data, t.numel(), dtype, out);

@@ -29,17 +29,28 @@ const GgmlBlockLayout kQ6_K = layout("Q6_K", DType::q6_k);
 
 const GgmlBlockLayout* ggml_block_layout(uint32_t type) {
   switch (GgmlType(type)) {
-    case GgmlType::f32: return &kF32;
-    case GgmlType::f16: return &kF16;
-    case GgmlType::bf16: return &kBF16;
-    case GgmlType::q8_0: return &kQ8_0;
-    case GgmlType::q4_0: return &kQ4_0;
-    case GgmlType::q4_1: return &kQ4_1;
-    case GgmlType::q2_k: return &kQ2_K;
-    case GgmlType::q3_k: return &kQ3_K;
-    case GgmlType::q4_k: return &kQ4_K;
-    case GgmlType::q5_k: return &kQ5_K;
-    case GgmlType::q6_k: return &kQ6_K;
+    case GgmlType::f32:
+      return &kF32;
+    case GgmlType::f16:
+      return &kF16;
+    case GgmlType::bf16:
+      return &kBF16;
+    case GgmlType::q8_0:
+      return &kQ8_0;
+    case GgmlType::q4_0:
+      return &kQ4_0;
+    case GgmlType::q4_1:
+      return &kQ4_1;
+    case GgmlType::q2_k:
+      return &kQ2_K;
+    case GgmlType::q3_k:
+      return &kQ3_K;
+    case GgmlType::q4_k:
+      return &kQ4_K;
+    case GgmlType::q5_k:
+      return &kQ5_K;
+    case GgmlType::q6_k:
+      return &kQ6_K;
   }
   return nullptr;
 }

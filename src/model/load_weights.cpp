@@ -106,9 +106,10 @@ Status check_finite(const HostTensor& t, const std::string& where, const std::st
   if (dtype_is_packed(t.dtype)) {
     const int64_t b = first_nonfinite_block(t.dtype, t.bytes.data(), t.numel());
     if (b >= 0) {
-      return Status::errorf("{}: tensor '{}': block {} of {} has a NaN or infinite scale (corrupt "
-                            "file?)",
-                            where, name, b, dtype_name(t.dtype));
+      return Status::errorf(
+          "{}: tensor '{}': block {} of {} has a NaN or infinite scale (corrupt "
+          "file?)",
+          where, name, b, dtype_name(t.dtype));
     }
     return {};
   }
@@ -119,7 +120,8 @@ Status check_finite(const HostTensor& t, const std::string& where, const std::st
     if (t.dtype == DType::f32)
       std::memcpy(&v, p + 4 * i, 4);
     else
-      v = t.dtype == DType::bf16 ? bf16_to_f32(load_le16(p + 2 * i)) : f16_to_f32(load_le16(p + 2 * i));
+      v = t.dtype == DType::bf16 ? bf16_to_f32(load_le16(p + 2 * i))
+                                 : f16_to_f32(load_le16(p + 2 * i));
     if (!std::isfinite(v)) {
       return Status::errorf("{}: tensor '{}': element {} is {} (corrupt file?)", where, name, i, v);
     }

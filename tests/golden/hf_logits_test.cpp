@@ -24,9 +24,8 @@ std::vector<float> read_f32(const std::string& path) {
 
 // Relative error of the whole logits matrix: max |a - b| / max |b|.
 // The golden files of `golden_name` serve the model in `name` (a sharded copy shares them).
-void expect_matches_golden(const std::string& name, int chunk,
-                           const std::string& golden_name = "", DType kv_dtype = DType::f32,
-                           double tolerance = 1e-4) {
+void expect_matches_golden(const std::string& name, int chunk, const std::string& golden_name = "",
+                           DType kv_dtype = DType::f32, double tolerance = 1e-4) {
   auto loaded = model::load_model(invar::testing::test_data(name), {});
   const std::string dir = invar::testing::test_data(golden_name.empty() ? name : golden_name);
   ASSERT_TRUE(loaded.ok()) << loaded.status().message();

@@ -36,14 +36,20 @@ constexpr DType kPacked[] = {DType::q8_0, DType::q4_0, DType::q4_1, DType::q2_k,
 std::vector<size_t> f16_fields(DType t) {
   switch (t) {
     case DType::q8_0:
-    case DType::q4_0: return {0};
+    case DType::q4_0:
+      return {0};
     case DType::q4_1:
     case DType::q4_k:
-    case DType::q5_k: return {0, 2};
-    case DType::q2_k: return {80, 82};
-    case DType::q3_k: return {108};
-    case DType::q6_k: return {208};
-    default: return {};
+    case DType::q5_k:
+      return {0, 2};
+    case DType::q2_k:
+      return {80, 82};
+    case DType::q3_k:
+      return {108};
+    case DType::q6_k:
+      return {208};
+    default:
+      return {};
   }
 }
 
@@ -114,7 +120,7 @@ struct Shape {
 };
 
 TEST_P(PackedTest, GemmHasTheBitsOfTheF32GemmOverDecodedWeights) {
-  const Shape shapes[] = {{1, 1, 1},  {1, 7, 2},  {7, 17, 1},  {17, 7, 3},
+  const Shape shapes[] = {{1, 1, 1},   {1, 7, 2},  {7, 17, 1},  {17, 7, 3},
                           {1, 769, 1}, {5, 13, 2}, {65, 23, 1}, {3, 31, 3}};
   uint32_t seed = 100;
   for (DType t : kPacked) {
@@ -151,8 +157,8 @@ TEST_P(PackedTest, EmbeddingDecodesRowsExactly) {
     cpu::embedding(WeightRef{table.data(), t, vocab, h}, ids.data(), int64_t(ids.size()),
                    out.data(), pool_);
     for (size_t i = 0; i < ids.size(); ++i)
-      EXPECT_TRUE(bits_equal(out.data() + i * size_t(h), want.data() + size_t(ids[i] * h),
-                             size_t(h)))
+      EXPECT_TRUE(
+          bits_equal(out.data() + i * size_t(h), want.data() + size_t(ids[i] * h), size_t(h)))
           << dtype_name(t) << " token " << i;
   }
 }

@@ -119,13 +119,15 @@ void expect_error(const Status& st, const std::vector<std::string>& parts) {
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.message().find('\n'), std::string::npos) << st.message();
   for (const auto& p : parts)
-    EXPECT_NE(st.message().find(p), std::string::npos) << "missing '" << p << "' in: " << st.message();
+    EXPECT_NE(st.message().find(p), std::string::npos)
+        << "missing '" << p << "' in: " << st.message();
 }
 
 TEST(KQuantModel, BrokenFilesFailWithClearErrors) {
   const std::string src = invar::testing::test_data(kDir + "/model.gguf");
   std::ifstream in(src, std::ios::binary);
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
   auto f = GgufFile::open(src);
   ASSERT_TRUE(f.ok());
   // Cut inside the last packed tensor's blocks.
@@ -135,8 +137,8 @@ TEST(KQuantModel, BrokenFilesFailWithClearErrors) {
   ASSERT_TRUE(data.ok());
   const size_t down_at = size_t(*data - f->mapping()->data());  // its offset in the file
   const std::string cut = ::testing::TempDir() + "invar_kq_cut.gguf";
-  testing::write_bytes(cut, std::vector<uint8_t>(bytes.begin(),
-                                                 bytes.begin() + std::ptrdiff_t(down_at + 100)));
+  testing::write_bytes(
+      cut, std::vector<uint8_t>(bytes.begin(), bytes.begin() + std::ptrdiff_t(down_at + 100)));
   expect_error(load_model(cut, {}).status(), {cut, "runs past end of file"});
 
   // A NaN super-block scale (d of block 3 of ffn_down: Q4_K keeps d in bytes 0..1).

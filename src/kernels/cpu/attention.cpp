@@ -158,7 +158,9 @@ HWY_INLINE const PvFn* pv_table() {
 }
 
 // Row i of a cache of T widened to f32 (exact).
-HWY_INLINE void widen_row(const float* src, size_t n, float* dst) { std::copy(src, src + n, dst); }
+HWY_INLINE void widen_row(const float* src, size_t n, float* dst) {
+  std::copy(src, src + n, dst);
+}
 HWY_INLINE void widen_row(const F16* src, size_t n, float* dst) {
   for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(src[i].bits);
 }
@@ -335,7 +337,7 @@ void attention_impl(const float* q, const KvLayerRef& cache, const AttentionPlan
   const size_t max_heads = size_t(q_heads);
   const bool f16 = cache.dtype == DType::f16;
   assert(f16 || cache.dtype == DType::f32);
-  const auto attend_fn = !f16 ? &attend<float, float>
+  const auto attend_fn = !f16        ? &attend<float, float>
                          : dp != dim ? &attend<F16, float>
                                      : &attend<F16, F16>;
   pool.parallel_for(lanes, 1, [&](int64_t b, int64_t e) HWY_ATTR {
@@ -361,8 +363,8 @@ void attention_impl(const float* q, const KvLayerRef& cache, const AttentionPlan
         const int s = seq_of[size_t(t)];
         const size_t head0 = size_t(t0 + t) * size_t(q_heads) + size_t(h0) * groups;
         attend_fn(q + head0 * dim, groups, dim, pos_of[size_t(t)],
-               plan.block_tables + int64_t(s) * plan.max_blocks_per_seq, cache, h0,
-               h0 + heads_per_item, scale, decode_of[size_t(t)] != 0, out + head0 * dim, sc);
+                  plan.block_tables + int64_t(s) * plan.max_blocks_per_seq, cache, h0,
+                  h0 + heads_per_item, scale, decode_of[size_t(t)] != 0, out + head0 * dim, sc);
       }
     }
   });

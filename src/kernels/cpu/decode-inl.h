@@ -4,8 +4,8 @@
 // decode_row writes a row of packed blocks as f32, 16 elements at a time (one AVX-512 vector,
 // two AVX2 ones: every value is computed on its own, so the vector width changes no bits): the
 // stored integers are widened to 32-bit lanes, converted to float (exact), and scaled by the
-// block's or sub-block's scale with one multiply or one fused multiply-add. The scale products are formed
-// in scalar f32, where they are exact, so every value equals core's scalar decode_to_f32 bit
+// block's or sub-block's scale with one multiply or one fused multiply-add. The scale products are
+// formed in scalar f32, where they are exact, so every value equals core's scalar decode_to_f32 bit
 // for bit (tests/ops/packed_test.cpp checks every encoding on every target). That equality is
 // what makes a packed GEMM give the bits of an f32 GEMM over the decoded weights.
 #if defined(INVAR_KERNELS_CPU_DECODE_INL_H_) == defined(HWY_TARGET_TOGGLE)
@@ -93,7 +93,9 @@ HWY_INLINE float load_f16_fast(const uint8_t* HWY_RESTRICT p) {
   return hn::GetLane(hn::PromoteTo(d1, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p))));
 }
 
-HWY_INLINE VW splat(float x) { return hn::Set(DW(), x); }
+HWY_INLINE VW splat(float x) {
+  return hn::Set(DW(), x);
+}
 
 // out[0..15] = float(q) * scale.
 HWY_INLINE void store_mul(const Int16& q, VW scale, float* HWY_RESTRICT out) {
@@ -220,17 +222,26 @@ HWY_NOINLINE void decode_row(const uint8_t* HWY_RESTRICT src, size_t k, float* H
 // The decoder of a packed type; nullptr for a plain one.
 HWY_INLINE DecodeRowFn decode_row_fn(DType t) {
   switch (t) {
-    case DType::q8_0: return &decode_row<32, 34, decode_q8_0>;
-    case DType::q4_0: return &decode_row<32, 18, decode_q4_0>;
-    case DType::q4_1: return &decode_row<32, 20, decode_q4_1>;
-    case DType::q2_k: return &decode_row<256, 84, decode_q2_k>;
-    case DType::q3_k: return &decode_row<256, 110, decode_q3_k>;
-    case DType::q4_k: return &decode_row<256, 144, decode_q45_k<false>>;
-    case DType::q5_k: return &decode_row<256, 176, decode_q45_k<true>>;
-    case DType::q6_k: return &decode_row<256, 210, decode_q6_k>;
+    case DType::q8_0:
+      return &decode_row<32, 34, decode_q8_0>;
+    case DType::q4_0:
+      return &decode_row<32, 18, decode_q4_0>;
+    case DType::q4_1:
+      return &decode_row<32, 20, decode_q4_1>;
+    case DType::q2_k:
+      return &decode_row<256, 84, decode_q2_k>;
+    case DType::q3_k:
+      return &decode_row<256, 110, decode_q3_k>;
+    case DType::q4_k:
+      return &decode_row<256, 144, decode_q45_k<false>>;
+    case DType::q5_k:
+      return &decode_row<256, 176, decode_q45_k<true>>;
+    case DType::q6_k:
+      return &decode_row<256, 210, decode_q6_k>;
     case DType::f32:
     case DType::f16:
-    case DType::bf16: return nullptr;
+    case DType::bf16:
+      return nullptr;
   }
   return nullptr;
 }

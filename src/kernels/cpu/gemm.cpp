@@ -33,8 +33,8 @@
 #include <hwy/foreach_target.h>
 #include <hwy/highway.h>
 // clang-format on
-#include "kernels/cpu/simd-inl.h"
 #include "kernels/cpu/decode-inl.h"
+#include "kernels/cpu/simd-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace invar::kernels::cpu {
@@ -193,7 +193,8 @@ void gemm_columns_packed(const float* x, const uint8_t* w, size_t row_bytes, Dec
     const TileFn<float>* tiles = tile_table<float>();
     for (size_t n = c0; n < c1; n += kNr) {
       const size_t nr = std::min(kNr, c1 - n);
-      for (size_t r = 0; r < nr; ++r) decode(w + (n + r) * row_bytes, k_dim, panel.data() + r * k_dim);
+      for (size_t r = 0; r < nr; ++r)
+        decode(w + (n + r) * row_bytes, k_dim, panel.data() + r * k_dim);
       for (size_t m0 = 0; m0 < m_dim; m0 += kMr) {
         const size_t mr = std::min(kMr, m_dim - m0);
         tiles[(mr - 1) * kNr + (nr - 1)](x + m0 * k_dim, panel.data(), k_dim,
@@ -207,7 +208,8 @@ void gemm_columns_packed(const float* x, const uint8_t* w, size_t row_bytes, Dec
   if (panel.size() < block * k_dim) panel.resize(block * k_dim);
   for (size_t n0 = c0; n0 < c1; n0 += block) {
     const size_t n1 = std::min(n0 + block, c1);
-    for (size_t r = n0; r < n1; ++r) decode(w + r * row_bytes, k_dim, panel.data() + (r - n0) * k_dim);
+    for (size_t r = n0; r < n1; ++r)
+      decode(w + r * row_bytes, k_dim, panel.data() + (r - n0) * k_dim);
     gemm_block<float>(x, panel.data(), bias, y, m_dim, n_dim, k_dim, n0, n1);
   }
 }
@@ -275,7 +277,8 @@ void gemm_impl(const float* x, const WeightRef& w, const float* bias, int64_t m,
 void decode_rows_impl(DType t, const uint8_t* src, int64_t rows, int64_t cols, float* out) {
   const DecodeRowFn decode = decode_row_fn(t);
   const size_t row_bytes = dtype_row_bytes(t, cols);
-  for (int64_t r = 0; r < rows; ++r) decode(src + size_t(r) * row_bytes, size_t(cols), out + r * cols);
+  for (int64_t r = 0; r < rows; ++r)
+    decode(src + size_t(r) * row_bytes, size_t(cols), out + r * cols);
 }
 
 }  // namespace HWY_NAMESPACE

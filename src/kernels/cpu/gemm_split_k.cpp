@@ -5,7 +5,6 @@
 // row's bits depend on how many rows share the call, which the tests must detect.
 //   M = rows (tokens), N = output features, K = input features
 #include <algorithm>
-
 #include <vector>
 
 #include "core/block_quant.h"

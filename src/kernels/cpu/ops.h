@@ -33,8 +33,8 @@ void gemm(const float* x,        // [M, K]
 
 // out[r, :] = packed rows decoded to f32 by the SIMD decoder the gemm uses (bit for bit
 // core's decode_to_f32; tests check that on every target).
-void decode_rows(DType t,             // packed
-                 const uint8_t* src,  // [rows, dtype_row_bytes(t, cols)]
+void decode_rows(DType t,                                  // packed
+                 const uint8_t* src,                       // [rows, dtype_row_bytes(t, cols)]
                  int64_t rows, int64_t cols, float* out);  // [rows, cols]
 
 // The `fast` mode's GEMM: the reduction over K depends on M (split-K for small batches). Only
