@@ -18,6 +18,7 @@
 
 #include "core/hash.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/attention_recipe.cuh"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/grid.h"
 
@@ -25,6 +26,9 @@ namespace invar::kernels::cuda {
 namespace {
 
 using bf16 = __nv_bfloat16;
+using attn::finish;
+using attn::fold_value;
+using attn::fold_weights;
 
 constexpr int kTile = kAttnKvTile;
 constexpr int kWarps = 4;
@@ -66,12 +70,6 @@ struct MergeParams {
 
 // ---- device helpers -------------------------------------------------------------------------
 
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return uint32_t(__cvta_generic_to_shared(p));
 }
@@ -110,29 +108,6 @@ __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4],
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
-
-// The split fold, shared by the in-CTA fold and the merge kernel: the same operations in the
-// same order (explicit _rn intrinsics: no contraction choice left to the compiler).
-//   M' = max(M, m); a = 2^(M - M'); b = 2^(m - M'); L' = L a + l b; O' = O a + acc b
-__device__ __forceinline__ void fold_weights(float& M, float& L, float m, float l, float& a,
-                                             float& b) {
-  const float mn = fmaxf(M, m);
-  a = ex2(__fsub_rn(M, mn));  // M = -inf (first split): a = 0
-  b = ex2(__fsub_rn(m, mn));
-  L = __fmaf_rn(L, a, __fmul_rn(l, b));
-  M = mn;
-}
-__device__ __forceinline__ float fold_value(float o, float acc, float a, float b) {
-  return __fmaf_rn(acc, b, __fmul_rn(o, a));
-}
-__device__ __forceinline__ float finish(float o, float L) {
-  return __fdiv_rn(o, L);
-}
-
 // One warp, one KV tile: scores of its 16 rows against the tile's 64 positions, the online
 // softmax update and acc += P V. pos0 / pos1: absolute positions of this lane's two rows
 // (lane / 4 and lane / 4 + 8; -1 for padding rows). The per-query work of decode and prefill.
@@ -158,71 +133,15 @@ __device__ __forceinline__ void attend_tile(const uint32_t (&qf)[D / 16][4], con
       mma_16816(s[j], qf[kk + 1], b[2], b[3]);
     }
   }
-  // Scale into base 2, mask positions past the row's own (causal; exact -inf), row max.
-  const int col0 = tile_start + 2 * (lane & 3);
-  float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-  for (int j = 0; j < kTile / 8; ++j) {
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const int kp = col0 + j * 8 + e;
-      s[j][e] = kp <= pos0 ? __fmul_rn(s[j][e], scale_log2) : -INFINITY;
-      s[j][2 + e] = kp <= pos1 ? __fmul_rn(s[j][2 + e], scale_log2) : -INFINITY;
-      mx0 = fmaxf(mx0, s[j][e]);
-      mx1 = fmaxf(mx1, s[j][2 + e]);
-    }
-  }
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-  const bool act0 = tile_start <= pos0, act1 = tile_start <= pos1;
-  const float mn0 = fmaxf(m[0], mx0), mn1 = fmaxf(m[1], mx1);
-  const float mu0 = mn0 == -INFINITY ? 0.0f : mn0;
-  const float mu1 = mn1 == -INFINITY ? 0.0f : mn1;
-  // An inactive row (its positions ended in an earlier tile) keeps its state: alpha = 1, p = 0.
-  const float al0 = act0 ? ex2(__fsub_rn(m[0], mu0)) : 1.0f;
-  const float al1 = act1 ? ex2(__fsub_rn(m[1], mu1)) : 1.0f;
-  // p = 2^(s - m); masked s = -inf gives p = 0 exactly. Row sums: 16 values of this lane in
-  // order, then the quad's fixed tree.
-  float rs0 = 0.0f, rs1 = 0.0f;
-#pragma unroll
-  for (int j = 0; j < kTile / 8; ++j) {
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      s[j][e] = ex2(__fsub_rn(s[j][e], mu0));
-      s[j][2 + e] = ex2(__fsub_rn(s[j][2 + e], mu1));
-      rs0 = __fadd_rn(rs0, s[j][e]);
-      rs1 = __fadd_rn(rs1, s[j][2 + e]);
-    }
-  }
-  rs0 = __fadd_rn(rs0, __shfl_xor_sync(0xffffffffu, rs0, 1));
-  rs0 = __fadd_rn(rs0, __shfl_xor_sync(0xffffffffu, rs0, 2));
-  rs1 = __fadd_rn(rs1, __shfl_xor_sync(0xffffffffu, rs1, 1));
-  rs1 = __fadd_rn(rs1, __shfl_xor_sync(0xffffffffu, rs1, 2));
-  if (act0) {
-    l[0] = __fmaf_rn(l[0], al0, rs0);
-    m[0] = mn0;
-  }
-  if (act1) {
-    l[1] = __fmaf_rn(l[1], al1, rs1);
-    m[1] = mn1;
-  }
-#pragma unroll
-  for (int n = 0; n < D / 8; ++n) {
-    acc[n][0] = __fmul_rn(acc[n][0], al0);
-    acc[n][1] = __fmul_rn(acc[n][1], al0);
-    acc[n][2] = __fmul_rn(acc[n][2], al1);
-    acc[n][3] = __fmul_rn(acc[n][3], al1);
-  }
+  // The recipe's softmax step and rescale (attention_recipe.cuh), shared with the wgmma kernel.
+  float al[2];
+  attn::softmax_tile<kTile / 8>(s, tile_start, pos0, pos1, scale_log2, m, l, al, lane);
+  attn::rescale<D / 8>(acc, al);
   // acc += P V: k-step kk = positions 16kk..16kk+15 (score n-blocks 2kk, 2kk+1), in order.
 #pragma unroll
   for (int kk = 0; kk < kTile / 16; ++kk) {
     uint32_t a[4];
-    a[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-    a[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-    a[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-    a[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    attn::p_fragment<kTile / 8>(s, kk, a);
 #pragma unroll
     for (int n = 0; n < D / 8; n += 2) {
       uint32_t b[4];
