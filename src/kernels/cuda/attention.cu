@@ -21,6 +21,7 @@
 #include "kernels/cuda/attention_recipe.cuh"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/grid.h"
+#include "kernels/cuda/sm90/attention_sm90.h"
 
 namespace invar::kernels::cuda {
 namespace {
@@ -417,13 +418,28 @@ Status kv_store(const bf16* k, int64_t k_stride, const bf16* v, int64_t v_stride
   return cuda_status(cudaGetLastError(), "kv_store: kernel launch");
 }
 
+const char* attention_kernel_name(AttentionKernel k) {
+  return k == AttentionKernel::wgmma ? "wgmma" : "mma_sync";
+}
+
 struct CudaAttention::State {
   int device = 0;
   int sm_count = 0;
+  bool hopper = false;  // sm_90: the wgmma kernel can run
+  AttentionKernel prefill_kernel = AttentionKernel::mma_sync;
+  AttentionKernel split_kernel = AttentionKernel::mma_sync;
   AttentionDims dims;
   AttentionPlanOptions options;
   bool planned = false;
   int64_t n_items = 0, n_merges = 0, n_split_items = 0;
+  // The planned work list holds the wgmma kernel's items first, n_wgmma of them.
+  int64_t n_wgmma = 0;
+  // TMA descriptors of the caches run() has seen (one per layer), so a layer encodes once.
+  struct CachedMaps {
+    KvCacheRef cache;
+    sm90::KvTensorMaps maps;
+  };
+  std::vector<CachedMaps> tensor_maps;
   // The step's work list, [items][merge items]: pinned host staging and its device copy.
   PinnedBuffer staging;
   DeviceBuffer work;
@@ -449,6 +465,12 @@ Result<std::unique_ptr<CudaAttention>> CudaAttention::create(int device) {
   INVAR_RETURN_IF_ERROR(cuda_status(cudaEventCreateWithFlags(&s.uploaded, cudaEventDisableTiming),
                                     "CudaAttention: cudaEventCreate"));
   s.options.sm_count = s.sm_count;
+  int major = 0;
+  INVAR_RETURN_IF_ERROR(
+      cuda_status(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
+                  "CudaAttention: reading the compute capability"));
+  s.hopper = major == 9;
+  if (s.hopper) INVAR_RETURN_IF_ERROR(sm90::attention_wgmma_setup());
   INVAR_RETURN_IF_ERROR(cuda_status(
       cudaFuncSetAttribute(attention_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            int(attention_smem_bytes<64>())),
@@ -466,12 +488,40 @@ void CudaAttention::set_split_tiles_for_experiments(int tiles) {
   state_->options.split_tiles = tiles > 0 ? tiles : kAttnSplitTiles;
 }
 
+namespace {
+Status check_kernel_available(bool hopper, AttentionKernel kernel) {
+  if (kernel == AttentionKernel::wgmma && !hopper) {
+    return Status::error(
+        "attention: the wgmma kernel needs an sm_90 GPU (H100, H200); use mma_sync here");
+  }
+  return {};
+}
+}  // namespace
+
+Status CudaAttention::set_prefill_kernel(AttentionKernel kernel) {
+  INVAR_RETURN_IF_ERROR(check_kernel_available(state_->hopper, kernel));
+  state_->prefill_kernel = kernel;
+  state_->options.rows_per_cta =
+      kernel == AttentionKernel::wgmma ? kAttnRowsPerCtaWide : kAttnRowsPerCta;
+  return {};
+}
+
+Status CudaAttention::set_split_kernel(AttentionKernel kernel) {
+  INVAR_RETURN_IF_ERROR(check_kernel_available(state_->hopper, kernel));
+  state_->split_kernel = kernel;
+  return {};
+}
+
+AttentionKernel CudaAttention::prefill_kernel() const {
+  return state_->prefill_kernel;
+}
+
 void CudaAttention::set_split_group(int splits_per_cta) {
   state_->options.split_group = std::max(0, splits_per_cta);
 }
 
 CudaAttention::Stats CudaAttention::stats() const {
-  return {state_->n_items, state_->n_split_items, state_->n_merges};
+  return {state_->n_items, state_->n_split_items, state_->n_merges, state_->n_wgmma};
 }
 
 uint64_t CudaAttention::launch_key() const {
@@ -479,6 +529,7 @@ uint64_t CudaAttention::launch_key() const {
   return Fnv1a64()
       .add(uint64_t(st.n_items))
       .add(uint64_t(st.n_merges))
+      .add(uint64_t(st.n_wgmma))
       .add(uint64_t(st.dims.head_dim))
       .add(st.work.as())
       .add(st.rec_m.as())
@@ -492,6 +543,13 @@ Status CudaAttention::plan(const AttentionPlan& hp, const AttentionDims& dims, K
   State& st = *state_;
   st.planned = false;
   INVAR_ASSIGN_OR_RETURN(AttentionWork w, plan_attention_work(hp, dims, mode, st.options));
+  // The wgmma kernel's items first (one launch each kernel); the order inside each part stays
+  // longest first, and no order changes bits.
+  auto on_wgmma = [&](const AttnItem& it) {
+    return (it.record >= 0 ? st.split_kernel : st.prefill_kernel) == AttentionKernel::wgmma;
+  };
+  const auto mid = std::stable_partition(w.items.begin(), w.items.end(), on_wgmma);
+  st.n_wgmma = int64_t(mid - w.items.begin());
   st.dims = dims;
   st.n_items = int64_t(w.items.size());
   st.n_merges = int64_t(w.merges.size());
@@ -554,7 +612,43 @@ Status CudaAttention::run(const bf16* q, int64_t q_stride, const KvCacheRef& cac
   if (st.n_items == 0) return {};
   const AttnItem* items = st.work.as<const AttnItem>();
   const MergeItem* merges = reinterpret_cast<const MergeItem*>(items + st.n_items);
-  const AttnParams p{.items = items,
+  if (st.n_wgmma > 0) {
+    const sm90::KvTensorMaps* maps = nullptr;
+    for (const State::CachedMaps& c : st.tensor_maps) {
+      if (c.cache.k == cache.k && c.cache.v == cache.v && c.cache.num_blocks == cache.num_blocks &&
+          c.cache.block_size == cache.block_size && c.cache.kv_heads == cache.kv_heads &&
+          c.cache.head_dim == cache.head_dim) {
+        maps = &c.maps;
+        break;
+      }
+    }
+    if (!maps) {
+      if (st.tensor_maps.size() >= 1024) st.tensor_maps.clear();  // caches come and go
+      State::CachedMaps c{cache, {}};
+      INVAR_RETURN_IF_ERROR(sm90::encode_kv_tensor_maps(cache, &c.maps));
+      st.tensor_maps.push_back(c);
+      maps = &st.tensor_maps.back().maps;
+    }
+    sm90::AttentionWgmmaArgs a;
+    a.items = items;
+    a.n_items = st.n_wgmma;
+    a.q = q;
+    a.q_stride = q_stride;
+    a.cache = cache;
+    a.maps = maps;
+    a.block_tables = dp.block_tables;
+    a.max_blocks = dp.max_blocks_per_seq;
+    a.group = d.q_heads / d.kv_heads;
+    a.scale_log2 = d.scale * kLog2e;
+    a.out = out;
+    a.out_stride = out_stride;
+    a.rec_m = st.rec_m.as<float>();
+    a.rec_l = st.rec_l.as<float>();
+    a.rec_acc = st.rec_acc.as<float>();
+    INVAR_RETURN_IF_ERROR(sm90::attention_wgmma(a, stream));
+  }
+  const int64_t n_mma = st.n_items - st.n_wgmma;
+  const AttnParams p{.items = items + st.n_wgmma,
                      .q = q,
                      .q_stride = q_stride,
                      .k = cache.k,
@@ -570,13 +664,14 @@ Status CudaAttention::run(const bf16* q, int64_t q_stride, const KvCacheRef& cac
                      .rec_m = st.rec_m.as<float>(),
                      .rec_l = st.rec_l.as<float>(),
                      .rec_acc = st.rec_acc.as<float>()};
-  if (d.head_dim == 64) {
-    attention_kernel<64><<<unsigned(st.n_items), kThreads, attention_smem_bytes<64>(), stream>>>(p);
-  } else {
-    attention_kernel<128>
-        <<<unsigned(st.n_items), kThreads, attention_smem_bytes<128>(), stream>>>(p);
+  if (n_mma > 0) {
+    if (d.head_dim == 64) {
+      attention_kernel<64><<<unsigned(n_mma), kThreads, attention_smem_bytes<64>(), stream>>>(p);
+    } else {
+      attention_kernel<128><<<unsigned(n_mma), kThreads, attention_smem_bytes<128>(), stream>>>(p);
+    }
+    INVAR_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "attention: kernel launch"));
   }
-  INVAR_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "attention: kernel launch"));
   if (st.n_merges > 0) {
     const MergeParams mp{.items = merges,
                          .group = d.q_heads / d.kv_heads,
