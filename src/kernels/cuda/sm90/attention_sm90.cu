@@ -49,10 +49,15 @@ static_assert(kAttnRowsPerCta <= kWgRows, "a split item fits one consumer warpgr
 constexpr int kThreads = 128 * (1 + kConsumers);
 constexpr int kStages = 3;
 // Registers per thread after setmaxnreg: the producer needs few; the consumers hold Q, S and acc
-// (D = 128: 32 + 32 + 64) and must not spill.
-constexpr int kProducerRegs = 32;
+// (D = 128: 32 + 32 + 64) and must not spill. setmaxnreg.inc takes registers from the CTA's pool,
+// which is what the launch gave it (__launch_bounds__(384, 1): 168 per thread), never more: a
+// split over that would leave a consumer warpgroup waiting forever.
+constexpr int kLaunchRegs = 168;  // 65536 / 384, rounded down to ptxas's granularity of 8
+constexpr int kProducerRegs = 24;
 constexpr int kConsumerRegs = 240;
-static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <= 65536, "register file");
+static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <= kLaunchRegs * kThreads,
+              "setmaxnreg split within the CTA's register pool");
+static_assert(kLaunchRegs * kThreads <= 65536, "one CTA per SM fits the register file");
 constexpr int kProducerLanes = 32;  // each arrives once per phase of a full barrier
 
 // Shared memory of one K or V tile and the descriptors that read it: attention_sm90_layout.h.
@@ -424,25 +429,38 @@ __device__ __forceinline__ void consume(const WgmmaParams& p, const AttnItem& it
   }
 }
 
+// What both roles derive from the CTA's item. Each role derives it itself after setmaxnreg, so
+// no value lives across the role branch (a value shared with the 24-register producer would be
+// spilled for the consumers too).
+struct CtaWork {
+  AttnItem it;
+  int first_pos;  // absolute position of the sequence's first query token
+  int max_pos;    // the CTA's last row's position
+  int tile_lo, tile_hi;
+  int consumers;  // consumer warpgroups with rows: 1 or 2
+};
+__device__ __forceinline__ CtaWork cta_work(const WgmmaParams& p) {
+  CtaWork w;
+  w.it = p.items[blockIdx.x];
+  w.first_pos = w.it.kv_len - w.it.q_len;
+  w.max_pos = w.first_pos + (w.it.row_begin + w.it.nrows - 1) / p.group;
+  w.tile_lo = w.it.tile_begin;
+  w.tile_hi = min(w.it.tile_end, w.max_pos / kTile + 1);
+  w.consumers = w.it.nrows > kWgRows ? 2 : 1;
+  return w;
+}
+
+__device__ __forceinline__ uint32_t smem_base() {
+  extern __shared__ unsigned char smem_raw[];
+  return (smem_u32(smem_raw) + 1023u) & ~1023u;  // swizzle anchor
+}
+
 template <int D>
 __global__ void __launch_bounds__(kThreads, 1)
     attention_wgmma_kernel(const __grid_constant__ WgmmaParams p) {
-  extern __shared__ unsigned char smem_raw[];
-  const uint32_t base = (smem_u32(smem_raw) + 1023u) & ~1023u;  // swizzle anchor
-  const uint32_t k_base = base + SmemPlan<D>::kK, v_base = base + SmemPlan<D>::kV;
-  const uint32_t bars = base + SmemPlan<D>::kBars;
-  float* s_o = reinterpret_cast<float*>(smem_raw + (base - smem_u32(smem_raw)) + SmemPlan<D>::kO);
-
-  const AttnItem it = p.items[blockIdx.x];
-  const int G = p.group;
-  const int first_pos = it.kv_len - it.q_len;
-  const int max_pos = first_pos + (it.row_begin + it.nrows - 1) / G;  // the CTA's last row
-  const int tile_lo = it.tile_begin;
-  const int tile_hi = min(it.tile_end, max_pos / kTile + 1);
-  const int consumers = it.nrows > kWgRows ? 2 : 1;  // a warpgroup without rows leaves at once
-  const int wg = threadIdx.x / 128;
-
+  const uint32_t bars = smem_base() + SmemPlan<D>::kBars;
   if (threadIdx.x == 0) {
+    const int consumers = p.items[blockIdx.x].nrows > kWgRows ? 2 : 1;
     for (int s = 0; s < kStages; ++s) {
       mbar_init(bars + 8 * s, kProducerLanes);                 // K full
       mbar_init(bars + 8 * (kStages + s), kProducerLanes);     // V full
@@ -452,13 +470,26 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   __syncthreads();
 
+  const int wg = threadIdx.x / 128;
   if (wg == 0) {
     setmaxnreg_dec<kProducerRegs>();
-    if (threadIdx.x < 32) produce<D>(p, it, k_base, v_base, bars, tile_lo, tile_hi, max_pos);
+    if (threadIdx.x < 32) {
+      const CtaWork w = cta_work(p);
+      const uint32_t base = smem_base();
+      produce<D>(p, w.it, base + SmemPlan<D>::kK, base + SmemPlan<D>::kV, base + SmemPlan<D>::kBars,
+                 w.tile_lo, w.tile_hi, w.max_pos);
+    }
   } else {
     setmaxnreg_inc<kConsumerRegs>();
-    if (wg <= consumers)
-      consume<D>(p, it, k_base, v_base, bars, s_o, (wg - 1) * kWgRows, tile_lo, tile_hi, first_pos);
+    const CtaWork w = cta_work(p);
+    if (wg <= w.consumers) {  // a warpgroup without rows leaves at once
+      extern __shared__ unsigned char smem_raw[];
+      const uint32_t base = smem_base();
+      float* s_o =
+          reinterpret_cast<float*>(smem_raw + (base - smem_u32(smem_raw)) + SmemPlan<D>::kO);
+      consume<D>(p, w.it, base + SmemPlan<D>::kK, base + SmemPlan<D>::kV, base + SmemPlan<D>::kBars,
+                 s_o, (wg - 1) * kWgRows, w.tile_lo, w.tile_hi, w.first_pos);
+    }
   }
 }
 
@@ -509,6 +540,20 @@ Status encode_kv_tensor_maps(const KvCacheRef& c, KvTensorMaps* maps) {
 }
 
 Status attention_wgmma_setup() {
+  // setmaxnreg redistributes the registers the launch gave the CTA: if ptxas ever compiled the
+  // kernel to fewer than kLaunchRegs per thread, a consumer's setmaxnreg.inc would wait forever.
+  for (const void* f : {reinterpret_cast<const void*>(attention_wgmma_kernel<64>),
+                        reinterpret_cast<const void*>(attention_wgmma_kernel<128>)}) {
+    cudaFuncAttributes attr{};
+    INVAR_RETURN_IF_ERROR(cuda_status(cudaFuncGetAttributes(&attr, f),
+                                      "attention (wgmma): reading the kernel's attributes"));
+    if (attr.numRegs < kLaunchRegs) {
+      return Status::error("attention (wgmma): the kernel was compiled to " +
+                           std::to_string(attr.numRegs) + " registers per thread, fewer than the " +
+                           std::to_string(kLaunchRegs) +
+                           " its setmaxnreg split needs; rebuild with this file's flags");
+    }
+  }
   INVAR_RETURN_IF_ERROR(cuda_status(
       cudaFuncSetAttribute(attention_wgmma_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            int(SmemPlan<64>::kAlloc)),
