@@ -114,7 +114,9 @@ __device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t byt
                : "memory");
 }
 // Waits until the phase of parity `parity` has completed (acquire: what was released before the
-// arrivals, and the TMA bytes counted on it, is visible after).
+// arrivals, and the TMA bytes counted on it, is visible after). Called by whole warps; lanes may
+// leave the spin at different tries, so the warp reconverges before the .sync.aligned wgmma and
+// shuffle instructions that follow.
 __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
   uint32_t done = 0;
   do {
@@ -125,6 +127,7 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
         : "r"(bar), "r"(parity)
         : "memory");
   } while (!done);
+  __syncwarp();
 }
 
 // One TMA box of a 3-d tensor map into shared memory, completing on `bar` (bytes counted).
