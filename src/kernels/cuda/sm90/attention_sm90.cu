@@ -23,6 +23,7 @@
 // Which rows share a CTA or warpgroup never enters a row's arithmetic: rows are independent in
 // every instruction, and tiles past a row's last position are no-ops for it (attention.cu).
 #include <cuda.h>
+#include <cudaTypedefs.h>
 
 #include <cstring>
 #include <cute/arch/mma_sm90_desc.hpp>
@@ -498,6 +499,27 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 }  // namespace
 
+namespace {
+// cuTensorMapEncodeTiled through the runtime's driver entry point, as CUTLASS reaches it: a direct
+// call would make every CUDA-enabled program need libcuda.so.1 at start-up, even one that only
+// ever runs on the CPU.
+Result<PFN_cuTensorMapEncodeTiled_v12000> tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
+  if (fn) return fn;
+  void* p = nullptr;
+  cudaDriverEntryPointQueryResult found{};
+  const cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000,
+                                                         cudaEnableDefault, &found);
+  if (e != cudaSuccess || found != cudaDriverEntryPointSuccess || !p) {
+    return Status::error(
+        "attention (wgmma): the CUDA driver does not provide cuTensorMapEncodeTiled (needs a "
+        "driver for CUDA 12.0 or newer)");
+  }
+  fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  return fn;
+}
+}  // namespace
+
 Status encode_kv_tensor_maps(const KvCacheRef& c, KvTensorMaps* maps) {
   static_assert(sizeof(CUtensorMap) == sizeof(maps->k), "CUtensorMap is 128 bytes");
   maps->box_rows = 0;
@@ -521,19 +543,19 @@ Status encode_kv_tensor_maps(const KvCacheRef& c, KvTensorMaps* maps) {
                                  cuuint64_t(c.kv_heads) * c.head_dim * 2};
   const cuuint32_t box_dims[3] = {64, 1, cuuint32_t(box)};
   const cuuint32_t elem_strides[3] = {1, 1, 1};
+  INVAR_ASSIGN_OR_RETURN(PFN_cuTensorMapEncodeTiled_v12000 encode, tensor_map_encoder());
   CUtensorMap mk, mv;
   for (auto [map, ptr] :
        {std::pair{&mk, static_cast<void*>(c.k)}, std::pair{&mv, static_cast<void*>(c.v)}}) {
-    const CUresult r = cuTensorMapEncodeTiled(
-        map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, ptr, dims, strides, box_dims, elem_strides,
-        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-        CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    const CUresult r =
+        encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, ptr, dims, strides, box_dims, elem_strides,
+               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+               CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS) {
-      const char* msg = nullptr;
-      cuGetErrorString(r, &msg);
-      return Status::error(std::string("attention (wgmma): cuTensorMapEncodeTiled of the KV cache "
-                                       "failed: ") +
-                           (msg ? msg : "unknown error"));
+      return Status::error(
+          "attention (wgmma): cuTensorMapEncodeTiled of the KV cache failed "
+          "(CUresult " +
+          std::to_string(int(r)) + ")");
     }
   }
   std::memcpy(maps->k, &mk, sizeof(mk));
