@@ -376,7 +376,7 @@ __device__ __forceinline__ void consume(const WgmmaParams& p, const AttnItem& it
     if (lane == 0) mbar_arrive(bars + 8 * (2 * kStages + stage));  // the stage is free
 
     // End of a split (fixed from tile 0) or of the CTA's tiles: fold in split order, or write
-    // the split's state for the merge; as attention.cu, with O in registers.
+    // the split's state for the merge; as attention.cu (O in shared memory as there).
     if ((tile + 1) % it.split_tiles == 0 || tile + 1 == tile_hi) {
       const int split = tile / it.split_tiles;
       const int split_start = split * it.split_tiles * kTile;
