@@ -7,7 +7,15 @@
 // Each point: random bf16 data; warm-up, then a CUDA graph of `launches` calls per variant,
 // replays interleaved (A B A B ...), median replay time / launches. Rates: TB/s = K + V bytes
 // read (+ q, out) / t; TFLOP/s = 4 D Hq sum(positions attended) / t.
-// Usage: attention_bench [--smollm2] [--reps N] [--quick]
+// Two variants per point, A and B, ratio = t(B) / t(A) (> 1: A faster):
+//   default            A = invariant, B = fast, both on the mma.sync kernel
+//   --kernel wgmma     the same, with prefill (whole-row) items on the Hopper wgmma kernel
+//   --compare-kernels  A = invariant on wgmma (prefill items), B = invariant on mma.sync: the
+//                      same bits (attention_test proves it), so the ratio is the kernel's speedup
+// --prefill-sweep: only causal prefills, 1 x L for L = 1k..16k and two batched points (the torch
+// SDPA numbers for the same points: bench/cuda/attention_sdpa.py --prefill-sweep).
+// Usage: attention_bench [--smollm2] [--reps N] [--quick] [--kernel mma_sync|wgmma]
+//                        [--compare-kernels] [--prefill-sweep]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -20,9 +28,8 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cuda/attention.h"
-
 #include "bench_util.cuh"
+#include "kernels/cuda/attention.h"
 
 using invar::Status;
 using invar::kernels::AttentionPlan;
@@ -48,13 +55,21 @@ struct Point {
   std::vector<Seq> seqs;
 };
 
+// One column of the table: a kernel mode and the kernel of prefill items.
+struct Variant {
+  const char* label;  // column header, <= 10 characters
+  KernelMode mode;
+  AttentionKernel prefill;
+};
+
 // The cache, big enough for the largest rotation set of the run.
 struct Bench {
   Shape shape;
   KvCacheRef cache{};
   int64_t cache_tokens = 0;
   cudaStream_t stream = nullptr;
-  std::unique_ptr<CudaAttention> attn[2];  // invariant, fast
+  Variant variant[2];
+  std::unique_ptr<CudaAttention> attn[2];  // variant A, B
   int reps = 15;
 };
 
@@ -110,7 +125,7 @@ Result run_point(Bench& b, const Point& pt) {
   Result res{};
   cudaGraphExec_t exec[2];
   for (int v = 0; v < 2; ++v) {
-    const KernelMode mode = v == 0 ? KernelMode::invariant : KernelMode::fast;
+    const KernelMode mode = b.variant[v].mode;
     check(b.attn[v]->plan(hp, dims, mode, b.stream), "plan");
     res.ctas[v] = b.attn[v]->stats().ctas;
     auto enqueue = [&](int i) {
@@ -161,9 +176,11 @@ Result run_point(Bench& b, const Point& pt) {
   return res;
 }
 
-void print_header(const char* what) {
-  std::printf("\n%-28s | %9s %7s %7s %6s | %9s %7s %7s %6s | %5s\n", what, "inv us", "TB/s",
-              "TFLOP/s", "CTAs", "fast us", "TB/s", "TFLOP/s", "CTAs", "ratio");
+void print_header(const Bench& b, const char* what) {
+  const std::string a = std::string(b.variant[0].label) + " us";
+  const std::string c = std::string(b.variant[1].label) + " us";
+  std::printf("\n%-28s | %13s %7s %7s %6s | %13s %7s %7s %6s | %5s\n", what, a.c_str(), "TB/s",
+              "TFLOP/s", "CTAs", c.c_str(), "TB/s", "TFLOP/s", "CTAs", "ratio");
 }
 
 void report(Bench& b, const Point& pt) {
@@ -177,7 +194,7 @@ void report(Bench& b, const Point& pt) {
     const double attended = double(s.q_len) * (first + 1) + double(s.q_len) * (s.q_len - 1) / 2;
     flops += 4.0 * sh.d * sh.hq * attended;
   }
-  std::printf("%-28s | %9.1f %7.2f %7.1f %6lld | %9.1f %7.2f %7.1f %6lld | %5.2f\n",
+  std::printf("%-28s | %13.1f %7.2f %7.1f %6lld | %13.1f %7.2f %7.1f %6lld | %5.2f\n",
               pt.label.c_str(), r.us[0], bytes / r.us[0] * 1e-6, flops / r.us[0] * 1e-6,
               (long long)r.ctas[0], r.us[1], bytes / r.us[1] * 1e-6, flops / r.us[1] * 1e-6,
               (long long)r.ctas[1], r.us[1] / r.us[0]);
@@ -187,7 +204,8 @@ void report(Bench& b, const Point& pt) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool smol = false, quick = false;
+  bool smol = false, quick = false, compare_kernels = false, prefill_sweep = false;
+  AttentionKernel kernel = AttentionKernel::mma_sync;
   int reps = 15;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--smollm2"))
@@ -196,12 +214,30 @@ int main(int argc, char** argv) {
       quick = true;
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc)
       reps = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--kernel") && i + 1 < argc &&
+             (!std::strcmp(argv[i + 1], "wgmma") || !std::strcmp(argv[i + 1], "mma_sync")))
+      kernel =
+          !std::strcmp(argv[++i], "wgmma") ? AttentionKernel::wgmma : AttentionKernel::mma_sync;
+    else if (!std::strcmp(argv[i], "--compare-kernels"))
+      compare_kernels = true;
+    else if (!std::strcmp(argv[i], "--prefill-sweep"))
+      prefill_sweep = true;
     else {
-      std::fprintf(stderr, "usage: attention_bench [--smollm2] [--quick] [--reps N]\n");
+      std::fprintf(stderr,
+                   "usage: attention_bench [--smollm2] [--quick] [--reps N] "
+                   "[--kernel mma_sync|wgmma] [--compare-kernels] [--prefill-sweep]\n");
       return 2;
     }
   }
   Bench b;
+  if (compare_kernels) {
+    b.variant[0] = {"wgmma", KernelMode::invariant, AttentionKernel::wgmma};
+    b.variant[1] = {"mma_sync", KernelMode::invariant, AttentionKernel::mma_sync};
+  } else {
+    const bool w = kernel == AttentionKernel::wgmma;
+    b.variant[0] = {w ? "inv wgmma" : "inv", KernelMode::invariant, kernel};
+    b.variant[1] = {w ? "fast wgmma" : "fast", KernelMode::fast, kernel};
+  }
   b.shape = smol ? Shape{"smollm2-135m", 9, 3, 64} : Shape{"qwen3-8b", 32, 8, 128};
   b.reps = reps;
   cudaDeviceProp prop{};
@@ -211,11 +247,12 @@ int main(int argc, char** argv) {
   // split size is part of the recipe, kAttnSplitTiles).
   const char* split_env = std::getenv("INVAR_ATTN_SPLIT_TILES");
   const int split_tiles = split_env ? std::atoi(split_env) : kAttnSplitTiles;
-  for (auto& a : b.attn) {
+  for (int i = 0; i < 2; ++i) {
     auto created = CudaAttention::create(0);
     check(created.status(), "CudaAttention::create");
-    a = std::move(*created);
-    a->set_split_tiles_for_experiments(split_tiles);
+    b.attn[i] = std::move(*created);
+    b.attn[i]->set_split_tiles_for_experiments(split_tiles);
+    check(b.attn[i]->set_prefill_kernel(b.variant[i].prefill), "set_prefill_kernel");
   }
   // Cache: 4M tokens (Qwen3-8B: 16 GiB per K and V... halved for SmolLM2's smaller rows).
   b.cache_tokens = int64_t(4) << 20;
@@ -237,13 +274,29 @@ int main(int argc, char** argv) {
               prop.l2CacheSize >> 20);
   std::printf("invariant split: %d tiles of %d positions%s\n", split_tiles, kAttnKvTile,
               split_tiles == kAttnSplitTiles ? "" : " (experiment: not the recipe's size)");
-  std::printf(
-      "shape: %s (Hq %d, Hkv %d, D %d), block size %d; median of %d graph replays;\n"
-      "ratio = t(fast) / t(invariant) (> 1: invariant faster); fast = split count from "
-      "batch and SM count\n",
-      b.shape.name, b.shape.hq, b.shape.hkv, b.shape.d, kBlockSize, reps);
+  std::printf("shape: %s (Hq %d, Hkv %d, D %d), block size %d; median of %d graph replays\n",
+              b.shape.name, b.shape.hq, b.shape.hkv, b.shape.d, kBlockSize, reps);
+  for (int i = 0; i < 2; ++i) {
+    std::printf("%c = %s: %s mode, prefill items on the %s kernel, split items on mma_sync\n",
+                i == 0 ? 'A' : 'B', b.variant[i].label, kernel_mode_name(b.variant[i].mode),
+                attention_kernel_name(b.variant[i].prefill));
+  }
+  std::printf("ratio = t(B) / t(A) (> 1: A faster); fast = split count from batch and SM count\n");
 
-  print_header("decode B x KV");
+  if (prefill_sweep) {
+    print_header(b, "prefill B x L (causal)");
+    for (auto [bsz, len] : std::vector<std::pair<int, int>>{
+             {1, 1024}, {1, 2048}, {1, 4096}, {1, 8192}, {1, 16384}, {4, 4096}, {16, 1024}}) {
+      Point pt{"prefill " + std::to_string(bsz) + " x " + std::to_string(len), {}};
+      pt.seqs.assign(size_t(bsz), Seq{len, len});
+      report(b, pt);
+    }
+    CHECK_CUDA(cudaFree(k));
+    CHECK_CUDA(cudaFree(v));
+    return 0;
+  }
+
+  print_header(b, "decode B x KV");
   const std::vector<int> batches =
       quick ? std::vector<int>{1, 16, 128} : std::vector<int>{1, 4, 16, 64, 256};
   const std::vector<int> kvs =
@@ -256,7 +309,7 @@ int main(int argc, char** argv) {
       report(b, pt);
     }
   }
-  print_header("prefill B x L (causal)");
+  print_header(b, "prefill B x L (causal)");
   for (auto [bsz, len] : quick ? std::vector<std::pair<int, int>>{{1, 2048}, {1, 8192}}
                                : std::vector<std::pair<int, int>>{
                                      {1, 512}, {1, 2048}, {1, 8192}, {4, 4096}, {16, 1024}}) {
@@ -264,7 +317,7 @@ int main(int argc, char** argv) {
     pt.seqs.assign(size_t(bsz), Seq{len, len});
     report(b, pt);
   }
-  print_header("mixed step");
+  print_header(b, "mixed step");
   for (int dec : {15, 63}) {
     Point pt{"chunk 512@4096 + " + std::to_string(dec) + " dec@4096", {}};
     pt.seqs.push_back({512, 4096});

@@ -3,7 +3,9 @@
 for bf16 on this GPU: flash or cuDNN) on dense, unpaged KV, Qwen3-8B heads (32 q / 8 kv, D 128).
 Same points as the benchmark; inputs rotated over >= 256 MiB of copies so KV comes from device
 memory; median of 15 timings of 20 back-to-back calls with CUDA events. Run on the GPU machine
-by scripts/gpu-check; prints a table, never fails the check (a missing torch prints a note)."""
+by scripts/gpu-check; prints a table, never fails the check (a missing torch prints a note).
+  --smollm2        SmolLM2-135M heads (9 q / 3 kv, D 64), as attention_bench --smollm2
+  --prefill-sweep  only the prefill points of attention_bench --prefill-sweep (1 x 1k..16k, ...)"""
 import sys
 
 try:
@@ -13,7 +15,8 @@ except Exception as e:  # noqa: BLE001
     print(f"torch SDPA baseline skipped: {e}")
     sys.exit(0)
 
-HQ, HKV, D = 32, 8, 128
+HQ, HKV, D = (9, 3, 64) if "--smollm2" in sys.argv else (32, 8, 128)
+HEADS = "SmolLM2-135M" if "--smollm2" in sys.argv else "Qwen3-8B"
 
 
 def timed(fn, copies):
@@ -52,8 +55,16 @@ def point(label, b, q_len, kv):
 
 def main():
     quick = "--quick" in sys.argv
-    print(f"torch {torch.__version__} SDPA on {torch.cuda.get_device_name()}, dense KV, Qwen3-8B heads")
+    print(f"torch {torch.__version__} SDPA on {torch.cuda.get_device_name()}, dense KV, {HEADS} heads "
+          f"(Hq {HQ}, Hkv {HKV}, D {D})")
     print(f"{'point':<28} | {'us':>9} {'TB/s':>7} {'TFLOP/s':>7}")
+    if "--prefill-sweep" in sys.argv:
+        for b, n in [(1, 1024), (1, 2048), (1, 4096), (1, 8192), (1, 16384), (4, 4096), (16, 1024)]:
+            try:
+                point(f"prefill {b} x {n}", b, n, n)
+            except Exception as e:  # noqa: BLE001
+                print(f"prefill {b} x {n}: {type(e).__name__}: {e}")
+        return
     batches = [1, 16, 128] if quick else [1, 4, 16, 64, 256]
     kvs = [1024, 8192] if quick else [512, 2048, 8192, 32768]
     for b in batches:

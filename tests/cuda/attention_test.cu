@@ -11,9 +11,16 @@
 //    sequences), in every chunking of its prompt, in prefills of many lengths, and under
 //    every cache block size, equal the rows of one prefill of the whole target.
 // 3. Negative control (R8): the same comparisons in fast mode find differences.
+// 4. The Hopper wgmma kernel (sm90/attention_sm90.cu; skipped on other GPUs): against the f64
+//    reference, and bitwise against the mma.sync kernel on every batch of the invariance suite
+//    (all rows, both modes, wgmma for prefill only and for split items too), under several cache
+//    block sizes (TMA page boxes and the cp.async path) and split groupings; decode on mma.sync
+//    against one wgmma prefill of the target. Differences are reported with where they fall
+//    (dim half, warpgroup, warp, row in the warp, position in the tile) and their size in ulps.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -34,6 +41,23 @@ struct AttnShape {
 };
 constexpr AttnShape kSmol{"smollm2-135m", 9, 3, 64};
 constexpr AttnShape kQwen3{"qwen3-8b", 32, 8, 128};
+
+// Which kernel computes whole-row (prefill) items and which split items.
+struct KernelConfig {
+  const char* name;
+  AttentionKernel prefill, split;
+};
+constexpr KernelConfig kMmaSync{"mma_sync", AttentionKernel::mma_sync, AttentionKernel::mma_sync};
+constexpr KernelConfig kWgmmaPrefill{"wgmma prefill", AttentionKernel::wgmma,
+                                     AttentionKernel::mma_sync};
+constexpr KernelConfig kWgmmaAll{"wgmma all", AttentionKernel::wgmma, AttentionKernel::wgmma};
+
+// Selects a kernel config on a harness; skips the test where wgmma cannot run (not sm_90).
+#define USE_KERNELS(h, cfg)                                                 \
+  do {                                                                      \
+    const ::invar::Status s_ = (h).set_kernels((cfg).prefill, (cfg).split); \
+    if (!s_.ok()) GTEST_SKIP() << (cfg).name << ": " << s_.message();       \
+  } while (0)
 
 constexpr uint64_t kSeedK = 11, kSeedV = 12, kSeedQ = 13;
 constexpr float kQScale = 3.0f;  // peakier softmax than uniform [-1, 1) queries give
@@ -244,6 +268,12 @@ class Harness {
   const AttnShape& shape() const { return shape_; }
   CudaAttention& attention() { return *attn_; }
 
+  // Which kernels the following runs use (attention.h); fails off sm_90 for wgmma.
+  Status set_kernels(AttentionKernel prefill, AttentionKernel split) {
+    INVAR_RETURN_IF_ERROR(attn_->set_prefill_kernel(prefill));
+    return attn_->set_split_kernel(split);
+  }
+
  private:
   AttnShape shape_;
   int block_size_;
@@ -313,11 +343,9 @@ void expect_all_finite(const std::vector<uint16_t>& v, const char* what) {
 
 class AttentionCuda : public ::testing::TestWithParam<AttnShape> {};
 
-TEST_P(AttentionCuda, MatchesF64Reference) {
-  REQUIRE_GPU();
-  const AttnShape sh = GetParam();
-  Harness h(sh, 16, test_lengths(), 1);
-  ASSERT_TRUE(h.ok());
+// One mixed step in both modes against the f64 reference, with the harness's kernels.
+void expect_matches_f64(Harness& h, const KernelConfig& cfg) {
+  const AttnShape sh = h.shape();
   // Awkward lengths: decode at kv 1, 7, 769, 5125; chunks of 17, 129, 64, 5 and 300 tokens.
   std::vector<Entry> batch{{1, 0, 1},    {1, 0, 7},     {1, 768, 1},  {1, 5124, 1},
                            {0, 0, 17},   {0, 0, 129},   {0, 300, 64}, {0, 1000, 5},
@@ -356,11 +384,30 @@ TEST_P(AttentionCuda, MatchesF64Reference) {
       worst = std::max(worst, std::sqrt(num / std::max(den, 1e-30)));
     }
     std::printf(
-        "%-13s %-9s worst row |out - ref| / |ref| = %.2e (%lld rows; %lld CTAs, %lld "
-        "split CTAs, %lld merge CTAs)\n",
-        sh.name, kernel_mode_name(mode), worst, (long long)(T * sh.hq), (long long)b.stats.ctas,
-        (long long)b.stats.split_ctas, (long long)b.stats.merge_ctas);
-    EXPECT_LT(worst, 1e-2) << kernel_mode_name(mode);
+        "%-13s %-9s %-13s worst row |out - ref| / |ref| = %.2e (%lld rows; %lld CTAs, %lld "
+        "split CTAs, %lld merge CTAs, %lld wgmma CTAs)\n",
+        sh.name, kernel_mode_name(mode), cfg.name, worst, (long long)(T * sh.hq),
+        (long long)b.stats.ctas, (long long)b.stats.split_ctas, (long long)b.stats.merge_ctas,
+        (long long)b.stats.wgmma_ctas);
+    EXPECT_LT(worst, 1e-2) << kernel_mode_name(mode) << ", " << cfg.name;
+    if (cfg.prefill == AttentionKernel::wgmma) EXPECT_GT(b.stats.wgmma_ctas, 0) << cfg.name;
+  }
+}
+
+TEST_P(AttentionCuda, MatchesF64Reference) {
+  REQUIRE_GPU();
+  Harness h(GetParam(), 16, test_lengths(), 1);
+  ASSERT_TRUE(h.ok());
+  expect_matches_f64(h, kMmaSync);
+}
+
+TEST_P(AttentionCuda, WgmmaMatchesF64Reference) {
+  REQUIRE_GPU();
+  Harness h(GetParam(), 16, test_lengths(), 1);
+  ASSERT_TRUE(h.ok());
+  for (const KernelConfig& cfg : {kWgmmaPrefill, kWgmmaAll}) {
+    USE_KERNELS(h, cfg);
+    expect_matches_f64(h, cfg);
   }
 }
 
@@ -371,8 +418,15 @@ struct Diffs {
   int64_t total() const { return decode + batch + chunk + prefix; }
 };
 
-void invariance_suite(Harness& h, KernelMode mode, const std::vector<uint16_t>& ref, Diffs& d) {
-  const int64_t row = int64_t(h.shape().hq) * h.shape().d;
+// The invariance suite's steps: the same batches for every mode and kernel (fixed seeds).
+enum class Part { decode, batch_size, chunking, prefix };
+struct SuiteBatch {
+  Part part;
+  std::vector<Entry> batch;
+};
+
+std::vector<SuiteBatch> suite_batches(const Harness& h) {
+  std::vector<SuiteBatch> out;
   std::mt19937 rng(42);
   const std::vector<int> positions = boundary_positions();
 
@@ -383,10 +437,7 @@ void invariance_suite(Harness& h, KernelMode mode, const std::vector<uint16_t>& 
       batch.push_back({0, positions[i], 1});
       if (i % 5 == 0) batch.push_back(random_other(rng, h, false));
     }
-    BatchOut b;
-    h.run(batch, mode, b);
-    expect_all_finite(b.out, "decode batch");
-    d.decode += count_target_diffs(b, batch, ref, row, &d.decode_n);
+    out.push_back({Part::decode, batch});
   }
   // (b) One decode step of the target at a random slot of a decode batch of n sequences.
   for (int n : {1, 2, 3, 5, 7, 16, 33, 64, 128, 255}) {
@@ -395,9 +446,7 @@ void invariance_suite(Harness& h, KernelMode mode, const std::vector<uint16_t>& 
     const int p = positions[rng() % positions.size()];
     for (int i = 0; i < n; ++i)
       batch.push_back(i == slot ? Entry{0, p, 1} : random_other(rng, h, true));
-    BatchOut b;
-    h.run(batch, mode, b);
-    d.batch += count_target_diffs(b, batch, ref, row, &d.batch_n);
+    out.push_back({Part::batch_size, batch});
   }
   // (c) Every chunking of the prompt: all chunks as sequences of one step, with neighbours.
   std::vector<std::vector<int>> chunkings;
@@ -420,10 +469,7 @@ void invariance_suite(Harness& h, KernelMode mode, const std::vector<uint16_t>& 
       start += c;
       if (i % 4 == 1) batch.push_back(random_other(rng, h, false));
     }
-    BatchOut b;
-    h.run(batch, mode, b);
-    expect_all_finite(b.out, "chunked prefill");
-    d.chunk += count_target_diffs(b, batch, ref, row, &d.chunk_n);
+    out.push_back({Part::chunking, batch});
   }
   // (d) Prefills of many lengths (the first n tokens), one step.
   {
@@ -432,9 +478,32 @@ void invariance_suite(Harness& h, KernelMode mode, const std::vector<uint16_t>& 
       batch.push_back({0, 0, n});
       batch.push_back(random_other(rng, h, false));
     }
+    out.push_back({Part::prefix, batch});
+  }
+  return out;
+}
+
+void invariance_suite(Harness& h, KernelMode mode, const std::vector<uint16_t>& ref, Diffs& d) {
+  const int64_t row = int64_t(h.shape().hq) * h.shape().d;
+  for (const SuiteBatch& sb : suite_batches(h)) {
     BatchOut b;
-    h.run(batch, mode, b);
-    d.prefix += count_target_diffs(b, batch, ref, row, &d.prefix_n);
+    h.run(sb.batch, mode, b);
+    switch (sb.part) {
+      case Part::decode:
+        expect_all_finite(b.out, "decode batch");
+        d.decode += count_target_diffs(b, sb.batch, ref, row, &d.decode_n);
+        break;
+      case Part::batch_size:
+        d.batch += count_target_diffs(b, sb.batch, ref, row, &d.batch_n);
+        break;
+      case Part::chunking:
+        expect_all_finite(b.out, "chunked prefill");
+        d.chunk += count_target_diffs(b, sb.batch, ref, row, &d.chunk_n);
+        break;
+      case Part::prefix:
+        d.prefix += count_target_diffs(b, sb.batch, ref, row, &d.prefix_n);
+        break;
+    }
   }
 }
 
@@ -548,6 +617,266 @@ TEST_P(AttentionCuda, SanitizerSmokeEveryPath) {
     h.run(batch, mode, b);
     expect_all_finite(b.out, kernel_mode_name(mode));
     EXPECT_GT(b.stats.merge_ctas, 0);
+  }
+}
+
+// ---- the wgmma kernel against the mma.sync kernel, bit for bit --------------------------------
+
+// Where two outputs of the same batch differ, for diagnosis on the GPU machine: how many rows and
+// elements, how far apart (ulps of bf16), and how the differing rows spread over what could cause
+// them. A wgmma layout or descriptor error shows in one dim half (V's second N atom), one
+// warpgroup, warp or 8-row half of a warp's fragment, or in the tile holding a CTA's last position
+// (the cp.async path); unsynchronised shared memory as NaN or large values; a k-order difference of
+// the tensor cores as 1-2 ulp spread everywhere.
+struct DiffReport {
+  int64_t rows = 0, rows_compared = 0, elems = 0, nonfinite = 0;
+  int max_ulp = 0;
+  int64_t ulp_hist[4] = {};      // differing elements by |ulp|: 1, 2-3, 4-255, >= 256
+  int64_t dim_half[2] = {};      // differing elements in dims [0, 64) and [64, 128)
+  int64_t warpgroup[2] = {};     // differing rows by warpgroup of a 128-row CTA: (r % 128) / 64
+  int64_t warp[4] = {};          // by warp of the warpgroup: (r % 64) / 16
+  int64_t frag_half[2] = {};     // by half of the warp's 16 rows: (r % 16) / 8 (lane / 4 or + 8)
+  int64_t tile_quarter[4] = {};  // by the row's position in its tile: (pos % 64) / 16
+  int64_t last_tile = 0;         // rows whose own tile is the last of their sequence's chunk
+  int64_t split_rows = 0;        // rows of sequences planned as split items (<= 64 rows, > 4 tiles)
+  std::vector<std::string> first;
+
+  static int ordered(uint16_t h) { return (h & 0x8000u) ? -int(h & 0x7fffu) : int(h); }
+
+  void add(const BatchOut& a, const BatchOut& b, const std::vector<Entry>& batch,
+           const AttnShape& sh, const char* where) {
+    const int G = sh.hq / sh.hkv;
+    for (size_t s = 0; s < batch.size(); ++s) {
+      const Entry& e = batch[s];
+      const bool split = e.q_len * G <= kAttnRowsPerCta &&
+                         (e.q_start + e.q_len + kAttnKvTile - 1) / kAttnKvTile > kAttnSplitTiles;
+      for (int t = 0; t < e.q_len; ++t) {
+        const int64_t tok = a.q_indptr[s] + t;
+        const int pos = e.q_start + t;
+        for (int h = 0; h < sh.hq; ++h) {
+          ++rows_compared;
+          const int64_t base = (tok * sh.hq + h) * sh.d;
+          int n = 0, worst = 0, first_dim = -1;
+          for (int j = 0; j < sh.d; ++j) {
+            const uint16_t x = a.out[size_t(base + j)], y = b.out[size_t(base + j)];
+            if (x == y) continue;
+            ++n;
+            if (first_dim < 0) first_dim = j;
+            if ((x & 0x7f80u) == 0x7f80u || (y & 0x7f80u) == 0x7f80u) ++nonfinite;
+            const int u = std::abs(ordered(x) - ordered(y));
+            worst = std::max(worst, u);
+            ++ulp_hist[u <= 1 ? 0 : u <= 3 ? 1 : u <= 255 ? 2 : 3];
+            ++dim_half[j / 64];
+          }
+          if (!n) continue;
+          ++rows;
+          elems += n;
+          max_ulp = std::max(max_ulp, worst);
+          const int r = t * G + h % G;  // the row within its sequence and kv head
+          ++warpgroup[(r % 128) / 64];
+          ++warp[(r % 64) / 16];
+          ++frag_half[(r % 16) / 8];
+          ++tile_quarter[(pos % 64) / 16];
+          last_tile += pos / 64 == (e.q_start + e.q_len - 1) / 64;
+          split_rows += split;
+          if (first.size() < 8) {
+            char buf[256];
+            std::snprintf(buf, sizeof(buf),
+                          "%s: seq %zu (id %d, q %d+%d) pos %d q head %d (kv %d, row %d): %d dims "
+                          "differ from dim %d, max %d ulp",
+                          where, s, e.id, e.q_start, e.q_len, pos, h, h / G, r, n, first_dim,
+                          worst);
+            first.push_back(buf);
+          }
+        }
+      }
+    }
+  }
+
+  std::string str() const {
+    char buf[1024];
+    std::snprintf(
+        buf, sizeof(buf),
+        "%lld of %lld rows differ (%lld elements, %lld non-finite, max %d ulp; ulps 1: %lld, "
+        "2-3: %lld, 4-255: %lld, >=256: %lld)\n  elements by dim half %lld / %lld; rows by "
+        "warpgroup %lld / %lld, by warp %lld %lld %lld %lld, by fragment half %lld / %lld, by "
+        "tile quarter %lld %lld %lld %lld, in the chunk's last tile %lld, of split sequences %lld",
+        (long long)rows, (long long)rows_compared, (long long)elems, (long long)nonfinite, max_ulp,
+        (long long)ulp_hist[0], (long long)ulp_hist[1], (long long)ulp_hist[2],
+        (long long)ulp_hist[3], (long long)dim_half[0], (long long)dim_half[1],
+        (long long)warpgroup[0], (long long)warpgroup[1], (long long)warp[0], (long long)warp[1],
+        (long long)warp[2], (long long)warp[3], (long long)frag_half[0], (long long)frag_half[1],
+        (long long)tile_quarter[0], (long long)tile_quarter[1], (long long)tile_quarter[2],
+        (long long)tile_quarter[3], (long long)last_tile, (long long)split_rows);
+    std::string out = buf;
+    for (const std::string& f : first) out += "\n  " + f;
+    return out;
+  }
+};
+
+const char* part_name(Part p) {
+  switch (p) {
+    case Part::decode:
+      return "decode";
+    case Part::batch_size:
+      return "batch size";
+    case Part::chunking:
+      return "chunking";
+    case Part::prefix:
+      return "prefix";
+  }
+  return "?";
+}
+
+// Every batch of the invariance suite, both modes: the wgmma kernel (prefill only, then split items
+// too) gives every row of every batch the mma.sync kernel's bits.
+TEST_P(AttentionCuda, WgmmaGivesTheBitsOfMmaSyncOnEveryBatch) {
+  REQUIRE_GPU();
+  const AttnShape sh = GetParam();
+  Harness h(sh, 16, test_lengths(), 1);
+  ASSERT_TRUE(h.ok());
+  USE_KERNELS(h, kWgmmaAll);
+  const std::vector<SuiteBatch> batches = suite_batches(h);
+  for (KernelMode mode : {KernelMode::invariant, KernelMode::fast}) {
+    DiffReport rep[2];
+    int64_t wgmma_ctas[2] = {};
+    for (size_t i = 0; i < batches.size(); ++i) {
+      BatchOut ref;
+      STATUS_OK(h.set_kernels(kMmaSync.prefill, kMmaSync.split));
+      h.run(batches[i].batch, mode, ref);
+      int c = 0;
+      for (const KernelConfig& cfg : {kWgmmaPrefill, kWgmmaAll}) {
+        STATUS_OK(h.set_kernels(cfg.prefill, cfg.split));
+        BatchOut b;
+        h.run(batches[i].batch, mode, b);
+        expect_all_finite(b.out, cfg.name);
+        wgmma_ctas[c] += b.stats.wgmma_ctas;
+        const std::string where = std::string(part_name(batches[i].part)) + " batch " +
+                                  std::to_string(i) + " (" + cfg.name + ")";
+        rep[c++].add(ref, b, batches[i].batch, sh, where.c_str());
+      }
+    }
+    for (int c = 0; c < 2; ++c) {
+      const KernelConfig& cfg = c == 0 ? kWgmmaPrefill : kWgmmaAll;
+      std::printf("%-13s %-9s %-13s vs mma_sync (%lld wgmma CTAs): %s\n", sh.name,
+                  kernel_mode_name(mode), cfg.name, (long long)wgmma_ctas[c], rep[c].str().c_str());
+      EXPECT_EQ(rep[c].rows, 0) << cfg.name << ", " << kernel_mode_name(mode) << ": "
+                                << rep[c].str();
+      EXPECT_GT(rep[c].rows_compared, 40000);
+      EXPECT_GT(wgmma_ctas[c], 0);
+    }
+  }
+}
+
+// R3 across kernels: decode steps and split chunks on mma.sync give the rows of one wgmma prefill
+// of the whole target, in every batch and chunking of the suite.
+TEST_P(AttentionCuda, TargetRowsOfWgmmaPrefillAreBitIdenticalInEveryBatchAndChunking) {
+  REQUIRE_GPU();
+  const AttnShape sh = GetParam();
+  Harness h(sh, 16, test_lengths(), 1);
+  ASSERT_TRUE(h.ok());
+  USE_KERNELS(h, kWgmmaPrefill);
+  BatchOut ref;
+  h.run({{0, 0, kTargetLen}}, KernelMode::invariant, ref);
+  expect_all_finite(ref.out, "reference wgmma prefill");
+  EXPECT_EQ(ref.stats.wgmma_ctas, ref.stats.ctas);
+  Diffs d;
+  invariance_suite(h, KernelMode::invariant, ref.out, d);
+  print_diffs(sh.name, KernelMode::invariant, d);
+  EXPECT_EQ(d.total(), 0);
+}
+
+// Block sizes of every producer path: TMA boxes of a page (8, 16, 32) or of 64 rows of a page
+// (64, 128), and cp.async for every tile (1, 7, 100); all against mma.sync at block size 16.
+TEST_P(AttentionCuda, WgmmaCacheBlockSizesDoNotChangeBits) {
+  REQUIRE_GPU();
+  const AttnShape sh = GetParam();
+  const int64_t row = int64_t(sh.hq) * sh.d;
+  std::vector<uint16_t> ref;
+  {
+    Harness h(sh, 16, test_lengths(), 16);
+    ASSERT_TRUE(h.ok());
+    BatchOut full;
+    h.run({{0, 0, kTargetLen}}, KernelMode::invariant, full);
+    ref = full.out;
+  }
+  for (int bs : {16, 8, 32, 64, 128, 1, 7, 100}) {
+    Harness h(sh, bs, test_lengths(), uint64_t(bs));
+    ASSERT_TRUE(h.ok());
+    USE_KERNELS(h, kWgmmaAll);
+    std::vector<Entry> batch{{0, 0, kTargetLen}};
+    for (int p : boundary_positions()) batch.push_back({0, p, 1});
+    for (int s = 0; s < kTargetLen; s += 300)
+      batch.push_back({0, s, std::min(300, kTargetLen - s)});
+    batch.push_back({1, 0, 5125});
+    BatchOut b, m;
+    h.run(batch, KernelMode::invariant, b);
+    expect_all_finite(b.out, "wgmma");
+    int64_t n = 0;
+    const int64_t diffs = count_target_diffs(b, batch, ref, row, &n);
+    STATUS_OK(h.set_kernels(kMmaSync.prefill, kMmaSync.split));
+    h.run(batch, KernelMode::invariant, m);
+    DiffReport rep;
+    rep.add(m, b, batch, sh, ("block size " + std::to_string(bs)).c_str());
+    std::printf(
+        "%-13s wgmma, block size %3d: target rows differing from mma_sync's prefill "
+        "%lld/%lld; whole batch vs mma_sync: %s\n",
+        sh.name, bs, (long long)diffs, (long long)n, rep.str().c_str());
+    EXPECT_EQ(diffs, 0) << "block size " << bs;
+    EXPECT_EQ(rep.rows, 0) << "block size " << bs << ": " << rep.str();
+  }
+}
+
+TEST_P(AttentionCuda, WgmmaSplitGroupingDoesNotChangeBits) {
+  REQUIRE_GPU();
+  const AttnShape sh = GetParam();
+  const int64_t row = int64_t(sh.hq) * sh.d;
+  Harness h(sh, 16, test_lengths(), 1);
+  ASSERT_TRUE(h.ok());
+  BatchOut ref;
+  h.run({{0, 0, kTargetLen}}, KernelMode::invariant, ref);  // mma.sync
+  USE_KERNELS(h, kWgmmaAll);
+  std::vector<Entry> batch;
+  std::mt19937 rng(8);
+  for (int p : boundary_positions()) batch.push_back({0, p, 1});
+  for (int s = 0; s + 16 <= kTargetLen; s += 160) batch.push_back({0, s, 16});  // 48-64 rows
+  for (int i = 0; i < 20; ++i) batch.push_back(random_other(rng, h, true));
+  for (int group : {1, 2, 3, 7, 64, 0}) {
+    h.attention().set_split_group(group);
+    BatchOut b;
+    h.run(batch, KernelMode::invariant, b);
+    int64_t n = 0;
+    const int64_t diffs = count_target_diffs(b, batch, ref.out, row, &n);
+    std::printf(
+        "%-13s wgmma, splits per CTA %2d: differing rows %lld/%lld (%lld CTAs, %lld "
+        "split CTAs, %lld wgmma CTAs)\n",
+        sh.name, group, (long long)diffs, (long long)n, (long long)b.stats.ctas,
+        (long long)b.stats.split_ctas, (long long)b.stats.wgmma_ctas);
+    EXPECT_EQ(diffs, 0) << "splits per CTA " << group;
+    EXPECT_EQ(b.stats.wgmma_ctas, b.stats.ctas);
+  }
+}
+
+// Every path of the wgmma kernel once, small (compute-sanitizer memcheck in scripts/gpu-check):
+// whole-row CTAs with one and two consumer warpgroups, TMA tiles and the cp.async tail tile, split
+// CTAs writing states for the merge, fast mode's unsplit prefill, and a block size that takes the
+// cp.async path for every tile.
+TEST_P(AttentionCuda, SanitizerSmokeWgmma) {
+  REQUIRE_GPU();
+  const AttnShape sh = GetParam();
+  for (int bs : {16, 7}) {
+    Harness h(sh, bs, test_lengths(), 1);
+    ASSERT_TRUE(h.ok());
+    USE_KERNELS(h, kWgmmaAll);
+    const std::vector<Entry> batch{{1, 0, 1},   {1, 768, 1}, {1, 2000, 3}, {0, 0, 129},
+                                   {0, 300, 7}, {1, 0, 600}, {1, 5124, 1}, {0, 100, 40}};
+    for (KernelMode mode : {KernelMode::invariant, KernelMode::fast}) {
+      BatchOut b;
+      h.run(batch, mode, b);
+      expect_all_finite(b.out, kernel_mode_name(mode));
+      EXPECT_GT(b.stats.merge_ctas, 0);
+      EXPECT_EQ(b.stats.wgmma_ctas, b.stats.ctas);
+    }
   }
 }
 

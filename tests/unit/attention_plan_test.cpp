@@ -88,36 +88,41 @@ TEST(AttentionPlan, InvariantFoldsAtFixedSplitsWhateverTheBatch) {
 
 TEST(AttentionPlan, EveryRowAndSplitIsCoveredOnce) {
   Step step;
-  step.add(1, 2049).add(3, 700).add(150, 150).add(16, 4096);
-  for (int group : {0, 1, 3, 100}) {
-    const AttentionWork w = plan(step, KernelMode::invariant, {.split_group = group});
-    // (q_begin, head, row, tile) -> times computed
-    std::map<std::tuple<int, int, int, int>, int> seen;
-    for (const AttnItem& it : w.items) {
-      for (int row = it.row_begin; row < it.row_begin + it.nrows; ++row) {
-        const int pos = it.kv_len - it.q_len + row / kGroup;
-        for (int t = it.tile_begin; t < std::min(it.tile_end, pos / kAttnKvTile + 1); ++t)
-          seen[{it.q_begin, it.kv_head, row, t}]++;
+  step.add(1, 2049).add(3, 700).add(150, 150).add(16, 4096).add(40, 4000);
+  for (int group : {0, 1, 3, 100})
+    for (int cta_rows : {kAttnRowsPerCta, kAttnRowsPerCtaWide}) {
+      const AttentionWork w =
+          plan(step, KernelMode::invariant, {.split_group = group, .rows_per_cta = cta_rows});
+      for (const AttnItem& it : w.items) {
+        EXPECT_LE(it.nrows, it.record >= 0 ? kAttnRowsPerCta : cta_rows);
       }
-    }
-    for (int s = 0; s < int(step.kv_lens.size()); ++s) {
-      const int q_len = step.q_indptr[s + 1] - step.q_indptr[s];
-      for (int h = 0; h < kDims.kv_heads; ++h) {
-        for (int row = 0; row < q_len * kGroup; ++row) {
-          const int pos = step.kv_lens[s] - q_len + row / kGroup;
-          for (int t = 0; t <= pos / kAttnKvTile; ++t)
-            EXPECT_EQ((seen[{step.q_indptr[s], h, row, t}]), 1)
-                << "seq " << s << " head " << h << " row " << row << " tile " << t << " group "
-                << group;
+      // (q_begin, head, row, tile) -> times computed
+      std::map<std::tuple<int, int, int, int>, int> seen;
+      for (const AttnItem& it : w.items) {
+        for (int row = it.row_begin; row < it.row_begin + it.nrows; ++row) {
+          const int pos = it.kv_len - it.q_len + row / kGroup;
+          for (int t = it.tile_begin; t < std::min(it.tile_end, pos / kAttnKvTile + 1); ++t)
+            seen[{it.q_begin, it.kv_head, row, t}]++;
         }
       }
+      for (int s = 0; s < int(step.kv_lens.size()); ++s) {
+        const int q_len = step.q_indptr[s + 1] - step.q_indptr[s];
+        for (int h = 0; h < kDims.kv_heads; ++h) {
+          for (int row = 0; row < q_len * kGroup; ++row) {
+            const int pos = step.kv_lens[s] - q_len + row / kGroup;
+            for (int t = 0; t <= pos / kAttnKvTile; ++t)
+              EXPECT_EQ((seen[{step.q_indptr[s], h, row, t}]), 1)
+                  << "seq " << s << " head " << h << " row " << row << " tile " << t << " group "
+                  << group << " rows per CTA " << cta_rows;
+          }
+        }
+      }
+      // One merge per (split sequence, kv head), with the split count of its longest row.
+      for (const MergeItem& m : w.merges) {
+        const int splits = (m.kv_len - 1) / kAttnKvTile / m.split_tiles + 1;
+        EXPECT_EQ(m.record_stride, splits);
+      }
     }
-    // One merge per (split sequence, kv head), with the split count of its longest row.
-    for (const MergeItem& m : w.merges) {
-      const int splits = (m.kv_len - 1) / kAttnKvTile / m.split_tiles + 1;
-      EXPECT_EQ(m.record_stride, splits);
-    }
-  }
 }
 
 TEST(AttentionPlan, ShortSequencesSplitAcrossCtasLongOnesWalkInRowBlocks) {
@@ -143,6 +148,53 @@ TEST(AttentionPlan, ShortSequencesSplitAcrossCtasLongOnesWalkInRowBlocks) {
   EXPECT_EQ(w.merges.size(), size_t(kDims.kv_heads));
   EXPECT_EQ(w.records, int64_t(kDims.kv_heads) * kGroup * 16);
   EXPECT_EQ(w.split_items(), decode_ctas);
+}
+
+// The wgmma kernel's 128-row CTAs (rows_per_cta = kAttnRowsPerCtaWide) change which rows share a
+// CTA, never what a row computes: every row walks the same tiles up to its own last one and folds
+// at the same points (the tiles a wide CTA adds past a row's last are no-ops for it, which the GPU
+// test proves bitwise), and the split items are the same items.
+TEST(AttentionPlan, WideCtasKeepEveryRowsTilesAndFolds) {
+  Step step;
+  step.add(1, 3000).add(7, 40).add(300, 5000).add(33, 33).add(64, 64).add(17, 700).add(2, 9000);
+  auto per_row = [](const AttentionWork& w) {
+    // (q_begin, head, row) -> its own tiles and their splits
+    std::map<std::tuple<int, int, int>, std::vector<int>> r;
+    for (const AttnItem& it : w.items) {
+      for (int row = it.row_begin; row < it.row_begin + it.nrows; ++row) {
+        const int own_last = (it.kv_len - it.q_len + row / kGroup) / kAttnKvTile + 1;
+        for (int t = it.tile_begin; t < std::min(it.tile_end, own_last); ++t)
+          r[{it.q_begin, it.kv_head, row}].push_back(t * 1000 + t / it.split_tiles);
+      }
+    }
+    for (auto& [key, tiles] : r) std::sort(tiles.begin(), tiles.end());
+    return r;
+  };
+  auto split_items = [](const AttentionWork& w) {
+    std::vector<std::tuple<int, int, int, int, int>> v;
+    for (const AttnItem& it : w.items)
+      if (it.record >= 0)
+        v.emplace_back(it.q_begin, it.kv_head, it.tile_begin, it.tile_end, it.nrows);
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  for (int group : {0, 1, 5}) {
+    const AttentionWork narrow = plan(step, KernelMode::invariant, {.split_group = group});
+    const AttentionWork wide = plan(step, KernelMode::invariant,
+                                    {.split_group = group, .rows_per_cta = kAttnRowsPerCtaWide});
+    EXPECT_EQ(per_row(narrow), per_row(wide)) << "split group " << group;
+    EXPECT_EQ(split_items(narrow), split_items(wide)) << "split group " << group;
+    EXPECT_EQ(narrow.records, wide.records);
+    EXPECT_EQ(narrow.merges.size(), wide.merges.size());
+    // 300 tokens x 4 heads = 1200 rows: 19 CTAs of 64 rows, 10 of 128, per kv head.
+    auto whole_row_ctas = [](const AttentionWork& w, int q_begin) {
+      return std::count_if(w.items.begin(), w.items.end(), [&](const AttnItem& it) {
+        return it.q_begin == q_begin && it.record < 0;
+      });
+    };
+    EXPECT_EQ(whole_row_ctas(narrow, 8), 19 * kDims.kv_heads);
+    EXPECT_EQ(whole_row_ctas(wide, 8), 10 * kDims.kv_heads);
+  }
 }
 
 TEST(AttentionPlan, LongestCtasFirst) {
@@ -185,6 +237,8 @@ TEST(AttentionPlan, RefusesWhatTheKernelsCannotRun) {
   d = kDims;
   d.q_heads = 30;
   EXPECT_FALSE(plan_attention_work(fine.plan(), d, KernelMode::invariant, {}).ok());
+  EXPECT_FALSE(
+      plan_attention_work(fine.plan(), kDims, KernelMode::invariant, {.rows_per_cta = 96}).ok());
 }
 
 }  // namespace

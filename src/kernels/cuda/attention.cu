@@ -18,13 +18,18 @@
 
 #include "core/hash.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/attention_recipe.cuh"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/grid.h"
+#include "kernels/cuda/sm90/attention_sm90.h"
 
 namespace invar::kernels::cuda {
 namespace {
 
 using bf16 = __nv_bfloat16;
+using attn::finish;
+using attn::fold_value;
+using attn::fold_weights;
 
 constexpr int kTile = kAttnKvTile;
 constexpr int kWarps = 4;
@@ -66,12 +71,6 @@ struct MergeParams {
 
 // ---- device helpers -------------------------------------------------------------------------
 
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return uint32_t(__cvta_generic_to_shared(p));
 }
@@ -110,29 +109,6 @@ __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4],
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
-
-// The split fold, shared by the in-CTA fold and the merge kernel: the same operations in the
-// same order (explicit _rn intrinsics: no contraction choice left to the compiler).
-//   M' = max(M, m); a = 2^(M - M'); b = 2^(m - M'); L' = L a + l b; O' = O a + acc b
-__device__ __forceinline__ void fold_weights(float& M, float& L, float m, float l, float& a,
-                                             float& b) {
-  const float mn = fmaxf(M, m);
-  a = ex2(__fsub_rn(M, mn));  // M = -inf (first split): a = 0
-  b = ex2(__fsub_rn(m, mn));
-  L = __fmaf_rn(L, a, __fmul_rn(l, b));
-  M = mn;
-}
-__device__ __forceinline__ float fold_value(float o, float acc, float a, float b) {
-  return __fmaf_rn(acc, b, __fmul_rn(o, a));
-}
-__device__ __forceinline__ float finish(float o, float L) {
-  return __fdiv_rn(o, L);
-}
-
 // One warp, one KV tile: scores of its 16 rows against the tile's 64 positions, the online
 // softmax update and acc += P V. pos0 / pos1: absolute positions of this lane's two rows
 // (lane / 4 and lane / 4 + 8; -1 for padding rows). The per-query work of decode and prefill.
@@ -158,71 +134,15 @@ __device__ __forceinline__ void attend_tile(const uint32_t (&qf)[D / 16][4], con
       mma_16816(s[j], qf[kk + 1], b[2], b[3]);
     }
   }
-  // Scale into base 2, mask positions past the row's own (causal; exact -inf), row max.
-  const int col0 = tile_start + 2 * (lane & 3);
-  float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-  for (int j = 0; j < kTile / 8; ++j) {
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const int kp = col0 + j * 8 + e;
-      s[j][e] = kp <= pos0 ? __fmul_rn(s[j][e], scale_log2) : -INFINITY;
-      s[j][2 + e] = kp <= pos1 ? __fmul_rn(s[j][2 + e], scale_log2) : -INFINITY;
-      mx0 = fmaxf(mx0, s[j][e]);
-      mx1 = fmaxf(mx1, s[j][2 + e]);
-    }
-  }
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-  const bool act0 = tile_start <= pos0, act1 = tile_start <= pos1;
-  const float mn0 = fmaxf(m[0], mx0), mn1 = fmaxf(m[1], mx1);
-  const float mu0 = mn0 == -INFINITY ? 0.0f : mn0;
-  const float mu1 = mn1 == -INFINITY ? 0.0f : mn1;
-  // An inactive row (its positions ended in an earlier tile) keeps its state: alpha = 1, p = 0.
-  const float al0 = act0 ? ex2(__fsub_rn(m[0], mu0)) : 1.0f;
-  const float al1 = act1 ? ex2(__fsub_rn(m[1], mu1)) : 1.0f;
-  // p = 2^(s - m); masked s = -inf gives p = 0 exactly. Row sums: 16 values of this lane in
-  // order, then the quad's fixed tree.
-  float rs0 = 0.0f, rs1 = 0.0f;
-#pragma unroll
-  for (int j = 0; j < kTile / 8; ++j) {
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      s[j][e] = ex2(__fsub_rn(s[j][e], mu0));
-      s[j][2 + e] = ex2(__fsub_rn(s[j][2 + e], mu1));
-      rs0 = __fadd_rn(rs0, s[j][e]);
-      rs1 = __fadd_rn(rs1, s[j][2 + e]);
-    }
-  }
-  rs0 = __fadd_rn(rs0, __shfl_xor_sync(0xffffffffu, rs0, 1));
-  rs0 = __fadd_rn(rs0, __shfl_xor_sync(0xffffffffu, rs0, 2));
-  rs1 = __fadd_rn(rs1, __shfl_xor_sync(0xffffffffu, rs1, 1));
-  rs1 = __fadd_rn(rs1, __shfl_xor_sync(0xffffffffu, rs1, 2));
-  if (act0) {
-    l[0] = __fmaf_rn(l[0], al0, rs0);
-    m[0] = mn0;
-  }
-  if (act1) {
-    l[1] = __fmaf_rn(l[1], al1, rs1);
-    m[1] = mn1;
-  }
-#pragma unroll
-  for (int n = 0; n < D / 8; ++n) {
-    acc[n][0] = __fmul_rn(acc[n][0], al0);
-    acc[n][1] = __fmul_rn(acc[n][1], al0);
-    acc[n][2] = __fmul_rn(acc[n][2], al1);
-    acc[n][3] = __fmul_rn(acc[n][3], al1);
-  }
+  // The recipe's softmax step and rescale (attention_recipe.cuh), shared with the wgmma kernel.
+  float al[2];
+  attn::softmax_tile<kTile / 8>(s, tile_start, pos0, pos1, scale_log2, m, l, al, lane);
+  attn::rescale<D / 8>(acc, al);
   // acc += P V: k-step kk = positions 16kk..16kk+15 (score n-blocks 2kk, 2kk+1), in order.
 #pragma unroll
   for (int kk = 0; kk < kTile / 16; ++kk) {
     uint32_t a[4];
-    a[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-    a[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-    a[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-    a[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    attn::p_fragment<kTile / 8>(s, kk, a);
 #pragma unroll
     for (int n = 0; n < D / 8; n += 2) {
       uint32_t b[4];
@@ -498,13 +418,28 @@ Status kv_store(const bf16* k, int64_t k_stride, const bf16* v, int64_t v_stride
   return cuda_status(cudaGetLastError(), "kv_store: kernel launch");
 }
 
+const char* attention_kernel_name(AttentionKernel k) {
+  return k == AttentionKernel::wgmma ? "wgmma" : "mma_sync";
+}
+
 struct CudaAttention::State {
   int device = 0;
   int sm_count = 0;
+  bool hopper = false;  // sm_90: the wgmma kernel can run
+  AttentionKernel prefill_kernel = AttentionKernel::mma_sync;
+  AttentionKernel split_kernel = AttentionKernel::mma_sync;
   AttentionDims dims;
   AttentionPlanOptions options;
   bool planned = false;
   int64_t n_items = 0, n_merges = 0, n_split_items = 0;
+  // The planned work list holds the wgmma kernel's items first, n_wgmma of them.
+  int64_t n_wgmma = 0;
+  // TMA descriptors of the caches run() has seen (one per layer), so a layer encodes once.
+  struct CachedMaps {
+    KvCacheRef cache;
+    sm90::KvTensorMaps maps;
+  };
+  std::vector<CachedMaps> tensor_maps;
   // The step's work list, [items][merge items]: pinned host staging and its device copy.
   PinnedBuffer staging;
   DeviceBuffer work;
@@ -530,6 +465,12 @@ Result<std::unique_ptr<CudaAttention>> CudaAttention::create(int device) {
   INVAR_RETURN_IF_ERROR(cuda_status(cudaEventCreateWithFlags(&s.uploaded, cudaEventDisableTiming),
                                     "CudaAttention: cudaEventCreate"));
   s.options.sm_count = s.sm_count;
+  int major = 0;
+  INVAR_RETURN_IF_ERROR(
+      cuda_status(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
+                  "CudaAttention: reading the compute capability"));
+  s.hopper = major == 9;
+  if (s.hopper) INVAR_RETURN_IF_ERROR(sm90::attention_wgmma_setup());
   INVAR_RETURN_IF_ERROR(cuda_status(
       cudaFuncSetAttribute(attention_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            int(attention_smem_bytes<64>())),
@@ -547,12 +488,40 @@ void CudaAttention::set_split_tiles_for_experiments(int tiles) {
   state_->options.split_tiles = tiles > 0 ? tiles : kAttnSplitTiles;
 }
 
+namespace {
+Status check_kernel_available(bool hopper, AttentionKernel kernel) {
+  if (kernel == AttentionKernel::wgmma && !hopper) {
+    return Status::error(
+        "attention: the wgmma kernel needs an sm_90 GPU (H100, H200); use mma_sync here");
+  }
+  return {};
+}
+}  // namespace
+
+Status CudaAttention::set_prefill_kernel(AttentionKernel kernel) {
+  INVAR_RETURN_IF_ERROR(check_kernel_available(state_->hopper, kernel));
+  state_->prefill_kernel = kernel;
+  state_->options.rows_per_cta =
+      kernel == AttentionKernel::wgmma ? kAttnRowsPerCtaWide : kAttnRowsPerCta;
+  return {};
+}
+
+Status CudaAttention::set_split_kernel(AttentionKernel kernel) {
+  INVAR_RETURN_IF_ERROR(check_kernel_available(state_->hopper, kernel));
+  state_->split_kernel = kernel;
+  return {};
+}
+
+AttentionKernel CudaAttention::prefill_kernel() const {
+  return state_->prefill_kernel;
+}
+
 void CudaAttention::set_split_group(int splits_per_cta) {
   state_->options.split_group = std::max(0, splits_per_cta);
 }
 
 CudaAttention::Stats CudaAttention::stats() const {
-  return {state_->n_items, state_->n_split_items, state_->n_merges};
+  return {state_->n_items, state_->n_split_items, state_->n_merges, state_->n_wgmma};
 }
 
 uint64_t CudaAttention::launch_key() const {
@@ -560,6 +529,7 @@ uint64_t CudaAttention::launch_key() const {
   return Fnv1a64()
       .add(uint64_t(st.n_items))
       .add(uint64_t(st.n_merges))
+      .add(uint64_t(st.n_wgmma))
       .add(uint64_t(st.dims.head_dim))
       .add(st.work.as())
       .add(st.rec_m.as())
@@ -573,6 +543,13 @@ Status CudaAttention::plan(const AttentionPlan& hp, const AttentionDims& dims, K
   State& st = *state_;
   st.planned = false;
   INVAR_ASSIGN_OR_RETURN(AttentionWork w, plan_attention_work(hp, dims, mode, st.options));
+  // The wgmma kernel's items first (one launch each kernel); the order inside each part stays
+  // longest first, and no order changes bits.
+  auto on_wgmma = [&](const AttnItem& it) {
+    return (it.record >= 0 ? st.split_kernel : st.prefill_kernel) == AttentionKernel::wgmma;
+  };
+  const auto mid = std::stable_partition(w.items.begin(), w.items.end(), on_wgmma);
+  st.n_wgmma = int64_t(mid - w.items.begin());
   st.dims = dims;
   st.n_items = int64_t(w.items.size());
   st.n_merges = int64_t(w.merges.size());
@@ -635,7 +612,43 @@ Status CudaAttention::run(const bf16* q, int64_t q_stride, const KvCacheRef& cac
   if (st.n_items == 0) return {};
   const AttnItem* items = st.work.as<const AttnItem>();
   const MergeItem* merges = reinterpret_cast<const MergeItem*>(items + st.n_items);
-  const AttnParams p{.items = items,
+  if (st.n_wgmma > 0) {
+    const sm90::KvTensorMaps* maps = nullptr;
+    for (const State::CachedMaps& c : st.tensor_maps) {
+      if (c.cache.k == cache.k && c.cache.v == cache.v && c.cache.num_blocks == cache.num_blocks &&
+          c.cache.block_size == cache.block_size && c.cache.kv_heads == cache.kv_heads &&
+          c.cache.head_dim == cache.head_dim) {
+        maps = &c.maps;
+        break;
+      }
+    }
+    if (!maps) {
+      if (st.tensor_maps.size() >= 1024) st.tensor_maps.clear();  // caches come and go
+      State::CachedMaps c{cache, {}};
+      INVAR_RETURN_IF_ERROR(sm90::encode_kv_tensor_maps(cache, &c.maps));
+      st.tensor_maps.push_back(c);
+      maps = &st.tensor_maps.back().maps;
+    }
+    sm90::AttentionWgmmaArgs a;
+    a.items = items;
+    a.n_items = st.n_wgmma;
+    a.q = q;
+    a.q_stride = q_stride;
+    a.cache = cache;
+    a.maps = maps;
+    a.block_tables = dp.block_tables;
+    a.max_blocks = dp.max_blocks_per_seq;
+    a.group = d.q_heads / d.kv_heads;
+    a.scale_log2 = d.scale * kLog2e;
+    a.out = out;
+    a.out_stride = out_stride;
+    a.rec_m = st.rec_m.as<float>();
+    a.rec_l = st.rec_l.as<float>();
+    a.rec_acc = st.rec_acc.as<float>();
+    INVAR_RETURN_IF_ERROR(sm90::attention_wgmma(a, stream));
+  }
+  const int64_t n_mma = st.n_items - st.n_wgmma;
+  const AttnParams p{.items = items + st.n_wgmma,
                      .q = q,
                      .q_stride = q_stride,
                      .k = cache.k,
@@ -651,13 +664,14 @@ Status CudaAttention::run(const bf16* q, int64_t q_stride, const KvCacheRef& cac
                      .rec_m = st.rec_m.as<float>(),
                      .rec_l = st.rec_l.as<float>(),
                      .rec_acc = st.rec_acc.as<float>()};
-  if (d.head_dim == 64) {
-    attention_kernel<64><<<unsigned(st.n_items), kThreads, attention_smem_bytes<64>(), stream>>>(p);
-  } else {
-    attention_kernel<128>
-        <<<unsigned(st.n_items), kThreads, attention_smem_bytes<128>(), stream>>>(p);
+  if (n_mma > 0) {
+    if (d.head_dim == 64) {
+      attention_kernel<64><<<unsigned(n_mma), kThreads, attention_smem_bytes<64>(), stream>>>(p);
+    } else {
+      attention_kernel<128><<<unsigned(n_mma), kThreads, attention_smem_bytes<128>(), stream>>>(p);
+    }
+    INVAR_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "attention: kernel launch"));
   }
-  INVAR_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "attention: kernel launch"));
   if (st.n_merges > 0) {
     const MergeParams mp{.items = merges,
                          .group = d.q_heads / d.kv_heads,

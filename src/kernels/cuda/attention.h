@@ -17,6 +17,14 @@
 // and how many consecutive splits one split CTA computes, are host-side choices (plan) that never
 // change bits; the split count of a query depends on its own position only.
 //
+// Two kernels compute the recipe: the mma.sync kernel (attention.cu, every GPU; 64-row CTAs) and,
+// on Hopper, the wgmma kernel (sm90/attention_sm90.cu; TMA, warp-specialized, 128-row CTAs).
+// Per row they run the same operations in the same order (attention_recipe.cuh), and wgmma's
+// k-chains give the bits of mma.sync's, so which kernel computed a row never changes it; the
+// GPU test compares the two bit for bit. The default is mma.sync everywhere; the wgmma kernel
+// is chosen per CudaAttention (set_prefill_kernel) for whole-row items (prefill), while split
+// items (decode, short chunks) stay on mma.sync unless set_split_kernel says otherwise.
+//
 // `fast` mode (baseline and negative control): the usual load-dependent heuristics. Decode
 // sequences get ~2 x SM-count / (batch x Hkv) splits, prefill sequences no split at all, so
 // the bits of a query depend on the batch.
@@ -51,6 +59,13 @@ Status kv_store(const __nv_bfloat16* k, int64_t k_stride,  // [T, Hkv, D]
                 const int64_t* slots,                      // [T], device
                 int64_t tokens, const KvCacheRef& cache, cudaStream_t stream);
 
+// Which kernel computes a class of work items (see above): the same bits either way.
+enum class AttentionKernel {
+  mma_sync,  // attention.cu: any GPU
+  wgmma,     // sm90/attention_sm90.cu: sm_90 (H100, H200) only
+};
+const char* attention_kernel_name(AttentionKernel k);
+
 // Plan on the host once per step, run on the device once per layer (graph-capturable).
 // Owns the device work list and the split-state buffers; no handle lives in a global.
 class CudaAttention {
@@ -79,6 +94,15 @@ class CudaAttention {
   // tests force several to prove it.
   void set_split_group(int splits_per_cta);
 
+  // Kernel for whole-row items (prefill: rows that walk all their splits in one CTA). wgmma
+  // plans 128-row CTAs. Fails (and changes nothing) for wgmma on a GPU other than sm_90. Takes
+  // effect at the next plan().
+  Status set_prefill_kernel(AttentionKernel kernel);
+  // Kernel for split items (decode, chunks of <= 64 rows); mma.sync unless a test or benchmark
+  // asks for wgmma (its split-state path). Same rules as set_prefill_kernel.
+  Status set_split_kernel(AttentionKernel kernel);
+  AttentionKernel prefill_kernel() const;
+
   // The split size in tiles is part of the recipe (kAttnSplitTiles): changing it changes bits.
   // Only for benchmarks that compare split sizes; never in a serving engine.
   void set_split_tiles_for_experiments(int tiles);
@@ -87,6 +111,7 @@ class CudaAttention {
     int64_t ctas = 0;        // attention CTAs of the planned step
     int64_t split_ctas = 0;  // of which write split states
     int64_t merge_ctas = 0;  // merge CTAs
+    int64_t wgmma_ctas = 0;  // of the attention CTAs, those the wgmma kernel runs
   };
   Stats stats() const;
 

@@ -49,7 +49,12 @@ Result<AttentionWork> plan_attention_work(const AttentionPlan& p, const Attentio
   if (dims.kv_heads <= 0 || dims.q_heads <= 0 || dims.q_heads % dims.kv_heads) {
     return Status::error("attention: q_heads must be a positive multiple of kv_heads");
   }
+  if (o.rows_per_cta != kAttnRowsPerCta && o.rows_per_cta != kAttnRowsPerCtaWide) {
+    return Status::error("attention plan: rows_per_cta " + std::to_string(o.rows_per_cta) +
+                         " is not a CTA size of the kernels (64 or 128)");
+  }
   const int G = dims.q_heads / dims.kv_heads;
+  const int cta_rows = o.rows_per_cta;
   const bool invariant = mode == KernelMode::invariant;
   const int base_split_tiles = o.split_tiles > 0 ? o.split_tiles : kAttnSplitTiles;
 
@@ -123,15 +128,15 @@ Result<AttentionWork> plan_attention_work(const AttentionPlan& p, const Attentio
       w.records += int64_t(dims.kv_heads) * rows * splits;
     } else {
       // Last row blocks first: they walk the most tiles.
-      for (int rb = int(ceil_div(rows, kAttnRowsPerCta)) - 1; rb >= 0; --rb) {
+      for (int rb = int(ceil_div(rows, cta_rows)) - 1; rb >= 0; --rb) {
         for (int h = 0; h < dims.kv_heads; ++h) {
           w.items.push_back({.seq = s,
                              .q_begin = q_begin,
                              .q_len = q_len,
                              .kv_len = kv_len,
                              .kv_head = h,
-                             .row_begin = rb * kAttnRowsPerCta,
-                             .nrows = std::min(kAttnRowsPerCta, rows - rb * kAttnRowsPerCta),
+                             .row_begin = rb * cta_rows,
+                             .nrows = std::min(cta_rows, rows - rb * cta_rows),
                              .tile_begin = 0,
                              .tile_end = tiles,
                              .split_tiles = split_tiles,

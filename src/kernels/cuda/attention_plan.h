@@ -17,9 +17,13 @@ namespace invar::kernels::cuda {
 // Positions per softmax tile and tiles per split: fixed, from absolute position 0 (R3).
 inline constexpr int kAttnKvTile = 64;
 inline constexpr int kAttnSplitTiles = 4;  // 256 positions
-// Rows of one warp's mma tile and of one CTA (4 warps).
+// Rows of one warp's mma tile and of one CTA (4 warps). Split items (decode, short chunks) never
+// have more rows than kAttnRowsPerCta.
 inline constexpr int kAttnRowsPerWarp = 16;
 inline constexpr int kAttnRowsPerCta = 64;
+// Rows of a whole-row CTA of the Hopper wgmma kernel (sm90/attention_sm90.h): two consumer
+// warpgroups of 64 rows. Which rows share a CTA never changes a row's bits (attention.h).
+inline constexpr int kAttnRowsPerCtaWide = 128;
 // split_tiles of a fast-mode prefill CTA: it never folds.
 inline constexpr int kAttnNoSplit = 1 << 30;
 
@@ -67,6 +71,9 @@ struct AttentionPlanOptions {
   int split_tiles = kAttnSplitTiles;  // only benchmarks comparing split sizes change it
   int split_group = 0;  // consecutive splits per split CTA; 0: chosen from the step's load
   int sm_count = 0;     // the device's SMs: fast mode sizes its load-dependent splits by it
+  // Rows per whole-row item (an item that walks all its splits and writes the output):
+  // kAttnRowsPerCta for the mma.sync kernel, kAttnRowsPerCtaWide for the wgmma kernel.
+  int rows_per_cta = kAttnRowsPerCta;
 };
 
 struct AttentionWork {
@@ -78,8 +85,9 @@ struct AttentionWork {
 
 // Plans one step. `plan` needs num_seqs, q_indptr and kv_lens (host arrays); block tables are not
 // read. Invariant mode (R3): every item folds every split_tiles tiles from position 0, whatever
-// else is in the step; a sequence whose rows fit one CTA spreads its splits over CTAs (states
-// merged in split order), a longer one walks them in one CTA per 64 rows. Fast mode (the
+// else is in the step; a sequence whose rows fit one CTA (64 rows) spreads its splits over CTAs
+// (states merged in split order), a longer one walks them in one CTA per options.rows_per_cta
+// rows. Fast mode (the
 // negative control): decode-like sequences get ~2 x sm_count / (decodes x Hkv) splits, prefill
 // none, so a query's bits depend on the batch.
 Result<AttentionWork> plan_attention_work(const AttentionPlan& plan, const AttentionDims& dims,
