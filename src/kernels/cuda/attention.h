@@ -79,6 +79,11 @@ class CudaAttention {
   // tests force several to prove it.
   void set_split_group(int splits_per_cta);
 
+  // Launch grids rounded up to powers of two (CTAs past the step's work return at once), so a
+  // CUDA graph captured for one step replays for the next whose work list has as many CTAs up
+  // to that size (launch_key). Changes no bit: every CTA's work is the same either way.
+  void set_fixed_grid(bool on);
+
   // The split size in tiles is part of the recipe (kAttnSplitTiles): changing it changes bits.
   // Only for benchmarks that compare split sizes; never in a serving engine.
   void set_split_tiles_for_experiments(int tiles);
