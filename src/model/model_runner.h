@@ -44,6 +44,10 @@ struct RunnerOptions {
   // CUDA: replay a step's device work from a CUDA graph captured per launch shape (false: every
   // kernel launched eagerly, as vLLM's --enforce-eager). The same bits either way.
   bool cuda_graphs = true;
+  // CUDA with graphs: steps of up to 512 tokens launch padded to a few sizes (padding tokens
+  // belong to no sequence, padding logit rows are dropped), so that a decode step of any batch
+  // size replays a captured graph. The real rows' bits are those of an unpadded step.
+  bool pad_graph_batches = false;
 };
 
 // What one step returns for its logit rows (plan.logit_rows). The summaries are made where the

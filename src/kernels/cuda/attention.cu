@@ -42,6 +42,7 @@ constexpr float kLog2e = 1.4426950408889634f;
 
 struct AttnParams {
   const AttnItem* items;
+  const int32_t* item_count;  // CTAs past it return at once (a grid fixed for CUDA graphs)
   const bf16* q;
   int64_t q_stride;
   const bf16* k;
@@ -61,6 +62,7 @@ struct AttnParams {
 
 struct MergeParams {
   const MergeItem* items;
+  const int32_t* item_count;
   int group;
   bf16* out;
   int64_t out_stride;
@@ -177,6 +179,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttnParams p)
   bf16* s_q = reinterpret_cast<bf16*>(s_qo);
   float* s_o = reinterpret_cast<float*>(s_qo);
 
+  if (int(blockIdx.x) >= *p.item_count) return;  // the whole CTA, before any barrier
   const AttnItem it = p.items[blockIdx.x];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int G = p.group;
@@ -327,6 +330,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttnParams p)
 template <int D>
 __global__ void __launch_bounds__(kThreads) attention_merge_kernel(const MergeParams p) {
   constexpr int kPer = D / 32;
+  if (int(blockIdx.x) >= *p.item_count) return;
   const MergeItem it = p.items[blockIdx.x];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int G = p.group;
@@ -399,6 +403,16 @@ __global__ void kv_store_kernel(const bf16* k, int64_t k_stride, const bf16* v, 
   }
 }
 
+// Byte offsets of the device work list: two int32 counts (items, merges), then grid_items items,
+// then grid_merges merge items, each part 16-byte aligned.
+struct WorkLayout {
+  size_t items, merges, bytes;
+  WorkLayout(int64_t grid_items, int64_t grid_merges)
+      : items(16),
+        merges(items + size_t(ceil_div(grid_items * int64_t(sizeof(AttnItem)), 16)) * 16),
+        bytes(merges + size_t(grid_merges) * sizeof(MergeItem)) {}
+};
+
 }  // namespace
 
 Status kv_store(const bf16* k, int64_t k_stride, const bf16* v, int64_t v_stride,
@@ -440,7 +454,14 @@ struct CudaAttention::State {
     sm90::KvTensorMaps maps;
   };
   std::vector<CachedMaps> tensor_maps;
-  // The step's work list, [items][merge items]: pinned host staging and its device copy.
+  // CTAs launched: the counts, or with a fixed grid the mma.sync kernel's and the merge
+  // kernel's counts rounded up to a power of two (the surplus CTAs return at once), so that CUDA
+  // graphs replay across steps. grid_items includes the n_wgmma items (never padded: decode
+  // steps, the ones graphs replay, have none).
+  bool fixed_grid = false;
+  int64_t grid_items = 0, grid_merges = 0;
+  // The step's work list, [counts][grid_items items][grid_merges merge items] (WorkLayout):
+  // pinned host staging and its device copy.
   PinnedBuffer staging;
   DeviceBuffer work;
   cudaEvent_t uploaded = nullptr;  // the last upload has read `staging`
@@ -520,6 +541,10 @@ void CudaAttention::set_split_group(int splits_per_cta) {
   state_->options.split_group = std::max(0, splits_per_cta);
 }
 
+void CudaAttention::set_fixed_grid(bool on) {
+  state_->fixed_grid = on;
+}
+
 CudaAttention::Stats CudaAttention::stats() const {
   return {state_->n_items, state_->n_split_items, state_->n_merges, state_->n_wgmma};
 }
@@ -527,8 +552,8 @@ CudaAttention::Stats CudaAttention::stats() const {
 uint64_t CudaAttention::launch_key() const {
   const State& st = *state_;
   return Fnv1a64()
-      .add(uint64_t(st.n_items))
-      .add(uint64_t(st.n_merges))
+      .add(uint64_t(st.grid_items))
+      .add(uint64_t(st.grid_merges))
       .add(uint64_t(st.n_wgmma))
       .add(uint64_t(st.dims.head_dim))
       .add(st.work.as())
@@ -566,23 +591,38 @@ Status CudaAttention::plan(const AttentionPlan& hp, const AttentionDims& dims, K
     INVAR_RETURN_IF_ERROR(st.rec_acc.reserve(acc * 4, "attention split states (acc)"));
   }
 
-  // Upload the work list.
-  const size_t item_bytes = w.items.size() * sizeof(AttnItem);
-  const size_t bytes = item_bytes + w.merges.size() * sizeof(MergeItem);
-  if (bytes > 0) {
+  // Upload the work list: the counts the kernels read, then the items and merges at offsets
+  // fixed by the grid sizes (so a graph's kernel arguments stay valid from step to step).
+  auto grid_of = [&](int64_t n) {
+    if (!st.fixed_grid || n == 0) return n;
+    int64_t g = 32;
+    while (g < n) g *= 2;
+    return g;
+  };
+  st.grid_items = st.n_wgmma + grid_of(st.n_items - st.n_wgmma);
+  st.grid_merges = grid_of(st.n_merges);
+  const WorkLayout layout(st.grid_items, st.grid_merges);
+  if (st.n_items > 0) {
     INVAR_RETURN_IF_ERROR(cuda_status(cudaEventSynchronize(st.uploaded), "attention plan: sync"));
-    if (bytes > st.staging.bytes())
-      INVAR_RETURN_IF_ERROR(st.staging.reserve(bytes * 2, "the attention work list (staging)"));
-    if (bytes > st.work.bytes()) {
+    if (layout.bytes > st.staging.bytes()) {
+      INVAR_RETURN_IF_ERROR(
+          st.staging.reserve(layout.bytes * 2, "the attention work list (staging)"));
+    }
+    if (layout.bytes > st.work.bytes()) {
       INVAR_RETURN_IF_ERROR(cuda_status(cudaStreamSynchronize(stream), "attention plan: sync"));
-      INVAR_RETURN_IF_ERROR(st.work.reserve(bytes * 2, "the attention work list"));
+      INVAR_RETURN_IF_ERROR(st.work.reserve(layout.bytes * 2, "the attention work list"));
     }
     unsigned char* h = st.staging.as<unsigned char>();
-    std::copy_n(reinterpret_cast<const unsigned char*>(w.items.data()), item_bytes, h);
+    // The counts the mma.sync and merge kernels compare blockIdx.x with.
+    const int32_t counts[2] = {int32_t(st.n_items - st.n_wgmma), int32_t(st.n_merges)};
+    std::copy_n(reinterpret_cast<const unsigned char*>(counts), sizeof(counts), h);
+    std::copy_n(reinterpret_cast<const unsigned char*>(w.items.data()),
+                w.items.size() * sizeof(AttnItem), h + layout.items);
     std::copy_n(reinterpret_cast<const unsigned char*>(w.merges.data()),
-                w.merges.size() * sizeof(MergeItem), h + item_bytes);
+                w.merges.size() * sizeof(MergeItem), h + layout.merges);
+    const size_t used = layout.merges + w.merges.size() * sizeof(MergeItem);
     INVAR_RETURN_IF_ERROR(
-        cuda_status(cudaMemcpyAsync(st.work.as(), h, bytes, cudaMemcpyHostToDevice, stream),
+        cuda_status(cudaMemcpyAsync(st.work.as(), h, used, cudaMemcpyHostToDevice, stream),
                     "attention plan: upload"));
     INVAR_RETURN_IF_ERROR(
         cuda_status(cudaEventRecord(st.uploaded, stream), "attention plan: event"));
@@ -609,9 +649,12 @@ Status CudaAttention::run(const bf16* q, int64_t q_stride, const KvCacheRef& cac
         "attention: q must be 16-byte aligned with a row stride that is a "
         "multiple of 8 elements; out 4-byte aligned with an even stride");
   }
-  if (st.n_items == 0) return {};
-  const AttnItem* items = st.work.as<const AttnItem>();
-  const MergeItem* merges = reinterpret_cast<const MergeItem*>(items + st.n_items);
+  if (st.grid_items == 0) return {};
+  const WorkLayout layout(st.grid_items, st.grid_merges);
+  const unsigned char* work = st.work.as<const unsigned char>();
+  const auto* counts = reinterpret_cast<const int32_t*>(work);
+  const auto* items = reinterpret_cast<const AttnItem*>(work + layout.items);
+  const auto* merges = reinterpret_cast<const MergeItem*>(work + layout.merges);
   if (st.n_wgmma > 0) {
     const sm90::KvTensorMaps* maps = nullptr;
     for (const State::CachedMaps& c : st.tensor_maps) {
@@ -647,8 +690,9 @@ Status CudaAttention::run(const bf16* q, int64_t q_stride, const KvCacheRef& cac
     a.rec_acc = st.rec_acc.as<float>();
     INVAR_RETURN_IF_ERROR(sm90::attention_wgmma(a, stream));
   }
-  const int64_t n_mma = st.n_items - st.n_wgmma;
+  const int64_t grid_mma = st.grid_items - st.n_wgmma;
   const AttnParams p{.items = items + st.n_wgmma,
+                     .item_count = counts,
                      .q = q,
                      .q_stride = q_stride,
                      .k = cache.k,
@@ -664,16 +708,18 @@ Status CudaAttention::run(const bf16* q, int64_t q_stride, const KvCacheRef& cac
                      .rec_m = st.rec_m.as<float>(),
                      .rec_l = st.rec_l.as<float>(),
                      .rec_acc = st.rec_acc.as<float>()};
-  if (n_mma > 0) {
+  if (grid_mma > 0) {
     if (d.head_dim == 64) {
-      attention_kernel<64><<<unsigned(n_mma), kThreads, attention_smem_bytes<64>(), stream>>>(p);
+      attention_kernel<64><<<unsigned(grid_mma), kThreads, attention_smem_bytes<64>(), stream>>>(p);
     } else {
-      attention_kernel<128><<<unsigned(n_mma), kThreads, attention_smem_bytes<128>(), stream>>>(p);
+      attention_kernel<128>
+          <<<unsigned(grid_mma), kThreads, attention_smem_bytes<128>(), stream>>>(p);
     }
     INVAR_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "attention: kernel launch"));
   }
-  if (st.n_merges > 0) {
+  if (st.grid_merges > 0) {
     const MergeParams mp{.items = merges,
+                         .item_count = counts + 1,
                          .group = d.q_heads / d.kv_heads,
                          .out = out,
                          .out_stride = out_stride,
@@ -681,9 +727,9 @@ Status CudaAttention::run(const bf16* q, int64_t q_stride, const KvCacheRef& cac
                          .rec_l = st.rec_l.as<const float>(),
                          .rec_acc = st.rec_acc.as<const float>()};
     if (d.head_dim == 64) {
-      attention_merge_kernel<64><<<unsigned(st.n_merges), kThreads, 0, stream>>>(mp);
+      attention_merge_kernel<64><<<unsigned(st.grid_merges), kThreads, 0, stream>>>(mp);
     } else {
-      attention_merge_kernel<128><<<unsigned(st.n_merges), kThreads, 0, stream>>>(mp);
+      attention_merge_kernel<128><<<unsigned(st.grid_merges), kThreads, 0, stream>>>(mp);
     }
     INVAR_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "attention: merge kernel launch"));
   }

@@ -102,6 +102,11 @@ class CudaAttention {
   // asks for wgmma (its split-state path). Same rules as set_prefill_kernel.
   Status set_split_kernel(AttentionKernel kernel);
   AttentionKernel prefill_kernel() const;
+  // Launch grids rounded up to powers of two (CTAs past the step's work return at once), so a
+  // CUDA graph captured for one step replays for the next whose work list has as many CTAs up
+  // to that size (launch_key). Changes no bit: every CTA's work is the same either way. Pads
+  // the mma.sync and merge grids only (the wgmma kernel runs prefill, which graphs do not replay).
+  void set_fixed_grid(bool on);
 
   // The split size in tiles is part of the recipe (kAttnSplitTiles): changing it changes bits.
   // Only for benchmarks that compare split sizes; never in a serving engine.

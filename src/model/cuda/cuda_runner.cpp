@@ -58,6 +58,20 @@ T* summary_part(Base* base, int64_t rows, SummaryPart part) {
   return reinterpret_cast<T*>(static_cast<Bytes*>(base) + size_t(rows) * 4 * part);
 }
 
+// Padded steps (RunnerOptions::pad_graph_batches): steps of up to kPaddedStepTokens tokens launch
+// as the next of a few sizes (vLLM captures decode graphs at similar sizes), at most ~25% more
+// rows, so a decode of any batch size replays one of ~20 graphs. Larger steps launch as they are.
+constexpr int kPaddedStepTokens = 512;
+constexpr int kLaunchSizes[] = {1,   2,   4,   8,   16,  24,  32,  48,  64,  80,  96,
+                                112, 128, 160, 192, 224, 256, 320, 384, 448, 512};
+
+int padded_size(int n) {
+  if (n <= 0) return 0;
+  for (int size : kLaunchSizes)
+    if (size >= n) return size;
+  return n;
+}
+
 class CudaRunner final : public ModelRunner {
  public:
   CudaRunner(const ModelConfig& config, const RunnerOptions& o)
@@ -94,6 +108,7 @@ class CudaRunner final : public ModelRunner {
                                       "CUDA backend: stream"));
     INVAR_ASSIGN_OR_RETURN(gemm_, kc::CudaGemm::create(o_.cuda_device));
     INVAR_ASSIGN_OR_RETURN(attention_, kc::CudaAttention::create(o_.cuda_device));
+    attention_->set_fixed_grid(pads_steps());
     INVAR_ASSIGN_OR_RETURN(w_, upload_weights(c_, weights));
     if (o_.max_step_tokens > 0) {
       INVAR_RETURN_IF_ERROR(reserve(o_.max_step_tokens, std::max(1, o_.max_step_seqs),
@@ -182,10 +197,13 @@ class CudaRunner final : public ModelRunner {
 
   Status reserve(int tokens, int rows, int seqs, int max_blocks);
   Status enqueue_step(int tokens, int rows, bool any_draw);
-  // Uploads the plan, with `logit_rows` in place of plan.logit_rows (reordered by run_step),
-  // and the draw parameters of those rows.
-  Status upload_plan(const BatchPlan& plan, const std::vector<int32_t>& logit_rows,
+  // Uploads the plan padded to `launch_tokens` tokens, with `logit_rows` in place of
+  // plan.logit_rows (reordered and padded by run_step), and the draw parameters of those rows.
+  Status upload_plan(const BatchPlan& plan, int launch_tokens,
+                     const std::vector<int32_t>& logit_rows,
                      const std::vector<kc::SampleRowParams>& draw_params);
+  // Whether steps launch padded to a few sizes (RunnerOptions::pad_graph_batches, graphs on).
+  bool pads_steps() const { return o_.pad_graph_batches && o_.cuda_graphs; }
   Status layer(int l, int tokens);
   Status gemm(const void* x, int64_t ldx, const void* w, int64_t n, int64_t k, void* y,
               int64_t ldy, int64_t m) {
@@ -220,6 +238,8 @@ class CudaRunner final : public ModelRunner {
   std::vector<int32_t> order_;         // run_step: logit row i on the device is plan row order_[i]
   std::vector<int32_t> ordered_rows_;  // run_step: plan.logit_rows in that order
   std::vector<kc::SampleRowParams> draw_params_;  // run_step: per device row (greedy: no draw)
+  std::vector<int32_t> padded_ids_, padded_positions_;  // upload_plan: the plan's, padded
+  std::vector<int64_t> padded_slots_;
   ActivationProbe* probe_ = nullptr;
   Status probe_status_;
   std::vector<uint16_t> probe_bf16_;
@@ -302,7 +322,8 @@ Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
   return b_.download.reserve(l * v * 2, "the logits download");
 }
 
-Status CudaRunner::upload_plan(const BatchPlan& plan, const std::vector<int32_t>& logit_rows,
+Status CudaRunner::upload_plan(const BatchPlan& plan, int launch_tokens,
+                               const std::vector<int32_t>& logit_rows,
                                const std::vector<kc::SampleRowParams>& draw_params) {
   // One pinned staging area, one copy per array (the previous step has finished: forward
   // ends with a sync).
@@ -319,9 +340,17 @@ Status CudaRunner::upload_plan(const BatchPlan& plan, const std::vector<int32_t>
     off += (bytes + 15) / 16 * 16;
     return st;
   };
-  INVAR_RETURN_IF_ERROR(put(b_.ids, plan.token_ids.data(), plan.token_ids.size() * 4));
-  INVAR_RETURN_IF_ERROR(put(b_.positions, plan.positions.data(), plan.positions.size() * 4));
-  INVAR_RETURN_IF_ERROR(put(b_.slots, plan.slots.data(), plan.slots.size() * 8));
+  // Padding tokens (launch_tokens past the plan's): id 0 at position 0, KV slot -1 (not stored).
+  const size_t pad = size_t(launch_tokens - plan.num_tokens());
+  padded_ids_.assign(plan.token_ids.begin(), plan.token_ids.end());
+  padded_ids_.resize(padded_ids_.size() + pad, 0);
+  padded_positions_.assign(plan.positions.begin(), plan.positions.end());
+  padded_positions_.resize(padded_positions_.size() + pad, 0);
+  padded_slots_.assign(plan.slots.begin(), plan.slots.end());
+  padded_slots_.resize(padded_slots_.size() + pad, -1);
+  INVAR_RETURN_IF_ERROR(put(b_.ids, padded_ids_.data(), padded_ids_.size() * 4));
+  INVAR_RETURN_IF_ERROR(put(b_.positions, padded_positions_.data(), padded_positions_.size() * 4));
+  INVAR_RETURN_IF_ERROR(put(b_.slots, padded_slots_.data(), padded_slots_.size() * 8));
   INVAR_RETURN_IF_ERROR(put(b_.block_tables, plan.block_tables.data(), plan.block_tables.size() * 4));
   INVAR_RETURN_IF_ERROR(put(b_.logit_rows, logit_rows.data(), logit_rows.size() * 4));
   return put(b_.draw_params, draw_params.data(), draw_params.size() * sizeof(kc::SampleRowParams));
@@ -367,8 +396,18 @@ Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& n
   if (tokens == 0) return Status();
 
   INVAR_RETURN_IF_ERROR(cuda_status(cudaSetDevice(o_.cuda_device), "CUDA backend: cudaSetDevice"));
-  INVAR_RETURN_IF_ERROR(reserve(tokens, rows, plan.num_seqs(), plan.max_blocks_per_seq));
-  INVAR_RETURN_IF_ERROR(upload_plan(plan, ordered_rows_, draw_params_));
+  // With padding, the step launches as `launch_tokens` tokens and `launch_rows` logit rows: a
+  // few sizes, so that CUDA graphs replay for any batch. Padding tokens belong to no sequence
+  // (no attention work, KV slot -1: nothing stored), padding rows repeat row 0 with greedy
+  // parameters; every op is row-local or tile-invariant (R2), so no real row's bits change.
+  const bool pad = pads_steps() && !probe_ && tokens <= kPaddedStepTokens;
+  const int launch_tokens = pad ? padded_size(tokens) : tokens;
+  const int launch_rows = pad ? padded_size(rows) : rows;
+  ordered_rows_.resize(size_t(launch_rows), 0);
+  draw_params_.resize(size_t(launch_rows), kc::SampleRowParams{});
+  INVAR_RETURN_IF_ERROR(
+      reserve(launch_tokens, launch_rows, plan.num_seqs(), plan.max_blocks_per_seq));
+  INVAR_RETURN_IF_ERROR(upload_plan(plan, launch_tokens, ordered_rows_, draw_params_));
   probe_status_ = Status();
   max_blocks_ = plan.max_blocks_per_seq;
   if (probe_) probe_->begin_step(plan);
@@ -387,13 +426,13 @@ Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& n
 
   // The device work of the step, replayed from a CUDA graph when its launch shape was seen
   // before (never with a probe: probing syncs and copies after every op).
-  auto work = [&] { return enqueue_step(tokens, rows, any_draw); };
+  auto work = [&] { return enqueue_step(launch_tokens, launch_rows, any_draw); };
   if (probe_) {
     INVAR_RETURN_IF_ERROR(work());
   } else {
     const uint64_t key = Fnv1a64()
-                             .add(uint64_t(tokens))
-                             .add(uint64_t(rows))
+                             .add(uint64_t(launch_tokens))
+                             .add(uint64_t(launch_rows))
                              .add(uint64_t(any_draw))
                              .add(uint64_t(max_blocks_))
                              .add(attention_->launch_key())
@@ -406,7 +445,8 @@ Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& n
   const int64_t vocab = c_.vocab_size;
   const bf16* logits = b_.logits.as<bf16>();
   INVAR_RETURN_IF_ERROR(cuda_status(
-      cudaMemcpyAsync(b_.summary_download.as(), b_.summary.as(), size_t(rows) * kSummaryBytesPerRow,
+      cudaMemcpyAsync(b_.summary_download.as(), b_.summary.as(),
+                      size_t(launch_rows) * kSummaryBytesPerRow,
                       cudaMemcpyDeviceToHost, stream_),
       "CUDA backend: summaries download"));
   if (wanted > 0) {
@@ -418,11 +458,12 @@ Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& n
   INVAR_RETURN_IF_ERROR(cuda_status(cudaStreamSynchronize(stream_), "CUDA backend: step"));
 
   const void* host_summary = b_.summary_download.as();
-  const auto* s_argmax = summary_part<const int32_t>(host_summary, rows, kArgmax);
-  const auto* s_max = summary_part<const float>(host_summary, rows, kMaxLogit);
-  const auto* s_log_z = summary_part<const float>(host_summary, rows, kLogZ);
-  const auto* s_drawn = summary_part<const int32_t>(host_summary, rows, kDrawn);
-  const auto* s_drawn_logit = summary_part<const float>(host_summary, rows, kDrawnLogit);
+  // The summaries are laid out per part with the launch's row count as the stride.
+  const auto* s_argmax = summary_part<const int32_t>(host_summary, launch_rows, kArgmax);
+  const auto* s_max = summary_part<const float>(host_summary, launch_rows, kMaxLogit);
+  const auto* s_log_z = summary_part<const float>(host_summary, launch_rows, kLogZ);
+  const auto* s_drawn = summary_part<const int32_t>(host_summary, launch_rows, kDrawn);
+  const auto* s_drawn_logit = summary_part<const float>(host_summary, launch_rows, kDrawnLogit);
   for (int i = 0; i < rows; ++i) {
     const size_t r = size_t(order_[size_t(i)]);
     out.argmax[r] = s_argmax[i];
