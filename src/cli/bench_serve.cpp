@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "core/hash.h"
 #include "net/http_client.h"
 
 namespace invar::cli {
@@ -41,6 +42,9 @@ struct BenchServeArgs {
   uint64_t seed = 0;
   int max_token_id = 9999;  // prompt ids uniform in [min(100, max / 2), max]
   std::string json_out;
+  // Ask for each token's logprob and print a digest of every request's text and logprobs: two
+  // runs of one workload (e.g. two kernel paths that must give the same bits) compare by it.
+  bool digest = false;
 };
 
 double percentile(std::vector<double> v, double p) {
@@ -61,6 +65,7 @@ struct Metrics {
   int ok = 0, failed = 0;
   long prompt_tokens = 0, output_tokens = 0;
   std::string first_error, fingerprint;
+  std::vector<std::string> transcripts;  // --digest: per request, its text and logprobs
 };
 
 // Token timing of one streamed completion, from its SSE chunks.
@@ -70,6 +75,8 @@ struct StreamTiming {
   int completion_tokens = 0;  // from the final usage chunk
   std::string fingerprint;
   bool saw_done = false;
+  bool keep_transcript = false;
+  std::string transcript;  // the text and logprob chunks, as sent (keep_transcript)
 
   void on_chunk(std::string_view data, BenchClock::time_point now) {
     if (data == "[DONE]") {
@@ -92,6 +99,12 @@ struct StreamTiming {
     // (a token whose text is empty or held back: a byte tokenizer's id past 255, half a UTF-8
     // character).
     const nlohmann::json& choice = (*choices)[0];
+    if (keep_transcript) {
+      if (auto t = choice.find("text"); t != choice.end() && t->is_string())
+        transcript += t->get_ref<const std::string&>();
+      if (auto l = choice.find("logprobs"); l != choice.end() && l->is_object())
+        transcript += l->value("token_logprobs", nlohmann::json::array()).dump();
+    }
     const auto text = choice.find("text");
     const bool has_text =
         text != choice.end() && text->is_string() && !text->get_ref<const std::string&>().empty();
@@ -150,6 +163,7 @@ int run_bench_serve(const BenchServeArgs& a) {
                            {"ignore_eos", a.ignore_eos},
                            {"stream", true},
                            {"stream_options", {{"include_usage", true}}}};
+    if (a.digest) body["logprobs"] = 0;
     plan.push_back({t, body.dump()});
     if (a.request_rate > 0) t += gap(rng);
   }
@@ -159,13 +173,15 @@ int run_bench_serve(const BenchServeArgs& a) {
   std::mutex mu;
   std::condition_variable finished;
   Metrics metrics;
+  metrics.transcripts.resize(plan.size());
   int in_flight = 0;
   auto ms = [](BenchClock::duration d) {
     return std::chrono::duration<double, std::milli>(d).count();
   };
   auto record = [&](const StreamTiming& st, const net::HttpResponse& r,
-                    BenchClock::time_point start) {
+                    BenchClock::time_point start, size_t index) {
     std::lock_guard<std::mutex> lock(mu);
+    metrics.transcripts[index] = st.transcript;
     --in_flight;
     finished.notify_all();
     if (!r.ok() || !st.saw_done || st.token_times.empty()) {
@@ -195,7 +211,8 @@ int run_bench_serve(const BenchServeArgs& a) {
       a.num_requests, a.url, model, a.prompt_len, a.output_len,
       a.request_rate > 0 ? fmt::format("{:.2f} req/s", a.request_rate) : std::string("one burst"));
   const auto t0 = BenchClock::now();
-  for (Planned& p : plan) {
+  for (size_t index = 0; index < plan.size(); ++index) {
+    Planned& p = plan[index];
     std::this_thread::sleep_until(t0 + std::chrono::duration_cast<BenchClock::duration>(
                                            std::chrono::duration<double>(p.at_s)));
     {
@@ -204,13 +221,14 @@ int run_bench_serve(const BenchServeArgs& a) {
       ++in_flight;
     }
     auto timing = std::make_shared<StreamTiming>();
+    timing->keep_transcript = a.digest;
     const auto start = BenchClock::now();
     client.post_stream(
         "/v1/completions", std::move(p.body),
         [timing](std::string_view data, BenchClock::time_point now) {
           timing->on_chunk(data, now);
         },
-        [timing, start, &record](net::HttpResponse r) { record(*timing, r, start); });
+        [timing, start, index, &record](net::HttpResponse r) { record(*timing, r, start, index); });
   }
   {
     std::unique_lock<std::mutex> lock(mu);
@@ -230,6 +248,12 @@ int run_bench_serve(const BenchServeArgs& a) {
   fmt::print("requests: {} ok, {} failed{}\n", metrics.ok, metrics.failed,
              metrics.first_error.empty() ? "" : " (first: " + metrics.first_error + ")");
   fmt::print("duration: {:.2f} s\n", seconds);
+  if (a.digest) {
+    Fnv1a64 h;
+    for (const std::string& t : metrics.transcripts) h.add_bytes(t).add(uint64_t(t.size()));
+    fmt::print("outputs digest: {:016x} (every request's text and token logprobs, in order)\n",
+               h.value());
+  }
   fmt::print("throughput: {:.2f} req/s, {:.1f} output tok/s, {:.1f} total tok/s\n",
              metrics.ok / seconds, metrics.output_tokens / seconds,
              (metrics.prompt_tokens + metrics.output_tokens) / seconds);
@@ -294,7 +318,8 @@ void add_bench(CLI::App& app) {
   cmd->add_option("--range-ratio", a->range_ratio, "Lengths uniform in mean*(1 +- ratio)")
       ->check(CLI::Range(0.0, 0.99));
   cmd->add_option("--ignore-eos", a->ignore_eos, "Generate exactly the drawn output length");
-  cmd->add_option("--temperature", a->temperature, "Sampling temperature of every request (0: greedy)")
+  cmd->add_option("--temperature", a->temperature,
+                  "Sampling temperature of every request (0: greedy)")
       ->check(CLI::Range(0.0, 2.0));
   cmd->add_option("--top-p", a->top_p, "Nucleus sampling mass of every request")
       ->check(CLI::Range(0.0, 1.0));
@@ -303,6 +328,9 @@ void add_bench(CLI::App& app) {
                   "Largest prompt token id (prompts are random ids up to it; default 9999)")
       ->check(CLI::Range(1, INT32_MAX));
   cmd->add_option("--json", a->json_out, "Also write the results to this JSON file");
+  cmd->add_flag("--digest", a->digest,
+                "Ask for token logprobs and print a digest of every request's text and logprobs "
+                "(two runs that must give the same bits compare by it)");
   cmd->callback([a] { set_exit_code(run_bench_serve(*a)); });
 }
 

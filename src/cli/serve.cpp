@@ -38,6 +38,8 @@ struct ServeArgs {
   bool no_prefix_cache = false;
   bool host_sampling = false;
   bool enforce_eager = false;
+  bool pad_graph_batches = false;
+  bool wgmma_attention = false;
   size_t max_body_bytes = 4u << 20;
   double shutdown_timeout = 30;
   int max_n = 16;
@@ -86,6 +88,8 @@ int run_serve(const ServeArgs& a) {
   eo.prefix_cache = !a.no_prefix_cache;
   eo.host_sampling = a.host_sampling;
   eo.enforce_eager = a.enforce_eager;
+  eo.pad_graph_batches = a.pad_graph_batches;
+  eo.wgmma_attention = a.wgmma_attention;
   // The engine is destroyed before the server: its callbacks reference the server's
   // connections, which must not outlive the io_context they belong to.
   auto created = engine::Engine::create(*bundle, eo);
@@ -160,6 +164,12 @@ void add_serve(CLI::App& app) {
   cmd->add_flag("--no-prefix-cache", a->no_prefix_cache, "Do not reuse KV blocks of prefixes");
   cmd->add_flag("--enforce-eager", a->enforce_eager,
                 "CUDA: launch every kernel of a step, no CUDA graphs (same bits, slower)");
+  cmd->add_flag("--pad-graph-batches", a->pad_graph_batches,
+                "CUDA: pad steps of up to 512 tokens to a few sizes so that decode steps of any "
+                "batch size replay a CUDA graph (same bits; experimental)");
+  cmd->add_flag("--wgmma-attention", a->wgmma_attention,
+                "CUDA on H100/H200: prefill attention on the wgmma + TMA kernel (same bits as "
+                "mma.sync; experimental)");
   cmd->add_flag("--host-sampling", a->host_sampling,
                 "CUDA: draw sampled tokens on the host, not the GPU (a benchmark baseline)");
   cmd->add_option("--max-body-bytes", a->max_body_bytes, "Larger request bodies get 413")

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 
 namespace invar {
 
@@ -13,6 +14,10 @@ class Fnv1a64 {
     return *this;
   }
   Fnv1a64& add(const void* p) { return add(uint64_t(reinterpret_cast<uintptr_t>(p))); }
+  Fnv1a64& add_bytes(std::string_view s) {
+    for (unsigned char c : s) h_ = (h_ ^ c) * 0x100000001b3ull;
+    return *this;
+  }
   uint64_t value() const { return h_; }
 
  private:

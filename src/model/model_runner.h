@@ -48,6 +48,9 @@ struct RunnerOptions {
   // belong to no sequence, padding logit rows are dropped), so that a decode step of any batch
   // size replays a captured graph. The real rows' bits are those of an unpadded step.
   bool pad_graph_batches = false;
+  // CUDA on sm_90 (H100, H200): prefill (whole-row) attention on the wgmma + TMA kernel instead
+  // of mma.sync. The same bits (each row's recipe is the same; the GPU tests compare the two).
+  bool wgmma_attention = false;
 };
 
 // What one step returns for its logit rows (plan.logit_rows). The summaries are made where the
