@@ -38,8 +38,8 @@ struct ServeArgs {
   bool no_prefix_cache = false;
   bool host_sampling = false;
   bool enforce_eager = false;
-  bool pad_graph_batches = false;
-  bool wgmma_attention = false;
+  bool pad_graph_batches = true;
+  std::string prefill_attention = "auto";
   size_t max_body_bytes = 4u << 20;
   double shutdown_timeout = 30;
   int max_n = 16;
@@ -89,7 +89,10 @@ int run_serve(const ServeArgs& a) {
   eo.host_sampling = a.host_sampling;
   eo.enforce_eager = a.enforce_eager;
   eo.pad_graph_batches = a.pad_graph_batches;
-  eo.wgmma_attention = a.wgmma_attention;
+  using PA = model::RunnerOptions::PrefillAttention;
+  eo.prefill_attention = a.prefill_attention == "wgmma"      ? PA::wgmma
+                         : a.prefill_attention == "mma-sync" ? PA::mma_sync
+                                                             : PA::automatic;
   // The engine is destroyed before the server: its callbacks reference the server's
   // connections, which must not outlive the io_context they belong to.
   auto created = engine::Engine::create(*bundle, eo);
@@ -164,12 +167,13 @@ void add_serve(CLI::App& app) {
   cmd->add_flag("--no-prefix-cache", a->no_prefix_cache, "Do not reuse KV blocks of prefixes");
   cmd->add_flag("--enforce-eager", a->enforce_eager,
                 "CUDA: launch every kernel of a step, no CUDA graphs (same bits, slower)");
-  cmd->add_flag("--pad-graph-batches", a->pad_graph_batches,
-                "CUDA: pad steps of up to 512 tokens to a few sizes so that decode steps of any "
-                "batch size replay a CUDA graph (same bits; experimental)");
-  cmd->add_flag("--wgmma-attention", a->wgmma_attention,
-                "CUDA on H100/H200: prefill attention on the wgmma + TMA kernel (same bits as "
-                "mma.sync; experimental)");
+  cmd->add_option("--pad-graph-batches", a->pad_graph_batches,
+                  "CUDA: pad steps of up to 512 tokens to a few sizes so that decode steps of any "
+                  "batch size replay a CUDA graph (same bits)");
+  cmd->add_option("--prefill-attention", a->prefill_attention,
+                  "CUDA: prefill attention kernel, the same bits either way (auto: wgmma on "
+                  "H100/H200, else mma-sync)")
+      ->check(CLI::IsMember({"auto", "wgmma", "mma-sync"}));
   cmd->add_flag("--host-sampling", a->host_sampling,
                 "CUDA: draw sampled tokens on the host, not the GPU (a benchmark baseline)");
   cmd->add_option("--max-body-bytes", a->max_body_bytes, "Larger request bodies get 413")

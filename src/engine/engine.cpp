@@ -85,7 +85,7 @@ static model::RunnerOptions runner_options(const EngineOptions& o) {
   r.gpu_memory_utilization = o.gpu_memory_utilization;
   r.cuda_graphs = !o.enforce_eager;
   r.pad_graph_batches = o.pad_graph_batches;
-  r.wgmma_attention = o.wgmma_attention;
+  r.prefill_attention = o.prefill_attention;
   r.max_step_tokens = o.step_token_budget;
   r.max_step_seqs = std::min(o.max_running, o.step_token_budget);
   r.max_blocks_per_seq = blocks_for(o.max_context, o.block_size);

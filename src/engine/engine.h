@@ -40,8 +40,9 @@ struct EngineOptions {
   // activations and the KV cache, which gets the rest), as vLLM's --gpu-memory-utilization.
   double gpu_memory_utilization = 0.9;
   bool enforce_eager = false;  // CUDA: no CUDA graphs (RunnerOptions::cuda_graphs)
-  bool pad_graph_batches = false;  // CUDA: RunnerOptions::pad_graph_batches
-  bool wgmma_attention = false;    // CUDA on sm_90: RunnerOptions::wgmma_attention
+  bool pad_graph_batches = true;  // CUDA: RunnerOptions::pad_graph_batches
+  model::RunnerOptions::PrefillAttention prefill_attention =
+      model::RunnerOptions::PrefillAttention::automatic;  // CUDA: RunnerOptions's
 };
 
 // Called on the engine thread: must not block. The last event of a request has finished().

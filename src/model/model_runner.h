@@ -46,11 +46,14 @@ struct RunnerOptions {
   bool cuda_graphs = true;
   // CUDA with graphs: steps of up to 512 tokens launch padded to a few sizes (padding tokens
   // belong to no sequence, padding logit rows are dropped), so that a decode step of any batch
-  // size replays a captured graph. The real rows' bits are those of an unpadded step.
-  bool pad_graph_batches = false;
-  // CUDA on sm_90 (H100, H200): prefill (whole-row) attention on the wgmma + TMA kernel instead
-  // of mma.sync. The same bits (each row's recipe is the same; the GPU tests compare the two).
-  bool wgmma_attention = false;
+  // size replays a captured graph. The real rows' bits are those of an unpadded step (model_test
+  // and the served outputs digests prove it).
+  bool pad_graph_batches = true;
+  // CUDA: the kernel of prefill (whole-row) attention. Both give the same bits (each row's recipe
+  // is the same; attention_test compares them on every batch and chunking). automatic: wgmma +
+  // TMA on sm_90 (H100, H200: 1.7-2.4x mma.sync on Qwen3-8B heads), mma.sync elsewhere.
+  enum class PrefillAttention : uint8_t { automatic, wgmma, mma_sync };
+  PrefillAttention prefill_attention = PrefillAttention::automatic;
 };
 
 // What one step returns for its logit rows (plan.logit_rows). The summaries are made where the

@@ -109,7 +109,8 @@ class CudaRunner final : public ModelRunner {
     INVAR_ASSIGN_OR_RETURN(gemm_, kc::CudaGemm::create(o_.cuda_device));
     INVAR_ASSIGN_OR_RETURN(attention_, kc::CudaAttention::create(o_.cuda_device));
     attention_->set_fixed_grid(pads_steps());
-    if (o_.wgmma_attention)
+    using PA = RunnerOptions::PrefillAttention;
+    if (o_.prefill_attention == PA::wgmma || (o_.prefill_attention == PA::automatic && arch_ == 90))
       INVAR_RETURN_IF_ERROR(attention_->set_prefill_kernel(kc::AttentionKernel::wgmma));
     INVAR_ASSIGN_OR_RETURN(w_, upload_weights(c_, weights));
     if (o_.max_step_tokens > 0) {
