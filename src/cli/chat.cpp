@@ -3,13 +3,14 @@
 // earlier turns, so only the new tokens are computed.
 #include <fmt/core.h>
 
+#include <chrono>
 #include <cstdio>
 #include <future>
-#include <iostream>
 #include <memory>
 
 #include "cli/commands.h"
 #include "cli/common_options.h"
+#include "cli/terminal.h"
 #include "engine/engine.h"
 #include "tokenizer/chat_template.h"
 
@@ -57,13 +58,16 @@ int run_chat(const ChatArgs& a) {
 
   std::vector<tokenizer::ChatMessage> history;
   if (!a.system.empty()) history.push_back({"system", a.system});
-  fmt::print(stderr, "invar chat: /reset clears the conversation, /exit or Ctrl-D quits.\n");
+  LineReader reader;
+  InterruptWatch interrupts;  // Ctrl-C stops the answer (or clears the prompt), not the program
+  fmt::print(stderr,
+             "invar chat: /reset clears the conversation, Ctrl-C stops an answer, /exit or "
+             "Ctrl-D quits.\n");
   int turn = 0;
   for (;;) {
-    fmt::print("> ");
-    std::fflush(stdout);
-    std::string line;
-    if (!std::getline(std::cin, line)) break;
+    std::optional<std::string> read = reader.read("> ");
+    if (!read) break;
+    std::string line = std::move(*read);
     if (line == "/exit" || line == "/quit") break;
     if (line == "/reset") {
       history.resize(a.system.empty() ? 0 : 1);
@@ -105,8 +109,17 @@ int run_chat(const ChatArgs& a) {
       history.pop_back();
       continue;
     }
-    const auto last = done.get_future().get();
+    std::future<engine::RequestEvent> finished = done.get_future();
+    InterruptWatch::take();
+    while (finished.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
+      if (InterruptWatch::take()) eng.cancel(*submitted);  // ends with `cancelled`
+    }
+    const auto last = finished.get();
     fmt::print("\n");
+    if (last.finish == engine::FinishReason::cancelled) {
+      // The partial answer stays in the conversation, as the user saw it.
+      fmt::print(stderr, "(stopped)\n");
+    }
     if (last.finish == engine::FinishReason::error) {
       fmt::print(stderr, "error: {}\n", last.error);
       history.pop_back();

@@ -1,5 +1,7 @@
 #include "cli/common_options.h"
 
+#include "cli/progress_bar.h"
+
 namespace invar::cli {
 
 void add_model_options(CLI::App& cmd, ModelArgs& a, unsigned which, const std::string& group) {
@@ -71,6 +73,10 @@ DType random_weight_dtype(const std::string& flag, model::Device device) {
 
 Result<engine::ModelBundle> open_bundle(const ModelArgs& a, model::Device device) {
   model::LoadOptions load;
+  // A bar for models past ~270 M weights (seconds to read, check and convert); the default model
+  // loads before one would be seen.
+  ProgressBar bar("loading weights", int64_t(1) << 28);
+  load.progress = [&bar](int64_t done, int64_t total) { bar.update(done, total); };
   if (a.random_weights >= 0) {
     load.weight_dtype = random_weight_dtype(a.weight_dtype, device);
     return engine::random_model(a.model, uint64_t(a.random_weights), load);

@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/common_options.h"
+#include "cli/terminal.h"
 #include "engine/engine.h"
 #include "tokenizer/chat_template.h"
 
@@ -84,7 +85,13 @@ int run_generate(const GenerateArgs& a) {
     if (ev.finished()) done.set_value(ev);
   });
   if (!submitted.ok()) return fail(submitted.status().message());
-  const engine::RequestEvent last = done.get_future().get();
+  // Ctrl-C stops the generation; the timings below still print.
+  InterruptWatch interrupts;
+  std::future<engine::RequestEvent> finished = done.get_future();
+  while (finished.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
+    if (InterruptWatch::take()) eng.cancel(*submitted);
+  }
+  const engine::RequestEvent last = finished.get();
   const auto end = Clock::now();
   fmt::print("\n");
   std::fflush(stdout);

@@ -2,9 +2,11 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.h"
+#include "engine/fingerprint.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"invar: a batch-invariant LLM inference engine"};
+  app.set_version_flag("--version", std::string("invar ") + invar::engine::build_id());
   app.require_subcommand(1);
   // --help shows every option's default (subcommands inherit this).
   app.option_defaults()->always_capture_default();

@@ -33,6 +33,10 @@ uint64_t weights_hash(const model::ModelWeights& w) {
   return h;
 }
 
+const char* build_id() {
+  return INVAR_BUILD_ID;
+}
+
 std::string make_fingerprint(const model::ModelWeights& w, const std::string& kernel_mode) {
   return fmt::format("inv-{:016x}-{}-{}", weights_hash(w), INVAR_BUILD_ID, kernel_mode);
 }

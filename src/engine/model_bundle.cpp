@@ -47,7 +47,9 @@ Result<ModelBundle> random_model(const std::string& config_path, uint64_t seed,
     return Status::errorf("{}: a vocabulary of {} is too small for the byte tokenizer",
                           config_path, config.vocab_size);
   model::LoadedModel m{
-      config, model::random_weights(config, seed, options.weight_dtype.value_or(DType::f32)),
+      config,
+      model::random_weights(config, seed, options.weight_dtype.value_or(DType::f32),
+                            options.progress),
       fmt::format("{} (random weights, seed {})", config_path, seed)};
   return ModelBundle{std::move(m), std::move(tok).value()};
 }

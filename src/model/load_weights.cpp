@@ -134,8 +134,10 @@ Status check_finite(const HostTensor& t, const std::string& where, const std::st
 template <typename ShapeOf, typename Load>
 Result<ModelWeights> read_weights(const ModelConfig& c, const std::string& where,
                                   std::string (*name_of)(WeightRole, int), ShapeOf shape_of,
-                                  Load load) {
+                                  Load load, const LoadProgress& progress) {
   ModelWeights w;
+  const int64_t total = progress ? weight_elements(c) : 0;
+  int64_t done = 0;
   INVAR_RETURN_IF_ERROR(for_each_weight_slot(c, w, [&](const WeightSlot& s) -> Status {
     const std::string name = name_of(s.role, s.layer);
     std::optional<std::vector<int64_t>> shape = shape_of(name);
@@ -150,7 +152,9 @@ Result<ModelWeights> read_weights(const ModelConfig& c, const std::string& where
                             where, name, shape_string(*shape), shape_string(s.shape));
     }
     INVAR_ASSIGN_OR_RETURN(*s.tensor, load(name, s));
-    return check_finite(*s.tensor, where, name);
+    INVAR_RETURN_IF_ERROR(check_finite(*s.tensor, where, name));
+    if (progress) progress(done += s.tensor->numel(), total);
+    return {};
   }));
   return w;
 }
@@ -186,7 +190,8 @@ Result<LoadedModel> load_gguf_model(const std::string& path, const LoadOptions& 
     INVAR_RETURN_IF_ERROR(f.read_tensor(t, h.dtype, h.bytes.data()));
     return h;
   };
-  INVAR_ASSIGN_OR_RETURN(m.weights, read_weights(m.config, path, gguf_tensor_name, shape_of, load));
+  INVAR_ASSIGN_OR_RETURN(
+      m.weights, read_weights(m.config, path, gguf_tensor_name, shape_of, load, options.progress));
   return m;
 }
 
@@ -213,8 +218,8 @@ Result<LoadedModel> load_hf_model(const std::string& dir, const std::string& sin
     INVAR_RETURN_IF_ERROR(set.read_tensor(name, dtype, h.bytes.data()));
     return h;
   };
-  INVAR_ASSIGN_OR_RETURN(m.weights,
-                         read_weights(m.config, set.where(), hf_tensor_name, shape_of, load));
+  INVAR_ASSIGN_OR_RETURN(m.weights, read_weights(m.config, set.where(), hf_tensor_name, shape_of,
+                                                 load, options.progress));
   return m;
 }
 

@@ -144,8 +144,25 @@ void fill_random(HostTensor& t, uint64_t key, float center, float scale) {
 
 }  // namespace
 
-ModelWeights random_weights(const ModelConfig& config, uint64_t seed, DType weight_dtype) {
+int64_t weight_elements(const ModelConfig& config) {
+  ModelWeights scratch;  // for_each_weight_slot only sizes its layer list; nothing is allocated
+  int64_t total = 0;
+  Status st = for_each_weight_slot(config, scratch, [&](const WeightSlot& s) -> Status {
+    int64_t n = 1;
+    for (int64_t d : s.shape) n *= d;
+    total += n;
+    return {};
+  });
+  assert(st.ok());
+  (void)st;
+  return total;
+}
+
+ModelWeights random_weights(const ModelConfig& config, uint64_t seed, DType weight_dtype,
+                            const LoadProgress& progress) {
   ModelWeights w;
+  const int64_t total = progress ? weight_elements(config) : 0;
+  int64_t done = 0;
   Status st = for_each_weight_slot(config, w, [&](const WeightSlot& s) -> Status {
     *s.tensor = HostTensor::zeros(s.matrix ? weight_dtype : DType::f32, s.shape);
     const uint64_t key = splitmix64(seed ^ splitmix64(slot_id(s)));
@@ -160,6 +177,7 @@ ModelWeights random_weights(const ModelConfig& config, uint64_t seed, DType weig
           float(1.0 / std::sqrt(double(s.matrix ? s.shape.back() : config.hidden_size)));
       fill_random(*s.tensor, key, 0.0f, scale);
     }
+    if (progress) progress(done += s.tensor->numel(), total);
     return {};
   });
   assert(st.ok());

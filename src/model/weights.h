@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -74,12 +75,20 @@ struct ModelWeights {
   const HostTensor& output() const { return lm_head.empty() ? embedding : lm_head; }
 };
 
+// Reports loading: `done` of `total` weight elements read so far (called after each tensor, on
+// the loading thread; the last call has done == total).
+using LoadProgress = std::function<void(int64_t done, int64_t total)>;
+
+// The weight elements a config's model holds (every slot of for_each_weight_slot).
+int64_t weight_elements(const ModelConfig& config);
+
 struct LoadOptions {
   // Storage type of the matrices (norm weights and biases are always f32): f32 or bf16, or
   // unset for the file's own encoding. Unset, a GGUF file's matrices are views into its memory
   // mapping, packed blocks included (the kernels decode them where they read them, with the
   // bits of the decoded f32 weights); safetensors matrices keep their F32/F16/BF16 type.
   std::optional<DType> weight_dtype;
+  LoadProgress progress;  // optional
 };
 
 // Weights and config of a model read from a GGUF file or a Hugging Face directory.
@@ -94,6 +103,7 @@ Result<LoadedModel> load_model(const std::string& path, const LoadOptions& optio
 
 // Fills a model with seeded random weights of the config's shapes. The same seed gives the
 // same weights on every machine and backend (counter-based generator, no std:: distributions).
-ModelWeights random_weights(const ModelConfig& config, uint64_t seed, DType weight_dtype);
+ModelWeights random_weights(const ModelConfig& config, uint64_t seed, DType weight_dtype,
+                            const LoadProgress& progress = {});
 
 }  // namespace invar::model

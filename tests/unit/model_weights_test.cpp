@@ -108,6 +108,36 @@ TEST(LoadModel, TinyQwen3TiedWithQkNorm) {
   check_against_generator("tiny-qwen3", *r);
 }
 
+// The progress a loader reports (the CLI's bar): rising, ending at every weight element of the
+// config, for files and for random weights alike.
+TEST(LoadModel, ProgressRisesToEveryWeightElement) {
+  std::vector<std::pair<int64_t, int64_t>> calls;
+  LoadOptions opt;
+  opt.progress = [&](int64_t done, int64_t total) { calls.emplace_back(done, total); };
+  auto m = load_model(invar::testing::test_data("tiny-qwen3"), opt);
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  const int64_t total = weight_elements(m->config);
+  int64_t held = 0;  // what the loaded tensors hold, counted independently
+  EXPECT_TRUE(for_each_weight_slot(m->config, m->weights, [&](const WeightSlot& s) -> Status {
+                held += s.tensor->numel();
+                return {};
+              }).ok());
+  EXPECT_EQ(total, held);
+  ASSERT_FALSE(calls.empty());
+  for (size_t i = 0; i < calls.size(); ++i) {
+    EXPECT_EQ(calls[i].second, total);
+    if (i > 0) {
+      EXPECT_GT(calls[i].first, calls[i - 1].first);
+    }
+  }
+  EXPECT_EQ(calls.back().first, total);
+
+  calls.clear();
+  EXPECT_FALSE(random_weights(m->config, 7, DType::f32, opt.progress).layers.empty());
+  ASSERT_FALSE(calls.empty());
+  EXPECT_EQ(calls.back(), std::make_pair(total, total));
+}
+
 TEST(LoadModel, Bf16MatricesF32Vectors) {
   auto f = load_model(invar::testing::test_data("tiny-qwen3"), {});
   LoadOptions opt;
