@@ -7,6 +7,8 @@
                        intermediate 128, vocab 256, llama3 rope scaling, untied lm_head
   tiny-qwen3/          Qwen3ForCausalLM: same sizes, head_dim 32, q/k norm, tied embeddings
   tiny-llama-sharded/  tiny-llama split into two shards with model.safetensors.index.json
+  tiny-mistral/        MistralForCausalLM: Llama sizes, sliding_window 8 (the 24-token golden
+                       sequence crosses it), rope theta 10000, untied lm_head
 
 Each directory gets config.json, f32 safetensors and tensor_checks.json (shape, float64 sum
 and first values of every tensor, for the loader tests). numpy only: the safetensors bytes
@@ -142,9 +144,34 @@ QWEN3 = {
 }
 
 
+MISTRAL = {
+    "architectures": ["MistralForCausalLM"],
+    "model_type": "mistral",
+    "vocab_size": 256,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "hidden_act": "silu",
+    "max_position_embeddings": 512,
+    "rms_norm_eps": 1e-05,
+    "rope_theta": 10000.0,
+    "sliding_window": 8,
+    "attention_dropout": 0.0,
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "torch_dtype": "float32",
+}
+
+MODELS = (("tiny-llama", LLAMA, 1234), ("tiny-qwen3", QWEN3, 5678),
+          ("tiny-mistral", MISTRAL, 2024))
+
+
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.join("tests", "data")
-    for name, cfg, seed in (("tiny-llama", LLAMA, 1234), ("tiny-qwen3", QWEN3, 5678)):
+    for name, cfg, seed in MODELS:
         d = os.path.join(root, name)
         os.makedirs(d, exist_ok=True)
         tensors = make_weights(cfg, seed)

@@ -12,6 +12,8 @@ std::string arch_name(Arch a) {
       return "qwen2";
     case Arch::qwen3:
       return "qwen3";
+    case Arch::mistral:
+      return "mistral";
   }
   return "unknown";
 }
@@ -29,6 +31,10 @@ Status ModelConfig::validate(const std::string& where) const {
   INVAR_RETURN_IF_ERROR(positive("num_kv_heads", num_kv_heads));
   INVAR_RETURN_IF_ERROR(positive("head_dim", head_dim));
   INVAR_RETURN_IF_ERROR(positive("max_position", max_position));
+  if (sliding_window < 0) {
+    return Status::errorf("{}: sliding_window is {} (expected a positive size, or none)", where,
+                          sliding_window);
+  }
   if (num_heads % num_kv_heads != 0) {
     return Status::errorf("{}: num_heads {} is not a multiple of num_kv_heads {}", where, num_heads,
                           num_kv_heads);

@@ -10,7 +10,7 @@
 
 namespace invar::model {
 
-enum class Arch : uint8_t { llama, qwen2, qwen3 };
+enum class Arch : uint8_t { llama, qwen2, qwen3, mistral };
 
 struct RopeScaling {
   enum class Kind : uint8_t { none, linear, llama3 };
@@ -38,6 +38,9 @@ struct ModelConfig {
   bool attention_bias = false;  // q/k/v projections carry a bias (Qwen2)
   bool qk_norm = false;         // RMSNorm on each q and k head before rope (Qwen3)
   bool tie_embeddings = false;  // lm_head shares the embedding table
+  // > 0: a token attends only to the last sliding_window positions, itself included (Mistral's
+  // `sliding_window`); 0: full causal attention.
+  int sliding_window = 0;
   // Per-frequency divisors from a GGUF `rope_freqs.weight` tensor (how llama.cpp stores Llama 3
   // rope scaling): inv_freq[i] /= rope_freq_factors[i]. Empty otherwise.
   std::vector<float> rope_freq_factors;

@@ -134,10 +134,13 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
     c.arch = Arch::qwen3;
     c.qk_norm = true;
     default_max_position = 32768;
+  } else if (arch_key == "MistralForCausalLM") {
+    c.arch = Arch::mistral;
+    default_max_position = 131072;
   } else {
     return Status::errorf(
         "{}: architecture '{}' is not supported (supported: LlamaForCausalLM, "
-        "Qwen2ForCausalLM, Qwen3ForCausalLM)",
+        "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)",
         where, arch_key);
   }
 
@@ -188,7 +191,22 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
         reject_if_true(k, "attention_bias", where, "biases on q/k/v/o projections"));
   }
   INVAR_RETURN_IF_ERROR(reject_if_true(k, "mlp_bias", where, "biases on MLP projections"));
-  INVAR_RETURN_IF_ERROR(reject_if_true(k, "use_sliding_window", where, "sliding-window attention"));
+  if (c.arch == Arch::mistral) {
+    // transformers' MistralConfig: an absent key means its default window, 4096; null means
+    // full attention.
+    if (!j.contains("sliding_window")) {
+      c.sliding_window = 4096;
+    } else if (!j["sliding_window"].is_null()) {
+      INVAR_ASSIGN_OR_RETURN(c.sliding_window, k.get_int("sliding_window"));
+      if (c.sliding_window <= 0) {
+        return Status::errorf("{}: key 'sliding_window' is {} (expected a positive integer or null)",
+                              where, c.sliding_window);
+      }
+    }
+  } else {
+    INVAR_RETURN_IF_ERROR(
+        reject_if_true(k, "use_sliding_window", where, "sliding-window attention"));
+  }
   INVAR_RETURN_IF_ERROR(c.validate(where));
   return c;
 }

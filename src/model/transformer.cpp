@@ -93,7 +93,8 @@ void Transformer::attention_block(int l, const BatchPlan& plan, KvCache& cache, 
   cpu::kv_store(k_.data(), v_.data(), plan.slots.data(), tokens, layer, pool_);
   kernels::AttentionPlan ap{plan.num_seqs(),          plan.q_indptr.data(),
                             plan.kv_lens.data(),      plan.block_tables.data(),
-                            plan.max_blocks_per_seq, cache.block_size()};
+                            plan.max_blocks_per_seq, cache.block_size(),
+                            config_.sliding_window};
   cpu::attention(q_.data(), layer, ap, hq, 1.0f / std::sqrt(float(d)), attn_.data(), pool_);
   probe(l, ProbeOp::attention, attn_.data(), tokens, hq * d);
 

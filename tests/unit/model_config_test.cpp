@@ -102,6 +102,34 @@ TEST(ModelConfig, Qwen2HasBiasesAndDefaults) {
   EXPECT_FALSE(m->tie_embeddings);
 }
 
+TEST(ModelConfig, MistralSlidingWindow) {
+  auto r = read_hf_config(invar::testing::test_data("tiny-mistral"));
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->arch, Arch::mistral);
+  EXPECT_EQ(arch_name(r->arch), "mistral");
+  EXPECT_EQ(r->sliding_window, 8);
+  EXPECT_EQ(r->head_dim, 16);
+  EXPECT_FALSE(r->tie_embeddings);
+  const std::string base = R"({"architectures":["MistralForCausalLM"],"vocab_size":10,
+      "hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2)";
+  // null: full attention; absent: transformers' default window (4096).
+  auto null_window = parse_hf_config(base + R"(,"sliding_window":null})", "cfg.json");
+  ASSERT_TRUE(null_window.ok()) << null_window.status().message();
+  EXPECT_EQ(null_window->sliding_window, 0);
+  auto absent = parse_hf_config(base + "}", "cfg.json");
+  ASSERT_TRUE(absent.ok()) << absent.status().message();
+  EXPECT_EQ(absent->sliding_window, 4096);
+  EXPECT_EQ(absent->max_position, 131072);
+  expect_error(parse_hf_config(base + R"(,"sliding_window":0})", "cfg.json").status(),
+               {"cfg.json", "'sliding_window' is 0"});
+  expect_error(parse_hf_config(base + R"(,"sliding_window":"x"})", "cfg.json").status(),
+               {"'sliding_window'", "expected an integer"});
+  // Llama keeps rejecting a window it would ignore.
+  expect_error(parse_hf_config(R"({"architectures":["LlamaForCausalLM"],"vocab_size":10,
+      "hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,
+      "use_sliding_window":true})", "cfg.json").status(), {"use_sliding_window"});
+}
+
 TEST(ModelConfig, RopeParametersAndLinearScaling) {
   // transformers 5 writes rope_theta inside rope_parameters.
   std::string j = R"({"architectures":["LlamaForCausalLM"],"vocab_size":10,"hidden_size":8,
