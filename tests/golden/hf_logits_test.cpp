@@ -4,11 +4,11 @@
 // cache, < 1e-3 with the engine's default f16 one. A model whose golden files are not yet
 // committed is skipped, saying so. INVAR_TEST_DATA_DIR pointed at the output of
 // scripts/numpy-reference-logits.py runs the same checks against that numpy reference.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <fstream>
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "model/transformer.h"
@@ -88,12 +88,27 @@ TEST(HfGolden, TinyQwen3F16KvCacheMatchesTransformers) {
 
 // Mistral: sliding window 8, so most of the 24 positions see only part of their history; in
 // chunks of 5 the window reaches back into earlier chunks.
-TEST(HfGolden, TinyMistralMatchesTransformers) { expect_matches_golden("tiny-mistral", 1 << 20); }
+TEST(HfGolden, TinyMistralMatchesTransformers) {
+  expect_matches_golden("tiny-mistral", 1 << 20);
+}
 TEST(HfGolden, TinyMistralChunkedMatchesTransformers) {
   expect_matches_golden("tiny-mistral", 5);
 }
 TEST(HfGolden, TinyMistralF16KvCacheMatchesTransformers) {
   expect_matches_golden("tiny-mistral", 3, "", DType::f16, 1e-3);
+}
+
+// Phi-3: fused qkv_proj / gate_up_proj split at load, partial rotary (8 of 16 dims), longrope
+// (the 24 golden positions are below original_max_position_embeddings 32: short factors and the
+// attention factor).
+TEST(HfGolden, TinyPhi3MatchesTransformers) {
+  expect_matches_golden("tiny-phi3", 1 << 20);
+}
+TEST(HfGolden, TinyPhi3ChunkedMatchesTransformers) {
+  expect_matches_golden("tiny-phi3", 5);
+}
+TEST(HfGolden, TinyPhi3F16KvCacheMatchesTransformers) {
+  expect_matches_golden("tiny-phi3", 7, "", DType::f16, 1e-3);
 }
 
 }  // namespace

@@ -3,7 +3,9 @@
 // a target sequence are the same when its prompt is prefilled at once, cut into chunks, or
 // computed among other sequences in the same steps. The sequences are longer than the models'
 // sliding windows, so the window's mask (a function of absolute position) is exercised across
-// chunk boundaries. Negative control (R8): the same comparisons in `fast` mode must differ.
+// chunk boundaries, and past tiny-phi3's original_max_position_embeddings (32), so a chunk may
+// hold positions of both longrope tables. Negative control (R8): the same comparisons in `fast`
+// mode must differ.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -16,9 +18,9 @@ namespace invar {
 namespace {
 
 constexpr int kBlock = 16;
-constexpr int kMaxBlocks = 8;   // 128 positions per sequence
-constexpr int kSeqs = 4;        // target + 3 others
-constexpr int kLen = 40;        // target tokens: several windows of 8
+constexpr int kMaxBlocks = 8;  // 128 positions per sequence
+constexpr int kSeqs = 4;       // target + 3 others
+constexpr int kLen = 40;       // target tokens: several windows of 8
 
 class TinyModelInvariance : public ::testing::TestWithParam<const char*> {
  protected:
@@ -80,7 +82,8 @@ class TinyModelInvariance : public ::testing::TestWithParam<const char*> {
     EXPECT_EQ(solo.size(), size_t(kLen) * size_t(model_->config.vocab_size));
     int differing = 0;
     const std::vector<std::pair<std::vector<int>, int>> cases = {
-        {{1}, 0}, {{3}, 0}, {{7}, 0}, {{5, 11, 2}, 0}, {{kLen}, 1}, {{1}, 2}, {{7}, 1}, {{9, 4}, 3}};
+        {{1}, 0},    {{3}, 0}, {{7}, 0}, {{5, 11, 2}, 0},
+        {{kLen}, 1}, {{1}, 2}, {{7}, 1}, {{9, 4}, 3}};
     for (const auto& [chunks, others] : cases) {
       const std::vector<float> got = run(mode, chunks, others);
       const bool same = got.size() == solo.size() &&
@@ -108,8 +111,8 @@ TEST_P(TinyModelInvariance, FastModeControlFindsDifferences) {
       << "the fast-mode control found no difference: the comparison has no power";
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, TinyModelInvariance, ::testing::Values("tiny-mistral"),
-                         [](const auto& info) {
+INSTANTIATE_TEST_SUITE_P(Models, TinyModelInvariance,
+                         ::testing::Values("tiny-mistral", "tiny-phi3"), [](const auto& info) {
                            std::string s = info.param;
                            for (char& ch : s)
                              if (ch == '-') ch = '_';

@@ -258,7 +258,7 @@ void attend(const float* q, size_t groups, size_t dim, int lo, int pos, const in
     }
     for (int h = h0; h < h1; ++h) {
       const size_t hl = size_t(h - h0) * groups;  // first local query head of kv head h
-      for (size_t j = 0; j < skip; ++j) {  // below the window: zeros, never the cache
+      for (size_t j = 0; j < skip; ++j) {         // below the window: zeros, never the cache
         sc.kp[j] = sc.zero.data();
         sc.vp[j] = sc.zero.data();
       }
@@ -285,8 +285,7 @@ void attend(const float* q, size_t groups, size_t dim, int lo, int pos, const in
         }
       }
       for (size_t g = hl; g < hl + groups; ++g) {
-        softmax_tile(sc.scores.data() + g * kKvTile, skip, n, scale, sc.m[g], sc.l[g],
-                     sc.alpha[g]);
+        softmax_tile(sc.scores.data() + g * kKvTile, skip, n, scale, sc.m[g], sc.l[g], sc.alpha[g]);
       }
       for (size_t g = 0; g < groups; g += kMaxGb) {
         const size_t gb = std::min(kMaxGb, groups - g);
