@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Writes reference logits of the tiny test models with Hugging Face transformers.
 
-    python3 scripts/golden-logits.py tests/data
+    python3 scripts/golden-logits.py tests/data [model ...]
 
-For each tiny model directory under the given root (tiny-llama, tiny-qwen3), loads it with
+For each tiny model directory under the given root (the MODELS below, or those named on the
+command line, e.g. tiny-mistral), loads it with
 AutoModelForCausalLM in float32 with eager attention, runs one fixed sequence of token ids
 through it, and writes:
 
@@ -23,7 +24,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM
 
-MODELS = ("tiny-llama", "tiny-qwen3")
+MODELS = ("tiny-llama", "tiny-qwen3", "tiny-mistral", "tiny-phi3")
 # Fixed ids covering low, high and repeated tokens of a 256-token vocabulary.
 IDS = [1, 17, 42, 255, 0, 128, 7, 7, 99, 200, 3, 64, 31, 250, 5, 77, 18, 142, 9, 233, 60, 2, 111, 45]
 
@@ -43,7 +44,8 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
-    for name in MODELS:
+    names = sys.argv[2:] or MODELS
+    for name in names:
         path = os.path.join(root, name)
         model = load(path, device)
         vocab = model.config.vocab_size

@@ -7,6 +7,11 @@
                        intermediate 128, vocab 256, llama3 rope scaling, untied lm_head
   tiny-qwen3/          Qwen3ForCausalLM: same sizes, head_dim 32, q/k norm, tied embeddings
   tiny-llama-sharded/  tiny-llama split into two shards with model.safetensors.index.json
+  tiny-mistral/        MistralForCausalLM: Llama sizes, sliding_window 8 (the 24-token golden
+                       sequence crosses it), rope theta 10000, untied lm_head
+  tiny-phi3/           Phi3ForCausalLM: Llama sizes, fused qkv_proj and gate_up_proj, partial
+                       rotary 0.5 (8 of 16 dims), longrope (short factors below position 32,
+                       the golden sequence's range; attention factor from 128 / 32)
 
 Each directory gets config.json, f32 safetensors and tensor_checks.json (shape, float64 sum
 and first values of every tensor, for the loader tests). numpy only: the safetensors bytes
@@ -50,6 +55,7 @@ def make_weights(cfg, seed):
     q = cfg["num_attention_heads"] * d
     kv = cfg["num_key_value_heads"] * d
     qk_norm = cfg["architectures"][0] == "Qwen3ForCausalLM"
+    fused = cfg["architectures"][0] == "Phi3ForCausalLM"  # qkv_proj, gate_up_proj
 
     def mat(rows, cols):
         return (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
@@ -60,18 +66,24 @@ def make_weights(cfg, seed):
     t = [("model.embed_tokens.weight", rng.standard_normal((v, h)).astype(np.float32))]
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        t += [(p + "input_layernorm.weight", norm(h)),
-              (p + "self_attn.q_proj.weight", mat(q, h)),
-              (p + "self_attn.k_proj.weight", mat(kv, h)),
-              (p + "self_attn.v_proj.weight", mat(kv, h)),
-              (p + "self_attn.o_proj.weight", mat(h, q))]
+        t.append((p + "input_layernorm.weight", norm(h)))
+        if fused:
+            t.append((p + "self_attn.qkv_proj.weight", mat(q + 2 * kv, h)))
+        else:
+            t += [(p + "self_attn.q_proj.weight", mat(q, h)),
+                  (p + "self_attn.k_proj.weight", mat(kv, h)),
+                  (p + "self_attn.v_proj.weight", mat(kv, h))]
+        t.append((p + "self_attn.o_proj.weight", mat(h, q)))
         if qk_norm:
             t += [(p + "self_attn.q_norm.weight", norm(d)),
                   (p + "self_attn.k_norm.weight", norm(d))]
-        t += [(p + "post_attention_layernorm.weight", norm(h)),
-              (p + "mlp.gate_proj.weight", mat(inter, h)),
-              (p + "mlp.up_proj.weight", mat(inter, h)),
-              (p + "mlp.down_proj.weight", mat(h, inter))]
+        t.append((p + "post_attention_layernorm.weight", norm(h)))
+        if fused:
+            t.append((p + "mlp.gate_up_proj.weight", mat(2 * inter, h)))
+        else:
+            t += [(p + "mlp.gate_proj.weight", mat(inter, h)),
+                  (p + "mlp.up_proj.weight", mat(inter, h))]
+        t.append((p + "mlp.down_proj.weight", mat(h, inter)))
     t.append(("model.norm.weight", norm(h)))
     if not cfg["tie_word_embeddings"]:
         t.append(("lm_head.weight", mat(v, h)))
@@ -142,9 +154,65 @@ QWEN3 = {
 }
 
 
+MISTRAL = {
+    "architectures": ["MistralForCausalLM"],
+    "model_type": "mistral",
+    "vocab_size": 256,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "hidden_act": "silu",
+    "max_position_embeddings": 512,
+    "rms_norm_eps": 1e-05,
+    "rope_theta": 10000.0,
+    "sliding_window": 8,
+    "attention_dropout": 0.0,
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "torch_dtype": "float32",
+}
+
+PHI3 = {
+    "architectures": ["Phi3ForCausalLM"],
+    "model_type": "phi3",
+    "vocab_size": 256,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "hidden_act": "silu",
+    "max_position_embeddings": 128,
+    "original_max_position_embeddings": 32,
+    "rms_norm_eps": 1e-05,
+    "rope_theta": 10000.0,
+    "partial_rotary_factor": 0.5,
+    # 4 factors: rotary dims 8 / 2. Short factors apply below position 32.
+    "rope_scaling": {"rope_type": "longrope", "short_factor": [1.0, 1.25, 1.5, 2.0],
+                     "long_factor": [1.0, 2.0, 4.0, 8.0],
+                     "original_max_position_embeddings": 32},
+    "sliding_window": None,
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "embd_pdrop": 0.0,
+    "resid_pdrop": 0.0,
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
+    "torch_dtype": "float32",
+}
+
+MODELS = (("tiny-llama", LLAMA, 1234), ("tiny-qwen3", QWEN3, 5678),
+          ("tiny-mistral", MISTRAL, 2024), ("tiny-phi3", PHI3, 3003))
+
+
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.join("tests", "data")
-    for name, cfg, seed in (("tiny-llama", LLAMA, 1234), ("tiny-qwen3", QWEN3, 5678)):
+    for name, cfg, seed in MODELS:
         d = os.path.join(root, name)
         os.makedirs(d, exist_ok=True)
         tensors = make_weights(cfg, seed)

@@ -61,8 +61,12 @@ struct AttentionPlan {
   const int32_t* block_tables = nullptr;  // [S, max_blocks_per_seq]: physical block ids
   int max_blocks_per_seq = 0;
   int block_size = 0;                   // tokens per KV block
+  // > 0: sliding-window attention, a token at pos sees only positions > pos - sliding_window
+  // (the last sliding_window positions, itself included); 0: full causal attention. The mask
+  // depends on the absolute position alone, never on the batch.
+  int sliding_window = 0;
   // The query tokens of sequence s sit at absolute positions kv_lens[s] - q_len .. kv_lens[s]-1;
-  // token t attends causally to positions 0..pos(t).
+  // token t attends causally to positions 0..pos(t) (or its window).
 };
 
 // Paged KV cache of one layer: [num_blocks, block_size, kv_heads, head_dim] of `dtype`, f32 or

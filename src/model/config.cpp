@@ -12,6 +12,10 @@ std::string arch_name(Arch a) {
       return "qwen2";
     case Arch::qwen3:
       return "qwen3";
+    case Arch::mistral:
+      return "mistral";
+    case Arch::phi3:
+      return "phi3";
   }
   return "unknown";
 }
@@ -29,12 +33,20 @@ Status ModelConfig::validate(const std::string& where) const {
   INVAR_RETURN_IF_ERROR(positive("num_kv_heads", num_kv_heads));
   INVAR_RETURN_IF_ERROR(positive("head_dim", head_dim));
   INVAR_RETURN_IF_ERROR(positive("max_position", max_position));
+  if (sliding_window < 0) {
+    return Status::errorf("{}: sliding_window is {} (expected a positive size, or none)", where,
+                          sliding_window);
+  }
   if (num_heads % num_kv_heads != 0) {
     return Status::errorf("{}: num_heads {} is not a multiple of num_kv_heads {}", where, num_heads,
                           num_kv_heads);
   }
   if (head_dim % 2 != 0) {
     return Status::errorf("{}: head_dim {} is odd (rope rotates pairs)", where, head_dim);
+  }
+  if (rotary_dim < 0 || rotary_dim > head_dim || rotary_dim % 2 != 0) {
+    return Status::errorf("{}: rotary dims {} (expected an even number <= head_dim {})", where,
+                          rotary_dim, head_dim);
   }
   if (!(rms_eps > 0.0f) || !std::isfinite(rms_eps)) {
     return Status::errorf("{}: rms_eps is {} (expected a small positive number)", where, rms_eps);
@@ -56,6 +68,23 @@ Status ModelConfig::validate(const std::string& where) const {
           where, s.high_freq_factor, s.low_freq_factor, s.original_max_position);
     }
   }
+  if (s.kind == RopeScaling::Kind::longrope) {
+    const size_t half = size_t(rope_dims(*this) / 2);
+    if (s.short_factor.size() != half || s.long_factor.size() != half ||
+        s.original_max_position <= 0) {
+      return Status::errorf(
+          "{}: longrope needs short_factor and long_factor of rotary dims / 2 = {} entries and "
+          "original_max_position_embeddings > 0 (got {}, {}, {})",
+          where, half, s.short_factor.size(), s.long_factor.size(), s.original_max_position);
+    }
+    for (const auto* v : {&s.short_factor, &s.long_factor})
+      for (float f : *v)
+        if (!(f > 0.0f) || !std::isfinite(f))
+          return Status::errorf("{}: longrope factor {} (expected positive factors)", where, f);
+    if (!(s.attention_factor > 0.0f) || !std::isfinite(s.attention_factor))
+      return Status::errorf("{}: rope attention_factor is {} (expected a positive number)", where,
+                            s.attention_factor);
+  }
   if (!rope_freq_factors.empty()) {
     if (rope_freq_factors.size() != size_t(head_dim / 2)) {
       return Status::errorf("{}: rope_freqs has {} factors (expected head_dim / 2 = {})", where,
@@ -70,10 +99,12 @@ Status ModelConfig::validate(const std::string& where) const {
   return {};
 }
 
-// Matches Hugging Face's rope initializers (default, linear, llama3); computed in double and
-// rounded once, so the table depends only on the config (R5).
-std::vector<float> rope_inv_freq(const ModelConfig& c) {
-  const int rot_dim = c.head_dim;
+// Matches Hugging Face's rope initializers (default, linear, llama3, longrope); computed in double
+// and rounded once, so the table depends only on the config (R5).
+namespace {
+
+std::vector<float> inv_freq_table(const ModelConfig& c, bool long_factors) {
+  const int rot_dim = rope_dims(c);
   const int half = rot_dim / 2;
   std::vector<float> out(static_cast<size_t>(half));
   const RopeScaling& s = c.rope_scaling;
@@ -85,6 +116,9 @@ std::vector<float> rope_inv_freq(const ModelConfig& c) {
         break;
       case RopeScaling::Kind::linear:
         inv /= double(s.factor);
+        break;
+      case RopeScaling::Kind::longrope:
+        inv /= double((long_factors ? s.long_factor : s.short_factor)[size_t(i)]);
         break;
       case RopeScaling::Kind::llama3: {
         const double old_ctx = double(s.original_max_position);
@@ -106,6 +140,17 @@ std::vector<float> rope_inv_freq(const ModelConfig& c) {
     out[size_t(i)] = float(inv);
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<float> rope_inv_freq(const ModelConfig& c) {
+  return inv_freq_table(c, false);
+}
+
+std::vector<float> rope_inv_freq_long(const ModelConfig& c) {
+  if (c.rope_scaling.kind != RopeScaling::Kind::longrope) return {};
+  return inv_freq_table(c, true);
 }
 
 }  // namespace invar::model

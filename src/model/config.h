@@ -10,15 +10,20 @@
 
 namespace invar::model {
 
-enum class Arch : uint8_t { llama, qwen2, qwen3 };
+enum class Arch : uint8_t { llama, qwen2, qwen3, mistral, phi3 };
 
 struct RopeScaling {
-  enum class Kind : uint8_t { none, linear, llama3 };
+  enum class Kind : uint8_t { none, linear, llama3, longrope };
   Kind kind = Kind::none;
   float factor = 1.0f;
   float low_freq_factor = 1.0f;
   float high_freq_factor = 4.0f;
   int original_max_position = 8192;
+  // longrope (Phi-3, also called "su"): inv_freq[i] /= short_factor[i] at positions below
+  // original_max_position, /= long_factor[i] from there on (chosen per token by its absolute
+  // position, so batch-invariant); cos and sin are multiplied by attention_factor.
+  std::vector<float> short_factor, long_factor;
+  float attention_factor = 1.0f;
 };
 
 struct ModelConfig {
@@ -30,6 +35,7 @@ struct ModelConfig {
   int num_heads = 0;
   int num_kv_heads = 0;
   int head_dim = 0;
+  int rotary_dim = 0;  // leading dims of each head that rope rotates (partial rotary); 0: head_dim
   int max_position = 0;
   float rms_eps = 1e-6f;
   float rope_theta = 10000.0f;
@@ -38,6 +44,9 @@ struct ModelConfig {
   bool attention_bias = false;  // q/k/v projections carry a bias (Qwen2)
   bool qk_norm = false;         // RMSNorm on each q and k head before rope (Qwen3)
   bool tie_embeddings = false;  // lm_head shares the embedding table
+  // > 0: a token attends only to the last sliding_window positions, itself included (Mistral's
+  // `sliding_window`); 0: full causal attention.
+  int sliding_window = 0;
   // Per-frequency divisors from a GGUF `rope_freqs.weight` tensor (how llama.cpp stores Llama 3
   // rope scaling): inv_freq[i] /= rope_freq_factors[i]. Empty otherwise.
   std::vector<float> rope_freq_factors;
@@ -48,7 +57,17 @@ struct ModelConfig {
 
 std::string arch_name(Arch a);
 
-// inv_freq[i] = 1 / theta^(2i / rot_dim), adjusted by the config's rope scaling.
+// The dims rope rotates: rotary_dim, or head_dim when unset.
+inline int rope_dims(const ModelConfig& c) {
+  return c.rotary_dim > 0 ? c.rotary_dim : c.head_dim;
+}
+
+// inv_freq[i] = 1 / theta^(2i / rot_dim), adjusted by the config's rope scaling (longrope: the
+// short factors).
 std::vector<float> rope_inv_freq(const ModelConfig& c);
+
+// longrope only: the table of positions >= original_max_position (the long factors); empty for
+// every other scaling.
+std::vector<float> rope_inv_freq_long(const ModelConfig& c);
 
 }  // namespace invar::model

@@ -6,6 +6,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <utility>
 
 namespace invar::model {
 namespace {
@@ -85,11 +86,57 @@ Status parse_hf_rope_scaling(const json& r, const std::string& where, RopeScalin
     INVAR_ASSIGN_OR_RETURN(out->high_freq_factor, k.get_float("high_freq_factor", 4.0f));
     INVAR_ASSIGN_OR_RETURN(out->original_max_position,
                            k.get_int("original_max_position_embeddings"));
+  } else if (type == "longrope" || type == "su") {
+    out->kind = RopeScaling::Kind::longrope;
+    for (auto [key, dst] : {std::pair{"short_factor", &out->short_factor},
+                            std::pair{"long_factor", &out->long_factor}}) {
+      if (!k.has(key) || !r[key].is_array()) {
+        return Status::errorf("{}: key '{}' is missing (expected a list of numbers)", w, key);
+      }
+      dst->clear();
+      for (const json& v : r[key]) {
+        if (!v.is_number()) {
+          return Status::errorf("{}: key '{}' holds {} (expected numbers)", w, key, v.dump());
+        }
+        dst->push_back(float(v.get<double>()));
+      }
+    }
+    // factor and attention_factor: optional; parse_hf_config fills in the defaults, which
+    // need max_position_embeddings (factor 0 = not given, attention_factor 0 = derive it).
+    INVAR_ASSIGN_OR_RETURN(out->factor, k.get_float("factor", 0.0f));
+    INVAR_ASSIGN_OR_RETURN(out->attention_factor, k.get_float("attention_factor", 0.0f));
+    INVAR_ASSIGN_OR_RETURN(out->original_max_position,
+                           k.get_int("original_max_position_embeddings", 0));
   } else {
     return Status::errorf(
         "{}: rope type '{}' is not supported (supported: default, linear, "
-        "llama3)",
+        "llama3, longrope)",
         w, type);
+  }
+  return {};
+}
+
+// transformers' longrope defaults: original_max_position_embeddings from the top level when the
+// rope dict lacks it, factor = max_position / original, attention_factor =
+// sqrt(1 + ln(factor) / ln(original)) when factor > 1, else 1.
+Status finish_longrope(const HfKeys& k, int max_position, const std::string& where,
+                       RopeScaling* s) {
+  if (s->original_max_position <= 0) {
+    INVAR_ASSIGN_OR_RETURN(s->original_max_position,
+                           k.get_int("original_max_position_embeddings", 0));
+  }
+  if (s->original_max_position <= 0) {
+    return Status::errorf(
+        "{}: longrope scaling needs 'original_max_position_embeddings' (top level or in "
+        "rope_scaling)",
+        where);
+  }
+  if (s->factor <= 0.0f) s->factor = float(double(max_position) / s->original_max_position);
+  if (s->attention_factor <= 0.0f) {
+    s->attention_factor =
+        s->factor <= 1.0f ? 1.0f
+                          : float(std::sqrt(1.0 + std::log(double(s->factor)) /
+                                                      std::log(double(s->original_max_position))));
   }
   return {};
 }
@@ -134,10 +181,16 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
     c.arch = Arch::qwen3;
     c.qk_norm = true;
     default_max_position = 32768;
+  } else if (arch_key == "MistralForCausalLM") {
+    c.arch = Arch::mistral;
+    default_max_position = 131072;
+  } else if (arch_key == "Phi3ForCausalLM") {
+    c.arch = Arch::phi3;
+    default_max_position = 4096;
   } else {
     return Status::errorf(
         "{}: architecture '{}' is not supported (supported: LlamaForCausalLM, "
-        "Qwen2ForCausalLM, Qwen3ForCausalLM)",
+        "MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)",
         where, arch_key);
   }
 
@@ -177,6 +230,21 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
   }
   if (rope_params)
     INVAR_RETURN_IF_ERROR(parse_hf_rope_scaling(*rope_params, where, &c.rope_scaling));
+  if (c.rope_scaling.kind == RopeScaling::Kind::longrope)
+    INVAR_RETURN_IF_ERROR(finish_longrope(k, c.max_position, where, &c.rope_scaling));
+  // Partial rotary (Phi-3): rope rotates int(head_dim * partial_rotary_factor) leading dims.
+  float partial = 1.0f;
+  if (k.has("partial_rotary_factor")) {
+    INVAR_ASSIGN_OR_RETURN(partial, k.get_float("partial_rotary_factor", 1.0f));
+  } else if (rope_params && rope_params->is_object()) {
+    INVAR_ASSIGN_OR_RETURN(partial,
+                           HfKeys(*rope_params, where).get_float("partial_rotary_factor", 1.0f));
+  }
+  if (!(partial > 0.0f) || partial > 1.0f) {
+    return Status::errorf("{}: partial_rotary_factor is {} (expected 0 < factor <= 1)", where,
+                          partial);
+  }
+  if (partial != 1.0f) c.rotary_dim = int(double(c.head_dim) * double(partial));
 
   if (k.has("hidden_act") && j["hidden_act"] != "silu") {
     return Status::errorf("{}: hidden_act {} is not supported (expected \"silu\")", where,
@@ -188,7 +256,23 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
         reject_if_true(k, "attention_bias", where, "biases on q/k/v/o projections"));
   }
   INVAR_RETURN_IF_ERROR(reject_if_true(k, "mlp_bias", where, "biases on MLP projections"));
-  INVAR_RETURN_IF_ERROR(reject_if_true(k, "use_sliding_window", where, "sliding-window attention"));
+  if (c.arch == Arch::mistral || c.arch == Arch::phi3) {
+    // transformers' MistralConfig: an absent key means its default window, 4096 (Phi3Config:
+    // none); null means full attention.
+    if (!j.contains("sliding_window")) {
+      c.sliding_window = c.arch == Arch::mistral ? 4096 : 0;
+    } else if (!j["sliding_window"].is_null()) {
+      INVAR_ASSIGN_OR_RETURN(c.sliding_window, k.get_int("sliding_window"));
+      if (c.sliding_window <= 0) {
+        return Status::errorf(
+            "{}: key 'sliding_window' is {} (expected a positive integer or null)", where,
+            c.sliding_window);
+      }
+    }
+  } else {
+    INVAR_RETURN_IF_ERROR(
+        reject_if_true(k, "use_sliding_window", where, "sliding-window attention"));
+  }
   INVAR_RETURN_IF_ERROR(c.validate(where));
   return c;
 }

@@ -129,29 +129,63 @@ Status check_finite(const HostTensor& t, const std::string& where, const std::st
   return {};
 }
 
+// A slot stored as a block of rows of a fused tensor: Phi-3 keeps q/k/v in one `qkv_proj`
+// [Hq*D + 2*Hkv*D, H] and gate/up in one `gate_up_proj` [2*I, H]; they are split at load into
+// the ordinary slots, so the forward pass never sees the fusion.
+struct RowBlock {
+  std::string name;                 // the fused tensor
+  std::vector<int64_t> file_shape;  // its shape
+  int64_t row0 = 0;                 // the slot's first row in it
+};
+
+std::optional<RowBlock> fused_rows(const ModelConfig& c, const WeightSlot& s) {
+  if (c.arch != Arch::phi3 || s.layer < 0) return std::nullopt;
+  const int64_t h = c.hidden_size, inter = c.intermediate_size;
+  const int64_t q = int64_t(c.num_heads) * c.head_dim, kv = int64_t(c.num_kv_heads) * c.head_dim;
+  const std::string b = "model.layers." + std::to_string(s.layer) + ".";
+  const std::string qkv = b + "self_attn.qkv_proj.weight", gate_up = b + "mlp.gate_up_proj.weight";
+  switch (s.role) {
+    case WeightRole::wq:
+      return RowBlock{qkv, {q + 2 * kv, h}, 0};
+    case WeightRole::wk:
+      return RowBlock{qkv, {q + 2 * kv, h}, q};
+    case WeightRole::wv:
+      return RowBlock{qkv, {q + 2 * kv, h}, q + kv};
+    case WeightRole::w_gate:  // gate first, then up (transformers' chunk(2))
+      return RowBlock{gate_up, {2 * inter, h}, 0};
+    case WeightRole::w_up:
+      return RowBlock{gate_up, {2 * inter, h}, inter};
+    default:
+      return std::nullopt;
+  }
+}
+
 // Reads every slot of the config from a format: `shape_of(name)` gives a tensor's shape or
-// nullopt, `load(name, slot)` the tensor (shape checked), in whatever DType the options ask.
+// nullopt, `load(name, slot, block)` the slot's tensor (shape checked; `block`, when not null,
+// says which rows of the fused tensor `name` it is), in whatever DType the options ask.
 template <typename ShapeOf, typename Load>
 Result<ModelWeights> read_weights(const ModelConfig& c, const std::string& where,
                                   std::string (*name_of)(WeightRole, int), ShapeOf shape_of,
-                                  Load load, const LoadProgress& progress) {
+                                  Load load, const LoadProgress& progress, bool fused) {
   ModelWeights w;
   const int64_t total = progress ? weight_elements(c) : 0;
   int64_t done = 0;
   INVAR_RETURN_IF_ERROR(for_each_weight_slot(c, w, [&](const WeightSlot& s) -> Status {
-    const std::string name = name_of(s.role, s.layer);
+    const std::optional<RowBlock> block = fused ? fused_rows(c, s) : std::nullopt;
+    const std::string name = block ? block->name : name_of(s.role, s.layer);
+    const std::vector<int64_t>& expected = block ? block->file_shape : s.shape;
     std::optional<std::vector<int64_t>> shape = shape_of(name);
     if (!shape) {
       return Status::errorf(
           "{}: tensor '{}' is missing (a {} model with this config needs it, "
           "shape {})",
-          where, name, arch_name(c.arch), shape_string(s.shape));
+          where, name, arch_name(c.arch), shape_string(expected));
     }
-    if (*shape != s.shape) {
+    if (*shape != expected) {
       return Status::errorf("{}: tensor '{}': shape {} does not match the config (expected {})",
-                            where, name, shape_string(*shape), shape_string(s.shape));
+                            where, name, shape_string(*shape), shape_string(expected));
     }
-    INVAR_ASSIGN_OR_RETURN(*s.tensor, load(name, s));
+    INVAR_ASSIGN_OR_RETURN(*s.tensor, load(name, s, block ? &*block : nullptr));
     INVAR_RETURN_IF_ERROR(check_finite(*s.tensor, where, name));
     if (progress) progress(done += s.tensor->numel(), total);
     return {};
@@ -176,7 +210,8 @@ Result<LoadedModel> load_gguf_model(const std::string& path, const LoadOptions& 
     if (!t) return std::nullopt;
     return t->shape;
   };
-  auto load = [&](const std::string& name, const WeightSlot& s) -> Result<HostTensor> {
+  auto load = [&](const std::string& name, const WeightSlot& s,
+                  const RowBlock* /*none in GGUF*/) -> Result<HostTensor> {
     const GgufTensorInfo& t = *f.find_tensor(name);
     HostTensor h;
     if (s.matrix && !options.weight_dtype) {  // as stored, in place in the mapping
@@ -190,8 +225,8 @@ Result<LoadedModel> load_gguf_model(const std::string& path, const LoadOptions& 
     INVAR_RETURN_IF_ERROR(f.read_tensor(t, h.dtype, h.bytes.data()));
     return h;
   };
-  INVAR_ASSIGN_OR_RETURN(
-      m.weights, read_weights(m.config, path, gguf_tensor_name, shape_of, load, options.progress));
+  INVAR_ASSIGN_OR_RETURN(m.weights, read_weights(m.config, path, gguf_tensor_name, shape_of, load,
+                                                 options.progress, false));
   return m;
 }
 
@@ -208,18 +243,32 @@ Result<LoadedModel> load_hf_model(const std::string& dir, const std::string& sin
     if (!t) return std::nullopt;
     return t->shape;
   };
-  auto load = [&](const std::string& name, const WeightSlot& s) -> Result<HostTensor> {
+  HostTensor fused;  // the last fused tensor read, kept for its other slots
+  std::string fused_name;
+  auto load = [&](const std::string& name, const WeightSlot& s,
+                  const RowBlock* block) -> Result<HostTensor> {
     DType dtype = converted_dtype(s, options);
     if (s.matrix && !options.weight_dtype) {  // the stored float type (copied)
       const std::string& stored = set.find_tensor(name)->dtype;
       dtype = stored == "BF16" ? DType::bf16 : stored == "F16" ? DType::f16 : DType::f32;
     }
     HostTensor h = HostTensor::zeros(dtype, s.shape);
-    INVAR_RETURN_IF_ERROR(set.read_tensor(name, dtype, h.bytes.data()));
+    if (!block) {
+      INVAR_RETURN_IF_ERROR(set.read_tensor(name, dtype, h.bytes.data()));
+      return h;
+    }
+    if (fused_name != name || fused.dtype != dtype) {
+      fused = HostTensor::zeros(dtype, block->file_shape);
+      INVAR_RETURN_IF_ERROR(set.read_tensor(name, dtype, fused.bytes.data()));
+      fused_name = name;
+    }
+    const size_t row_bytes = dtype_row_bytes(dtype, s.shape[1]);
+    std::memcpy(h.bytes.data(), fused.bytes.data() + size_t(block->row0) * row_bytes,
+                size_t(s.shape[0]) * row_bytes);
     return h;
   };
   INVAR_ASSIGN_OR_RETURN(m.weights, read_weights(m.config, set.where(), hf_tensor_name, shape_of,
-                                                 load, options.progress));
+                                                 load, options.progress, true));
   return m;
 }
 

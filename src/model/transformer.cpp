@@ -11,7 +11,39 @@ namespace cpu = kernels::cpu;
 
 Transformer::Transformer(const ModelConfig& config, const ModelWeights& weights, ThreadPool& pool,
                          kernels::KernelMode mode)
-    : config_(config), weights_(weights), pool_(pool), mode_(mode), inv_freq_(rope_inv_freq(config)) {}
+    : config_(config),
+      weights_(weights),
+      pool_(pool),
+      mode_(mode),
+      inv_freq_(rope_inv_freq(config)),
+      inv_freq_long_(rope_inv_freq_long(config)) {}
+
+// Rope at each token's absolute position. With longrope the table is chosen per token by its
+// position (short below original_max_position, long from there), so over runs of tokens that
+// share a table: rope is element-wise per token, and the runs change no bit.
+void Transformer::apply_rope(float* x, const BatchPlan& plan, int tokens, int heads) {
+  const int64_t d = config_.head_dim;
+  const float factor = config_.rope_scaling.kind == RopeScaling::Kind::longrope
+                           ? config_.rope_scaling.attention_factor
+                           : 1.0f;
+  const int rot = int(inv_freq_.size() * 2);
+  if (inv_freq_long_.empty()) {
+    kernels::RopeParams p{config_.rope_style, rot, inv_freq_.data(), factor};
+    cpu::rope(x, plan.positions.data(), tokens, heads, int(d), p, pool_);
+    return;
+  }
+  const int32_t long_from = config_.rope_scaling.original_max_position;
+  for (int b = 0; b < tokens;) {
+    const bool is_long = plan.positions[size_t(b)] >= long_from;
+    int e = b + 1;
+    while (e < tokens && (plan.positions[size_t(e)] >= long_from) == is_long) ++e;
+    kernels::RopeParams p{config_.rope_style, rot,
+                          is_long ? inv_freq_long_.data() : inv_freq_.data(), factor};
+    cpu::rope(x + int64_t(b) * heads * d, plan.positions.data() + b, e - b, heads, int(d), p,
+              pool_);
+    b = e;
+  }
+}
 
 void Transformer::linear(const float* x, const kernels::WeightRef& w, const float* bias,
                          int64_t m, float* y) {
@@ -83,17 +115,16 @@ void Transformer::attention_block(int l, const BatchPlan& plan, KvCache& cache, 
                  pool_);
     probe(l, ProbeOp::k_norm, k_.data(), tokens, hkv * d);
   }
-  kernels::RopeParams rope{config_.rope_style, int(inv_freq_.size() * 2), inv_freq_.data(), 1.0f};
-  cpu::rope(q_.data(), plan.positions.data(), tokens, hq, int(d), rope, pool_);
+  apply_rope(q_.data(), plan, tokens, hq);
   probe(l, ProbeOp::rope_q, q_.data(), tokens, hq * d);
-  cpu::rope(k_.data(), plan.positions.data(), tokens, hkv, int(d), rope, pool_);
+  apply_rope(k_.data(), plan, tokens, hkv);
   probe(l, ProbeOp::rope_k, k_.data(), tokens, hkv * d);
 
   kernels::KvLayerRef layer = cache.layer(l);
   cpu::kv_store(k_.data(), v_.data(), plan.slots.data(), tokens, layer, pool_);
-  kernels::AttentionPlan ap{plan.num_seqs(),          plan.q_indptr.data(),
-                            plan.kv_lens.data(),      plan.block_tables.data(),
-                            plan.max_blocks_per_seq, cache.block_size()};
+  kernels::AttentionPlan ap{plan.num_seqs(),          plan.q_indptr.data(),    plan.kv_lens.data(),
+                            plan.block_tables.data(), plan.max_blocks_per_seq, cache.block_size(),
+                            config_.sliding_window};
   cpu::attention(q_.data(), layer, ap, hq, 1.0f / std::sqrt(float(d)), attn_.data(), pool_);
   probe(l, ProbeOp::attention, attn_.data(), tokens, hq * d);
 

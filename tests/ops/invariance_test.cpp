@@ -158,6 +158,7 @@ struct AttentionInvariance : ::testing::Test {
   static constexpr int kSeqCapacity = 256;  // positions a sequence may hold (ids 0..3)
   int bs = kBs;  // tokens per cache block (a cache setting, not a model shape)
   DType kv = DType::f32;  // the cache's element type
+  int window = 0;         // sliding window (0: full causal)
   int max_blocks() const { return (kSeqCapacity + bs - 1) / bs; }
   std::vector<float> k_rows = random_floats(size_t(kLen * kHkv * kD), 21, -2.0f, 2.0f);
   std::vector<float> v_rows = random_floats(size_t(kLen * kHkv * kD), 22);
@@ -210,6 +211,7 @@ struct AttentionInvariance : ::testing::Test {
     }
     kernels::AttentionPlan plan{int(seqs.size()), indptr.data(), kv_lens.data(),
                                 tables.data(),    max_blocks(),  bs};
+    plan.sliding_window = window;
     std::vector<float> out(qs.size(), -1.0f);
     cpu::attention(qs.data(), cache.ref(kv), plan, kHq, 0.125f, out.data(), pool);
     return {out.begin() + our_first * kHq * kD, out.begin() + (our_first + our_len) * kHq * kD};
@@ -228,6 +230,19 @@ TEST_F(AttentionInvariance, PrefillAloneMatchesEveryOtherWayOfComputingIt) {
     SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << " cache");
     kv = dtype;
     check_every_way_of_computing_the_prefill();
+  }
+}
+
+// Sliding windows (the mask depends on the absolute position alone): one inside a tile, one
+// across a tile edge.
+TEST_F(AttentionInvariance, SlidingWindowPrefillMatchesEveryOtherWayOfComputingIt) {
+  for (int w : {9, 70}) {
+    for (DType dtype : {DType::f32, DType::f16}) {
+      SCOPED_TRACE(::testing::Message() << "window " << w << ", " << dtype_name(dtype) << " cache");
+      window = w;
+      kv = dtype;
+      check_every_way_of_computing_the_prefill();
+    }
   }
 }
 

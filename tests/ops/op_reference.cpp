@@ -78,18 +78,20 @@ void ref_attention(const float* q, const kernels::KvLayerRef& cache,
       for (int hq = 0; hq < q_heads; ++hq) {
         const int h = hq / g;
         const float* qv = q + (int64_t(t) * q_heads + hq) * d;
+        // A sliding window keeps positions lo..pos; the rest get p = 0.
+        const int lo = plan.sliding_window > 0 ? std::max(0, pos - plan.sliding_window + 1) : 0;
         std::vector<double> sc(static_cast<size_t>(pos + 1));
         double mx = -INFINITY;
-        for (int j = 0; j <= pos; ++j) {
+        for (int j = lo; j <= pos; ++j) {
           double dot = 0;
           for (int i = 0; i < d; ++i) dot += double(qv[i]) * at(cache.k, j, h, i);
           sc[size_t(j)] = dot * scale;
           mx = std::max(mx, sc[size_t(j)]);
         }
         double sum = 0;
-        for (auto& v : sc) sum += (v = std::exp(v - mx));
+        for (int j = lo; j <= pos; ++j) sum += (sc[size_t(j)] = std::exp(sc[size_t(j)] - mx));
         double* o = out.data() + (int64_t(t) * q_heads + hq) * d;
-        for (int j = 0; j <= pos; ++j) {
+        for (int j = lo; j <= pos; ++j) {
           for (int i = 0; i < d; ++i) o[i] += sc[size_t(j)] / sum * at(cache.v, j, h, i);
         }
       }

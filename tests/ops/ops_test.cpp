@@ -205,17 +205,21 @@ TEST_P(OpTest, Attention) {
       const int64_t tokens = q_indptr.back();
       const auto q = random_floats(size_t(tokens * q_heads * head_dim), seed++, -2.0f, 2.0f);
       const float scale = 1.0f / std::sqrt(float(head_dim));
-      // f32 and f16 caches, each against the reference over its stored values.
-      for (DType kv : {DType::f32, DType::f16}) {
-        const kernels::KvLayerRef layer = cache.ref(kv);
-        std::vector<float> out(q.size(), -7.0f);
-        cpu::attention(q.data(), layer, plan, q_heads, scale, out.data(), pool_);
-        std::vector<double> ref;
-        ref_attention(q.data(), layer, plan, q_heads, scale, ref);
-        // Outputs are convex combinations of |v| <= 1; scores are O(1).
-        EXPECT_TRUE(near_reference(out, ref, [&](size_t) { return 2e-6 + 1e-30; }))
-            << dtype_name(kv) << " cache";
-      }
+      // Full causal, and sliding windows: inside one tile, across a tile edge, wider than any
+      // sequence. f32 and f16 caches, each against the reference over its stored values.
+      for (int window : {0, 1, 5, 70, 1000})
+        for (DType kv : {DType::f32, DType::f16}) {
+          plan.sliding_window = window;
+          SCOPED_TRACE(::testing::Message() << "window " << window);
+          const kernels::KvLayerRef layer = cache.ref(kv);
+          std::vector<float> out(q.size(), -7.0f);
+          cpu::attention(q.data(), layer, plan, q_heads, scale, out.data(), pool_);
+          std::vector<double> ref;
+          ref_attention(q.data(), layer, plan, q_heads, scale, ref);
+          // Outputs are convex combinations of |v| <= 1; scores are O(1).
+          EXPECT_TRUE(near_reference(out, ref, [&](size_t) { return 2e-6 + 1e-30; }))
+              << dtype_name(kv) << " cache";
+        }
     }
   }
 }

@@ -102,6 +102,83 @@ TEST(ModelConfig, Qwen2HasBiasesAndDefaults) {
   EXPECT_FALSE(m->tie_embeddings);
 }
 
+TEST(ModelConfig, MistralSlidingWindow) {
+  auto r = read_hf_config(invar::testing::test_data("tiny-mistral"));
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->arch, Arch::mistral);
+  EXPECT_EQ(arch_name(r->arch), "mistral");
+  EXPECT_EQ(r->sliding_window, 8);
+  EXPECT_EQ(r->head_dim, 16);
+  EXPECT_FALSE(r->tie_embeddings);
+  const std::string base = R"({"architectures":["MistralForCausalLM"],"vocab_size":10,
+      "hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2)";
+  // null: full attention; absent: transformers' default window (4096).
+  auto null_window = parse_hf_config(base + R"(,"sliding_window":null})", "cfg.json");
+  ASSERT_TRUE(null_window.ok()) << null_window.status().message();
+  EXPECT_EQ(null_window->sliding_window, 0);
+  auto absent = parse_hf_config(base + "}", "cfg.json");
+  ASSERT_TRUE(absent.ok()) << absent.status().message();
+  EXPECT_EQ(absent->sliding_window, 4096);
+  EXPECT_EQ(absent->max_position, 131072);
+  expect_error(parse_hf_config(base + R"(,"sliding_window":0})", "cfg.json").status(),
+               {"cfg.json", "'sliding_window' is 0"});
+  expect_error(parse_hf_config(base + R"(,"sliding_window":"x"})", "cfg.json").status(),
+               {"'sliding_window'", "expected an integer"});
+  // Llama keeps rejecting a window it would ignore.
+  expect_error(parse_hf_config(R"({"architectures":["LlamaForCausalLM"],"vocab_size":10,
+      "hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,
+      "use_sliding_window":true})",
+                               "cfg.json")
+                   .status(),
+               {"use_sliding_window"});
+}
+
+TEST(ModelConfig, Phi3PartialRotaryAndLongrope) {
+  auto r = read_hf_config(invar::testing::test_data("tiny-phi3"));
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->arch, Arch::phi3);
+  EXPECT_EQ(r->head_dim, 16);
+  EXPECT_EQ(r->rotary_dim, 8);
+  EXPECT_EQ(rope_dims(*r), 8);
+  EXPECT_EQ(r->sliding_window, 0);  // null
+  const RopeScaling& s = r->rope_scaling;
+  EXPECT_EQ(s.kind, RopeScaling::Kind::longrope);
+  EXPECT_EQ(s.original_max_position, 32);
+  EXPECT_FLOAT_EQ(s.factor, 4.0f);  // max_position_embeddings 128 / 32
+  EXPECT_FLOAT_EQ(s.attention_factor, float(std::sqrt(1.0 + std::log(4.0) / std::log(32.0))));
+  const std::vector<double> shorts = {1.0, 1.25, 1.5, 2.0}, longs = {1.0, 2.0, 4.0, 8.0};
+  auto inv = rope_inv_freq(*r), inv_long = rope_inv_freq_long(*r);
+  ASSERT_EQ(inv.size(), 4u);
+  ASSERT_EQ(inv_long.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    const double base = std::pow(10000.0, -double(2 * i) / 8.0);  // over the rotary dims
+    EXPECT_FLOAT_EQ(inv[i], float(base / shorts[i])) << i;
+    EXPECT_FLOAT_EQ(inv_long[i], float(base / longs[i])) << i;
+  }
+  EXPECT_TRUE(rope_inv_freq_long(ModelConfig{}).empty());
+  const std::string base = R"({"architectures":["Phi3ForCausalLM"],"vocab_size":10,
+      "hidden_size":16,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,
+      "max_position_embeddings":64)";
+  expect_error(parse_hf_config(base + R"(,"rope_scaling":{"type":"su","short_factor":[1,1],
+      "long_factor":[1,1,1,1]}})",
+                               "cfg.json")
+                   .status(),
+               {"original_max_position_embeddings"});
+  expect_error(parse_hf_config(base + R"(,"original_max_position_embeddings":16,
+      "rope_scaling":{"type":"su","short_factor":[1,1],"long_factor":[1,1,1,1]}})",
+                               "cfg.json")
+                   .status(),
+               {"longrope needs", "4 entries"});
+  expect_error(parse_hf_config(base + R"(,"partial_rotary_factor":1.5})", "cfg.json").status(),
+               {"partial_rotary_factor is 1.5"});
+  auto su = parse_hf_config(base + R"(,"original_max_position_embeddings":16,
+      "rope_scaling":{"type":"su","short_factor":[1,1,1,1],"long_factor":[1,1,1,1]}})",
+                            "cfg.json");
+  ASSERT_TRUE(su.ok()) << su.status().message();
+  EXPECT_EQ(su->rotary_dim, 0);      // full rotary
+  EXPECT_EQ(su->sliding_window, 0);  // Phi3Config's default: none
+}
+
 TEST(ModelConfig, RopeParametersAndLinearScaling) {
   // transformers 5 writes rope_theta inside rope_parameters.
   std::string j = R"({"architectures":["LlamaForCausalLM"],"vocab_size":10,"hidden_size":8,

@@ -69,6 +69,48 @@ void check_against_generator(const std::string& dir, LoadedModel& m) {
   }
 }
 
+// Phi-3's fused qkv_proj and gate_up_proj are split by rows at load: the parts' first values
+// are the fused tensor's first values at each part's first row, and the parts' sums add up to
+// the fused tensor's sum (tensor_checks.json of make-tiny-models.py).
+TEST(LoadModel, TinyPhi3SplitsFusedProjections) {
+  auto m = load_model(invar::testing::test_data("tiny-phi3"), {});
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  std::ifstream in(invar::testing::test_data("tiny-phi3/tensor_checks.json"));
+  const json checks = json::parse(in);
+  auto sum = [](const HostTensor& t) {
+    double s = 0;
+    for (int64_t i = 0; i < t.numel(); ++i) s += double(t.f32()[i]);
+    return s;
+  };
+  for (int l = 0; l < m->config.num_layers; ++l) {
+    SCOPED_TRACE(l);
+    const LayerWeights& L = m->weights.layers[size_t(l)];
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    const json& qkv = checks[p + "self_attn.qkv_proj.weight"];
+    const json& gate_up = checks[p + "mlp.gate_up_proj.weight"];
+    EXPECT_EQ(L.wq.shape, (std::vector<int64_t>{64, 64}));
+    EXPECT_EQ(L.wk.shape, (std::vector<int64_t>{32, 64}));
+    EXPECT_EQ(L.wv.shape, (std::vector<int64_t>{32, 64}));
+    EXPECT_EQ(L.w_gate.shape, (std::vector<int64_t>{128, 64}));
+    EXPECT_EQ(L.w_up.shape, (std::vector<int64_t>{128, 64}));
+    EXPECT_EQ(L.wq.f32()[0], float(qkv["first"][0].get<double>()));
+    EXPECT_EQ(L.w_gate.f32()[1], float(gate_up["first"][1].get<double>()));
+    EXPECT_NEAR(sum(L.wq) + sum(L.wk) + sum(L.wv), qkv["sum"].get<double>(), 1e-9 * 128 * 64);
+    EXPECT_NEAR(sum(L.w_gate) + sum(L.w_up), gate_up["sum"].get<double>(), 1e-9 * 256 * 64);
+  }
+  // A fused tensor of the wrong shape is named in the error, with the shape the config needs.
+  const std::string dir = temp_dir("phi3_kv_heads");
+  fs::copy_file(invar::testing::test_data("tiny-phi3/config.json"), dir + "/config.json");
+  std::ifstream cfg(dir + "/config.json");
+  json c = json::parse(cfg);
+  c["num_key_value_heads"] = 4;  // q, k, v: 64 rows each
+  std::ofstream(dir + "/config.json", std::ios::trunc) << c.dump();
+  fs::copy_file(invar::testing::test_data("tiny-phi3/model.safetensors"),
+                dir + "/model.safetensors");
+  expect_error(load_model(dir, {}).status(),
+               {"model.layers.0.self_attn.qkv_proj.weight", "shape [128, 64]", "[192, 64]"});
+}
+
 TEST(LoadModel, TinyLlamaSingleAndSharded) {
   auto single = load_model(invar::testing::test_data("tiny-llama"), {});
   ASSERT_TRUE(single.ok()) << single.status().message();

@@ -5,7 +5,10 @@
 // with an online softmax (running max m, running sum l, rescale by exp(m_old - m_new) once per
 // tile). The routine sees only (q, pos, the cache), never the batch, so a token's output is
 // bitwise the same in a 1-token decode step, a long prefill or any chunk of one (R3). Positions
-// past pos are never read: they contribute nothing, not even a 0 * garbage.
+// past pos are never read: they contribute nothing, not even a 0 * garbage. A sliding window W
+// starts the walk at the tile holding lo = pos - W + 1; that tile's positions below lo read a
+// zero row instead of the cache and get score -inf, so p = 0 exactly and 0 * 0 adds nothing:
+// the mask is a function of pos alone (R3), and W = 0 (or lo <= 0) is the full-causal walk.
 //   per score:   fused multiply-adds over D in the logical 8-lane recipe + the fixed tree,
 //                8 positions reduced together (reduce8x8, same bits as one at a time); a D
 //                that is not a multiple of 8 is zero-padded; an f16 cache is widened (exactly)
@@ -62,6 +65,7 @@ struct AttnScratch {
   std::vector<float> scores;         // [heads, kKvTile]
   std::vector<float> acc;            // [heads, Dp]
   std::vector<float> m, l, alpha;    // [heads]
+  std::vector<float> zero;           // [Dp] zeros: the row read for positions below the window
 };
 
 // QK register block: GB heads x JB positions of scores accumulated together, so each key chunk
@@ -166,9 +170,9 @@ HWY_INLINE void widen_row(const F16* src, size_t n, float* dst) {
 }
 
 // Online-softmax update of one head over one tile: scales the scores, replaces them by
-// p_j = exp(s_j - m_new) (exact zeros past n), and updates m, l and alpha.
-HWY_INLINE void softmax_tile(float* HWY_RESTRICT s, size_t n, float scale, float& m, float& l,
-                             float& alpha) {
+// p_j = exp(s_j - m_new) (exact zeros below `skip` and past n), and updates m, l and alpha.
+HWY_INLINE void softmax_tile(float* HWY_RESTRICT s, size_t skip, size_t n, float scale, float& m,
+                             float& l, float& alpha) {
   const DF d;
   const VF vscale = hn::Set(d, scale);
   const VF neg_inf = hn::Set(d, -HUGE_VALF);
@@ -176,6 +180,7 @@ HWY_INLINE void softmax_tile(float* HWY_RESTRICT s, size_t n, float scale, float
   for (size_t j = 0; j < size_t(kKvTile); j += kLanes) {
     VF x = hn::Mul(hn::LoadU(d, s + j), vscale);
     if (j + kLanes > n) x = hn::IfThenElse(hn::FirstN(d, n > j ? n - j : 0), x, neg_inf);
+    if (j < skip) x = hn::IfThenElse(hn::FirstN(d, skip - j), neg_inf, x);  // below the window
     hn::StoreU(x, d, s + j);
     vmax = hn::Max(vmax, x);  // exact; which zero wins does not matter below
   }
@@ -202,7 +207,7 @@ HWY_INLINE void softmax_tile(float* HWY_RESTRICT s, size_t n, float scale, float
 // and PV blocks read rows of KT: T itself, or f32 copies zero-padded to a multiple of 8 dims
 // when D is not one (the same values, so the same bits as if T were read in place).
 template <typename T, typename KT>
-void attend(const float* q, size_t groups, size_t dim, int pos, const int32_t* table,
+void attend(const float* q, size_t groups, size_t dim, int lo, int pos, const int32_t* table,
             const KvLayerRef& cache, int h0, int h1, float scale, bool prefetch, float* out,
             AttnScratch& sc) {
   const DF d;
@@ -229,9 +234,11 @@ void attend(const float* q, size_t groups, size_t dim, int pos, const int32_t* t
   const T* kc = static_cast<const T*>(cache.k);
   const T* vc = static_cast<const T*>(cache.v);
 
-  for (int start = 0; start <= pos; start += kKvTile) {
+  // Positions lo..pos are visible (lo = 0 without a sliding window); tiles stay aligned to 0.
+  for (int start = lo / kKvTile * kKvTile; start <= pos; start += kKvTile) {
     const size_t n = size_t(std::min(kKvTile, pos + 1 - start));
-    for (size_t j = 0; j < n; ++j) {
+    const size_t skip = size_t(std::max(0, lo - start));  // masked positions of this tile
+    for (size_t j = skip; j < n; ++j) {
       const int p = start + int(j);
       sc.rows[j] = (size_t(table[p / bs]) * size_t(bs) + size_t(p % bs)) * row_stride;
     }
@@ -251,7 +258,11 @@ void attend(const float* q, size_t groups, size_t dim, int pos, const int32_t* t
     }
     for (int h = h0; h < h1; ++h) {
       const size_t hl = size_t(h - h0) * groups;  // first local query head of kv head h
-      for (size_t j = 0; j < n; ++j) {
+      for (size_t j = 0; j < skip; ++j) {         // below the window: zeros, never the cache
+        sc.kp[j] = sc.zero.data();
+        sc.vp[j] = sc.zero.data();
+      }
+      for (size_t j = skip; j < n; ++j) {
         const T* kr = kc + sc.rows[j] + size_t(h) * dim;
         const T* vr = vc + sc.rows[j] + size_t(h) * dim;
         if (!pad) {  // read in place
@@ -274,7 +285,7 @@ void attend(const float* q, size_t groups, size_t dim, int pos, const int32_t* t
         }
       }
       for (size_t g = hl; g < hl + groups; ++g) {
-        softmax_tile(sc.scores.data() + g * kKvTile, n, scale, sc.m[g], sc.l[g], sc.alpha[g]);
+        softmax_tile(sc.scores.data() + g * kKvTile, skip, n, scale, sc.m[g], sc.l[g], sc.alpha[g]);
       }
       for (size_t g = 0; g < groups; g += kMaxGb) {
         const size_t gb = std::min(kMaxGb, groups - g);
@@ -355,6 +366,7 @@ void attention_impl(const float* q, const KvLayerRef& cache, const AttentionPlan
     sc.m.resize(max_heads);
     sc.l.resize(max_heads);
     sc.alpha.resize(max_heads);
+    sc.zero.assign(dp, 0.0f);  // read as float or F16: all-zero bytes are +0 in both
     const int64_t per_token = kv_heads / heads_per_item;
     for (int64_t lane = b; lane < e; ++lane) {
       for (int64_t item = lane; item < items; item += lanes) {
@@ -362,7 +374,9 @@ void attention_impl(const float* q, const KvLayerRef& cache, const AttentionPlan
         const int h0 = int(item % per_token) * heads_per_item;
         const int s = seq_of[size_t(t)];
         const size_t head0 = size_t(t0 + t) * size_t(q_heads) + size_t(h0) * groups;
-        attend_fn(q + head0 * dim, groups, dim, pos_of[size_t(t)],
+        const int pos = pos_of[size_t(t)];
+        const int lo = plan.sliding_window > 0 ? std::max(0, pos - plan.sliding_window + 1) : 0;
+        attend_fn(q + head0 * dim, groups, dim, lo, pos,
                   plan.block_tables + int64_t(s) * plan.max_blocks_per_seq, cache, h0,
                   h0 + heads_per_item, scale, decode_of[size_t(t)] != 0, out + head0 * dim, sc);
       }

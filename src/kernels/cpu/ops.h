@@ -60,7 +60,9 @@ void kv_store(const float* k,  // [T, Hkv, D]
 // Causal GQA attention over the paged cache for a varlen batch. Each (token, head) is computed
 // by one routine that walks KV positions 0..pos in fixed tiles from absolute position 0 (R3),
 // so the result does not depend on how the sequence was batched or chunked. An f16 cache is
-// widened exactly to f32 as it is read.
+// widened exactly to f32 as it is read. With plan.sliding_window = W > 0 a token sees only
+// positions pos - W + 1..pos: the walk starts at the tile holding pos - W + 1 (tiles stay
+// aligned to position 0) and the positions below it in that tile contribute exact zeros.
 void attention(const float* q,  // [T, Hq, D]
                const KvLayerRef& cache, const AttentionPlan& plan, int q_heads, float scale,
                float* out,  // [T, Hq, D]

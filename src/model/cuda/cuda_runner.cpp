@@ -177,6 +177,19 @@ class CudaRunner final : public ModelRunner {
 
  private:
   Status check_shapes() const {
+    // The CUDA attention walks every position 0..pos: a window it cannot apply would give
+    // wrong logits past the window, so such a model is refused up front.
+    if (c_.sliding_window > 0 && c_.sliding_window < c_.max_position)
+      return Status::errorf(
+          "--device cuda: this {} model uses sliding-window attention (window {} of {} "
+          "positions), which the CUDA attention kernels do not implement yet; run it with "
+          "--device cpu",
+          arch_name(c_.arch), c_.sliding_window, c_.max_position);
+    if (rope_dims(c_) != c_.head_dim || c_.rope_scaling.kind == RopeScaling::Kind::longrope)
+      return Status::errorf(
+          "--device cuda: this {} model uses partial rotary ({} of {} dims) or longrope "
+          "scaling, which the CUDA backend does not implement yet; run it with --device cpu",
+          arch_name(c_.arch), rope_dims(c_), c_.head_dim);
     const int64_t q = int64_t(c_.num_heads) * c_.head_dim, kv = int64_t(c_.num_kv_heads) * c_.head_dim;
     if (c_.head_dim != 64 && c_.head_dim != 128)
       return Status::errorf(

@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""An independent float64 numpy forward pass of the tiny test models, for checking the engine
+where torch and transformers are not installed.
+
+    python3 scripts/numpy-reference-logits.py [--length N] tests/data OUT [model ...]
+
+For each model directory (default: all tiny models it knows) it reads config.json and the f32
+safetensors with numpy alone, runs the golden token ids of scripts/golden-logits.py through a
+plain implementation of the Hugging Face semantics of the architecture, and writes
+
+  OUT/<model>/golden_ids.json, golden_logits.f32   (same layout as scripts/golden-logits.py)
+  OUT/<model>/config.json, *.safetensors           (copies, so OUT is a test data root)
+
+so that `INVAR_TEST_DATA_DIR=OUT build/tests/golden/invar_golden_tests` checks the engine against
+this reference instead of transformers. Where tests/data already holds transformers' goldens for
+a model, it also prints the reference's distance to them (a check of the reference itself).
+It is a stand-in until transformers' goldens exist, never a replacement for them.
+--length N repeats the golden ids cyclically to N tokens (e.g. 40 to take tiny-phi3 past its
+longrope switch at position 32); the transformers comparison is then skipped.
+"""
+import json
+import math
+import os
+import shutil
+import struct
+import sys
+
+import numpy as np
+
+IDS = [1, 17, 42, 255, 0, 128, 7, 7, 99, 200, 3, 64, 31, 250, 5, 77, 18, 142, 9, 233, 60, 2, 111, 45]
+MODELS = ("tiny-llama", "tiny-qwen3", "tiny-mistral", "tiny-phi3")
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        assert info["dtype"] == "F32", f"{path}: {name} is {info['dtype']} (only F32 here)"
+        b, e = info["data_offsets"]
+        out[name] = np.frombuffer(data[b:e], dtype="<f4").reshape(info["shape"]).astype(np.float64)
+    return out
+
+
+def read_model(path):
+    with open(os.path.join(path, "config.json")) as f:
+        cfg = json.load(f)
+    w = {}
+    for name in sorted(os.listdir(path)):
+        if name.endswith(".safetensors"):
+            w.update(read_safetensors(os.path.join(path, name)))
+    return cfg, w
+
+
+def rms_norm(x, weight, eps, offset=0.0):
+    var = np.mean(x * x, axis=-1, keepdims=True)
+    return x / np.sqrt(var + eps) * (offset + weight)
+
+
+def rope_inv_freq(cfg, rot_dim, theta):
+    """inv_freq [rot_dim/2] and the cos/sin multiplier of transformers' rope initializers."""
+    inv = 1.0 / theta ** (np.arange(0, rot_dim, 2, dtype=np.float64) / rot_dim)
+    r = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    kind = r.get("rope_type", r.get("type", "default"))
+    factor = 1.0
+    if kind == "default":
+        pass
+    elif kind == "linear":
+        inv = inv / r["factor"]
+    elif kind == "llama3":
+        f, lo, hi, old = (r["factor"], r["low_freq_factor"], r["high_freq_factor"],
+                          r["original_max_position_embeddings"])
+        wavelen = 2 * math.pi / inv
+        smooth = (old / wavelen - lo) / (hi - lo)
+        mid = (1 - smooth) * inv / f + smooth * inv
+        inv = np.where(wavelen > old / lo, inv / f, np.where(wavelen < old / hi, inv, mid))
+    elif kind in ("longrope", "su"):
+        # Short factors below original_max_position_embeddings, long ones from there on, chosen
+        # per position (transformers picks one table per call by the sequence length: the same
+        # for sequences that stay below it, as the golden one does).
+        orig = r.get("original_max_position_embeddings") or cfg["original_max_position_embeddings"]
+        f = r.get("factor") or cfg["max_position_embeddings"] / orig
+        factor = r.get("attention_factor") or (
+            1.0 if f <= 1.0 else math.sqrt(1 + math.log(f) / math.log(orig)))
+        short = inv / np.array(r["short_factor"], dtype=np.float64)
+        long = inv / np.array(r["long_factor"], dtype=np.float64)
+        return (short, long, orig), factor
+    else:
+        raise SystemExit(f"rope type {kind} is not implemented in this reference")
+    return inv, factor
+
+
+def rope(x, positions, inv_freq, factor, rot_dim):
+    """Rotates the first rot_dim dims of every head of x [T, heads, D], half ("neox") layout."""
+    if isinstance(inv_freq, tuple):  # longrope: (short, long, first position of long)
+        short, long, orig = inv_freq
+        inv_freq = np.where(positions[:, None] >= orig, long[None, :], short[None, :])
+    else:
+        inv_freq = inv_freq[None, :]
+    ang = positions[:, None].astype(np.float64) * inv_freq  # [T, rot/2]
+    cos = np.cos(ang)[:, None, :] * factor
+    sin = np.sin(ang)[:, None, :] * factor
+    half = rot_dim // 2
+    a, b = x[..., :half], x[..., half:rot_dim]
+    out = x.copy()
+    out[..., :half] = a * cos - b * sin
+    out[..., half:rot_dim] = b * cos + a * sin
+    return out
+
+
+def attention(q, k, v, scale, window):
+    """q [T, Hq, D], k/v [T, Hkv, D]; causal, optionally a sliding window of `window` keys."""
+    t, hq, d = q.shape
+    g = hq // k.shape[1]
+    k = np.repeat(k, g, axis=1)
+    v = np.repeat(v, g, axis=1)
+    s = np.einsum("qhd,khd->hqk", q, k) * scale
+    qi = np.arange(t)[:, None]
+    ki = np.arange(t)[None, :]
+    visible = ki <= qi
+    if window:
+        visible &= ki > qi - window
+    s = np.where(visible[None], s, -np.inf)
+    s = s - s.max(axis=-1, keepdims=True)
+    p = np.exp(s)
+    p /= p.sum(axis=-1, keepdims=True)
+    return np.einsum("hqk,khd->qhd", p, v)
+
+
+def silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def split_fused(cfg, w):
+    """Phi-3's qkv_proj and gate_up_proj as the separate projections (rows q, k, v; gate, up)."""
+    h = cfg["hidden_size"]
+    hq = cfg["num_attention_heads"]
+    hkv = cfg.get("num_key_value_heads", hq)
+    d = cfg.get("head_dim") or h // hq
+    inter = cfg["intermediate_size"]
+    w = dict(w)
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        qkv = w.pop(p + "self_attn.qkv_proj.weight")
+        w[p + "self_attn.q_proj.weight"] = qkv[: hq * d]
+        w[p + "self_attn.k_proj.weight"] = qkv[hq * d: (hq + hkv) * d]
+        w[p + "self_attn.v_proj.weight"] = qkv[(hq + hkv) * d:]
+        gu = w.pop(p + "mlp.gate_up_proj.weight")
+        w[p + "mlp.gate_proj.weight"] = gu[:inter]
+        w[p + "mlp.up_proj.weight"] = gu[inter:]
+    return w
+
+
+def forward_llama_family(cfg, w, ids):
+    """Llama, Qwen2, Qwen3, Mistral and Phi-3."""
+    arch = cfg["architectures"][0]
+    h = cfg["hidden_size"]
+    hq = cfg["num_attention_heads"]
+    hkv = cfg.get("num_key_value_heads", hq)
+    d = cfg.get("head_dim") or h // hq
+    eps = cfg.get("rms_norm_eps", 1e-6)
+    theta = cfg.get("rope_theta", (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0))
+    window = None
+    if arch == "MistralForCausalLM":
+        window = cfg.get("sliding_window", 4096)
+    rot = d
+    if arch == "Phi3ForCausalLM":
+        window = cfg.get("sliding_window")
+        rot = int(d * cfg.get("partial_rotary_factor", 1.0))
+        w = split_fused(cfg, w)
+    inv_freq, factor = rope_inv_freq(cfg, rot, theta)
+    pos = np.arange(len(ids))
+    x = w["model.embed_tokens.weight"][ids]
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        a = rms_norm(x, w[p + "input_layernorm.weight"], eps)
+
+        def proj(name):
+            y = a @ w[p + f"self_attn.{name}.weight"].T
+            if p + f"self_attn.{name}.bias" in w:
+                y = y + w[p + f"self_attn.{name}.bias"]
+            return y
+
+        q = proj("q_proj").reshape(len(ids), hq, d)
+        k = proj("k_proj").reshape(len(ids), hkv, d)
+        v = proj("v_proj").reshape(len(ids), hkv, d)
+        if p + "self_attn.q_norm.weight" in w:
+            q = rms_norm(q, w[p + "self_attn.q_norm.weight"], eps)
+            k = rms_norm(k, w[p + "self_attn.k_norm.weight"], eps)
+        q = rope(q, pos, inv_freq, factor, rot)
+        k = rope(k, pos, inv_freq, factor, rot)
+        o = attention(q, k, v, 1.0 / math.sqrt(d), window).reshape(len(ids), hq * d)
+        x = x + o @ w[p + "self_attn.o_proj.weight"].T
+        m = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
+        gate = m @ w[p + "mlp.gate_proj.weight"].T
+        up = m @ w[p + "mlp.up_proj.weight"].T
+        x = x + (silu(gate) * up) @ w[p + "mlp.down_proj.weight"].T
+    x = rms_norm(x, w["model.norm.weight"], eps)
+    head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else w["lm_head.weight"]
+    return x @ head.T
+
+
+FORWARD = {
+    "LlamaForCausalLM": forward_llama_family,
+    "Qwen2ForCausalLM": forward_llama_family,
+    "Qwen3ForCausalLM": forward_llama_family,
+    "MistralForCausalLM": forward_llama_family,
+    "Phi3ForCausalLM": forward_llama_family,
+}
+
+
+def main():
+    args = sys.argv[1:]
+    ids = IDS
+    if args[:1] == ["--length"]:
+        n = int(args[1])
+        ids = [IDS[i % len(IDS)] for i in range(n)]
+        args = args[2:]
+    if len(args) < 2:
+        raise SystemExit(__doc__)
+    root, out_root = args[0], args[1]
+    names = args[2:] or MODELS
+    for name in names:
+        src = os.path.join(root, name)
+        cfg, w = read_model(src)
+        logits = FORWARD[cfg["architectures"][0]](cfg, w, np.array(ids))
+        dst = os.path.join(out_root, name)
+        os.makedirs(dst, exist_ok=True)
+        for f in os.listdir(src):
+            if f == "config.json" or f.endswith(".safetensors") or f.endswith(".index.json"):
+                shutil.copy(os.path.join(src, f), dst)
+        logits.astype("<f4").tofile(os.path.join(dst, "golden_logits.f32"))
+        with open(os.path.join(dst, "golden_ids.json"), "w") as f:
+            f.write(json.dumps(ids) + "\n")
+        sharded = src + "-sharded"  # tiny-llama-sharded: the model only (goldens: tiny-llama)
+        if os.path.isdir(sharded):
+            shutil.copytree(sharded, dst + "-sharded", dirs_exist_ok=True)
+        line = f"{name}: reference logits {logits.shape}, max |logit| {np.abs(logits).max():.4f}"
+        hf = os.path.join(src, "golden_logits.f32")
+        if os.path.exists(hf) and ids == IDS:
+            gold = np.fromfile(hf, dtype="<f4").reshape(logits.shape)
+            err = np.abs(gold - logits).max()
+            line += f"; vs transformers: max abs diff {err:.3g} (relative {err / np.abs(gold).max():.3g})"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
