@@ -74,8 +74,11 @@ static bool adjusts_row(const Sequence& s) {
 static uint8_t row_needs_of(const Sequence& s, bool device_draws) {
   const RequestParams& p = s.params;
   uint8_t needs = p.top_logprobs > 0 ? model::kWantRow : 0;
-  if (adjusts_row(s) || (!is_greedy(p) && !device_draws)) needs |= model::kWantRow;
-  else if (!is_greedy(p)) needs |= model::kDraw;
+  if (adjusts_row(s) || (!is_greedy(p) && !device_draws)) {
+    needs |= model::kWantRow;
+  } else if (!is_greedy(p)) {
+    needs |= model::kDraw;
+  }
   return needs;
 }
 
@@ -170,7 +173,8 @@ Status Engine::Impl::validate(const RequestParams& p) const {
   for (int32_t t : p.prompt)
     if (t < 0 || t >= vocab)
       return bad(fmt::format("prompt token id {} is outside the vocabulary [0, {})", t, vocab));
-  if (p.max_tokens < 0) return bad(fmt::format("max_tokens must be at least 0 (got {})", p.max_tokens));
+  if (p.max_tokens < 0)
+    return bad(fmt::format("max_tokens must be at least 0 (got {})", p.max_tokens));
   if (p.min_tokens < 0 || p.min_tokens > p.max_tokens)
     return bad(fmt::format("min_tokens must be in [0, max_tokens = {}] (got {})", p.max_tokens,
                            p.min_tokens));
@@ -391,7 +395,8 @@ void Engine::Impl::score_prompt_rows(const std::vector<StepPlan::Entry>& entries
     if (s.prompt_logprobs.empty()) s.prompt_logprobs.resize(size_t(s.prompt_len - 1));
     const int start = s.computed - e.count;  // run_step has advanced computed
     for (int r = 0; r < e.count; ++r)
-      if (start + r + 1 < s.prompt_len) jobs.push_back({&s, start + r + 1, size_t(e.first_row + r)});
+      if (start + r + 1 < s.prompt_len)
+        jobs.push_back({&s, start + r + 1, size_t(e.first_row + r)});
   }
   const int vocab = bundle.model.config.vocab_size;
   sample_pool.parallel_for(int64_t(jobs.size()), 4, [&](int64_t begin, int64_t end) {
@@ -455,9 +460,9 @@ void Engine::Impl::emit_token(Sequence& s, Draw draw) {
 
   const auto& model_stops = bundle.tokenizer.stop_ids();
   const bool stop_token =
-      may_stop &&
-      ((!p.ignore_eos && std::find(model_stops.begin(), model_stops.end(), token) != model_stops.end()) ||
-       std::find(p.stop_ids.begin(), p.stop_ids.end(), token) != p.stop_ids.end());
+      may_stop && ((!p.ignore_eos && std::find(model_stops.begin(), model_stops.end(), token) !=
+                                         model_stops.end()) ||
+                   std::find(p.stop_ids.begin(), p.stop_ids.end(), token) != p.stop_ids.end());
   bool stopped = false;
   if (stop_token) {
     if (p.include_stop_str_in_output) ev.text = s.text.push(token, &stopped, /*match_stops=*/false);
@@ -502,7 +507,8 @@ void Engine::Impl::end_request(Sequence& s, RequestEvent& ev) {
     if (ev.finish != FinishReason::none) stats.finished_by_reason[size_t(ev.finish) - 1]++;
     stats.e2e_request_latency.observe(std::chrono::duration<double>(now - s.arrival).count());
     if (s.admitted_once)
-      stats.queue_time.observe(std::chrono::duration<double>(s.first_scheduled - s.arrival).count());
+      stats.queue_time.observe(
+          std::chrono::duration<double>(s.first_scheduled - s.arrival).count());
     stats.kv_blocks_used = blocks.num_used();
     stats.kv_blocks_cached = blocks.num_cached();
   }

@@ -54,8 +54,8 @@ struct GeneratedToken {
 // A prompt token's logprob given the tokens before it (RequestParams::prompt_logprobs).
 struct PromptLogprob {
   int32_t id = 0;
-  float logprob = 0.0f;  // the same bits a sampled token at this position would report
-  int32_t rank = 0;      // 1 + the number of other tokens at least as likely (vLLM's rank)
+  float logprob = 0.0f;           // the same bits a sampled token at this position would report
+  int32_t rank = 0;               // 1 + the number of other tokens at least as likely (vLLM's rank)
   std::vector<TokenLogprob> top;  // best alternatives, most likely first
 };
 

@@ -99,7 +99,8 @@ void apply_penalties(float* logits, int vocab, const PenaltyParams& p,
   }
 }
 
-void apply_logit_bias(float* logits, int vocab, const std::vector<std::pair<int32_t, float>>& bias) {
+void apply_logit_bias(float* logits, int vocab,
+                      const std::vector<std::pair<int32_t, float>>& bias) {
   for (auto [id, b] : bias)
     if (id >= 0 && id < vocab) logits[id] += b;
 }

@@ -11,7 +11,9 @@ namespace {
 int blocks_for(int tokens, int block_size) { return (tokens + block_size - 1) / block_size; }
 
 // Whether this step returns a row for each of the sequence's tokens (its prompt logprobs).
-bool wants_all_rows(const Sequence& s) { return s.scores_prompt() && s.computed < s.prompt_len; }
+bool wants_all_rows(const Sequence& s) {
+  return s.scores_prompt() && s.computed < s.prompt_len;
+}
 
 // Frees the youngest running sequence that is not in `scheduled`; false if there is none.
 bool preempt_one(std::vector<std::unique_ptr<Sequence>>& running,

@@ -10,8 +10,8 @@ namespace invar::engine {
 // Cumulative histogram with fixed bucket bounds (seconds), Prometheus-style.
 // The bounds reach from a fast CPU step to a long request on a loaded CPU server.
 struct Histogram {
-  static constexpr std::array<double, 19> kBounds{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                                  0.25,  0.5,    1.0,   2.5,  5.0,   10.0, 30.0,
+  static constexpr std::array<double, 19> kBounds{0.001, 0.0025, 0.005, 0.01,  0.025, 0.05, 0.1,
+                                                  0.25,  0.5,    1.0,   2.5,   5.0,   10.0, 30.0,
                                                   60.0,  120.0,  300.0, 600.0, 1800.0};
   std::array<uint64_t, kBounds.size()> counts{};  // observations <= bound (cumulative)
   uint64_t count = 0;

@@ -124,8 +124,8 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
     if (echo_now) {
       part.text = request_.echo_texts[prompt] + ev.text;
       if (request_.echo_logprobs()) {
-        echoed = echo_tokens(request_.prompts[prompt], ev.prompt_logprobs, request_.top_logprobs,
-                             tok_);
+        echoed =
+            echo_tokens(request_.prompts[prompt], ev.prompt_logprobs, request_.top_logprobs, tok_);
         part.echoed = echoed.size();
         echoed.insert(echoed.end(), ev.tokens.begin(), ev.tokens.end());
         tokens = &echoed;

@@ -70,8 +70,7 @@ std::optional<ApiError> parse_stop(const Fields& f, const RequestLimits& limits,
 }
 
 // logit_bias: {"token id": bias in [-100, 100], ...} as OpenAI takes it.
-std::optional<ApiError> parse_logit_bias(const Fields& f, int32_t vocab,
-                                         engine::RequestParams* p) {
+std::optional<ApiError> parse_logit_bias(const Fields& f, int32_t vocab, engine::RequestParams* p) {
   const json* bias = f.get("logit_bias");
   if (!bias) return std::nullopt;
   if (!bias->is_object())
@@ -81,7 +80,8 @@ std::optional<ApiError> parse_logit_bias(const Fields& f, int32_t vocab,
     long long id = std::strtoll(key.c_str(), &end, 10);
     if (key.empty() || *end != '\0' || id < 0 || id >= vocab) {
       return ApiError::bad_request(
-          "logit_bias", fmt::format("logit_bias key \"{}\" is not a token id in [0, {})", key, vocab));
+          "logit_bias",
+          fmt::format("logit_bias key \"{}\" is not a token id in [0, {})", key, vocab));
     }
     if (!value.is_number() || !(value.get<double>() >= -100 && value.get<double>() <= 100)) {
       return ApiError::bad_request(
@@ -260,8 +260,8 @@ std::optional<ApiError> parse_completion_request(Endpoint endpoint, std::string_
   Fields f(parsed);
 
   if (auto e = check_model(f, limits.served_model, &r->model)) return e;
-  if (auto e = check_fields(endpoint == Endpoint::chat ? FieldSet::chat : FieldSet::completions,
-                            parsed))
+  if (auto e =
+          check_fields(endpoint == Endpoint::chat ? FieldSet::chat : FieldSet::completions, parsed))
     return e;
   if (auto e = parse_sampling(f, limits, tok.vocab_size(), r)) return e;
   if (auto e = f.boolean("echo", &r->echo)) return e;
@@ -277,8 +277,10 @@ std::optional<ApiError> parse_completion_request(Endpoint endpoint, std::string_
     return e;
   }
   r->prompts = std::move(input.ids);
-  if (r->echo) r->echo_texts = std::move(input.echo_texts);
-  else r->echo_texts.assign(r->prompts.size(), "");
+  if (r->echo)
+    r->echo_texts = std::move(input.echo_texts);
+  else
+    r->echo_texts.assign(r->prompts.size(), "");
   if (r->choices() > limits.max_choices) {
     return ApiError::bad_request(
         "n", fmt::format("{} prompts times n = {} is {} choices; at most {} are accepted",
@@ -318,10 +320,10 @@ std::optional<ApiError> check_model(const Fields& f, const std::string& served_m
   if (!model->is_string()) return Fields::type_error("model", "a string");
   *name = model->get<std::string>();
   if (*name == served_model) return std::nullopt;
-  return ApiError{404,
-                  fmt::format("The model `{}` does not exist; this server serves `{}`", *name,
-                              served_model),
-                  "invalid_request_error", "model", "model_not_found"};
+  return ApiError{
+      404,
+      fmt::format("The model `{}` does not exist; this server serves `{}`", *name, served_model),
+      "invalid_request_error", "model", "model_not_found"};
 }
 
 }  // namespace invar::server

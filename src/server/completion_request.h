@@ -41,7 +41,7 @@ struct CompletionRequest {
   bool logprobs = false;        // report the sampled tokens' logprobs
   int top_logprobs = 0;         // and this many alternatives per token
   bool echo = false;
-  int prompt_logprobs = -1;     // vLLM's prompt_logprobs field (-1: not asked)
+  int prompt_logprobs = -1;       // vLLM's prompt_logprobs field (-1: not asked)
   bool return_token_ids = false;  // token_ids and prompt_token_ids in the response (vLLM)
   bool tokens_as_ids = false;     // return_tokens_as_token_ids: logprobs tokens as "token_id:N"
   std::vector<int> max_tokens;  // per prompt (a default shrinks to fit the context)

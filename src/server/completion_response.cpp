@@ -207,7 +207,8 @@ std::string format_response(const ResponseHeader& h, const CompletionRequest& re
       choice["text"] = echo + c.text;
     }
     if (request.echo_logprobs() && prompt < request.prompts.size()) {
-      auto tokens = echo_tokens(request.prompts[prompt], c.prompt_logprobs, request.top_logprobs, tok);
+      auto tokens =
+          echo_tokens(request.prompts[prompt], c.prompt_logprobs, request.top_logprobs, tok);
       tokens.insert(tokens.end(), c.tokens.begin(), c.tokens.end());
       choice["logprobs"] = logprobs_json(request, &tokens, true, 0, tok);
     } else {
@@ -220,7 +221,8 @@ std::string format_response(const ResponseHeader& h, const CompletionRequest& re
         choice["prompt_token_ids"] = request.prompts[prompt];
     }
     if (!chat && request.prompt_logprobs >= 0)
-      choice["prompt_logprobs"] = prompt_logprobs_json(c.prompt_logprobs, request.prompt_logprobs, tok);
+      choice["prompt_logprobs"] =
+          prompt_logprobs_json(c.prompt_logprobs, request.prompt_logprobs, tok);
     list.push_back(std::move(choice));
   }
   out["choices"] = std::move(list);
@@ -248,9 +250,9 @@ std::string format_chunk(const ResponseHeader& h, const CompletionRequest& reque
   } else {
     choice["text"] = part.text;
   }
-  choice["logprobs"] = has_tokens
-                           ? logprobs_json(request, part.tokens, part.echoed > 0, part.text_offset, tok)
-                           : Json(nullptr);
+  choice["logprobs"] =
+      has_tokens ? logprobs_json(request, part.tokens, part.echoed > 0, part.text_offset, tok)
+                 : Json(nullptr);
   choice["finish_reason"] = finish_json(part.finish);
   if (request.return_token_ids && part.finish == engine::FinishReason::none) {
     static const std::vector<engine::GeneratedToken> kNone;

@@ -23,7 +23,7 @@ struct ResponseHeader {
 // One choice as the engine delivered it, accumulated over its events.
 struct ChoiceResult {
   std::string text;
-  std::vector<engine::GeneratedToken> tokens;  // with logprobs or return_token_ids
+  std::vector<engine::GeneratedToken> tokens;          // with logprobs or return_token_ids
   std::vector<engine::PromptLogprob> prompt_logprobs;  // from the second prompt token on
   engine::FinishReason finish = engine::FinishReason::none;
 };

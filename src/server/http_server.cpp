@@ -93,7 +93,8 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
     if (!chunked_) close_after_ = true;
     count_status(200);
     std::string extra;
-    for (const auto& [name, value] : exchange_headers_) extra += fmt::format("{}: {}\r\n", name, value);
+    for (const auto& [name, value] : exchange_headers_)
+      extra += fmt::format("{}: {}\r\n", name, value);
     enqueue(fmt::format("HTTP/1.{} 200 OK\r\nServer: invar\r\nContent-Type: {}\r\n"
                         "Cache-Control: no-cache\r\n{}{}Connection: {}\r\n\r\n",
                         version_ >= 11 ? 1 : 0, content_type, extra,

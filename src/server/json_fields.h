@@ -73,8 +73,9 @@ class Fields {
     if (!v->is_number()) return type_error(param, "a number");
     double x = v->get<double>();
     if (!std::isfinite(x) || x < lo || x > hi || (lo_open && x == lo)) {
-      return ApiError::bad_request(param, fmt::format("'{}' is {}; it must be {} {} and <= {}", param,
-                                                      v->dump(), lo_open ? ">" : ">=", lo, hi));
+      return ApiError::bad_request(
+          param, fmt::format("'{}' is {}; it must be {} {} and <= {}", param, v->dump(),
+                             lo_open ? ">" : ">=", lo, hi));
     }
     *out = float(x);
     return std::nullopt;

@@ -85,8 +85,7 @@ void write_vllm_metrics(Writer& w, const engine::EngineStats& s) {
   w.histogram("vllm:e2e_request_latency_seconds", "Histogram of end-to-end request latency.",
               s.e2e_request_latency);
   w.histogram("vllm:request_queue_time_seconds",
-              "Histogram of time spent waiting in the queue before first admission.",
-              s.queue_time);
+              "Histogram of time spent waiting in the queue before first admission.", s.queue_time);
   w.histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token.",
               s.time_to_first_token);
   w.histogram("vllm:inter_token_latency_seconds", "Histogram of inter-token latency.",

@@ -23,11 +23,16 @@ enum Scope : uint8_t {
 
 uint8_t scope_of(FieldSet set) {
   switch (set) {
-    case FieldSet::completions: return kCompletions;
-    case FieldSet::chat: return kChat;
-    case FieldSet::tokenize_prompt: return kTokenizePrompt;
-    case FieldSet::tokenize_chat: return kTokenizeChat;
-    case FieldSet::detokenize: return kDetokenize;
+    case FieldSet::completions:
+      return kCompletions;
+    case FieldSet::chat:
+      return kChat;
+    case FieldSet::tokenize_prompt:
+      return kTokenizePrompt;
+    case FieldSet::tokenize_chat:
+      return kTokenizeChat;
+    case FieldSet::detokenize:
+      return kDetokenize;
   }
   return 0;
 }
@@ -116,7 +121,10 @@ constexpr Refused kRefused[] = {
     {"functions", kChat, kEmpty, kTools},
     {"tool_choice", kChat, [](const json& v) { return v == "none" || v == "auto"; }, kTools},
     {"function_call", kChat, [](const json& v) { return v == "none" || v == "auto"; }, kTools},
-    {"response_format", kGenerate, [](const json& v) { return v == json{{"type", "text"}}; },
+    {"response_format", kGenerate,
+     [](const json& v) {
+       return v == json{{"type", "text"}};
+     },
      kStructured},
     {"structured_outputs", kGenerate, kNever, kStructured},
     {"guided_json", kGenerate, kNever, kStructured},
@@ -130,8 +138,7 @@ constexpr Refused kRefused[] = {
      "it applies to beam search, which invar does not have"},
     {"allowed_token_ids", kGenerate, kNever, "invar does not restrict the vocabulary per request"},
     {"bad_words", kGenerate, kEmpty, "invar does not ban words per request"},
-    {"logprob_token_ids", kGenerate, kNever,
-     "use logprobs / top_logprobs"},
+    {"logprob_token_ids", kGenerate, kNever, "use logprobs / top_logprobs"},
     {"truncate_prompt_tokens", kGenerate | kTokenize, kNever,
      "invar does not truncate prompts; send one that fits the context"},
     {"truncation_side", kGenerate, kNever,
@@ -142,16 +149,15 @@ constexpr Refused kRefused[] = {
      "invar outputs text only"},
     {"prediction", kChat, kNever, "invar has no predicted outputs"},
     {"web_search_options", kChat, kNever, "invar has no web search"},
-    {"reasoning_effort", kChat, kNever,
-     "pass template variables in chat_template_kwargs instead"},
+    {"reasoning_effort", kChat, kNever, "pass template variables in chat_template_kwargs instead"},
     {"verbosity", kChat, kNever, "invar has no verbosity control"},
     {"include_reasoning", kChat, [](const json& v) { return v == true; },
      "invar does not separate reasoning from the content"},
     {"thinking_token_budget", kGenerate, kNever, "invar has no thinking budget"},
     {"store", kChat, kFalse, "invar stores no completions"},
-    {"documents", kChat | kTokenizeChat, kNever, "pass them to the template in chat_template_kwargs"},
-    {"chat_template", kChat | kTokenizeChat, kNever,
-     "start the server with --chat-template FILE"},
+    {"documents", kChat | kTokenizeChat, kNever,
+     "pass them to the template in chat_template_kwargs"},
+    {"chat_template", kChat | kTokenizeChat, kNever, "start the server with --chat-template FILE"},
     {"mm_processor_kwargs", kChat, kNever, "invar takes text input only"},
     {"media_io_kwargs", kChat, kNever, "invar takes text input only"},
     {"cache_salt", kGenerate, kNever, "invar has no per-request cache salt"},
@@ -178,7 +184,8 @@ std::optional<ApiError> check_fields(FieldSet set, const json& body) {
       if (r.name == key && (r.scope & scope)) refused = &r;
     if (refused) {
       if (refused->is_default(value)) continue;
-      return ApiError::bad_request(key, fmt::format("'{}' is not supported: {}", key, refused->why));
+      return ApiError::bad_request(key,
+                                   fmt::format("'{}' is not supported: {}", key, refused->why));
     }
     return ApiError::bad_request(
         key, fmt::format("unknown field '{}': this route does not take it (docs/server.md lists "

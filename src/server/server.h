@@ -5,8 +5,8 @@
 //   GET  /health   200, or 503 while shutting down
 //   GET  /metrics  Prometheus text (invar's names and vLLM's)
 // With an API key, /v1/*, /tokenize and /detokenize need "Authorization: Bearer KEY" (401
-// otherwise). With allowed origins, browsers get CORS headers and preflight answers. SIGINT/SIGTERM stop
-// the listener, let requests in flight finish (up to shutdown_timeout_s, then cancel them) and
+// otherwise). With allowed origins, browsers get CORS headers and preflight answers. SIGINT/SIGTERM
+// stop the listener, let requests in flight finish (up to shutdown_timeout_s, then cancel them) and
 // make run() return.
 #pragma once
 

@@ -64,7 +64,8 @@ class EngineTest : public ::testing::Test {
     std::vector<size_t> target_slots;
     size_t slot = 0;
     for (int i = 0; i < copies + background; ++i) {
-      bool is_target = (i % ((copies + background) / copies)) == 0 && int(target_slots.size()) < copies;
+      bool is_target =
+          (i % ((copies + background) / copies)) == 0 && int(target_slots.size()) < copies;
       if (is_target) {
         target_slots.push_back(slot);
         EXPECT_TRUE(engine.submit(p, c.callback(slot++)).ok());
@@ -73,9 +74,11 @@ class EngineTest : public ::testing::Test {
       RequestParams bg;
       int len = std::uniform_int_distribution<int>(1, 60)(rng);
       for (int t = 0; t < len; ++t)
-        bg.prompt.push_back(std::uniform_int_distribution<int>(0, bundle_->model.config.vocab_size - 1)(rng));
+        bg.prompt.push_back(
+            std::uniform_int_distribution<int>(0, bundle_->model.config.vocab_size - 1)(rng));
       if (rng() % 3 == 0)  // shares the target's prefix: exercises the prefix cache
-        bg.prompt.insert(bg.prompt.begin(), p.prompt.begin(), p.prompt.begin() + long(p.prompt.size() / 2));
+        bg.prompt.insert(bg.prompt.begin(), p.prompt.begin(),
+                         p.prompt.begin() + long(p.prompt.size() / 2));
       bg.max_tokens = std::uniform_int_distribution<int>(1, 40)(rng);
       bg.sampling.temperature = rng() % 2 ? 0.0f : 1.0f;
       EXPECT_TRUE(engine.submit(bg, c.callback(slot++)).ok());

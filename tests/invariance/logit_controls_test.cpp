@@ -60,7 +60,8 @@ TEST_F(LogitControls, MinTokensMasksOnlyTheStopTokens) {
   for (size_t i = 0; i + 1 < k; ++i) {
     EXPECT_EQ(masked.ids[i], free_run.ids[i]) << i;
     for (size_t j = 0; j < 3; ++j)
-      EXPECT_TRUE(RequestOutcome::same_bits(masked.logprobs[i * 3 + j], free_run.logprobs[i * 3 + j]))
+      EXPECT_TRUE(
+          RequestOutcome::same_bits(masked.logprobs[i * 3 + j], free_run.logprobs[i * 3 + j]))
           << "token " << i;
   }
   const auto& alternatives = free_run.top[k - 1];  // where the free run stopped

@@ -170,7 +170,7 @@ TEST_F(Scheduler, PromptLogprobsGetEveryRowInBoundedChunks) {
   BlockManager blocks(64, 16, true);
   submit(48);
   auto plan = schedule_step(waiting_, running_, blocks, limits(4, 100));
-  run(plan, blocks);  // its blocks are now in the prefix cache; it decodes
+  run(plan, blocks);                       // its blocks are now in the prefix cache; it decodes
   submit(48, 100, /*prompt_logprobs=*/2);  // the same prompt
   StepLimits l = limits(4, 100);
   l.max_logit_rows = 20;

@@ -303,8 +303,9 @@ TEST(ServerRequest, FieldPolicy) {
                "structured output");
   expect_error(completion(R"({"prompt":"x","response_format":{"type":"json_object"}})"), 400,
                "response_format", "structured output");
-  expect_error(chat(R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]})"),
-               400, "tools", "tool calls");
+  expect_error(
+      chat(R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]})"), 400,
+      "tools", "tool calls");
   expect_error(chat(R"({"messages":[{"role":"user","content":"x"}],"tool_choice":"required"})"),
                400, "tool_choice", "tool calls");
   expect_error(completion(R"({"prompt":"x","use_beam_search":true})"), 400, "use_beam_search",
@@ -377,7 +378,7 @@ TEST(ServerRequest, EchoAndPromptLogprobs) {
   EXPECT_EQ(r.echo_texts[1], smollm2().decode({5, 6}, false));
   EXPECT_EQ(r.choice_params(0).max_tokens, 0);
   EXPECT_EQ(r.choice_params(0).prompt_logprobs, 2);  // the echoed tokens' alternatives
-  EXPECT_EQ(r.prompt_logprobs, -1);                   // no prompt_logprobs field in the answer
+  EXPECT_EQ(r.prompt_logprobs, -1);                  // no prompt_logprobs field in the answer
 
   auto both = completion(R"({"prompt":"x","echo":true,"logprobs":1,"prompt_logprobs":4})");
   ASSERT_FALSE(both.error);
