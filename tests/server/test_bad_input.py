@@ -64,7 +64,28 @@ CASES = [
     ("logprobs too many", "POST", C, body(prompt="x", logprobs=50), 400, "between 0 and 20", "logprobs"),
     ("top_logprobs without logprobs", "POST", CHAT, body(messages=USER, top_logprobs=3), 400,
      "needs 'logprobs'", "top_logprobs"),
-    ("echo", "POST", C, body(prompt="x", echo=True), 400, "not supported", "echo"),
+    ("suffix", "POST", C, body(prompt="x", suffix="y"), 400, "not supported", "suffix"),
+    ("unknown field", "POST", C, body(prompt="x", frobnicate=1), 400, "unknown field",
+     "frobnicate"),
+    ("guided decoding", "POST", CHAT, body(messages=USER, guided_choice=["a"]), 400,
+     "structured output", "guided_choice"),
+    ("tool call message", "POST", CHAT,
+     body(messages=[{"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]}]), 400,
+     "not supported", "messages[0].tool_calls"),
+    ("logit_bias key", "POST", C, body(prompt="x", logit_bias={"x": 1}), 400, "not a token id",
+     "logit_bias"),
+    ("logit_bias value", "POST", C, body(prompt="x", logit_bias={"5": -1000}), 400, "[-100, 100]",
+     "logit_bias"),
+    ("min_tokens over max_tokens", "POST", C, body(prompt="x", max_tokens=2, min_tokens=3), 400,
+     "at most max_tokens", "min_tokens"),
+    ("prompt_logprobs streamed", "POST", C, body(prompt="x", stream=True, prompt_logprobs=1), 400,
+     "stream", "prompt_logprobs"),
+    ("max_tokens 0 without scoring", "POST", C, body(prompt="x", max_tokens=0), 400,
+     "0 with echo or prompt_logprobs", "max_tokens"),
+    ("detokenize outside vocabulary", "POST", "/detokenize", json.dumps({"tokens": [-1]}).encode(),
+     400, "outside the vocabulary", "tokens"),
+    ("tokenize both", "POST", "/tokenize", json.dumps({"prompt": "x", "messages": USER}).encode(),
+     400, "not both", "prompt"),
     ("unknown route", "GET", "/v1/embeddings", b"", 404, "no route", None),
     ("unknown path", "POST", "/nowhere", b"{}", 404, "no route", None),
     ("wrong method on completions", "GET", C, b"", 405, "not allowed", None),
@@ -123,12 +144,16 @@ def test_random_bodies_never_crash(server):
     import random
     rng = random.Random(20261125)
     values = [None, True, False, 0, -1, 1, 2**63, -2**63, 2**64, 1e308, -1e-300, 0.5, "", "x",
-              "\u00e9\u4e2d", [], [1], [[]], [[1, 2]], ["a", 3], {}, {"type": "text"},
+              "\u00e9\u4e2d", [], [1], [[]], [[1, 2]], ["a", 3], {}, {"type": "text"}, {"5": 3},
+              {"5": "x"}, {"include_usage": True},
               [{"role": "user"}], [{"role": "user", "content": None}], "\n" * 50]
     fields = ["model", "prompt", "messages", "max_tokens", "max_completion_tokens", "temperature",
               "top_p", "top_k", "min_p", "n", "seed", "stop", "stop_token_ids", "logprobs",
               "top_logprobs", "presence_penalty", "frequency_penalty", "repetition_penalty",
-              "stream", "stream_options", "ignore_eos", "echo", "best_of", "user"]
+              "stream", "stream_options", "ignore_eos", "echo", "best_of", "user", "min_tokens",
+              "logit_bias", "prompt_logprobs", "include_stop_str_in_output",
+              "skip_special_tokens", "return_token_ids", "return_tokens_as_token_ids",
+              "add_special_tokens", "response_format", "tools", "unknown_field"]
     with httpx.Client(timeout=120) as c:
         for i in range(300):
             path = rng.choice([C, CHAT])
