@@ -251,7 +251,8 @@ TEST(ServerResponse, EchoPromptLogprobsAndTokenIds) {
   const json& plp = out["prompt_logprobs"];
   ASSERT_EQ(plp.size(), 2u);
   EXPECT_TRUE(plp[0].is_null());
-  EXPECT_EQ(plp[1]["3575"], json({{"logprob", -11.5}, {"rank", 2923}, {"decoded_token", " capital"}}));
+  EXPECT_EQ(plp[1]["3575"],
+            json({{"logprob", -11.5}, {"rank", 2923}, {"decoded_token", " capital"}}));
   EXPECT_EQ(plp[1]["29"]["rank"], 1);
   EXPECT_EQ(plp[1].size(), 2u);
 
