@@ -156,17 +156,19 @@ GemmTile CudaGemm::choose_tile(int64_t m, int64_t n, int64_t k) {
     return m <= 16 ? GemmTile::m16n64_swap : m <= 32 ? GemmTile::m32n64_swap : GemmTile::m64n64_swap;
   }
   // Past decode: the best of a config's own speed (its share of the fastest config's rate
-  // on full waves) times how well its tiles fill the waves. The efficiencies are fitted to
-  // gemm_bench --all-tiles on an H200 at M = 96..2048 over the Qwen3-8B and SmolLM2 shapes
-  // (bench/results/gemm-tiles-h200-2026-12-01.txt; gemm-notes.md, run 5): the odd-sized swap
-  // tiles win where their count lands just under a whole number of waves (qkv at M = 384:
-  // 6144/192 x 384/96 = 128 CTAs, where m128n192 leaves a third of the SMs idle).
+  // on full waves) times how well its tiles fill the waves. The efficiencies are fitted by
+  // bench/cuda/fit_tile_choice.py to gemm_bench --all-tiles on an H200 (M = 96..2048, Qwen3-8B
+  // and SmolLM2 shapes) and an H100 (M = 96..8192, Qwen3-8B and Llama-3-8B shapes) together
+  // (gemm-notes.md, runs 5 and 6): the odd-sized swap tiles win where their count lands just
+  // under a whole number of waves (qkv at M = 384: 6144/192 x 384/96 = 128 CTAs, where
+  // m128n192 leaves a third of the SMs idle), but not on whole waves at large M, where
+  // m96n192_swap falls to ~430-560 TFLOP/s on an H100 (m128n256: ~700).
   struct Candidate {
     GemmTile tile;
     double efficiency;
   };
   constexpr Candidate kCandidates[] = {
-      {GemmTile::m96n192_swap, 0.96}, {GemmTile::m128n256, 0.94},    {GemmTile::m128n192, 0.92},
+      {GemmTile::m96n192_swap, 0.92}, {GemmTile::m128n256, 0.94},    {GemmTile::m128n192, 0.92},
       {GemmTile::m128n128, 0.86},     {GemmTile::m96n128_swap, 0.68}, {GemmTile::m64n192_swap, 0.66},
       {GemmTile::m64n128, 0.46}};
   GemmTile best = kCandidates[0].tile;
@@ -263,13 +265,15 @@ Status CudaGemm::run_tile(const GemmProblem& p, GemmTile tile, cudaStream_t stre
 bool CudaGemm::fuses_gate_up(GemmTile tile) { return tile_info(tile).launch_gate_up != nullptr; }
 
 // The gate/up GEMM into p.scratch, as one GEMM of N = 2I.
-static GemmProblem gate_up_gemm(const GateUpProblem& p) {
+// The gate/up GEMM as one GEMM of N = 2I writing `y` (row stride ldy): the scratch [M, 2I] on
+// the unfused paths, h [M, I] where the epilogue folds each gate/up pair into one value.
+static GemmProblem gate_up_gemm(const GateUpProblem& p, void* y, int64_t ldy) {
   return GemmProblem{.x = p.x,
                      .ldx = p.ldx,
                      .w = p.w,
                      .ldw = p.ldw,
-                     .y = p.scratch,
-                     .ldy = 2 * p.inter,
+                     .y = y,
+                     .ldy = ldy,
                      .m = p.m,
                      .n = 2 * p.inter,
                      .k = p.k};
@@ -294,7 +298,7 @@ Status CudaGemm::run_gate_up(const GateUpProblem& p, KernelMode mode, cudaStream
     return run_gate_up_tile(p, choose_tile(p.m, 2 * p.inter, p.k), fuse, stream);
   }
   INVAR_RETURN_IF_ERROR(check_gate_up(p));
-  INVAR_RETURN_IF_ERROR(run(gate_up_gemm(p), mode, stream));
+  INVAR_RETURN_IF_ERROR(run(gate_up_gemm(p, p.scratch, 2 * p.inter), mode, stream));
   return silu_mul_after(p, stream);
 }
 
@@ -303,20 +307,12 @@ Status CudaGemm::run_gate_up_tile(const GateUpProblem& p, GemmTile tile, bool fu
   INVAR_RETURN_IF_ERROR(check_gate_up(p));
   const TileInfo& info = tile_info(tile);
   if (!fused || !info.launch_gate_up) {
-    INVAR_RETURN_IF_ERROR(run_tile(gate_up_gemm(p), tile, stream));
+    INVAR_RETURN_IF_ERROR(run_tile(gate_up_gemm(p, p.scratch, 2 * p.inter), tile, stream));
     return silu_mul_after(p, stream);
   }
   State& s = *state_;
   INVAR_RETURN_IF_ERROR(s.require_hopper());
-  const GemmProblem fused_problem{.x = p.x,
-                                  .ldx = p.ldx,
-                                  .w = p.w,
-                                  .ldw = p.ldw,
-                                  .y = p.h,
-                                  .ldy = p.ldh,
-                                  .m = p.m,
-                                  .n = 2 * p.inter,
-                                  .k = p.k};
+  const GemmProblem fused_problem = gate_up_gemm(p, p.h, p.ldh);
   return launch_invariant(
       fused_problem, p.inter, s.device, s.sm_count, s.tile_workspace.as(), info.launch_gate_up,
       "gemm + silu_mul (invariant, " + std::string(gemm_tile_name(tile)) + ")", stream);
