@@ -181,6 +181,11 @@ def test_stop_string_and_stop_token_in_the_output(client):
         model=MODEL_NAME, messages=CAPITAL, max_tokens=30, temperature=0, logprobs=True,
         extra_body={"include_stop_str_in_output": True, "skip_special_tokens": False})
     assert chat.choices[0].message.content == "The capital of France is Paris.<|im_end|>"
+    # skip_special_tokens defaults to true: the control token leaves no text even when kept.
+    skipped = client.chat.completions.create(
+        model=MODEL_NAME, messages=CAPITAL, max_tokens=30, temperature=0,
+        extra_body={"include_stop_str_in_output": True})
+    assert skipped.choices[0].message.content == "The capital of France is Paris."
     # The stop token is reported with its logprob, as vLLM does, and counted in the usage.
     content = chat.choices[0].logprobs.content
     assert content[-1].token == "<|im_end|>"
