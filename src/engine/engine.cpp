@@ -56,8 +56,8 @@ static EngineOptions resolve(EngineOptions o, const model::ModelConfig& c) {
 // How a request's next token is drawn, and what of its logits row that needs:
 //   greedy without adjustments: the row summary's argmax (the sampler's greedy pick), no row;
 //   sampled without adjustments, where the runner draws on the device: the device draw, no row;
-//   otherwise (penalties, logit_bias, stop tokens masked before min_tokens, or a runner that
-//   draws nothing): the host sampler over an adjusted copy of the row.
+//   otherwise (penalties, logit_bias, stop tokens masked before min_tokens, a grammar, or a runner
+//   that draws nothing): the host sampler over an adjusted copy of the row.
 // top_logprobs > 0 adds the row (for the alternatives) without changing how the token is drawn,
 // so asking for alternatives never changes a token. A token's own logprob is its raw logit minus
 // the summary's log_z on every path, adjustments or not (as vLLM's default raw logprobs). All
@@ -69,7 +69,8 @@ static bool has_penalties(const RequestParams& p) {
   return PenaltyParams{p.repetition_penalty, p.presence_penalty, p.frequency_penalty}.active();
 }
 static bool adjusts_row(const Sequence& s) {
-  return has_penalties(s.params) || !s.params.logit_bias.empty() || s.before_min_tokens();
+  return has_penalties(s.params) || !s.params.logit_bias.empty() || s.before_min_tokens() ||
+         s.grammar != nullptr;
 }
 static uint8_t row_needs_of(const Sequence& s, bool device_draws) {
   const RequestParams& p = s.params;
@@ -204,6 +205,15 @@ Status Engine::Impl::validate(const RequestParams& p) const {
   }
   for (int32_t t : p.stop_ids)
     if (t < 0 || t >= vocab) return bad(fmt::format("stop token id {} is outside the vocabulary", t));
+  if (p.grammar) {
+    // A complete grammar allows only the stop tokens: there must be one, and none may be masked.
+    if (p.ignore_eos && p.stop_ids.empty())
+      return bad("structured output ends at a stop token: with ignore_eos, give stop_token_ids");
+    if (p.min_tokens > 0)
+      return bad(
+          "min_tokens cannot be combined with structured output (the grammar decides "
+          "where the output ends)");
+  }
   return Status();
 }
 
@@ -340,11 +350,12 @@ Engine::Impl::Draw Engine::Impl::draw_token(Sequence& s, const model::StepLogits
   Draw d;
   float logit = 0.0f;  // the drawn token's own logit
   if (adjusts_row(s)) {
-    // vLLM's order: logit_bias and the min_tokens mask, then the penalties. On a copy: the
-    // reported logprob is the raw row's.
+    // vLLM's order: logit_bias, the min_tokens and grammar masks, then the penalties. On a copy:
+    // the reported logprob is the raw row's.
     std::vector<float> adjusted(row, row + vocab);
     apply_logit_bias(adjusted.data(), vocab, p.logit_bias);
     if (s.before_min_tokens()) mask_tokens(adjusted.data(), vocab, stop_tokens_of(s));
+    if (s.grammar) s.grammar->mask(adjusted.data(), vocab);
     if (has_penalties(p)) {
       std::vector<int32_t> prompt(s.tokens.begin(), s.tokens.begin() + s.prompt_len);
       std::vector<int32_t> output(s.tokens.begin() + s.prompt_len, s.tokens.end());
@@ -431,6 +442,12 @@ void Engine::Impl::emit_token(Sequence& s, Draw draw) {
   const RequestParams& p = s.params;
   const int32_t token = draw.token;
   s.tokens.push_back(token);
+  if (s.grammar && !s.grammar->accept(token)) {
+    // Cannot happen: the draw was masked to the tokens the grammar allows.
+    finish(s, FinishReason::error, {},
+           fmt::format("token {} was drawn outside the request's grammar", token));
+    return;
+  }
   // As vLLM: stop tokens were masked out of the draws up to the min_tokens-th token, and stop
   // strings match from the min_tokens-th token on.
   const bool may_stop = s.generated() >= p.min_tokens;
@@ -577,8 +594,12 @@ Result<uint64_t> Engine::submit(RequestParams params, EventCallback on_event) {
                          fmt::format("the request queue is full ({} waiting); retry later",
                                      impl_->opt.max_queue));
   const uint64_t id = impl_->next_id++;
-  impl_->incoming.push_back(
-      std::make_unique<Sequence>(id, std::move(params), std::move(on_event), impl_->bundle.tokenizer));
+  auto seq = std::make_unique<Sequence>(id, std::move(params), std::move(on_event),
+                                        impl_->bundle.tokenizer);
+  if (seq->params.grammar)
+    seq->grammar =
+        std::make_unique<GrammarMatcher>(seq->params.grammar, impl_->stop_tokens_of(*seq));
+  impl_->incoming.push_back(std::move(seq));
   impl_->live.insert(id);
   impl_->wake.notify_one();
   return id;

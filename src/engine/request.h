@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -10,6 +11,8 @@
 #include "engine/sampler.h"
 
 namespace invar::engine {
+
+class CompiledGrammar;  // engine/grammar.h
 
 struct RequestParams {
   std::vector<int32_t> prompt;  // token ids (non-empty)
@@ -37,6 +40,11 @@ struct RequestParams {
   // before it, plus that many best alternatives (vLLM's prompt_logprobs). Computed from the
   // logits row of every prompt position: such a request skips the prefix cache.
   int prompt_logprobs = -1;
+  // Structured output: each draw is masked to the tokens this grammar allows next (their logits
+  // keep their bits; the others become -inf), and once it is complete only the stop tokens (the
+  // model's end tokens and stop_ids) are allowed. Like logit_bias, it changes what is drawn,
+  // never a reported logprob. Null: no constraint.
+  std::shared_ptr<const CompiledGrammar> grammar;
 };
 
 struct TokenLogprob {

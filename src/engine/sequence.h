@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "engine/grammar.h"
 #include "engine/output_text.h"
 #include "engine/sampler.h"
 
@@ -42,6 +43,8 @@ struct Sequence {
   // (again, with the same bits, after a preemption) and handed out with the first event.
   std::vector<PromptLogprob> prompt_logprobs;
   bool prompt_logprobs_sent = false;
+  // Where the output stands in params.grammar (null without one); advanced by every token drawn.
+  std::unique_ptr<GrammarMatcher> grammar;
 
   int generated() const { return int(tokens.size()) - prompt_len; }
   int remaining() const { return int(tokens.size()) - computed; }

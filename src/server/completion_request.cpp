@@ -248,12 +248,111 @@ std::optional<ApiError> parse_lengths(const Fields& f, Endpoint endpoint,
   return std::nullopt;
 }
 
+// Structured output: at most one of response_format (json_object, json_schema), guided_json,
+// guided_regex, guided_choice and guided_grammar (vLLM's fields), compiled into the grammar
+// every choice's draws are masked by.
+std::optional<ApiError> parse_structured_output(const Fields& f, engine::GrammarCompiler* grammars,
+                                                engine::RequestParams* p) {
+  using Kind = engine::GrammarSpec::Kind;
+  std::optional<engine::GrammarSpec> spec;
+  std::string field;
+  auto give = [&](const char* name, engine::GrammarSpec s) -> std::optional<ApiError> {
+    if (spec) {
+      return ApiError::bad_request(
+          name, fmt::format("'{}' and '{}' both constrain the output; give one", field, name));
+    }
+    field = name;
+    spec = std::move(s);
+    return std::nullopt;
+  };
+  if (const json* rf = f.get("response_format")) {
+    const json* type = rf->is_object() && rf->contains("type") ? &(*rf)["type"] : nullptr;
+    if (!type || !type->is_string()) {
+      return Fields::type_error("response_format",
+                                "an object with \"type\": \"text\", \"json_object\" or "
+                                "\"json_schema\"");
+    }
+    if (*type == "json_object") {
+      if (auto e = give("response_format", {Kind::json_object, {}, {}})) return e;
+    } else if (*type == "json_schema") {
+      const json* js = rf->contains("json_schema") ? &(*rf)["json_schema"] : nullptr;
+      if (!js || !js->is_object() || !js->contains("schema") || !(*js)["schema"].is_object()) {
+        return ApiError::bad_request(
+            "response_format",
+            "response_format json_schema needs \"json_schema\": {\"name\": "
+            "..., \"schema\": {a JSON schema object}}");
+      }
+      if (auto e = give("response_format", {Kind::json_schema, (*js)["schema"].dump(), {}}))
+        return e;
+    } else if (*type != "text") {
+      return ApiError::bad_request(
+          "response_format",
+          fmt::format("response_format type {} is not one of \"text\", \"json_object\", "
+                      "\"json_schema\"",
+                      type->dump()));
+    }
+  }
+  if (const json* v = f.get("guided_json")) {
+    if (!v->is_object() && !v->is_string())
+      return Fields::type_error("guided_json", "a JSON schema (an object, or one as a string)");
+    std::string schema = v->is_string() ? v->get<std::string>() : v->dump();
+    if (auto e = give("guided_json", {Kind::json_schema, std::move(schema), {}})) return e;
+  }
+  if (const json* v = f.get("guided_regex")) {
+    if (!v->is_string() || v->get_ref<const std::string&>().empty())
+      return Fields::type_error("guided_regex", "a non-empty regular expression string");
+    if (auto e = give("guided_regex", {Kind::regex, v->get<std::string>(), {}})) return e;
+  }
+  if (const json* v = f.get("guided_choice")) {
+    engine::GrammarSpec s{Kind::choice, {}, {}};
+    if (v->is_array()) {
+      for (const json& c : *v) {
+        if (!c.is_string() || c.get_ref<const std::string&>().empty()) break;
+        s.choices.push_back(c.get<std::string>());
+      }
+    }
+    if (!v->is_array() || v->empty() || s.choices.size() != v->size())
+      return Fields::type_error("guided_choice", "a non-empty list of non-empty strings");
+    if (auto e = give("guided_choice", std::move(s))) return e;
+  }
+  if (const json* v = f.get("guided_grammar")) {
+    if (!v->is_string() || v->get_ref<const std::string&>().empty())
+      return Fields::type_error("guided_grammar", "an EBNF grammar (GBNF) with a root rule");
+    if (auto e = give("guided_grammar", {Kind::ebnf, v->get<std::string>(), {}})) return e;
+  }
+  if (!spec) return std::nullopt;
+  if (p->min_tokens > 0) {
+    return ApiError::bad_request(
+        "min_tokens", fmt::format("'min_tokens' cannot be combined with '{}': the grammar decides "
+                                  "where the output ends",
+                                  field));
+  }
+  if (p->ignore_eos && p->stop_ids.empty()) {
+    return ApiError::bad_request(
+        "ignore_eos", fmt::format("'{}' ends the output at a stop token: with 'ignore_eos', give "
+                                  "'stop_token_ids'",
+                                  field));
+  }
+  if (!grammars)
+    return ApiError::bad_request(
+        field, fmt::format("'{}' is not supported: structured output needs the server's grammar "
+                           "compiler",
+                           field));
+  auto compiled = grammars->compile(*spec);
+  if (!compiled.ok()) {
+    return ApiError::bad_request(
+        field, fmt::format("'{}' cannot be compiled: {}", field, compiled.status().message()));
+  }
+  p->grammar = std::move(compiled).value();
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::optional<ApiError> parse_completion_request(Endpoint endpoint, std::string_view body,
                                                  const tokenizer::Tokenizer& tok,
-                                                 const RequestLimits& limits,
-                                                 CompletionRequest* r) {
+                                                 const RequestLimits& limits, CompletionRequest* r,
+                                                 engine::GrammarCompiler* grammars) {
   *r = CompletionRequest{};
   r->endpoint = endpoint;
   json parsed;
@@ -287,7 +386,9 @@ std::optional<ApiError> parse_completion_request(Endpoint endpoint, std::string_
         "n", fmt::format("{} prompts times n = {} is {} choices; at most {} are accepted",
                          r->prompts.size(), r->n, r->choices(), limits.max_choices));
   }
-  return parse_lengths(f, endpoint, limits, r);
+  if (auto e = parse_lengths(f, endpoint, limits, r)) return e;
+  // Last: compiling a grammar costs the most, and a request refused otherwise never pays it.
+  return parse_structured_output(f, grammars, &r->params);
 }
 
 std::optional<ApiError> parse_json_object(std::string_view body, nlohmann::json* out) {

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/grammar.h"
 #include "engine/request.h"
 #include "server/api_error.h"
 #include "server/json_fields.h"
@@ -60,10 +61,13 @@ struct CompletionRequest {
 };
 
 // Parses `body` (raw bytes as received) for `endpoint`. On failure returns the error to send.
+// Structured output (response_format json_object / json_schema, guided_json, guided_regex,
+// guided_choice, guided_grammar) is compiled by `grammars`; without one it is refused.
 std::optional<ApiError> parse_completion_request(Endpoint endpoint, std::string_view body,
                                                  const tokenizer::Tokenizer& tok,
                                                  const RequestLimits& limits,
-                                                 CompletionRequest* out);
+                                                 CompletionRequest* out,
+                                                 engine::GrammarCompiler* grammars = nullptr);
 
 // The body as a JSON object: a 400 for bytes that are not UTF-8, malformed JSON or another type.
 std::optional<ApiError> parse_json_object(std::string_view body, nlohmann::json* out);

@@ -78,6 +78,11 @@ constexpr Accepted kAccepted[] = {
     {"add_generation_prompt", kChat | kTokenizeChat},
     {"continue_final_message", kChat | kTokenizeChat},
     {"chat_template_kwargs", kChat | kTokenizeChat},
+    {"response_format", kGenerate},  // structured output: completion_request.cpp
+    {"guided_json", kGenerate},
+    {"guided_regex", kGenerate},
+    {"guided_choice", kGenerate},
+    {"guided_grammar", kGenerate},
     {"return_token_strs", kTokenize},
     {"tokens", kDetokenize},
     // Ignored by design: who is asking (OpenAI's user, safety_identifier, metadata), a routing
@@ -112,7 +117,8 @@ constexpr auto kNever = [](const json&) { return false; };
 constexpr auto kEmpty = [](const json& v) { return empty_value(v); };
 constexpr auto kFalse = [](const json& v) { return v == false; };
 constexpr const char* kStructured =
-    "invar has no structured output (JSON schema, regex, choice, grammar) yet";
+    "give the constraint in response_format, guided_json, guided_regex, guided_choice or "
+    "guided_grammar (compiled by XGrammar, with compact JSON)";
 constexpr const char* kTools = "invar does not parse tool calls out of the output yet";
 
 constexpr Refused kRefused[] = {
@@ -121,17 +127,9 @@ constexpr Refused kRefused[] = {
     {"functions", kChat, kEmpty, kTools},
     {"tool_choice", kChat, [](const json& v) { return v == "none" || v == "auto"; }, kTools},
     {"function_call", kChat, [](const json& v) { return v == "none" || v == "auto"; }, kTools},
-    {"response_format", kGenerate,
-     [](const json& v) {
-       return v == json{{"type", "text"}};
-     },
-     kStructured},
     {"structured_outputs", kGenerate, kNever, kStructured},
-    {"guided_json", kGenerate, kNever, kStructured},
-    {"guided_regex", kGenerate, kNever, kStructured},
-    {"guided_choice", kGenerate, kNever, kStructured},
-    {"guided_grammar", kGenerate, kNever, kStructured},
-    {"guided_decoding_backend", kGenerate, kNever, kStructured},
+    {"guided_decoding_backend", kGenerate,
+     [](const json& v) { return v == "xgrammar" || v == "auto"; }, kStructured},
     {"guided_whitespace_pattern", kGenerate, kNever, kStructured},
     {"use_beam_search", kGenerate, kFalse, "invar has no beam search"},
     {"length_penalty", kGenerate, [](const json& v) { return v == 1 || v == 1.0; },

@@ -52,6 +52,7 @@ struct Server::Impl {
             },
             counters),
         signals(ioc, SIGINT, SIGTERM),
+        grammars(engine.bundle().tokenizer, engine.bundle().model.config.vocab_size),
         shutdown_timer(ioc) {
     limits.served_model = options.served_model_name;
     limits.max_context = engine.options().max_context;
@@ -162,7 +163,7 @@ struct Server::Impl {
       Endpoint endpoint = path == "/v1/completions" ? Endpoint::completions : Endpoint::chat;
       CompletionRequest request;
       if (auto e = parse_completion_request(endpoint, req.body(), engine.bundle().tokenizer, limits,
-                                            &request)) {
+                                            &request, &grammars)) {
         return send_error(*ex, *e);
       }
       return start_completion(engine, std::move(request), std::move(ex), counters);
@@ -214,6 +215,7 @@ struct Server::Impl {
   net::executor_work_guard<net::io_context::executor_type> work;
   HttpServer http;
   net::signal_set signals;
+  engine::GrammarCompiler grammars;  // structured output, for this model's vocabulary
   net::steady_timer shutdown_timer;
   std::atomic<bool> draining{false};
   bool cancelled_in_flight = false;

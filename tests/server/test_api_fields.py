@@ -28,10 +28,11 @@ def post(server, path, body):
     ("/v1/completions", "top_logprobs", 2, "unknown field"),  # a chat field
     ("/v1/chat/completions", "prompt", "x", "unknown field"),
     ("/v1/completions", "suffix", "y", "fill-in-the-middle"),
-    ("/v1/completions", "guided_json", {"type": "object"}, "structured output"),
-    ("/v1/completions", "guided_regex", "a+", "structured output"),
+    ("/v1/completions", "structured_outputs", {"regex": "a+"}, "guided_regex"),
+    ("/v1/completions", "guided_whitespace_pattern", " ", "compact JSON"),
+    ("/v1/completions", "guided_decoding_backend", "outlines", "XGrammar"),
     ("/v1/chat/completions", "response_format", {"type": "json_schema", "json_schema": {}},
-     "structured output"),
+     "json_schema"),
     ("/v1/chat/completions", "tools", [{"type": "function", "function": {"name": "f"}}],
      "tool calls"),
     ("/v1/chat/completions", "tool_choice", "required", "tool calls"),
@@ -57,8 +58,8 @@ def test_refused_and_unknown_fields_are_400_naming_them(server, path, field, val
 def test_the_openai_client_raises_with_the_field_name(client):
     with pytest.raises(openai.BadRequestError) as e:
         client.completions.create(model=MODEL_NAME, prompt="Hi", max_tokens=1,
-                                  extra_body={"guided_choice": ["a", "b"]})
-    assert "guided_choice" in str(e.value)
+                                  extra_body={"cache_salt": "a"})
+    assert "cache_salt" in str(e.value)
 
 
 def test_fields_ignored_by_design_and_defaults_are_accepted(client):
