@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
 
 #include "cli/commands.h"
 #include "cli/common_options.h"
@@ -28,6 +31,7 @@ struct ServeArgs {
   std::string host = "127.0.0.1";
   int port = 8000;
   std::string api_key;
+  std::vector<std::string> allowed_origins;  // as given: ORIGIN, comma lists or a JSON list
   std::string served_model_name;
   std::string chat_template;  // --chat-template FILE
   int http_threads = 2;
@@ -55,8 +59,39 @@ void raise_open_file_limit() {
   }
 }
 
+// --allowed-origins takes vLLM's JSON list ('["https://a.example", "*"]') as well as plain
+// origins, repeated or comma-separated.
+Result<std::vector<std::string>> parse_origins(const std::vector<std::string>& given) {
+  std::vector<std::string> out;
+  for (const auto& g : given) {
+    if (!g.empty() && g.front() == '[') {
+      auto list = nlohmann::json::parse(g, nullptr, false);
+      if (!list.is_array())
+        return Status::errorf("--allowed-origins {}: not a JSON list of strings", g);
+      for (const auto& o : list) {
+        if (!o.is_string())
+          return Status::errorf("--allowed-origins {}: not a JSON list of strings", g);
+        out.push_back(o.get<std::string>());
+      }
+      continue;
+    }
+    size_t start = 0;
+    while (start <= g.size()) {
+      size_t comma = std::min(g.find(',', start), g.size());
+      if (comma > start) out.push_back(g.substr(start, comma - start));
+      start = comma + 1;
+    }
+  }
+  return out;
+}
+
 int run_serve(const ServeArgs& a) {
   raise_open_file_limit();
+  auto origins = parse_origins(a.allowed_origins);
+  if (!origins.ok()) {
+    fmt::print(stderr, "error: {}\n", origins.status().message());
+    return 1;
+  }
   auto device = model::parse_device(a.m.device);
   if (!device.ok()) {
     fmt::print(stderr, "error: {}\n", device.status().message());
@@ -108,6 +143,7 @@ int run_serve(const ServeArgs& a) {
   so.http.max_body_bytes = a.max_body_bytes;
   so.io_threads = a.http_threads;
   so.api_key = a.api_key;
+  so.allowed_origins = *origins;
   so.max_choices = a.max_n;
   so.shutdown_timeout_s = a.shutdown_timeout;
   so.served_model_name = a.served_model_name.empty()
@@ -145,6 +181,9 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--host", a->host, "Address to listen on");
   cmd->add_option("--port", a->port, "Port (0: any free port)")->check(CLI::Range(0, 65535));
   cmd->add_option("--api-key", a->api_key, "Require 'Authorization: Bearer KEY' on /v1/*");
+  cmd->add_option("--allowed-origins", a->allowed_origins,
+                  "CORS: origins whose web pages may call the API ('*' for any; a JSON list as "
+                  "vLLM takes, or comma-separated); none by default");
   cmd->add_option("--served-model-name", a->served_model_name,
                   "Model name clients pass (empty: the model file's name)");
   add_chat_template_option(cmd, &a->chat_template);

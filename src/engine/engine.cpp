@@ -54,22 +54,32 @@ static EngineOptions resolve(EngineOptions o, const model::ModelConfig& c) {
 }
 
 // How a request's next token is drawn, and what of its logits row that needs:
-//   greedy without penalties: the row summary's argmax (the sampler's greedy pick), no row;
-//   sampled without penalties, where the runner draws on the device: the device draw, no row;
-//   otherwise (penalties, or a runner that draws nothing): the host sampler over the row.
+//   greedy without adjustments: the row summary's argmax (the sampler's greedy pick), no row;
+//   sampled without adjustments, where the runner draws on the device: the device draw, no row;
+//   otherwise (penalties, logit_bias, stop tokens masked before min_tokens, a grammar, or a runner
+//   that draws nothing): the host sampler over an adjusted copy of the row.
 // top_logprobs > 0 adds the row (for the alternatives) without changing how the token is drawn,
-// so asking for alternatives never changes a token. A token's own logprob is its logit minus
-// the summary's log_z on every path. All of it depends on the request alone (R4, R6).
+// so asking for alternatives never changes a token. A token's own logprob is its raw logit minus
+// the summary's log_z on every path, adjustments or not (as vLLM's default raw logprobs). All
+// of it depends on the request alone (R4, R6).
 static bool is_greedy(const RequestParams& p) {
   return p.sampling.temperature <= 0.0f || p.sampling.top_k == 1;
 }
 static bool has_penalties(const RequestParams& p) {
   return PenaltyParams{p.repetition_penalty, p.presence_penalty, p.frequency_penalty}.active();
 }
-static uint8_t row_needs_of(const RequestParams& p, bool device_draws) {
+static bool adjusts_row(const Sequence& s) {
+  return has_penalties(s.params) || !s.params.logit_bias.empty() || s.before_min_tokens() ||
+         s.grammar != nullptr;
+}
+static uint8_t row_needs_of(const Sequence& s, bool device_draws) {
+  const RequestParams& p = s.params;
   uint8_t needs = p.top_logprobs > 0 ? model::kWantRow : 0;
-  if (has_penalties(p) || (!is_greedy(p) && !device_draws)) needs |= model::kWantRow;
-  else if (!is_greedy(p)) needs |= model::kDraw;
+  if (adjusts_row(s) || (!is_greedy(p) && !device_draws)) {
+    needs |= model::kWantRow;
+  } else if (!is_greedy(p)) {
+    needs |= model::kDraw;
+  }
   return needs;
 }
 
@@ -142,6 +152,12 @@ struct Engine::Impl {
   void take_incoming();
   void run_step();
   void finish(Sequence& s, FinishReason why, std::string text, std::string error = {});
+  // The ids a draw may not pick while s is short of min_tokens: its stop tokens.
+  std::vector<int32_t> stop_tokens_of(const Sequence& s) const;
+  // Prompt logprobs of the positions whose rows this step returned (entry.first_row ...).
+  void score_prompt_rows(const std::vector<StepPlan::Entry>& entries);
+  // Hands out the prompt logprobs with the request's first event after its prompt.
+  void attach_prompt_logprobs(Sequence& s, RequestEvent& ev);
   // The next token of `s` and its logprobs from its logits row: depends on nothing but the
   // sequence and the row, so rows are drawn in parallel.
   struct Draw {
@@ -161,7 +177,11 @@ Status Engine::Impl::validate(const RequestParams& p) const {
   for (int32_t t : p.prompt)
     if (t < 0 || t >= vocab)
       return bad(fmt::format("prompt token id {} is outside the vocabulary [0, {})", t, vocab));
-  if (p.max_tokens < 1) return bad(fmt::format("max_tokens must be at least 1 (got {})", p.max_tokens));
+  if (p.max_tokens < 0)
+    return bad(fmt::format("max_tokens must be at least 0 (got {})", p.max_tokens));
+  if (p.min_tokens < 0 || p.min_tokens > p.max_tokens)
+    return bad(fmt::format("min_tokens must be in [0, max_tokens = {}] (got {})", p.max_tokens,
+                           p.min_tokens));
   if (int64_t(p.prompt.size()) + p.max_tokens > opt.max_context)
     return bad(fmt::format(
         "this model's context is {} tokens; the prompt has {} and max_tokens asks for {} more",
@@ -179,8 +199,23 @@ Status Engine::Impl::validate(const RequestParams& p) const {
   if (!(p.frequency_penalty >= -2.0f && p.frequency_penalty <= 2.0f))
     return bad("frequency_penalty must be in [-2, 2]");
   if (p.top_logprobs > 20) return bad("top_logprobs must be at most 20");
+  if (p.prompt_logprobs > 20) return bad("prompt_logprobs must be at most 20");
+  for (auto [t, b] : p.logit_bias) {
+    if (t < 0 || t >= vocab)
+      return bad(fmt::format("logit_bias token id {} is outside the vocabulary [0, {})", t, vocab));
+    if (!(b >= -100.0f && b <= 100.0f)) return bad("logit_bias values must be in [-100, 100]");
+  }
   for (int32_t t : p.stop_ids)
     if (t < 0 || t >= vocab) return bad(fmt::format("stop token id {} is outside the vocabulary", t));
+  if (p.grammar) {
+    // A complete grammar allows only the stop tokens: there must be one, and none may be masked.
+    if (p.ignore_eos && p.stop_ids.empty())
+      return bad("structured output ends at a stop token: with ignore_eos, give stop_token_ids");
+    if (p.min_tokens > 0)
+      return bad(
+          "min_tokens cannot be combined with structured output (the grammar decides "
+          "where the output ends)");
+  }
   return Status();
 }
 
@@ -228,7 +263,9 @@ void Engine::Impl::run_step() {
       schedule_step(waiting, running, blocks,
                     {.max_running = opt.max_running,
                      .token_budget = opt.step_token_budget,
-                     .max_blocks_per_seq = blocks_for(opt.max_context, opt.block_size)});
+                     .max_blocks_per_seq = blocks_for(opt.max_context, opt.block_size),
+                     // what the runner holds room for (runner_options: max_step_seqs)
+                     .max_logit_rows = std::min(opt.max_running, opt.step_token_budget)});
   {
     std::lock_guard<std::mutex> lock(mu);
     stats.preemptions += uint64_t(step.preempted);
@@ -236,13 +273,20 @@ void Engine::Impl::run_step() {
   }
   if (step.entries.empty()) return;
 
-  // What each logits row needs, in row order (the entries that complete, in entry order).
+  // What each logits row needs, in row order: the entries' rows in entry order (every row of a
+  // prompt chunk whose logprobs are asked for, else the row of an entry that completes).
   row_needs.clear();
   row_draws.clear();
   for (const auto& e : step.entries) {
+    if (e.first_row >= 0) {
+      const int scored = e.completes() ? e.count - 1 : e.count;
+      row_needs.insert(row_needs.end(), size_t(scored), model::kWantRow);
+      row_draws.insert(row_draws.end(), size_t(scored), kernels::SampleRowParams{});
+    }
     if (!e.completes()) continue;
     const Sequence& s = *e.seq;
-    const uint8_t needs = row_needs_of(s.params, device_draws);
+    uint8_t needs = s.params.max_tokens == 0 ? 0 : row_needs_of(s, device_draws);
+    if (e.first_row >= 0) needs |= model::kWantRow;  // its prompt's last row is scored too
     row_needs.push_back(needs);
     kernels::SampleRowParams draw;  // read for kDraw rows only
     if (needs & model::kDraw) {
@@ -271,6 +315,18 @@ void Engine::Impl::run_step() {
     blocks.register_prefix(s.tokens, s.computed, s.table);
     if (e.completes()) due.push_back({&s, size_t(e.logit_row)});
   }
+  if (st.ok()) score_prompt_rows(step.entries);
+  // A request for no tokens (max_tokens 0: its prompt logprobs) ends once its prompt is in.
+  std::erase_if(due, [&](const std::pair<Sequence*, size_t>& d) {
+    Sequence& s = *d.first;
+    if (s.params.max_tokens > 0) return false;
+    RequestEvent ev;
+    ev.request_id = s.id;
+    ev.finish = FinishReason::length;
+    attach_prompt_logprobs(s, ev);
+    end_request(s, ev);
+    return true;
+  });
   std::vector<Draw> draws(due.size());
   sample_pool.parallel_for(int64_t(due.size()), 4, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
@@ -295,13 +351,20 @@ Engine::Impl::Draw Engine::Impl::draw_token(Sequence& s, const model::StepLogits
   const float* row = (needs & model::kWantRow) ? out.rows.data() + i * size_t(vocab) : nullptr;
   Draw d;
   float logit = 0.0f;  // the drawn token's own logit
-  if (has_penalties(p)) {
+  if (adjusts_row(s)) {
+    // vLLM's order: logit_bias, the min_tokens and grammar masks, then the penalties. On a copy:
+    // the reported logprob is the raw row's.
     std::vector<float> adjusted(row, row + vocab);
-    std::vector<int32_t> prompt(s.tokens.begin(), s.tokens.begin() + s.prompt_len);
-    std::vector<int32_t> output(s.tokens.begin() + s.prompt_len, s.tokens.end());
-    apply_penalties(adjusted.data(), vocab, PenaltyParams{p.repetition_penalty, p.presence_penalty,
-                                                          p.frequency_penalty},
-                    prompt, output);
+    apply_logit_bias(adjusted.data(), vocab, p.logit_bias);
+    if (s.before_min_tokens()) mask_tokens(adjusted.data(), vocab, stop_tokens_of(s));
+    if (s.grammar) s.grammar->mask(adjusted.data(), vocab);
+    if (has_penalties(p)) {
+      std::vector<int32_t> prompt(s.tokens.begin(), s.tokens.begin() + s.prompt_len);
+      std::vector<int32_t> output(s.tokens.begin() + s.prompt_len, s.tokens.end());
+      apply_penalties(adjusted.data(), vocab,
+                      PenaltyParams{p.repetition_penalty, p.presence_penalty, p.frequency_penalty},
+                      prompt, output);
+    }
     d.token = s.sampler.sample(adjusted.data(), vocab, p.sampling, uint64_t(s.tokens.size()));
     logit = row[d.token];
   } else if (is_greedy(p)) {
@@ -319,11 +382,77 @@ Engine::Impl::Draw Engine::Impl::draw_token(Sequence& s, const model::StepLogits
   return d;
 }
 
+std::vector<int32_t> Engine::Impl::stop_tokens_of(const Sequence& s) const {
+  std::vector<int32_t> ids = s.params.stop_ids;
+  if (!s.params.ignore_eos) {
+    const auto& model_stops = bundle.tokenizer.stop_ids();
+    ids.insert(ids.end(), model_stops.begin(), model_stops.end());
+  }
+  return ids;
+}
+
+// Row first_row + r of an entry is the logits of position computed + r (computed as it was
+// before the step), which predicts the prompt token at position computed + r + 1. The token's
+// logprob is logit - log_z, the same formula and the same row bits (the invariance contract)
+// as when that token is drawn at that position: scoring a sampled sequence gives back the
+// logprobs it was sampled with. Rows are scored in parallel, each on its own.
+void Engine::Impl::score_prompt_rows(const std::vector<StepPlan::Entry>& entries) {
+  struct Job {
+    Sequence* seq;
+    int position;  // of the token scored
+    size_t row;
+  };
+  std::vector<Job> jobs;
+  for (const auto& e : entries) {
+    if (e.first_row < 0) continue;
+    Sequence& s = *e.seq;
+    if (s.prompt_logprobs.empty()) s.prompt_logprobs.resize(size_t(s.prompt_len - 1));
+    const int start = s.computed - e.count;  // run_step has advanced computed
+    for (int r = 0; r < e.count; ++r)
+      if (start + r + 1 < s.prompt_len)
+        jobs.push_back({&s, start + r + 1, size_t(e.first_row + r)});
+  }
+  const int vocab = bundle.model.config.vocab_size;
+  sample_pool.parallel_for(int64_t(jobs.size()), 4, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      const Job& job = jobs[size_t(j)];
+      const float* row = step_logits.rows.data() + job.row * size_t(vocab);
+      const int32_t token = job.seq->tokens[size_t(job.position)];
+      LogprobInfo info = logprobs_of(row, vocab, token, job.seq->params.prompt_logprobs,
+                                     step_logits.log_z[job.row]);
+      PromptLogprob& out = job.seq->prompt_logprobs[size_t(job.position - 1)];
+      out.id = token;
+      out.logprob = info.token_logprob;
+      out.rank = rank_of(row, vocab, token);
+      out.top.clear();
+      for (auto [id, lp] : info.top) out.top.push_back({id, lp});
+    }
+  });
+}
+
+void Engine::Impl::attach_prompt_logprobs(Sequence& s, RequestEvent& ev) {
+  if (s.params.prompt_logprobs < 0 || s.prompt_logprobs_sent) return;
+  ev.prompt_logprobs = std::move(s.prompt_logprobs);
+  s.prompt_logprobs = {};
+  s.prompt_logprobs_sent = true;
+}
+
 // Appends the drawn token to `s`, reports it, and ends the request when a stop condition holds.
+// A stop token is reported too (its logprob, as vLLM does; usage counts it), its text only with
+// include_stop_str_in_output. Before min_tokens nothing stops it but the length.
 void Engine::Impl::emit_token(Sequence& s, Draw draw) {
   const RequestParams& p = s.params;
   const int32_t token = draw.token;
   s.tokens.push_back(token);
+  if (s.grammar && !s.grammar->accept(token)) {
+    // Cannot happen: the draw was masked to the tokens the grammar allows.
+    finish(s, FinishReason::error, {},
+           fmt::format("token {} was drawn outside the request's grammar", token));
+    return;
+  }
+  // As vLLM: stop tokens were masked out of the draws up to the min_tokens-th token, and stop
+  // strings match from the min_tokens-th token on.
+  const bool may_stop = s.generated() >= p.min_tokens;
 
   const auto now = Clock::now();
   {
@@ -337,17 +466,9 @@ void Engine::Impl::emit_token(Sequence& s, Draw draw) {
   s.last_token = now;
   recent_tokens.push_back({now, 1});
 
-  const auto& model_stops = bundle.tokenizer.stop_ids();
-  const bool stop_token =
-      (!p.ignore_eos && std::find(model_stops.begin(), model_stops.end(), token) != model_stops.end()) ||
-      std::find(p.stop_ids.begin(), p.stop_ids.end(), token) != p.stop_ids.end();
-  if (stop_token) {
-    finish(s, FinishReason::stop, s.text.finish());
-    return;
-  }
-
   RequestEvent ev;
   ev.request_id = s.id;
+  attach_prompt_logprobs(s, ev);
   GeneratedToken g;
   g.id = token;
   g.text = bundle.tokenizer.token_bytes(token);
@@ -356,8 +477,21 @@ void Engine::Impl::emit_token(Sequence& s, Draw draw) {
     for (auto [id, lp] : draw.info.top) g.top.push_back({id, lp});
   }
   ev.tokens.push_back(std::move(g));
+
+  const auto& model_stops = bundle.tokenizer.stop_ids();
+  const bool stop_token =
+      may_stop && ((!p.ignore_eos && std::find(model_stops.begin(), model_stops.end(), token) !=
+                                         model_stops.end()) ||
+                   std::find(p.stop_ids.begin(), p.stop_ids.end(), token) != p.stop_ids.end());
   bool stopped = false;
-  ev.text = s.text.push(token, &stopped);
+  if (stop_token) {
+    if (p.include_stop_str_in_output) ev.text = s.text.push(token, &stopped, /*match_stops=*/false);
+    ev.text += s.text.finish();
+    ev.finish = FinishReason::stop;
+    end_request(s, ev);
+    return;
+  }
+  ev.text = s.text.push(token, &stopped, may_stop);
   const bool length = s.generated() >= p.max_tokens || int(s.tokens.size()) >= opt.max_context;
   if (stopped || length) {
     if (!stopped) ev.text += s.text.finish();
@@ -385,10 +519,16 @@ void Engine::Impl::end_request(Sequence& s, RequestEvent& ev) {
   ev.completion_tokens = s.generated();
   ev.cached_prompt_tokens = s.cached_prompt_tokens;
   blocks.release(s.table);
+  const auto now = Clock::now();
   {
     std::lock_guard<std::mutex> lock(mu);
     live.erase(s.id);
     stats.requests_finished++;
+    if (ev.finish != FinishReason::none) stats.finished_by_reason[size_t(ev.finish) - 1]++;
+    stats.e2e_request_latency.observe(std::chrono::duration<double>(now - s.arrival).count());
+    if (s.admitted_once)
+      stats.queue_time.observe(
+          std::chrono::duration<double>(s.first_scheduled - s.arrival).count());
     stats.kv_blocks_used = blocks.num_used();
     stats.kv_blocks_cached = blocks.num_cached();
   }
@@ -456,8 +596,12 @@ Result<uint64_t> Engine::submit(RequestParams params, EventCallback on_event) {
                          fmt::format("the request queue is full ({} waiting); retry later",
                                      impl_->opt.max_queue));
   const uint64_t id = impl_->next_id++;
-  impl_->incoming.push_back(
-      std::make_unique<Sequence>(id, std::move(params), std::move(on_event), impl_->bundle.tokenizer));
+  auto seq = std::make_unique<Sequence>(id, std::move(params), std::move(on_event),
+                                        impl_->bundle.tokenizer);
+  if (seq->params.grammar)
+    seq->grammar =
+        std::make_unique<GrammarMatcher>(seq->params.grammar, impl_->stop_tokens_of(*seq));
+  impl_->incoming.push_back(std::move(seq));
   impl_->live.insert(id);
   impl_->wake.notify_one();
   return id;

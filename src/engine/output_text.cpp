@@ -4,21 +4,29 @@
 
 namespace invar::engine {
 
-OutputText::OutputText(const tokenizer::Tokenizer& tok, std::vector<std::string> stop_strings)
-    : decoder_(tok, /*skip_special=*/true, /*at_text_start=*/false), stops_(std::move(stop_strings)) {
+OutputText::OutputText(const tokenizer::Tokenizer& tok, std::vector<std::string> stop_strings,
+                       bool include_stop, bool skip_special)
+    : decoder_(tok, skip_special, /*at_text_start=*/false),
+      stops_(std::move(stop_strings)),
+      include_stop_(include_stop) {
   std::erase_if(stops_, [](const std::string& s) { return s.empty(); });
-  for (const auto& s : stops_) longest_stop_ = std::max(longest_stop_, s.size());
 }
 
-std::string OutputText::push(int32_t token, bool* stopped) {
+std::string OutputText::push(int32_t token, bool* stopped, bool match_stops) {
   *stopped = false;
   held_ += decoder_.push(token);
-  // The earliest match wins; the text before it is all that is ever shown.
-  size_t cut = std::string::npos;
-  for (const auto& s : stops_) cut = std::min(cut, held_.find(s));
+  // The earliest match wins (the longest one where several start there); the text before it,
+  // or up to its end with include_stop, is all that is ever shown.
+  size_t cut = std::string::npos, end = 0;
+  for (const auto& s : stops_) {
+    size_t at = match_stops ? held_.find(s) : std::string::npos;
+    if (at == std::string::npos || at > cut) continue;
+    if (at < cut || at + s.size() > end) end = at + s.size();
+    cut = at;
+  }
   if (cut != std::string::npos) {
     *stopped = true;
-    std::string out = held_.substr(0, cut);
+    std::string out = held_.substr(0, include_stop_ ? end : cut);
     held_.clear();
     return out;
   }

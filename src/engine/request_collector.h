@@ -17,15 +17,33 @@ namespace invar::engine {
 struct RequestOutcome {
   std::vector<int32_t> ids;
   std::vector<float> logprobs;  // per token: its own, then the top ones
+  std::vector<std::vector<TokenLogprob>> top;  // per token: the alternatives
+  std::vector<PromptLogprob> prompt_logprobs;  // prompt_logprobs >= 0: from the second token on
   std::string text;
   FinishReason finish = FinishReason::none;
   std::string error;
   int cached_prompt_tokens = 0;
 
-  // Same tokens, text and logprob bits.
+  // Same tokens, text and logprob bits (prompt logprobs included).
   bool same_output(const RequestOutcome& o) const {
+    if (prompt_logprobs.size() != o.prompt_logprobs.size()) return false;
+    for (size_t i = 0; i < prompt_logprobs.size(); ++i)
+      if (!same_bits(prompt_logprobs[i], o.prompt_logprobs[i])) return false;
     return ids == o.ids && text == o.text && logprobs.size() == o.logprobs.size() &&
            std::memcmp(logprobs.data(), o.logprobs.data(), logprobs.size() * sizeof(float)) == 0;
+  }
+
+  static bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof(float)) == 0; }
+  static bool same_bits(const TokenLogprob& a, const TokenLogprob& b) {
+    return a.id == b.id && same_bits(a.logprob, b.logprob);
+  }
+  static bool same_bits(const PromptLogprob& a, const PromptLogprob& b) {
+    if (a.id != b.id || !same_bits(a.logprob, b.logprob) || a.rank != b.rank ||
+        a.top.size() != b.top.size())
+      return false;
+    for (size_t i = 0; i < a.top.size(); ++i)
+      if (!same_bits(a.top[i], b.top[i])) return false;
+    return true;
   }
 };
 
@@ -40,10 +58,12 @@ class RequestCollector {
       std::lock_guard<std::mutex> lock(mu_);
       RequestOutcome& o = outcomes_[slot];
       o.text += ev.text;
+      if (!ev.prompt_logprobs.empty()) o.prompt_logprobs = ev.prompt_logprobs;
       for (const auto& t : ev.tokens) {
         o.ids.push_back(t.id);
         o.logprobs.push_back(t.logprob);
         for (const auto& alt : t.top) o.logprobs.push_back(alt.logprob);
+        o.top.push_back(t.top);
       }
       if (ev.finished()) {
         o.finish = ev.finish;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "engine/philox.h"
 
@@ -67,7 +68,11 @@ int32_t Sampler::sample(const float* logits, int vocab, const SamplingParams& p,
     cum += weights_[size_t(id)];
     if (u < cum) return id;
   }
-  return kept_.back();
+  // Only when u rounded up to the total: the last candidate that can be drawn at all (masked
+  // tokens have weight 0).
+  for (auto it = kept_.rbegin(); it != kept_.rend(); ++it)
+    if (weights_[size_t(*it)] > 0) return *it;
+  return best;
 }
 
 }  // namespace invar::engine
@@ -92,6 +97,24 @@ void apply_penalties(float* logits, int vocab, const PenaltyParams& p,
     if (count[size_t(i)] == 0) continue;
     logits[i] -= p.presence + p.frequency * float(count[size_t(i)]);
   }
+}
+
+void apply_logit_bias(float* logits, int vocab,
+                      const std::vector<std::pair<int32_t, float>>& bias) {
+  for (auto [id, b] : bias)
+    if (id >= 0 && id < vocab) logits[id] += b;
+}
+
+void mask_tokens(float* logits, int vocab, const std::vector<int32_t>& ids) {
+  for (int32_t id : ids)
+    if (id >= 0 && id < vocab) logits[id] = -std::numeric_limits<float>::infinity();
+}
+
+int32_t rank_of(const float* logits, int vocab, int32_t token) {
+  const float x = logits[token];
+  int32_t rank = 0;
+  for (int i = 0; i < vocab; ++i) rank += logits[i] >= x;
+  return rank;
 }
 
 LogprobInfo logprobs_of(const float* logits, int vocab, int32_t token, int top, double log_z) {

@@ -43,6 +43,13 @@ struct PenaltyParams {
 void apply_penalties(float* logits, int vocab, const PenaltyParams& p,
                      const std::vector<int32_t>& prompt, const std::vector<int32_t>& output);
 
+// Adds each (token id, bias) to that token's logit (OpenAI's logit_bias); ids outside the row
+// are skipped.
+void apply_logit_bias(float* logits, int vocab, const std::vector<std::pair<int32_t, float>>& bias);
+// Sets the logits of `ids` to -inf, so that no draw can pick them (min_tokens); every other
+// logit keeps its bits.
+void mask_tokens(float* logits, int vocab, const std::vector<int32_t>& ids);
+
 // log_softmax of `token` and of the `top` most likely tokens (most likely first, ties by id),
 // given the row's log_z = log sum_j exp(logits[j]) (the model runner's row summary).
 struct LogprobInfo {
@@ -50,5 +57,8 @@ struct LogprobInfo {
   std::vector<std::pair<int32_t, float>> top;
 };
 LogprobInfo logprobs_of(const float* logits, int vocab, int32_t token, int top, double log_z);
+// vLLM's rank of `token` in its row: how many tokens (itself included) have a logit at least
+// as large.
+int32_t rank_of(const float* logits, int vocab, int32_t token);
 
 }  // namespace invar::engine

@@ -98,11 +98,12 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
       if (ev.finish == engine::FinishReason::error) error_ = ev.error;
     }
     if (failed_ || exchange_->disconnected()) return;
+    if (!ev.prompt_logprobs.empty()) result.prompt_logprobs = ev.prompt_logprobs;
     if (request_.stream) {
       stream_event(i, ev);
     } else {
       result.text += ev.text;
-      if (request_.logprobs)
+      if (request_.logprobs || request_.return_token_ids)
         result.tokens.insert(result.tokens.end(), ev.tokens.begin(), ev.tokens.end());
     }
     if (finished_ == request_.choices()) complete();
@@ -110,14 +111,31 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
 
   void stream_event(int i, const engine::RequestEvent& ev) {
     const bool chat = request_.endpoint == Endpoint::chat;
+    const size_t prompt = size_t(i / request_.n);
+    const bool first_chunk = !started_[size_t(i)];
     ChunkPart part;
     part.index = i;
-    part.first = chat && !started_[size_t(i)];
-    if (!ev.text.empty() || !ev.tokens.empty() || part.first) {
-      part.text = ev.text;
-      part.tokens = request_.logprobs ? &ev.tokens : nullptr;
+    part.first = chat && first_chunk;
+    part.text = ev.text;
+    const std::vector<engine::GeneratedToken>* tokens = &ev.tokens;
+    // echo: the choice's first chunk starts with the prompt (and, with logprobs, its tokens).
+    const bool echo_now = request_.echo && first_chunk;
+    std::vector<engine::GeneratedToken> echoed;
+    if (echo_now) {
+      part.text = request_.echo_texts[prompt] + ev.text;
+      if (request_.echo_logprobs()) {
+        echoed =
+            echo_tokens(request_.prompts[prompt], ev.prompt_logprobs, request_.top_logprobs, tok_);
+        part.echoed = echoed.size();
+        echoed.insert(echoed.end(), ev.tokens.begin(), ev.tokens.end());
+        tokens = &echoed;
+      }
+    }
+    if (!part.text.empty() || !tokens->empty() || part.first || echo_now) {
+      part.tokens = request_.logprobs || request_.return_token_ids ? tokens : nullptr;
       part.text_offset = text_offsets_[size_t(i)];
-      for (const auto& t : ev.tokens) text_offsets_[size_t(i)] += int(t.text.size());
+      if (first_chunk && request_.return_token_ids) part.prompt_ids = &request_.prompts[prompt];
+      for (const auto& t : *tokens) text_offsets_[size_t(i)] += int(t.text.size());
       started_[size_t(i)] = true;
       exchange_->send_chunk(sse_event(format_chunk(header_, request_, part, tok_)));
     }

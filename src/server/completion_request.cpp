@@ -3,10 +3,13 @@
 
 #include <fmt/format.h>
 
-#include <cmath>
+#include <algorithm>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 
-#include "tokenizer/chat_template.h"
+#include "server/json_fields.h"
+#include "server/prompt_input.h"
+#include "server/request_fields.h"
 
 namespace invar::server {
 
@@ -45,73 +48,6 @@ engine::RequestParams CompletionRequest::choice_params(int index) const {
 
 namespace {
 
-// Typed access to the request object. A field that is absent or null takes its default; one of
-// the wrong type or out of range is an error naming it.
-class Fields {
- public:
-  explicit Fields(const json& body) : body_(body) {}
-
-  const json* get(const char* name) const {
-    auto it = body_.find(name);
-    return it == body_.end() || it->is_null() ? nullptr : &*it;
-  }
-
-  std::optional<ApiError> boolean(const char* name, bool* out) const {
-    const json* v = get(name);
-    if (!v) return std::nullopt;
-    if (!v->is_boolean()) return type_error(name, "a boolean");
-    *out = v->get<bool>();
-    return std::nullopt;
-  }
-
-  // Integers, also written as 16.0; `*given` tells whether the field was there.
-  std::optional<ApiError> integer(const char* name, int64_t lo, int64_t hi, int64_t* out,
-                                  bool* given = nullptr) const {
-    const json* v = get(name);
-    if (given) *given = v != nullptr;
-    if (!v) return std::nullopt;
-    if (v->is_number_integer()) {
-      if (v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(INT64_MAX))
-        return range_error(name, lo, hi, v->dump());
-      *out = v->get<int64_t>();
-    } else if (v->is_number_float() && std::nearbyint(v->get<double>()) == v->get<double>() &&
-               std::fabs(v->get<double>()) < 9e15) {
-      *out = int64_t(v->get<double>());
-    } else {
-      return type_error(name, "an integer");
-    }
-    if (*out < lo || *out > hi) return range_error(name, lo, hi, v->dump());
-    return std::nullopt;
-  }
-
-  // A number in [lo, hi] (open at lo when lo_open).
-  std::optional<ApiError> number(const char* name, double lo, double hi, bool lo_open,
-                                 float* out) const {
-    const json* v = get(name);
-    if (!v) return std::nullopt;
-    if (!v->is_number()) return type_error(name, "a number");
-    double x = v->get<double>();
-    if (!std::isfinite(x) || x < lo || x > hi || (lo_open && x == lo)) {
-      return ApiError::bad_request(name, fmt::format("'{}' is {}; it must be {} {} and <= {}", name,
-                                                     v->dump(), lo_open ? ">" : ">=", lo, hi));
-    }
-    *out = float(x);
-    return std::nullopt;
-  }
-
-  static ApiError type_error(const std::string& name, const char* expected) {
-    return ApiError::bad_request(name, fmt::format("'{}' must be {}", name, expected));
-  }
-  static ApiError range_error(const std::string& name, int64_t lo, int64_t hi,
-                              const std::string& got) {
-    return ApiError::bad_request(
-        name, fmt::format("'{}' is {}; it must be between {} and {}", name, got, lo, hi));
-  }
-
- private:
-  const json& body_;
-};
-
 std::optional<ApiError> parse_stop(const Fields& f, const RequestLimits& limits,
                                    engine::RequestParams* p) {
   const json* stop = f.get("stop");
@@ -134,163 +70,93 @@ std::optional<ApiError> parse_stop(const Fields& f, const RequestLimits& limits,
   return add(*stop);
 }
 
-std::optional<ApiError> token_list(const json& list, const char* param, int32_t vocab,
-                                   std::vector<int32_t>* out) {
-  for (const auto& t : list) {
-    if (!t.is_number_integer()) return Fields::type_error(param, "a list of integer token ids");
-    int64_t id = t.get<int64_t>();
-    if (id < 0 || id >= vocab) {
+// logit_bias: {"token id": bias in [-100, 100], ...} as OpenAI takes it.
+std::optional<ApiError> parse_logit_bias(const Fields& f, int32_t vocab, engine::RequestParams* p) {
+  const json* bias = f.get("logit_bias");
+  if (!bias) return std::nullopt;
+  if (!bias->is_object())
+    return Fields::type_error("logit_bias", "an object mapping token ids to biases");
+  for (const auto& [key, value] : bias->items()) {
+    char* end = nullptr;
+    long long id = std::strtoll(key.c_str(), &end, 10);
+    if (key.empty() || *end != '\0' || id < 0 || id >= vocab) {
       return ApiError::bad_request(
-          param,
-          fmt::format("token id {} in '{}' is outside the vocabulary [0, {})", id, param, vocab));
+          "logit_bias",
+          fmt::format("logit_bias key \"{}\" is not a token id in [0, {})", key, vocab));
     }
-    out->push_back(int32_t(id));
-  }
-  return std::nullopt;
-}
-
-// prompt: "text", ["text", ...], [ids...], or [[ids...], ...].
-std::optional<ApiError> parse_prompts(const Fields& f, const tokenizer::Tokenizer& tok,
-                                      std::vector<std::vector<int32_t>>* prompts) {
-  const json* prompt = f.get("prompt");
-  if (!prompt) return ApiError::bad_request("prompt", "'prompt' is required");
-  auto encode = [&](const json& text) -> std::optional<ApiError> {
-    // Checked before encoding: a BOS alone would hide an empty prompt.
-    if (text.get_ref<const std::string&>().empty())
-      return ApiError::bad_request("prompt", "the prompt is empty");
-    // parse_special: special tokens written in the text are matched, as Hugging Face does.
-    prompts->push_back(tok.encode(text.get<std::string>(), tok.add_bos_default(), true));
-    return std::nullopt;
-  };
-  const char* kShape = "a string, a list of strings, a list of token ids or a list of such lists";
-  if (prompt->is_string()) return encode(*prompt);
-  if (!prompt->is_array() || prompt->empty()) return Fields::type_error("prompt", kShape);
-  if ((*prompt)[0].is_number_integer()) {
-    prompts->emplace_back();
-    return token_list(*prompt, "prompt", tok.vocab_size(), &prompts->back());
-  }
-  for (const auto& item : *prompt) {
-    if (item.is_string()) {
-      if (auto e = encode(item)) return e;
-    } else if (item.is_array()) {
-      prompts->emplace_back();
-      if (auto e = token_list(item, "prompt", tok.vocab_size(), &prompts->back())) return e;
-    } else {
-      return Fields::type_error("prompt", kShape);
-    }
-  }
-  return std::nullopt;
-}
-
-// messages: [{role, content: "text" | [{type: "text", text}] | null}], through the chat template
-// with add_generation_prompt, continue_final_message and chat_template_kwargs (vLLM's fields).
-std::optional<ApiError> parse_messages(const Fields& f, const tokenizer::Tokenizer& tok,
-                                       std::vector<std::vector<int32_t>>* prompts) {
-  const json* messages = f.get("messages");
-  if (!messages) return ApiError::bad_request("messages", "'messages' is required");
-  if (!messages->is_array() || messages->empty())
-    return Fields::type_error("messages", "a non-empty list of {role, content} objects");
-  tokenizer::ChatTemplateInputs inputs;
-  if (auto e = f.boolean("add_generation_prompt", &inputs.add_generation_prompt)) return e;
-  if (auto e = f.boolean("continue_final_message", &inputs.continue_final_message)) return e;
-  if (inputs.continue_final_message && inputs.add_generation_prompt) {
-    return ApiError::bad_request(
-        "continue_final_message",
-        "'continue_final_message' continues the last message, 'add_generation_prompt' opens a "
-        "new one: set 'add_generation_prompt': false with it");
-  }
-  if (const json* kwargs = f.get("chat_template_kwargs")) {
-    if (!kwargs->is_object())
-      return Fields::type_error("chat_template_kwargs", "an object of template variables");
-    // Templates take ordered_json; the body's keys were sorted on parsing, no loss for a set of
-    // variables.
-    inputs.kwargs = nlohmann::ordered_json::parse(kwargs->dump());
-    if (Status st = tokenizer::check_chat_template_kwargs(inputs.kwargs); !st.ok())
-      return ApiError::bad_request("chat_template_kwargs", st.message());
-  }
-
-  std::vector<tokenizer::ChatMessage> chat;
-  for (size_t i = 0; i < messages->size(); ++i) {
-    const json& m = (*messages)[i];
-    std::string param = fmt::format("messages[{}]", i);
-    if (!m.is_object()) return Fields::type_error(param, "an object with 'role' and 'content'");
-    auto role = m.find("role");
-    if (role == m.end() || !role->is_string())
-      return Fields::type_error(param + ".role", "one of \"system\", \"user\", \"assistant\"");
-    std::string r = role->get<std::string>();
-    if (r == "developer") r = "system";  // OpenAI's newer name for the system role
-    if (r != "system" && r != "user" && r != "assistant") {
+    if (!value.is_number() || !(value.get<double>() >= -100 && value.get<double>() <= 100)) {
       return ApiError::bad_request(
-          param + ".role", fmt::format("role \"{}\" is not supported; use \"system\", \"user\" "
-                                       "or \"assistant\"",
-                                       role->get<std::string>()));
+          "logit_bias", fmt::format("logit_bias of token {} is {}; it must be a number in "
+                                    "[-100, 100]",
+                                    key, value.dump()));
     }
-    std::string text;
-    auto content = m.find("content");
-    if (content == m.end() || content->is_null()) {
-      if (r != "assistant")
-        return ApiError::bad_request(param + ".content", "'content' is required");
-    } else if (content->is_string()) {
-      text = content->get<std::string>();
-    } else if (content->is_array()) {
-      for (const auto& part : *content) {
-        auto type = part.is_object() ? part.find("type") : part.end();
-        auto part_text = part.is_object() ? part.find("text") : part.end();
-        if (type == part.end() || *type != "text" || part_text == part.end() ||
-            !part_text->is_string()) {
-          return ApiError::bad_request(
-              param + ".content",
-              "only text content parts ({\"type\": \"text\", \"text\": ...}) "
-              "are supported");
-        }
-        if (!text.empty()) text += "\n";  // parts joined as vLLM joins them
-        text += part_text->get<std::string>();
-      }
-    } else {
-      return Fields::type_error(param + ".content", "a string or a list of text parts");
-    }
-    chat.push_back({r, std::move(text)});
-  }
-  inputs.messages = tokenizer::chat_messages_json(chat);
-
-  // The model's own template (or `serve --chat-template`'s); its errors, a raise_exception
-  // included, are the client's to fix: 400.
-  auto prompt = tokenizer::encode_chat(tok, inputs);
-  if (!prompt.ok()) return ApiError::bad_request("messages", prompt.status().message());
-  prompts->push_back(std::move(prompt).value());
-  return std::nullopt;
-}
-
-// Fields whose non-default values invar does not implement: refused rather than ignored, so a
-// client never silently gets something other than what it asked for.
-std::optional<ApiError> refuse_unsupported(const Fields& f) {
-  auto nonempty = [&](const char* name) {
-    const json* v = f.get(name);
-    return v && !(v->is_string() && v->get<std::string>().empty()) &&
-           !((v->is_array() || v->is_object()) && v->empty());
-  };
-  for (const char* name : {"suffix", "logit_bias", "tools", "functions", "tool_choice"}) {
-    if (nonempty(name) && !(std::string(name) == "tool_choice" && *f.get(name) == "none"))
-      return ApiError::bad_request(name, fmt::format("'{}' is not supported", name));
-  }
-  bool echo = false;
-  if (auto e = f.boolean("echo", &echo)) return e;
-  if (echo) return ApiError::bad_request("echo", "'echo' is not supported");
-  if (const json* best_of = f.get("best_of")) {
-    const json* n = f.get("n");
-    if (*best_of != (n ? *n : json(1)))
-      return ApiError::bad_request("best_of", "'best_of' other than n is not supported");
-  }
-  if (const json* rf = f.get("response_format")) {
-    auto type = rf->is_object() ? rf->find("type") : rf->end();
-    if (type == rf->end() || *type != "text")
-      return ApiError::bad_request("response_format", "only {\"type\": \"text\"} is supported");
+    p->logit_bias.push_back({int32_t(id), float(value.get<double>())});
   }
   return std::nullopt;
 }
 
-std::optional<ApiError> parse_sampling(const Fields& f, Endpoint endpoint,
-                                       const RequestLimits& limits, int32_t vocab,
+std::optional<ApiError> parse_stream(const Fields& f, CompletionRequest* r) {
+  if (auto e = f.boolean("stream", &r->stream)) return e;
+  const json* so = f.get("stream_options");
+  if (!so) return std::nullopt;
+  if (!so->is_object()) return Fields::type_error("stream_options", "an object");
+  if (!r->stream)
+    return ApiError::bad_request("stream_options", "'stream_options' needs 'stream': true");
+  Fields options(*so, "stream_options.");
+  if (auto e = options.boolean("include_usage", &r->include_usage)) return e;
+  bool continuous = false;
+  if (auto e = options.boolean("continuous_usage_stats", &continuous)) return e;
+  if (continuous) {
+    return ApiError::bad_request("stream_options.continuous_usage_stats",
+                                 "'continuous_usage_stats' is not supported: usage comes in the "
+                                 "last chunk (include_usage)");
+  }
+  for (const auto& [key, value] : so->items()) {
+    if (value.is_null() || key == "include_usage" || key == "continuous_usage_stats") continue;
+    return ApiError::bad_request("stream_options." + key,
+                                 fmt::format("unknown field 'stream_options.{}'", key));
+  }
+  return std::nullopt;
+}
+
+std::optional<ApiError> parse_logprobs(const Fields& f, Endpoint endpoint,
+                                       const RequestLimits& limits, CompletionRequest* r) {
+  if (endpoint == Endpoint::completions) {
+    int64_t logprobs = 0;
+    bool given = false;
+    if (auto e = f.integer("logprobs", 0, limits.max_logprobs, &logprobs, &given)) return e;
+    r->logprobs = given;
+    r->top_logprobs = int(logprobs);
+  } else {
+    if (auto e = f.boolean("logprobs", &r->logprobs)) return e;
+    int64_t top = 0;
+    bool given = false;
+    if (auto e = f.integer("top_logprobs", 0, limits.max_logprobs, &top, &given)) return e;
+    if (given && !r->logprobs && top > 0)
+      return ApiError::bad_request("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+    r->top_logprobs = int(top);
+  }
+  int64_t prompt_logprobs = 0;
+  bool given = false;
+  if (auto e = f.integer("prompt_logprobs", 0, limits.max_logprobs, &prompt_logprobs, &given))
+    return e;
+  if (given) r->prompt_logprobs = int(prompt_logprobs);
+  if (given && r->stream) {
+    return ApiError::bad_request("prompt_logprobs",
+                                 "'prompt_logprobs' is not available with 'stream': true (as in "
+                                 "vLLM); echo with logprobs streams the prompt's logprobs");
+  }
+  if (auto e = f.boolean("return_token_ids", &r->return_token_ids)) return e;
+  if (auto e = f.boolean("return_tokens_as_token_ids", &r->tokens_as_ids)) return e;
+
+  engine::RequestParams& p = r->params;
+  p.top_logprobs = r->logprobs ? r->top_logprobs : -1;
+  // The engine computes the prompt's logprobs with as many alternatives as either shows.
+  p.prompt_logprobs = std::max(r->prompt_logprobs, r->echo_logprobs() ? r->top_logprobs : -1);
+  return std::nullopt;
+}
+
+std::optional<ApiError> parse_sampling(const Fields& f, const RequestLimits& limits, int32_t vocab,
                                        CompletionRequest* r) {
   engine::RequestParams& p = r->params;
   // Ranges: OpenAI's where it has them (temperature 0..2, penalties -2..2), vLLM's otherwise.
@@ -309,103 +175,49 @@ std::optional<ApiError> parse_sampling(const Fields& f, Endpoint endpoint,
   if (auto e = f.boolean("ignore_eos", &p.ignore_eos)) return e;
   if (auto e = parse_stop(f, limits, &p)) return e;
   if (const json* ids = f.get("stop_token_ids")) {
-    if (!ids->is_array()) return Fields::type_error("stop_token_ids", "a list of token ids");
-    if (auto e = token_list(*ids, "stop_token_ids", vocab, &p.stop_ids)) return e;
+    if (auto e = parse_token_list(*ids, "stop_token_ids", vocab, &p.stop_ids)) return e;
   }
+  if (auto e = parse_logit_bias(f, vocab, &p)) return e;
+  if (auto e = f.boolean("include_stop_str_in_output", &p.include_stop_str_in_output)) return e;
+  if (auto e = f.boolean("skip_special_tokens", &p.skip_special_tokens)) return e;
+  // Accepted and ignored by design (request_fields.cpp), but still of the documented type.
+  bool spaces = true;
+  if (auto e = f.boolean("spaces_between_special_tokens", &spaces)) return e;
+  std::string user;
+  if (auto e = f.string("user", &user)) return e;
 
   int64_t n = 1;
   if (auto e = f.integer("n", 1, limits.max_choices, &n)) return e;
   r->n = int(n);
-
-  if (endpoint == Endpoint::completions) {
-    int64_t logprobs = 0;
-    bool given = false;
-    if (auto e = f.integer("logprobs", 0, limits.max_logprobs, &logprobs, &given)) return e;
-    r->logprobs = given;
-    r->top_logprobs = int(logprobs);
-  } else {
-    if (auto e = f.boolean("logprobs", &r->logprobs)) return e;
-    int64_t top = 0;
-    bool given = false;
-    if (auto e = f.integer("top_logprobs", 0, limits.max_logprobs, &top, &given)) return e;
-    if (given && !r->logprobs && top > 0)
-      return ApiError::bad_request("top_logprobs", "'top_logprobs' needs 'logprobs': true");
-    r->top_logprobs = int(top);
-  }
-  p.top_logprobs = r->logprobs ? r->top_logprobs : -1;
-
-  if (auto e = f.boolean("stream", &r->stream)) return e;
-  if (const json* so = f.get("stream_options")) {
-    if (!so->is_object()) return Fields::type_error("stream_options", "an object");
-    if (!r->stream)
-      return ApiError::bad_request("stream_options", "'stream_options' needs 'stream': true");
-    if (auto e = Fields(*so).boolean("include_usage", &r->include_usage)) return e;
+  if (const json* best_of = f.get("best_of")) {
+    if (*best_of != json(r->n))
+      return ApiError::bad_request("best_of", "'best_of' other than n is not supported");
   }
   return std::nullopt;
 }
 
-}  // namespace
-
-std::optional<ApiError> parse_completion_request(Endpoint endpoint, std::string_view body,
-                                                 const tokenizer::Tokenizer& tok,
-                                                 const RequestLimits& limits,
-                                                 CompletionRequest* r) {
-  *r = CompletionRequest{};
-  r->endpoint = endpoint;
-  size_t bad = 0;
-  if (!valid_utf8(body, &bad)) {
-    return ApiError::bad_request(
-        "", fmt::format("the request body is not valid UTF-8 (byte {}); send UTF-8 JSON", bad));
-  }
-  json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded()) {
-    // Parse again with exceptions for the parser's position and reason.
-    std::string why = "malformed JSON";
-    try {
-      json again = json::parse(body);
-    } catch (const json::parse_error& e) {
-      why = e.what();
-    }
-    return ApiError::bad_request("", fmt::format("the request body is not valid JSON: {}", why));
-  }
-  if (!parsed.is_object())
-    return ApiError::bad_request("", "the request body must be a JSON object");
-  Fields f(parsed);
-
-  if (const json* model = f.get("model")) {
-    if (!model->is_string()) return Fields::type_error("model", "a string");
-    r->model = model->get<std::string>();
-    if (r->model != limits.served_model) {
-      return ApiError{404,
-                      fmt::format("The model `{}` does not exist; this server serves `{}`",
-                                  r->model, limits.served_model),
-                      "invalid_request_error", "model", "model_not_found"};
-    }
-  } else {
-    r->model = limits.served_model;  // as vLLM: the model may be left out
-  }
-
-  if (auto e = refuse_unsupported(f)) return e;
-  if (auto e = parse_sampling(f, endpoint, limits, tok.vocab_size(), r)) return e;
-
+// max_tokens / max_completion_tokens and min_tokens, per prompt: a default max_tokens shrinks
+// to fit the context.
+std::optional<ApiError> parse_lengths(const Fields& f, Endpoint endpoint,
+                                      const RequestLimits& limits, CompletionRequest* r) {
   int64_t max_tokens = 0;
   bool given = false;
   const char* max_name = "max_tokens";
   if (endpoint == Endpoint::chat && f.get("max_completion_tokens"))
     max_name = "max_completion_tokens";
   // No upper bound here: the context check below says what fits.
-  if (auto e = f.integer(max_name, 1, int64_t(1) << 30, &max_tokens, &given)) return e;
+  if (auto e = f.integer(max_name, 0, int64_t(1) << 30, &max_tokens, &given)) return e;
+  if (given && max_tokens == 0 && !r->echo && r->prompt_logprobs < 0) {
+    return ApiError::bad_request(
+        max_name, fmt::format("'{}' is 0; it must be at least 1, or 0 with echo or "
+                              "prompt_logprobs (the prompt scored, nothing generated)",
+                              max_name));
+  }
+  int64_t min_tokens = 0;
+  if (auto e = f.integer("min_tokens", 0, int64_t(1) << 30, &min_tokens)) return e;
+  r->params.min_tokens = int(min_tokens);
 
   const char* prompt_param = endpoint == Endpoint::chat ? "messages" : "prompt";
-  if (auto e = endpoint == Endpoint::chat ? parse_messages(f, tok, &r->prompts)
-                                          : parse_prompts(f, tok, &r->prompts)) {
-    return e;
-  }
-  if (r->choices() > limits.max_choices) {
-    return ApiError::bad_request(
-        "n", fmt::format("{} prompts times n = {} is {} choices; at most {} are accepted",
-                         r->prompts.size(), r->n, r->choices(), limits.max_choices));
-  }
   for (const auto& prompt : r->prompts) {
     int len = int(prompt.size());
     if (len == 0) return ApiError::bad_request(prompt_param, "the prompt is empty");
@@ -425,9 +237,195 @@ std::optional<ApiError> parse_completion_request(Endpoint endpoint, std::string_
     // Defaults: OpenAI's 16 for completions; the rest of the context for chat (vLLM).
     int fallback = endpoint == Endpoint::chat ? limits.max_context - len
                                               : std::min(16, limits.max_context - len);
-    r->max_tokens.push_back(given ? int(max_tokens) : fallback);
+    int resolved = given ? int(max_tokens) : fallback;
+    if (min_tokens > resolved) {
+      return ApiError::bad_request(
+          "min_tokens", fmt::format("'min_tokens' is {}; it must be at most {} = {}", min_tokens,
+                                    given ? max_name : "the default max_tokens", resolved));
+    }
+    r->max_tokens.push_back(resolved);
   }
   return std::nullopt;
+}
+
+// Structured output: at most one of response_format (json_object, json_schema), guided_json,
+// guided_regex, guided_choice and guided_grammar (vLLM's fields), compiled into the grammar
+// every choice's draws are masked by.
+std::optional<ApiError> parse_structured_output(const Fields& f, engine::GrammarCompiler* grammars,
+                                                engine::RequestParams* p) {
+  using Kind = engine::GrammarSpec::Kind;
+  std::optional<engine::GrammarSpec> spec;
+  std::string field;
+  auto give = [&](const char* name, engine::GrammarSpec s) -> std::optional<ApiError> {
+    if (spec) {
+      return ApiError::bad_request(
+          name, fmt::format("'{}' and '{}' both constrain the output; give one", field, name));
+    }
+    field = name;
+    spec = std::move(s);
+    return std::nullopt;
+  };
+  if (const json* rf = f.get("response_format")) {
+    const json* type = rf->is_object() && rf->contains("type") ? &(*rf)["type"] : nullptr;
+    if (!type || !type->is_string()) {
+      return Fields::type_error("response_format",
+                                "an object with \"type\": \"text\", \"json_object\" or "
+                                "\"json_schema\"");
+    }
+    if (*type == "json_object") {
+      if (auto e = give("response_format", {Kind::json_object, {}, {}})) return e;
+    } else if (*type == "json_schema") {
+      const json* js = rf->contains("json_schema") ? &(*rf)["json_schema"] : nullptr;
+      if (!js || !js->is_object() || !js->contains("schema") || !(*js)["schema"].is_object()) {
+        return ApiError::bad_request(
+            "response_format",
+            "response_format json_schema needs \"json_schema\": {\"name\": "
+            "..., \"schema\": {a JSON schema object}}");
+      }
+      if (auto e = give("response_format", {Kind::json_schema, (*js)["schema"].dump(), {}}))
+        return e;
+    } else if (*type != "text") {
+      return ApiError::bad_request(
+          "response_format",
+          fmt::format("response_format type {} is not one of \"text\", \"json_object\", "
+                      "\"json_schema\"",
+                      type->dump()));
+    }
+  }
+  if (const json* v = f.get("guided_json")) {
+    if (!v->is_object() && !v->is_string())
+      return Fields::type_error("guided_json", "a JSON schema (an object, or one as a string)");
+    std::string schema = v->is_string() ? v->get<std::string>() : v->dump();
+    if (auto e = give("guided_json", {Kind::json_schema, std::move(schema), {}})) return e;
+  }
+  if (const json* v = f.get("guided_regex")) {
+    if (!v->is_string() || v->get_ref<const std::string&>().empty())
+      return Fields::type_error("guided_regex", "a non-empty regular expression string");
+    if (auto e = give("guided_regex", {Kind::regex, v->get<std::string>(), {}})) return e;
+  }
+  if (const json* v = f.get("guided_choice")) {
+    engine::GrammarSpec s{Kind::choice, {}, {}};
+    if (v->is_array()) {
+      for (const json& c : *v) {
+        if (!c.is_string() || c.get_ref<const std::string&>().empty()) break;
+        s.choices.push_back(c.get<std::string>());
+      }
+    }
+    if (!v->is_array() || v->empty() || s.choices.size() != v->size())
+      return Fields::type_error("guided_choice", "a non-empty list of non-empty strings");
+    if (auto e = give("guided_choice", std::move(s))) return e;
+  }
+  if (const json* v = f.get("guided_grammar")) {
+    if (!v->is_string() || v->get_ref<const std::string&>().empty())
+      return Fields::type_error("guided_grammar", "an EBNF grammar (GBNF) with a root rule");
+    if (auto e = give("guided_grammar", {Kind::ebnf, v->get<std::string>(), {}})) return e;
+  }
+  if (!spec) return std::nullopt;
+  if (p->min_tokens > 0) {
+    return ApiError::bad_request(
+        "min_tokens", fmt::format("'min_tokens' cannot be combined with '{}': the grammar decides "
+                                  "where the output ends",
+                                  field));
+  }
+  if (p->ignore_eos && p->stop_ids.empty()) {
+    return ApiError::bad_request(
+        "ignore_eos", fmt::format("'{}' ends the output at a stop token: with 'ignore_eos', give "
+                                  "'stop_token_ids'",
+                                  field));
+  }
+  if (!grammars)
+    return ApiError::bad_request(
+        field, fmt::format("'{}' is not supported: structured output needs the server's grammar "
+                           "compiler",
+                           field));
+  auto compiled = grammars->compile(*spec);
+  if (!compiled.ok()) {
+    return ApiError::bad_request(
+        field, fmt::format("'{}' cannot be compiled: {}", field, compiled.status().message()));
+  }
+  p->grammar = std::move(compiled).value();
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<ApiError> parse_completion_request(Endpoint endpoint, std::string_view body,
+                                                 const tokenizer::Tokenizer& tok,
+                                                 const RequestLimits& limits, CompletionRequest* r,
+                                                 engine::GrammarCompiler* grammars) {
+  *r = CompletionRequest{};
+  r->endpoint = endpoint;
+  json parsed;
+  if (auto e = parse_json_object(body, &parsed)) return e;
+  Fields f(parsed);
+
+  if (auto e = check_model(f, limits.served_model, &r->model)) return e;
+  if (auto e =
+          check_fields(endpoint == Endpoint::chat ? FieldSet::chat : FieldSet::completions, parsed))
+    return e;
+  if (auto e = parse_sampling(f, limits, tok.vocab_size(), r)) return e;
+  if (auto e = f.boolean("echo", &r->echo)) return e;
+  if (auto e = parse_stream(f, r)) return e;
+  if (auto e = parse_logprobs(f, endpoint, limits, r)) return e;
+
+  // BOS: completions add the tokenizer's by default; a chat template writes its own (vLLM).
+  bool add_special = endpoint == Endpoint::completions;
+  if (auto e = f.boolean("add_special_tokens", &add_special)) return e;
+  PromptInput input;
+  if (auto e = endpoint == Endpoint::chat ? parse_messages(f, tok, add_special, &input)
+                                          : parse_prompt(f, tok, add_special, &input)) {
+    return e;
+  }
+  r->prompts = std::move(input.ids);
+  if (r->echo)
+    r->echo_texts = std::move(input.echo_texts);
+  else
+    r->echo_texts.assign(r->prompts.size(), "");
+  if (r->choices() > limits.max_choices) {
+    return ApiError::bad_request(
+        "n", fmt::format("{} prompts times n = {} is {} choices; at most {} are accepted",
+                         r->prompts.size(), r->n, r->choices(), limits.max_choices));
+  }
+  if (auto e = parse_lengths(f, endpoint, limits, r)) return e;
+  // Last: compiling a grammar costs the most, and a request refused otherwise never pays it.
+  return parse_structured_output(f, grammars, &r->params);
+}
+
+std::optional<ApiError> parse_json_object(std::string_view body, nlohmann::json* out) {
+  size_t bad = 0;
+  if (!valid_utf8(body, &bad)) {
+    return ApiError::bad_request(
+        "", fmt::format("the request body is not valid UTF-8 (byte {}); send UTF-8 JSON", bad));
+  }
+  *out = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (out->is_discarded()) {
+    // Parse again with exceptions for the parser's position and reason.
+    std::string why = "malformed JSON";
+    try {
+      json again = json::parse(body);
+    } catch (const json::parse_error& e) {
+      why = e.what();
+    }
+    return ApiError::bad_request("", fmt::format("the request body is not valid JSON: {}", why));
+  }
+  if (!out->is_object()) return ApiError::bad_request("", "the request body must be a JSON object");
+  return std::nullopt;
+}
+
+std::optional<ApiError> check_model(const Fields& f, const std::string& served_model,
+                                    std::string* name) {
+  const json* model = f.get("model");
+  if (!model) {
+    *name = served_model;  // as vLLM: the model may be left out
+    return std::nullopt;
+  }
+  if (!model->is_string()) return Fields::type_error("model", "a string");
+  *name = model->get<std::string>();
+  if (*name == served_model) return std::nullopt;
+  return ApiError{
+      404,
+      fmt::format("The model `{}` does not exist; this server serves `{}`", *name, served_model),
+      "invalid_request_error", "model", "model_not_found"};
 }
 
 }  // namespace invar::server

@@ -23,7 +23,8 @@ struct ResponseHeader {
 // One choice as the engine delivered it, accumulated over its events.
 struct ChoiceResult {
   std::string text;
-  std::vector<engine::GeneratedToken> tokens;
+  std::vector<engine::GeneratedToken> tokens;          // with logprobs or return_token_ids
+  std::vector<engine::PromptLogprob> prompt_logprobs;  // from the second prompt token on
   engine::FinishReason finish = engine::FinishReason::none;
 };
 
@@ -35,6 +36,12 @@ struct Usage {
 
 // A token's text for logprobs: itself when valid UTF-8, else OpenAI's "bytes:\xe2\x80" form.
 std::string token_display(const std::string& bytes);
+
+// echo with logprobs: the prompt's tokens as logprobs entries, the first one's logprob unused
+// (shown as null), each with the `top` best of its alternatives.
+std::vector<engine::GeneratedToken> echo_tokens(const std::vector<int32_t>& prompt,
+                                                const std::vector<engine::PromptLogprob>& scored,
+                                                int top, const tokenizer::Tokenizer& tok);
 // "stop", "length"; "abort" for cancelled, "error" for errors.
 const char* finish_reason_text(engine::FinishReason r);
 
@@ -50,8 +57,12 @@ struct ChunkPart {
   int index = 0;
   std::string text;
   const std::vector<engine::GeneratedToken>* tokens = nullptr;
+  // echo with logprobs: tokens begin with this many of the prompt's (the first without a logprob)
+  size_t echoed = 0;
   int text_offset = 0;
   bool first = false;
+  // return_token_ids: the choice's prompt, on its first chunk
+  const std::vector<int32_t>* prompt_ids = nullptr;
   engine::FinishReason finish = engine::FinishReason::none;
 };
 std::string format_chunk(const ResponseHeader& h, const CompletionRequest& request,

@@ -65,12 +65,17 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
     on_disconnect_ = std::move(callback);
   }
 
+  void add_header(std::string name, std::string value) override {
+    if (in_exchange_) exchange_headers_.push_back({std::move(name), std::move(value)});
+  }
+
   void respond(http::status status, const std::string& content_type, std::string body,
                const HeaderList& extra_headers) override {
     if (closed_ || !in_exchange_ || finishing_) return;
     http::response<http::string_body> res{status, version_};
     res.set(http::field::server, "invar");
-    res.set(http::field::content_type, content_type);
+    if (!content_type.empty()) res.set(http::field::content_type, content_type);
+    for (const auto& [name, value] : exchange_headers_) res.set(name, value);
     for (const auto& [name, value] : extra_headers) res.set(name, value);
     res.keep_alive(keep_alive_ && !close_after_);
     res.body() = std::move(body);
@@ -87,9 +92,12 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
     chunked_ = version_ >= 11;  // HTTP/1.0 has no chunked encoding: the close ends the body
     if (!chunked_) close_after_ = true;
     count_status(200);
+    std::string extra;
+    for (const auto& [name, value] : exchange_headers_)
+      extra += fmt::format("{}: {}\r\n", name, value);
     enqueue(fmt::format("HTTP/1.{} 200 OK\r\nServer: invar\r\nContent-Type: {}\r\n"
-                        "Cache-Control: no-cache\r\n{}Connection: {}\r\n\r\n",
-                        version_ >= 11 ? 1 : 0, content_type,
+                        "Cache-Control: no-cache\r\n{}{}Connection: {}\r\n\r\n",
+                        version_ >= 11 ? 1 : 0, content_type, extra,
                         chunked_ ? "Transfer-Encoding: chunked\r\n" : "",
                         keep_alive_ && !close_after_ ? "keep-alive" : "close"),
             false);
@@ -198,6 +206,7 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
     keep_alive_ = keep_alive;
     in_exchange_ = true;
     streaming_ = finishing_ = close_after_ = false;
+    exchange_headers_.clear();
     ++exchange_;
     ctx_->active++;
   }
@@ -293,6 +302,7 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
   std::shared_ptr<Context> ctx_;
   std::deque<std::string> queue_;
   std::function<void()> on_disconnect_;
+  HeaderList exchange_headers_;  // add_header's, for this exchange's response
   uint64_t exchange_ = 0;  // which request the disconnect watch belongs to
   unsigned version_ = 11;
   bool keep_alive_ = false;

@@ -33,6 +33,8 @@ class Exchange {
  public:
   virtual ~Exchange() = default;
   virtual net::any_io_executor executor() const = 0;
+  // A header for the response of this exchange, whichever way it is answered (CORS).
+  virtual void add_header(std::string name, std::string value) = 0;
   // A complete response; ends the exchange.
   virtual void respond(http::status status, const std::string& content_type, std::string body,
                        const HeaderList& extra_headers = {}) = 0;

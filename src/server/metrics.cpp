@@ -3,6 +3,9 @@
 
 #include <fmt/format.h>
 
+#include <utility>
+#include <vector>
+
 namespace invar::server {
 
 namespace {
@@ -14,6 +17,14 @@ class Writer {
   void metric(const char* name, const char* type, const char* help, double value) {
     out_ += fmt::format("# HELP {0} {1}\n# TYPE {0} {2}\n{0}{{{3}}} {4}\n", name, help, type,
                         labels_, value);
+  }
+
+  // One series per label value (`label`="value"), under one HELP and TYPE.
+  void labeled(const char* name, const char* type, const char* help, const char* label,
+               const std::vector<std::pair<const char*, double>>& values) {
+    out_ += fmt::format("# HELP {0} {1}\n# TYPE {0} {2}\n", name, help, type);
+    for (const auto& [value_name, value] : values)
+      out_ += fmt::format("{}{{{},{}=\"{}\"}} {}\n", name, labels_, label, value_name, value);
   }
 
   void histogram(const char* name, const char* help, const engine::Histogram& h) {
@@ -45,6 +56,40 @@ std::string escape_label(const std::string& s) {
     out += c;
   }
   return out;
+}
+
+// The main series again under vLLM's names (its V1 engine's), so that dashboards and alerts
+// made for vLLM work unchanged. Same label (model_name), same meaning where invar has the same
+// quantity; docs/server.md lists them.
+void write_vllm_metrics(Writer& w, const engine::EngineStats& s) {
+  w.metric("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.",
+           s.running);
+  w.metric("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.",
+           s.waiting);
+  w.metric("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.",
+           s.kv_blocks_total > 0 ? double(s.kv_blocks_used) / s.kv_blocks_total : 0.0);
+  w.metric("vllm:prompt_tokens_total", "counter",
+           "Number of prefill tokens processed (computed or from the prefix cache).",
+           double(s.prompt_tokens + s.cached_prompt_tokens));
+  w.metric("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.",
+           double(s.generated_tokens));
+  w.metric("vllm:num_preemptions_total", "counter", "Cumulative number of preemptions.",
+           double(s.preemptions));
+  const auto& f = s.finished_by_reason;  // stop, length, cancelled, error
+  w.labeled("vllm:request_success_total", "counter", "Count of finished requests by reason.",
+            "finished_reason",
+            {{"stop", double(f[0])},
+             {"length", double(f[1])},
+             {"abort", double(f[2])},
+             {"error", double(f[3])}});
+  w.histogram("vllm:e2e_request_latency_seconds", "Histogram of end-to-end request latency.",
+              s.e2e_request_latency);
+  w.histogram("vllm:request_queue_time_seconds",
+              "Histogram of time spent waiting in the queue before first admission.", s.queue_time);
+  w.histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token.",
+              s.time_to_first_token);
+  w.histogram("vllm:inter_token_latency_seconds", "Histogram of inter-token latency.",
+              s.inter_token_latency);
 }
 
 }  // namespace
@@ -83,6 +128,9 @@ std::string format_metrics(const engine::EngineStats& s, const ServerCounters& c
   w.histogram("invar_inter_token_latency_seconds", "Time between consecutive tokens.",
               s.inter_token_latency);
   w.histogram("invar_step_seconds", "Duration of one engine step.", s.step_seconds);
+  w.histogram("invar_e2e_request_latency_seconds", "Time from arrival to the last event.",
+              s.e2e_request_latency);
+  w.histogram("invar_queue_time_seconds", "Time from arrival to first admission.", s.queue_time);
 
   w.metric("invar_http_connections_open", "gauge", "Open HTTP connections.",
            double(c.connections_open.load()));
@@ -103,6 +151,7 @@ std::string format_metrics(const engine::EngineStats& s, const ServerCounters& c
   w.metric("invar_engine_requests_in_flight", "gauge",
            "Engine requests submitted by the server and not yet finished.",
            double(c.engine_requests_in_flight.load()));
+  write_vllm_metrics(w, s);
   return w.take();
 }
 

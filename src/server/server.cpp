@@ -17,6 +17,7 @@
 #include "server/completion_request.h"
 #include "server/completion_response.h"
 #include "server/metrics.h"
+#include "server/tokenize.h"
 
 namespace invar::server {
 
@@ -51,18 +52,50 @@ struct Server::Impl {
             },
             counters),
         signals(ioc, SIGINT, SIGTERM),
+        grammars(engine.bundle().tokenizer, engine.bundle().model.config.vocab_size),
         shutdown_timer(ioc) {
     limits.served_model = options.served_model_name;
     limits.max_context = engine.options().max_context;
     limits.max_choices = options.max_choices;
   }
 
+  // CORS (--allowed-origins): the response headers a browser needs to let the calling page
+  // read the answer; true when the request is a preflight (OPTIONS with
+  // Access-Control-Request-Method), which is answered here, before authentication: browsers
+  // send no credentials with it.
+  bool cors(const HttpRequest& req, Exchange& ex) {
+    if (options.allowed_origins.empty()) return false;
+    const std::string origin(req[http::field::origin]);
+    if (origin.empty()) return false;
+    bool any = false, listed = false;
+    for (const auto& o : options.allowed_origins) {
+      any = any || o == "*";
+      listed = listed || o == origin;
+    }
+    if (!any && !listed) return false;
+    ex.add_header("Access-Control-Allow-Origin", any ? "*" : origin);
+    if (!any) ex.add_header("Vary", "Origin");
+    if (req.method() != http::verb::options ||
+        req[http::field::access_control_request_method].empty())
+      return false;
+    const std::string asked(req[http::field::access_control_request_headers]);
+    ex.add_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    ex.add_header("Access-Control-Allow-Headers",
+                  asked.empty() ? "Authorization, Content-Type" : asked);
+    ex.add_header("Access-Control-Max-Age", "600");
+    ex.respond(http::status::no_content, "", "");
+    return true;
+  }
+
   void handle(HttpRequest&& req, std::shared_ptr<Exchange> ex) {
     std::string_view target(req.target().data(), req.target().size());
     std::string_view path = target.substr(0, target.find('?'));
     const auto method = req.method();
+    if (cors(req, *ex)) return;
 
-    if (path.starts_with("/v1/") && !options.api_key.empty()) {
+    const bool protected_path =
+        path.starts_with("/v1/") || path == "/tokenize" || path == "/detokenize";
+    if (protected_path && !options.api_key.empty()) {
       std::string_view auth(req[http::field::authorization].data(),
                             req[http::field::authorization].size());
       constexpr std::string_view kBearer = "Bearer ";
@@ -113,6 +146,14 @@ struct Server::Impl {
       return ex->respond(http::status::ok, "application/json",
                          format_model(options.served_model_name, created, limits.max_context));
     }
+    if (path == "/tokenize" || path == "/detokenize") {
+      if (!only(http::verb::post)) return;
+      const auto& tok = engine.bundle().tokenizer;
+      RouteReply reply = path == "/tokenize" ? tokenize(req.body(), tok, limits)
+                                             : detokenize(req.body(), tok, limits);
+      if (reply.error) return send_error(*ex, *reply.error);
+      return ex->respond(http::status::ok, "application/json", std::move(reply.body));
+    }
     if (path == "/v1/completions" || path == "/v1/chat/completions") {
       if (!only(http::verb::post)) return;
       if (draining) {
@@ -122,7 +163,7 @@ struct Server::Impl {
       Endpoint endpoint = path == "/v1/completions" ? Endpoint::completions : Endpoint::chat;
       CompletionRequest request;
       if (auto e = parse_completion_request(endpoint, req.body(), engine.bundle().tokenizer, limits,
-                                            &request)) {
+                                            &request, &grammars)) {
         return send_error(*ex, *e);
       }
       return start_completion(engine, std::move(request), std::move(ex), counters);
@@ -174,6 +215,7 @@ struct Server::Impl {
   net::executor_work_guard<net::io_context::executor_type> work;
   HttpServer http;
   net::signal_set signals;
+  engine::GrammarCompiler grammars;  // structured output, for this model's vocabulary
   net::steady_timer shutdown_timer;
   std::atomic<bool> draining{false};
   bool cancelled_in_flight = false;

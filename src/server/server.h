@@ -1,10 +1,12 @@
 // `invar serve`: the OpenAI-compatible API over an Engine. Routes:
 //   POST /v1/completions, POST /v1/chat/completions  (JSON or SSE with "stream": true)
 //   GET  /v1/models, /v1/models/{name}
+//   POST /tokenize, /detokenize  (vLLM's shapes: tokenize.h)
 //   GET  /health   200, or 503 while shutting down
-//   GET  /metrics  Prometheus text
-// With an API key, /v1/* needs "Authorization: Bearer KEY" (401 otherwise). SIGINT/SIGTERM stop
-// the listener, let requests in flight finish (up to shutdown_timeout_s, then cancel them) and
+//   GET  /metrics  Prometheus text (invar's names and vLLM's)
+// With an API key, /v1/*, /tokenize and /detokenize need "Authorization: Bearer KEY" (401
+// otherwise). With allowed origins, browsers get CORS headers and preflight answers. SIGINT/SIGTERM
+// stop the listener, let requests in flight finish (up to shutdown_timeout_s, then cancel them) and
 // make run() return.
 #pragma once
 
@@ -12,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 #include "engine/engine.h"
@@ -23,6 +26,9 @@ struct ServerOptions {
   HttpOptions http;
   int io_threads = 2;   // network and JSON work; the forward pass has the engine's threads
   std::string api_key;  // empty: no authentication
+  // CORS: the origins whose browser pages may call the API ("*": any); empty: no CORS headers,
+  // so browsers keep other sites' pages out.
+  std::vector<std::string> allowed_origins;
   std::string served_model_name;  // the name clients pass as "model"
   int max_choices = 16;           // n times prompts per request
   double shutdown_timeout_s = 30;

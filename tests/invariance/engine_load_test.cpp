@@ -4,14 +4,9 @@
 // INVAR_TEST_DEVICE=cuda runs the engines on the CUDA backend (a build with INVAR_CUDA=ON).
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <cstring>
-#include <memory>
-#include <random>
 
-#include "engine/engine.h"
-#include "engine/request_collector.h"
-#include "test_paths.h"
+#include "engine_harness.h"
 
 namespace invar::engine {
 namespace {
@@ -19,23 +14,8 @@ namespace {
 using Outcome = RequestOutcome;
 using Collector = RequestCollector;
 
-class EngineLoad : public ::testing::Test {
+class EngineLoad : public EngineTest {
  protected:
-  static void SetUpTestSuite() {
-    std::string path = invar::testing::default_model_path();
-    if (path.empty()) return;
-    auto b = open_model(path, {});
-    ASSERT_TRUE(b.ok()) << b.status().message();
-    bundle_ = new ModelBundle(std::move(b).value());
-  }
-  static void TearDownTestSuite() {
-    delete bundle_;
-    bundle_ = nullptr;
-  }
-  void SetUp() override {
-    if (!bundle_) GTEST_SKIP() << "default model not fetched (run scripts/fetch-model)";
-  }
-
   RequestParams target(float temperature) const {
     RequestParams p;
     p.prompt = bundle_->tokenizer.encode(
@@ -49,72 +29,7 @@ class EngineLoad : public ::testing::Test {
     p.has_seed = true;
     return p;
   }
-
-  // An engine on INVAR_TEST_DEVICE (default cpu).
-  static std::unique_ptr<Engine> make_engine(EngineOptions opt) {
-    const char* device = std::getenv("INVAR_TEST_DEVICE");
-    auto d = model::parse_device(device ? device : "cpu");
-    EXPECT_TRUE(d.ok()) << d.status().message();
-    if (d.ok()) opt.device = *d;
-    auto e = Engine::create(*bundle_, opt);
-    EXPECT_TRUE(e.ok()) << e.status().message();
-    return e.ok() ? std::move(e).value() : nullptr;
-  }
-
-  Outcome run_alone(const RequestParams& p, EngineOptions opt = {}) {
-    auto e = make_engine(opt);
-    if (!e) return {};
-    Engine& engine = *e;
-    Collector c;
-    EXPECT_TRUE(engine.submit(p, c.callback(0)).ok());
-    return c.wait()[0];
-  }
-
-  // `copies` targets interleaved with `background` random requests, all submitted at once.
-  std::vector<Outcome> run_loaded(const RequestParams& p, int copies, int background,
-                                  EngineOptions opt, EngineStats* stats = nullptr) {
-    auto e = make_engine(opt);
-    if (!e) return {};
-    Engine& engine = *e;
-    Collector c;
-    std::mt19937 rng(uint32_t(copies * 7919 + background));
-    std::vector<size_t> target_slots;
-    size_t slot = 0;
-    for (int i = 0; i < copies + background; ++i) {
-      bool is_target = (i % ((copies + background) / copies)) == 0 && int(target_slots.size()) < copies;
-      if (is_target) {
-        target_slots.push_back(slot);
-        EXPECT_TRUE(engine.submit(p, c.callback(slot++)).ok());
-        continue;
-      }
-      RequestParams bg;
-      int len = std::uniform_int_distribution<int>(1, 60)(rng);
-      for (int t = 0; t < len; ++t)
-        bg.prompt.push_back(std::uniform_int_distribution<int>(0, bundle_->model.config.vocab_size - 1)(rng));
-      if (rng() % 3 == 0)  // shares the target's prefix: exercises the prefix cache
-        bg.prompt.insert(bg.prompt.begin(), p.prompt.begin(), p.prompt.begin() + long(p.prompt.size() / 2));
-      bg.max_tokens = std::uniform_int_distribution<int>(1, 40)(rng);
-      bg.sampling.temperature = rng() % 2 ? 0.0f : 1.0f;
-      EXPECT_TRUE(engine.submit(bg, c.callback(slot++)).ok());
-    }
-    auto all = c.wait();
-    if (stats) *stats = engine.stats();
-    EXPECT_EQ(engine.stats().kv_blocks_used, 0) << "KV blocks leaked";
-    std::vector<Outcome> targets;
-    for (size_t s : target_slots) targets.push_back(all[s]);
-    return targets;
-  }
-
-  static inline ModelBundle* bundle_ = nullptr;
 };
-
-EngineOptions busy_options() {
-  EngineOptions o;
-  o.max_running = 12;
-  o.step_token_budget = 40;  // forces chunked prefill next to decodes
-  o.max_context = 512;
-  return o;
-}
 
 TEST_F(EngineLoad, GreedyUnderLoadEqualsAlone) {
   auto p = target(0.0f);

@@ -24,8 +24,9 @@ class Scheduler : public ::testing::Test {
   }
 
   // A request whose prompt is `len` tokens starting at `first`.
-  void submit(int len, int first = 100) {
+  void submit(int len, int first = 100, int prompt_logprobs = -1) {
     RequestParams p;
+    p.prompt_logprobs = prompt_logprobs;
     p.prompt.resize(size_t(len));
     std::iota(p.prompt.begin(), p.prompt.end(), first);
     waiting_.push_back(std::make_unique<Sequence>(next_id_++, p, [](const RequestEvent&) {}, *tok_));
@@ -160,6 +161,38 @@ TEST_F(Scheduler, PreemptsTheYoungestWhenBlocksRunOut) {
   EXPECT_EQ(waiting_.front()->computed, 0);  // recomputed on readmission
   EXPECT_TRUE(waiting_.front()->table.empty());
   EXPECT_EQ(blocks.num_used(), 4);
+}
+
+// prompt_logprobs: every prompt position gets a logits row, at most max_logit_rows a step
+// (memory stays bounded for any prompt), the chunk stops at the prompt's end, rows of other
+// entries fit beside it, and the prefix cache is skipped.
+TEST_F(Scheduler, PromptLogprobsGetEveryRowInBoundedChunks) {
+  BlockManager blocks(64, 16, true);
+  submit(48);
+  auto plan = schedule_step(waiting_, running_, blocks, limits(4, 100));
+  run(plan, blocks);                       // its blocks are now in the prefix cache; it decodes
+  submit(48, 100, /*prompt_logprobs=*/2);  // the same prompt
+  StepLimits l = limits(4, 100);
+  l.max_logit_rows = 20;
+  plan = schedule_step(waiting_, running_, blocks, l);
+  EXPECT_EQ(plan.cached_tokens, 0);
+  ASSERT_EQ(plan.entries.size(), 2u);
+  EXPECT_EQ(plan.entries[0].count, 1);  // the decode: one row
+  EXPECT_EQ(plan.entries[0].logit_row, 0);
+  const auto& scored = plan.entries[1];
+  EXPECT_EQ(scored.count, 16);  // 19 rows left, cut to the block boundary
+  EXPECT_EQ(scored.first_row, 1);
+  EXPECT_EQ(scored.logit_row, -1);
+  ASSERT_EQ(plan.batch.logit_rows.size(), 17u);
+  for (int r = 0; r < 16; ++r) EXPECT_EQ(plan.batch.logit_rows[size_t(1 + r)], 1 + r);
+  run(plan, blocks);
+  run(plan = schedule_step(waiting_, running_, blocks, l), blocks);
+  plan = schedule_step(waiting_, running_, blocks, l);  // the last 16: completes, 16 + 1 rows
+  ASSERT_EQ(plan.entries.size(), 2u);
+  EXPECT_EQ(plan.entries[1].count, 16);
+  EXPECT_EQ(plan.entries[1].first_row, 1);
+  EXPECT_EQ(plan.entries[1].logit_row, 16);
+  EXPECT_LE(plan.batch.logit_rows.size(), 20u);
 }
 
 }  // namespace

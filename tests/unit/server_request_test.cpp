@@ -51,6 +51,10 @@ void expect_error(const Parsed& p, int status, const std::string& param,
   EXPECT_NE(p.error->message.find(fragment), std::string::npos) << p.error->message;
 }
 
+void expect_ok(const Parsed& p) {
+  EXPECT_FALSE(p.error) << p.error->param << ": " << p.error->message;
+}
+
 TEST(ServerRequest, CompletionDefaults) {
   auto p = completion(R"({"model":"smol","prompt":"The capital of France is"})");
   ASSERT_FALSE(p.error) << p.error->message;
@@ -270,8 +274,9 @@ TEST(ServerRequest, ContextLimits) {
 }
 
 TEST(ServerRequest, AbsurdValues) {
-  expect_error(completion(R"({"prompt":"x","max_tokens":-1})"), 400, "max_tokens", "between 1 and");
-  expect_error(completion(R"({"prompt":"x","max_tokens":0})"), 400, "max_tokens", "between 1 and");
+  expect_error(completion(R"({"prompt":"x","max_tokens":-1})"), 400, "max_tokens", "between 0 and");
+  expect_error(completion(R"({"prompt":"x","max_tokens":0})"), 400, "max_tokens",
+               "0 with echo or prompt_logprobs");
   expect_error(completion(R"({"prompt":"x","temperature":-0.5})"), 400, "temperature", ">= 0");
   expect_error(completion(R"({"prompt":"x","temperature":1e9})"), 400, "temperature", "<= 2");
   expect_error(completion(R"({"prompt":"x","top_p":0})"), 400, "top_p", "> 0");
@@ -289,19 +294,123 @@ TEST(ServerRequest, AbsurdValues) {
   expect_error(completion(R"({"prompt":"x","seed":18446744073709551615})"), 400, "seed", "between");
 }
 
-TEST(ServerRequest, UnsupportedFieldsAreRefused) {
-  expect_error(completion(R"({"prompt":"x","echo":true})"), 400, "echo", "not supported");
+// Every field is implemented, ignored by design, or refused with a 400 naming it; an unknown
+// one is refused too (request_fields.cpp).
+TEST(ServerRequest, FieldPolicy) {
   expect_error(completion(R"({"prompt":"x","suffix":"y"})"), 400, "suffix", "not supported");
-  expect_error(completion(R"({"prompt":"x","logit_bias":{"5":10}})"), 400, "logit_bias",
-               "not supported");
   expect_error(completion(R"({"prompt":"x","best_of":3})"), 400, "best_of", "not supported");
+  expect_error(completion(R"({"prompt":"x","guided_json":{"type":"object"}})"), 400, "guided_json",
+               "structured output");
+  expect_error(completion(R"({"prompt":"x","response_format":{"type":"json_object"}})"), 400,
+               "response_format", "structured output");
+  expect_error(
+      chat(R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]})"), 400,
+      "tools", "tool calls");
+  expect_error(chat(R"({"messages":[{"role":"user","content":"x"}],"tool_choice":"required"})"),
+               400, "tool_choice", "tool calls");
+  expect_error(completion(R"({"prompt":"x","use_beam_search":true})"), 400, "use_beam_search",
+               "beam search");
+  expect_error(completion(R"({"prompt":"x","top_logprobs":2})"), 400, "top_logprobs",
+               "unknown field");  // a chat field
+  expect_error(completion(R"({"prompt":"x","temprature":0.5})"), 400, "temprature",
+               "unknown field");
+  expect_error(chat(R"({"messages":[{"role":"user","content":"x"}],"prompt":"y"})"), 400, "prompt",
+               "unknown field");
+  expect_error(chat(R"({"messages":[{"role":"assistant","content":"x","tool_calls":[]}]})"), 400,
+               "messages[0].tool_calls", "not supported");
   expect_error(chat(R"({"messages":[{"role":"user","content":"x"}],"top_logprobs":2})"), 400,
                "top_logprobs", "needs 'logprobs'");
   expect_error(completion(R"({"prompt":"x","stream_options":{"include_usage":true}})"), 400,
                "stream_options", "needs 'stream'");
-  // Defaults of those fields are fine.
-  EXPECT_FALSE(
-      completion(R"({"prompt":"x","echo":false,"suffix":"","best_of":1,"logit_bias":{}})").error);
+  expect_error(completion(R"({"prompt":"x","stream":true,"stream_options":{"usage":true}})"), 400,
+               "stream_options.usage", "unknown field");
+  expect_error(completion(R"({"prompt":"x","stream":true,"prompt_logprobs":1})"), 400,
+               "prompt_logprobs", "stream");
+  expect_error(completion(R"({"prompt":"x","user":5})"), 400, "user", "a string");
+  // Defaults of refused fields, nulls and the fields ignored by design are accepted.
+  expect_ok(completion(R"({"prompt":"x","echo":false,"suffix":"","best_of":1,"logit_bias":{},
+      "response_format":{"type":"text"},"use_beam_search":false,"length_penalty":1.0,
+      "guided_json":null,"user":"u","metadata":{"a":"b"},"spaces_between_special_tokens":false,
+      "service_tier":"auto","stream":true,"stream_options":{"include_usage":true,
+      "continuous_usage_stats":false}})"));
+  expect_ok(chat(R"({"messages":[{"role":"user","content":"x","name":"ann"}],"tools":[],
+      "tool_choice":"none","parallel_tool_calls":false,"store":false,"include_reasoning":true,
+      "modalities":["text"]})"));
+}
+
+TEST(ServerRequest, VllmSamplingFields) {
+  auto p = completion(R"({"prompt":"x","max_tokens":9,"min_tokens":4,"logit_bias":{"5":-100,
+      "17":2.5},"include_stop_str_in_output":true,"skip_special_tokens":false,
+      "return_token_ids":true,"return_tokens_as_token_ids":true})");
+  ASSERT_FALSE(p.error) << p.error->message;
+  auto params = p.request.choice_params(0);
+  EXPECT_EQ(params.min_tokens, 4);
+  EXPECT_EQ(params.logit_bias,
+            (std::vector<std::pair<int32_t, float>>{{17, 2.5f}, {5, -100.0f}}));  // keys sorted
+  EXPECT_TRUE(params.include_stop_str_in_output);
+  EXPECT_FALSE(params.skip_special_tokens);
+  EXPECT_TRUE(p.request.return_token_ids);
+  EXPECT_TRUE(p.request.tokens_as_ids);
+  EXPECT_EQ(params.prompt_logprobs, -1);
+
+  expect_error(completion(R"({"prompt":"x","max_tokens":3,"min_tokens":4})"), 400, "min_tokens",
+               "at most max_tokens = 3");
+  expect_error(completion(R"({"prompt":"x","min_tokens":17})"), 400, "min_tokens",
+               "the default max_tokens = 16");
+  expect_error(completion(R"({"prompt":"x","logit_bias":{"abc":1}})"), 400, "logit_bias",
+               "not a token id");
+  expect_error(completion(R"({"prompt":"x","logit_bias":{"999999":1}})"), 400, "logit_bias",
+               "not a token id");
+  expect_error(completion(R"({"prompt":"x","logit_bias":{"5":101}})"), 400, "logit_bias",
+               "[-100, 100]");
+  expect_error(completion(R"({"prompt":"x","logit_bias":[1]})"), 400, "logit_bias", "an object");
+  expect_error(completion(R"({"prompt":"x","skip_special_tokens":"no"})"), 400,
+               "skip_special_tokens", "a boolean");
+}
+
+// echo and prompt_logprobs: what the engine is asked to compute, and max_tokens 0 for scoring.
+TEST(ServerRequest, EchoAndPromptLogprobs) {
+  auto echo = completion(R"({"prompt":["a b",[5,6]],"echo":true,"logprobs":2,"max_tokens":0})");
+  ASSERT_FALSE(echo.error) << echo.error->message;
+  const auto& r = echo.request;
+  EXPECT_TRUE(r.echo_logprobs());
+  EXPECT_EQ(r.echo_texts[0], "a b");
+  EXPECT_EQ(r.echo_texts[1], smollm2().decode({5, 6}, false));
+  EXPECT_EQ(r.choice_params(0).max_tokens, 0);
+  EXPECT_EQ(r.choice_params(0).prompt_logprobs, 2);  // the echoed tokens' alternatives
+  EXPECT_EQ(r.prompt_logprobs, -1);                  // no prompt_logprobs field in the answer
+
+  auto both = completion(R"({"prompt":"x","echo":true,"logprobs":1,"prompt_logprobs":4})");
+  ASSERT_FALSE(both.error);
+  EXPECT_EQ(both.request.choice_params(0).prompt_logprobs, 4);
+  auto plain_echo = completion(R"({"prompt":"x","echo":true})");
+  ASSERT_FALSE(plain_echo.error);
+  EXPECT_EQ(plain_echo.request.choice_params(0).prompt_logprobs, -1);  // text only: no scoring
+
+  auto scoring = chat(R"({"messages":[{"role":"user","content":"x"},
+      {"role":"assistant","content":"Sure"}],"prompt_logprobs":0,"max_tokens":0,"echo":true,
+      "add_generation_prompt":false,"continue_final_message":true})");
+  ASSERT_FALSE(scoring.error) << scoring.error->message;
+  EXPECT_EQ(scoring.request.echo_texts[0], "Sure");  // vLLM: the assistant's last message
+  EXPECT_EQ(scoring.request.choice_params(0).prompt_logprobs, 0);
+  expect_error(completion(R"({"prompt":"x","prompt_logprobs":21})"), 400, "prompt_logprobs",
+               "between 0 and 20");
+}
+
+TEST(ServerRequest, AddSpecialTokens) {
+  // SmolLM2 adds no BOS by default; the tiny sentencepiece tokenizer does.
+  auto spm = tokenizer::Tokenizer::from_hf_dir(testing::test_data("tokenizer/spm_tiny_hf"));
+  ASSERT_TRUE(spm.ok());
+  ASSERT_TRUE(spm->add_bos_default());
+  CompletionRequest with, without;
+  ASSERT_FALSE(parse_completion_request(Endpoint::completions, R"({"prompt":"hello"})", *spm,
+                                        limits(), &with));
+  ASSERT_FALSE(parse_completion_request(Endpoint::completions,
+                                        R"({"prompt":"hello","add_special_tokens":false})", *spm,
+                                        limits(), &without));
+  EXPECT_EQ(with.prompts[0].front(), *spm->bos_id());
+  EXPECT_EQ(std::vector<int32_t>(with.prompts[0].begin() + 1, with.prompts[0].end()),
+            without.prompts[0]);
 }
 
 TEST(ServerRequest, Utf8Validation) {

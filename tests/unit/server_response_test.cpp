@@ -192,5 +192,96 @@ TEST(ServerMetrics, PrometheusText) {
   has("invar_step_seconds_sum");
 }
 
+// The same quantities under vLLM's names, for dashboards made for vLLM.
+TEST(ServerMetrics, VllmNames) {
+  engine::EngineStats s;
+  s.running = 2;
+  s.waiting = 1;
+  s.prompt_tokens = 10;
+  s.cached_prompt_tokens = 6;
+  s.generated_tokens = 7;
+  s.finished_by_reason = {4, 3, 2, 1};  // stop, length, cancelled, error
+  s.e2e_request_latency.observe(0.3);
+  s.queue_time.observe(0.002);
+  std::string text = format_metrics(s, ServerCounters{}, "smol");
+  auto has = [&](const std::string& line) {
+    EXPECT_NE(text.find(line), std::string::npos) << "missing: " << line << "\n" << text;
+  };
+  has("vllm:num_requests_running{model_name=\"smol\"} 2\n");
+  has("vllm:num_requests_waiting{model_name=\"smol\"} 1\n");
+  has("vllm:prompt_tokens_total{model_name=\"smol\"} 16\n");  // computed + cached
+  has("vllm:generation_tokens_total{model_name=\"smol\"} 7\n");
+  has("# TYPE vllm:request_success_total counter\n");
+  has("vllm:request_success_total{model_name=\"smol\",finished_reason=\"stop\"} 4\n");
+  has("vllm:request_success_total{model_name=\"smol\",finished_reason=\"abort\"} 2\n");
+  has("# TYPE vllm:e2e_request_latency_seconds histogram\n");
+  has("vllm:e2e_request_latency_seconds_bucket{model_name=\"smol\",le=\"0.25\"} 0\n");
+  has("vllm:e2e_request_latency_seconds_bucket{model_name=\"smol\",le=\"0.5\"} 1\n");
+  has("vllm:request_queue_time_seconds_count{model_name=\"smol\"} 1\n");
+  has("vllm:time_to_first_token_seconds_bucket");
+  has("vllm:inter_token_latency_seconds_bucket");
+}
+
+// echo with logprobs, prompt_logprobs and the token ids of vLLM, in whole responses and chunks.
+TEST(ServerResponse, EchoPromptLogprobsAndTokenIds) {
+  const auto& tok = smollm2();
+  auto r = request(Endpoint::completions, true, 1);
+  r.n = 1;
+  r.echo = true;
+  r.prompts = {{504, 3575}};
+  r.echo_texts = {"The capital"};
+  r.prompt_logprobs = 1;
+  r.return_token_ids = true;
+  engine::PromptLogprob scored{3575, -11.5f, 2923, {{29, -0.87f}, {3575, -11.5f}}};
+  ChoiceResult c;
+  c.text = " of";
+  c.tokens = {token(282, -0.34f, " of", {{282, -0.34f}})};
+  c.prompt_logprobs = {scored};
+  c.finish = engine::FinishReason::length;
+  auto out = json::parse(
+      format_response(header(Endpoint::completions), r, {c}, {2, 1, 0}, tok))["choices"][0];
+  EXPECT_EQ(out["text"], "The capital of");
+  EXPECT_EQ(out["logprobs"]["tokens"], json({"The", " capital", " of"}));
+  EXPECT_EQ(out["logprobs"]["token_logprobs"], json({nullptr, -11.5, double(-0.34f)}));
+  EXPECT_TRUE(out["logprobs"]["top_logprobs"][0].is_null());
+  EXPECT_EQ(out["logprobs"]["top_logprobs"][1], json({{"-", double(-0.87f)}}));  // 1 of 2
+  EXPECT_EQ(out["logprobs"]["text_offset"], json({0, 3, 11}));
+  EXPECT_EQ(out["token_ids"], json({282}));
+  EXPECT_EQ(out["prompt_token_ids"], json({504, 3575}));
+  const json& plp = out["prompt_logprobs"];
+  ASSERT_EQ(plp.size(), 2u);
+  EXPECT_TRUE(plp[0].is_null());
+  EXPECT_EQ(plp[1]["3575"],
+            json({{"logprob", -11.5}, {"rank", 2923}, {"decoded_token", " capital"}}));
+  EXPECT_EQ(plp[1]["29"]["rank"], 1);
+  EXPECT_EQ(plp[1].size(), 2u);
+
+  // The first chunk of a streamed echo: the prompt's tokens, then the output's; its ids only.
+  auto echoed = echo_tokens(r.prompts[0], c.prompt_logprobs, 1, tok);
+  ASSERT_EQ(echoed.size(), 2u);
+  echoed.push_back(c.tokens[0]);
+  ChunkPart part;
+  part.text = "The capital of";
+  part.tokens = &echoed;
+  part.echoed = 2;
+  part.prompt_ids = &r.prompts[0];
+  auto chunk = json::parse(format_chunk(header(Endpoint::completions), r, part, tok))["choices"][0];
+  EXPECT_EQ(chunk["logprobs"]["token_logprobs"][0], nullptr);
+  EXPECT_EQ(chunk["token_ids"], json({282}));
+  EXPECT_EQ(chunk["prompt_token_ids"], json({504, 3575}));
+
+  // Chat: the prompt's logprobs and ids at the top level; tokens named by id on request.
+  auto chat = request(Endpoint::chat, true, 0);
+  chat.prompts = {{504, 3575}};
+  chat.prompt_logprobs = 0;
+  chat.return_token_ids = true;
+  chat.tokens_as_ids = true;
+  auto whole = json::parse(format_response(header(Endpoint::chat), chat, {c}, {2, 1, 0}, tok));
+  EXPECT_EQ(whole["prompt_token_ids"], json({504, 3575}));
+  EXPECT_EQ(whole["prompt_logprobs"][1].size(), 1u);  // the token itself, no alternatives
+  EXPECT_EQ(whole["choices"][0]["logprobs"]["content"][0]["token"], "token_id:282");
+  EXPECT_FALSE(whole["choices"][0].contains("prompt_logprobs"));
+}
+
 }  // namespace
 }  // namespace invar::server

@@ -1,0 +1,67 @@
+// Structured output: a grammar (a JSON schema, any JSON object, a regex, a list of choices or an
+// EBNF grammar) compiled against the model's vocabulary by XGrammar, and the per-request matcher
+// that turns it into a token mask before each draw. The mask sets the logits of the tokens the
+// grammar forbids next to -inf and leaves every other logit's bits as they were.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "tokenizer/tokenizer.h"
+
+namespace invar::engine {
+
+struct GrammarSpec {
+  enum class Kind : uint8_t { json_object, json_schema, regex, choice, ebnf };
+  Kind kind = Kind::json_object;
+  std::string source;                // the schema (JSON text), the regex or the EBNF grammar
+  std::vector<std::string> choices;  // Kind::choice: the output is exactly one of them
+};
+
+// A grammar compiled for one vocabulary; shared, read-only, by every request that uses it.
+class CompiledGrammar;
+
+// Compiles grammars for one model's vocabulary (built on first use: a model never asked for
+// structured output pays nothing). Thread-safe; compiled grammars are cached by their source.
+class GrammarCompiler {
+ public:
+  // `vocab_size` is the model's logit row length (it may exceed the tokenizer's vocabulary; the
+  // extra ids are never allowed).
+  GrammarCompiler(const tokenizer::Tokenizer& tok, int vocab_size);
+  ~GrammarCompiler();
+  GrammarCompiler(const GrammarCompiler&) = delete;
+  GrammarCompiler& operator=(const GrammarCompiler&) = delete;
+
+  // An invalid_argument error, with XGrammar's message, for a schema, regex or grammar it cannot
+  // compile.
+  Result<std::shared_ptr<const CompiledGrammar>> compile(const GrammarSpec& spec);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Where one request stands in its grammar. Once the grammar is complete only the stop tokens
+// are allowed; accepting one terminates the matcher.
+class GrammarMatcher {
+ public:
+  GrammarMatcher(std::shared_ptr<const CompiledGrammar> grammar, std::vector<int32_t> stop_tokens);
+  ~GrammarMatcher();
+  GrammarMatcher(const GrammarMatcher&) = delete;
+  GrammarMatcher& operator=(const GrammarMatcher&) = delete;
+
+  // Sets logits[t] = -inf for every token t the grammar does not allow next; the other logits
+  // are not written. logits: [vocab], vocab = the compiler's vocab_size.
+  void mask(float* logits, int vocab);
+  // Advances past `token`; false if the grammar does not allow it (the state is unchanged).
+  bool accept(int32_t token);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace invar::engine

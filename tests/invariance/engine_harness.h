@@ -1,0 +1,107 @@
+// What the Engine-level tests share: SmolLM2 loaded once per suite, engines on
+// INVAR_TEST_DEVICE (default cpu), a request run alone, and copies of it run among random
+// background requests submitted at once (other lengths, greedy and sampled, some sharing its
+// prefix), so that the scheduler batches, chunks and caches it differently from the solo run.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "engine/engine.h"
+#include "engine/request_collector.h"
+#include "test_paths.h"
+
+namespace invar::engine {
+
+class EngineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::string path = invar::testing::default_model_path();
+    if (path.empty()) return;
+    auto b = open_model(path, {});
+    ASSERT_TRUE(b.ok()) << b.status().message();
+    bundle_ = new ModelBundle(std::move(b).value());
+  }
+  static void TearDownTestSuite() {
+    delete bundle_;
+    bundle_ = nullptr;
+  }
+  void SetUp() override {
+    if (!bundle_) GTEST_SKIP() << "default model not fetched (run scripts/fetch-model)";
+  }
+
+  static std::unique_ptr<Engine> make_engine(EngineOptions opt) {
+    const char* device = std::getenv("INVAR_TEST_DEVICE");
+    auto d = model::parse_device(device ? device : "cpu");
+    EXPECT_TRUE(d.ok()) << d.status().message();
+    if (d.ok()) opt.device = *d;
+    auto e = Engine::create(*bundle_, opt);
+    EXPECT_TRUE(e.ok()) << e.status().message();
+    return e.ok() ? std::move(e).value() : nullptr;
+  }
+
+  RequestOutcome run_alone(const RequestParams& p, EngineOptions opt = {}) {
+    auto e = make_engine(opt);
+    if (!e) return {};
+    RequestCollector c;
+    EXPECT_TRUE(e->submit(p, c.callback(0)).ok());
+    return c.wait()[0];
+  }
+
+  // `copies` of p interleaved with `background` random requests, all submitted at once; the
+  // outcomes of the copies.
+  std::vector<RequestOutcome> run_loaded(const RequestParams& p, int copies, int background,
+                                         EngineOptions opt, EngineStats* stats = nullptr) {
+    auto e = make_engine(opt);
+    if (!e) return {};
+    Engine& engine = *e;
+    RequestCollector c;
+    std::mt19937 rng(uint32_t(copies * 7919 + background));
+    std::vector<size_t> target_slots;
+    size_t slot = 0;
+    for (int i = 0; i < copies + background; ++i) {
+      bool is_target =
+          (i % ((copies + background) / copies)) == 0 && int(target_slots.size()) < copies;
+      if (is_target) {
+        target_slots.push_back(slot);
+        EXPECT_TRUE(engine.submit(p, c.callback(slot++)).ok());
+        continue;
+      }
+      RequestParams bg;
+      int len = std::uniform_int_distribution<int>(1, 60)(rng);
+      for (int t = 0; t < len; ++t)
+        bg.prompt.push_back(
+            std::uniform_int_distribution<int>(0, bundle_->model.config.vocab_size - 1)(rng));
+      if (rng() % 3 == 0)  // shares the target's prefix: exercises the prefix cache
+        bg.prompt.insert(bg.prompt.begin(), p.prompt.begin(),
+                         p.prompt.begin() + long(p.prompt.size() / 2));
+      bg.max_tokens = std::uniform_int_distribution<int>(1, 40)(rng);
+      bg.sampling.temperature = rng() % 2 ? 0.0f : 1.0f;
+      EXPECT_TRUE(engine.submit(bg, c.callback(slot++)).ok());
+    }
+    auto all = c.wait();
+    if (stats) *stats = engine.stats();
+    EXPECT_EQ(engine.stats().kv_blocks_used, 0) << "KV blocks leaked";
+    std::vector<RequestOutcome> targets;
+    for (size_t s : target_slots) targets.push_back(all[s]);
+    return targets;
+  }
+
+  // Small steps next to decodes: chunked prefill, and (max_running 12) at most 12 logits rows
+  // a step.
+  static EngineOptions busy_options() {
+    EngineOptions o;
+    o.max_running = 12;
+    o.step_token_budget = 40;
+    o.max_context = 512;
+    return o;
+  }
+
+  static inline ModelBundle* bundle_ = nullptr;
+};
+
+}  // namespace invar::engine
