@@ -6,6 +6,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "core/json_depth.h"
 #include "tokenizer/chat_template.h"
 
 namespace invar::server {
@@ -357,13 +358,19 @@ std::optional<ApiError> parse_completion_request(Endpoint endpoint, std::string_
     return ApiError::bad_request(
         "", fmt::format("the request body is not valid UTF-8 (byte {}); send UTF-8 JSON", bad));
   }
+  if (!json_depth_within(body)) {
+    return ApiError::bad_request(
+        "", fmt::format("the request body nests arrays and objects more than {} levels deep",
+                        kMaxJsonDepth));
+  }
   json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) {
-    // Parse again with exceptions for the parser's position and reason.
+    // Parse again with exceptions for the parser's position and reason (a parse_error, or an
+    // out_of_range for a number past a double).
     std::string why = "malformed JSON";
     try {
       json again = json::parse(body);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       why = e.what();
     }
     return ApiError::bad_request("", fmt::format("the request body is not valid JSON: {}", why));

@@ -4,7 +4,8 @@
 //   1  config.json: the config, and the weights of tests/data/tiny-llama loaded for it
 //   2  model.safetensors.index.json, over the two shards of tests/data/tiny-llama-sharded
 //   3  tokenizer.json, then tokenizer_config.json and chat_template.jinja after the separators
-//      of input_part (absent when empty), loaded and used as a tokenizer
+//      of input_part (absent when empty), loaded and used as a tokenizer on a fixed text and on
+//      the fourth part (check_tokenizer's properties; the fifth part read as ids)
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -107,7 +108,8 @@ int fuzz_hf_files(const uint8_t* data, size_t size) {
       check_failure(tok);
       if (tok.ok()) {
         check_tokenizer(*tok, "Hello world! <s> 123 \xE4\xB8\xAD\xE6\x96\x87</s>", true, true,
-                        input_part(body, 3));
+                        input_part(body, 4));
+        check_tokenizer(*tok, input_part(body, 3), false, true, {});
       }
       break;
     }
