@@ -2,7 +2,8 @@
 // floor measured in the same run: a decode step must read every weight once, so
 // step time >= weight bytes / read bandwidth. Batched decode reads the weights once per step
 // for the whole batch, so its tokens/s should grow with the batch.
-//   usage: bench_cpu_generate MODEL [--threads 1,2] [--weight-dtype f32|bf16]
+//   usage: bench_cpu_generate MODEL [--threads 1,2] [--weight-dtype f32|bf16] [--kv-dtype f16|f32]
+// (default weights: as stored in the file, packed GGUF blocks included; default KV cache: f16)
 #include <fmt/core.h>
 
 #include <algorithm>
@@ -60,13 +61,14 @@ size_t weight_bytes(const model::ModelWeights& w) {
 struct Bench {
   const model::LoadedModel& m;
   ThreadPool& pool;
+  DType kv_dtype;
   static constexpr int kBlock = 16;
 
   // Median seconds of `reps` forward steps of `seqs` sequences with `q` new tokens each after
   // `ctx` cached tokens.
   double step_seconds(int seqs, int q, int ctx, int reps) {
     const int max_blocks = (ctx + q + kBlock - 1) / kBlock;
-    model::KvCache cache(m.config, seqs * max_blocks, kBlock);
+    model::KvCache cache(m.config, seqs * max_blocks, kBlock, kv_dtype);
     model::Transformer tr(m.config, m.weights, pool);
     std::mt19937 rng(7);
     std::vector<std::vector<int32_t>> tokens(seqs), tables(seqs);
@@ -95,11 +97,14 @@ struct Bench {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    fmt::print(stderr, "usage: {} MODEL [--threads 1,2] [--weight-dtype f32|bf16]\n", argv[0]);
+    fmt::print(stderr,
+               "usage: {} MODEL [--threads 1,2] [--weight-dtype f32|bf16] [--kv-dtype f16|f32]\n",
+               argv[0]);
     return 2;
   }
   std::vector<int> thread_counts{1, 2};
   model::LoadOptions opts;
+  DType kv_dtype = DType::f16;
   for (int i = 2; i + 1 < argc; i += 2) {
     std::string flag = argv[i], val = argv[i + 1];
     if (flag == "--threads") {
@@ -108,6 +113,8 @@ int main(int argc, char** argv) {
       for (std::string part; std::getline(ss, part, ',');) thread_counts.push_back(std::stoi(part));
     } else if (flag == "--weight-dtype") {
       opts.weight_dtype = val == "bf16" ? DType::bf16 : DType::f32;
+    } else if (flag == "--kv-dtype") {
+      kv_dtype = val == "f32" ? DType::f32 : DType::f16;
     }
   }
   auto loaded = model::load_model(argv[1], opts);
@@ -116,15 +123,16 @@ int main(int argc, char** argv) {
     return 1;
   }
   const size_t wbytes = weight_bytes(loaded->weights);
-  fmt::print("model {} | weights {} ({:.0f} MB read per decode step)\n", argv[1],
-             dtype_name(opts.weight_dtype), wbytes / 1e6);
+  fmt::print("model {} | weights {} | KV cache {} ({:.0f} MB of weights read per decode step)\n",
+             argv[1], opts.weight_dtype ? dtype_name(*opts.weight_dtype) : "as stored",
+             dtype_name(kv_dtype), wbytes / 1e6);
   fmt::print("{:>7} | {:>22} | {:>10} | {:>12} | {:>14}\n", "threads", "workload", "tokens/s",
              "step ms", "floor ms (mem)");
   for (int threads : thread_counts) {
     ThreadPool pool(threads);
     const double bw = read_bandwidth(pool);
     const double floor_ms = 1e3 * double(wbytes) / bw;
-    Bench b{*loaded, pool};
+    Bench b{*loaded, pool, kv_dtype};
     for (int prompt : {128, 512}) {
       double s = b.step_seconds(1, prompt, 0, 3);
       fmt::print("{:>7} | {:>22} | {:>10.1f} | {:>12.1f} | {:>14}\n", threads,

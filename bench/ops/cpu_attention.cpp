@@ -51,9 +51,10 @@ void naive_attention(const float* q, const k::KvLayerRef& c, const k::AttentionP
       const int q_len = plan.q_indptr[s + 1] - plan.q_indptr[s];
       const int pos = plan.kv_lens[s] - q_len + int(t - plan.q_indptr[s]);
       const int32_t* table = plan.block_tables + int64_t(s) * plan.max_blocks_per_seq;
-      auto row = [&](const float* base, int j) {
+      // (an f32 cache: this baseline reads floats)
+      auto row = [&](const void* base, int j) {
         const int64_t slot = int64_t(table[j / c.block_size]) * c.block_size + j % c.block_size;
-        return base + (slot * c.kv_heads + h / g) * d;
+        return static_cast<const float*>(base) + (slot * c.kv_heads + h / g) * d;
       };
       const float* qv = q + item * d;
       p.assign(size_t(pos + 1), 0.0f);

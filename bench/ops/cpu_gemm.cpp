@@ -3,7 +3,8 @@
 //
 // y[M, N] = x[M, K] W[N, K]^T for (N, K) in the model's projections (q/o: 576x576, k/v: 192x576,
 // gate/up: 1536x576, down: 576x1536, lm_head: 49152x576), M = 1 (decode), 8 (decode batch),
-// 64 and 256 (prefill chunks), 1 and 2 threads, f32 and bf16 weights. Reports the median of
+// 64 and 256 (prefill chunks), 1 and 2 threads, f32, bf16 and packed (q4_1, q8_0, q4_k: random
+// blocks with O(1) values) weights. Reports the median of
 // timed repetitions after a warm-up, on random data: ms, GFLOP/s (2MNK / t) and GB/s of
 // compulsory traffic (weights + x + y once). The floor: a measured memcpy bandwidth line.
 //
@@ -13,9 +14,11 @@
 // Weights are cold, as in a real decode step where the model does not fit in the caches: each
 // timed call uses the next of enough copies of W to fill 3x a 32 MiB L3.
 //
-// Usage: bench_cpu_gemm [--quick] [--avx2] [--shape NAME] [--m M] [--threads T] [--no-naive]
+// Usage: bench_cpu_gemm [--quick] [--avx2] [--shape NAME] [--m M] [--threads T] [--dtype D]
+//                       [--no-naive]
 //   --quick: fewer shapes (a smoke run); --avx2: pin Highway's dispatch to AVX2 (default: best);
-//   --shape, --m, --threads: run only that shape name / batch size / thread count.
+//   --shape, --m, --threads, --dtype: run only that shape name / batch size / thread count /
+//   weight type.
 #include <hwy/targets.h>
 
 #include <algorithm>
@@ -26,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "core/block_quant.h"
 #include "core/dtype.h"
 #include "core/thread_pool.h"
 #include "kernels/cpu/ops.h"
@@ -66,7 +70,15 @@ void naive_gemm(const float* x, const WeightRef& w, int64_t m, float* y, ThreadP
     for (int64_t r = 0; r < m; ++r) {
       for (int64_t c = b; c < e; ++c) {
         float s = 0;
-        if (w.dtype == DType::f32) {
+        if (invar::dtype_is_packed(w.dtype)) {  // decode the row, then the dot product
+          thread_local std::vector<float> row;
+          row.resize(size_t(k));
+          invar::decode_to_f32(
+              w.dtype,
+              static_cast<const uint8_t*>(w.data) + size_t(c) * invar::dtype_row_bytes(w.dtype, k),
+              k, row.data());
+          for (int64_t i = 0; i < k; ++i) s += x[r * k + i] * row[size_t(i)];
+        } else if (w.dtype == DType::f32) {
           const float* wr = static_cast<const float*>(w.data) + c * k;
           for (int64_t i = 0; i < k; ++i) s += x[r * k + i] * wr[i];
         } else {
@@ -77,6 +89,23 @@ void naive_gemm(const float* x, const WeightRef& w, int64_t m, float* y, ThreadP
       }
     }
   });
+}
+
+// Random packed blocks: random quants and sub-block scales, f16 scales in [2^-9, 2^-4).
+std::vector<uint8_t> random_packed(DType t, int64_t n, int64_t k, std::mt19937& rng) {
+  std::vector<uint8_t> out(invar::dtype_row_bytes(t, k) * size_t(n));
+  for (auto& b : out) b = uint8_t(rng());
+  const size_t bb = invar::dtype_block(t).bytes;
+  std::vector<size_t> fields;
+  if (t == DType::q8_0 || t == DType::q4_0) fields = {0};
+  if (t == DType::q4_1 || t == DType::q4_k || t == DType::q5_k) fields = {0, 2};
+  std::uniform_real_distribution<float> mag(1.0f / 512, 1.0f / 16);
+  for (size_t b = 0; b < out.size() / bb; ++b)
+    for (size_t f : fields) {
+      const uint16_t h = invar::f32_to_f16(mag(rng));
+      std::memcpy(out.data() + b * bb + f, &h, 2);
+    }
+  return out;
 }
 
 double copy_bandwidth_gbs() {
@@ -93,6 +122,7 @@ int main(int argc, char** argv) {
   std::string only_shape;
   int64_t only_m = 0;
   int only_threads = 0;
+  std::string only_dtype;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
@@ -102,6 +132,7 @@ int main(int argc, char** argv) {
     if (a == "--shape" && has_value) only_shape = argv[++i];
     if (a == "--m" && has_value) only_m = std::stoll(argv[++i]);
     if (a == "--threads" && has_value) only_threads = std::stoi(argv[++i]);
+    if (a == "--dtype" && has_value) only_dtype = argv[++i];
   }
   struct Shape {
     int64_t n, k;
@@ -132,15 +163,22 @@ int main(int argc, char** argv) {
     for (auto& v : w) v = dist(rng);
     std::vector<uint16_t> w16(w.size());
     for (size_t i = 0; i < w.size(); ++i) w16[i] = invar::f32_to_bf16(w[i]);
-    for (DType dt : {DType::f32, DType::bf16}) {
+    for (DType dt : {DType::f32, DType::bf16, DType::q4_1, DType::q8_0, DType::q4_k}) {
+      if (!only_dtype.empty() && only_dtype != invar::dtype_name(dt)) continue;
+      if (s.k % invar::dtype_block(dt).elems != 0) continue;  // K-quants need K % 256 == 0
+      const std::vector<uint8_t> packed =
+          invar::dtype_is_packed(dt) ? random_packed(dt, s.n, s.k, rng) : std::vector<uint8_t>();
       // Cold weights: cycle through copies totalling >= 96 MiB.
-      const size_t wbytes = w.size() * invar::dtype_size(dt);
+      const size_t wbytes = invar::dtype_row_bytes(dt, s.n * s.k);
       const size_t copies = std::max<size_t>(1, (size_t(96) << 20) / wbytes + 1);
       std::vector<std::vector<char>> store(copies);
       std::vector<WeightRef> refs;
       for (auto& c : store) {
         c.resize(wbytes);
-        std::memcpy(c.data(), dt == DType::f32 ? static_cast<const void*>(w.data()) : w16.data(),
+        std::memcpy(c.data(),
+                    dt == DType::f32    ? static_cast<const void*>(w.data())
+                    : dt == DType::bf16 ? static_cast<const void*>(w16.data())
+                                        : static_cast<const void*>(packed.data()),
                     wbytes);
         refs.push_back(WeightRef{c.data(), dt, s.n, s.k});
       }

@@ -21,7 +21,8 @@ void add_model_options(CLI::App& cmd, ModelArgs& a, unsigned which, const std::s
   grouped(cmd.add_option("-t,--threads", a.threads, "CPU threads (0 = all cores)"))
       ->check(CLI::NonNegativeNumber);
   grouped(cmd.add_option("--weight-dtype", a.weight_dtype,
-                         "Weight storage: f32 or bf16 (empty: f32 on the CPU, bf16 on CUDA)"))
+                         "Weight storage: f32 or bf16 (empty: as stored in the file, quantized "
+                         "GGUF blocks packed; random weights: f32 on the CPU, bf16 on CUDA)"))
       ->check(CLI::IsMember({"", "f32", "bf16"}));
   grouped(cmd.add_option("--random-weights", a.random_weights,
                          "Seeded random weights of the --model config (-1: off)"))
@@ -34,6 +35,8 @@ void add_model_options(CLI::App& cmd, ModelArgs& a, unsigned which, const std::s
                            "CUDA: share of the GPU's memory to use; the KV cache gets what "
                            "weights and activations leave (as vLLM)"))
         ->check(CLI::Range(0.05, 1.0));
+    grouped(cmd.add_option("--kv-dtype", a.kv_dtype, "CPU KV cache: f16 or f32 (empty: f16)"))
+        ->check(CLI::IsMember({"", "f16", "f32"}));
   }
 }
 
@@ -55,17 +58,25 @@ void apply_sampling(const SamplingArgs& a, engine::RequestParams& req, uint64_t 
   req.repetition_penalty = a.repetition_penalty;
 }
 
-DType weight_dtype_of(const std::string& flag, model::Device device) {
+std::optional<DType> weight_dtype_flag(const std::string& flag) {
   if (flag == "bf16") return DType::bf16;
   if (flag == "f32") return DType::f32;
-  return device == model::Device::cuda ? DType::bf16 : DType::f32;
+  return std::nullopt;
+}
+
+DType random_weight_dtype(const std::string& flag, model::Device device) {
+  return weight_dtype_flag(flag).value_or(device == model::Device::cuda ? DType::bf16
+                                                                        : DType::f32);
 }
 
 Result<engine::ModelBundle> open_bundle(const ModelArgs& a, model::Device device) {
   model::LoadOptions load;
-  load.weight_dtype = weight_dtype_of(a.weight_dtype, device);
-  return a.random_weights >= 0 ? engine::random_model(a.model, uint64_t(a.random_weights), load)
-                               : engine::open_model(a.model, load);
+  if (a.random_weights >= 0) {
+    load.weight_dtype = random_weight_dtype(a.weight_dtype, device);
+    return engine::random_model(a.model, uint64_t(a.random_weights), load);
+  }
+  load.weight_dtype = weight_dtype_flag(a.weight_dtype);
+  return engine::open_model(a.model, load);
 }
 
 engine::EngineOptions engine_options(const ModelArgs& a, model::Device device) {
@@ -74,6 +85,7 @@ engine::EngineOptions engine_options(const ModelArgs& a, model::Device device) {
   o.max_context = a.context;
   o.device = device;
   o.gpu_memory_utilization = a.gpu_memory_utilization;
+  o.kv_dtype = a.kv_dtype == "f32" ? DType::f32 : DType::f16;
   o.kernels = a.kernels == "fast" ? kernels::KernelMode::fast : kernels::KernelMode::invariant;
   return o;
 }

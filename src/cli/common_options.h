@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -20,7 +21,8 @@ struct ModelArgs {
   std::string model;           // GGUF file, Hugging Face directory, or a config (random weights)
   std::string device = "cpu";  // cpu | cuda
   std::string kernels = "invariant";
-  std::string weight_dtype;  // f32 | bf16; empty: f32 on the CPU, bf16 on CUDA
+  std::string weight_dtype;  // f32 | bf16; empty: as stored in the file (random: per device)
+  std::string kv_dtype;      // CPU KV cache: f16 | f32; empty: f16
   int threads = 0;           // CPU threads, 0 = all cores
   int context = 4096;        // prompt + output tokens per request
   double gpu_memory_utilization = 0.9;
@@ -32,7 +34,7 @@ struct ModelArgs {
 enum ModelOption : unsigned {
   kModelPath = 1u << 0,   // -m/--model, required
   kKernelMode = 1u << 1,  // --kernels invariant|fast
-  kEngineSize = 1u << 2,  // -c/--context, --gpu-memory-utilization
+  kEngineSize = 1u << 2,  // -c/--context, --gpu-memory-utilization, --kv-dtype
   kAllModelOptions = kModelPath | kKernelMode | kEngineSize,
 };
 
@@ -74,8 +76,13 @@ Status use_chat_template_file(const std::string& path, tokenizer::Tokenizer& tok
 // The --chat-template-kwargs object (null when the option was not given).
 Result<nlohmann::ordered_json> parse_chat_template_kwargs(const std::string& json_text);
 
-// Host storage of the weight matrices: `flag` (f32 or bf16) when given, else f32 for the CPU
-// (its exact reference) and bf16 for CUDA (what the GPU kernels read; half the host memory).
-DType weight_dtype_of(const std::string& flag, model::Device device);
+// Host storage of the weight matrices from a --weight-dtype flag (f32 or bf16); empty: unset, the
+// file's own encoding (GGUF tensors stay as stored, packed blocks included, in the file's
+// mapping; the CPU kernels decode them as they read them, CUDA dequantizes them to bf16).
+std::optional<DType> weight_dtype_flag(const std::string& flag);
+
+// Seeded random weights have no file to take a type from: the flag, else f32 for the CPU (its
+// exact reference) and bf16 for CUDA (what the GPU kernels read).
+DType random_weight_dtype(const std::string& flag, model::Device device);
 
 }  // namespace invar::cli

@@ -100,7 +100,7 @@ int run_whitebox(const VerifyArgs& a) {
     o.inject = *inj;
   }
   model::LoadOptions load;
-  load.weight_dtype = weight_dtype_of(a.m.weight_dtype, *device);
+  load.weight_dtype = weight_dtype_flag(a.m.weight_dtype);
   verify::Progress progress;
   o.progress = [&](const std::string& label, int done, int total) {
     progress.update(label, done, total);
@@ -110,7 +110,9 @@ int run_whitebox(const VerifyArgs& a) {
     auto config = model::read_hf_config(a.model);
     if (!config.ok()) return fail(config.status().message());
     model::LoadedModel m{
-        *config, model::random_weights(*config, uint64_t(a.m.random_weights), load.weight_dtype),
+        *config,
+        model::random_weights(*config, uint64_t(a.m.random_weights),
+                              random_weight_dtype(a.m.weight_dtype, *device)),
         fmt::format("{} (random weights, seed {})", a.model, a.m.random_weights)};
     report = verify::run_whitebox(m, o);
   } else if (auto bundle = engine::open_model(a.model, load); bundle.ok()) {

@@ -1,4 +1,4 @@
-// Element types and exact scalar conversions (f16/bf16 <-> f32).
+// Element types (plain and block-quantized) and exact scalar conversions (f16/bf16 <-> f32).
 #pragma once
 
 #include <cstdint>
@@ -7,14 +7,81 @@
 
 namespace invar {
 
-enum class DType : uint8_t { f32, f16, bf16 };
+// Element encodings of tensors. f32/f16/bf16 are plain arrays; the others are ggml's
+// block-quantized encodings (core/block_quant.h: layouts and exact decoding), kept packed in
+// memory and decoded where they are read: a row of `cols` elements is cols / block elems
+// blocks of block bytes each, so a row's bytes are dtype_row_bytes(t, cols).
+enum class DType : uint8_t { f32, f16, bf16, q8_0, q4_0, q4_1, q2_k, q3_k, q4_k, q5_k, q6_k };
 
-constexpr size_t dtype_size(DType t) { return t == DType::f32 ? 4 : 2; }
+constexpr bool dtype_is_packed(DType t) {
+  return t != DType::f32 && t != DType::f16 && t != DType::bf16;
+}
+
+// Bytes per element of a plain type; 0 for packed types (use dtype_row_bytes).
+constexpr size_t dtype_size(DType t) {
+  return t == DType::f32 ? 4 : (t == DType::f16 || t == DType::bf16) ? 2 : 0;
+}
+
+// Elements and bytes of one block (a plain type is a block of one element).
+struct DTypeBlock {
+  int64_t elems;
+  size_t bytes;
+};
+
+constexpr DTypeBlock dtype_block(DType t) {
+  switch (t) {
+    case DType::f32:
+      return {1, 4};
+    case DType::f16:
+    case DType::bf16:
+      return {1, 2};
+    case DType::q8_0:
+      return {32, 34};
+    case DType::q4_0:
+      return {32, 18};
+    case DType::q4_1:
+      return {32, 20};
+    case DType::q2_k:
+      return {256, 84};
+    case DType::q3_k:
+      return {256, 110};
+    case DType::q4_k:
+      return {256, 144};
+    case DType::q5_k:
+      return {256, 176};
+    case DType::q6_k:
+      return {256, 210};
+  }
+  return {1, 0};
+}
+
+// Bytes of `n` elements (n a whole number of blocks).
+constexpr size_t dtype_row_bytes(DType t, int64_t n) {
+  const DTypeBlock b = dtype_block(t);
+  return size_t(n / b.elems) * b.bytes;
+}
+
 constexpr std::string_view dtype_name(DType t) {
   switch (t) {
     case DType::f32: return "f32";
     case DType::f16: return "f16";
     case DType::bf16: return "bf16";
+    case DType::q8_0:
+      return "q8_0";
+    case DType::q4_0:
+      return "q4_0";
+    case DType::q4_1:
+      return "q4_1";
+    case DType::q2_k:
+      return "q2_k";
+    case DType::q3_k:
+      return "q3_k";
+    case DType::q4_k:
+      return "q4_k";
+    case DType::q5_k:
+      return "q5_k";
+    case DType::q6_k:
+      return "q6_k";
   }
   return "?";
 }

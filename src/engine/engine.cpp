@@ -79,6 +79,7 @@ static model::RunnerOptions runner_options(const EngineOptions& o) {
   r.kernels = o.kernels;
   r.kv_blocks = o.kv_blocks;
   r.block_size = o.block_size;
+  r.kv_dtype = o.kv_dtype;
   r.threads = o.threads;
   r.cuda_device = o.cuda_device;
   r.gpu_memory_utilization = o.gpu_memory_utilization;

@@ -25,6 +25,7 @@ struct EngineOptions {
   int kv_blocks = 0;              // KV cache blocks (0: CPU, enough for max_running full
                                   // contexts; CUDA, what gpu_memory_utilization leaves)
   int block_size = 16;            // tokens per KV block
+  DType kv_dtype = DType::f16;    // CPU KV cache: f16 or f32 (model::RunnerOptions)
   int max_running = 64;           // sequences in flight at once
   int max_queue = 1024;           // waiting requests before submit() refuses (resource_exhausted)
   int step_token_budget = 512;    // tokens per forward step (decode + prefill)

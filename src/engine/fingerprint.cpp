@@ -8,7 +8,7 @@
 
 namespace invar::engine {
 
-static uint64_t mix(uint64_t h, const std::vector<uint8_t>& bytes) {
+static uint64_t mix(uint64_t h, const model::HostBytes& bytes) {
   // Word-wise multiply-xor; fast enough for a few GB at start-up.
   const size_t words = bytes.size() / 8;
   for (size_t i = 0; i < words; ++i) {
@@ -17,7 +17,7 @@ static uint64_t mix(uint64_t h, const std::vector<uint8_t>& bytes) {
     h = (h ^ w) * 0x100000001b3ull;
     h ^= h >> 29;
   }
-  for (size_t i = words * 8; i < bytes.size(); ++i) h = (h ^ bytes[i]) * 0x100000001b3ull;
+  for (size_t i = words * 8; i < bytes.size(); ++i) h = (h ^ bytes.data()[i]) * 0x100000001b3ull;
   return (h ^ bytes.size()) * 0x9e3779b97f4a7c15ull;
 }
 

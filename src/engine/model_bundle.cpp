@@ -46,8 +46,9 @@ Result<ModelBundle> random_model(const std::string& config_path, uint64_t seed,
   if (config.vocab_size < 256 && tok->vocab_size() > config.vocab_size)
     return Status::errorf("{}: a vocabulary of {} is too small for the byte tokenizer",
                           config_path, config.vocab_size);
-  model::LoadedModel m{config, model::random_weights(config, seed, options.weight_dtype),
-                       fmt::format("{} (random weights, seed {})", config_path, seed)};
+  model::LoadedModel m{
+      config, model::random_weights(config, seed, options.weight_dtype.value_or(DType::f32)),
+      fmt::format("{} (random weights, seed {})", config_path, seed)};
   return ModelBundle{std::move(m), std::move(tok).value()};
 }
 

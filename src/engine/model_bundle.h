@@ -22,6 +22,7 @@ Result<ModelBundle> open_model(const std::string& path, const model::LoadOptions
 // weights (model::random_weights): for benchmarks and checks of any architecture size without
 // its weights. The tokenizer is the directory's tokenizer.json when there is one, else a plain
 // byte tokenizer (ids 0..255 are the bytes; generated ids above 255 decode to nothing).
+// options.weight_dtype: f32 or bf16 (unset: f32).
 Result<ModelBundle> random_model(const std::string& config_path, uint64_t seed,
                                  const model::LoadOptions& options);
 

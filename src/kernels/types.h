@@ -28,7 +28,8 @@ struct SampleRowParams {
 };
 
 // A row-major weight matrix [rows, cols]; a linear layer y = x W^T has rows = N (outputs),
-// cols = K (inputs). dtype is f32 or bf16.
+// cols = K (inputs). dtype is any DType: f32, f16, bf16, or packed blocks (each row then
+// dtype_row_bytes(dtype, cols) bytes; cols a multiple of the block size).
 struct WeightRef {
   const void* data = nullptr;
   DType dtype = DType::f32;
@@ -64,14 +65,16 @@ struct AttentionPlan {
   // token t attends causally to positions 0..pos(t).
 };
 
-// Paged KV cache of one layer: [num_blocks, block_size, kv_heads, head_dim], f32 on the CPU.
+// Paged KV cache of one layer: [num_blocks, block_size, kv_heads, head_dim] of `dtype`, f32 or
+// f16 on the CPU (f16: rounded to nearest even when stored, widened exactly when read).
 struct KvLayerRef {
-  float* k = nullptr;
-  float* v = nullptr;
+  void* k = nullptr;
+  void* v = nullptr;
   int num_blocks = 0;
   int block_size = 0;
   int kv_heads = 0;
   int head_dim = 0;
+  DType dtype = DType::f32;
 };
 
 }  // namespace invar::kernels

@@ -1,6 +1,7 @@
 // The CPU backend of ModelRunner: Transformer (kernels/cpu) with its own thread pool and a host
 // KV cache.
 #include <algorithm>
+#include <cstring>
 
 #include "core/thread_pool.h"
 #include "kernels/cpu/ops.h"
@@ -34,8 +35,7 @@ class CpuRunner final : public ModelRunner {
   CpuRunner(const ModelConfig& config, const ModelWeights& weights, const RunnerOptions& o)
       : pool_(o.threads),
         transformer_(config, weights, pool_, o.kernels),
-        cache_(config, std::max(1, o.kv_blocks), std::max(1, o.block_size)),
-        block_floats_(size_t(cache_.block_size()) * config.num_kv_heads * config.head_dim),
+        cache_(config, std::max(1, o.kv_blocks), std::max(1, o.block_size), o.kv_dtype),
         layers_(config.num_layers),
         vocab_(config.vocab_size) {}
 
@@ -59,12 +59,13 @@ class CpuRunner final : public ModelRunner {
     if (src < 0 || dst < 0 || src >= cache_.num_blocks() || dst >= cache_.num_blocks())
       return Status::errorf("copy_kv_block: block {} or {} outside the cache ({} blocks)", src, dst,
                             cache_.num_blocks());
+    const size_t bytes = cache_.block_bytes();
     for (int l = 0; l < layers_; ++l) {
       kernels::KvLayerRef layer = cache_.layer(l);
-      std::copy_n(layer.k + size_t(src) * block_floats_, block_floats_,
-                  layer.k + size_t(dst) * block_floats_);
-      std::copy_n(layer.v + size_t(src) * block_floats_, block_floats_,
-                  layer.v + size_t(dst) * block_floats_);
+      for (void* part : {layer.k, layer.v}) {
+        uint8_t* base = static_cast<uint8_t*>(part);
+        std::memcpy(base + size_t(dst) * bytes, base + size_t(src) * bytes, bytes);
+      }
     }
     return Status();
   }
@@ -78,7 +79,6 @@ class CpuRunner final : public ModelRunner {
   ThreadPool pool_;
   Transformer transformer_;
   KvCache cache_;
-  size_t block_floats_;
   int layers_;
   int64_t vocab_;
 };

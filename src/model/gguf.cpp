@@ -482,18 +482,18 @@ Result<std::vector<int64_t>> GgufFile::get_int_array(const std::string& key) con
   return out;
 }
 
-Status GgufFile::read_tensor(const GgufTensorInfo& t, DType dtype, void* out) const {
-  if (dtype != DType::f32 && dtype != DType::bf16) {
-    return Status::errorf("{}: tensor '{}': cannot read into {} (expected f32 or bf16)", path_,
-                          t.name, dtype_name(dtype));
-  }
+Result<DType> GgufFile::stored_dtype(const GgufTensorInfo& t) const {
   const GgmlBlockLayout* b = ggml_block_layout(t.type);
   if (b == nullptr) {
-    return Status::errorf(
-        "{}: tensor '{}' has unsupported type {} ({}); supported: F32, F16, "
-        "BF16, Q8_0, Q4_0, Q4_1",
-        path_, t.name, t.type, ggml_type_name(t.type));
+    return Status::errorf("{}: tensor '{}' has unsupported type {} ({}); supported: {}", path_,
+                          t.name, t.type, ggml_type_name(t.type), ggml_supported_types());
   }
+  return b->dtype;
+}
+
+Result<const uint8_t*> GgufFile::tensor_data(const GgufTensorInfo& t) const {
+  INVAR_RETURN_IF_ERROR(stored_dtype(t).status());
+  const GgmlBlockLayout* b = ggml_block_layout(t.type);
   // Re-check against this file: `t` may not come from tensors().
   int64_t numel = 0;
   INVAR_RETURN_IF_ERROR(checked_numel(path_, t.name, t.shape, &numel));
@@ -506,7 +506,17 @@ Status GgufFile::read_tensor(const GgufTensorInfo& t, DType dtype, void* out) co
         "describe data inside this file",
         path_, t.name, shape_str(t.shape), b->name, t.offset);
   }
-  dequantize_ggml(t.type, file_->data() + data_offset_ + t.offset, numel, dtype, out);
+  return file_->data() + data_offset_ + t.offset;
+}
+
+Status GgufFile::read_tensor(const GgufTensorInfo& t, DType dtype, void* out) const {
+  INVAR_ASSIGN_OR_RETURN(DType stored, stored_dtype(t));
+  if (dtype != DType::f32 && dtype != DType::bf16 && dtype != stored) {
+    return Status::errorf("{}: tensor '{}': cannot read {} into {} (expected f32, bf16 or {})",
+                          path_, t.name, dtype_name(stored), dtype_name(dtype), dtype_name(stored));
+  }
+  INVAR_ASSIGN_OR_RETURN(const uint8_t* data, tensor_data(t));
+  dequantize_ggml(t.type, data, t.numel(), dtype, out);
   return {};
 }
 

@@ -1,4 +1,5 @@
-// GGUF v2/v3 reader: metadata, tensor table, and tensor data dequantized to f32 or bf16.
+// GGUF v2/v3 reader: metadata, tensor table, and tensor data, either viewed in place in the
+// file's memory mapping (packed as stored) or converted to f32 or bf16.
 // Every malformed input gives a Status naming the file, the key or tensor, and what was
 // expected; nothing is read past the end of the mapping.
 #pragma once
@@ -24,7 +25,17 @@ struct GgufValue {
 };
 
 enum class GgmlType : uint32_t {
-  f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q8_0 = 8, bf16 = 30,
+  f32 = 0,
+  f16 = 1,
+  q4_0 = 2,
+  q4_1 = 3,
+  q8_0 = 8,
+  q2_k = 10,
+  q3_k = 11,
+  q4_k = 12,
+  q5_k = 13,
+  q6_k = 14,
+  bf16 = 30,
 };
 
 struct GgufTensorInfo {
@@ -55,8 +66,16 @@ class GgufFile {
   Result<std::vector<int64_t>> get_int_array(const std::string& key) const;
   bool has(const std::string& key) const { return metadata_.count(key) != 0; }
 
-  // Dequantizes a tensor into `out` (numel elements of `dtype`, f32 or bf16).
+  // Converts a tensor into `out`: numel elements of `dtype`, which is f32, bf16 or the
+  // tensor's own encoding (stored_dtype; then a copy of its bytes).
   Status read_tensor(const GgufTensorInfo& t, DType dtype, void* out) const;
+
+  // The DType holding a tensor's encoding as stored; an error names an unsupported type.
+  Result<DType> stored_dtype(const GgufTensorInfo& t) const;
+  // A tensor's bytes in place, inside the mapping (valid while mapping() is held): nbytes
+  // bytes of its stored_dtype, after the same checks as read_tensor.
+  Result<const uint8_t*> tensor_data(const GgufTensorInfo& t) const;
+  const std::shared_ptr<MappedFile>& mapping() const { return file_; }
 
  private:
   std::string path_;

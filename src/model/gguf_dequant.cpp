@@ -1,38 +1,29 @@
 #include "model/gguf_dequant.h"
 
 #include <cstring>
+#include <vector>
 
+#include "core/block_quant.h"
 #include "model/gguf.h"
 
 namespace invar::model {
 namespace {
 
-constexpr int kQk = 32;  // elements per quantized block
-
-const GgmlBlockLayout kF32{"F32", 1, 4};
-const GgmlBlockLayout kF16{"F16", 1, 2};
-const GgmlBlockLayout kBF16{"BF16", 1, 2};
-const GgmlBlockLayout kQ8_0{"Q8_0", kQk, 2 + kQk};
-const GgmlBlockLayout kQ4_0{"Q4_0", kQk, 2 + kQk / 2};
-const GgmlBlockLayout kQ4_1{"Q4_1", kQk, 4 + kQk / 2};
-
-uint16_t load_u16(const uint8_t* p) {
-  uint16_t x;
-  std::memcpy(&x, p, 2);
-  return x;
+constexpr GgmlBlockLayout layout(const char* name, DType t) {
+  return {name, t, dtype_block(t).elems, dtype_block(t).bytes};
 }
 
-// Writes one block of f32 values to the output type.
-struct Sink {
-  DType dtype;
-  void* out;
-  void put(int64_t i, float v) const {
-    if (dtype == DType::f32)
-      static_cast<float*>(out)[i] = v;
-    else
-      static_cast<uint16_t*>(out)[i] = f32_to_bf16(v);
-  }
-};
+const GgmlBlockLayout kF32 = layout("F32", DType::f32);
+const GgmlBlockLayout kF16 = layout("F16", DType::f16);
+const GgmlBlockLayout kBF16 = layout("BF16", DType::bf16);
+const GgmlBlockLayout kQ8_0 = layout("Q8_0", DType::q8_0);
+const GgmlBlockLayout kQ4_0 = layout("Q4_0", DType::q4_0);
+const GgmlBlockLayout kQ4_1 = layout("Q4_1", DType::q4_1);
+const GgmlBlockLayout kQ2_K = layout("Q2_K", DType::q2_k);
+const GgmlBlockLayout kQ3_K = layout("Q3_K", DType::q3_k);
+const GgmlBlockLayout kQ4_K = layout("Q4_K", DType::q4_k);
+const GgmlBlockLayout kQ5_K = layout("Q5_K", DType::q5_k);
+const GgmlBlockLayout kQ6_K = layout("Q6_K", DType::q6_k);
 
 }  // namespace
 
@@ -50,8 +41,22 @@ const GgmlBlockLayout* ggml_block_layout(uint32_t type) {
       return &kQ4_0;
     case GgmlType::q4_1:
       return &kQ4_1;
+    case GgmlType::q2_k:
+      return &kQ2_K;
+    case GgmlType::q3_k:
+      return &kQ3_K;
+    case GgmlType::q4_k:
+      return &kQ4_K;
+    case GgmlType::q5_k:
+      return &kQ5_K;
+    case GgmlType::q6_k:
+      return &kQ6_K;
   }
   return nullptr;
+}
+
+const char* ggml_supported_types() {
+  return "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
 }
 
 const char* ggml_type_name(uint32_t type) {
@@ -65,64 +70,20 @@ const char* ggml_type_name(uint32_t type) {
 }
 
 void dequantize_ggml(uint32_t type, const uint8_t* src, int64_t numel, DType out_dtype, void* out) {
-  const Sink sink{out_dtype, out};
-  switch (GgmlType(type)) {
-    case GgmlType::f32:
-      if (out_dtype == DType::f32) {
-        std::memcpy(out, src, size_t(numel) * 4);
-        return;
-      }
-      for (int64_t i = 0; i < numel; ++i) {
-        float v;
-        std::memcpy(&v, src + 4 * i, 4);
-        sink.put(i, v);
-      }
-      return;
-    case GgmlType::f16:
-      for (int64_t i = 0; i < numel; ++i) sink.put(i, f16_to_f32(load_u16(src + 2 * i)));
-      return;
-    case GgmlType::bf16:
-      if (out_dtype == DType::bf16) {
-        std::memcpy(out, src, size_t(numel) * 2);
-        return;
-      }
-      for (int64_t i = 0; i < numel; ++i) sink.put(i, bf16_to_f32(load_u16(src + 2 * i)));
-      return;
-    case GgmlType::q8_0:
-      for (int64_t b = 0; b < numel / kQk; ++b) {
-        const uint8_t* blk = src + b * kQ8_0.block_bytes;
-        const float d = f16_to_f32(load_u16(blk));
-        for (int j = 0; j < kQk; ++j) {
-          sink.put(b * kQk + j, float(int8_t(blk[2 + j])) * d);
-        }
-      }
-      return;
-    case GgmlType::q4_0:
-      for (int64_t b = 0; b < numel / kQk; ++b) {
-        const uint8_t* blk = src + b * kQ4_0.block_bytes;
-        const float d = f16_to_f32(load_u16(blk));
-        for (int j = 0; j < kQk / 2; ++j) {
-          const uint8_t q = blk[2 + j];
-          sink.put(b * kQk + j, float(int(q & 0x0f) - 8) * d);
-          sink.put(b * kQk + j + kQk / 2, float(int(q >> 4) - 8) * d);
-        }
-      }
-      return;
-    case GgmlType::q4_1:
-      for (int64_t b = 0; b < numel / kQk; ++b) {
-        const uint8_t* blk = src + b * kQ4_1.block_bytes;
-        const float d = f16_to_f32(load_u16(blk));
-        const float m = f16_to_f32(load_u16(blk + 2));
-        for (int j = 0; j < kQk / 2; ++j) {
-          const uint8_t q = blk[4 + j];
-          // Product then sum, two roundings, as ggml's reference dequantizer does.
-          const float lo = float(q & 0x0f) * d;
-          const float hi = float(q >> 4) * d;
-          sink.put(b * kQk + j, lo + m);
-          sink.put(b * kQk + j + kQk / 2, hi + m);
-        }
-      }
-      return;
+  const GgmlBlockLayout* b = ggml_block_layout(type);
+  if (out_dtype == b->dtype) {  // as stored
+    std::memcpy(out, src, dtype_row_bytes(b->dtype, numel));
+    return;
+  }
+  if (out_dtype == DType::f32) return decode_to_f32(b->dtype, src, numel, static_cast<float*>(out));
+  // bf16 (the only other output): decode a block run at a time, then round.
+  constexpr int64_t kRun = 4096;  // a multiple of every block size
+  std::vector<float> tmp(size_t(std::min(numel, kRun)));
+  uint16_t* dst = static_cast<uint16_t*>(out);
+  for (int64_t i = 0; i < numel; i += kRun) {
+    const int64_t n = std::min(kRun, numel - i);
+    decode_to_f32(b->dtype, src + dtype_row_bytes(b->dtype, i), n, tmp.data());
+    for (int64_t j = 0; j < n; ++j) dst[i + j] = f32_to_bf16(tmp[size_t(j)]);
   }
 }
 

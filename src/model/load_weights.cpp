@@ -2,9 +2,11 @@
 // layer's weight the same way, [out, in] row-major (GGUF's ne[0] = in), so no transposes; the
 // q/k row permutation of GGUF Llama files is kept and handled by RopeStyle::interleaved.
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 
+#include "core/block_quant.h"
 #include "model/config_parse.h"
 #include "model/gguf.h"
 #include "model/safetensors.h"
@@ -97,13 +99,29 @@ std::string hf_tensor_name(WeightRole role, int layer) {
 
 namespace {
 
-// Rejects NaN and infinity: a corrupt or mis-decoded tensor must not load silently.
+// Rejects NaN and infinity: a corrupt or mis-decoded tensor must not load silently. A packed
+// tensor is checked through its scales (core/block_quant.h: its values are finite exactly when
+// they are).
 Status check_finite(const HostTensor& t, const std::string& where, const std::string& name) {
+  if (dtype_is_packed(t.dtype)) {
+    const int64_t b = first_nonfinite_block(t.dtype, t.bytes.data(), t.numel());
+    if (b >= 0) {
+      return Status::errorf(
+          "{}: tensor '{}': block {} of {} has a NaN or infinite scale (corrupt "
+          "file?)",
+          where, name, b, dtype_name(t.dtype));
+    }
+    return {};
+  }
   const int64_t n = t.numel();
+  const uint8_t* p = t.bytes.data();
   for (int64_t i = 0; i < n; ++i) {
-    float v = t.dtype == DType::f32
-                  ? t.f32()[i]
-                  : bf16_to_f32(reinterpret_cast<const uint16_t*>(t.bytes.data())[i]);
+    float v;
+    if (t.dtype == DType::f32)
+      std::memcpy(&v, p + 4 * i, 4);
+    else
+      v = t.dtype == DType::bf16 ? bf16_to_f32(load_le16(p + 2 * i))
+                                 : f16_to_f32(load_le16(p + 2 * i));
     if (!std::isfinite(v)) {
       return Status::errorf("{}: tensor '{}': element {} is {} (corrupt file?)", where, name, i, v);
     }
@@ -112,11 +130,11 @@ Status check_finite(const HostTensor& t, const std::string& where, const std::st
 }
 
 // Reads every slot of the config from a format: `shape_of(name)` gives a tensor's shape or
-// nullopt, `read(name, dtype, out)` its data.
-template <typename ShapeOf, typename Read>
+// nullopt, `load(name, slot)` the tensor (shape checked), in whatever DType the options ask.
+template <typename ShapeOf, typename Load>
 Result<ModelWeights> read_weights(const ModelConfig& c, const std::string& where,
-                                  std::string (*name_of)(WeightRole, int), DType weight_dtype,
-                                  ShapeOf shape_of, Read read) {
+                                  std::string (*name_of)(WeightRole, int), ShapeOf shape_of,
+                                  Load load) {
   ModelWeights w;
   INVAR_RETURN_IF_ERROR(for_each_weight_slot(c, w, [&](const WeightSlot& s) -> Status {
     const std::string name = name_of(s.role, s.layer);
@@ -131,11 +149,15 @@ Result<ModelWeights> read_weights(const ModelConfig& c, const std::string& where
       return Status::errorf("{}: tensor '{}': shape {} does not match the config (expected {})",
                             where, name, shape_string(*shape), shape_string(s.shape));
     }
-    *s.tensor = HostTensor::zeros(s.matrix ? weight_dtype : DType::f32, s.shape);
-    INVAR_RETURN_IF_ERROR(read(name, s.tensor->dtype, s.tensor->bytes.data()));
+    INVAR_ASSIGN_OR_RETURN(*s.tensor, load(name, s));
     return check_finite(*s.tensor, where, name);
   }));
   return w;
+}
+
+// The storage of a slot read by conversion: the requested matrix type, f32 for vectors.
+DType converted_dtype(const WeightSlot& s, const LoadOptions& options) {
+  return s.matrix ? options.weight_dtype.value_or(DType::f32) : DType::f32;
 }
 
 }  // namespace
@@ -150,11 +172,21 @@ Result<LoadedModel> load_gguf_model(const std::string& path, const LoadOptions& 
     if (!t) return std::nullopt;
     return t->shape;
   };
-  auto read = [&](const std::string& name, DType dtype, void* out) {
-    return f.read_tensor(*f.find_tensor(name), dtype, out);
+  auto load = [&](const std::string& name, const WeightSlot& s) -> Result<HostTensor> {
+    const GgufTensorInfo& t = *f.find_tensor(name);
+    HostTensor h;
+    if (s.matrix && !options.weight_dtype) {  // as stored, in place in the mapping
+      INVAR_ASSIGN_OR_RETURN(h.dtype, f.stored_dtype(t));
+      INVAR_ASSIGN_OR_RETURN(const uint8_t* data, f.tensor_data(t));
+      h.shape = s.shape;
+      h.bytes = HostBytes::view(f.mapping(), data, size_t(t.nbytes));
+      return h;
+    }
+    h = HostTensor::zeros(converted_dtype(s, options), s.shape);
+    INVAR_RETURN_IF_ERROR(f.read_tensor(t, h.dtype, h.bytes.data()));
+    return h;
   };
-  INVAR_ASSIGN_OR_RETURN(m.weights, read_weights(m.config, path, gguf_tensor_name,
-                                                 options.weight_dtype, shape_of, read));
+  INVAR_ASSIGN_OR_RETURN(m.weights, read_weights(m.config, path, gguf_tensor_name, shape_of, load));
   return m;
 }
 
@@ -171,11 +203,18 @@ Result<LoadedModel> load_hf_model(const std::string& dir, const std::string& sin
     if (!t) return std::nullopt;
     return t->shape;
   };
-  auto read = [&](const std::string& name, DType dtype, void* out) {
-    return set.read_tensor(name, dtype, out);
+  auto load = [&](const std::string& name, const WeightSlot& s) -> Result<HostTensor> {
+    DType dtype = converted_dtype(s, options);
+    if (s.matrix && !options.weight_dtype) {  // the stored float type (copied)
+      const std::string& stored = set.find_tensor(name)->dtype;
+      dtype = stored == "BF16" ? DType::bf16 : stored == "F16" ? DType::f16 : DType::f32;
+    }
+    HostTensor h = HostTensor::zeros(dtype, s.shape);
+    INVAR_RETURN_IF_ERROR(set.read_tensor(name, dtype, h.bytes.data()));
+    return h;
   };
-  INVAR_ASSIGN_OR_RETURN(m.weights, read_weights(m.config, set.where(), hf_tensor_name,
-                                                 options.weight_dtype, shape_of, read));
+  INVAR_ASSIGN_OR_RETURN(m.weights,
+                         read_weights(m.config, set.where(), hf_tensor_name, shape_of, load));
   return m;
 }
 

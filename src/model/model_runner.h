@@ -28,6 +28,9 @@ struct RunnerOptions {
   kernels::KernelMode kernels = kernels::KernelMode::invariant;  // fast: negative control only
   int kv_blocks = 0;   // KV cache blocks (> 0; CUDA: 0 sizes the cache from device memory)
   int block_size = 16;  // tokens per KV block
+  // CPU: the KV cache's element type, f16 (the default: half the memory and the attention
+  // reads of f32; rounded once when stored) or f32. The CUDA cache is bf16 whatever this says.
+  DType kv_dtype = DType::f16;
   int threads = 0;      // host threads: the CPU forward pass; on CUDA, logits widening (0: all cores)
   int cuda_device = 0;  // CUDA: device ordinal
   // CUDA with kv_blocks = 0: the share of device memory the runner may hold; the KV cache gets
@@ -97,7 +100,7 @@ class ModelRunner {
 Status check_batch_plan(const BatchPlan& plan, const ModelConfig& config, int kv_blocks,
                         int block_size);
 
-// The CPU backend: kernels/cpu over f32 activations and a host KV cache.
+// The CPU backend: kernels/cpu over f32 activations and a host KV cache (options.kv_dtype).
 std::unique_ptr<ModelRunner> make_cpu_runner(const ModelConfig& config, const ModelWeights& weights,
                                              const RunnerOptions& options);
 

@@ -161,9 +161,9 @@ const SafetensorsTensorInfo* SafetensorsFile::find_tensor(const std::string& nam
 }
 
 Status SafetensorsFile::read_tensor(const SafetensorsTensorInfo& t, DType dtype, void* out) const {
-  if (dtype != DType::f32 && dtype != DType::bf16) {
-    return Status::errorf("{}: tensor '{}': cannot read into {} (expected f32 or bf16)", path_,
-                          t.name, dtype_name(dtype));
+  if (dtype != DType::f32 && dtype != DType::bf16 && !(dtype == DType::f16 && t.dtype == "F16")) {
+    return Status::errorf("{}: tensor '{}': cannot read {} into {} (expected f32, bf16 or {})",
+                          path_, t.name, t.dtype, dtype_name(dtype), t.dtype);
   }
   if (t.dtype != "F32" && t.dtype != "F16" && t.dtype != "BF16") {
     return Status::errorf("{}: tensor '{}' has dtype {}; supported: F32, F16, BF16", path_, t.name,
@@ -195,6 +195,8 @@ Status SafetensorsFile::read_tensor(const SafetensorsTensorInfo& t, DType dtype,
     } else {
       for (int64_t i = 0; i < n; ++i) of[i] = bf16_to_f32(load_u16(src + 2 * i));
     }
+  } else if (dtype == DType::f16) {
+    std::memcpy(out, src, size_t(n) * 2);
   } else {  // F16
     for (int64_t i = 0; i < n; ++i) {
       const float v = f16_to_f32(load_u16(src + 2 * i));

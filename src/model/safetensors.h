@@ -36,7 +36,8 @@ class SafetensorsFile {
   const SafetensorsTensorInfo* find_tensor(const std::string& name) const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
-  // Converts a tensor of dtype F32, F16 or BF16 into `out` (numel elements, f32 or bf16).
+  // Converts a tensor of dtype F32, F16 or BF16 into `out` (numel elements, f32 or bf16, or f16
+  // for an F16 tensor).
   Status read_tensor(const SafetensorsTensorInfo& t, DType dtype, void* out) const;
 
  private:

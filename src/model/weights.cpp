@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
@@ -10,6 +11,23 @@
 #include "model/weight_slots.h"
 
 namespace invar::model {
+
+HostBytes HostBytes::view(std::shared_ptr<const void> owner, const uint8_t* data, size_t size) {
+  HostBytes b;
+  b.owner_ = std::move(owner);
+  b.view_ = data;
+  b.size_ = size;
+  return b;
+}
+
+uint8_t* HostBytes::data() {
+  assert(!view_ && "a mapped view is read-only");
+  return owned_.data();
+}
+
+bool operator==(const HostBytes& a, const HostBytes& b) {
+  return a.size() == b.size() && (a.size() == 0 || std::memcmp(a.data(), b.data(), a.size()) == 0);
+}
 
 int64_t HostTensor::numel() const {
   int64_t n = 1;
@@ -31,7 +49,7 @@ HostTensor HostTensor::zeros(DType dtype, std::vector<int64_t> shape) {
   HostTensor t;
   t.dtype = dtype;
   t.shape = std::move(shape);
-  t.bytes.assign(size_t(t.numel()) * dtype_size(dtype), 0);
+  t.bytes = HostBytes(dtype_row_bytes(dtype, t.numel()));
   return t;
 }
 
@@ -153,9 +171,11 @@ ModelWeights random_weights(const ModelConfig& config, uint64_t seed, DType weig
 
 Result<LoadedModel> load_model(const std::string& path, const LoadOptions& options) {
   namespace fs = std::filesystem;
-  if (options.weight_dtype != DType::f32 && options.weight_dtype != DType::bf16) {
-    return Status::errorf("{}: weight dtype {} is not supported (use f32 or bf16)", path,
-                          dtype_name(options.weight_dtype));
+  if (options.weight_dtype && *options.weight_dtype != DType::f32 &&
+      *options.weight_dtype != DType::bf16) {
+    return Status::errorf(
+        "{}: weight dtype {} is not supported (use f32 or bf16, or none for the file's own)", path,
+        dtype_name(*options.weight_dtype));
   }
   std::error_code ec;
   if (fs::is_directory(path, ec)) return load_hf_model(path, "", options);

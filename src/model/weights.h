@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,14 +14,40 @@
 
 namespace invar::model {
 
-// An owned, contiguous, row-major host tensor.
+// The bytes of a host tensor: owned, or a read-only view into memory another object owns (a
+// GGUF file's mapping), which the view keeps alive. Packed weights are views: the file's pages
+// are the only copy, shared with the page cache.
+class HostBytes {
+ public:
+  HostBytes() = default;
+  explicit HostBytes(size_t n) : owned_(n, 0) {}
+  static HostBytes view(std::shared_ptr<const void> owner, const uint8_t* data, size_t size);
+
+  const uint8_t* data() const { return view_ ? view_ : owned_.data(); }
+  uint8_t* data();  // owned bytes only: a view is read-only
+  size_t size() const { return view_ ? size_ : owned_.size(); }
+  bool empty() const { return size() == 0; }
+  bool is_view() const { return view_ != nullptr; }
+  const uint8_t* begin() const { return data(); }
+  const uint8_t* end() const { return data() + size(); }
+  friend bool operator==(const HostBytes& a, const HostBytes& b);
+
+ private:
+  std::vector<uint8_t> owned_;
+  std::shared_ptr<const void> owner_;
+  const uint8_t* view_ = nullptr;
+  size_t size_ = 0;
+};
+
+// A contiguous, row-major host tensor of any DType (packed rows: dtype_row_bytes each).
 struct HostTensor {
   DType dtype = DType::f32;
   std::vector<int64_t> shape;
-  std::vector<uint8_t> bytes;
+  HostBytes bytes;
 
   bool empty() const { return bytes.empty(); }
   int64_t numel() const;
+  // Plain f32 tensors only.
   const float* f32() const { return reinterpret_cast<const float*>(bytes.data()); }
   float* f32() { return reinterpret_cast<float*>(bytes.data()); }
   // A [rows, cols] view for the gemm/embedding kernels (rank-2 tensors only).
@@ -29,6 +57,7 @@ struct HostTensor {
 
 struct LayerWeights {
   HostTensor attn_norm;             // [H] f32
+  // Matrices: any DType (LoadOptions).
   HostTensor wq, wk, wv, wo;        // [Hq*D, H], [Hkv*D, H], [Hkv*D, H], [H, Hq*D]
   HostTensor bq, bk, bv;            // [Hq*D], [Hkv*D], [Hkv*D] f32 (attention_bias only)
   HostTensor q_norm, k_norm;        // [D] f32 (qk_norm only)
@@ -46,8 +75,11 @@ struct ModelWeights {
 };
 
 struct LoadOptions {
-  // Storage type of the matrices (norm weights and biases are always f32).
-  DType weight_dtype = DType::f32;
+  // Storage type of the matrices (norm weights and biases are always f32): f32 or bf16, or
+  // unset for the file's own encoding. Unset, a GGUF file's matrices are views into its memory
+  // mapping, packed blocks included (the kernels decode them where they read them, with the
+  // bits of the decoded f32 weights); safetensors matrices keep their F32/F16/BF16 type.
+  std::optional<DType> weight_dtype;
 };
 
 // Weights and config of a model read from a GGUF file or a Hugging Face directory.

@@ -6,8 +6,9 @@
 //              column tile or tail computes it.
 //   attention: a sequence's outputs are the same alone, in a varlen batch, as a one-token decode
 //              at each position, and in chunked prefills of several chunkings, across 64-token
-//              tile edges, with unread cache slots poisoned with NaN, for 1-3 threads and for
-//              cache block sizes 1, 7, 16, 64, 100.
+//              tile edges, with unread cache slots poisoned with NaN, for 1-3 threads, f32 and
+//              f16 caches, and cache block sizes 1, 7, 16, 64, 100.
+//   packed gemm: packed_test.cpp.
 //   rmsnorm:   a row is the same whatever the row count and thread count.
 #include <gtest/gtest.h>
 
@@ -156,6 +157,7 @@ struct AttentionInvariance : ::testing::Test {
   static constexpr int kHq = 6, kHkv = 2, kD = 64, kBs = 16, kLen = 150;
   static constexpr int kSeqCapacity = 256;  // positions a sequence may hold (ids 0..3)
   int bs = kBs;  // tokens per cache block (a cache setting, not a model shape)
+  DType kv = DType::f32;  // the cache's element type
   int max_blocks() const { return (kSeqCapacity + bs - 1) / bs; }
   std::vector<float> k_rows = random_floats(size_t(kLen * kHkv * kD), 21, -2.0f, 2.0f);
   std::vector<float> v_rows = random_floats(size_t(kLen * kHkv * kD), 22);
@@ -209,9 +211,11 @@ struct AttentionInvariance : ::testing::Test {
     kernels::AttentionPlan plan{int(seqs.size()), indptr.data(), kv_lens.data(),
                                 tables.data(),    max_blocks(),  bs};
     std::vector<float> out(qs.size(), -1.0f);
-    cpu::attention(qs.data(), cache.ref(), plan, kHq, 0.125f, out.data(), pool);
+    cpu::attention(qs.data(), cache.ref(kv), plan, kHq, 0.125f, out.data(), pool);
     return {out.begin() + our_first * kHq * kD, out.begin() + (our_first + our_len) * kHq * kD};
   }
+
+  void check_every_way_of_computing_the_prefill();
 
   // Output rows of positions [b, e) from a full-length run.
   static std::vector<float> rows(const std::vector<float>& full, int b, int e) {
@@ -220,6 +224,14 @@ struct AttentionInvariance : ::testing::Test {
 };
 
 TEST_F(AttentionInvariance, PrefillAloneMatchesEveryOtherWayOfComputingIt) {
+  for (DType dtype : {DType::f32, DType::f16}) {
+    SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << " cache");
+    kv = dtype;
+    check_every_way_of_computing_the_prefill();
+  }
+}
+
+void AttentionInvariance::check_every_way_of_computing_the_prefill() {
   ThreadPool pool2(2), pool1(1), pool3(3);
   const auto whole = run({{0, kLen, kLen}}, pool2);
   for (float f : whole) ASSERT_FALSE(std::isnan(f)) << "a poisoned slot was read";
@@ -259,6 +271,7 @@ TEST_F(AttentionInvariance, PrefillAloneMatchesEveryOtherWayOfComputingIt) {
 
 // The softmax tiles are fixed by absolute position, not by the cache's block size.
 TEST_F(AttentionInvariance, SameBitsForEveryCacheBlockSize) {
+  kv = DType::f16;  // (the f32 cache reads the same positions through the same tables)
   ThreadPool pool(2);
   const auto whole = run({{0, kLen, kLen}}, pool);
   const auto decode = run({{1, 20, 1}, {0, 100, 1}}, pool);

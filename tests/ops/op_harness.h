@@ -107,10 +107,12 @@ inline void with_target(int64_t target, const std::function<void()>& fn) {
   hwy::SetSupportedTargetsForTest(0);
 }
 
-// A paged KV cache with a shuffled block assignment, for the attention tests.
+// A paged KV cache with a shuffled block assignment, for the attention tests. Filled in f32;
+// ref16() gives an f16 copy (rounded to nearest even; NaN stays NaN).
 struct PagedCache {
   int block_size = 0, kv_heads = 0, head_dim = 0, num_blocks = 0;
   std::vector<float> k, v;  // [num_blocks, block_size, Hkv, D]
+  std::vector<uint16_t> k16, v16;
 
   PagedCache(int num_blocks_, int block_size_, int kv_heads_, int head_dim_)
       : block_size(block_size_), kv_heads(kv_heads_), head_dim(head_dim_), num_blocks(num_blocks_) {
@@ -119,8 +121,15 @@ struct PagedCache {
     v.assign(n, std::nanf(""));
   }
   kernels::KvLayerRef ref() {
-    return {k.data(), v.data(), num_blocks, block_size, kv_heads, head_dim};
+    return {k.data(), v.data(), num_blocks, block_size, kv_heads, head_dim, DType::f32};
   }
+  kernels::KvLayerRef ref16() {
+    k16.resize(k.size());
+    v16.resize(v.size());
+    for (size_t i = 0; i < k.size(); ++i) k16[i] = f32_to_f16(k[i]), v16[i] = f32_to_f16(v[i]);
+    return {k16.data(), v16.data(), num_blocks, block_size, kv_heads, head_dim, DType::f16};
+  }
+  kernels::KvLayerRef ref(DType dtype) { return dtype == DType::f16 ? ref16() : ref(); }
   size_t row(int64_t slot, int h) const { return (size_t(slot) * kv_heads + size_t(h)) * head_dim; }
 };
 

@@ -65,10 +65,13 @@ void ref_attention(const float* q, const kernels::KvLayerRef& cache,
   for (int s = 0; s < plan.num_seqs; ++s) {
     const int32_t b = plan.q_indptr[s], e = plan.q_indptr[s + 1];
     const int32_t* table = plan.block_tables + int64_t(s) * plan.max_blocks_per_seq;
-    auto row = [&](const float* base, int pos, int h) {
+    // Element i of the cache row of (position, kv head), f32 or f16 (decoded exactly).
+    auto at = [&](const void* base, int pos, int h, int i) -> double {
       const int64_t slot =
           int64_t(table[pos / cache.block_size]) * cache.block_size + pos % cache.block_size;
-      return base + (slot * hkv + h) * d;
+      const int64_t e = (slot * hkv + h) * d + i;
+      return cache.dtype == DType::f16 ? f16_to_f32(static_cast<const uint16_t*>(base)[e])
+                                       : static_cast<const float*>(base)[e];
     };
     for (int32_t t = b; t < e; ++t) {
       const int pos = plan.kv_lens[s] - (e - b) + (t - b);
@@ -78,9 +81,8 @@ void ref_attention(const float* q, const kernels::KvLayerRef& cache,
         std::vector<double> sc(static_cast<size_t>(pos + 1));
         double mx = -INFINITY;
         for (int j = 0; j <= pos; ++j) {
-          const float* kv = row(cache.k, j, h);
           double dot = 0;
-          for (int i = 0; i < d; ++i) dot += double(qv[i]) * kv[i];
+          for (int i = 0; i < d; ++i) dot += double(qv[i]) * at(cache.k, j, h, i);
           sc[size_t(j)] = dot * scale;
           mx = std::max(mx, sc[size_t(j)]);
         }
@@ -88,8 +90,7 @@ void ref_attention(const float* q, const kernels::KvLayerRef& cache,
         for (auto& v : sc) sum += (v = std::exp(v - mx));
         double* o = out.data() + (int64_t(t) * q_heads + hq) * d;
         for (int j = 0; j <= pos; ++j) {
-          const float* vv = row(cache.v, j, h);
-          for (int i = 0; i < d; ++i) o[i] += sc[size_t(j)] / sum * vv[i];
+          for (int i = 0; i < d; ++i) o[i] += sc[size_t(j)] / sum * at(cache.v, j, h, i);
         }
       }
     }

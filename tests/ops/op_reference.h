@@ -20,7 +20,7 @@ void ref_rope(const float* x, const int32_t* positions, int64_t tokens, int head
               const kernels::RopeParams& params, std::vector<double>& out);
 
 // Softmax attention per (token, head) over the logical KV rows of its sequence, read from the
-// paged cache through the plan's block tables.
+// paged cache (f32 or f16) through the plan's block tables.
 void ref_attention(const float* q, const kernels::KvLayerRef& cache,
                    const kernels::AttentionPlan& plan, int q_heads, double scale,
                    std::vector<double>& out);

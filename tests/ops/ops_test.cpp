@@ -205,12 +205,17 @@ TEST_P(OpTest, Attention) {
       const int64_t tokens = q_indptr.back();
       const auto q = random_floats(size_t(tokens * q_heads * head_dim), seed++, -2.0f, 2.0f);
       const float scale = 1.0f / std::sqrt(float(head_dim));
-      std::vector<float> out(q.size(), -7.0f);
-      cpu::attention(q.data(), cache.ref(), plan, q_heads, scale, out.data(), pool_);
-      std::vector<double> ref;
-      ref_attention(q.data(), cache.ref(), plan, q_heads, scale, ref);
-      // Outputs are convex combinations of |v| <= 1; scores are O(1).
-      EXPECT_TRUE(near_reference(out, ref, [&](size_t) { return 2e-6 + 1e-30; }));
+      // f32 and f16 caches, each against the reference over its stored values.
+      for (DType kv : {DType::f32, DType::f16}) {
+        const kernels::KvLayerRef layer = cache.ref(kv);
+        std::vector<float> out(q.size(), -7.0f);
+        cpu::attention(q.data(), layer, plan, q_heads, scale, out.data(), pool_);
+        std::vector<double> ref;
+        ref_attention(q.data(), layer, plan, q_heads, scale, ref);
+        // Outputs are convex combinations of |v| <= 1; scores are O(1).
+        EXPECT_TRUE(near_reference(out, ref, [&](size_t) { return 2e-6 + 1e-30; }))
+            << dtype_name(kv) << " cache";
+      }
     }
   }
 }
@@ -289,6 +294,19 @@ TEST(OpExact, KvStore) {
   size_t written = 0;
   for (float f : cache.k) written += !std::isnan(f);
   EXPECT_EQ(written, size_t(3 * hkv * d));
+
+  // An f16 cache holds each value rounded to nearest even.
+  PagedCache half(5, bs, hkv, d);
+  const kernels::KvLayerRef layer = half.ref16();
+  cpu::kv_store(k.data(), v.data(), slots.data(), tokens, layer, pool);
+  for (int64_t t = 0; t < tokens; ++t) {
+    if (slots[size_t(t)] < 0) continue;
+    for (int64_t i = 0; i < hkv * d; ++i) {
+      const size_t at = half.row(slots[size_t(t)], 0) + size_t(i);
+      ASSERT_EQ(half.k16[at], f32_to_f16(k[size_t(t * hkv * d + i)]));
+      ASSERT_EQ(half.v16[at], f32_to_f16(v[size_t(t * hkv * d + i)]));
+    }
+  }
 }
 
 TEST(OpExact, Add) {

@@ -377,8 +377,8 @@ TEST(Gguf, MalformedEntries) {
 
 TEST(Gguf, UnsupportedTensorTypeFailsOnRead) {
   GgufWriter w;
-  w.tensor("blk.0.ffn_down.weight", {1, 256}, 12 /* Q4_K */, std::vector<uint8_t>(144, 0));
-  const std::string path = write("q4k", w.build());
+  w.tensor("blk.0.ffn_down.weight", {1, 256}, 23 /* IQ4_XS */, std::vector<uint8_t>(144, 0));
+  const std::string path = write("iq4xs", w.build());
   auto r = GgufFile::open(path);
   ASSERT_TRUE(r.ok()) << r.status().message();
   std::vector<float> out(256);
@@ -386,7 +386,7 @@ TEST(Gguf, UnsupportedTensorTypeFailsOnRead) {
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.message().find(path), std::string::npos) << st.message();
   EXPECT_NE(st.message().find("'blk.0.ffn_down.weight'"), std::string::npos) << st.message();
-  EXPECT_NE(st.message().find("Q4_K"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("IQ4_XS"), std::string::npos) << st.message();
 }
 
 TEST(Gguf, ReadTensorRechecksForeignInfo) {

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "core/block_quant.h"
 #include "model/gguf.h"
 #include "model/weight_slots.h"
 #include "model/weights.h"
@@ -247,8 +248,26 @@ TEST(LoadModel, GgufModels) {
   for (const auto& [name, want] : values) {
     SCOPED_TRACE(name);
     ASSERT_EQ(size_t(got[name]->numel()), want.size());
-    EXPECT_EQ(0, std::memcmp(got[name]->f32(), want.data(), want.size() * 4));
+    std::vector<float> decoded(want.size());
+    decode_to_f32(got[name]->dtype, got[name]->bytes.data(), got[name]->numel(), decoded.data());
+    EXPECT_EQ(0, std::memcmp(decoded.data(), want.data(), want.size() * 4));
   }
+  // By default matrices stay as stored, in place in the file's mapping (the Q8_0 one packed);
+  // norms are f32 copies. --weight-dtype f32 converts every matrix.
+  EXPECT_EQ(w.layers[1].w_up.dtype, DType::q8_0);
+  EXPECT_TRUE(w.layers[1].w_up.bytes.is_view());
+  EXPECT_EQ(w.layers[1].w_up.bytes.size(), size_t(128 * 64 / 32 * 34));
+  EXPECT_EQ(w.layers[1].w_down.dtype, DType::f32);
+  EXPECT_TRUE(w.layers[1].w_down.bytes.is_view());
+  EXPECT_FALSE(w.layers[1].ffn_norm.bytes.is_view());
+  LoadOptions f32;
+  f32.weight_dtype = DType::f32;
+  auto converted = load_model(path, f32);
+  ASSERT_TRUE(converted.ok()) << converted.status().message();
+  EXPECT_EQ(converted->weights.layers[1].w_up.dtype, DType::f32);
+  EXPECT_FALSE(converted->weights.layers[1].w_up.bytes.is_view());
+  EXPECT_EQ(0, std::memcmp(converted->weights.layers[1].w_up.f32(),
+                           values["blk.1.ffn_up.weight"].data(), 128 * 64 * 4));
 
   GgufModelSpec q;
   q.arch = "qwen3";
@@ -281,11 +300,11 @@ TEST(LoadModel, GgufErrors) {
   w.u32("llama.embedding_length", 256).u32("llama.feed_forward_length", 256);
   w.u32("llama.attention.head_count", 4).u32("llama.context_length", 16).u32("llama.vocab_size", 4);
   w.f32("llama.attention.layer_norm_rms_epsilon", 1e-6f);
-  w.tensor("token_embd.weight", {4, 256}, 12 /* Q4_K */, std::vector<uint8_t>(4 * 144));
-  p = ::testing::TempDir() + "invar_w_q4k.gguf";
+  w.tensor("token_embd.weight", {4, 256}, 23 /* IQ4_XS */, std::vector<uint8_t>(4 * 144));
+  p = ::testing::TempDir() + "invar_w_iq4xs.gguf";
   testing::write_bytes(p, w.build());
   expect_error(load_model(p, {}).status(),
-               {p, "'token_embd.weight'", "unsupported type 12 (Q4_K)"});
+               {p, "'token_embd.weight'", "unsupported type 23 (IQ4_XS)"});
 }
 
 TEST(LoadModel, DefaultSmolLM2) {

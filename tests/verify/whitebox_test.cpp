@@ -212,7 +212,7 @@ TEST_F(WhiteBox, ProbeDoesNotChangeTheForwardPass) {
   const auto& m = bundle_->model;
   ThreadPool pool(test_threads());
   model::Transformer t(m.config, m.weights, pool);
-  model::KvCache cache(m.config, 4, 16);
+  model::KvCache cache(m.config, 4, 16, DType::f16);
   std::vector<int32_t> tokens =
       bundle_->tokenizer.encode("Hello there, how are you today?", false, false);
   std::vector<int32_t> table{2, 0};

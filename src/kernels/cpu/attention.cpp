@@ -8,7 +8,8 @@
 // past pos are never read: they contribute nothing, not even a 0 * garbage.
 //   per score:   fused multiply-adds over D in the logical 8-lane recipe + the fixed tree,
 //                8 positions reduced together (reduce8x8, same bits as one at a time); a D
-//                that is not a multiple of 8 is zero-padded
+//                that is not a multiple of 8 is zero-padded; an f16 cache is widened (exactly)
+//                as it is loaded, so its recipe is the f32 one on the stored values
 //   per tile:    s *= scale; m_new = max(m, max_j s_j); p_j = exp(s_j - m_new) (Highway Exp);
 //                l = l * alpha + tree8(8 lanes of p summed over j ascending)
 //   per output:  acc = acc * alpha, then acc += p_j * v_j for j ascending; out = acc / l
@@ -17,6 +18,7 @@
 #include <array>
 #include <cassert>
 #include <cmath>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -54,7 +56,7 @@ constexpr size_t kMaxCb = 8;  // chunks per PV block
 
 struct AttnScratch {
   std::vector<size_t> rows;          // [kKvTile] offset of each position's [Hkv, D] row
-  std::vector<const float*> kp, vp;  // [kKvTile] rows of this tile (padded copies if D % 8)
+  std::vector<const void*> kp, vp;   // [kKvTile] rows of this tile (padded copies if D % 8)
   std::vector<float> kpad, vpad;     // [kKvTile, Dp] zero-padded rows, only when D % 8 != 0
   std::vector<float> qpad;           // [heads, Dp]
   std::vector<float> scores;         // [heads, kKvTile]
@@ -74,9 +76,10 @@ constexpr size_t kQkAcc = 12 / kSub;
 
 // s[g][j] = q_g . k_j for GB heads and JB <= 8 key rows of dp (a multiple of 8) floats. Every
 // score is its own 8-lane chain over the chunks, reduced by reduce8x8 (the fixed tree).
-template <size_t GB, size_t JB>
-HWY_NOINLINE void scores_block(const float* HWY_RESTRICT q, size_t q_stride, const float* const* kp,
+template <size_t GB, size_t JB, typename KT>
+HWY_NOINLINE void scores_block(const float* HWY_RESTRICT q, size_t q_stride, const void* const* kpv,
                                size_t dp, float* HWY_RESTRICT s) {
+  const KT* const* kp = reinterpret_cast<const KT* const*>(kpv);
   Acc8 a[GB][8];
   for (size_t g = 0; g < GB; ++g)
     for (size_t j = 0; j < 8; ++j) a[g][j] = zero8();
@@ -95,19 +98,20 @@ HWY_NOINLINE void scores_block(const float* HWY_RESTRICT q, size_t q_stride, con
   }
 }
 
-using QkFn = void (*)(const float*, size_t, const float* const*, size_t, float*);
+using QkFn = void (*)(const float*, size_t, const void* const*, size_t, float*);
 
-template <size_t... I>
+template <typename KT, size_t... I>
 constexpr std::array<QkFn, sizeof...(I)> make_qk(std::index_sequence<I...>) {
-  return {&scores_block<I / 8 + 1, I % 8 + 1>...};
+  return {&scores_block<I / 8 + 1, I % 8 + 1, KT>...};
 }
 
 // For GB heads and CB chunks starting at dim c: acc = acc * alpha, then acc += p_j * v_j for
 // j = 0..n-1 in order. The block shape only decides what stays in registers.
-template <size_t GB, size_t CB>
+template <size_t GB, size_t CB, typename KT>
 HWY_NOINLINE void pv_block(float* HWY_RESTRICT acc, size_t acc_stride, const float* HWY_RESTRICT p,
-                           const float* HWY_RESTRICT alpha, const float* const* vp, size_t n,
+                           const float* HWY_RESTRICT alpha, const void* const* vpv, size_t n,
                            size_t c) {
+  const KT* const* vp = reinterpret_cast<const KT* const*>(vpv);
   const DF d;
   Acc8 a[GB][CB];
   for (size_t g = 0; g < GB; ++g) {
@@ -120,7 +124,7 @@ HWY_NOINLINE void pv_block(float* HWY_RESTRICT acc, size_t acc_stride, const flo
   for (size_t j = 0; j < n; ++j) {
     Acc8 pj[GB];
     for (size_t g = 0; g < GB; ++g) pj[g] = set8(p[g * kKvTile + j]);
-    const float* v = vp[j] + c;
+    const KT* v = vp[j] + c;
     for (size_t b = 0; b < CB; ++b) {
       const Acc8 vv = load8(v + b * kChunk);
       for (size_t g = 0; g < GB; ++g) fma8(pj[g], vv, a[g][b]);
@@ -131,24 +135,34 @@ HWY_NOINLINE void pv_block(float* HWY_RESTRICT acc, size_t acc_stride, const flo
   }
 }
 
-using PvFn = void (*)(float*, size_t, const float*, const float*, const float* const*, size_t,
+using PvFn = void (*)(float*, size_t, const float*, const float*, const void* const*, size_t,
                       size_t);
 
-template <size_t... I>
+template <typename KT, size_t... I>
 constexpr std::array<PvFn, sizeof...(I)> make_pv(std::index_sequence<I...>) {
-  return {&pv_block<I / kMaxCb + 1, I % kMaxCb + 1>...};
+  return {&pv_block<I / kMaxCb + 1, I % kMaxCb + 1, KT>...};
 }
 
-// qk[(gb - 1) * 8 + (jb - 1)]
+// qk[(gb - 1) * 8 + (jb - 1)] for key rows of KT (float or F16)
+template <typename KT>
 HWY_INLINE const QkFn* qk_table() {
-  static constexpr auto kTable = make_qk(std::make_index_sequence<kMaxGb * 8>());
+  static constexpr auto kTable = make_qk<KT>(std::make_index_sequence<kMaxGb * 8>());
   return kTable.data();
 }
 
-// pv[(gb - 1) * kMaxCb + (cb - 1)]
+// pv[(gb - 1) * kMaxCb + (cb - 1)] for value rows of KT
+template <typename KT>
 HWY_INLINE const PvFn* pv_table() {
-  static constexpr auto kTable = make_pv(std::make_index_sequence<kMaxGb * kMaxCb>());
+  static constexpr auto kTable = make_pv<KT>(std::make_index_sequence<kMaxGb * kMaxCb>());
   return kTable.data();
+}
+
+// Row i of a cache of T widened to f32 (exact).
+HWY_INLINE void widen_row(const float* src, size_t n, float* dst) {
+  std::copy(src, src + n, dst);
+}
+HWY_INLINE void widen_row(const F16* src, size_t n, float* dst) {
+  for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(src[i].bits);
 }
 
 // Online-softmax update of one head over one tile: scales the scores, replaces them by
@@ -183,8 +197,11 @@ HWY_INLINE void softmax_tile(float* HWY_RESTRICT s, size_t n, float scale, float
 }
 
 // One token, kv heads [h0, h1) and their G query heads each: q and out are [(h1 - h0) * G, D];
-// positions 0..pos of sequence `table`. Heads are independent: which of them share a call
-// changes only the loop order, never a head's arithmetic.
+// positions 0..pos of sequence `table` in a cache of T (float or F16). Heads are independent:
+// which of them share a call changes only the loop order, never a head's arithmetic. The score
+// and PV blocks read rows of KT: T itself, or f32 copies zero-padded to a multiple of 8 dims
+// when D is not one (the same values, so the same bits as if T were read in place).
+template <typename T, typename KT>
 void attend(const float* q, size_t groups, size_t dim, int pos, const int32_t* table,
             const KvLayerRef& cache, int h0, int h1, float scale, bool prefetch, float* out,
             AttnScratch& sc) {
@@ -205,8 +222,12 @@ void attend(const float* q, size_t groups, size_t dim, int pos, const int32_t* t
   }
   const size_t q_stride = pad ? dp : dim;
   const size_t chunks = dp / kChunk;
-  const PvFn* pv = pv_table();
-  const QkFn* qk = qk_table();
+  const PvFn* pv = pv_table<KT>();
+  const QkFn* qk = qk_table<KT>();
+  static_assert(std::is_same_v<KT, T> || std::is_same_v<KT, float>);
+  assert(pad ? (std::is_same_v<KT, float>) : (std::is_same_v<KT, T>));
+  const T* kc = static_cast<const T*>(cache.k);
+  const T* vc = static_cast<const T*>(cache.v);
 
   for (int start = 0; start <= pos; start += kKvTile) {
     const size_t n = size_t(std::min(kKvTile, pos + 1 - start));
@@ -217,12 +238,12 @@ void attend(const float* q, size_t groups, size_t dim, int pos, const int32_t* t
     // Decode reads the cache from memory: fetch the next tile's rows (of heads h0..h1) into L2
     // while this one is computed. (A prefill finds them in cache, read by its earlier tokens.)
     const int next_end = prefetch ? std::min(start + 2 * kKvTile, pos + 1) : 0;
-    const size_t span = size_t(h1 - h0) * dim * sizeof(float);
+    const size_t span = size_t(h1 - h0) * dim * sizeof(T);
     for (int p = start + kKvTile; p < next_end; ++p) {
       const size_t off =
           ((size_t(table[p / bs]) * size_t(bs) + size_t(p % bs)) * row_stride + size_t(h0) * dim);
-      const char* kr = reinterpret_cast<const char*>(cache.k + off);
-      const char* vr = reinterpret_cast<const char*>(cache.v + off);
+      const char* kr = reinterpret_cast<const char*>(kc + off);
+      const char* vr = reinterpret_cast<const char*>(vc + off);
       for (size_t b = 0; b < span; b += 64) {
         __builtin_prefetch(kr + b, 0, 2);
         __builtin_prefetch(vr + b, 0, 2);
@@ -231,11 +252,14 @@ void attend(const float* q, size_t groups, size_t dim, int pos, const int32_t* t
     for (int h = h0; h < h1; ++h) {
       const size_t hl = size_t(h - h0) * groups;  // first local query head of kv head h
       for (size_t j = 0; j < n; ++j) {
-        sc.kp[j] = cache.k + sc.rows[j] + size_t(h) * dim;
-        sc.vp[j] = cache.v + sc.rows[j] + size_t(h) * dim;
-        if (pad) {  // zero-padded copies, so every chunk below is a full one
-          std::copy(sc.kp[j], sc.kp[j] + dim, sc.kpad.data() + j * dp);
-          std::copy(sc.vp[j], sc.vp[j] + dim, sc.vpad.data() + j * dp);
+        const T* kr = kc + sc.rows[j] + size_t(h) * dim;
+        const T* vr = vc + sc.rows[j] + size_t(h) * dim;
+        if (!pad) {  // read in place
+          sc.kp[j] = kr;
+          sc.vp[j] = vr;
+        } else {  // zero-padded f32 copies, so every chunk below is a full one
+          widen_row(kr, dim, sc.kpad.data() + j * dp);
+          widen_row(vr, dim, sc.vpad.data() + j * dp);
           sc.kp[j] = sc.kpad.data() + j * dp;
           sc.vp[j] = sc.vpad.data() + j * dp;
         }
@@ -311,6 +335,11 @@ void attention_impl(const float* q, const KvLayerRef& cache, const AttentionPlan
   // Threads take items round-robin: later tokens of a causal prefill cost more.
   const int64_t lanes = work < 65536.0 ? 1 : std::min<int64_t>(pool.size(), items);
   const size_t max_heads = size_t(q_heads);
+  const bool f16 = cache.dtype == DType::f16;
+  assert(f16 || cache.dtype == DType::f32);
+  const auto attend_fn = !f16        ? &attend<float, float>
+                         : dp != dim ? &attend<F16, float>
+                                     : &attend<F16, F16>;
   pool.parallel_for(lanes, 1, [&](int64_t b, int64_t e) HWY_ATTR {
     AttnScratch sc;
     sc.rows.resize(kKvTile);
@@ -333,9 +362,9 @@ void attention_impl(const float* q, const KvLayerRef& cache, const AttentionPlan
         const int h0 = int(item % per_token) * heads_per_item;
         const int s = seq_of[size_t(t)];
         const size_t head0 = size_t(t0 + t) * size_t(q_heads) + size_t(h0) * groups;
-        attend(q + head0 * dim, groups, dim, pos_of[size_t(t)],
-               plan.block_tables + int64_t(s) * plan.max_blocks_per_seq, cache, h0,
-               h0 + heads_per_item, scale, decode_of[size_t(t)] != 0, out + head0 * dim, sc);
+        attend_fn(q + head0 * dim, groups, dim, pos_of[size_t(t)],
+                  plan.block_tables + int64_t(s) * plan.max_blocks_per_seq, cache, h0,
+                  h0 + heads_per_item, scale, decode_of[size_t(t)] != 0, out + head0 * dim, sc);
       }
     }
   });

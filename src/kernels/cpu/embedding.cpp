@@ -1,11 +1,14 @@
-// embedding: out[t, :] = table[ids[t], :], widened to f32 (f32, bf16 or f16 tables).
+// embedding: out[t, :] = table[ids[t], :], widened to f32 (f32, bf16, f16 or packed tables).
 //
-// A row copy or an exact widening: no arithmetic, so nothing here can depend on the batch.
+// A row copy, an exact widening, or the decode of a packed row (core's decode_to_f32, the bits
+// every packed kernel decodes to): nothing here can depend on the batch. A step looks up one
+// row per token, so the scalar decode costs little next to the GEMMs.
 //   T = tokens, V = vocab, H = hidden size
 #include <algorithm>
 #include <cassert>
 #include <cstring>
 
+#include "core/block_quant.h"
 #include "kernels/cpu/ops.h"
 
 namespace invar::kernels::cpu {
@@ -26,6 +29,19 @@ static void embed_row(const WeightRef& table, int32_t id, float* out) {
     case DType::f16: {
       const uint16_t* row = static_cast<const uint16_t*>(table.data) + int64_t(id) * h;
       for (int64_t i = 0; i < h; ++i) out[i] = f16_to_f32(row[i]);
+      return;
+    }
+    case DType::q8_0:
+    case DType::q4_0:
+    case DType::q4_1:
+    case DType::q2_k:
+    case DType::q3_k:
+    case DType::q4_k:
+    case DType::q5_k:
+    case DType::q6_k: {
+      const size_t row_bytes = dtype_row_bytes(table.dtype, h);
+      decode_to_f32(table.dtype, static_cast<const uint8_t*>(table.data) + size_t(id) * row_bytes,
+                    h, out);
       return;
     }
   }

@@ -1,5 +1,5 @@
-// gemm: y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]), f32 activations, f32/bf16/f16 weights,
-// f32 accumulation.
+// gemm: y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]), f32 activations, f32/bf16/f16 or packed
+// (block-quantized, core/block_quant.h) weights, f32 accumulation.
 //
 // Algorithm: register-blocked inner products. A tile of MR rows x NR columns keeps one logical
 // 8-lane accumulator per output and walks K in 8-wide chunks, so each weight chunk loaded is
@@ -10,7 +10,11 @@
 // contiguous tile ranges, never K. Up to 16 rows (decode) the weights stream once, each column
 // tile serving all row tiles from L1. bf16/f16 weights widen to f32 in registers; for M > 16 a
 // weight block is widened once into a scratch panel and reused, which is exact and therefore
-// changes no bits.
+// changes no bits. Packed weights are decoded (decode-inl.h, bit for bit core's decode_to_f32)
+// into an f32 scratch before the same f32 tiles run on them: up to 16 rows, the NR rows of one
+// column tile at a time (in L1, serving every row tile); beyond, a cache block of rows, as the
+// 16-bit panel. So a packed GEMM gives the bits of the f32 GEMM over the decoded weights, for
+// every M and thread count.
 //   M = rows (tokens), N = output features, K = input features, MR x NR = register tile
 #include <algorithm>
 #include <array>
@@ -29,6 +33,7 @@
 #include <hwy/foreach_target.h>
 #include <hwy/highway.h>
 // clang-format on
+#include "kernels/cpu/decode-inl.h"
 #include "kernels/cpu/simd-inl.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -176,20 +181,74 @@ void gemm_columns(const float* x, const WT* w, const float* bias, float* y, size
   }
 }
 
+// Columns [c0, c1) of y, for all rows, from packed rows of row_bytes each: decoded to f32 (the
+// decoder's bits are core's decode_to_f32), then the f32 tiles, so the recipe is the f32 one.
+void gemm_columns_packed(const float* x, const uint8_t* w, size_t row_bytes, DecodeRowFn decode,
+                         const float* bias, float* y, size_t m_dim, size_t n_dim, size_t k_dim,
+                         size_t c0, size_t c1) {
+  thread_local std::vector<float> panel;  // per-thread scratch, reused across calls
+  if (m_dim <= kStreamRows) {
+    // One column tile at a time: its NR decoded rows stay in L1 for every row tile.
+    if (panel.size() < kNr * k_dim) panel.resize(kNr * k_dim);
+    const TileFn<float>* tiles = tile_table<float>();
+    for (size_t n = c0; n < c1; n += kNr) {
+      const size_t nr = std::min(kNr, c1 - n);
+      for (size_t r = 0; r < nr; ++r)
+        decode(w + (n + r) * row_bytes, k_dim, panel.data() + r * k_dim);
+      for (size_t m0 = 0; m0 < m_dim; m0 += kMr) {
+        const size_t mr = std::min(kMr, m_dim - m0);
+        tiles[(mr - 1) * kNr + (nr - 1)](x + m0 * k_dim, panel.data(), k_dim,
+                                         bias ? bias + n : nullptr, y + m0 * n_dim + n, n_dim,
+                                         nullptr);
+      }
+    }
+    return;
+  }
+  const size_t block = std::max(kNr, (kBlockBytes / (k_dim * sizeof(float))) / kNr * kNr);
+  if (panel.size() < block * k_dim) panel.resize(block * k_dim);
+  for (size_t n0 = c0; n0 < c1; n0 += block) {
+    const size_t n1 = std::min(n0 + block, c1);
+    for (size_t r = n0; r < n1; ++r)
+      decode(w + r * row_bytes, k_dim, panel.data() + (r - n0) * k_dim);
+    gemm_block<float>(x, panel.data(), bias, y, m_dim, n_dim, k_dim, n0, n1);
+  }
+}
+
+// Threads only for chunks of at least ~80 us: waking and joining a worker costs tens of
+// microseconds, so a small decode gemm runs faster on one core. A column tile costs about its
+// weight bytes at 20 GB/s, plus its decode for packed weights (~2 G elements/s), plus its
+// multiply-adds at 50 G/s (one core, measured).
+int64_t column_tile_grain(int64_t m, int64_t k, double weight_bytes_per_elem, bool packed) {
+  const double tile_us = double(kNr) * double(k) * weight_bytes_per_elem / 20e3 +
+                         (packed ? double(kNr) * double(k) / 2e3 : 0.0) +
+                         double(m) * double(kNr) * double(k) / 50e3;
+  return std::max<int64_t>(1, int64_t(80.0 / tile_us));
+}
+
 template <typename WT>
 void gemm_typed(const float* x, const WT* w, const float* bias, int64_t m, int64_t n, int64_t k,
                 float* y, ThreadPool& pool) {
   const int64_t n_tiles = (n + int64_t(kNr) - 1) / int64_t(kNr);
-  // Threads only for chunks of at least ~80 us: waking and joining a worker costs tens of
-  // microseconds, so a small decode gemm runs faster on one core. A column tile costs about
-  // its weight bytes at 20 GB/s plus its multiply-adds at 50 G/s (one core, measured).
-  const double tile_us = double(kNr) * double(k) * double(sizeof(WT)) / 20e3 +
-                         double(m) * double(kNr) * double(k) / 50e3;
-  const int64_t grain = std::max<int64_t>(1, int64_t(80.0 / tile_us));
+  const int64_t grain = column_tile_grain(m, k, double(sizeof(WT)), false);
   pool.parallel_for(n_tiles, grain, [&](int64_t b, int64_t e) HWY_ATTR {
     const size_t c0 = size_t(b) * kNr;
     const size_t c1 = std::min(size_t(e) * kNr, size_t(n));
     gemm_columns<WT>(x, w, bias, y, size_t(m), size_t(n), size_t(k), c0, c1);
+  });
+}
+
+void gemm_packed(const float* x, const WeightRef& w, const float* bias, int64_t m, float* y,
+                 ThreadPool& pool) {
+  const DecodeRowFn decode = decode_row_fn(w.dtype);
+  const uint8_t* wb = static_cast<const uint8_t*>(w.data);
+  const size_t row_bytes = dtype_row_bytes(w.dtype, w.cols);
+  const int64_t n = w.rows, k = w.cols;
+  const int64_t n_tiles = (n + int64_t(kNr) - 1) / int64_t(kNr);
+  const int64_t grain = column_tile_grain(m, k, double(row_bytes) / double(k), true);
+  pool.parallel_for(n_tiles, grain, [&](int64_t b, int64_t e) HWY_ATTR {
+    const size_t c0 = size_t(b) * kNr;
+    const size_t c1 = std::min(size_t(e) * kNr, size_t(n));
+    gemm_columns_packed(x, wb, row_bytes, decode, bias, y, size_t(m), size_t(n), size_t(k), c0, c1);
   });
 }
 
@@ -202,7 +261,24 @@ void gemm_impl(const float* x, const WeightRef& w, const float* bias, int64_t m,
       return gemm_typed(x, static_cast<const Bf16*>(w.data), bias, m, w.rows, w.cols, y, pool);
     case DType::f16:
       return gemm_typed(x, static_cast<const F16*>(w.data), bias, m, w.rows, w.cols, y, pool);
+    case DType::q8_0:
+    case DType::q4_0:
+    case DType::q4_1:
+    case DType::q2_k:
+    case DType::q3_k:
+    case DType::q4_k:
+    case DType::q5_k:
+    case DType::q6_k:
+      return gemm_packed(x, w, bias, m, y, pool);
   }
+}
+
+// out[r, :] = the f32 decode of packed row r (the test hook of decode-inl.h).
+void decode_rows_impl(DType t, const uint8_t* src, int64_t rows, int64_t cols, float* out) {
+  const DecodeRowFn decode = decode_row_fn(t);
+  const size_t row_bytes = dtype_row_bytes(t, cols);
+  for (int64_t r = 0; r < rows; ++r)
+    decode(src + size_t(r) * row_bytes, size_t(cols), out + r * cols);
 }
 
 }  // namespace HWY_NAMESPACE
@@ -213,6 +289,12 @@ HWY_AFTER_NAMESPACE();
 namespace invar::kernels::cpu {
 
 HWY_EXPORT(gemm_impl);
+HWY_EXPORT(decode_rows_impl);
+
+void decode_rows(DType t, const uint8_t* src, int64_t rows, int64_t cols, float* out) {
+  assert(dtype_is_packed(t) && cols % dtype_block(t).elems == 0);
+  HWY_DYNAMIC_DISPATCH(decode_rows_impl)(t, src, rows, cols, out);
+}
 
 void gemm(const float* x, const WeightRef& w, const float* bias, int64_t m, float* y,
           ThreadPool& pool) {

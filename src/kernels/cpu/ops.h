@@ -24,11 +24,18 @@ void rmsnorm(const float* x,       // [rows, dim]
              int64_t rows, int64_t dim, float eps, float* out, ThreadPool& pool);
 
 // y = x W^T (+ bias): y[m, n] = sum_k x[m, k] * w[n, k], k reduced in one fixed order for all M.
+// Packed weights give the bits of the f32 gemm over their decoded values.
 void gemm(const float* x,        // [M, K]
           const WeightRef& w,    // [N, K]
           const float* bias,     // [N] or nullptr
           int64_t m, float* y,   // [M, N]
           ThreadPool& pool);
+
+// out[r, :] = packed rows decoded to f32 by the SIMD decoder the gemm uses (bit for bit
+// core's decode_to_f32; tests check that on every target).
+void decode_rows(DType t,                                  // packed
+                 const uint8_t* src,                       // [rows, dtype_row_bytes(t, cols)]
+                 int64_t rows, int64_t cols, float* out);  // [rows, cols]
 
 // The `fast` mode's GEMM: the reduction over K depends on M (split-K for small batches). Only
 // the negative control of the invariance tests uses it (gemm_split_k.cpp says why).
@@ -43,7 +50,8 @@ void rope(float* x,                // [T, heads, D]
           const int32_t* positions,  // [T]
           int64_t tokens, int heads, int head_dim, const RopeParams& params, ThreadPool& pool);
 
-// Writes this step's K and V rows into their cache slots (slot = block * block_size + offset).
+// Writes this step's K and V rows into their cache slots (slot = block * block_size + offset),
+// rounded to the cache's dtype (f32 or f16).
 void kv_store(const float* k,  // [T, Hkv, D]
               const float* v,  // [T, Hkv, D]
               const int64_t* slots,  // [T]
@@ -51,7 +59,8 @@ void kv_store(const float* k,  // [T, Hkv, D]
 
 // Causal GQA attention over the paged cache for a varlen batch. Each (token, head) is computed
 // by one routine that walks KV positions 0..pos in fixed tiles from absolute position 0 (R3),
-// so the result does not depend on how the sequence was batched or chunked.
+// so the result does not depend on how the sequence was batched or chunked. An f16 cache is
+// widened exactly to f32 as it is read.
 void attention(const float* q,  // [T, Hq, D]
                const KvLayerRef& cache, const AttentionPlan& plan, int q_heads, float scale,
                float* out,  // [T, Hq, D]

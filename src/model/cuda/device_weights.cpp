@@ -3,38 +3,43 @@
 #include <cstring>
 #include <initializer_list>
 
+#include "core/block_quant.h"
 #include "core/dtype.h"
 #include "kernels/cuda/gemm.h"
 
 namespace invar::model::cuda {
 namespace {
 
-// Rows of `parts`, stacked, as bf16 on the host.
+// Rows of `parts`, stacked, as bf16 on the host. Packed (block-quantized) tensors are decoded
+// to f32 by core's decode_to_f32, the values the CPU kernels compute with, then rounded.
 Result<std::vector<uint16_t>> stack_bf16(std::initializer_list<const HostTensor*> parts,
                                          const char* what) {
   size_t total = 0;
   for (const HostTensor* t : parts) total += size_t(t->numel());
   std::vector<uint16_t> out;
   out.reserve(total);
+  std::vector<float> row;
   for (const HostTensor* t : parts) {
     const size_t n = size_t(t->numel());
-    if (t->bytes.size() != n * dtype_size(t->dtype))
+    const int64_t cols = t->shape.empty() ? 0 : t->shape.back();
+    const DTypeBlock blk = dtype_block(t->dtype);
+    if (cols % blk.elems != 0 || t->bytes.size() != dtype_row_bytes(t->dtype, int64_t(n)))
       return Status::errorf("CUDA upload: {} holds {} bytes, not {} elements of {}", what,
                             t->bytes.size(), n, dtype_name(t->dtype));
     const uint8_t* b = t->bytes.data();
-    for (size_t i = 0; i < n; ++i) {
-      uint16_t h = 0;
-      switch (t->dtype) {
-        case DType::bf16: std::memcpy(&h, b + 2 * i, 2); break;
-        case DType::f16: std::memcpy(&h, b + 2 * i, 2), h = f32_to_bf16(f16_to_f32(h)); break;
-        case DType::f32: {
-          float f;
-          std::memcpy(&f, b + 4 * i, 4);
-          h = f32_to_bf16(f);
-          break;
-        }
-      }
-      out.push_back(h);
+    if (t->dtype == DType::bf16) {
+      const size_t at = out.size();
+      out.resize(at + n);
+      std::memcpy(out.data() + at, b, n * 2);
+      continue;
+    }
+    // Row by row through f32: exact for f16 and packed blocks, then one rounding to bf16.
+    const size_t rows = cols > 0 ? n / size_t(cols) : 0;
+    const size_t row_bytes = dtype_row_bytes(t->dtype, cols);
+    row.resize(size_t(cols));
+    for (size_t r = 0; r < rows; ++r) {
+      decode_to_f32(t->dtype, b + r * row_bytes, cols, row.data());
+      for (float f : row) out.push_back(f32_to_bf16(f));
     }
   }
   return out;

@@ -39,7 +39,8 @@ struct DeviceWeights {
   const void* output() const { return lm_head.bytes() ? lm_head.as() : embedding.as(); }
 };
 
-// Uploads `w` (f32, f16 or bf16 on the host; f32 and f16 are rounded to bf16 to nearest even).
+// Uploads `w` (f32, f16, bf16 or packed blocks on the host, e.g. a GGUF file's mapping; all but
+// bf16 are decoded to f32 and rounded to bf16 to nearest even).
 Result<DeviceWeights> upload_weights(const ModelConfig& config, const ModelWeights& w);
 
 }  // namespace invar::model::cuda
