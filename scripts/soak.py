@@ -276,7 +276,15 @@ def machine():
             mem = f"{int(f.readline().split()[1]) / 2**20:.0f} GiB"
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} cores, {mem} RAM, {platform.system()} {platform.release()}"
+    system = f"{platform.system()} {platform.release()}"
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    system = line.split("=", 1)[1].strip().strip('"') + ", " + system
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, {mem} RAM, {system}"
 
 
 def commit(root):
