@@ -3,8 +3,7 @@ SIGTERM in the middle of a burst, and a KV cache too small for the load. Each en
 server still serving (or, for SIGTERM, exited 0 after finishing what it had accepted) and no KV
 block held.
 
-Not covered here: a CUDA out-of-memory at start needs a GPU (test_cuda_out_of_memory_at_start
-says so and skips)."""
+Not covered here: a CUDA out-of-memory at start needs a GPU."""
 
 import asyncio
 import json
@@ -340,7 +339,3 @@ def test_out_of_kv_under_load_preempts_and_keeps_bits():
     finally:
         assert s.stop() == 0
 
-
-def test_cuda_out_of_memory_at_start():
-    pytest.skip("needs a GPU: a CUDA out-of-memory at start is checked on the GPU machine, "
-                "not in the CPU suite")
