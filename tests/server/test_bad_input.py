@@ -287,7 +287,7 @@ AUTH_CASES = [
     ("no Authorization", None),
     ("wrong key", "Bearer nope"),
     ("basic scheme", "Basic " + base64.b64encode(f"user:{AUTH_KEY}".encode()).decode()),
-    ("bearer without a key", "Bearer "),
+    ("bearer without a key", "Bearer"),  # "Bearer " too, but httpx will not send its space
     ("key without the scheme", AUTH_KEY),
     ("key with a suffix", f"Bearer {AUTH_KEY}x"),
     ("a prefix of the key", f"Bearer {AUTH_KEY[:-1]}"),

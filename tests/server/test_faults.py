@@ -209,22 +209,28 @@ def test_queue_overflow_is_429_with_retry_after():
         for _, _, body in ok:
             assert body["usage"]["completion_tokens"] == 40
         # The openai client sees a RateLimitError with the header: with one request running and
-        # two waiting, the next is refused.
+        # two waiting, the next is refused. The blockers go in one at a time, each once the
+        # engine shows the one before it (the queue counts a request as waiting until the
+        # engine's next step admits it).
         long = dict(payload, max_tokens=300)
-        blockers = [threading.Thread(target=httpx.post, args=(s.url + C,),
-                                     kwargs={"json": long, "timeout": 600}) for _ in range(3)]
-        for t in blockers:
-            t.start()
-        deadline = time.monotonic() + 60
-        while True:
-            m = s.metrics()
-            if (m["invar_num_requests_running"] == 1 and m["invar_num_requests_waiting"] == 2
-                    or time.monotonic() > deadline):
-                break
-            time.sleep(0.05)
+        blockers = []
+        for want_running, want_waiting in ((1, 0), (1, 1), (1, 2)):
+            blockers.append(threading.Thread(target=httpx.post, args=(s.url + C,),
+                                             kwargs={"json": long, "timeout": 600}))
+            blockers[-1].start()
+            deadline = time.monotonic() + 60
+            while True:
+                m = s.metrics()
+                if (m["invar_num_requests_running"], m["invar_num_requests_waiting"]) == (
+                        want_running, want_waiting) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            assert (m["invar_num_requests_running"], m["invar_num_requests_waiting"]) == (
+                want_running, want_waiting)
         client = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0)
         with pytest.raises(openai.RateLimitError) as e:
-            client.completions.create(**payload)
+            client.completions.create(model=MODEL_NAME, prompt=payload["prompt"], max_tokens=40,
+                                      extra_body={"ignore_eos": True})
         assert e.value.response.headers["retry-after"] == "1"
         assert e.value.code == "queue_full"
         for t in blockers:
