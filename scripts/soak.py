@@ -8,7 +8,10 @@ requests), then checks:
     (text, token logprobs, top logprobs: JSON floats round-trip exactly);
   - no KV block is held once the traffic stops (/metrics), nothing runs or waits;
   - the server's RSS after warm-up stays within 10% (median of the last samples against the
-    median of the first samples after warm-up);
+    median of the first samples after warm-up). The KV cache's pages are committed as they are
+    first written, and the prefix cache keeps freed blocks, so RSS rises until every block has
+    held data: the server gets a pool of --kv-blocks (128, i.e. 2048 tokens) and warm-up lasts
+    until the pool has been full (used + cached = total) and at least --warmup seconds;
   - no 5xx answer, no request failing other than as planned, and SIGTERM exits 0.
 Prints a report (machine, commit, date, traffic, probes, RSS, metrics) and exits 1 on a failure.
 """
@@ -45,9 +48,10 @@ PROBES = {
 
 
 class Server:
-    def __init__(self, binary, model, extra):
+    def __init__(self, binary, model, kv_blocks, extra):
         cmd = [binary, "serve", "--model", model, "--host", "127.0.0.1", "--port", "0",
-               "--served-model-name", MODEL, "--max-queue", "4096", *extra]
+               "--served-model-name", MODEL, "--max-queue", "4096", "--kv-blocks",
+               str(kv_blocks), *extra]
         self.cmd = cmd
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True, errors="replace")
@@ -305,12 +309,14 @@ def main():
     ap.add_argument("--probe-interval", type=float, default=10)
     ap.add_argument("--sample-interval", type=float, default=5)
     ap.add_argument("--seed", type=int, default=20261206)
+    ap.add_argument("--kv-blocks", type=int, default=128,
+                    help="the server's KV pool (small enough to fill during warm-up)")
     ap.add_argument("--report", help="also write the report to this file")
     ap.add_argument("serve_args", nargs="*", help="more `invar serve` options (after --)")
     args = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-    server = Server(args.binary, args.model, args.serve_args)
+    server = Server(args.binary, args.model, args.kv_blocks, args.serve_args)
     soak = Soak(server, args)
     asyncio.run(soak.run())
     server.proc.send_signal(signal.SIGTERM)
@@ -321,8 +327,11 @@ def main():
         exit_code = "killed after 120 s"
 
     # RSS: median of the first samples after warm-up against the median of the last ones.
-    warmup = args.warmup if args.warmup is not None else max(30.0, 0.2 * args.minutes * 60)
+    min_warmup = args.warmup if args.warmup is not None else max(30.0, 0.2 * args.minutes * 60)
     during = [s for s in soak.samples if s[0] <= soak.traffic_s]
+    filled = next((s[0] for s in during if s[2]["invar_kv_blocks_used"]
+                   + s[2]["invar_kv_blocks_cached"] >= s[2]["invar_kv_blocks_total"]), None)
+    warmup = max(min_warmup, filled if filled is not None else 0.0)
     after_warmup = [s for s in during if s[0] >= warmup]
     k = max(3, len(after_warmup) // 10)
     ref = statistics.median(s[1] for s in after_warmup[:k]) if after_warmup else float("nan")
@@ -332,6 +341,8 @@ def main():
     idle_m = soak.idle[2]
 
     problems = []
+    if filled is None:
+        problems.append("the KV pool never filled: RSS cannot settle (fewer --kv-blocks?)")
     if len(after_warmup) < 2 * k:
         problems.append(f"too few RSS samples after warm-up ({len(after_warmup)}): run longer")
     elif not growth <= 0.10:
@@ -374,7 +385,8 @@ def main():
         "probes (each repeat bitwise equal to the first answer): " + ", ".join(
             f"{n} {soak.probe_runs[n]} runs" for n in PROBES)
         + f"; mismatches: {len(soak.probe_mismatches)}",
-        f"RSS: warm-up {warmup:.0f} s; after it {ref:.0f} MB (median of the first {k} samples), "
+        f"RSS: warm-up {warmup:.0f} s (KV pool first full at "
+        f"{'never' if filled is None else f'{filled:.0f} s'}); after it {ref:.0f} MB (median of the first {k} samples), "
         f"at the end {end:.0f} MB (median of the last {k}), change {growth:+.1%}, peak {peak:.0f} MB",
         "RSS by minute (MB): " + " ".join(
             f"{s[1]:.0f}" for i, s in enumerate(during)
