@@ -186,15 +186,23 @@ Result<Tokenizer> load_hf_dir(const std::string& dir) {
 
   // Vocabulary and added tokens, by id.
   std::map<int64_t, std::pair<std::string, int32_t>> by_id;  // id -> (text, type)
+  // A token id: a non-negative integer, else -1. Never get<int64_t>() of a float: a value past
+  // int64 (1e22) converts with undefined behaviour.
+  auto token_id = [](const json& v) -> int64_t {
+    return v.is_number_integer() && v.get<int64_t>() >= 0 ? v.get<int64_t>() : -1;
+  };
   for (const auto& [text, id] : model["vocab"].items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0)
+    if (token_id(id) < 0)
       return Status::errorf("{}: vocab entry '{}' has no valid id", where, text);
-    by_id[id.get<int64_t>()] = {text, kTokenNormal};
+    by_id[token_id(id)] = {text, kTokenNormal};
   }
   for (const auto& a : j.value("added_tokens", json::array())) {
-    const int64_t id = a.value("id", int64_t(-1));
-    if (id < 0 || !a.contains("content"))
-      return Status::errorf("{}: an added token lacks an id or content", where);
+    const int64_t id = a.is_object() && a.contains("id") ? token_id(a["id"]) : -1;
+    if (id < 0 || !a.contains("content")) {
+      return Status::errorf(
+          "{}: added token {} has no valid id (a non-negative integer) or no content", where,
+          a.dump());
+    }
     const int32_t type = a.value("special", false) ? kTokenControl : kTokenUserDefined;
     by_id[id] = {a["content"].get<std::string>(), type};
     spec.special_ids.push_back(int32_t(id));
