@@ -10,7 +10,8 @@ requests), then checks:
   - the server's RSS after warm-up stays within 10% (median of the last samples against the
     median of the first samples after warm-up). The KV cache's pages are committed as they are
     first written, and the prefix cache keeps freed blocks, so RSS rises until every block has
-    held data: the server gets a pool of --kv-blocks (128, i.e. 2048 tokens) and warm-up lasts
+    held data: the server gets a pool of --kv-blocks (256: 4096 tokens, one full context of
+    SmolLM2, the least the engine allows) and warm-up lasts
     until the pool has been full (used + cached = total) and at least --warmup seconds;
   - no 5xx answer, no request failing other than as planned, and SIGTERM exits 0.
 Prints a report (machine, commit, date, traffic, probes, RSS, metrics) and exits 1 on a failure.
@@ -309,13 +310,14 @@ def main():
     ap.add_argument("--probe-interval", type=float, default=10)
     ap.add_argument("--sample-interval", type=float, default=5)
     ap.add_argument("--seed", type=int, default=20261206)
-    ap.add_argument("--kv-blocks", type=int, default=128,
+    ap.add_argument("--kv-blocks", type=int, default=256,
                     help="the server's KV pool (small enough to fill during warm-up)")
     ap.add_argument("--report", help="also write the report to this file")
     ap.add_argument("serve_args", nargs="*", help="more `invar serve` options (after --)")
     args = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+    started_at = commit(root)  # what the binary was built from, not what HEAD is by the end
     server = Server(args.binary, args.model, args.kv_blocks, args.serve_args)
     soak = Soak(server, args)
     asyncio.run(soak.run())
@@ -367,7 +369,7 @@ def main():
     lines = [
         f"invar soak: {args.minutes:g} min of mixed traffic against `invar serve`",
         f"date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"commit: {commit(root)}",
+        f"commit: {started_at}",
         f"machine: {machine()}",
         f"model: {args.model}",
         f"server: {server.startup}",
