@@ -46,6 +46,7 @@ struct ServeArgs {
   std::string prefill_attention = "auto";
   size_t max_body_bytes = 4u << 20;
   double shutdown_timeout = 30;
+  double read_timeout = 30;
   int max_n = 16;
 };
 
@@ -141,6 +142,7 @@ int run_serve(const ServeArgs& a) {
   so.http.host = a.host;
   so.http.port = uint16_t(a.port);
   so.http.max_body_bytes = a.max_body_bytes;
+  so.http.read_timeout_s = a.read_timeout;
   so.io_threads = a.http_threads;
   so.api_key = a.api_key;
   so.allowed_origins = *origins;
@@ -219,6 +221,10 @@ void add_serve(CLI::App& app) {
       ->check(CLI::Range(size_t(1024), size_t(1) << 30));
   cmd->add_option("--max-n", a->max_n, "Most choices (n times prompts) per request")
       ->check(CLI::Range(1, 1024));
+  cmd->add_option("--read-timeout", a->read_timeout,
+                  "Seconds a request's header, then its body, may take to arrive once it has "
+                  "begun; slower clients are disconnected")
+      ->check(CLI::Range(0.1, 3600.0));
   cmd->add_option("--shutdown-timeout", a->shutdown_timeout,
                   "Seconds to let requests finish after SIGTERM before cancelling them")
       ->check(CLI::Range(0.0, 3600.0));

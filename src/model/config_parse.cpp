@@ -8,6 +8,8 @@
 #include <sstream>
 #include <utility>
 
+#include "core/json_depth.h"
+
 namespace invar::model {
 namespace {
 
@@ -150,6 +152,9 @@ Status reject_if_true(const HfKeys& k, const char* key, const std::string& where
 }  // namespace
 
 Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::string& where) {
+  if (!json_depth_within(json_text))
+    return Status::errorf("{}: nests arrays and objects more than {} levels deep", where,
+                          kMaxJsonDepth);
   json j;
   try {
     j = json::parse(json_text);

@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/json_depth.h"
+
 namespace invar::model {
 namespace {
 
@@ -47,6 +49,9 @@ Result<json> parse_json_file(const std::string& path) {
   if (!in) return Status::errorf("{}: cannot open", path);
   std::stringstream ss;
   ss << in.rdbuf();
+  if (!json_depth_within(ss.view()))
+    return Status::errorf("{}: nests arrays and objects more than {} levels deep", path,
+                          kMaxJsonDepth);
   try {
     return json::parse(ss.str());
   } catch (const json::exception& e) {
@@ -80,10 +85,14 @@ Result<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
         "exceeds 100 MiB; not a safetensors file?",
         path, header_len, size);
   }
+  const char* header_text = reinterpret_cast<const char*>(mapped->data() + 8);
+  if (!json_depth_within(std::string_view(header_text, size_t(header_len)))) {
+    return Status::errorf("{}: header nests arrays and objects more than {} levels deep", path,
+                          kMaxJsonDepth);
+  }
   json header;
   try {
-    const char* p = reinterpret_cast<const char*>(mapped->data() + 8);
-    header = json::parse(p, p + header_len);
+    header = json::parse(header_text, header_text + header_len);
   } catch (const json::exception& e) {
     return Status::errorf("{}: header is not valid JSON: {}", path, e.what());
   }

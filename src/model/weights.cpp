@@ -65,8 +65,10 @@ Status for_each_weight_slot(const ModelConfig& c, ModelWeights& w,
   const int64_t q = int64_t(c.num_heads) * c.head_dim, kv = int64_t(c.num_kv_heads) * c.head_dim;
   using R = WeightRole;
   INVAR_RETURN_IF_ERROR(fn({R::embedding, -1, {v, h}, true, &w.embedding}));
-  w.layers.resize(size_t(c.num_layers));
   for (int l = 0; l < c.num_layers; ++l) {
+    // Grown one layer at a time, not resized up front: a file's num_layers is not trusted with
+    // an allocation before its tensors are found (a visit of loaded weights grows nothing).
+    if (w.layers.size() <= size_t(l)) w.layers.emplace_back();
     LayerWeights& L = w.layers[size_t(l)];
     INVAR_RETURN_IF_ERROR(fn({R::attn_norm, l, {h}, false, &L.attn_norm}));
     INVAR_RETURN_IF_ERROR(fn({R::wq, l, {q, h}, true, &L.wq}));

@@ -64,7 +64,9 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
         failed_ = true;
         cancel_all();  // the choices already submitted end with `cancelled`
         ApiError e = submit_error(id.status());
-        exchange_->respond(http::status(e.status), "application/json", error_body(e));
+        HeaderList headers;
+        if (e.status == 429) headers.emplace_back("Retry-After", "1");  // seconds
+        exchange_->respond(http::status(e.status), "application/json", error_body(e), headers);
         return;
       }
       ids_[size_t(i)] = *id;

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
+#include "core/json_depth.h"
 #include "server/json_fields.h"
 #include "server/prompt_input.h"
 #include "server/request_fields.h"
@@ -397,13 +398,19 @@ std::optional<ApiError> parse_json_object(std::string_view body, nlohmann::json*
     return ApiError::bad_request(
         "", fmt::format("the request body is not valid UTF-8 (byte {}); send UTF-8 JSON", bad));
   }
+  if (!json_depth_within(body)) {
+    return ApiError::bad_request(
+        "", fmt::format("the request body nests arrays and objects more than {} levels deep",
+                        kMaxJsonDepth));
+  }
   *out = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (out->is_discarded()) {
-    // Parse again with exceptions for the parser's position and reason.
+    // Parse again with exceptions for the parser's position and reason (a parse_error, or an
+    // out_of_range for a number past a double).
     std::string why = "malformed JSON";
     try {
       json again = json::parse(body);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       why = e.what();
     }
     return ApiError::bad_request("", fmt::format("the request body is not valid JSON: {}", why));

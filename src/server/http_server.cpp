@@ -44,6 +44,8 @@ struct Context {
 };
 
 class Session : public Exchange, public std::enable_shared_from_this<Session> {
+  static constexpr size_t kFirstReadBytes = 4096;  // what a keep-alive wait reads at once
+
  public:
   Session(tcp::socket socket, std::shared_ptr<Context> ctx)
       : stream_(std::move(socket)), executor_(stream_.get_executor()), ctx_(std::move(ctx)) {
@@ -121,11 +123,24 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
       ctx_->counters.http_4xx++;
   }
 
+  // Waits up to idle_timeout_s for the first byte of the next request, then gives its header
+  // read_timeout_s to arrive.
   void read_header() {
     parser_.emplace();
     parser_->header_limit(ctx_->options.max_header_bytes);
     parser_->body_limit(ctx_->options.max_body_bytes);
+    if (buffer_.size() > 0) return read_request_header();  // pipelined: already here
     stream_.expires_after(seconds(ctx_->options.idle_timeout_s));
+    stream_.async_read_some(buffer_.prepare(kFirstReadBytes),
+                            [self = shared_from_this()](beast::error_code ec, size_t n) {
+                              if (ec) return self->read_failed(ec);
+                              self->buffer_.commit(n);
+                              self->read_request_header();
+                            });
+  }
+
+  void read_request_header() {
+    stream_.expires_after(seconds(ctx_->options.read_timeout_s));
     http::async_read_header(
         stream_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
@@ -150,7 +165,7 @@ class Session : public Exchange, public std::enable_shared_from_this<Session> {
   }
 
   void read_body() {
-    stream_.expires_after(seconds(ctx_->options.idle_timeout_s));
+    stream_.expires_after(seconds(ctx_->options.read_timeout_s));
     http::async_read(
         stream_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });

@@ -54,7 +54,11 @@ struct HttpOptions {
   uint16_t port = 8000;  // 0: any free port (see HttpServer::port())
   size_t max_body_bytes = 4u << 20;
   uint32_t max_header_bytes = 16u << 10;
-  double idle_timeout_s = 75;   // keep-alive connection waiting for its next request
+  double idle_timeout_s = 75;  // keep-alive connection waiting for its next request
+  // From the first byte of a request, its header must arrive within this, and then its body
+  // within as long again: a client that dribbles a request (slowloris) loses the connection
+  // instead of holding it.
+  double read_timeout_s = 30;
   double write_timeout_s = 60;  // a client that reads nothing for this long is dropped
 };
 

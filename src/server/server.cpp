@@ -3,12 +3,14 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <csignal>
+#include <optional>
 #include <string_view>
 #include <thread>
 #include <vector>
@@ -32,6 +34,33 @@ bool same_secret(std::string_view a, std::string_view b) {
 
 void send_error(Exchange& ex, const ApiError& e, const HeaderList& extra = {}) {
   ex.respond(http::status(e.status), "application/json", error_body(e), extra);
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c; };
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(),
+                                            [&](char x, char y) { return lower(x) == lower(y); });
+}
+
+// A completion body is JSON: sent as such (application/json, or a +json type), or with no
+// Content-Type at all. Anything else (a form, plain text) is refused rather than read as JSON,
+// as vLLM refuses it.
+std::optional<ApiError> check_content_type(const HttpRequest& req) {
+  const auto field = req[http::field::content_type];
+  std::string_view value(field.data(), field.size());
+  std::string_view type = value.substr(0, value.find(';'));
+  while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) type.remove_suffix(1);
+  while (!type.empty() && (type.front() == ' ' || type.front() == '\t')) type.remove_prefix(1);
+  if (type.empty() || iequals(type, "application/json")) return std::nullopt;
+  constexpr std::string_view kApp = "application/", kJson = "+json";
+  if (type.size() > kApp.size() + kJson.size() && iequals(type.substr(0, kApp.size()), kApp) &&
+      iequals(type.substr(type.size() - kJson.size()), kJson))
+    return std::nullopt;
+  return ApiError{415,
+                  fmt::format("Content-Type '{}' is not supported: send the body as JSON with "
+                              "'Content-Type: application/json'",
+                              value),
+                  "invalid_request_error", "", "unsupported_media_type"};
 }
 
 }  // namespace
@@ -160,6 +189,7 @@ struct Server::Impl {
         return send_error(
             *ex, {503, "the server is shutting down", "server_error", "", "shutting_down"});
       }
+      if (auto e = check_content_type(req)) return send_error(*ex, *e);
       Endpoint endpoint = path == "/v1/completions" ? Endpoint::completions : Endpoint::chat;
       CompletionRequest request;
       if (auto e = parse_completion_request(endpoint, req.body(), engine.bundle().tokenizer, limits,

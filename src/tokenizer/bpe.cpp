@@ -159,9 +159,6 @@ SentencePieceBpe& SentencePieceBpe::operator=(SentencePieceBpe&& o) noexcept {
   return *this;
 }
 
-namespace {
-
-// "<0xAB>" -> 0xAB, or -1.
 int parse_byte_token(std::string_view t) {
   if (t.size() != 6 || t.substr(0, 3) != "<0x" || t[5] != '>') return -1;
   auto hex = [](char c) -> int {
@@ -173,8 +170,6 @@ int parse_byte_token(std::string_view t) {
   const int hi = hex(t[3]), lo = hex(t[4]);
   return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
-
-}  // namespace
 
 SentencePieceBpe SentencePieceBpe::build(const std::vector<std::string>& tokens,
                                          const std::vector<float>& scores,

@@ -30,6 +30,9 @@ struct StringHash {
 };
 using TokenIndex = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
 
+// A sentencepiece byte token's value: "<0xAB>" -> 0xAB; -1 for any other text.
+int parse_byte_token(std::string_view token);
+
 class ByteLevelBpe {
  public:
   // `merges` are "left right" in the byte alphabet, highest priority first; every merge result

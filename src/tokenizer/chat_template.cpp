@@ -67,11 +67,12 @@ minja::Value tojson_filter() {
       throw std::runtime_error("tojson takes a value and at most 4 more arguments");
     std::vector<minja::Value> a(5);
     for (size_t i = 0; i < args.args.size(); ++i) a[i] = args.args[i];
-    for (auto& [name, value] : args.kwargs) {
+    for (auto& kwarg : args.kwargs) {  // not a structured binding: clang 14 cannot capture one
+      const std::string& name = kwarg.first;
       auto* it = std::find_if(std::begin(kNames), std::end(kNames),
                               [&](const char* n) { return name == n; });
       if (it == std::end(kNames)) throw std::runtime_error("tojson has no argument " + name);
-      a[size_t(it - std::begin(kNames))] = value;
+      a[size_t(it - std::begin(kNames))] = kwarg.second;
     }
     PythonJsonOptions opt;
     if (!a[1].is_null()) opt.ensure_ascii = a[1].to_bool();

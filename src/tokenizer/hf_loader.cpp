@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/json_depth.h"
+#include "tokenizer/bpe.h"
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode.h"
@@ -24,6 +26,9 @@ Result<json> read_json(const std::filesystem::path& path) {
   if (!in) return Status::errorf("{}: cannot open", path.string());
   std::stringstream ss;
   ss << in.rdbuf();
+  if (!json_depth_within(ss.view()))
+    return Status::errorf("{}: nests arrays and objects more than {} levels deep", path.string(),
+                          kMaxJsonDepth);
   json j = json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Status::errorf("{}: not valid JSON", path.string());
   return j;
@@ -141,9 +146,9 @@ std::optional<std::string> config_token(const json& cfg, const char* key) {
   return std::nullopt;
 }
 
-}  // namespace
-
-Result<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
+// from_hf_dir, which catches what this throws: nlohmann's accessors throw on a value of the
+// wrong type (a number where the file should have a string or an object).
+Result<Tokenizer> load_hf_dir(const std::string& dir) {
   namespace fs = std::filesystem;
   const fs::path tok_path = fs::path(dir) / "tokenizer.json";
   if (!fs::exists(tok_path))
@@ -181,15 +186,23 @@ Result<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
 
   // Vocabulary and added tokens, by id.
   std::map<int64_t, std::pair<std::string, int32_t>> by_id;  // id -> (text, type)
+  // A token id: a non-negative integer, else -1. Never get<int64_t>() of a float: a value past
+  // int64 (1e22) converts with undefined behaviour.
+  auto token_id = [](const json& v) -> int64_t {
+    return v.is_number_integer() && v.get<int64_t>() >= 0 ? v.get<int64_t>() : -1;
+  };
   for (const auto& [text, id] : model["vocab"].items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0)
+    if (token_id(id) < 0)
       return Status::errorf("{}: vocab entry '{}' has no valid id", where, text);
-    by_id[id.get<int64_t>()] = {text, kTokenNormal};
+    by_id[token_id(id)] = {text, kTokenNormal};
   }
   for (const auto& a : j.value("added_tokens", json::array())) {
-    const int64_t id = a.value("id", int64_t(-1));
-    if (id < 0 || !a.contains("content"))
-      return Status::errorf("{}: an added token lacks an id or content", where);
+    const int64_t id = a.is_object() && a.contains("id") ? token_id(a["id"]) : -1;
+    if (id < 0 || !a.contains("content")) {
+      return Status::errorf(
+          "{}: added token {} has no valid id (a non-negative integer) or no content", where,
+          a.dump());
+    }
     const int32_t type = a.value("special", false) ? kTokenControl : kTokenUserDefined;
     by_id[id] = {a["content"].get<std::string>(), type};
     spec.special_ids.push_back(int32_t(id));
@@ -206,9 +219,7 @@ Result<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
   }
   if (spm) {
     for (int64_t id = 0; id < n; ++id) {
-      const std::string& t = spec.tokens[id];
-      if (spec.token_types[id] == kTokenNormal && t.size() == 6 && t.rfind("<0x", 0) == 0 &&
-          t.back() == '>')
+      if (spec.token_types[id] == kTokenNormal && parse_byte_token(spec.tokens[id]) >= 0)
         spec.token_types[id] = kTokenByte;
     }
   }
@@ -293,7 +304,19 @@ Result<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
     }
     spec.chat_template_origin = (fs::path(dir) / "tokenizer_config.json").string();
   }
-  return from_spec(std::move(spec));
+  return Tokenizer::from_spec(std::move(spec));
+}
+
+}  // namespace
+
+Result<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
+  try {
+    return load_hf_dir(dir);
+  } catch (const nlohmann::json::exception& e) {
+    return Status::errorf(
+        "{}: tokenizer.json or tokenizer_config.json holds a value of the wrong type: {}", dir,
+        e.what());
+  }
 }
 
 }  // namespace invar::tokenizer

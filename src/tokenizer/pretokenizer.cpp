@@ -111,6 +111,7 @@ void split_one(const pcre2_code* code, pcre2_match_data* md, std::string_view te
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
     const size_t start = ov[0], end = ov[1];
     if (end == start) {  // empty match: move on one character, emit nothing
+      if (start >= n) break;  // at the very end (a pattern like "$"): no character to skip
       offset = start + utf8_len(static_cast<unsigned char>(text[start]));
       continue;
     }

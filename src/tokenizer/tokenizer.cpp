@@ -94,8 +94,9 @@ Result<Tokenizer> Tokenizer::from_spec(TokenizerSpec spec) {
     const std::string& t = s.tokens[id];
     impl->special[id] = type == kTokenControl || type == kTokenUnknown;
     if (spm) {
-      if (type == kTokenByte && t.size() == 6 && t.rfind("<0x", 0) == 0) {
-        impl->bytes[id] = std::string(1, char(std::stoi(t.substr(3, 2), nullptr, 16)));
+      // A byte token that is not <0xHH> is decoded as its text (SentencePieceBpe never makes it).
+      if (const int byte = type == kTokenByte ? parse_byte_token(t) : -1; byte >= 0) {
+        impl->bytes[id] = std::string(1, char(byte));
       } else {
         impl->bytes[id] = replace_all(t, kSpaceMark, " ");
       }
