@@ -110,7 +110,7 @@ CASES = [
      "max_tokens"),
     ("negative max_tokens", "POST", C, body(prompt="x", max_tokens=-1), 400, "between 0",
      "max_tokens"),
-    ("zero max_tokens", "POST", CHAT, body(messages=USER, max_tokens=0), 400, "between 1",
+    ("zero max_tokens", "POST", CHAT, body(messages=USER, max_tokens=0), 400, "at least 1",
      "max_tokens"),
     ("max_tokens past the context", "POST", C, body(prompt="hi", max_tokens=100000), 400,
      "maximum context length", "max_tokens"),
