@@ -83,7 +83,7 @@ CASES = [
     ("stop list of numbers", "POST", C, body(prompt="x", stop=[1]), 400, "a string or a list",
      "stop"),
     ("stop_token_ids wrong type", "POST", C, body(prompt="x", stop_token_ids="2"), 400,
-     "a list of token ids", "stop_token_ids"),
+     "a list of integer token ids", "stop_token_ids"),
     ("stream wrong type", "POST", C, body(prompt="x", stream="yes"), 400, "a boolean", "stream"),
     ("stream_options wrong type", "POST", C, body(prompt="x", stream=True, stream_options=1), 400,
      "an object", "stream_options"),
