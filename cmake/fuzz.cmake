@@ -10,16 +10,19 @@ if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
 endif()
 file(GLOB invar_fuzz_input_srcs CONFIGURE_DEPENDS src/core/*.cpp src/tokenizer/*.cpp)
 foreach(f model/gguf model/gguf_dequant model/safetensors model/config model/config_parse
-          model/load_weights model/weights engine/tokenizer_from_gguf server/completion_request
-          server/completion_response)
+          model/load_weights model/weights engine/tokenizer_from_gguf engine/grammar
+          server/completion_request server/completion_response server/request_fields
+          server/prompt_input)
   list(APPEND invar_fuzz_input_srcs ${PROJECT_SOURCE_DIR}/src/${f}.cpp)
 endforeach()
 add_library(invar_fuzz_inputs STATIC ${invar_fuzz_input_srcs})
 target_include_directories(invar_fuzz_inputs PUBLIC ${PROJECT_SOURCE_DIR}/src
                            ${PROJECT_SOURCE_DIR}/include)
 target_include_directories(invar_fuzz_inputs SYSTEM PRIVATE ${invar_minja_include})
+# XGrammar (structured output: the request parser compiles a request's grammar) is linked as
+# built for the other layers, without coverage instrumentation: its code is not ours to fuzz.
 target_link_libraries(invar_fuzz_inputs PUBLIC fmt::fmt Threads::Threads nlohmann_json::nlohmann_json
-                      Boost::headers PRIVATE PkgConfig::PCRE2)
+                      Boost::headers PRIVATE PkgConfig::PCRE2 invar_xgrammar)
 target_compile_options(invar_fuzz_inputs PRIVATE -fsanitize=fuzzer-no-link)
 invar_set_warnings(invar_fuzz_inputs)
 add_subdirectory(tests/fuzz)
