@@ -12,10 +12,14 @@
 //   --kernel wgmma     the same, with prefill (whole-row) items on the Hopper wgmma kernel
 //   --compare-kernels  A = invariant on wgmma (prefill items), B = invariant on mma.sync: the
 //                      same bits (attention_test proves it), so the ratio is the kernel's speedup
+//   --compare-spread   A = invariant with spread CTAs (items of <= 16 rows: four warps share
+//                      each tile), B = invariant with one-warp CTAs: the same bits again
+// --decode-sweep: only decode, B = 1..16 x KV = 512..32k (small-batch decode).
 // --prefill-sweep: only causal prefills, 1 x L for L = 1k..16k and two batched points (the torch
 // SDPA numbers for the same points: bench/cuda/attention_sdpa.py --prefill-sweep).
 // Usage: attention_bench [--smollm2] [--reps N] [--quick] [--kernel mma_sync|wgmma]
-//                        [--compare-kernels] [--prefill-sweep]
+//                        [--compare-kernels] [--compare-spread] [--prefill-sweep]
+//                        [--decode-sweep]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -60,6 +64,7 @@ struct Variant {
   const char* label;  // column header, <= 10 characters
   KernelMode mode;
   AttentionKernel prefill;
+  bool spread = true;  // CudaAttention::set_spread_ctas
 };
 
 // The cache, big enough for the largest rotation set of the run.
@@ -205,6 +210,7 @@ void report(Bench& b, const Point& pt) {
 
 int main(int argc, char** argv) {
   bool smol = false, quick = false, compare_kernels = false, prefill_sweep = false;
+  bool compare_spread = false, decode_sweep = false;
   AttentionKernel kernel = AttentionKernel::mma_sync;
   int reps = 15;
   for (int i = 1; i < argc; ++i) {
@@ -220,23 +226,31 @@ int main(int argc, char** argv) {
           !std::strcmp(argv[++i], "wgmma") ? AttentionKernel::wgmma : AttentionKernel::mma_sync;
     else if (!std::strcmp(argv[i], "--compare-kernels"))
       compare_kernels = true;
+    else if (!std::strcmp(argv[i], "--compare-spread"))
+      compare_spread = true;
     else if (!std::strcmp(argv[i], "--prefill-sweep"))
       prefill_sweep = true;
+    else if (!std::strcmp(argv[i], "--decode-sweep"))
+      decode_sweep = true;
     else {
       std::fprintf(stderr,
                    "usage: attention_bench [--smollm2] [--quick] [--reps N] "
-                   "[--kernel mma_sync|wgmma] [--compare-kernels] [--prefill-sweep]\n");
+                   "[--kernel mma_sync|wgmma] [--compare-kernels] [--compare-spread] "
+                   "[--prefill-sweep] [--decode-sweep]\n");
       return 2;
     }
   }
   Bench b;
   if (compare_kernels) {
-    b.variant[0] = {"wgmma", KernelMode::invariant, AttentionKernel::wgmma};
-    b.variant[1] = {"mma_sync", KernelMode::invariant, AttentionKernel::mma_sync};
+    b.variant[0] = {"wgmma", KernelMode::invariant, AttentionKernel::wgmma, true};
+    b.variant[1] = {"mma_sync", KernelMode::invariant, AttentionKernel::mma_sync, true};
+  } else if (compare_spread) {
+    b.variant[0] = {"spread", KernelMode::invariant, kernel, true};
+    b.variant[1] = {"one warp", KernelMode::invariant, kernel, false};
   } else {
     const bool w = kernel == AttentionKernel::wgmma;
-    b.variant[0] = {w ? "inv wgmma" : "inv", KernelMode::invariant, kernel};
-    b.variant[1] = {w ? "fast wgmma" : "fast", KernelMode::fast, kernel};
+    b.variant[0] = {w ? "inv wgmma" : "inv", KernelMode::invariant, kernel, true};
+    b.variant[1] = {w ? "fast wgmma" : "fast", KernelMode::fast, kernel, true};
   }
   b.shape = smol ? Shape{"smollm2-135m", 9, 3, 64} : Shape{"qwen3-8b", 32, 8, 128};
   b.reps = reps;
@@ -253,6 +267,7 @@ int main(int argc, char** argv) {
     b.attn[i] = std::move(*created);
     b.attn[i]->set_split_tiles_for_experiments(split_tiles);
     check(b.attn[i]->set_prefill_kernel(b.variant[i].prefill), "set_prefill_kernel");
+    b.attn[i]->set_spread_ctas(b.variant[i].spread);
   }
   // Cache: 4M tokens (Qwen3-8B: 16 GiB per K and V... halved for SmolLM2's smaller rows).
   b.cache_tokens = int64_t(4) << 20;
@@ -277,9 +292,11 @@ int main(int argc, char** argv) {
   std::printf("shape: %s (Hq %d, Hkv %d, D %d), block size %d; median of %d graph replays\n",
               b.shape.name, b.shape.hq, b.shape.hkv, b.shape.d, kBlockSize, reps);
   for (int i = 0; i < 2; ++i) {
-    std::printf("%c = %s: %s mode, prefill items on the %s kernel, split items on mma_sync\n",
-                i == 0 ? 'A' : 'B', b.variant[i].label, kernel_mode_name(b.variant[i].mode),
-                attention_kernel_name(b.variant[i].prefill));
+    std::printf(
+        "%c = %s: %s mode, prefill items on the %s kernel, split items on mma_sync, "
+        "spread CTAs %s\n",
+        i == 0 ? 'A' : 'B', b.variant[i].label, kernel_mode_name(b.variant[i].mode),
+        attention_kernel_name(b.variant[i].prefill), b.variant[i].spread ? "on" : "off");
   }
   std::printf("ratio = t(B) / t(A) (> 1: A faster); fast = split count from batch and SM count\n");
 
@@ -296,11 +313,25 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  if (decode_sweep) {
+    print_header(b, "decode B x KV");
+    for (int bsz : {1, 2, 4, 8, 16}) {
+      for (int kv : {512, 1024, 2048, 4096, 8192, 32768}) {
+        Point pt{"decode " + std::to_string(bsz) + " x " + std::to_string(kv), {}};
+        pt.seqs.assign(size_t(bsz), Seq{1, kv});
+        report(b, pt);
+      }
+    }
+    CHECK_CUDA(cudaFree(k));
+    CHECK_CUDA(cudaFree(v));
+    return 0;
+  }
+
   print_header(b, "decode B x KV");
   const std::vector<int> batches =
       quick ? std::vector<int>{1, 16, 128} : std::vector<int>{1, 4, 16, 64, 256};
   const std::vector<int> kvs =
-      quick ? std::vector<int>{1024, 8192} : std::vector<int>{512, 2048, 8192, 32768};
+      quick ? std::vector<int>{1024, 8192} : std::vector<int>{512, 2048, 4096, 8192, 32768};
   for (int bsz : batches) {
     for (int kv : kvs) {
       if (int64_t(bsz) * kv > b.cache_tokens / 2) continue;

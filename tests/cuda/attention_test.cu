@@ -768,6 +768,39 @@ TEST_P(AttentionCuda, WgmmaGivesTheBitsOfMmaSyncOnEveryBatch) {
   }
 }
 
+// Every batch of the invariance suite, both modes: spread CTAs (four warps share the tiles of an
+// item of <= 16 rows) give every row the bits of one-warp CTAs, on the mma.sync kernel.
+TEST_P(AttentionCuda, SpreadCtasGiveTheBitsOfOneWarpOnEveryBatch) {
+  REQUIRE_GPU();
+  const AttnShape sh = GetParam();
+  Harness h(sh, 16, test_lengths(), 1);
+  ASSERT_TRUE(h.ok());
+  USE_KERNELS(h, kMmaSync);
+  const std::vector<SuiteBatch> batches = suite_batches(h);
+  for (KernelMode mode : {KernelMode::invariant, KernelMode::fast}) {
+    DiffReport rep;
+    int64_t spread_ctas = 0;
+    for (size_t i = 0; i < batches.size(); ++i) {
+      BatchOut ref, b;
+      h.attention().set_spread_ctas(false);
+      h.run(batches[i].batch, mode, ref);
+      EXPECT_EQ(ref.stats.spread_ctas, 0);
+      h.attention().set_spread_ctas(true);
+      h.run(batches[i].batch, mode, b);
+      expect_all_finite(b.out, "spread");
+      spread_ctas += b.stats.spread_ctas;
+      const std::string where =
+          std::string(part_name(batches[i].part)) + " batch " + std::to_string(i) + " (spread)";
+      rep.add(ref, b, batches[i].batch, sh, where.c_str());
+    }
+    std::printf("%-13s %-9s spread vs one-warp CTAs (%lld spread CTAs): %s\n", sh.name,
+                kernel_mode_name(mode), (long long)spread_ctas, rep.str().c_str());
+    EXPECT_EQ(rep.rows, 0) << kernel_mode_name(mode) << ": " << rep.str();
+    EXPECT_GT(rep.rows_compared, 40000);
+    EXPECT_GT(spread_ctas, 1000);
+  }
+}
+
 // R3 across kernels: decode steps and split chunks on mma.sync give the rows of one wgmma prefill
 // of the whole target, in every batch and chunking of the suite.
 TEST_P(AttentionCuda, TargetRowsOfWgmmaPrefillAreBitIdenticalInEveryBatchAndChunking) {

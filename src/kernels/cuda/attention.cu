@@ -7,7 +7,10 @@
 // A CTA is 4 warps; warp w owns rows 16w..16w+15 of the CTA and every column of a KV tile, so a
 // row's arithmetic (its mma chains, its max/sum trees over the 4 lanes of a quad, its softmax
 // updates) is the same whichever rows share the CTA and however many warps have rows. All four
-// warps load tiles (cp.async, two stages); warps without rows only load.
+// warps load tiles (cp.async, two stages); warps without rows only load. A CTA whose rows fit
+// one warp (decode at small batch) is a spread CTA by default: all four warps compute its
+// tiles, split by score columns and by output dimensions, each element with the same operations
+// in the same order (attend_tile_spread), so again the same bits.
 // Where a row's positions end before the CTA's last tile, the later tiles are no-ops for it by
 // construction (no state update, alpha = 1, p = 0 exactly).
 #include <algorithm>
@@ -58,6 +61,7 @@ struct AttnParams {
   float* rec_m;    // [records]
   float* rec_l;    // [records]
   float* rec_acc;  // [records, D]
+  int spread_rows;  // items of at most this many rows run as spread CTAs (0 or kRowsPerWarp)
 };
 
 struct MergeParams {
@@ -156,31 +160,101 @@ __device__ __forceinline__ void attend_tile(const uint32_t (&qf)[D / 16][4], con
   }
 }
 
+// The spread form of attend_tile, for a CTA whose rows fit one warp (decode at small batch, short
+// chunks), where attend_tile would leave three warps without work while one computes every
+// tile. Every warp holds the same 16 rows; warp w computes the scores of positions
+// 16w..16w+15 (score n-blocks kJ w ..) with attend_tile's k-chains, the tile's scores meet in
+// shared memory, every warp runs the recipe's softmax step on all of them (the same operations
+// on the same values: the same m, l, alpha and P in every warp), and warp w adds P V to its
+// kN8 n-blocks of dimensions from n-block kN8 w, each with attend_tile's k-chain over positions.
+// So each element's operations and their order are attend_tile's, and so are its bits
+// (attention_test: SpreadCtasGiveTheBitsOfOneWarpOnEveryBatch).
+template <int D>
+__device__ __forceinline__ void attend_tile_spread(const uint32_t (&qf)[D / 16][4],
+                                                   const bf16* sk, const bf16* sv,
+                                                   float* s_scores, int warp, int tile_start,
+                                                   int pos0, int pos1, float scale_log2,
+                                                   float (&m)[2], float (&l)[2],
+                                                   float (&acc)[D / 8 / kWarps][4], int lane) {
+  constexpr int kStride = D + 8;
+  constexpr int kJ = kTile / 8 / kWarps;  // score n-blocks per warp
+  constexpr int kN8 = D / 8 / kWarps;     // accumulator n-blocks per warp
+  float own[kJ][4];
+#pragma unroll
+  for (int jj = 0; jj < kJ; ++jj) own[jj][0] = own[jj][1] = own[jj][2] = own[jj][3] = 0.0f;
+#pragma unroll
+  for (int jj = 0; jj < kJ; ++jj) {
+    const int j = warp * kJ + jj;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk += 2) {
+      uint32_t b[4];
+      ldmatrix_x4(b, smem_addr(sk + (j * 8 + (lane & 7)) * kStride + kk * 16 + (lane >> 3) * 8));
+      mma_16816(own[jj], qf[kk], b[0], b[1]);
+      mma_16816(own[jj], qf[kk + 1], b[2], b[3]);
+    }
+  }
+  // s_scores[(4 j + c) * 32 + lane]: value c of score n-block j in the fragment legend's lane.
+#pragma unroll
+  for (int jj = 0; jj < kJ; ++jj) {
+#pragma unroll
+    for (int c = 0; c < 4; ++c) s_scores[((warp * kJ + jj) * 4 + c) * 32 + lane] = own[jj][c];
+  }
+  __syncthreads();
+  float s[kTile / 8][4];
+#pragma unroll
+  for (int j = 0; j < kTile / 8; ++j) {
+#pragma unroll
+    for (int c = 0; c < 4; ++c) s[j][c] = s_scores[(j * 4 + c) * 32 + lane];
+  }
+  float al[2];
+  attn::softmax_tile<kTile / 8>(s, tile_start, pos0, pos1, scale_log2, m, l, al, lane);
+  attn::rescale<kN8>(acc, al);
+#pragma unroll
+  for (int kk = 0; kk < kTile / 16; ++kk) {
+    uint32_t a[4];
+    attn::p_fragment<kTile / 8>(s, kk, a);
+#pragma unroll
+    for (int nl = 0; nl < kN8; nl += 2) {
+      const int n = warp * kN8 + nl;
+      uint32_t b[4];
+      ldmatrix_x4_trans(b, smem_addr(sv + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kStride +
+                                     n * 8 + (lane >> 4) * 8));
+      mma_16816(acc[nl], a, b[0], b[1]);
+      mma_16816(acc[nl + 1], a, b[2], b[3]);
+    }
+  }
+}
+
 template <int D>
 __host__ __device__ constexpr int kv_stage_elems() {
   return 2 * kTile * (D + 8);  // K and V tiles of one stage
 }
 template <int D>
 constexpr size_t attention_smem_bytes() {
-  // Two KV stages, then a region that holds Q while it is read into registers and the fold
-  // state O ([D / 2, kThreads] f32, each thread its own column) after.
+  // Two KV stages, then a region that holds Q while it is read into registers and, after, the
+  // fold state O ([D / 2, kThreads] f32, each thread its own column) -- or, in a spread CTA, O
+  // ([D / 8, kThreads]) and one tile's scores ([kTile / 8, 4, 32] f32).
   constexpr size_t q_bytes = size_t(kMaxRows) * (D + 8) * 2;
   constexpr size_t o_bytes = size_t(D / 2) * kThreads * 4;
+  static_assert(size_t(D / 8) * kThreads * 4 + size_t(kTile) * kRowsPerWarp * 4 <= o_bytes,
+                "the spread CTA's O and scores fit the fold region");
   return size_t(2) * kv_stage_elems<D>() * 2 + (q_bytes > o_bytes ? q_bytes : o_bytes);
 }
 
-template <int D>
-__global__ void __launch_bounds__(kThreads) attention_kernel(const AttnParams p) {
+// One CTA's item. kSpread: the item's rows fit one warp and every warp works on them
+// (attend_tile_spread); else warp w owns rows 16w..16w+15 (attend_tile).
+template <int D, bool kSpread>
+__device__ __forceinline__ void attention_cta(const AttnParams& p, const AttnItem& it,
+                                              unsigned char* smem) {
   constexpr int kStride = D + 8;  // bf16 per smem row: 16-byte pad, conflict-free ldmatrix
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
-  extern __shared__ __align__(16) unsigned char smem[];
+  constexpr int kN8 = kSpread ? D / 8 / kWarps : D / 8;  // accumulator n-blocks per lane
   bf16* s_kv = reinterpret_cast<bf16*>(smem);
   unsigned char* s_qo = smem + size_t(2) * kv_stage_elems<D>() * 2;
   bf16* s_q = reinterpret_cast<bf16*>(s_qo);
   float* s_o = reinterpret_cast<float*>(s_qo);
+  float* s_scores = s_o + (D / 8) * kThreads;  // spread CTAs only
 
-  if (int(blockIdx.x) >= *p.item_count) return;  // the whole CTA, before any barrier
-  const AttnItem it = p.items[blockIdx.x];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int G = p.group;
   const int first_pos = it.kv_len - it.q_len;
@@ -229,30 +303,36 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttnParams p)
 
   cp_async_wait<1>();  // Q has landed
   __syncthreads();
-  const bool has_rows = warp * kRowsPerWarp < it.nrows;
+  const int row_warp = kSpread ? 0 : warp;  // whose 16 rows this warp's lanes hold
+  const int n0 = kSpread ? warp * kN8 : 0;  // this warp's first accumulator n-block
+  const bool has_rows = row_warp * kRowsPerWarp < it.nrows;
   uint32_t qf[D / 16][4];
   if (has_rows) {
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-      ldmatrix_x4(qf[kk], smem_addr(s_q + (warp * kRowsPerWarp + (lane & 15)) * kStride + kk * 16 +
-                                    (lane >> 4) * 8));
+      ldmatrix_x4(qf[kk], smem_addr(s_q + (row_warp * kRowsPerWarp + (lane & 15)) * kStride +
+                                    kk * 16 + (lane >> 4) * 8));
     }
   }
-  const int r0 = warp * kRowsPerWarp + (lane >> 2), r1 = r0 + 8;
-  const int pos0 = r0 < it.nrows ? first_pos + (it.row_begin + r0) / G : -1;
-  const int pos1 = r1 < it.nrows ? first_pos + (it.row_begin + r1) / G : -1;
+  const int row[2] = {row_warp * kRowsPerWarp + (lane >> 2),
+                      row_warp * kRowsPerWarp + (lane >> 2) + 8};
+  const int pos[2] = {row[0] < it.nrows ? first_pos + (it.row_begin + row[0]) / G : -1,
+                      row[1] < it.nrows ? first_pos + (it.row_begin + row[1]) / G : -1};
   __syncthreads();  // Q is in registers: its shared memory becomes the fold state
 
   const bool to_output = it.record < 0;
   if (to_output && has_rows) {
 #pragma unroll
-    for (int j = 0; j < D / 2; ++j) s_o[j * kThreads + tid] = 0.0f;
+    for (int j = 0; j < kN8 * 4; ++j) s_o[j * kThreads + tid] = 0.0f;
   }
   float M[2] = {-INFINITY, -INFINITY}, L[2] = {0.0f, 0.0f};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-  float acc[D / 8][4];
+  float acc[kN8][4];
 #pragma unroll
-  for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+  for (int n = 0; n < kN8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+  // m and l of a split record: one lane per row (in a spread CTA, warp 0's).
+  const bool write_ml = (lane & 3) == 0 && (!kSpread || warp == 0);
+  const attn::SplitRecords records{p.rec_m, p.rec_l, p.rec_acc};
 
   for (int tile = tile_lo; tile < tile_hi; ++tile) {
     const int stage = (tile - tile_lo) & 1;
@@ -260,69 +340,48 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttnParams p)
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
-    if (has_rows) {
+    if (has_rows) {  // uniform over a spread CTA: its barrier is reached by every warp or none
       const bf16* sk = s_kv + stage * kv_stage_elems<D>();
-      attend_tile<D>(qf, sk, sk + kTile * kStride, tile * kTile, pos0, pos1, p.scale_log2, m, l,
-                     acc, lane);
+      if constexpr (kSpread) {
+        attend_tile_spread<D>(qf, sk, sk + kTile * kStride, s_scores, warp, tile * kTile, pos[0],
+                              pos[1], p.scale_log2, m, l, acc, lane);
+      } else {
+        attend_tile<D>(qf, sk, sk + kTile * kStride, tile * kTile, pos[0], pos[1], p.scale_log2,
+                       m, l, acc, lane);
+      }
       // End of a split (fixed from tile 0) or of the CTA's tiles: fold in split order, or
-      // write the split's state for the merge. A row whose positions all lie before this split
-      // has nothing to fold or write.
+      // write the split's state for the merge.
       if ((tile + 1) % it.split_tiles == 0 || tile + 1 == tile_hi) {
         const int split = tile / it.split_tiles;
-        const int split_start = split * it.split_tiles * kTile;
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int pos = h == 0 ? pos0 : pos1;
-          if (pos >= split_start && to_output) {
-            float a, b;
-            fold_weights(M[h], L[h], m[h], l[h], a, b);
-#pragma unroll
-            for (int n = 0; n < D / 8; ++n) {
-#pragma unroll
-              for (int e = 0; e < 2; ++e) {
-                float& o = s_o[(n * 4 + 2 * h + e) * kThreads + tid];
-                o = fold_value(o, acc[n][2 * h + e], a, b);
-              }
-            }
-          } else if (pos >= split_start) {
-            const int r = h == 0 ? r0 : r1;
-            const int64_t rec = int64_t(it.record) + int64_t(r) * it.record_stride + split;
-            if ((lane & 3) == 0) {
-              p.rec_m[rec] = m[h];
-              p.rec_l[rec] = l[h];
-            }
-            float* dst = p.rec_acc + rec * D + 2 * (lane & 3);
-#pragma unroll
-            for (int n = 0; n < D / 8; ++n) {
-              *reinterpret_cast<float2*>(dst + n * 8) =
-                  make_float2(acc[n][2 * h], acc[n][2 * h + 1]);
-            }
-          }
-          m[h] = -INFINITY;
-          l[h] = 0.0f;
-#pragma unroll
-          for (int n = 0; n < D / 8; ++n) acc[n][2 * h] = acc[n][2 * h + 1] = 0.0f;
-        }
+        attn::end_split<D, kN8>(pos, row, split, split * it.split_tiles * kTile, to_output,
+                                s_o + tid, kThreads, M, L, m, l, acc, n0, write_ml, records,
+                                it.record, it.record_stride, lane);
       }
     }
-    __syncthreads();  // every warp is done with this stage before it is refilled
+    __syncthreads();  // every warp is done with this stage (and the scores) before a refill
   }
   if (!has_rows || !to_output) return;
 
-  const int col = 2 * (lane & 3);
+  bf16* dst[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const int r = h == 0 ? r0 : r1;
-    if (r >= it.nrows) continue;
-    const int rr = it.row_begin + r;
-    bf16* dst = p.out + int64_t(it.q_begin + rr / G) * p.out_stride +
-                int64_t(it.kv_head * G + rr % G) * D + col;
-#pragma unroll
-    for (int n = 0; n < D / 8; ++n) {
-      const float o0 = finish(s_o[(n * 4 + 2 * h) * kThreads + tid], L[h]);
-      const float o1 = finish(s_o[(n * 4 + 2 * h + 1) * kThreads + tid], L[h]);
-      *reinterpret_cast<__nv_bfloat162*>(dst + n * 8) = __floats2bfloat162_rn(o0, o1);
-    }
+    const int rr = it.row_begin + row[h];
+    dst[h] = row[h] < it.nrows ? p.out + int64_t(it.q_begin + rr / G) * p.out_stride +
+                                     int64_t(it.kv_head * G + rr % G) * D
+                               : nullptr;
+  }
+  attn::write_rows<kN8>(dst, s_o + tid, kThreads, L, n0, lane);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) attention_kernel(const AttnParams p) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  if (int(blockIdx.x) >= *p.item_count) return;  // the whole CTA, before any barrier
+  const AttnItem it = p.items[blockIdx.x];
+  if (it.nrows <= p.spread_rows) {
+    attention_cta<D, true>(p, it, smem);
+  } else {
+    attention_cta<D, false>(p, it, smem);
   }
 }
 
@@ -442,10 +501,11 @@ struct CudaAttention::State {
   bool hopper = false;  // sm_90: the wgmma kernel can run
   AttentionKernel prefill_kernel = AttentionKernel::mma_sync;
   AttentionKernel split_kernel = AttentionKernel::mma_sync;
+  bool spread = true;  // set_spread_ctas
   AttentionDims dims;
   AttentionPlanOptions options;
   bool planned = false;
-  int64_t n_items = 0, n_merges = 0, n_split_items = 0;
+  int64_t n_items = 0, n_merges = 0, n_split_items = 0, n_spread = 0;
   // The planned work list holds the wgmma kernel's items first, n_wgmma of them.
   int64_t n_wgmma = 0;
   // TMA descriptors of the caches run() has seen (one per layer), so a layer encodes once.
@@ -541,12 +601,17 @@ void CudaAttention::set_split_group(int splits_per_cta) {
   state_->options.split_group = std::max(0, splits_per_cta);
 }
 
+void CudaAttention::set_spread_ctas(bool on) {
+  state_->spread = on;
+}
+
 void CudaAttention::set_fixed_grid(bool on) {
   state_->fixed_grid = on;
 }
 
 CudaAttention::Stats CudaAttention::stats() const {
-  return {state_->n_items, state_->n_split_items, state_->n_merges, state_->n_wgmma};
+  return {state_->n_items, state_->n_split_items, state_->n_merges, state_->n_wgmma,
+          state_->n_spread};
 }
 
 uint64_t CudaAttention::launch_key() const {
@@ -556,6 +621,7 @@ uint64_t CudaAttention::launch_key() const {
       .add(uint64_t(st.grid_merges))
       .add(uint64_t(st.n_wgmma))
       .add(uint64_t(st.dims.head_dim))
+      .add(uint64_t(st.spread))
       .add(st.work.as())
       .add(st.rec_m.as())
       .add(st.rec_l.as())
@@ -579,6 +645,11 @@ Status CudaAttention::plan(const AttentionPlan& hp, const AttentionDims& dims, K
   st.n_items = int64_t(w.items.size());
   st.n_merges = int64_t(w.merges.size());
   st.n_split_items = w.split_items();
+  st.n_spread = st.spread ? std::count_if(mid, w.items.end(),
+                                          [](const AttnItem& it) {
+                                            return it.nrows <= kAttnRowsPerWarp;
+                                          })
+                          : 0;
 
   // Split-state buffers, grown (to twice the need) before any queued work could still use them.
   const int64_t acc_floats = w.records * dims.head_dim;
@@ -707,7 +778,8 @@ Status CudaAttention::run(const bf16* q, int64_t q_stride, const KvCacheRef& cac
                      .out_stride = out_stride,
                      .rec_m = st.rec_m.as<float>(),
                      .rec_l = st.rec_l.as<float>(),
-                     .rec_acc = st.rec_acc.as<float>()};
+                     .rec_acc = st.rec_acc.as<float>(),
+                     .spread_rows = st.spread ? kRowsPerWarp : 0};
   if (grid_mma > 0) {
     if (d.head_dim == 64) {
       attention_kernel<64><<<unsigned(grid_mma), kThreads, attention_smem_bytes<64>(), stream>>>(p);

@@ -102,6 +102,10 @@ class CudaAttention {
   // asks for wgmma (its split-state path). Same rules as set_prefill_kernel.
   Status set_split_kernel(AttentionKernel kernel);
   AttentionKernel prefill_kernel() const;
+  // Items of at most 16 rows on the mma.sync kernel (decode at small batch, short chunks) run as
+  // spread CTAs: four warps share each tile's work instead of one computing it (on by default).
+  // The same bits either way; tests and benchmarks turn it off to compare.
+  void set_spread_ctas(bool on);
   // Launch grids rounded up to powers of two (CTAs past the step's work return at once), so a
   // CUDA graph captured for one step replays for the next whose work list has as many CTAs up
   // to that size (launch_key). Changes no bit: every CTA's work is the same either way. Pads
@@ -117,6 +121,7 @@ class CudaAttention {
     int64_t split_ctas = 0;  // of which write split states
     int64_t merge_ctas = 0;  // merge CTAs
     int64_t wgmma_ctas = 0;  // of the attention CTAs, those the wgmma kernel runs
+    int64_t spread_ctas = 0;  // of the attention CTAs, the mma.sync kernel's spread ones
   };
   Stats stats() const;
 

@@ -130,4 +130,79 @@ __device__ __forceinline__ float finish(float o, float L) {
   return __fdiv_rn(o, L);
 }
 
+// ---- a lane's two rows at the end of a split, and at the end of a whole-row item -----------
+// Shared by both kernels. A lane keeps n-blocks n0 .. n0 + kN8 - 1 of its rows' accumulators
+// (every n-block, n0 = 0, but in attention.cu's spread CTA, whose warps split the dimensions).
+// O of row h, value (local n-block n, e) lives at o[(4 n + 2 h + e) * o_stride].
+
+// Where split items write their states for the merge kernel: m, l [records], acc [records, D].
+struct SplitRecords {
+  float* m;
+  float* l;
+  float* acc;
+};
+
+// The end of split `split` (first position split_start): a whole-row item (to_output) folds the
+// split state (m, l, acc) into (M, L, O); a split item writes it as record
+// record + row * record_stride + split. A row whose positions all lie before the split has
+// nothing to fold or write. Then the split state restarts. write_ml: this lane writes m and l of
+// its rows' records (one lane per row does).
+template <int D, int kN8>
+__device__ __forceinline__ void end_split(const int (&pos)[2], const int (&row)[2], int split,
+                                          int split_start, bool to_output, float* o,
+                                          int o_stride, float (&M)[2], float (&L)[2],
+                                          float (&m)[2], float (&l)[2], float (&acc)[kN8][4],
+                                          int n0, bool write_ml, const SplitRecords& out,
+                                          int64_t record, int record_stride, int lane) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (pos[h] >= split_start && to_output) {
+      float a, b;
+      fold_weights(M[h], L[h], m[h], l[h], a, b);
+#pragma unroll
+      for (int n = 0; n < kN8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& v = o[(n * 4 + 2 * h + e) * o_stride];
+          v = fold_value(v, acc[n][2 * h + e], a, b);
+        }
+      }
+    } else if (pos[h] >= split_start) {
+      const int64_t rec = record + int64_t(row[h]) * record_stride + split;
+      if (write_ml) {
+        out.m[rec] = m[h];
+        out.l[rec] = l[h];
+      }
+      float* dst = out.acc + rec * D + n0 * 8 + 2 * (lane & 3);
+#pragma unroll
+      for (int n = 0; n < kN8; ++n) {
+        *reinterpret_cast<float2*>(dst + n * 8) = make_float2(acc[n][2 * h], acc[n][2 * h + 1]);
+      }
+    }
+    m[h] = -INFINITY;
+    l[h] = 0.0f;
+#pragma unroll
+    for (int n = 0; n < kN8; ++n) acc[n][2 * h] = acc[n][2 * h + 1] = 0.0f;
+  }
+}
+
+// A whole-row item's output: O / L of the lane's rows, rounded to bf16. dst[h]: the row's
+// output (its D values), nullptr for a padding row.
+template <int kN8>
+__device__ __forceinline__ void write_rows(__nv_bfloat16* const (&dst)[2], const float* o,
+                                           int o_stride, const float (&L)[2], int n0, int lane) {
+  const int col = 2 * (lane & 3);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (!dst[h]) continue;
+#pragma unroll
+    for (int n = 0; n < kN8; ++n) {
+      const float o0 = finish(o[(n * 4 + 2 * h) * o_stride], L[h]);
+      const float o1 = finish(o[(n * 4 + 2 * h + 1) * o_stride], L[h]);
+      *reinterpret_cast<__nv_bfloat162*>(dst[h] + (n0 + n) * 8 + col) =
+          __floats2bfloat162_rn(o0, o1);
+    }
+  }
+}
+
 }  // namespace invar::kernels::cuda::attn

@@ -318,6 +318,7 @@ __device__ __forceinline__ void consume(const WgmmaParams& p, const AttnItem& it
   const int r0 = wg_row0 + warp * 16 + (lane >> 2), r1 = r0 + 8;
   const int pos0 = r0 < it.nrows ? first_pos + (it.row_begin + r0) / G : -1;
   const int pos1 = r1 < it.nrows ? first_pos + (it.row_begin + r1) / G : -1;
+  const int row[2] = {r0, r1}, pos[2] = {pos0, pos1};
 
   // Q as wgmma's register A, k-step kk = dims 16kk..16kk+15: the m16k16 fragment of the
   // warp's 16 rows, straight from global memory (padding rows are zero, as attention.cu's).
@@ -343,6 +344,7 @@ __device__ __forceinline__ void consume(const WgmmaParams& p, const AttnItem& it
   }
 
   const bool to_output = it.record < 0;
+  const attn::SplitRecords records{p.rec_m, p.rec_l, p.rec_acc};
   float M[2] = {-INFINITY, -INFINITY}, L[2] = {0.0f, 0.0f};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   float acc[D / 8][4];
@@ -379,58 +381,22 @@ __device__ __forceinline__ void consume(const WgmmaParams& p, const AttnItem& it
     // the split's state for the merge; as attention.cu (O in shared memory as there).
     if ((tile + 1) % it.split_tiles == 0 || tile + 1 == tile_hi) {
       const int split = tile / it.split_tiles;
-      const int split_start = split * it.split_tiles * kTile;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int pos = h == 0 ? pos0 : pos1;
-        if (pos >= split_start && to_output) {
-          float a, b;
-          attn::fold_weights(M[h], L[h], m[h], l[h], a, b);
-#pragma unroll
-          for (int n = 0; n < D / 8; ++n) {
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              float& o = my_o[(n * 4 + 2 * h + e) * kOStride];
-              o = attn::fold_value(o, acc[n][2 * h + e], a, b);
-            }
-          }
-        } else if (pos >= split_start) {
-          const int r = h == 0 ? r0 : r1;
-          const int64_t rec = int64_t(it.record) + int64_t(r) * it.record_stride + split;
-          if ((lane & 3) == 0) {
-            p.rec_m[rec] = m[h];
-            p.rec_l[rec] = l[h];
-          }
-          float* dst = p.rec_acc + rec * D + 2 * (lane & 3);
-#pragma unroll
-          for (int n = 0; n < D / 8; ++n) {
-            *reinterpret_cast<float2*>(dst + n * 8) = make_float2(acc[n][2 * h], acc[n][2 * h + 1]);
-          }
-        }
-        m[h] = -INFINITY;
-        l[h] = 0.0f;
-#pragma unroll
-        for (int n = 0; n < D / 8; ++n) acc[n][2 * h] = acc[n][2 * h + 1] = 0.0f;
-      }
+      attn::end_split<D, D / 8>(pos, row, split, split * it.split_tiles * kTile, to_output, my_o,
+                                kOStride, M, L, m, l, acc, 0, (lane & 3) == 0, records,
+                                it.record, it.record_stride, lane);
     }
   }
   if (!to_output) return;
 
-  const int col = 2 * (lane & 3);
+  bf16* dst[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const int r = h == 0 ? r0 : r1;
-    if (r >= it.nrows) continue;
-    const int rr = it.row_begin + r;
-    bf16* dst = p.out + int64_t(it.q_begin + rr / G) * p.out_stride +
-                int64_t(it.kv_head * G + rr % G) * D + col;
-#pragma unroll
-    for (int n = 0; n < D / 8; ++n) {
-      const float o0 = attn::finish(my_o[(n * 4 + 2 * h) * kOStride], L[h]);
-      const float o1 = attn::finish(my_o[(n * 4 + 2 * h + 1) * kOStride], L[h]);
-      *reinterpret_cast<__nv_bfloat162*>(dst + n * 8) = __floats2bfloat162_rn(o0, o1);
-    }
+    const int rr = it.row_begin + row[h];
+    dst[h] = row[h] < it.nrows ? p.out + int64_t(it.q_begin + rr / G) * p.out_stride +
+                                     int64_t(it.kv_head * G + rr % G) * D
+                               : nullptr;
   }
+  attn::write_rows<D / 8>(dst, my_o, kOStride, L, 0, lane);
 }
 
 // What both roles derive from the CTA's item. Each role derives it itself after setmaxnreg, so
