@@ -14,7 +14,8 @@
 //                      same bits (attention_test proves it), so the ratio is the kernel's speedup
 //   --compare-spread   A = invariant with spread CTAs (items of <= 16 rows: four warps share
 //                      each tile), B = invariant with one-warp CTAs: the same bits again
-// --decode-sweep: only decode, B = 1..16 x KV = 512..32k (small-batch decode).
+// --decode-sweep: only decode, B = 1..16 x KV = 512..32k (small-batch decode); --decode B KV: one
+// decode point (e.g. under a profiler).
 // --prefill-sweep: only causal prefills, 1 x L for L = 1k..16k and two batched points (the torch
 // SDPA numbers for the same points: bench/cuda/attention_sdpa.py --prefill-sweep).
 // Usage: attention_bench [--smollm2] [--reps N] [--quick] [--kernel mma_sync|wgmma]
@@ -211,6 +212,7 @@ void report(Bench& b, const Point& pt) {
 int main(int argc, char** argv) {
   bool smol = false, quick = false, compare_kernels = false, prefill_sweep = false;
   bool compare_spread = false, decode_sweep = false;
+  int one_b = 0, one_kv = 0;  // --decode B KV: that point only (e.g. under a profiler)
   AttentionKernel kernel = AttentionKernel::mma_sync;
   int reps = 15;
   for (int i = 1; i < argc; ++i) {
@@ -232,11 +234,15 @@ int main(int argc, char** argv) {
       prefill_sweep = true;
     else if (!std::strcmp(argv[i], "--decode-sweep"))
       decode_sweep = true;
+    else if (!std::strcmp(argv[i], "--decode") && i + 2 < argc) {
+      one_b = std::atoi(argv[++i]);
+      one_kv = std::atoi(argv[++i]);
+    }
     else {
       std::fprintf(stderr,
                    "usage: attention_bench [--smollm2] [--quick] [--reps N] "
                    "[--kernel mma_sync|wgmma] [--compare-kernels] [--compare-spread] "
-                   "[--prefill-sweep] [--decode-sweep]\n");
+                   "[--prefill-sweep] [--decode-sweep] [--decode B KV]\n");
       return 2;
     }
   }
@@ -313,6 +319,15 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  if (one_b > 0 && one_kv > 0) {
+    print_header(b, "decode B x KV");
+    Point pt{"decode " + std::to_string(one_b) + " x " + std::to_string(one_kv), {}};
+    pt.seqs.assign(size_t(one_b), Seq{1, one_kv});
+    report(b, pt);
+    CHECK_CUDA(cudaFree(k));
+    CHECK_CUDA(cudaFree(v));
+    return 0;
+  }
   if (decode_sweep) {
     print_header(b, "decode B x KV");
     for (int bsz : {1, 2, 4, 8, 16}) {

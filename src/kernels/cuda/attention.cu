@@ -264,8 +264,9 @@ __device__ __forceinline__ void attention_cta(const AttnParams& p, const AttnIte
   const int32_t* table = p.block_tables + int64_t(it.seq) * p.max_blocks;
   const int bs = p.block_size;
 
-  // Q rows of this CTA (padding rows zero-filled).
-  for (int idx = tid; idx < kMaxRows * kChunks; idx += kThreads) {
+  // Q rows of this CTA (padding rows zero-filled; a spread CTA reads rows 0..15 only).
+  constexpr int kQRows = kSpread ? kRowsPerWarp : kMaxRows;
+  for (int idx = tid; idx < kQRows * kChunks; idx += kThreads) {
     const int r = idx / kChunks, c = idx % kChunks;
     const bool ok = r < it.nrows;
     const bf16* src = p.q;
@@ -278,27 +279,43 @@ __device__ __forceinline__ void attention_cta(const AttnParams& p, const AttnIte
   }
   cp_async_commit();
 
-  // K/V tile `tile` into `stage`; positions past the CTA's last row are zero-filled, never read.
-  auto load_tile = [&](int stage, int tile) {
+  // K/V tiles, loaded in order tile_lo, tile_lo + 1, ...: thread tid copies 16-byte chunk
+  // tid % kChunks of positions tid / kChunks + k kPosStep, so its positions step by kPosStep
+  // through every tile, and its cache block and offset advance by carries instead of a
+  // division per copy (address arithmetic was most of a decode CTA's instructions). Positions
+  // past the CTA's last row are zero-filled, never read, and their block-table entries (which
+  // may lie past the sequence's row) are never loaded.
+  constexpr int kPosStep = kThreads / kChunks;
+  static_assert(kThreads % kChunks == 0 && kTile % kPosStep == 0, "whole rows per pass");
+  const int chunk = tid % kChunks;
+  int ld_pos = tile_lo * kTile + tid / kChunks;
+  int blk = ld_pos / bs, off = ld_pos % bs;
+  int cached_blk = -1;
+  int64_t slot0 = 0;  // first slot of cached_blk
+  const int64_t head_off = int64_t(it.kv_head) * D + chunk * 8;
+  const int64_t slot_elems = int64_t(p.kv_heads) * D;
+  auto load_tile = [&](int stage) {
     bf16* sk = s_kv + stage * kv_stage_elems<D>();
     bf16* sv = sk + kTile * kStride;
-    for (int idx = tid; idx < kTile * kChunks; idx += kThreads) {
-      const int i = idx / kChunks, c = idx % kChunks;
-      const int pos = tile * kTile + i;
-      const bool ok = pos <= max_pos;
-      const bf16* ks = p.k;
-      const bf16* vs = p.v;
-      if (ok) {
-        const int64_t slot = int64_t(table[pos / bs]) * bs + pos % bs;
-        const int64_t off = (slot * p.kv_heads + it.kv_head) * D + c * 8;
-        ks = p.k + off;
-        vs = p.v + off;
+#pragma unroll
+    for (int i = tid / kChunks; i < kTile; i += kPosStep) {
+      const bool ok = ld_pos <= max_pos;
+      if (ok && blk != cached_blk) {
+        cached_blk = blk;
+        slot0 = int64_t(__ldg(table + blk)) * bs;
       }
-      cp_async16(smem_addr(sk + i * kStride + c * 8), ks, ok);
-      cp_async16(smem_addr(sv + i * kStride + c * 8), vs, ok);
+      const int64_t e = (slot0 + off) * slot_elems + head_off;
+      cp_async16(smem_addr(sk + i * kStride + chunk * 8), ok ? p.k + e : p.k, ok);
+      cp_async16(smem_addr(sv + i * kStride + chunk * 8), ok ? p.v + e : p.v, ok);
+      ld_pos += kPosStep;
+      off += kPosStep;
+      while (off >= bs) {
+        off -= bs;
+        ++blk;
+      }
     }
   };
-  if (tile_lo < tile_hi) load_tile(0, tile_lo);
+  if (tile_lo < tile_hi) load_tile(0);
   cp_async_commit();
 
   cp_async_wait<1>();  // Q has landed
@@ -336,7 +353,7 @@ __device__ __forceinline__ void attention_cta(const AttnParams& p, const AttnIte
 
   for (int tile = tile_lo; tile < tile_hi; ++tile) {
     const int stage = (tile - tile_lo) & 1;
-    if (tile + 1 < tile_hi) load_tile(stage ^ 1, tile + 1);
+    if (tile + 1 < tile_hi) load_tile(stage ^ 1);
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
