@@ -34,6 +34,7 @@ struct ServeArgs {
   std::vector<std::string> allowed_origins;  // as given: ORIGIN, comma lists or a JSON list
   std::string served_model_name;
   std::string chat_template;  // --chat-template FILE
+  std::string tool_call_parser = "auto";
   int http_threads = 2;
   int max_running = 0;  // 0: per device (kCudaMaxRunning, kCpuMaxRunning)
   int step_tokens = 0;  // 0: per device (kCudaStepTokens, kCpuStepTokens)
@@ -147,6 +148,7 @@ int run_serve(const ServeArgs& a) {
   so.api_key = a.api_key;
   so.allowed_origins = *origins;
   so.max_choices = a.max_n;
+  so.tool_call_format = server::tool_call_format_named(a.tool_call_parser);  // auto: none
   so.shutdown_timeout_s = a.shutdown_timeout;
   so.served_model_name = a.served_model_name.empty()
                              ? std::filesystem::path(a.m.model).stem().string()
@@ -189,6 +191,11 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--served-model-name", a->served_model_name,
                   "Model name clients pass (empty: the model file's name)");
   add_chat_template_option(cmd, &a->chat_template);
+  cmd->add_option("--tool-call-parser", a->tool_call_parser,
+                  "How the model writes tool calls: hermes (<tool_call>{...}</tool_call>, "
+                  "Qwen), llama3_json ({\"name\": ..., \"parameters\": ...}) or auto (the "
+                  "format the chat template teaches)")
+      ->check(CLI::IsMember({"auto", "hermes", "llama3_json"}));
   cmd->add_option("--http-threads", a->http_threads, "Threads for network and JSON work")
       ->check(CLI::Range(1, 64));
   cmd->add_option("--max-running,--max-num-seqs", a->max_running,

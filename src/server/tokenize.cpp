@@ -30,7 +30,7 @@ RouteReply tokenize(std::string_view body, const tokenizer::Tokenizer& tok,
     if (prompt && !prompt->is_string()) return {Fields::type_error("prompt", "a string"), {}};
   }
   PromptInput input;
-  if (auto e = chat ? parse_messages(f, tok, add_special, &input)
+  if (auto e = chat ? parse_messages(f, tok, add_special, nullptr, &input)
                     : parse_prompt(f, tok, add_special, &input)) {
     return {e, {}};
   }
