@@ -149,7 +149,11 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
         tokens = &echoed;
       }
     }
-    if (!part.text.empty() || !tokens->empty() || part.first || echo_now) {
+    // With tool parsing, a token held back by the parser (part of a call) sends nothing unless
+    // its logprobs or id are asked for.
+    const bool send_tokens =
+        request_.logprobs || request_.return_token_ids || tool_streams_.empty();
+    if (!part.text.empty() || (send_tokens && !tokens->empty()) || part.first || echo_now) {
       part.tokens = request_.logprobs || request_.return_token_ids ? tokens : nullptr;
       part.text_offset = text_offsets_[size_t(i)];
       if (first_chunk && request_.return_token_ids) part.prompt_ids = &request_.prompts[prompt];

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "core/json_depth.h"
+#include "tokenizer/python_json.h"
 
 namespace invar::server {
 
@@ -48,7 +49,8 @@ std::optional<ToolCall> parse_call(std::string_view text) {
   auto args = call.find("arguments");
   if (args == call.end()) args = call.find("parameters");
   if (args == call.end() || !args->is_object()) return std::nullopt;
-  return ToolCall{name->get<std::string>(), args->dump()};
+  // Written as vLLM writes them: Python's json.dumps(ensure_ascii=False).
+  return ToolCall{name->get<std::string>(), tokenizer::python_json_dumps(*args, {})};
 }
 
 // Where the JSON object that opens `text` ends (one past its '}'), counting braces outside

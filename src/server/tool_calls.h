@@ -26,7 +26,8 @@ ToolCallFormat tool_call_format_for_template(std::string_view template_source);
 
 struct ToolCall {
   std::string name;
-  std::string arguments;  // a JSON object as compact text, keys in the model's order
+  // A JSON object as text, keys in the model's order, spaced as Python's json.dumps (vLLM).
+  std::string arguments;
 };
 
 // What one piece of output turned into: text for the content, and the calls completed by it.

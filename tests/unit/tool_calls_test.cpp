@@ -62,7 +62,7 @@ TEST(ToolCalls, HermesOneCall) {
   EXPECT_EQ(d.content, "");
   ASSERT_EQ(d.calls.size(), 1u);
   EXPECT_EQ(d.calls[0].name, "get_weather");
-  EXPECT_EQ(d.calls[0].arguments, R"({"city":"Paris","days":3})");  // the model's key order
+  EXPECT_EQ(d.calls[0].arguments, R"({"city": "Paris", "days": 3})");  // the model's key order
   expect_split_invariant(kHermes, out);
 }
 
@@ -74,7 +74,7 @@ TEST(ToolCalls, HermesContentThenSeveralCalls) {
   EXPECT_EQ(d.content, "Let me check both.");  // whitespace around calls dropped
   ASSERT_EQ(d.calls.size(), 2u);
   EXPECT_EQ(d.calls[0].name, "a");
-  EXPECT_EQ(d.calls[0].arguments, R"({"x":"}{"})");
+  EXPECT_EQ(d.calls[0].arguments, R"({"x": "}{"})");
   EXPECT_EQ(d.calls[1].name, "b");
   EXPECT_EQ(d.calls[1].arguments, "{}");
   expect_split_invariant(kHermes, out);
@@ -127,7 +127,7 @@ TEST(ToolCalls, StreamHoldsOnlyWhatMayBeACall) {
   EXPECT_TRUE(d.calls.empty());  // a call is delivered whole
   d = s.feed("\"arguments\": {\"q\": 1}}</tool_call>");
   ASSERT_EQ(d.calls.size(), 1u);
-  EXPECT_EQ(d.calls[0].arguments, R"({"q":1})");
+  EXPECT_EQ(d.calls[0].arguments, R"({"q": 1})");
   EXPECT_TRUE(s.called());
   EXPECT_EQ(s.finish().content, "");
 }
@@ -137,7 +137,7 @@ TEST(ToolCalls, Llama3Json) {
   ToolCallDelta d = parse_tool_calls(kLlama, one);
   ASSERT_EQ(d.calls.size(), 1u);
   EXPECT_EQ(d.calls[0].name, "get_weather");
-  EXPECT_EQ(d.calls[0].arguments, R"({"city":"Paris"})");
+  EXPECT_EQ(d.calls[0].arguments, R"({"city": "Paris"})");
   EXPECT_EQ(d.content, "");
   expect_split_invariant(kLlama, one);
 
@@ -146,7 +146,7 @@ TEST(ToolCalls, Llama3Json) {
       "\"arguments\": {}}";
   d = parse_tool_calls(kLlama, two);
   ASSERT_EQ(d.calls.size(), 2u);
-  EXPECT_EQ(d.calls[0].arguments, R"({"s":"{;}"})");
+  EXPECT_EQ(d.calls[0].arguments, R"({"s": "{;}"})");
   EXPECT_EQ(d.calls[1].name, "b");
   expect_split_invariant(kLlama, two);
 }
