@@ -229,3 +229,31 @@ def test_tool_call_is_batch_invariant(qwen_server):
     assert [t.token for t in a.logprobs.content] == [t.token for t in b.logprobs.content]
     assert [bits(t.logprob) for t in a.logprobs.content] == \
         [bits(t.logprob) for t in b.logprobs.content]
+
+
+def test_llama3_json_format_from_the_template():
+    """Llama 3.1's template teaches {"name": ..., "parameters": ...}: the server picks the
+    llama3_json parser for it, forces calls in that shape and parses them back."""
+    s = InvarServer("--chat-template", os.path.join(TEMPLATES, "llama3_1.jinja"))
+    try:
+        c = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+        named = {"type": "function", "function": {"name": "get_weather"}}
+        r = c.chat.completions.create(model=MODEL_NAME, messages=ASK, tools=TOOLS,
+                                      tool_choice=named, temperature=0, max_tokens=80,
+                                      extra_body={"return_token_ids": True})
+        assert r.choices[0].finish_reason == "tool_calls"
+        check_weather_call(r.choices[0].message.tool_calls[0])
+        output = httpx.post(s.url + "/detokenize",
+                            json={"tokens": r.choices[0].model_extra["token_ids"]}).json()
+        assert output["prompt"].startswith('{"name": "get_weather", "parameters": {')
+        # The same output streamed.
+        deltas = []
+        for chunk in c.chat.completions.create(model=MODEL_NAME, messages=ASK, tools=TOOLS,
+                                               tool_choice=named, temperature=0,
+                                               max_tokens=80, stream=True):
+            deltas += chunk.choices[0].delta.tool_calls or []
+        assert deltas[0].function.name == "get_weather"
+        assert "".join(d.function.arguments or "" for d in deltas) == \
+            r.choices[0].message.tool_calls[0].function.arguments
+    finally:
+        assert s.stop() == 0
