@@ -83,7 +83,7 @@ constexpr Accepted kAccepted[] = {
     {"guided_regex", kGenerate},
     {"guided_choice", kGenerate},
     {"guided_grammar", kGenerate},
-    {"tools", kChat},  // tools_input.cpp
+    {"tools", kChat | kTokenizeChat},  // tools_input.cpp
     {"tool_choice", kChat},
     {"parallel_tool_calls", kChat},
     {"return_token_strs", kTokenize},
@@ -126,7 +126,6 @@ constexpr const char* kFunctions =
 
 constexpr Refused kRefused[] = {
     {"suffix", kCompletions, kEmpty, "invar has no fill-in-the-middle"},
-    {"tools", kTokenizeChat, kEmpty, "tools are rendered on /v1/chat/completions only"},
     {"functions", kChat, kEmpty, kFunctions},
     {"function_call", kChat, [](const json& v) { return v == "none" || v == "auto"; }, kFunctions},
     {"structured_outputs", kGenerate, kNever, kStructured},

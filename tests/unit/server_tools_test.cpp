@@ -10,6 +10,7 @@
 
 #include "engine/grammar.h"
 #include "server/completion_request.h"
+#include "server/tokenize.h"
 #include "test_paths.h"
 
 namespace invar::server {
@@ -188,6 +189,25 @@ TEST(ServerTools, BadToolMessagesAre400NamingTheField) {
       "function":{"arguments":"{}"}}]}])" +
                     t),
                "messages[0].tool_calls[0].function.name", "name");
+}
+
+// /tokenize renders a chat with tools exactly as a chat completion does.
+TEST(ServerTools, TokenizeRendersTools) {
+  RequestLimits limits;
+  limits.served_model = "smol";
+  limits.max_context = 2048;
+  RouteReply reply = tokenize("{" + kUser + "," + kTools + "}", qwen_style(), limits);
+  ASSERT_FALSE(reply.error) << reply.error->message;
+  auto tokens = nlohmann::json::parse(reply.body)["tokens"].get<std::vector<int32_t>>();
+  Parsed p = chat("{" + kUser + "," + kTools + "}");
+  ASSERT_FALSE(p.error);
+  EXPECT_EQ(tokens, p.request.prompts[0]);
+  Parsed plain = chat("{" + kUser + "}");
+  EXPECT_NE(tokens, plain.request.prompts[0]);
+  RouteReply bad =
+      tokenize("{" + kUser + R"(,"tools":[{"type":"function"}]})", qwen_style(), limits);
+  ASSERT_TRUE(bad.error);
+  EXPECT_EQ(bad.error->param, "tools[0].function");
 }
 
 }  // namespace
