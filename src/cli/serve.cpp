@@ -15,6 +15,7 @@
 #include "engine/engine.h"
 #include "engine/model_bundle.h"
 #include "server/server.h"
+#include "tokenizer/chat_template.h"
 
 namespace invar::cli {
 
@@ -148,7 +149,13 @@ int run_serve(const ServeArgs& a) {
   so.api_key = a.api_key;
   so.allowed_origins = *origins;
   so.max_choices = a.max_n;
-  so.tool_call_format = server::tool_call_format_named(a.tool_call_parser);  // auto: none
+  // --tool-call-parser auto: the format the chat template teaches (hermes without one).
+  so.tool_call_format = server::tool_call_format_named(a.tool_call_parser);
+  if (!so.tool_call_format) {
+    auto tmpl = bundle->tokenizer.chat_template();
+    so.tool_call_format = tmpl.ok() ? server::tool_call_format_for_template((*tmpl)->source())
+                                    : server::ToolCallFormat::hermes;
+  }
   so.shutdown_timeout_s = a.shutdown_timeout;
   so.served_model_name = a.served_model_name.empty()
                              ? std::filesystem::path(a.m.model).stem().string()
@@ -159,10 +166,10 @@ int run_serve(const ServeArgs& a) {
   so.on_listening = [&](uint16_t port) {
     fmt::print(stderr,
                "invar serve: listening on http://{}:{} (model \"{}\", context {}, KV cache {} "
-               "tokens, up to {} sequences and {} tokens a step, {})\n",
+               "tokens, up to {} sequences and {} tokens a step, tool calls {}, {})\n",
                a.host.find(':') == std::string::npos ? a.host : "[" + a.host + "]", port,
                so.served_model_name, context, kv_tokens, eo.max_running, eo.step_token_budget,
-               fingerprint);
+               server::tool_call_format_name(*so.tool_call_format), fingerprint);
   };
   auto server = std::make_unique<server::Server>(*engine, so);
   Status status = server->run();

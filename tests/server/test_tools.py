@@ -255,5 +255,16 @@ def test_llama3_json_format_from_the_template():
         assert deltas[0].function.name == "get_weather"
         assert "".join(d.function.arguments or "" for d in deltas) == \
             r.choices[0].message.tool_calls[0].function.arguments
+        assert any("tool calls llama3_json" in line for line in s.log)
+    finally:
+        assert s.stop() == 0
+
+
+def test_tool_call_parser_option(qwen_server):
+    assert any("tool calls hermes" in line for line in qwen_server.log)  # Qwen3's template
+    s = InvarServer("--chat-template", os.path.join(TEMPLATES, "qwen3.jinja"),
+                    "--tool-call-parser", "llama3_json")
+    try:
+        assert any("tool calls llama3_json" in line for line in s.log)
     finally:
         assert s.stop() == 0
