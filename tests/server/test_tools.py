@@ -4,7 +4,7 @@ Qwen3's template (Hermes-style <tool_call> blocks, so the hermes parser is picke
 calls; the conversation goes on with the tool's result; tool_choice none leaves the output
 alone; auto parses a call the model writes (here forced by guided_regex) and keeps malformed
 JSON as content; bad tools are a 400 naming the field; a request with tools gives the same bits
-alone and inside a busy batch."""
+alone and inside a busy batch (and, with the fast kernels, the negative control, does not)."""
 
 import asyncio
 import json
@@ -218,17 +218,40 @@ async def alone_and_in_a_crowd(url, body, others):
     return alone, results[others // 2]
 
 
-def test_tool_call_is_batch_invariant(qwen_server):
+def tool_call_alone_and_busy(url):
+    """A forced call with logprobs, alone and amid 12 other requests: (alone, busy) choices."""
     body = dict(model=MODEL_NAME, messages=ASK, tools=TOOLS, tool_choice="required",
                 temperature=0.8, seed=7, max_tokens=80, logprobs=True)
-    alone, busy = asyncio.run(alone_and_in_a_crowd(qwen_server.url, body, others=12))
-    a, b = alone.choices[0], busy.choices[0]
+    alone, busy = asyncio.run(alone_and_in_a_crowd(url, body, others=12))
+    return alone.choices[0], busy.choices[0]
+
+
+def logprob_bits(choice):
+    return [(t.token, bits(t.logprob)) for t in choice.logprobs.content]
+
+
+def test_tool_call_is_batch_invariant(qwen_server):
+    a, b = tool_call_alone_and_busy(qwen_server.url)
     assert a.finish_reason == b.finish_reason == "tool_calls"
     assert [(c.function.name, c.function.arguments) for c in a.message.tool_calls] == \
         [(c.function.name, c.function.arguments) for c in b.message.tool_calls]
-    assert [t.token for t in a.logprobs.content] == [t.token for t in b.logprobs.content]
-    assert [bits(t.logprob) for t in a.logprobs.content] == \
-        [bits(t.logprob) for t in b.logprobs.content]
+    assert logprob_bits(a) == logprob_bits(b)
+
+
+def test_negative_control_fast_kernels_differ():
+    """The same comparison on a server with the fast kernels (split-K GEMM for steps of up to 8
+    rows): alone, the call's decode steps take the split-K path, in the crowd they do not, and
+    the logprobs must differ, or the test above could not see a batch-dependent kernel (R8)."""
+    fast = InvarServer("--chat-template", os.path.join(TEMPLATES, "qwen3.jinja"),
+                       "--kernels", "fast")
+    try:
+        a, b = tool_call_alone_and_busy(fast.url)
+        assert a.message.tool_calls and b.message.tool_calls
+        differ = sum(x != y for x, y in zip(logprob_bits(a), logprob_bits(b)))
+        print(f"fast kernels: {differ} of {len(a.logprobs.content)} logprobs differ")
+        assert differ > 0, "the comparison cannot see a batch-dependent kernel"
+    finally:
+        assert fast.stop() == 0
 
 
 def test_llama3_json_format_from_the_template():
