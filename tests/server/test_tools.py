@@ -107,6 +107,27 @@ def test_named_call_streamed_equals_whole(qwen):
     assert streamed_args == whole.choices[0].message.tool_calls[0].function.arguments
 
 
+def test_several_choices_stream_their_own_calls(qwen):
+    """n = 2 with a seed: each choice's stream has its own parser and call index 0, and gives
+    the calls of the same request not streamed."""
+    body = dict(model=MODEL_NAME, messages=ASK, tools=TOOLS, tool_choice="required", n=2,
+                temperature=1.0, seed=11, max_tokens=80)
+    whole = qwen.chat.completions.create(**body)
+    calls = {0: [], 1: []}
+    finish = {}
+    for chunk in qwen.chat.completions.create(**body, stream=True):
+        choice = chunk.choices[0]
+        calls[choice.index] += choice.delta.tool_calls or []
+        if choice.finish_reason:
+            finish[choice.index] = choice.finish_reason
+    assert finish == {0: "tool_calls", 1: "tool_calls"}
+    for i in (0, 1):
+        assert [d.index for d in calls[i]] == [0, 0]
+        expected = whole.choices[i].message.tool_calls[0]
+        assert calls[i][0].function.name == expected.function.name
+        assert calls[i][1].function.arguments == expected.function.arguments
+
+
 def test_conversation_continues_with_the_tool_result(qwen, qwen_server):
     named = {"type": "function", "function": {"name": "get_weather"}}
     first = qwen.chat.completions.create(model=MODEL_NAME, messages=ASK, tools=TOOLS,
