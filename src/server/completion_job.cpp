@@ -178,6 +178,7 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   // A call as OpenAI streams one: a delta with its index, id, type and name, then one with its
   // arguments.
   void send_tool_call(int i, const ToolCall& call) {
+    if (request_.max_tool_calls > 0 && calls_sent_[size_t(i)] >= request_.max_tool_calls) return;
     ChunkPart head;
     head.index = i;
     head.first = !started_[size_t(i)];

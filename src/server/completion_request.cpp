@@ -384,6 +384,7 @@ std::optional<ApiError> parse_completion_request(Endpoint endpoint, std::string_
     if (auto e = parse_tools_input(f, body, limits.tool_format, &tools)) return e;
     r->parse_tool_calls = tools.parse_calls();
     r->tool_format = limits.tool_format;
+    r->max_tool_calls = tools.parallel ? 0 : 1;
   }
   PromptInput input;
   if (auto e = endpoint == Endpoint::chat ? parse_messages(f, tok, add_special, tools.tools, &input)

@@ -53,6 +53,7 @@ struct CompletionRequest {
   // this format (tool_calls.h), and a choice that made any finishes with "tool_calls".
   bool parse_tool_calls = false;
   ToolCallFormat tool_format = ToolCallFormat::hermes;
+  int max_tool_calls = 0;  // per choice; 0: all the model writes (parallel_tool_calls: false: 1)
 
   // Completions with echo and logprobs list the prompt's tokens (the first with null logprobs)
   // before the output's, as vLLM does.

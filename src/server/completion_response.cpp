@@ -154,6 +154,8 @@ Json chat_message(const CompletionRequest& request, const std::string& text, boo
   *called = false;
   if (!request.parse_tool_calls) return {{"role", "assistant"}, {"content", text}};
   ToolCallDelta parsed = parse_tool_calls(request.tool_format, text);
+  if (request.max_tool_calls > 0 && int(parsed.calls.size()) > request.max_tool_calls)
+    parsed.calls.resize(size_t(request.max_tool_calls));
   if (parsed.calls.empty()) return {{"role", "assistant"}, {"content", parsed.content}};
   *called = true;
   Json calls = Json::array();

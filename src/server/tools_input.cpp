@@ -163,8 +163,7 @@ std::optional<ApiError> parse_tool_choice(const json* v, const OrderedJson& tool
 std::optional<ApiError> parse_tools_input(const Fields& f, std::string_view body,
                                           ToolCallFormat format, ToolsInput* out) {
   *out = ToolsInput{};
-  bool parallel = true;
-  if (auto e = f.boolean("parallel_tool_calls", &parallel)) return e;
+  if (auto e = f.boolean("parallel_tool_calls", &out->parallel)) return e;
   std::set<std::string> names;
   if (const json* tools = f.get("tools")) {
     if (!tools->is_array()) return Fields::type_error("tools", "a list of function tools");

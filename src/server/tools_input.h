@@ -27,7 +27,8 @@ struct ToolsInput {
   // null when there are none, so that `tools` is undefined in the template.
   nlohmann::ordered_json tools;
   ToolChoice choice = ToolChoice::none;
-  std::string named;  // ToolChoice::named: the function the call must be to
+  std::string named;     // ToolChoice::named: the function the call must be to
+  bool parallel = true;  // parallel_tool_calls: false returns the first call only
   // required / named: the call the output must be, as the model's format writes it.
   std::optional<engine::GrammarSpec> grammar;
 

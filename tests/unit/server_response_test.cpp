@@ -165,6 +165,18 @@ TEST(ServerResponse, ToolCalls) {
   EXPECT_EQ(out["choices"][2]["message"]["content"], "No call.");
   EXPECT_FALSE(out["choices"][2]["message"].contains("tool_calls"));
   EXPECT_EQ(out["choices"][2]["finish_reason"], "stop");
+  // parallel_tool_calls: false keeps the first call of several.
+  ChoiceResult two = c;
+  two.text += "\n<tool_call>{\"name\": \"g\", \"arguments\": {}}</tool_call>";
+  EXPECT_EQ(json::parse(format_response(header(Endpoint::chat), r, {two}, {},
+                                        tok))["choices"][0]["message"]["tool_calls"]
+                .size(),
+            2u);
+  r.max_tool_calls = 1;
+  auto one = json::parse(format_response(header(Endpoint::chat), r, {two}, {}, tok));
+  ASSERT_EQ(one["choices"][0]["message"]["tool_calls"].size(), 1u);
+  EXPECT_EQ(one["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "f");
+  r.max_tool_calls = 0;
   // Without parsing (tool_choice none) the same text is content.
   r.parse_tool_calls = false;
   out = json::parse(format_response(header(Endpoint::chat), r, {c}, {}, tok));

@@ -84,6 +84,10 @@ TEST(ServerTools, ToolsReachTheTemplateInTheirOrder) {
 }
 
 TEST(ServerTools, ToolChoice) {
+  EXPECT_EQ(chat("{" + kUser + "," + kTools + "}").request.max_tool_calls, 0);
+  EXPECT_EQ(
+      chat("{" + kUser + "," + kTools + R"(,"parallel_tool_calls":false})").request.max_tool_calls,
+      1);
   Parsed none = chat("{" + kUser + "," + kTools + R"(,"tool_choice":"none"})");
   ASSERT_FALSE(none.error);
   EXPECT_FALSE(none.request.parse_tool_calls);
