@@ -15,6 +15,7 @@
 #include "engine/engine.h"
 #include "engine/model_bundle.h"
 #include "server/server.h"
+#include "tokenizer/chat_template.h"
 
 namespace invar::cli {
 
@@ -34,6 +35,7 @@ struct ServeArgs {
   std::vector<std::string> allowed_origins;  // as given: ORIGIN, comma lists or a JSON list
   std::string served_model_name;
   std::string chat_template;  // --chat-template FILE
+  std::string tool_call_parser = "auto";
   int http_threads = 2;
   int max_running = 0;  // 0: per device (kCudaMaxRunning, kCpuMaxRunning)
   int step_tokens = 0;  // 0: per device (kCudaStepTokens, kCpuStepTokens)
@@ -147,6 +149,13 @@ int run_serve(const ServeArgs& a) {
   so.api_key = a.api_key;
   so.allowed_origins = *origins;
   so.max_choices = a.max_n;
+  // --tool-call-parser auto: the format the chat template teaches (hermes without one).
+  so.tool_call_format = server::tool_call_format_named(a.tool_call_parser);
+  if (!so.tool_call_format) {
+    auto tmpl = bundle->tokenizer.chat_template();
+    so.tool_call_format = tmpl.ok() ? server::tool_call_format_for_template((*tmpl)->source())
+                                    : server::ToolCallFormat::hermes;
+  }
   so.shutdown_timeout_s = a.shutdown_timeout;
   so.served_model_name = a.served_model_name.empty()
                              ? std::filesystem::path(a.m.model).stem().string()
@@ -157,10 +166,10 @@ int run_serve(const ServeArgs& a) {
   so.on_listening = [&](uint16_t port) {
     fmt::print(stderr,
                "invar serve: listening on http://{}:{} (model \"{}\", context {}, KV cache {} "
-               "tokens, up to {} sequences and {} tokens a step, {})\n",
+               "tokens, up to {} sequences and {} tokens a step, tool calls {}, {})\n",
                a.host.find(':') == std::string::npos ? a.host : "[" + a.host + "]", port,
                so.served_model_name, context, kv_tokens, eo.max_running, eo.step_token_budget,
-               fingerprint);
+               server::tool_call_format_name(*so.tool_call_format), fingerprint);
   };
   auto server = std::make_unique<server::Server>(*engine, so);
   Status status = server->run();
@@ -189,6 +198,11 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--served-model-name", a->served_model_name,
                   "Model name clients pass (empty: the model file's name)");
   add_chat_template_option(cmd, &a->chat_template);
+  cmd->add_option("--tool-call-parser", a->tool_call_parser,
+                  "How the model writes tool calls: hermes (<tool_call>{...}</tool_call>, "
+                  "Qwen), llama3_json ({\"name\": ..., \"parameters\": ...}) or auto (the "
+                  "format the chat template teaches)")
+      ->check(CLI::IsMember({"auto", "hermes", "llama3_json"}));
   cmd->add_option("--http-threads", a->http_threads, "Threads for network and JSON work")
       ->check(CLI::Range(1, 64));
   cmd->add_option("--max-running,--max-num-seqs", a->max_running,

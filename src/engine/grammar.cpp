@@ -8,10 +8,13 @@
 #include <fmt/format.h>
 #include <xgrammar/xgrammar.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <list>
 #include <mutex>
 #include <optional>
+#include <unordered_map>
 
 namespace invar::engine {
 
@@ -37,14 +40,57 @@ std::string ebnf_string(const std::string& s) {
   return out + "\"";
 }
 
+// The cache key: every field of the spec, each preceded by its length (no two specs share one).
+std::string cache_key(const GrammarSpec& spec) {
+  std::string key(1, char('0' + int(spec.kind)));
+  auto add = [&key](const std::string& s) { key += std::to_string(s.size()) + ':' + s; };
+  add(spec.source);
+  add(spec.prefix);
+  add(spec.suffix);
+  for (const auto& c : spec.choices) add(c);
+  return key;
+}
+
 }  // namespace
 
 struct GrammarCompiler::Impl {
-  Impl(const tokenizer::Tokenizer& t, int v) : tok(t), vocab_size(v) {}
+  Impl(const tokenizer::Tokenizer& t, int v, size_t entries)
+      : tok(t), vocab_size(v), cache_entries(std::max<size_t>(1, entries)) {}
   const tokenizer::Tokenizer& tok;
   int vocab_size;
-  std::mutex mu;  // guards the lazy construction only; xgrammar's compiler is thread-safe
+  std::mutex mu;  // guards the lazy construction; xgrammar's compiler is thread-safe
   std::optional<xgrammar::GrammarCompiler> compiler;
+
+  // LRU cache, most recent first. XGrammar's own cache is off: it has no bound on entries.
+  using Entry = std::pair<std::string, std::shared_ptr<const CompiledGrammar>>;
+  const size_t cache_entries;
+  mutable std::mutex cache_mu;
+  std::list<Entry> lru;
+  std::unordered_map<std::string, std::list<Entry>::iterator> index;
+  uint64_t hits = 0, misses = 0;
+
+  std::shared_ptr<const CompiledGrammar> lookup(const std::string& key) {
+    std::lock_guard<std::mutex> lock(cache_mu);
+    auto it = index.find(key);
+    if (it == index.end()) {
+      ++misses;
+      return nullptr;
+    }
+    ++hits;
+    lru.splice(lru.begin(), lru, it->second);
+    return it->second->second;
+  }
+
+  void insert(const std::string& key, std::shared_ptr<const CompiledGrammar> g) {
+    std::lock_guard<std::mutex> lock(cache_mu);
+    if (index.count(key)) return;  // compiled twice at once: keep the first
+    lru.emplace_front(key, std::move(g));
+    index[key] = lru.begin();
+    if (lru.size() > cache_entries) {
+      index.erase(lru.back().first);
+      lru.pop_back();
+    }
+  }
 
   xgrammar::GrammarCompiler& get() {
     std::lock_guard<std::mutex> lock(mu);
@@ -56,17 +102,32 @@ struct GrammarCompiler::Impl {
       std::vector<int32_t> stops = tok.stop_ids();
       xgrammar::TokenizerInfo info(vocab, xgrammar::VocabType::RAW, std::max(n, vocab_size), stops);
       // Two compile threads: the grammar's token masks are precomputed per rule.
-      compiler.emplace(info, /*max_threads=*/2, /*cache_enabled=*/true);
+      compiler.emplace(info, /*max_threads=*/2, /*cache_enabled=*/false);
     }
     return *compiler;
   }
 };
 
-GrammarCompiler::GrammarCompiler(const tokenizer::Tokenizer& tok, int vocab_size)
-    : impl_(std::make_unique<Impl>(tok, vocab_size)) {}
+GrammarCompiler::GrammarCompiler(const tokenizer::Tokenizer& tok, int vocab_size,
+                                 size_t cache_entries)
+    : impl_(std::make_unique<Impl>(tok, vocab_size, cache_entries)) {}
 GrammarCompiler::~GrammarCompiler() = default;
 
+GrammarCompiler::CacheStats GrammarCompiler::cache_stats() const {
+  std::lock_guard<std::mutex> lock(impl_->cache_mu);
+  return {impl_->lru.size(), impl_->hits, impl_->misses};
+}
+
 Result<std::shared_ptr<const CompiledGrammar>> GrammarCompiler::compile(const GrammarSpec& spec) {
+  const std::string key = cache_key(spec);
+  if (auto cached = impl_->lookup(key)) return cached;
+  auto compiled = compile_uncached(spec);
+  if (compiled.ok()) impl_->insert(key, *compiled);
+  return compiled;
+}
+
+Result<std::shared_ptr<const CompiledGrammar>> GrammarCompiler::compile_uncached(
+    const GrammarSpec& spec) {
   using Kind = GrammarSpec::Kind;
   try {
     xgrammar::GrammarCompiler& c = impl_->get();
@@ -75,10 +136,22 @@ Result<std::shared_ptr<const CompiledGrammar>> GrammarCompiler::compile(const Gr
     auto json_schema = [&](const std::string& schema) {
       return c.CompileJSONSchema(schema, /*any_whitespace=*/false);
     };
+    // The JSON between literal text: prefix, JSON, suffix in sequence.
+    auto framed_schema = [&](const GrammarSpec& s) {
+      std::vector<xgrammar::Grammar> parts;
+      if (!s.prefix.empty())
+        parts.push_back(xgrammar::Grammar::FromEBNF("root ::= " + ebnf_string(s.prefix)));
+      parts.push_back(xgrammar::Grammar::FromJSONSchema(s.source, /*any_whitespace=*/false));
+      if (!s.suffix.empty())
+        parts.push_back(xgrammar::Grammar::FromEBNF("root ::= " + ebnf_string(s.suffix)));
+      return c.CompileGrammar(xgrammar::Grammar::Concat(parts));
+    };
     switch (spec.kind) {
       case Kind::json_object:
         return std::make_shared<const CompiledGrammar>(json_schema(R"({"type": "object"})"));
       case Kind::json_schema:
+        if (!spec.prefix.empty() || !spec.suffix.empty())
+          return std::make_shared<const CompiledGrammar>(framed_schema(spec));
         return std::make_shared<const CompiledGrammar>(json_schema(spec.source));
       case Kind::regex:
         return std::make_shared<const CompiledGrammar>(c.CompileRegex(spec.source));

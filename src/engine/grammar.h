@@ -19,18 +19,27 @@ struct GrammarSpec {
   Kind kind = Kind::json_object;
   std::string source;                // the schema (JSON text), the regex or the EBNF grammar
   std::vector<std::string> choices;  // Kind::choice: the output is exactly one of them
+  // Kind::json_schema: literal text before and after the JSON (a tool call's tags).
+  std::string prefix, suffix;
 };
 
 // A grammar compiled for one vocabulary; shared, read-only, by every request that uses it.
 class CompiledGrammar;
 
 // Compiles grammars for one model's vocabulary (built on first use: a model never asked for
-// structured output pays nothing). Thread-safe; compiled grammars are cached by their source.
+// structured output pays nothing). Thread-safe. The last `cache_entries` compiled grammars are
+// kept, keyed by their spec, and the least recently used one is dropped for a new one: a
+// compiled grammar holds token masks per rule (from kilobytes to a few megabytes for a large
+// schema), and clients that send a new schema every time must not grow the server without
+// bound. Requests in flight keep their grammar alive whether or not it is still cached.
 class GrammarCompiler {
  public:
+  static constexpr size_t kDefaultCacheEntries = 64;
+
   // `vocab_size` is the model's logit row length (it may exceed the tokenizer's vocabulary; the
   // extra ids are never allowed).
-  GrammarCompiler(const tokenizer::Tokenizer& tok, int vocab_size);
+  GrammarCompiler(const tokenizer::Tokenizer& tok, int vocab_size,
+                  size_t cache_entries = kDefaultCacheEntries);
   ~GrammarCompiler();
   GrammarCompiler(const GrammarCompiler&) = delete;
   GrammarCompiler& operator=(const GrammarCompiler&) = delete;
@@ -39,7 +48,14 @@ class GrammarCompiler {
   // compile.
   Result<std::shared_ptr<const CompiledGrammar>> compile(const GrammarSpec& spec);
 
+  struct CacheStats {
+    size_t entries = 0;  // grammars cached now (at most cache_entries)
+    uint64_t hits = 0, misses = 0;
+  };
+  CacheStats cache_stats() const;
+
  private:
+  Result<std::shared_ptr<const CompiledGrammar>> compile_uncached(const GrammarSpec& spec);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "server/completion_response.h"
+#include "server/tool_calls.h"
 
 namespace invar::server {
 
@@ -40,6 +41,9 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
     results_.resize(size_t(choices));
     text_offsets_.resize(size_t(choices), 0);
     started_.resize(size_t(choices), false);
+    if (request_.stream && request_.parse_tool_calls)
+      tool_streams_.assign(size_t(choices), ToolCallStream(request_.tool_format));
+    calls_sent_.resize(size_t(choices), 0);
   }
 
   void start() {
@@ -119,12 +123,24 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
     part.index = i;
     part.first = chat && first_chunk;
     part.text = ev.text;
+    // Tool calls: the text goes through the parser, which holds back what may be a call.
+    ToolCallDelta tools;
+    if (!tool_streams_.empty()) {
+      ToolCallStream& parser = tool_streams_[size_t(i)];
+      tools = parser.feed(ev.text);
+      if (ev.finished()) {
+        ToolCallDelta rest = parser.finish();
+        tools.content += rest.content;
+        for (auto& c : rest.calls) tools.calls.push_back(std::move(c));
+      }
+      part.text = tools.content;
+    }
     const std::vector<engine::GeneratedToken>* tokens = &ev.tokens;
     // echo: the choice's first chunk starts with the prompt (and, with logprobs, its tokens).
     const bool echo_now = request_.echo && first_chunk;
     std::vector<engine::GeneratedToken> echoed;
     if (echo_now) {
-      part.text = request_.echo_texts[prompt] + ev.text;
+      part.text = request_.echo_texts[prompt] + part.text;
       if (request_.echo_logprobs()) {
         echoed =
             echo_tokens(request_.prompts[prompt], ev.prompt_logprobs, request_.top_logprobs, tok_);
@@ -133,7 +149,11 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
         tokens = &echoed;
       }
     }
-    if (!part.text.empty() || !tokens->empty() || part.first || echo_now) {
+    // With tool parsing, a token held back by the parser (part of a call) sends nothing unless
+    // its logprobs or id are asked for.
+    const bool send_tokens =
+        request_.logprobs || request_.return_token_ids || tool_streams_.empty();
+    if (!part.text.empty() || (send_tokens && !tokens->empty()) || part.first || echo_now) {
       part.tokens = request_.logprobs || request_.return_token_ids ? tokens : nullptr;
       part.text_offset = text_offsets_[size_t(i)];
       if (first_chunk && request_.return_token_ids) part.prompt_ids = &request_.prompts[prompt];
@@ -141,6 +161,7 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
       started_[size_t(i)] = true;
       exchange_->send_chunk(sse_event(format_chunk(header_, request_, part, tok_)));
     }
+    for (const ToolCall& call : tools.calls) send_tool_call(i, call);
     if (ev.finish == engine::FinishReason::error) {
       ApiError e{500, "generation failed: " + ev.error, "server_error", "", ""};
       exchange_->send_chunk(sse_event(error_body(e)));
@@ -149,8 +170,25 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
       ChunkPart last;
       last.index = i;
       last.finish = ev.finish;
+      last.called_tools = calls_sent_[size_t(i)] > 0;
       exchange_->send_chunk(sse_event(format_chunk(header_, request_, last, tok_)));
     }
+  }
+
+  // A call as OpenAI streams one: a delta with its index, id, type and name, then one with its
+  // arguments.
+  void send_tool_call(int i, const ToolCall& call) {
+    if (request_.max_tool_calls > 0 && calls_sent_[size_t(i)] >= request_.max_tool_calls) return;
+    ChunkPart head;
+    head.index = i;
+    head.first = !started_[size_t(i)];
+    started_[size_t(i)] = true;
+    head.tool_call = {calls_sent_[size_t(i)]++, new_tool_call_id(), call.name, ""};
+    exchange_->send_chunk(sse_event(format_chunk(header_, request_, head, tok_)));
+    ChunkPart args;
+    args.index = i;
+    args.tool_call = {head.tool_call.index, "", "", call.arguments};
+    exchange_->send_chunk(sse_event(format_chunk(header_, request_, args, tok_)));
   }
 
   void complete() {
@@ -180,6 +218,8 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   std::vector<ChoiceResult> results_;
   std::vector<int> text_offsets_;
   std::vector<bool> started_;
+  std::vector<ToolCallStream> tool_streams_;  // per choice, when streaming with tool parsing
+  std::vector<int> calls_sent_;               // per choice
   Usage usage_;
   std::string error_;
   int submitted_ = 0;

@@ -11,6 +11,7 @@
 #include "server/json_fields.h"
 #include "server/prompt_input.h"
 #include "server/request_fields.h"
+#include "server/tools_input.h"
 
 namespace invar::server {
 
@@ -252,7 +253,9 @@ std::optional<ApiError> parse_lengths(const Fields& f, Endpoint endpoint,
 // Structured output: at most one of response_format (json_object, json_schema), guided_json,
 // guided_regex, guided_choice and guided_grammar (vLLM's fields), compiled into the grammar
 // every choice's draws are masked by.
+// A forced tool call (`tool_call`: tool_choice required or named) is one more such constraint.
 std::optional<ApiError> parse_structured_output(const Fields& f, engine::GrammarCompiler* grammars,
+                                                std::optional<engine::GrammarSpec> tool_call,
                                                 engine::RequestParams* p) {
   using Kind = engine::GrammarSpec::Kind;
   std::optional<engine::GrammarSpec> spec;
@@ -266,6 +269,10 @@ std::optional<ApiError> parse_structured_output(const Fields& f, engine::Grammar
     spec = std::move(s);
     return std::nullopt;
   };
+  if (tool_call) {
+    field = "tool_choice";
+    spec = std::move(tool_call);
+  }
   if (const json* rf = f.get("response_format")) {
     const json* type = rf->is_object() && rf->contains("type") ? &(*rf)["type"] : nullptr;
     if (!type || !type->is_string()) {
@@ -274,7 +281,7 @@ std::optional<ApiError> parse_structured_output(const Fields& f, engine::Grammar
                                 "\"json_schema\"");
     }
     if (*type == "json_object") {
-      if (auto e = give("response_format", {Kind::json_object, {}, {}})) return e;
+      if (auto e = give("response_format", {Kind::json_object, {}, {}, {}, {}})) return e;
     } else if (*type == "json_schema") {
       const json* js = rf->contains("json_schema") ? &(*rf)["json_schema"] : nullptr;
       if (!js || !js->is_object() || !js->contains("schema") || !(*js)["schema"].is_object()) {
@@ -283,7 +290,7 @@ std::optional<ApiError> parse_structured_output(const Fields& f, engine::Grammar
             "response_format json_schema needs \"json_schema\": {\"name\": "
             "..., \"schema\": {a JSON schema object}}");
       }
-      if (auto e = give("response_format", {Kind::json_schema, (*js)["schema"].dump(), {}}))
+      if (auto e = give("response_format", {Kind::json_schema, (*js)["schema"].dump(), {}, {}, {}}))
         return e;
     } else if (*type != "text") {
       return ApiError::bad_request(
@@ -297,15 +304,15 @@ std::optional<ApiError> parse_structured_output(const Fields& f, engine::Grammar
     if (!v->is_object() && !v->is_string())
       return Fields::type_error("guided_json", "a JSON schema (an object, or one as a string)");
     std::string schema = v->is_string() ? v->get<std::string>() : v->dump();
-    if (auto e = give("guided_json", {Kind::json_schema, std::move(schema), {}})) return e;
+    if (auto e = give("guided_json", {Kind::json_schema, std::move(schema), {}, {}, {}})) return e;
   }
   if (const json* v = f.get("guided_regex")) {
     if (!v->is_string() || v->get_ref<const std::string&>().empty())
       return Fields::type_error("guided_regex", "a non-empty regular expression string");
-    if (auto e = give("guided_regex", {Kind::regex, v->get<std::string>(), {}})) return e;
+    if (auto e = give("guided_regex", {Kind::regex, v->get<std::string>(), {}, {}, {}})) return e;
   }
   if (const json* v = f.get("guided_choice")) {
-    engine::GrammarSpec s{Kind::choice, {}, {}};
+    engine::GrammarSpec s{Kind::choice, {}, {}, {}, {}};
     if (v->is_array()) {
       for (const json& c : *v) {
         if (!c.is_string() || c.get_ref<const std::string&>().empty()) break;
@@ -319,7 +326,7 @@ std::optional<ApiError> parse_structured_output(const Fields& f, engine::Grammar
   if (const json* v = f.get("guided_grammar")) {
     if (!v->is_string() || v->get_ref<const std::string&>().empty())
       return Fields::type_error("guided_grammar", "an EBNF grammar (GBNF) with a root rule");
-    if (auto e = give("guided_grammar", {Kind::ebnf, v->get<std::string>(), {}})) return e;
+    if (auto e = give("guided_grammar", {Kind::ebnf, v->get<std::string>(), {}, {}, {}})) return e;
   }
   if (!spec) return std::nullopt;
   if (p->min_tokens > 0) {
@@ -372,8 +379,15 @@ std::optional<ApiError> parse_completion_request(Endpoint endpoint, std::string_
   // BOS: completions add the tokenizer's by default; a chat template writes its own (vLLM).
   bool add_special = endpoint == Endpoint::completions;
   if (auto e = f.boolean("add_special_tokens", &add_special)) return e;
+  ToolsInput tools;
+  if (endpoint == Endpoint::chat) {
+    if (auto e = parse_tools_input(f, body, limits.tool_format, &tools)) return e;
+    r->parse_tool_calls = tools.parse_calls();
+    r->tool_format = limits.tool_format;
+    r->max_tool_calls = tools.parallel ? 0 : 1;
+  }
   PromptInput input;
-  if (auto e = endpoint == Endpoint::chat ? parse_messages(f, tok, add_special, &input)
+  if (auto e = endpoint == Endpoint::chat ? parse_messages(f, tok, add_special, tools.tools, &input)
                                           : parse_prompt(f, tok, add_special, &input)) {
     return e;
   }
@@ -389,7 +403,7 @@ std::optional<ApiError> parse_completion_request(Endpoint endpoint, std::string_
   }
   if (auto e = parse_lengths(f, endpoint, limits, r)) return e;
   // Last: compiling a grammar costs the most, and a request refused otherwise never pays it.
-  return parse_structured_output(f, grammars, &r->params);
+  return parse_structured_output(f, grammars, std::move(tools.grammar), &r->params);
 }
 
 std::optional<ApiError> parse_json_object(std::string_view body, nlohmann::json* out) {

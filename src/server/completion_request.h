@@ -13,6 +13,7 @@
 #include "engine/request.h"
 #include "server/api_error.h"
 #include "server/json_fields.h"
+#include "server/tool_calls.h"
 #include "tokenizer/tokenizer.h"
 
 namespace invar::server {
@@ -26,6 +27,8 @@ struct RequestLimits {
   int max_choices = 16;      // n times the number of prompts
   int max_logprobs = 20;     // logprobs / top_logprobs
   int max_stop_strings = 16;
+  // How the model writes tool calls (`serve --tool-call-parser`, else its template's format).
+  ToolCallFormat tool_format = ToolCallFormat::hermes;
 };
 
 struct CompletionRequest {
@@ -38,14 +41,19 @@ struct CompletionRequest {
   std::vector<std::string> echo_texts;
   int n = 1;  // choices per prompt
   bool stream = false;
-  bool include_usage = false;   // stream_options.include_usage
-  bool logprobs = false;        // report the sampled tokens' logprobs
-  int top_logprobs = 0;         // and this many alternatives per token
+  bool include_usage = false;  // stream_options.include_usage
+  bool logprobs = false;       // report the sampled tokens' logprobs
+  int top_logprobs = 0;        // and this many alternatives per token
   bool echo = false;
   int prompt_logprobs = -1;       // vLLM's prompt_logprobs field (-1: not asked)
   bool return_token_ids = false;  // token_ids and prompt_token_ids in the response (vLLM)
   bool tokens_as_ids = false;     // return_tokens_as_token_ids: logprobs tokens as "token_id:N"
-  std::vector<int> max_tokens;  // per prompt (a default shrinks to fit the context)
+  std::vector<int> max_tokens;    // per prompt (a default shrinks to fit the context)
+  // Chat with tools and a tool_choice other than none: calls are parsed out of the output in
+  // this format (tool_calls.h), and a choice that made any finishes with "tool_calls".
+  bool parse_tool_calls = false;
+  ToolCallFormat tool_format = ToolCallFormat::hermes;
+  int max_tool_calls = 0;  // per choice; 0: all the model writes (parallel_tool_calls: false: 1)
 
   // Completions with echo and logprobs list the prompt's tokens (the first with null logprobs)
   // before the output's, as vLLM does.
@@ -62,7 +70,8 @@ struct CompletionRequest {
 
 // Parses `body` (raw bytes as received) for `endpoint`. On failure returns the error to send.
 // Structured output (response_format json_object / json_schema, guided_json, guided_regex,
-// guided_choice, guided_grammar) is compiled by `grammars`; without one it is refused.
+// guided_choice, guided_grammar, and tool_choice required or named) is compiled by `grammars`;
+// without one it is refused.
 std::optional<ApiError> parse_completion_request(Endpoint endpoint, std::string_view body,
                                                  const tokenizer::Tokenizer& tok,
                                                  const RequestLimits& limits,

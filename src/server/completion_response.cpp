@@ -144,8 +144,29 @@ Json envelope(const ResponseHeader& h, const char* object) {
           {"system_fingerprint", h.fingerprint}};
 }
 
-Json finish_json(engine::FinishReason r) {
-  return r == engine::FinishReason::none ? Json(nullptr) : Json(finish_reason_text(r));
+Json finish_json(engine::FinishReason r, bool called_tools = false) {
+  return r == engine::FinishReason::none ? Json(nullptr)
+                                         : Json(finish_reason_text(r, called_tools));
+}
+
+// A chat choice's message; with tool-call parsing, the calls split out of the text.
+Json chat_message(const CompletionRequest& request, const std::string& text, bool* called) {
+  *called = false;
+  if (!request.parse_tool_calls) return {{"role", "assistant"}, {"content", text}};
+  ToolCallDelta parsed = parse_tool_calls(request.tool_format, text);
+  if (request.max_tool_calls > 0 && int(parsed.calls.size()) > request.max_tool_calls)
+    parsed.calls.resize(size_t(request.max_tool_calls));
+  if (parsed.calls.empty()) return {{"role", "assistant"}, {"content", parsed.content}};
+  *called = true;
+  Json calls = Json::array();
+  for (const ToolCall& c : parsed.calls) {
+    calls.push_back({{"id", new_tool_call_id()},
+                     {"type", "function"},
+                     {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+  }
+  return {{"role", "assistant"},
+          {"content", parsed.content.empty() ? Json(nullptr) : Json(parsed.content)},
+          {"tool_calls", std::move(calls)}};
 }
 
 }  // namespace
@@ -155,6 +176,10 @@ std::string token_display(const std::string& bytes) {
   std::string out = "bytes:";
   for (unsigned char c : bytes) out += fmt::format("\\x{:02x}", c);
   return out;
+}
+
+const char* finish_reason_text(engine::FinishReason r, bool called_tools) {
+  return called_tools && r == engine::FinishReason::stop ? "tool_calls" : finish_reason_text(r);
 }
 
 const char* finish_reason_text(engine::FinishReason r) {
@@ -201,8 +226,9 @@ std::string format_response(const ResponseHeader& h, const CompletionRequest& re
     const std::string& echo =
         prompt < request.echo_texts.size() ? request.echo_texts[prompt] : std::string();
     Json choice = {{"index", int(i)}};
+    bool called_tools = false;
     if (chat) {
-      choice["message"] = {{"role", "assistant"}, {"content", echo + c.text}};
+      choice["message"] = chat_message(request, echo + c.text, &called_tools);
     } else {
       choice["text"] = echo + c.text;
     }
@@ -214,7 +240,7 @@ std::string format_response(const ResponseHeader& h, const CompletionRequest& re
     } else {
       choice["logprobs"] = logprobs_json(request, &c.tokens, false, 0, tok);
     }
-    choice["finish_reason"] = finish_json(c.finish);
+    choice["finish_reason"] = finish_json(c.finish, called_tools);
     if (request.return_token_ids) {
       choice["token_ids"] = token_ids_json(c.tokens);
       if (!chat && prompt < request.prompts.size())
@@ -246,6 +272,17 @@ std::string format_chunk(const ResponseHeader& h, const CompletionRequest& reque
     Json delta = Json::object();
     if (part.first) delta["role"] = "assistant";
     if (!part.text.empty() || part.first) delta["content"] = part.text;
+    if (const auto& call = part.tool_call; call.index >= 0) {
+      Json entry = {{"index", call.index}};
+      if (!call.id.empty()) {
+        entry["id"] = call.id;
+        entry["type"] = "function";
+        entry["function"] = {{"name", call.name}, {"arguments", call.arguments}};
+      } else {
+        entry["function"] = {{"arguments", call.arguments}};
+      }
+      delta["tool_calls"] = Json::array({std::move(entry)});
+    }
     choice["delta"] = std::move(delta);
   } else {
     choice["text"] = part.text;
@@ -253,7 +290,7 @@ std::string format_chunk(const ResponseHeader& h, const CompletionRequest& reque
   choice["logprobs"] =
       has_tokens ? logprobs_json(request, part.tokens, part.echoed > 0, part.text_offset, tok)
                  : Json(nullptr);
-  choice["finish_reason"] = finish_json(part.finish);
+  choice["finish_reason"] = finish_json(part.finish, part.called_tools);
   if (request.return_token_ids && part.finish == engine::FinishReason::none) {
     static const std::vector<engine::GeneratedToken> kNone;
     const auto& tokens = part.tokens ? *part.tokens : kNone;

@@ -44,8 +44,11 @@ std::vector<engine::GeneratedToken> echo_tokens(const std::vector<int32_t>& prom
                                                 int top, const tokenizer::Tokenizer& tok);
 // "stop", "length"; "abort" for cancelled, "error" for errors.
 const char* finish_reason_text(engine::FinishReason r);
+// The finish reason shown: "tool_calls" for an output that stopped after making calls.
+const char* finish_reason_text(engine::FinishReason r, bool called_tools);
 
-// The whole (non-streaming) response.
+// The whole (non-streaming) response. With parse_tool_calls, a chat choice's text is split into
+// content (null when only calls remain) and tool_calls, each call given a fresh id.
 std::string format_response(const ResponseHeader& h, const CompletionRequest& request,
                             const std::vector<ChoiceResult>& choices, const Usage& usage,
                             const tokenizer::Tokenizer& tok);
@@ -64,6 +67,14 @@ struct ChunkPart {
   // return_token_ids: the choice's prompt, on its first chunk
   const std::vector<int32_t>* prompt_ids = nullptr;
   engine::FinishReason finish = engine::FinishReason::none;
+  bool called_tools = false;  // with finish: the choice made tool calls
+  // A tool call delta instead of text (chat): delta.tool_calls[0] = {index, id, type,
+  // function: {name, arguments}}, where the call's first delta carries id, type and name (and
+  // arguments ""), and the next ones arguments only.
+  struct ToolCallPart {
+    int index = -1;  // -1: no tool call in this chunk
+    std::string id, name, arguments;
+  } tool_call;
 };
 std::string format_chunk(const ResponseHeader& h, const CompletionRequest& request,
                          const ChunkPart& part, const tokenizer::Tokenizer& tok);

@@ -1,6 +1,7 @@
 // Prompts and chat messages to token ids; see prompt_input.h.
 #include "server/prompt_input.h"
 
+#include "core/json_depth.h"
 #include "tokenizer/chat_template.h"
 
 namespace invar::server {
@@ -22,6 +23,54 @@ std::optional<ApiError> parse_token_list(const json& list, const std::string& pa
   }
   return std::nullopt;
 }
+
+namespace {
+
+// An assistant message's tool_calls, checked and put into `message` for the template: each
+// call's arguments (JSON text in the API) as an object, as transformers hands them over.
+std::optional<ApiError> parse_tool_calls_field(const json& calls, const std::string& param,
+                                               nlohmann::ordered_json* message) {
+  constexpr const char* kShape =
+      "a list of {\"id\", \"type\": \"function\", \"function\": {\"name\", \"arguments\"}}";
+  if (!calls.is_array()) return Fields::type_error(param, kShape);
+  auto list = nlohmann::ordered_json::array();
+  for (size_t j = 0; j < calls.size(); ++j) {
+    const json& call = calls[j];
+    const std::string at = fmt::format("{}[{}]", param, j);
+    if (!call.is_object()) return Fields::type_error(at, kShape);
+    Fields fields(call, at + ".");
+    std::string id, type = "function";
+    if (auto e = fields.string("id", &id)) return e;
+    if (auto e = fields.string("type", &type)) return e;
+    if (type != "function")
+      return ApiError::bad_request(at + ".type", fmt::format("'{}.type' must be \"function\"", at));
+    const json* fn = fields.get("function");
+    if (!fn || !fn->is_object())
+      return Fields::type_error(at + ".function", "an object with 'name' and 'arguments'");
+    Fields fn_fields(*fn, at + ".function.");
+    std::string name, arguments = "{}";
+    if (auto e = fn_fields.string("name", &name)) return e;
+    if (name.empty())
+      return ApiError::bad_request(at + ".function.name", "a tool call needs the function's name");
+    if (auto e = fn_fields.string("arguments", &arguments)) return e;
+    auto args = nlohmann::ordered_json::parse(arguments, nullptr, /*allow_exceptions=*/false);
+    if (args.is_discarded() || !args.is_object() || !json_depth_within(arguments)) {
+      return ApiError::bad_request(at + ".function.arguments",
+                                   fmt::format("'{}.function.arguments' must be a JSON object "
+                                               "written as a string",
+                                               at));
+    }
+    nlohmann::ordered_json entry = nlohmann::ordered_json::object();
+    if (!id.empty()) entry["id"] = id;
+    entry["type"] = "function";
+    entry["function"] = {{"name", name}, {"arguments", std::move(args)}};
+    list.push_back(std::move(entry));
+  }
+  (*message)["tool_calls"] = std::move(list);
+  return std::nullopt;
+}
+
+}  // namespace
 
 std::optional<ApiError> parse_prompt(const Fields& f, const tokenizer::Tokenizer& tok,
                                      bool add_special, PromptInput* out) {
@@ -60,7 +109,8 @@ std::optional<ApiError> parse_prompt(const Fields& f, const tokenizer::Tokenizer
 }
 
 std::optional<ApiError> parse_messages(const Fields& f, const tokenizer::Tokenizer& tok,
-                                       bool add_special, PromptInput* out) {
+                                       bool add_special, const nlohmann::ordered_json& tools,
+                                       PromptInput* out) {
   const json* messages = f.get("messages");
   if (!messages) return ApiError::bad_request("messages", "'messages' is required");
   if (!messages->is_array() || messages->empty())
@@ -85,32 +135,52 @@ std::optional<ApiError> parse_messages(const Fields& f, const tokenizer::Tokeniz
   }
 
   std::vector<tokenizer::ChatMessage> chat;
-  std::vector<std::string> names;  // per message, "" for none
+  std::vector<nlohmann::ordered_json> extras;  // per message, its keys besides role and content
   for (size_t i = 0; i < messages->size(); ++i) {
     const json& m = (*messages)[i];
     std::string param = fmt::format("messages[{}]", i);
     if (!m.is_object()) return Fields::type_error(param, "an object with 'role' and 'content'");
-    for (const auto& [key, value] : m.items()) {
-      if (value.is_null() || key == "role" || key == "content" || key == "name") continue;
-      return ApiError::bad_request(
-          param + "." + key,
-          fmt::format("'{}' in a message is not supported: invar takes role, content and name "
-                      "(tool calls are not parsed yet)",
-                      key));
-    }
     auto role = m.find("role");
-    if (role == m.end() || !role->is_string())
-      return Fields::type_error(param + ".role", "one of \"system\", \"user\", \"assistant\"");
+    if (role == m.end() || !role->is_string()) {
+      return Fields::type_error(param + ".role",
+                                "one of \"system\", \"user\", \"assistant\", \"tool\"");
+    }
     std::string r = role->get<std::string>();
     if (r == "developer") r = "system";  // OpenAI's newer name for the system role
-    if (r != "system" && r != "user" && r != "assistant") {
+    if (r != "system" && r != "user" && r != "assistant" && r != "tool") {
       return ApiError::bad_request(
-          param + ".role", fmt::format("role \"{}\" is not supported; use \"system\", \"user\" "
-                                       "or \"assistant\"",
+          param + ".role", fmt::format("role \"{}\" is not supported; use \"system\", \"user\", "
+                                       "\"assistant\" or \"tool\"",
                                        role->get<std::string>()));
     }
+    for (const auto& [key, value] : m.items()) {
+      if (value.is_null() || key == "role" || key == "content" || key == "name") continue;
+      if (key == "tool_calls" && r == "assistant") continue;
+      if (key == "tool_call_id" && r == "tool") continue;
+      return ApiError::bad_request(
+          param + "." + key,
+          fmt::format("'{}' in a {} message is not supported: messages take role, content and "
+                      "name; an assistant's also tool_calls, a tool's also tool_call_id",
+                      key, r));
+    }
+    nlohmann::ordered_json extra = nlohmann::ordered_json::object();
+    Fields fields(m, param + ".");
     std::string name;
-    if (auto e = Fields(m, param + ".").string("name", &name)) return e;
+    if (auto e = fields.string("name", &name)) return e;
+    if (!name.empty()) extra["name"] = name;
+    if (r == "tool") {
+      std::string call_id;
+      if (auto e = fields.string("tool_call_id", &call_id)) return e;
+      if (call_id.empty()) {
+        return ApiError::bad_request(param + ".tool_call_id",
+                                     "a tool message needs 'tool_call_id': the id of the call it "
+                                     "answers");
+      }
+      extra["tool_call_id"] = call_id;
+    }
+    if (const json* calls = fields.get("tool_calls")) {
+      if (auto e = parse_tool_calls_field(*calls, param + ".tool_calls", &extra)) return e;
+    }
     std::string text;
     auto content = m.find("content");
     if (content == m.end() || content->is_null()) {
@@ -136,12 +206,14 @@ std::optional<ApiError> parse_messages(const Fields& f, const tokenizer::Tokeniz
       return Fields::type_error(param + ".content", "a string or a list of text parts");
     }
     chat.push_back({r, std::move(text)});
-    names.push_back(std::move(name));
+    extras.push_back(std::move(extra));
   }
   inputs.messages = tokenizer::chat_messages_json(chat);
-  // A message's name goes to the template as transformers passes it: a key of the message.
-  for (size_t i = 0; i < names.size(); ++i)
-    if (!names[i].empty()) inputs.messages[i]["name"] = names[i];
+  // Names, tool calls and call ids go to the template as transformers passes them: keys of
+  // the message.
+  for (size_t i = 0; i < extras.size(); ++i)
+    for (auto& [key, value] : extras[i].items()) inputs.messages[i][key] = std::move(value);
+  inputs.tools = tools;
 
   // The model's own template (or `serve --chat-template`'s); its errors, a raise_exception
   // included, are the client's to fix: 400.

@@ -25,10 +25,16 @@ struct PromptInput {
 std::optional<ApiError> parse_prompt(const Fields& f, const tokenizer::Tokenizer& tok,
                                      bool add_special, PromptInput* out);
 
-// messages: [{role, content: "text" | [{type: "text", text}] | null, name}]. The template writes
-// its own special tokens; add_special (add_special_tokens, default false) adds BOS on top.
+// messages: [{role, content: "text" | [{type: "text", text}] | null, name}], roles system
+// (developer), user, assistant and tool. An assistant message may carry the calls it made
+// (tool_calls: [{id, type: "function", function: {name, arguments: "JSON text"}}], handed to the
+// template with the arguments as an object, as transformers does); a tool message answers one
+// (tool_call_id, required). `tools` (null for none) is the template's `tools` variable. The
+// template writes its own special tokens; add_special (add_special_tokens, default false) adds
+// BOS on top.
 std::optional<ApiError> parse_messages(const Fields& f, const tokenizer::Tokenizer& tok,
-                                       bool add_special, PromptInput* out);
+                                       bool add_special, const nlohmann::ordered_json& tools,
+                                       PromptInput* out);
 
 // A list of token ids in [0, vocab) appended to `out`; errors name `param`.
 std::optional<ApiError> parse_token_list(const nlohmann::json& list, const std::string& param,

@@ -83,19 +83,21 @@ constexpr Accepted kAccepted[] = {
     {"guided_regex", kGenerate},
     {"guided_choice", kGenerate},
     {"guided_grammar", kGenerate},
+    {"tools", kChat | kTokenizeChat},  // tools_input.cpp
+    {"tool_choice", kChat},
+    {"parallel_tool_calls", kChat},
     {"return_token_strs", kTokenize},
     {"tokens", kDetokenize},
     // Ignored by design: who is asking (OpenAI's user, safety_identifier, metadata), a routing
     // hint for OpenAI's own cache (prompt_cache_key), a billing tier (service_tier), a decoding
     // option that only slow Python tokenizers act on (spaces_between_special_tokens: invar
-    // decodes as Hugging Face's fast tokenizers do), and a tool option without tools.
+    // decodes as Hugging Face's fast tokenizers do).
     {"user", kGenerate},
     {"safety_identifier", kGenerate},
     {"metadata", kGenerate},
     {"prompt_cache_key", kGenerate},
     {"service_tier", kGenerate},
     {"spaces_between_special_tokens", kGenerate},
-    {"parallel_tool_calls", kChat},
 };
 
 // "", [] or {} (json::empty() is false for every string).
@@ -119,14 +121,13 @@ constexpr auto kFalse = [](const json& v) { return v == false; };
 constexpr const char* kStructured =
     "give the constraint in response_format, guided_json, guided_regex, guided_choice or "
     "guided_grammar (compiled by XGrammar, with compact JSON)";
-constexpr const char* kTools = "invar does not parse tool calls out of the output yet";
+constexpr const char* kFunctions =
+    "it is OpenAI's older form of 'tools' and 'tool_choice'; use those";
 
 constexpr Refused kRefused[] = {
     {"suffix", kCompletions, kEmpty, "invar has no fill-in-the-middle"},
-    {"tools", kChat | kTokenizeChat, kEmpty, kTools},
-    {"functions", kChat, kEmpty, kTools},
-    {"tool_choice", kChat, [](const json& v) { return v == "none" || v == "auto"; }, kTools},
-    {"function_call", kChat, [](const json& v) { return v == "none" || v == "auto"; }, kTools},
+    {"functions", kChat, kEmpty, kFunctions},
+    {"function_call", kChat, [](const json& v) { return v == "none" || v == "auto"; }, kFunctions},
     {"structured_outputs", kGenerate, kNever, kStructured},
     {"guided_decoding_backend", kGenerate,
      [](const json& v) { return v == "xgrammar" || v == "auto"; }, kStructured},

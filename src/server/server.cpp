@@ -20,6 +20,7 @@
 #include "server/completion_response.h"
 #include "server/metrics.h"
 #include "server/tokenize.h"
+#include "tokenizer/chat_template.h"
 
 namespace invar::server {
 
@@ -86,6 +87,11 @@ struct Server::Impl {
     limits.served_model = options.served_model_name;
     limits.max_context = engine.options().max_context;
     limits.max_choices = options.max_choices;
+    limits.tool_format = options.tool_call_format.value_or(ToolCallFormat::hermes);
+    if (!options.tool_call_format) {
+      if (auto tmpl = engine.bundle().tokenizer.chat_template(); tmpl.ok())
+        limits.tool_format = tool_call_format_for_template((*tmpl)->source());
+    }
   }
 
   // CORS (--allowed-origins): the response headers a browser needs to let the calling page

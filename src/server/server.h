@@ -13,12 +13,14 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/status.h"
 #include "engine/engine.h"
 #include "server/http_server.h"
+#include "server/tool_calls.h"
 
 namespace invar::server {
 
@@ -31,6 +33,8 @@ struct ServerOptions {
   std::vector<std::string> allowed_origins;
   std::string served_model_name;  // the name clients pass as "model"
   int max_choices = 16;           // n times prompts per request
+  // How the model writes tool calls; unset: the format its chat template teaches.
+  std::optional<ToolCallFormat> tool_call_format;
   double shutdown_timeout_s = 30;
   // Called once listening, with the bound port (useful with port 0).
   std::function<void(uint16_t port)> on_listening;

@@ -3,6 +3,7 @@
 
 #include "server/prompt_input.h"
 #include "server/request_fields.h"
+#include "server/tools_input.h"
 
 namespace invar::server {
 
@@ -29,8 +30,12 @@ RouteReply tokenize(std::string_view body, const tokenizer::Tokenizer& tok,
     const json* prompt = f.get("prompt");
     if (prompt && !prompt->is_string()) return {Fields::type_error("prompt", "a string"), {}};
   }
+  ToolsInput tools;  // chat: the template renders them as for a chat completion
+  if (chat) {
+    if (auto e = parse_tools_input(f, body, limits.tool_format, &tools)) return {e, {}};
+  }
   PromptInput input;
-  if (auto e = chat ? parse_messages(f, tok, add_special, &input)
+  if (auto e = chat ? parse_messages(f, tok, add_special, tools.tools, &input)
                     : parse_prompt(f, tok, add_special, &input)) {
     return {e, {}};
   }

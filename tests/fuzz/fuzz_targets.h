@@ -10,6 +10,7 @@
 //                  test tokenizers (byte-level and sentencepiece)
 //   chat_template  conversations rendered by real chat templates; template sources parsed
 //   request        a POST body through the request parser and validator to a CompletionRequest
+//   tool_calls     a model's output through the tool-call parser, whole and streamed in pieces
 #pragma once
 
 #include <cstddef>
@@ -22,6 +23,7 @@ int fuzz_hf_files(const uint8_t* data, size_t size);
 int fuzz_tokenizer(const uint8_t* data, size_t size);
 int fuzz_chat_template(const uint8_t* data, size_t size);
 int fuzz_request(const uint8_t* data, size_t size);
+int fuzz_tool_calls(const uint8_t* data, size_t size);
 
 struct FuzzTarget {
   const char* name;  // also the folder of its corpus and crash inputs under tests/fuzz/
@@ -31,7 +33,7 @@ struct FuzzTarget {
 inline constexpr FuzzTarget kFuzzTargets[] = {
     {"gguf", fuzz_gguf},           {"hf_files", fuzz_hf_files},
     {"tokenizer", fuzz_tokenizer}, {"chat_template", fuzz_chat_template},
-    {"request", fuzz_request},
+    {"request", fuzz_request},     {"tool_calls", fuzz_tool_calls},
 };
 
 }  // namespace invar::fuzz

@@ -148,9 +148,9 @@ CASES = [
      "must be a non-empty list", "guided_choice"),
     ("regex that does not compile", "POST", C, body(prompt="x", guided_regex="(a"), 400,
      "cannot be compiled", "guided_regex"),
-    ("tool call message", "POST", CHAT,
+    ("tool call without a function", "POST", CHAT,
      body(messages=[{"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]}]), 400,
-     "not supported", "messages[0].tool_calls"),
+     "must be an object", "messages[0].tool_calls[0].function"),
     ("logit_bias key", "POST", C, body(prompt="x", logit_bias={"x": 1}), 400, "not a token id",
      "logit_bias"),
     ("logit_bias value", "POST", C, body(prompt="x", logit_bias={"5": -1000}), 400, "[-100, 100]",
@@ -177,8 +177,9 @@ CASES = [
     ("empty messages", "POST", CHAT, body(messages=[]), 400, "non-empty", "messages"),
     ("unknown role", "POST", CHAT, body(messages=[{"role": "wizard", "content": "x"}]), 400,
      "not supported", "messages[0].role"),
-    ("tool role", "POST", CHAT, body(messages=[{"role": "tool", "content": "x"}]), 400,
-     "not supported", "messages[0].role"),
+    ("tool message without tool_call_id", "POST", CHAT,
+     body(messages=[{"role": "tool", "content": "x"}]), 400, "tool_call_id",
+     "messages[0].tool_call_id"),
     ("image part", "POST", CHAT,
      body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
      400, "only text", "messages[0].content"),
@@ -200,8 +201,10 @@ CASES = [
      "messages"),
     # Fields invar refuses rather than ignores.
     ("best_of", "POST", C, body(prompt="x", best_of=3), 400, "not supported", "best_of"),
-    ("tools", "POST", CHAT, body(messages=USER, tools=[{"type": "function"}]), 400,
-     "not supported", "tools"),
+    ("tool without a function", "POST", CHAT, body(messages=USER, tools=[{"type": "function"}]),
+     400, "must be an object", "tools[0].function"),
+    ("functions", "POST", CHAT, body(messages=USER, functions=[{"name": "f"}]), 400,
+     "not supported", "functions"),
     ("stream_options without stream", "POST", C,
      body(prompt="x", stream_options={"include_usage": True}), 400, "needs 'stream'",
      "stream_options"),
@@ -371,7 +374,7 @@ def test_random_bodies_never_crash(server):
               "stream", "stream_options", "ignore_eos", "echo", "best_of", "user", "min_tokens",
               "logit_bias", "prompt_logprobs", "include_stop_str_in_output",
               "skip_special_tokens", "return_token_ids", "return_tokens_as_token_ids",
-              "add_special_tokens", "response_format", "tools", "unknown_field"]
+              "add_special_tokens", "response_format", "tools", "tool_choice", "unknown_field"]
     with httpx.Client(timeout=120) as c:
         for i in range(300):
             path = rng.choice([C, CHAT])

@@ -70,7 +70,7 @@ std::vector<int32_t> sorted_stops() {
 }
 
 TEST(Grammar, MaskKeepsTheBitsOfEveryAllowedLogit) {
-  GrammarMatcher m(compile({GrammarSpec::Kind::json_object, {}, {}}), smollm2().stop_ids());
+  GrammarMatcher m(compile({GrammarSpec::Kind::json_object, {}, {}, {}, {}}), smollm2().stop_ids());
   const int vocab = smollm2().vocab_size();
   const std::vector<float> raw = random_row(vocab, 7);
   std::vector<float> masked = raw;
@@ -91,7 +91,7 @@ TEST(Grammar, MaskKeepsTheBitsOfEveryAllowedLogit) {
 }
 
 TEST(Grammar, ChoiceAllowsThePrefixesThenOnlyTheStopTokens) {
-  GrammarMatcher m(compile({GrammarSpec::Kind::choice, {}, {"Paris", "London"}}),
+  GrammarMatcher m(compile({GrammarSpec::Kind::choice, {}, {"Paris", "London"}, {}, {}}),
                    smollm2().stop_ids());
   const auto first = allowed(m);
   for (const char* c : {"Paris", "London"})
@@ -104,7 +104,7 @@ TEST(Grammar, ChoiceAllowsThePrefixesThenOnlyTheStopTokens) {
 
 TEST(Grammar, RegexAndSchemaFollowTheirTokens) {
   {
-    GrammarMatcher m(compile({GrammarSpec::Kind::regex, "[0-9]{3}-[a-z]+", {}}),
+    GrammarMatcher m(compile({GrammarSpec::Kind::regex, "[0-9]{3}-[a-z]+", {}, {}, {}}),
                      smollm2().stop_ids());
     accept_all(m, "123-");
     EXPECT_FALSE(m.accept(encode("7")[0]));
@@ -116,7 +116,8 @@ TEST(Grammar, RegexAndSchemaFollowTheirTokens) {
     const std::string schema =
         R"({"type": "object", "properties": {"name": {"type": "string"},
             "age": {"type": "integer"}}, "required": ["name", "age"]})";
-    GrammarMatcher m(compile({GrammarSpec::Kind::json_schema, schema, {}}), smollm2().stop_ids());
+    GrammarMatcher m(compile({GrammarSpec::Kind::json_schema, schema, {}, {}, {}}),
+                     smollm2().stop_ids());
     EXPECT_FALSE(m.accept(encode("[")[0]));
     accept_all(m, R"({"name": "Ada", "age": 36})");
     EXPECT_EQ(allowed(m), sorted_stops());
@@ -124,9 +125,9 @@ TEST(Grammar, RegexAndSchemaFollowTheirTokens) {
 }
 
 TEST(Grammar, BadGrammarsAreErrors) {
-  for (GrammarSpec spec : {GrammarSpec{GrammarSpec::Kind::regex, "(ab", {}},
-                           GrammarSpec{GrammarSpec::Kind::ebnf, "root ::= (", {}},
-                           GrammarSpec{GrammarSpec::Kind::json_schema, "{not json", {}}}) {
+  for (GrammarSpec spec : {GrammarSpec{GrammarSpec::Kind::regex, "(ab", {}, {}, {}},
+                           GrammarSpec{GrammarSpec::Kind::ebnf, "root ::= (", {}, {}, {}},
+                           GrammarSpec{GrammarSpec::Kind::json_schema, "{not json", {}, {}, {}}}) {
     auto g = compiler().compile(spec);
     EXPECT_FALSE(g.ok()) << spec.source;
     if (!g.ok()) {
@@ -134,6 +135,44 @@ TEST(Grammar, BadGrammarsAreErrors) {
       EXPECT_FALSE(g.status().message().empty());
     }
   }
+}
+
+// The compile cache keeps the `cache_entries` most recently used grammars: a repeat is served
+// from it (the same compiled object), the least recently used one is dropped for a new one.
+TEST(Grammar, CacheIsBoundedAndDropsTheLeastRecentlyUsed) {
+  GrammarCompiler c(smollm2(), smollm2().vocab_size(), /*cache_entries=*/2);
+  auto get = [&c](const char* regex) {
+    auto g = c.compile({GrammarSpec::Kind::regex, regex, {}, {}, {}});
+    EXPECT_TRUE(g.ok());
+    return g.ok() ? *g : nullptr;
+  };
+  auto a = get("a+");
+  auto b = get("b+");
+  EXPECT_EQ(get("a+"), a);  // a hit: a is now the most recent
+  auto c1 = get("c+");      // evicts b
+  GrammarCompiler::CacheStats s = c.cache_stats();
+  EXPECT_EQ(s.entries, 2u);
+  EXPECT_EQ(s.hits, 1u);
+  EXPECT_EQ(s.misses, 3u);
+  EXPECT_EQ(get("c+"), c1);
+  EXPECT_EQ(get("a+"), a);
+  auto b2 = get("b+");  // compiled again, evicting c
+  EXPECT_NE(b2, b);
+  EXPECT_EQ(c.cache_stats().entries, 2u);
+  EXPECT_EQ(c.cache_stats().misses, 4u);
+  EXPECT_NE(get("c+"), c1);
+  // A dropped grammar stays usable by whoever holds it.
+  GrammarMatcher m(b, smollm2().stop_ids());
+  for (int32_t id : encode("bbb")) EXPECT_TRUE(m.accept(id));
+  // Specs differing in any field are different entries.
+  GrammarSpec framed{GrammarSpec::Kind::json_schema, R"({"type": "object"})", {}, "<x>", ""};
+  GrammarSpec plain{GrammarSpec::Kind::json_schema, R"({"type": "object"})", {}, "", ""};
+  auto f = c.compile(framed);
+  auto p = c.compile(plain);
+  ASSERT_TRUE(f.ok() && p.ok()) << f.status().message();
+  EXPECT_NE(*f, *p);
+  GrammarMatcher framed_matcher(*f, smollm2().stop_ids());
+  for (int32_t id : encode("<x>{}")) EXPECT_TRUE(framed_matcher.accept(id));
 }
 
 TEST(Grammar, ServerFieldsBecomeAGrammarOrA400NamingTheField) {

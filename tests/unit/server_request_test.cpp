@@ -238,7 +238,7 @@ TEST(ServerRequest, WrongTypes) {
   expect_error(chat(R"({"messages":"hi"})"), 400, "messages", "non-empty list");
   expect_error(chat(R"({"messages":[{"role":"user","content":5}]})"), 400, "messages[0].content",
                "a string");
-  expect_error(chat(R"({"messages":[{"role":"tool","content":"x"}]})"), 400, "messages[0].role",
+  expect_error(chat(R"({"messages":[{"role":"function","content":"x"}]})"), 400, "messages[0].role",
                "not supported");
   expect_error(chat(R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})"), 400,
                "messages[0].content", "only text");
@@ -303,11 +303,8 @@ TEST(ServerRequest, FieldPolicy) {
                "structured output");
   expect_error(completion(R"({"prompt":"x","response_format":{"type":"json_object"}})"), 400,
                "response_format", "structured output");
-  expect_error(
-      chat(R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]})"), 400,
-      "tools", "tool calls");
-  expect_error(chat(R"({"messages":[{"role":"user","content":"x"}],"tool_choice":"required"})"),
-               400, "tool_choice", "tool calls");
+  expect_error(chat(R"({"messages":[{"role":"user","content":"x"}],"functions":[{"name":"f"}]})"),
+               400, "functions", "use those");
   expect_error(completion(R"({"prompt":"x","use_beam_search":true})"), 400, "use_beam_search",
                "beam search");
   expect_error(completion(R"({"prompt":"x","top_logprobs":2})"), 400, "top_logprobs",
@@ -316,7 +313,7 @@ TEST(ServerRequest, FieldPolicy) {
                "unknown field");
   expect_error(chat(R"({"messages":[{"role":"user","content":"x"}],"prompt":"y"})"), 400, "prompt",
                "unknown field");
-  expect_error(chat(R"({"messages":[{"role":"assistant","content":"x","tool_calls":[]}]})"), 400,
+  expect_error(chat(R"({"messages":[{"role":"user","content":"x","tool_calls":[]}]})"), 400,
                "messages[0].tool_calls", "not supported");
   expect_error(chat(R"({"messages":[{"role":"user","content":"x"}],"top_logprobs":2})"), 400,
                "top_logprobs", "needs 'logprobs'");

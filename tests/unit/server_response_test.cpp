@@ -139,6 +139,69 @@ TEST(ServerResponse, StreamChunks) {
   EXPECT_STREQ(kSseDone, "data: [DONE]\n\n");
 }
 
+// Chat with tool-call parsing: calls split out of the text (content null when none is left,
+// finish "tool_calls" for an output that stopped), and streamed as OpenAI streams calls.
+TEST(ServerResponse, ToolCalls) {
+  const auto& tok = smollm2();
+  CompletionRequest r = request(Endpoint::chat, false);
+  r.parse_tool_calls = true;
+  ChoiceResult c;
+  c.text = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": 1}}\n</tool_call>";
+  c.finish = engine::FinishReason::stop;
+  ChoiceResult cut = c;
+  cut.finish = engine::FinishReason::length;
+  ChoiceResult plain;
+  plain.text = "No call.";
+  plain.finish = engine::FinishReason::stop;
+  auto out = json::parse(format_response(header(Endpoint::chat), r, {c, cut, plain}, {}, tok));
+  const auto& m = out["choices"][0]["message"];
+  EXPECT_TRUE(m["content"].is_null());
+  ASSERT_EQ(m["tool_calls"].size(), 1u);
+  EXPECT_EQ(m["tool_calls"][0]["type"], "function");
+  EXPECT_EQ(m["tool_calls"][0]["id"].get<std::string>().rfind("call_", 0), 0u);
+  EXPECT_EQ(m["tool_calls"][0]["function"], json({{"name", "f"}, {"arguments", R"({"a": 1})"}}));
+  EXPECT_EQ(out["choices"][0]["finish_reason"], "tool_calls");
+  EXPECT_EQ(out["choices"][1]["finish_reason"], "length");  // the engine's reason when not stop
+  EXPECT_EQ(out["choices"][2]["message"]["content"], "No call.");
+  EXPECT_FALSE(out["choices"][2]["message"].contains("tool_calls"));
+  EXPECT_EQ(out["choices"][2]["finish_reason"], "stop");
+  // parallel_tool_calls: false keeps the first call of several.
+  ChoiceResult two = c;
+  two.text += "\n<tool_call>{\"name\": \"g\", \"arguments\": {}}</tool_call>";
+  EXPECT_EQ(json::parse(format_response(header(Endpoint::chat), r, {two}, {},
+                                        tok))["choices"][0]["message"]["tool_calls"]
+                .size(),
+            2u);
+  r.max_tool_calls = 1;
+  auto one = json::parse(format_response(header(Endpoint::chat), r, {two}, {}, tok));
+  ASSERT_EQ(one["choices"][0]["message"]["tool_calls"].size(), 1u);
+  EXPECT_EQ(one["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "f");
+  r.max_tool_calls = 0;
+  // Without parsing (tool_choice none) the same text is content.
+  r.parse_tool_calls = false;
+  out = json::parse(format_response(header(Endpoint::chat), r, {c}, {}, tok));
+  EXPECT_EQ(out["choices"][0]["message"]["content"], c.text);
+  EXPECT_EQ(out["choices"][0]["finish_reason"], "stop");
+
+  ChunkPart head;
+  head.tool_call = {0, "call_1", "f", ""};
+  auto chunk = json::parse(format_chunk(header(Endpoint::chat), r, head, tok));
+  EXPECT_EQ(chunk["choices"][0]["delta"],
+            json::parse(R"({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                            "function": {"name": "f", "arguments": ""}}]})"));
+  ChunkPart args;
+  args.tool_call = {0, "", "", R"({"a": 1})"};
+  chunk = json::parse(format_chunk(header(Endpoint::chat), r, args, tok));
+  EXPECT_EQ(
+      chunk["choices"][0]["delta"],
+      json::parse(R"({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\": 1}"}}]})"));
+  ChunkPart last;
+  last.finish = engine::FinishReason::stop;
+  last.called_tools = true;
+  chunk = json::parse(format_chunk(header(Endpoint::chat), r, last, tok));
+  EXPECT_EQ(chunk["choices"][0]["finish_reason"], "tool_calls");
+}
+
 TEST(ServerResponse, TokenDisplayAndErrors) {
   EXPECT_EQ(token_display("ok"), "ok");
   EXPECT_EQ(token_display("\xE2\x80"), "bytes:\\xe2\\x80");

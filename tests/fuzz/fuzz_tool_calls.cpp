@@ -1,0 +1,50 @@
+// A model's output through the tool-call parser (src/server/tool_calls.h), whole and streamed:
+// the first byte picks the format (even: hermes, odd: llama3_json), the second the size of the
+// stream's pieces (1 to 256 bytes), the rest is the output. Streaming it in those pieces gives
+// exactly the content and calls of the whole; an output with no call is all content, byte for
+// byte; every call has a name and arguments that are a JSON object.
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+
+#include "fuzz/fuzz_targets.h"
+#include "fuzz/fuzz_util.h"
+#include "server/tool_calls.h"
+
+namespace invar::fuzz {
+
+int fuzz_tool_calls(const uint8_t* data, size_t size) {
+  if (size < 2) return 0;
+  const auto format = data[0] % 2 ? server::ToolCallFormat::llama3_json
+                                  : server::ToolCallFormat::hermes;
+  const size_t piece = size_t(data[1]) + 1;
+  const std::string_view text(reinterpret_cast<const char*>(data) + 2, size - 2);
+
+  const server::ToolCallDelta whole = server::parse_tool_calls(format, text);
+  server::ToolCallStream stream(format);
+  server::ToolCallDelta streamed;
+  auto add = [&streamed](server::ToolCallDelta d) {
+    streamed.content += d.content;
+    for (auto& c : d.calls) streamed.calls.push_back(std::move(c));
+  };
+  for (size_t at = 0; at < text.size(); at += piece) add(stream.feed(text.substr(at, piece)));
+  add(stream.finish());
+
+  INVAR_FUZZ_CHECK(streamed.content == whole.content, "streamed content differs from the whole");
+  INVAR_FUZZ_CHECK(streamed.calls.size() == whole.calls.size(), "{} calls streamed, {} whole",
+                   streamed.calls.size(), whole.calls.size());
+  for (size_t i = 0; i < whole.calls.size(); ++i) {
+    INVAR_FUZZ_CHECK(streamed.calls[i].name == whole.calls[i].name &&
+                         streamed.calls[i].arguments == whole.calls[i].arguments,
+                     "call {} differs streamed", i);
+    INVAR_FUZZ_CHECK(!whole.calls[i].name.empty(), "a call without a name");
+    const auto args = nlohmann::json::parse(whole.calls[i].arguments, nullptr, false);
+    INVAR_FUZZ_CHECK(args.is_object(), "arguments {} are not a JSON object",
+                     whole.calls[i].arguments);
+  }
+  if (whole.calls.empty())
+    INVAR_FUZZ_CHECK(whole.content == text, "an output with no call lost text");
+  return 0;
+}
+
+}  // namespace invar::fuzz
