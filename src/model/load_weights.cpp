@@ -52,6 +52,12 @@ std::string gguf_tensor_name(WeightRole role, int layer) {
       return b + "ffn_up.weight";
     case WeightRole::w_down:
       return b + "ffn_down.weight";
+    case WeightRole::post_attn_norm:
+      return b + "post_attention_norm.weight";
+    case WeightRole::pre_ffn_norm:
+      return b + "ffn_norm.weight";
+    case WeightRole::post_ffn_norm:
+      return b + "post_ffw_norm.weight";
   }
   return "?";
 }
@@ -93,6 +99,12 @@ std::string hf_tensor_name(WeightRole role, int layer) {
       return b + "mlp.up_proj.weight";
     case WeightRole::w_down:
       return b + "mlp.down_proj.weight";
+    case WeightRole::post_attn_norm:
+      return b + "post_attention_layernorm.weight";
+    case WeightRole::pre_ffn_norm:
+      return b + "pre_feedforward_layernorm.weight";
+    case WeightRole::post_ffn_norm:
+      return b + "post_feedforward_layernorm.weight";
   }
   return "?";
 }
@@ -198,6 +210,19 @@ DType converted_dtype(const WeightSlot& s, const LoadOptions& options) {
   return s.matrix ? options.weight_dtype.value_or(DType::f32) : DType::f32;
 }
 
+// Gemma's checkpoints store each RMSNorm weight as w and scale by (1 + w), computed in f32
+// (transformers' Gemma2RMSNorm). Adding the 1 here, in f32, gives the same factors, so the
+// forward pass keeps one norm. (GGUF converters already store 1 + w.)
+void fold_norm_offset(LoadedModel& m) {
+  Status st = for_each_weight_slot(m.config, m.weights, [](const WeightSlot& s) -> Status {
+    if (!is_norm_role(s.role)) return {};
+    float* w = s.tensor->f32();
+    for (int64_t i = 0; i < s.tensor->numel(); ++i) w[i] = 1.0f + w[i];
+    return {};
+  });
+  (void)st;  // the visitor never fails
+}
+
 }  // namespace
 
 Result<LoadedModel> load_gguf_model(const std::string& path, const LoadOptions& options) {
@@ -269,6 +294,7 @@ Result<LoadedModel> load_hf_model(const std::string& dir, const std::string& sin
   };
   INVAR_ASSIGN_OR_RETURN(m.weights, read_weights(m.config, set.where(), hf_tensor_name, shape_of,
                                                  load, options.progress, true));
+  if (m.config.arch == Arch::gemma2 || m.config.arch == Arch::gemma3) fold_norm_offset(m);
   return m;
 }
 
