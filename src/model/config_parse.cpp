@@ -302,6 +302,49 @@ Status parse_gemma_fields(const json& j, const HfKeys& k, const std::string& whe
   return {};
 }
 
+// The Gemma fields of a llama.cpp GGUF file. Its converter stores every norm weight as 1 + w
+// already, so nothing is folded at load. What the file does not say, llama.cpp's loader fixes
+// and so does this: sqrt(hidden) embedding scale in f32; sliding layers every 2nd (Gemma 2) or
+// all but every 6th (Gemma 3, unless `attention.sliding_window_pattern` says otherwise); Gemma
+// 3's local rope base 10000; the attention scale 1 / sqrt(hidden / heads) for the 27B models
+// (46 or 62 layers), 1 / sqrt(head_dim) for the others, unless `attention.scale` is given.
+Status gemma_from_gguf(const GgufFile& f, const std::string& p, ModelConfig* c) {
+  const bool gemma2 = c->arch == Arch::gemma2;
+  auto optional_float = [&](const std::string& key, float fallback) -> Result<float> {
+    if (!f.has(p + key)) return fallback;
+    INVAR_ASSIGN_OR_RETURN(double v, f.get_float(p + key));
+    return float(v);
+  };
+  auto optional_int = [&](const std::string& key, int fallback) -> Result<int> {
+    if (!f.has(p + key)) return fallback;
+    INVAR_ASSIGN_OR_RETURN(int64_t v, f.get_int(p + key));
+    if (v <= 0 || v > std::numeric_limits<int>::max())
+      return Status::errorf("{}: metadata key '{}' is {} (expected a positive integer)", f.path(),
+                            p + key, v);
+    return int(v);
+  };
+  c->activation = Activation::gelu_tanh;
+  c->post_norms = true;
+  c->embedding_scale = float(std::sqrt(double(c->hidden_size)));
+  const bool is_27b = c->num_layers == (gemma2 ? 46 : 62);
+  const double pre_attn = is_27b ? double(c->hidden_size / c->num_heads) : double(c->head_dim);
+  INVAR_ASSIGN_OR_RETURN(c->attention_scale,
+                         optional_float("attention.scale", float(1.0 / std::sqrt(pre_attn))));
+  if (gemma2) {
+    INVAR_ASSIGN_OR_RETURN(c->attn_softcap, optional_float("attn_logit_softcapping", 50.0f));
+  }
+  INVAR_ASSIGN_OR_RETURN(c->final_softcap,
+                         optional_float("final_logit_softcapping", gemma2 ? 30.0f : 0.0f));
+  INVAR_ASSIGN_OR_RETURN(c->sliding_window, optional_int("attention.sliding_window", 4096));
+  INVAR_ASSIGN_OR_RETURN(int pattern,
+                         optional_int("attention.sliding_window_pattern", gemma2 ? 2 : 6));
+  c->sliding_layers.assign(size_t(c->num_layers), 0);
+  for (size_t l = 0; l < c->sliding_layers.size(); ++l)
+    c->sliding_layers[l] = (l + 1) % size_t(pattern) != 0;
+  if (!gemma2) c->local_rope_theta = 10000.0f;
+  return {};
+}
+
 }  // namespace
 
 Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::string& where) {
@@ -479,9 +522,13 @@ Result<ModelConfig> config_from_gguf(const GgufFile& f) {
     c.arch = Arch::qwen3;
     c.qk_norm = true;
     c.rope_style = kernels::RopeStyle::half;
+  } else if (arch == "gemma2" || arch == "gemma3") {
+    c.arch = arch == "gemma2" ? Arch::gemma2 : Arch::gemma3;
+    c.qk_norm = c.arch == Arch::gemma3;
+    c.rope_style = kernels::RopeStyle::half;  // Gemma's q/k rows are not permuted
   } else {
     return Status::errorf(
-        "{}: general.architecture '{}' is not supported (supported: llama, "
+        "{}: general.architecture '{}' is not supported (supported: gemma2, gemma3, llama, "
         "qwen2, qwen3)",
         where, arch);
   }
@@ -543,7 +590,7 @@ Result<ModelConfig> config_from_gguf(const GgufFile& f) {
           where, p, rot, c.head_dim);
     }
   }
-  c.rope_theta = 10000.0f;
+  c.rope_theta = c.arch == Arch::gemma3 ? 1000000.0f : 10000.0f;
   if (f.has(p + "rope.freq_base")) {
     INVAR_ASSIGN_OR_RETURN(c.rope_theta, get_float("rope.freq_base"));
   }
@@ -594,6 +641,8 @@ Result<ModelConfig> config_from_gguf(const GgufFile& f) {
     c.rope_freq_factors.resize(size_t(c.head_dim / 2));
     INVAR_RETURN_IF_ERROR(f.read_tensor(*t, DType::f32, c.rope_freq_factors.data()));
   }
+  if (c.arch == Arch::gemma2 || c.arch == Arch::gemma3)
+    INVAR_RETURN_IF_ERROR(gemma_from_gguf(f, p, &c));
   INVAR_RETURN_IF_ERROR(c.validate(where));
   return c;
 }
