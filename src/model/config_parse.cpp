@@ -345,6 +345,50 @@ Status gemma_from_gguf(const GgufFile& f, const std::string& p, ModelConfig* c) 
   return {};
 }
 
+// Phi-3's longrope in a llama.cpp GGUF file: the tensors rope_factors_short.weight and
+// rope_factors_long.weight ([rotary dims / 2] each), rope.scaling.original_context_length and
+// rope.scaling.attn_factor (derived as for config.json when absent); the optional
+// attention.sliding_window (0: none). The long factors apply per token from the original
+// context on (llama.cpp picks one table per context size; the two agree below it).
+Status phi3_from_gguf(const GgufFile& f, const std::string& p, ModelConfig* c) {
+  const std::string& where = f.path();
+  if (f.has(p + "attention.sliding_window")) {
+    INVAR_ASSIGN_OR_RETURN(int64_t w, f.get_int(p + "attention.sliding_window"));
+    if (w < 0 || w > std::numeric_limits<int>::max())
+      return Status::errorf("{}: {}attention.sliding_window is {} (expected >= 0)", where, p, w);
+    c->sliding_window = int(w);
+  }
+  const GgufTensorInfo* shorts = f.find_tensor("rope_factors_short.weight");
+  const GgufTensorInfo* longs = f.find_tensor("rope_factors_long.weight");
+  if (!shorts && !longs) return {};
+  const int64_t half = rope_dims(*c) / 2;
+  RopeScaling& s = c->rope_scaling;
+  for (auto [t, name, dst] : {std::tuple{shorts, "rope_factors_short.weight", &s.short_factor},
+                              std::tuple{longs, "rope_factors_long.weight", &s.long_factor}}) {
+    if (!t || t->shape != std::vector<int64_t>{half})
+      return Status::errorf("{}: tensor '{}' is missing or not [{}] (longrope needs both tables)",
+                            where, name, half);
+    dst->resize(size_t(half));
+    INVAR_RETURN_IF_ERROR(f.read_tensor(*t, DType::f32, dst->data()));
+  }
+  s.kind = RopeScaling::Kind::longrope;
+  INVAR_ASSIGN_OR_RETURN(int64_t orig, f.get_int(p + "rope.scaling.original_context_length"));
+  if (orig <= 0 || orig > std::numeric_limits<int>::max())
+    return Status::errorf("{}: {}rope.scaling.original_context_length is {} (expected > 0)", where,
+                          p, orig);
+  s.original_max_position = int(orig);
+  s.factor = float(double(c->max_position) / double(orig));
+  s.attention_factor =
+      s.factor <= 1.0f
+          ? 1.0f
+          : float(std::sqrt(1.0 + std::log(double(s.factor)) / std::log(double(orig))));
+  if (f.has(p + "rope.scaling.attn_factor")) {
+    INVAR_ASSIGN_OR_RETURN(double a, f.get_float(p + "rope.scaling.attn_factor"));
+    s.attention_factor = float(a);
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::string& where) {
@@ -522,6 +566,9 @@ Result<ModelConfig> config_from_gguf(const GgufFile& f) {
     c.arch = Arch::qwen3;
     c.qk_norm = true;
     c.rope_style = kernels::RopeStyle::half;
+  } else if (arch == "phi3") {
+    c.arch = Arch::phi3;
+    c.rope_style = kernels::RopeStyle::half;
   } else if (arch == "gemma2" || arch == "gemma3") {
     c.arch = arch == "gemma2" ? Arch::gemma2 : Arch::gemma3;
     c.qk_norm = c.arch == Arch::gemma3;
@@ -529,7 +576,7 @@ Result<ModelConfig> config_from_gguf(const GgufFile& f) {
   } else {
     return Status::errorf(
         "{}: general.architecture '{}' is not supported (supported: gemma2, gemma3, llama, "
-        "qwen2, qwen3)",
+        "phi3, qwen2, qwen3)",
         where, arch);
   }
   const std::string p = arch + ".";
@@ -583,7 +630,9 @@ Result<ModelConfig> config_from_gguf(const GgufFile& f) {
   }
   if (f.has(p + "rope.dimension_count")) {
     INVAR_ASSIGN_OR_RETURN(int rot, get_int("rope.dimension_count"));
-    if (rot != c.head_dim) {
+    if (c.arch == Arch::phi3 && rot != c.head_dim) {
+      c.rotary_dim = rot;  // Phi-3's partial rotary
+    } else if (rot != c.head_dim) {
       return Status::errorf(
           "{}: {}rope.dimension_count {} differs from head_dim {} (partial "
           "rotary embeddings are not supported)",
@@ -608,7 +657,7 @@ Result<ModelConfig> config_from_gguf(const GgufFile& f) {
     const std::string key =
         f.has(p + "rope.scaling.factor") ? "rope.scaling.factor" : "rope.scale_linear";
     INVAR_ASSIGN_OR_RETURN(c.rope_scaling.factor, get_float(key));
-  } else if (scaling != "none") {
+  } else if (scaling != "none" && !(c.arch == Arch::phi3 && scaling == "longrope")) {
     return Status::errorf(
         "{}: {}rope.scaling.type '{}' is not supported (supported: none, "
         "linear)",
@@ -643,6 +692,7 @@ Result<ModelConfig> config_from_gguf(const GgufFile& f) {
   }
   if (c.arch == Arch::gemma2 || c.arch == Arch::gemma3)
     INVAR_RETURN_IF_ERROR(gemma_from_gguf(f, p, &c));
+  if (c.arch == Arch::phi3) INVAR_RETURN_IF_ERROR(phi3_from_gguf(f, p, &c));
   INVAR_RETURN_IF_ERROR(c.validate(where));
   return c;
 }
