@@ -112,10 +112,15 @@ float rope_attention_factor(const RopeScaling& s);
 // that implements none of them refuses a config for which this is not empty.
 std::vector<std::string> extended_features(const ModelConfig& c);
 
+// Whether layer l is a sliding layer by type (Gemma's layer_types; every layer when the config
+// has no per-layer types). Gemma 3 picks its local rope by this, even with no window at all.
+inline bool layer_is_sliding(const ModelConfig& c, int l) {
+  return c.sliding_layers.empty() || c.sliding_layers[size_t(l)] != 0;
+}
+
 // Layer l's sliding window: config.sliding_window where the layer slides, else 0 (full).
 inline int layer_window(const ModelConfig& c, int l) {
-  if (!c.sliding_layers.empty() && c.sliding_layers[size_t(l)] == 0) return 0;
-  return c.sliding_window;
+  return layer_is_sliding(c, l) ? c.sliding_window : 0;
 }
 
 // longrope only: the table of positions >= original_max_position (the long factors); empty for

@@ -26,7 +26,7 @@ Transformer::Transformer(const ModelConfig& config, const ModelWeights& weights,
 void Transformer::apply_rope(int layer, float* x, const BatchPlan& plan, int tokens, int heads) {
   const int64_t d = config_.head_dim;
   const int rot = int(inv_freq_.size() * 2);
-  if (!inv_freq_local_.empty() && layer_window(config_, layer) > 0) {
+  if (!inv_freq_local_.empty() && layer_is_sliding(config_, layer)) {
     kernels::RopeParams p{config_.rope_style, rot, inv_freq_local_.data(),
                           rope_attention_factor(config_.local_rope_scaling)};
     cpu::rope(x, plan.positions.data(), tokens, heads, int(d), p, pool_);

@@ -136,6 +136,12 @@ TEST(GemmaConfig, Gemma3PatternAndRopeParameters) {
   EXPECT_EQ(v5->rope_scaling.kind, RopeScaling::Kind::linear);
   EXPECT_EQ(v5->rope_scaling.factor, 8.0f);
   EXPECT_EQ(v5->local_rope_theta, 50.0f);
+  // No window at all: the sliding layers attend fully but keep their local rope.
+  auto no_window = parse_hf_config(base + R"(,"sliding_window":null})", "cfg.json");
+  ASSERT_TRUE(no_window.ok()) << no_window.status().message();
+  EXPECT_EQ(layer_window(*no_window, 0), 0);
+  EXPECT_TRUE(layer_is_sliding(*no_window, 0));
+  EXPECT_FALSE(layer_is_sliding(*no_window, 5));
   expect_error(parse_hf_config(base + R"(,"rope_parameters":{
       "sliding_attention":{"rope_type":"yarn","factor":2.0}}})",
                                "cfg.json"),
