@@ -12,6 +12,16 @@
   tiny-phi3/           Phi3ForCausalLM: Llama sizes, fused qkv_proj and gate_up_proj, partial
                        rotary 0.5 (8 of 16 dims), longrope (short factors below position 32,
                        the golden sequence's range; attention factor from 128 / 32)
+  tiny-gemma2/         Gemma2ForCausalLM: hidden 48 (embedding scale sqrt(48), not a round
+                       number), head_dim 32, query_pre_attn_scalar 24, four norms per layer
+                       stored as w (applied as 1 + w), gelu_pytorch_tanh, attention soft-cap 5
+                       and final soft-cap 30 (both bite), sliding window 8 on layer 0
+                       (layer 1 full), tied embeddings
+  tiny-gemma3/         Gemma3ForCausalLM (gemma3_text): Gemma 2's sizes, 3 layers (sliding,
+                       full, sliding), q/k norms (1 + w), no attention soft-cap, local rope base
+                       10000 and global 1e6 with linear scaling 2 on the full layer
+  tiny-qwen3-yarn/     tiny-qwen3 with YaRN rope scaling (factor 4, original context 256, beta
+                       32/1: the ramp runs over frequencies 0..7 of 16), rope theta 10000
 
 Each directory gets config.json, f32 safetensors and tensor_checks.json (shape, float64 sum
 and first values of every tensor, for the loader tests). numpy only: the safetensors bytes
@@ -54,14 +64,17 @@ def make_weights(cfg, seed):
     d = cfg.get("head_dim", h // cfg["num_attention_heads"])
     q = cfg["num_attention_heads"] * d
     kv = cfg["num_key_value_heads"] * d
-    qk_norm = cfg["architectures"][0] == "Qwen3ForCausalLM"
-    fused = cfg["architectures"][0] == "Phi3ForCausalLM"  # qkv_proj, gate_up_proj
+    arch = cfg["architectures"][0]
+    qk_norm = arch in ("Qwen3ForCausalLM", "Gemma3ForCausalLM")
+    fused = arch == "Phi3ForCausalLM"  # qkv_proj, gate_up_proj
+    # Gemma stores RMSNorm weights as w and scales by 1 + w, and norms both sides of each block.
+    gemma = arch in ("Gemma2ForCausalLM", "Gemma3ForCausalLM")
 
     def mat(rows, cols):
         return (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
 
     def norm(n):
-        return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+        return ((0.0 if gemma else 1.0) + 0.1 * rng.standard_normal(n)).astype(np.float32)
 
     t = [("model.embed_tokens.weight", rng.standard_normal((v, h)).astype(np.float32))]
     for i in range(cfg["num_hidden_layers"]):
@@ -78,12 +91,16 @@ def make_weights(cfg, seed):
             t += [(p + "self_attn.q_norm.weight", norm(d)),
                   (p + "self_attn.k_norm.weight", norm(d))]
         t.append((p + "post_attention_layernorm.weight", norm(h)))
+        if gemma:
+            t.append((p + "pre_feedforward_layernorm.weight", norm(h)))
         if fused:
             t.append((p + "mlp.gate_up_proj.weight", mat(2 * inter, h)))
         else:
             t += [(p + "mlp.gate_proj.weight", mat(inter, h)),
                   (p + "mlp.up_proj.weight", mat(inter, h))]
         t.append((p + "mlp.down_proj.weight", mat(h, inter)))
+        if gemma:
+            t.append((p + "post_feedforward_layernorm.weight", norm(h)))
     t.append(("model.norm.weight", norm(h)))
     if not cfg["tie_word_embeddings"]:
         t.append(("lm_head.weight", mat(v, h)))
@@ -206,8 +223,75 @@ PHI3 = {
     "torch_dtype": "float32",
 }
 
+GEMMA2 = {
+    "architectures": ["Gemma2ForCausalLM"],
+    "model_type": "gemma2",
+    "vocab_size": 256,
+    "hidden_size": 48,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "hidden_activation": "gelu_pytorch_tanh",
+    "max_position_embeddings": 512,
+    "rms_norm_eps": 1e-06,
+    "rope_theta": 10000.0,
+    "query_pre_attn_scalar": 24,
+    "attn_logit_softcapping": 5.0,
+    "final_logit_softcapping": 30.0,
+    "sliding_window": 8,
+    "layer_types": ["sliding_attention", "full_attention"],
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "tie_word_embeddings": True,
+    "pad_token_id": 0,
+    "bos_token_id": 2,
+    "eos_token_id": 1,
+    "torch_dtype": "float32",
+}
+
+GEMMA3 = {
+    "architectures": ["Gemma3ForCausalLM"],
+    "model_type": "gemma3_text",
+    "vocab_size": 256,
+    "hidden_size": 48,
+    "intermediate_size": 128,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "hidden_activation": "gelu_pytorch_tanh",
+    "max_position_embeddings": 512,
+    "rms_norm_eps": 1e-06,
+    # The form of the released Gemma 3 configs: global theta and scaling, local base apart.
+    "rope_theta": 1000000.0,
+    "rope_local_base_freq": 10000.0,
+    "rope_scaling": {"rope_type": "linear", "factor": 2.0},
+    "query_pre_attn_scalar": 24,
+    "attn_logit_softcapping": None,
+    "final_logit_softcapping": None,
+    "sliding_window": 8,
+    "sliding_window_pattern": 2,
+    "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "tie_word_embeddings": True,
+    "pad_token_id": 0,
+    "bos_token_id": 2,
+    "eos_token_id": 1,
+    "torch_dtype": "float32",
+}
+
+QWEN3_YARN = dict(QWEN3, rope_theta=10000.0, max_position_embeddings=1024,
+                  rope_scaling={"rope_type": "yarn", "factor": 4.0,
+                                "original_max_position_embeddings": 256,
+                                "beta_fast": 32.0, "beta_slow": 1.0})
+
 MODELS = (("tiny-llama", LLAMA, 1234), ("tiny-qwen3", QWEN3, 5678),
-          ("tiny-mistral", MISTRAL, 2024), ("tiny-phi3", PHI3, 3003))
+          ("tiny-mistral", MISTRAL, 2024), ("tiny-phi3", PHI3, 3003),
+          ("tiny-gemma2", GEMMA2, 2002), ("tiny-gemma3", GEMMA3, 3333),
+          ("tiny-qwen3-yarn", QWEN3_YARN, 7070))
 
 
 def main():

@@ -28,7 +28,8 @@ import sys
 import numpy as np
 
 IDS = [1, 17, 42, 255, 0, 128, 7, 7, 99, 200, 3, 64, 31, 250, 5, 77, 18, 142, 9, 233, 60, 2, 111, 45]
-MODELS = ("tiny-llama", "tiny-qwen3", "tiny-mistral", "tiny-phi3")
+MODELS = ("tiny-llama", "tiny-qwen3", "tiny-mistral", "tiny-phi3", "tiny-gemma2", "tiny-gemma3",
+          "tiny-qwen3-yarn")
 
 
 def read_safetensors(path):
@@ -61,10 +62,12 @@ def rms_norm(x, weight, eps, offset=0.0):
     return x / np.sqrt(var + eps) * (offset + weight)
 
 
-def rope_inv_freq(cfg, rot_dim, theta):
-    """inv_freq [rot_dim/2] and the cos/sin multiplier of transformers' rope initializers."""
+def rope_inv_freq(cfg, rot_dim, theta, r=None):
+    """inv_freq [rot_dim/2] and the cos/sin multiplier of transformers' rope initializers; `r`
+    is the scaling dict (default: the config's rope_scaling or rope_parameters)."""
     inv = 1.0 / theta ** (np.arange(0, rot_dim, 2, dtype=np.float64) / rot_dim)
-    r = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    if r is None:
+        r = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
     kind = r.get("rope_type", r.get("type", "default"))
     factor = 1.0
     if kind == "default":
@@ -89,6 +92,36 @@ def rope_inv_freq(cfg, rot_dim, theta):
         short = inv / np.array(r["short_factor"], dtype=np.float64)
         long = inv / np.array(r["long_factor"], dtype=np.float64)
         return (short, long, orig), factor
+    elif kind == "yarn":
+        # transformers' _compute_yarn_parameters: frequencies below the correction range are
+        # interpolated (divided by factor), above it extrapolated (kept), a linear ramp between.
+        orig = r.get("original_max_position_embeddings") or cfg["max_position_embeddings"]
+        f = r.get("factor") or cfg["max_position_embeddings"] / orig
+
+        def mscale(scale, m=1.0):
+            return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+        factor = r.get("attention_factor")
+        if factor is None:
+            if r.get("mscale") and r.get("mscale_all_dim"):
+                factor = mscale(f, r["mscale"]) / mscale(f, r["mscale_all_dim"])
+            else:
+                factor = mscale(f)
+        beta_fast = r.get("beta_fast") or 32
+        beta_slow = r.get("beta_slow") or 1
+
+        def correction_dim(rotations):
+            return rot_dim * math.log(orig / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+        low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+        if r.get("truncate", True):
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, rot_dim - 1)
+        if low == high:
+            high += 0.001
+        ramp = np.clip((np.arange(rot_dim // 2, dtype=np.float64) - low) / (high - low), 0, 1)
+        extrapolation = 1 - ramp
+        inv = inv / f * (1 - extrapolation) + inv * extrapolation
     else:
         raise SystemExit(f"rope type {kind} is not implemented in this reference")
     return inv, factor
@@ -112,13 +145,16 @@ def rope(x, positions, inv_freq, factor, rot_dim):
     return out
 
 
-def attention(q, k, v, scale, window):
-    """q [T, Hq, D], k/v [T, Hkv, D]; causal, optionally a sliding window of `window` keys."""
+def attention(q, k, v, scale, window, softcap=None):
+    """q [T, Hq, D], k/v [T, Hkv, D]; causal, optionally a sliding window of `window` keys and
+    a tanh soft-cap of the scaled scores (Gemma 2)."""
     t, hq, d = q.shape
     g = hq // k.shape[1]
     k = np.repeat(k, g, axis=1)
     v = np.repeat(v, g, axis=1)
     s = np.einsum("qhd,khd->hqk", q, k) * scale
+    if softcap:
+        s = np.tanh(s / softcap) * softcap
     qi = np.arange(t)[:, None]
     ki = np.arange(t)[None, :]
     visible = ki <= qi
@@ -133,6 +169,10 @@ def attention(q, k, v, scale, window):
 
 def silu(x):
     return x / (1.0 + np.exp(-x))
+
+
+def gelu_tanh(x):
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
 
 
 def split_fused(cfg, w):
@@ -204,7 +244,81 @@ def forward_llama_family(cfg, w, ids):
     return x @ head.T
 
 
+def gemma_rope(cfg, d):
+    """{layer type: (inv_freq, factor)}. Gemma 3 gives sliding layers their own base
+    (rope_local_base_freq) and keeps rope_scaling for the full layers; Gemma 2 has one rope."""
+    if "rope_parameters" in cfg and "full_attention" in cfg["rope_parameters"]:
+        params = cfg["rope_parameters"]
+    else:
+        glob = dict(cfg.get("rope_scaling") or {})
+        glob.setdefault("rope_theta", cfg.get("rope_theta", 10000.0))
+        loc = {"rope_type": "default", "rope_theta": cfg.get("rope_local_base_freq", 10000.0)}
+        if cfg["architectures"][0] == "Gemma2ForCausalLM":
+            loc = glob
+        params = {"full_attention": glob, "sliding_attention": loc}
+    return {t: rope_inv_freq(cfg, d, p["rope_theta"], p) for t, p in params.items()}
+
+
+def layer_types(cfg):
+    if cfg.get("layer_types"):
+        return cfg["layer_types"]
+    default = 2 if cfg["architectures"][0] == "Gemma2ForCausalLM" else 6
+    pattern = cfg.get("sliding_window_pattern", default)
+    return ["sliding_attention" if (i + 1) % pattern else "full_attention"
+            for i in range(cfg["num_hidden_layers"])]
+
+
+def forward_gemma(cfg, w, ids):
+    """Gemma 2 and Gemma 3 (text): scaled embedding, 1 + w norms on both sides of each block,
+    gelu-tanh MLP, query_pre_attn_scalar, soft-caps, sliding window on the sliding layers."""
+    gemma3 = cfg["architectures"][0] == "Gemma3ForCausalLM"
+    h = cfg["hidden_size"]
+    hq = cfg["num_attention_heads"]
+    hkv = cfg.get("num_key_value_heads", hq)
+    d = cfg.get("head_dim") or h // hq
+    eps = cfg.get("rms_norm_eps", 1e-6)
+    scale = cfg.get("query_pre_attn_scalar", 256) ** -0.5
+    attn_cap = None if gemma3 else cfg.get("attn_logit_softcapping", 50.0)
+    final_cap = cfg.get("final_logit_softcapping", None if gemma3 else 30.0)
+    types = layer_types(cfg)
+    ropes = gemma_rope(cfg, d)
+    pos = np.arange(len(ids))
+    # transformers multiplies by sqrt(hidden) rounded to the weights' dtype (float32 here).
+    x = w["model.embed_tokens.weight"][ids] * float(np.float32(h ** 0.5))
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+
+        def norm(name, v):
+            return rms_norm(v, w[p + name + ".weight"], eps, offset=1.0)
+
+        a = norm("input_layernorm", x)
+        q = (a @ w[p + "self_attn.q_proj.weight"].T).reshape(len(ids), hq, d)
+        k = (a @ w[p + "self_attn.k_proj.weight"].T).reshape(len(ids), hkv, d)
+        v = (a @ w[p + "self_attn.v_proj.weight"].T).reshape(len(ids), hkv, d)
+        if gemma3:
+            q = norm("self_attn.q_norm", q)
+            k = norm("self_attn.k_norm", k)
+        inv_freq, factor = ropes[types[i]]
+        q = rope(q, pos, inv_freq, factor, d)
+        k = rope(k, pos, inv_freq, factor, d)
+        window = cfg.get("sliding_window", 4096) if types[i] == "sliding_attention" else None
+        o = attention(q, k, v, scale, window, attn_cap).reshape(len(ids), hq * d)
+        x = x + norm("post_attention_layernorm", o @ w[p + "self_attn.o_proj.weight"].T)
+        m = norm("pre_feedforward_layernorm", x)
+        gate = m @ w[p + "mlp.gate_proj.weight"].T
+        up = m @ w[p + "mlp.up_proj.weight"].T
+        x = x + norm("post_feedforward_layernorm", (gelu_tanh(gate) * up) @ w[p + "mlp.down_proj.weight"].T)
+    x = rms_norm(x, w["model.norm.weight"], eps, offset=1.0)
+    head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings", True) else w["lm_head.weight"]
+    logits = x @ head.T
+    if final_cap:
+        logits = np.tanh(logits / final_cap) * final_cap
+    return logits
+
+
 FORWARD = {
+    "Gemma2ForCausalLM": forward_gemma,
+    "Gemma3ForCausalLM": forward_gemma,
     "LlamaForCausalLM": forward_llama_family,
     "Qwen2ForCausalLM": forward_llama_family,
     "Qwen3ForCausalLM": forward_llama_family,

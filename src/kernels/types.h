@@ -65,6 +65,9 @@ struct AttentionPlan {
   // (the last sliding_window positions, itself included); 0: full causal attention. The mask
   // depends on the absolute position alone, never on the batch.
   int sliding_window = 0;
+  // > 0: each scaled score s becomes logit_softcap * tanh(s / logit_softcap) before the softmax
+  // (Gemma 2's attention soft-capping); 0: off. A model constant, like the window.
+  float logit_softcap = 0.0f;
   // The query tokens of sequence s sit at absolute positions kv_lens[s] - q_len .. kv_lens[s]-1;
   // token t attends causally to positions 0..pos(t) (or its window).
 };

@@ -18,30 +18,33 @@ enum class ProbeOp : uint8_t {
   q_proj,
   k_proj,
   v_proj,
-  q_norm,  // Qwen3 only
-  k_norm,  // Qwen3 only
+  q_norm,  // Qwen3, Gemma 3 only
+  k_norm,  // Qwen3, Gemma 3 only
   rope_q,
   rope_k,
   attention,
   o_proj,
-  attn_residual,  // x += o_proj
+  post_attn_norm,  // Gemma only: norm of o_proj before the residual add
+  attn_residual,   // x += o_proj (its norm with Gemma)
   ffn_norm,
   gate_proj,
   up_proj,
   silu_mul,
+  gelu_tanh_mul,  // Gemma's GeGLU instead of silu_mul
   down_proj,
-  ffn_residual,  // x += down_proj
-  final_norm,    // layer = num_layers; rows are the logit rows
-  logits,        // layer = num_layers; rows are the logit rows
+  post_ffn_norm,  // Gemma only: norm of down_proj before the residual add
+  ffn_residual,   // x += down_proj (its norm with Gemma)
+  final_norm,     // layer = num_layers; rows are the logit rows
+  logits,         // layer = num_layers; rows are the logit rows
 };
 inline constexpr int kProbeOpCount = int(ProbeOp::logits) + 1;
 
 inline const char* probe_op_name(ProbeOp op) {
   static constexpr const char* kNames[kProbeOpCount] = {
-      "embedding", "attn_norm",     "q_proj",       "k_proj",     "v_proj",
-      "q_norm",    "k_norm",        "rope_q",       "rope_k",     "attention",
-      "o_proj",    "attn_residual", "ffn_norm",     "gate_proj",  "up_proj",
-      "silu_mul",  "down_proj",     "ffn_residual", "final_norm", "logits"};
+      "embedding",     "attn_norm",     "q_proj",       "k_proj",     "v_proj",   "q_norm",
+      "k_norm",        "rope_q",        "rope_k",       "attention",  "o_proj",   "post_attn_norm",
+      "attn_residual", "ffn_norm",      "gate_proj",    "up_proj",    "silu_mul", "gelu_tanh_mul",
+      "down_proj",     "post_ffn_norm", "ffn_residual", "final_norm", "logits"};
   return kNames[int(op)];
 }
 

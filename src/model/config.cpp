@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace invar::model {
@@ -16,9 +17,61 @@ std::string arch_name(Arch a) {
       return "mistral";
     case Arch::phi3:
       return "phi3";
+    case Arch::gemma2:
+      return "gemma2";
+    case Arch::gemma3:
+      return "gemma3";
   }
   return "unknown";
 }
+
+namespace {
+
+Status validate_scaling(const RopeScaling& s, int rot_dims, const std::string& where) {
+  if (s.kind != RopeScaling::Kind::none && (!(s.factor > 0.0f) || !std::isfinite(s.factor))) {
+    return Status::errorf("{}: rope scaling factor is {} (expected a positive number)", where,
+                          s.factor);
+  }
+  if (s.kind == RopeScaling::Kind::llama3) {
+    if (!(s.high_freq_factor > s.low_freq_factor) || !(s.low_freq_factor > 0.0f) ||
+        s.original_max_position <= 0) {
+      return Status::errorf(
+          "{}: llama3 rope scaling needs high_freq_factor > low_freq_factor > "
+          "0 and original_max_position_embeddings > 0 (got {}, {}, {})",
+          where, s.high_freq_factor, s.low_freq_factor, s.original_max_position);
+    }
+  }
+  if (s.kind == RopeScaling::Kind::longrope) {
+    const size_t half = size_t(rot_dims / 2);
+    if (s.short_factor.size() != half || s.long_factor.size() != half ||
+        s.original_max_position <= 0) {
+      return Status::errorf(
+          "{}: longrope needs short_factor and long_factor of rotary dims / 2 = {} entries and "
+          "original_max_position_embeddings > 0 (got {}, {}, {})",
+          where, half, s.short_factor.size(), s.long_factor.size(), s.original_max_position);
+    }
+    for (const auto* v : {&s.short_factor, &s.long_factor})
+      for (float f : *v)
+        if (!(f > 0.0f) || !std::isfinite(f))
+          return Status::errorf("{}: longrope factor {} (expected positive factors)", where, f);
+  }
+  if (s.kind == RopeScaling::Kind::yarn) {
+    if (s.original_max_position <= 0 || !(s.beta_fast > 0.0f) || !(s.beta_slow > 0.0f) ||
+        !std::isfinite(s.beta_fast) || !std::isfinite(s.beta_slow))
+      return Status::errorf(
+          "{}: yarn rope scaling needs original_max_position_embeddings, beta_fast and "
+          "beta_slow > 0 (got {}, {}, {})",
+          where, s.original_max_position, s.beta_fast, s.beta_slow);
+  }
+  if (s.kind == RopeScaling::Kind::longrope || s.kind == RopeScaling::Kind::yarn) {
+    if (!(s.attention_factor > 0.0f) || !std::isfinite(s.attention_factor))
+      return Status::errorf("{}: rope attention_factor is {} (expected a positive number)", where,
+                            s.attention_factor);
+  }
+  return {};
+}
+
+}  // namespace
 
 Status ModelConfig::validate(const std::string& where) const {
   auto positive = [&](const char* name, int v) -> Status {
@@ -54,37 +107,22 @@ Status ModelConfig::validate(const std::string& where) const {
   if (!(rope_theta > 0.0f) || !std::isfinite(rope_theta)) {
     return Status::errorf("{}: rope_theta is {} (expected a positive number)", where, rope_theta);
   }
-  const RopeScaling& s = rope_scaling;
-  if (s.kind != RopeScaling::Kind::none && (!(s.factor > 0.0f) || !std::isfinite(s.factor))) {
-    return Status::errorf("{}: rope scaling factor is {} (expected a positive number)", where,
-                          s.factor);
+  INVAR_RETURN_IF_ERROR(validate_scaling(rope_scaling, rope_dims(*this), where));
+  if (local_rope_theta != 0.0f) {
+    if (!(local_rope_theta > 0.0f) || !std::isfinite(local_rope_theta))
+      return Status::errorf("{}: local rope theta is {} (expected a positive number)", where,
+                            local_rope_theta);
+    INVAR_RETURN_IF_ERROR(
+        validate_scaling(local_rope_scaling, rope_dims(*this), where + " (local layers)"));
   }
-  if (s.kind == RopeScaling::Kind::llama3) {
-    if (!(s.high_freq_factor > s.low_freq_factor) || !(s.low_freq_factor > 0.0f) ||
-        s.original_max_position <= 0) {
+  if (!sliding_layers.empty() && sliding_layers.size() != size_t(num_layers))
+    return Status::errorf("{}: {} layer types for {} layers", where, sliding_layers.size(),
+                          num_layers);
+  for (float v : {embedding_scale, attention_scale, attn_softcap, final_softcap})
+    if (!(v >= 0.0f) || !std::isfinite(v))
       return Status::errorf(
-          "{}: llama3 rope scaling needs high_freq_factor > low_freq_factor > "
-          "0 and original_max_position_embeddings > 0 (got {}, {}, {})",
-          where, s.high_freq_factor, s.low_freq_factor, s.original_max_position);
-    }
-  }
-  if (s.kind == RopeScaling::Kind::longrope) {
-    const size_t half = size_t(rope_dims(*this) / 2);
-    if (s.short_factor.size() != half || s.long_factor.size() != half ||
-        s.original_max_position <= 0) {
-      return Status::errorf(
-          "{}: longrope needs short_factor and long_factor of rotary dims / 2 = {} entries and "
-          "original_max_position_embeddings > 0 (got {}, {}, {})",
-          where, half, s.short_factor.size(), s.long_factor.size(), s.original_max_position);
-    }
-    for (const auto* v : {&s.short_factor, &s.long_factor})
-      for (float f : *v)
-        if (!(f > 0.0f) || !std::isfinite(f))
-          return Status::errorf("{}: longrope factor {} (expected positive factors)", where, f);
-    if (!(s.attention_factor > 0.0f) || !std::isfinite(s.attention_factor))
-      return Status::errorf("{}: rope attention_factor is {} (expected a positive number)", where,
-                            s.attention_factor);
-  }
+          "{}: embedding scale, attention scale or soft-cap {} (expected a positive number)", where,
+          v);
   if (!rope_freq_factors.empty()) {
     if (rope_freq_factors.size() != size_t(head_dim / 2)) {
       return Status::errorf("{}: rope_freqs has {} factors (expected head_dim / 2 = {})", where,
@@ -99,18 +137,38 @@ Status ModelConfig::validate(const std::string& where) const {
   return {};
 }
 
-// Matches Hugging Face's rope initializers (default, linear, llama3, longrope); computed in double
-// and rounded once, so the table depends only on the config (R5).
+// Matches Hugging Face's rope initializers (default, linear, llama3, longrope, yarn); computed in
+// double and rounded once, so the table depends only on the config (R5).
 namespace {
 
-std::vector<float> inv_freq_table(const ModelConfig& c, bool long_factors) {
+constexpr double kPi = 3.14159265358979323846;
+
+// yarn's ramp over frequency i: 0 keeps it (extrapolation), 1 divides it by factor
+// (interpolation). The ends are the dims where a frequency turns beta_fast and beta_slow times
+// over the original context (transformers' find_correction_range and linear_ramp_factor).
+double yarn_ramp(const RopeScaling& s, double theta, int rot_dim, int i) {
+  auto correction_dim = [&](double rotations) {
+    return double(rot_dim) * std::log(double(s.original_max_position) / (rotations * 2.0 * kPi)) /
+           (2.0 * std::log(theta));
+  };
+  double low = correction_dim(double(s.beta_fast)), high = correction_dim(double(s.beta_slow));
+  if (s.truncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = std::max(low, 0.0);
+  high = std::min(high, double(rot_dim - 1));
+  if (low == high) high += 0.001;  // as transformers: no division by zero
+  return std::clamp((double(i) - low) / (high - low), 0.0, 1.0);
+}
+
+std::vector<float> inv_freq_table(const ModelConfig& c, float theta, const RopeScaling& s,
+                                  bool long_factors) {
   const int rot_dim = rope_dims(c);
   const int half = rot_dim / 2;
   std::vector<float> out(static_cast<size_t>(half));
-  const RopeScaling& s = c.rope_scaling;
-  constexpr double kPi = 3.14159265358979323846;
   for (int i = 0; i < half; ++i) {
-    double inv = 1.0 / std::pow(double(c.rope_theta), double(2 * i) / double(rot_dim));
+    double inv = 1.0 / std::pow(double(theta), double(2 * i) / double(rot_dim));
     switch (s.kind) {
       case RopeScaling::Kind::none:
         break;
@@ -135,6 +193,11 @@ std::vector<float> inv_freq_table(const ModelConfig& c, bool long_factors) {
         }
         break;
       }
+      case RopeScaling::Kind::yarn: {
+        const double ramp = yarn_ramp(s, double(theta), rot_dim, i);
+        inv = inv / double(s.factor) * ramp + inv * (1.0 - ramp);
+        break;
+      }
     }
     if (size_t(i) < c.rope_freq_factors.size()) inv /= double(c.rope_freq_factors[size_t(i)]);
     out[size_t(i)] = float(inv);
@@ -145,12 +208,36 @@ std::vector<float> inv_freq_table(const ModelConfig& c, bool long_factors) {
 }  // namespace
 
 std::vector<float> rope_inv_freq(const ModelConfig& c) {
-  return inv_freq_table(c, false);
+  return inv_freq_table(c, c.rope_theta, c.rope_scaling, false);
 }
 
 std::vector<float> rope_inv_freq_long(const ModelConfig& c) {
   if (c.rope_scaling.kind != RopeScaling::Kind::longrope) return {};
-  return inv_freq_table(c, true);
+  return inv_freq_table(c, c.rope_theta, c.rope_scaling, true);
+}
+
+std::vector<float> rope_inv_freq_local(const ModelConfig& c) {
+  if (c.local_rope_theta <= 0.0f) return {};
+  return inv_freq_table(c, c.local_rope_theta, c.local_rope_scaling, false);
+}
+
+std::vector<std::string> extended_features(const ModelConfig& c) {
+  std::vector<std::string> out;
+  if (c.post_norms) out.push_back("post-attention and post-feedforward norms");
+  if (c.activation == Activation::gelu_tanh) out.push_back("a gelu-tanh MLP");
+  if (c.embedding_scale > 0.0f) out.push_back("a scaled embedding");
+  if (c.attention_scale > 0.0f) out.push_back("query_pre_attn_scalar");
+  if (c.attn_softcap > 0.0f) out.push_back("attention soft-capping");
+  if (c.final_softcap > 0.0f) out.push_back("final logit soft-capping");
+  if (!c.sliding_layers.empty()) out.push_back("per-layer sliding windows");
+  if (c.local_rope_theta > 0.0f) out.push_back("a separate rope for sliding layers");
+  if (c.rope_scaling.kind == RopeScaling::Kind::yarn) out.push_back("yarn rope scaling");
+  return out;
+}
+
+float rope_attention_factor(const RopeScaling& s) {
+  const bool scaled = s.kind == RopeScaling::Kind::longrope || s.kind == RopeScaling::Kind::yarn;
+  return scaled ? s.attention_factor : 1.0f;
 }
 
 }  // namespace invar::model

@@ -6,6 +6,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <tuple>
 #include <utility>
 
 #include "core/json_depth.h"
@@ -109,11 +110,50 @@ Status parse_hf_rope_scaling(const json& r, const std::string& where, RopeScalin
     INVAR_ASSIGN_OR_RETURN(out->attention_factor, k.get_float("attention_factor", 0.0f));
     INVAR_ASSIGN_OR_RETURN(out->original_max_position,
                            k.get_int("original_max_position_embeddings", 0));
+  } else if (type == "yarn") {
+    out->kind = RopeScaling::Kind::yarn;
+    // factor, original_max_position_embeddings and attention_factor: 0 = not given (finish_yarn
+    // fills them in from the top level, as transformers does).
+    INVAR_ASSIGN_OR_RETURN(out->factor, k.get_float("factor", 0.0f));
+    INVAR_ASSIGN_OR_RETURN(out->original_max_position,
+                           k.get_int("original_max_position_embeddings", 0));
+    INVAR_ASSIGN_OR_RETURN(out->attention_factor, k.get_float("attention_factor", 0.0f));
+    INVAR_ASSIGN_OR_RETURN(out->mscale, k.get_float("mscale", 0.0f));
+    INVAR_ASSIGN_OR_RETURN(out->mscale_all_dim, k.get_float("mscale_all_dim", 0.0f));
+    // transformers: `beta_fast or 32`, `beta_slow or 1` (a 0 also takes the default).
+    INVAR_ASSIGN_OR_RETURN(out->beta_fast, k.get_float("beta_fast", 32.0f));
+    INVAR_ASSIGN_OR_RETURN(out->beta_slow, k.get_float("beta_slow", 1.0f));
+    if (out->beta_fast == 0.0f) out->beta_fast = 32.0f;
+    if (out->beta_slow == 0.0f) out->beta_slow = 1.0f;
+    INVAR_ASSIGN_OR_RETURN(out->truncate, k.get_bool("truncate", true));
   } else {
     return Status::errorf(
         "{}: rope type '{}' is not supported (supported: default, linear, "
-        "llama3, longrope)",
+        "llama3, longrope, yarn)",
         w, type);
+  }
+  return {};
+}
+
+// transformers' yarn defaults: original_max_position_embeddings from the top level, the rope
+// dict or else max_position_embeddings; factor = max_position / original when not given;
+// attention_factor = 0.1 ln(factor) + 1 (or the mscale / mscale_all_dim ratio of that form when
+// both are given), 1 for factor <= 1.
+Status finish_yarn(const HfKeys& k, int max_position, RopeScaling* s) {
+  // transformers lets a top-level value win over the rope dict's (standardize_rope_params).
+  if (k.has("original_max_position_embeddings")) {
+    INVAR_ASSIGN_OR_RETURN(s->original_max_position, k.get_int("original_max_position_embeddings"));
+  } else if (s->original_max_position <= 0) {
+    s->original_max_position = max_position;
+  }
+  if (s->factor <= 0.0f) s->factor = float(double(max_position) / s->original_max_position);
+  if (s->attention_factor <= 0.0f) {
+    auto mscale = [&](double m) {
+      return s->factor <= 1.0f ? 1.0 : 0.1 * m * std::log(double(s->factor)) + 1.0;
+    };
+    s->attention_factor = s->mscale > 0.0f && s->mscale_all_dim > 0.0f
+                              ? float(mscale(s->mscale) / mscale(s->mscale_all_dim))
+                              : float(mscale(1.0));
   }
   return {};
 }
@@ -146,6 +186,206 @@ Status finish_longrope(const HfKeys& k, int max_position, const std::string& whe
 Status reject_if_true(const HfKeys& k, const char* key, const std::string& where, const char* why) {
   INVAR_ASSIGN_OR_RETURN(bool v, k.get_bool(key, false));
   if (v) return Status::errorf("{}: '{}: true' is not supported ({})", where, key, why);
+  return {};
+}
+
+// Gemma 3's two ropes. transformers 5 writes rope_parameters = {"sliding_attention": {...},
+// "full_attention": {...}}; the released configs write rope_theta (global, default 1e6),
+// rope_local_base_freq (local, default 1e4) and a rope_scaling that applies to the full layers
+// only.
+Status parse_gemma3_rope(const HfKeys& k, const json* rope_params, const std::string& where,
+                         ModelConfig* c) {
+  const bool per_layer_type =
+      rope_params && rope_params->is_object() &&
+      (rope_params->contains("full_attention") || rope_params->contains("sliding_attention"));
+  c->rope_theta = 1000000.0f;
+  c->local_rope_theta = 10000.0f;
+  if (per_layer_type) {
+    for (auto [key, theta, scaling] :
+         {std::tuple{"full_attention", &c->rope_theta, &c->rope_scaling},
+          std::tuple{"sliding_attention", &c->local_rope_theta, &c->local_rope_scaling}}) {
+      if (!rope_params->contains(key) || (*rope_params)[key].is_null()) continue;
+      const json& r = (*rope_params)[key];
+      INVAR_RETURN_IF_ERROR(parse_hf_rope_scaling(r, where + " " + key, scaling));
+      INVAR_ASSIGN_OR_RETURN(*theta, HfKeys(r, where).get_float("rope_theta", *theta));
+    }
+  } else {
+    INVAR_ASSIGN_OR_RETURN(c->rope_theta, k.get_float("rope_theta", c->rope_theta));
+    INVAR_ASSIGN_OR_RETURN(c->local_rope_theta,
+                           k.get_float("rope_local_base_freq", c->local_rope_theta));
+    if (rope_params)
+      INVAR_RETURN_IF_ERROR(parse_hf_rope_scaling(*rope_params, where, &c->rope_scaling));
+  }
+  const RopeScaling::Kind local = c->local_rope_scaling.kind;
+  if (local != RopeScaling::Kind::none && local != RopeScaling::Kind::linear)
+    return Status::errorf(
+        "{}: rope scaling on the sliding layers must be none or linear (the local table has "
+        "no per-position or attention-factor handling)",
+        where);
+  return {};
+}
+
+// The Gemma 2 / 3 fields: gelu-tanh MLP, the scaled embedding, query_pre_attn_scalar, soft-caps,
+// the post-attention / post-feedforward norms and which layers slide (layer_types, or every
+// sliding_window_pattern-th layer full: Gemma 2 alternates, Gemma 3 defaults to 6).
+Status parse_gemma_fields(const json& j, const HfKeys& k, const std::string& where,
+                          ModelConfig* c) {
+  const bool gemma2 = c->arch == Arch::gemma2;
+  const char* act_key = k.has("hidden_activation") ? "hidden_activation" : "hidden_act";
+  if (k.has(act_key) && j[act_key] != "gelu_pytorch_tanh")
+    return Status::errorf("{}: {} {} is not supported (expected \"gelu_pytorch_tanh\")", where,
+                          act_key, j[act_key].dump());
+  c->activation = Activation::gelu_tanh;
+  c->post_norms = true;
+  INVAR_RETURN_IF_ERROR(
+      reject_if_true(k, "use_bidirectional_attention", where, "bidirectional attention"));
+
+  // transformers multiplies the embeddings by sqrt(hidden_size) rounded to the weights' dtype,
+  // the one the model runs in: the config's torch_dtype (transformers 5: dtype).
+  const double scale = std::sqrt(double(c->hidden_size));
+  std::string dtype = "float32";
+  for (const char* key : {"dtype", "torch_dtype"})
+    if (k.has(key) && j[key].is_string()) {
+      dtype = j[key].get<std::string>();
+      break;
+    }
+  c->embedding_scale = dtype == "bfloat16"  ? bf16_to_f32(f32_to_bf16(float(scale)))
+                       : dtype == "float16" ? f16_to_f32(f32_to_f16(float(scale)))
+                                            : float(scale);
+
+  INVAR_ASSIGN_OR_RETURN(float pre_attn, k.get_float("query_pre_attn_scalar", 256.0f));
+  if (!(pre_attn > 0.0f))
+    return Status::errorf("{}: query_pre_attn_scalar is {} (expected a positive number)", where,
+                          pre_attn);
+  c->attention_scale = float(1.0 / std::sqrt(double(pre_attn)));
+  // Absent keys take transformers' defaults; null turns the cap off. Gemma 3's attention
+  // ignores attn_logit_softcapping (transformers passes it no softcap), so it does too.
+  auto cap = [&](const char* key, float fallback) -> Result<float> {
+    if (!j.contains(key)) return fallback;
+    return k.get_float(key, 0.0f);
+  };
+  if (gemma2) {
+    INVAR_ASSIGN_OR_RETURN(c->attn_softcap, cap("attn_logit_softcapping", 50.0f));
+  }
+  INVAR_ASSIGN_OR_RETURN(c->final_softcap, cap("final_logit_softcapping", gemma2 ? 30.0f : 0.0f));
+
+  // The sliding window: absent means transformers' default 4096, null no window at all.
+  if (!j.contains("sliding_window")) {
+    c->sliding_window = 4096;
+  } else if (!j["sliding_window"].is_null()) {
+    INVAR_ASSIGN_OR_RETURN(c->sliding_window, k.get_int("sliding_window"));
+    if (c->sliding_window <= 0)
+      return Status::errorf("{}: key 'sliding_window' is {} (expected a positive integer or null)",
+                            where, c->sliding_window);
+  }
+  c->sliding_layers.assign(size_t(std::max(0, c->num_layers)), 0);
+  if (k.has("layer_types")) {
+    const json& types = j["layer_types"];
+    if (!types.is_array() || types.size() != c->sliding_layers.size())
+      return Status::errorf("{}: key 'layer_types' is {} (expected {} layer type names)", where,
+                            types.dump(), c->num_layers);
+    for (size_t l = 0; l < types.size(); ++l) {
+      if (types[l] != "sliding_attention" && types[l] != "full_attention")
+        return Status::errorf(
+            "{}: layer_types[{}] is {} (expected \"sliding_attention\" or \"full_attention\")",
+            where, l, types[l].dump());
+      c->sliding_layers[l] = types[l] == "sliding_attention";
+    }
+  } else {
+    INVAR_ASSIGN_OR_RETURN(int pattern, k.get_int("sliding_window_pattern", gemma2 ? 2 : 6));
+    if (pattern <= 0)
+      return Status::errorf("{}: sliding_window_pattern is {} (expected a positive integer)", where,
+                            pattern);
+    for (size_t l = 0; l < c->sliding_layers.size(); ++l)
+      c->sliding_layers[l] = (l + 1) % size_t(pattern) != 0;
+  }
+  return {};
+}
+
+// The Gemma fields of a llama.cpp GGUF file. Its converter stores every norm weight as 1 + w
+// already, so nothing is folded at load. What the file does not say, llama.cpp's loader fixes
+// and so does this: sqrt(hidden) embedding scale in f32; sliding layers every 2nd (Gemma 2) or
+// all but every 6th (Gemma 3, unless `attention.sliding_window_pattern` says otherwise); Gemma
+// 3's local rope base 10000; the attention scale 1 / sqrt(hidden / heads) for the 27B models
+// (46 or 62 layers), 1 / sqrt(head_dim) for the others, unless `attention.scale` is given.
+Status gemma_from_gguf(const GgufFile& f, const std::string& p, ModelConfig* c) {
+  const bool gemma2 = c->arch == Arch::gemma2;
+  auto optional_float = [&](const std::string& key, float fallback) -> Result<float> {
+    if (!f.has(p + key)) return fallback;
+    INVAR_ASSIGN_OR_RETURN(double v, f.get_float(p + key));
+    return float(v);
+  };
+  auto optional_int = [&](const std::string& key, int fallback) -> Result<int> {
+    if (!f.has(p + key)) return fallback;
+    INVAR_ASSIGN_OR_RETURN(int64_t v, f.get_int(p + key));
+    if (v <= 0 || v > std::numeric_limits<int>::max())
+      return Status::errorf("{}: metadata key '{}' is {} (expected a positive integer)", f.path(),
+                            p + key, v);
+    return int(v);
+  };
+  c->activation = Activation::gelu_tanh;
+  c->post_norms = true;
+  c->embedding_scale = float(std::sqrt(double(c->hidden_size)));
+  const bool is_27b = c->num_layers == (gemma2 ? 46 : 62);
+  const double pre_attn = is_27b ? double(c->hidden_size / c->num_heads) : double(c->head_dim);
+  INVAR_ASSIGN_OR_RETURN(c->attention_scale,
+                         optional_float("attention.scale", float(1.0 / std::sqrt(pre_attn))));
+  if (gemma2) {
+    INVAR_ASSIGN_OR_RETURN(c->attn_softcap, optional_float("attn_logit_softcapping", 50.0f));
+  }
+  INVAR_ASSIGN_OR_RETURN(c->final_softcap,
+                         optional_float("final_logit_softcapping", gemma2 ? 30.0f : 0.0f));
+  INVAR_ASSIGN_OR_RETURN(c->sliding_window, optional_int("attention.sliding_window", 4096));
+  INVAR_ASSIGN_OR_RETURN(int pattern,
+                         optional_int("attention.sliding_window_pattern", gemma2 ? 2 : 6));
+  c->sliding_layers.assign(size_t(c->num_layers), 0);
+  for (size_t l = 0; l < c->sliding_layers.size(); ++l)
+    c->sliding_layers[l] = (l + 1) % size_t(pattern) != 0;
+  if (!gemma2) c->local_rope_theta = 10000.0f;
+  return {};
+}
+
+// Phi-3's longrope in a llama.cpp GGUF file: the tensors rope_factors_short.weight and
+// rope_factors_long.weight ([rotary dims / 2] each), rope.scaling.original_context_length and
+// rope.scaling.attn_factor (derived as for config.json when absent); the optional
+// attention.sliding_window (0: none). The long factors apply per token from the original
+// context on (llama.cpp picks one table per context size; the two agree below it).
+Status phi3_from_gguf(const GgufFile& f, const std::string& p, ModelConfig* c) {
+  const std::string& where = f.path();
+  if (f.has(p + "attention.sliding_window")) {
+    INVAR_ASSIGN_OR_RETURN(int64_t w, f.get_int(p + "attention.sliding_window"));
+    if (w < 0 || w > std::numeric_limits<int>::max())
+      return Status::errorf("{}: {}attention.sliding_window is {} (expected >= 0)", where, p, w);
+    c->sliding_window = int(w);
+  }
+  const GgufTensorInfo* shorts = f.find_tensor("rope_factors_short.weight");
+  const GgufTensorInfo* longs = f.find_tensor("rope_factors_long.weight");
+  if (!shorts && !longs) return {};
+  const int64_t half = rope_dims(*c) / 2;
+  RopeScaling& s = c->rope_scaling;
+  for (auto [t, name, dst] : {std::tuple{shorts, "rope_factors_short.weight", &s.short_factor},
+                              std::tuple{longs, "rope_factors_long.weight", &s.long_factor}}) {
+    if (!t || t->shape != std::vector<int64_t>{half})
+      return Status::errorf("{}: tensor '{}' is missing or not [{}] (longrope needs both tables)",
+                            where, name, half);
+    dst->resize(size_t(half));
+    INVAR_RETURN_IF_ERROR(f.read_tensor(*t, DType::f32, dst->data()));
+  }
+  s.kind = RopeScaling::Kind::longrope;
+  INVAR_ASSIGN_OR_RETURN(int64_t orig, f.get_int(p + "rope.scaling.original_context_length"));
+  if (orig <= 0 || orig > std::numeric_limits<int>::max())
+    return Status::errorf("{}: {}rope.scaling.original_context_length is {} (expected > 0)", where,
+                          p, orig);
+  s.original_max_position = int(orig);
+  s.factor = float(double(c->max_position) / double(orig));
+  s.attention_factor =
+      s.factor <= 1.0f
+          ? 1.0f
+          : float(std::sqrt(1.0 + std::log(double(s.factor)) / std::log(double(orig))));
+  if (f.has(p + "rope.scaling.attn_factor")) {
+    INVAR_ASSIGN_OR_RETURN(double a, f.get_float(p + "rope.scaling.attn_factor"));
+    s.attention_factor = float(a);
+  }
   return {};
 }
 
@@ -192,12 +432,21 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
   } else if (arch_key == "Phi3ForCausalLM") {
     c.arch = Arch::phi3;
     default_max_position = 4096;
+  } else if (arch_key == "Gemma2ForCausalLM") {
+    c.arch = Arch::gemma2;
+    default_max_position = 8192;
+  } else if (arch_key == "Gemma3ForCausalLM") {
+    c.arch = Arch::gemma3;
+    c.qk_norm = true;
+    default_max_position = 131072;
   } else {
     return Status::errorf(
-        "{}: architecture '{}' is not supported (supported: LlamaForCausalLM, "
-        "MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)",
+        "{}: architecture '{}' is not supported (supported: Gemma2ForCausalLM, "
+        "Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM, "
+        "Qwen2ForCausalLM, Qwen3ForCausalLM)",
         where, arch_key);
   }
+  const bool gemma = c.arch == Arch::gemma2 || c.arch == Arch::gemma3;
 
   INVAR_ASSIGN_OR_RETURN(c.vocab_size, k.get_int("vocab_size"));
   INVAR_ASSIGN_OR_RETURN(c.hidden_size, k.get_int("hidden_size"));
@@ -219,7 +468,8 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
   INVAR_ASSIGN_OR_RETURN(c.max_position,
                          k.get_int("max_position_embeddings", default_max_position));
   INVAR_ASSIGN_OR_RETURN(c.rms_eps, k.get_float("rms_norm_eps", 1e-6f));
-  INVAR_ASSIGN_OR_RETURN(c.tie_embeddings, k.get_bool("tie_word_embeddings", false));
+  // transformers' Gemma configs tie by default, the others do not.
+  INVAR_ASSIGN_OR_RETURN(c.tie_embeddings, k.get_bool("tie_word_embeddings", gemma));
   c.rope_style = kernels::RopeStyle::half;
 
   const json* rope_params = nullptr;
@@ -227,16 +477,22 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
     rope_params = &j["rope_scaling"];
   else if (k.has("rope_parameters"))
     rope_params = &j["rope_parameters"];
-  if (k.has("rope_theta")) {
-    INVAR_ASSIGN_OR_RETURN(c.rope_theta, k.get_float("rope_theta", 10000.0f));
-  } else if (rope_params && rope_params->is_object()) {
-    INVAR_ASSIGN_OR_RETURN(c.rope_theta,
-                           HfKeys(*rope_params, where).get_float("rope_theta", 10000.0f));
+  if (c.arch == Arch::gemma3) {
+    INVAR_RETURN_IF_ERROR(parse_gemma3_rope(k, rope_params, where, &c));
+  } else {
+    if (k.has("rope_theta")) {
+      INVAR_ASSIGN_OR_RETURN(c.rope_theta, k.get_float("rope_theta", 10000.0f));
+    } else if (rope_params && rope_params->is_object()) {
+      INVAR_ASSIGN_OR_RETURN(c.rope_theta,
+                             HfKeys(*rope_params, where).get_float("rope_theta", 10000.0f));
+    }
+    if (rope_params)
+      INVAR_RETURN_IF_ERROR(parse_hf_rope_scaling(*rope_params, where, &c.rope_scaling));
   }
-  if (rope_params)
-    INVAR_RETURN_IF_ERROR(parse_hf_rope_scaling(*rope_params, where, &c.rope_scaling));
   if (c.rope_scaling.kind == RopeScaling::Kind::longrope)
     INVAR_RETURN_IF_ERROR(finish_longrope(k, c.max_position, where, &c.rope_scaling));
+  if (c.rope_scaling.kind == RopeScaling::Kind::yarn)
+    INVAR_RETURN_IF_ERROR(finish_yarn(k, c.max_position, &c.rope_scaling));
   // Partial rotary (Phi-3): rope rotates int(head_dim * partial_rotary_factor) leading dims.
   float partial = 1.0f;
   if (k.has("partial_rotary_factor")) {
@@ -251,7 +507,9 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
   }
   if (partial != 1.0f) c.rotary_dim = int(double(c.head_dim) * double(partial));
 
-  if (k.has("hidden_act") && j["hidden_act"] != "silu") {
+  if (gemma) {
+    INVAR_RETURN_IF_ERROR(parse_gemma_fields(j, k, where, &c));
+  } else if (k.has("hidden_act") && j["hidden_act"] != "silu") {
     return Status::errorf("{}: hidden_act {} is not supported (expected \"silu\")", where,
                           j["hidden_act"].dump());
   }
@@ -274,7 +532,7 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
             c.sliding_window);
       }
     }
-  } else {
+  } else if (!gemma) {
     INVAR_RETURN_IF_ERROR(
         reject_if_true(k, "use_sliding_window", where, "sliding-window attention"));
   }
@@ -308,10 +566,17 @@ Result<ModelConfig> config_from_gguf(const GgufFile& f) {
     c.arch = Arch::qwen3;
     c.qk_norm = true;
     c.rope_style = kernels::RopeStyle::half;
+  } else if (arch == "phi3") {
+    c.arch = Arch::phi3;
+    c.rope_style = kernels::RopeStyle::half;
+  } else if (arch == "gemma2" || arch == "gemma3") {
+    c.arch = arch == "gemma2" ? Arch::gemma2 : Arch::gemma3;
+    c.qk_norm = c.arch == Arch::gemma3;
+    c.rope_style = kernels::RopeStyle::half;  // Gemma's q/k rows are not permuted
   } else {
     return Status::errorf(
-        "{}: general.architecture '{}' is not supported (supported: llama, "
-        "qwen2, qwen3)",
+        "{}: general.architecture '{}' is not supported (supported: gemma2, gemma3, llama, "
+        "phi3, qwen2, qwen3)",
         where, arch);
   }
   const std::string p = arch + ".";
@@ -365,14 +630,16 @@ Result<ModelConfig> config_from_gguf(const GgufFile& f) {
   }
   if (f.has(p + "rope.dimension_count")) {
     INVAR_ASSIGN_OR_RETURN(int rot, get_int("rope.dimension_count"));
-    if (rot != c.head_dim) {
+    if (c.arch == Arch::phi3 && rot != c.head_dim) {
+      c.rotary_dim = rot;  // Phi-3's partial rotary
+    } else if (rot != c.head_dim) {
       return Status::errorf(
           "{}: {}rope.dimension_count {} differs from head_dim {} (partial "
           "rotary embeddings are not supported)",
           where, p, rot, c.head_dim);
     }
   }
-  c.rope_theta = 10000.0f;
+  c.rope_theta = c.arch == Arch::gemma3 ? 1000000.0f : 10000.0f;
   if (f.has(p + "rope.freq_base")) {
     INVAR_ASSIGN_OR_RETURN(c.rope_theta, get_float("rope.freq_base"));
   }
@@ -390,7 +657,7 @@ Result<ModelConfig> config_from_gguf(const GgufFile& f) {
     const std::string key =
         f.has(p + "rope.scaling.factor") ? "rope.scaling.factor" : "rope.scale_linear";
     INVAR_ASSIGN_OR_RETURN(c.rope_scaling.factor, get_float(key));
-  } else if (scaling != "none") {
+  } else if (scaling != "none" && !(c.arch == Arch::phi3 && scaling == "longrope")) {
     return Status::errorf(
         "{}: {}rope.scaling.type '{}' is not supported (supported: none, "
         "linear)",
@@ -423,6 +690,9 @@ Result<ModelConfig> config_from_gguf(const GgufFile& f) {
     c.rope_freq_factors.resize(size_t(c.head_dim / 2));
     INVAR_RETURN_IF_ERROR(f.read_tensor(*t, DType::f32, c.rope_freq_factors.data()));
   }
+  if (c.arch == Arch::gemma2 || c.arch == Arch::gemma3)
+    INVAR_RETURN_IF_ERROR(gemma_from_gguf(f, p, &c));
+  if (c.arch == Arch::phi3) INVAR_RETURN_IF_ERROR(phi3_from_gguf(f, p, &c));
   INVAR_RETURN_IF_ERROR(c.validate(where));
   return c;
 }

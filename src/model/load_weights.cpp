@@ -52,6 +52,12 @@ std::string gguf_tensor_name(WeightRole role, int layer) {
       return b + "ffn_up.weight";
     case WeightRole::w_down:
       return b + "ffn_down.weight";
+    case WeightRole::post_attn_norm:
+      return b + "post_attention_norm.weight";
+    case WeightRole::pre_ffn_norm:
+      return b + "ffn_norm.weight";
+    case WeightRole::post_ffn_norm:
+      return b + "post_ffw_norm.weight";
   }
   return "?";
 }
@@ -93,6 +99,12 @@ std::string hf_tensor_name(WeightRole role, int layer) {
       return b + "mlp.up_proj.weight";
     case WeightRole::w_down:
       return b + "mlp.down_proj.weight";
+    case WeightRole::post_attn_norm:
+      return b + "post_attention_layernorm.weight";
+    case WeightRole::pre_ffn_norm:
+      return b + "pre_feedforward_layernorm.weight";
+    case WeightRole::post_ffn_norm:
+      return b + "post_feedforward_layernorm.weight";
   }
   return "?";
 }
@@ -130,20 +142,24 @@ Status check_finite(const HostTensor& t, const std::string& where, const std::st
 }
 
 // A slot stored as a block of rows of a fused tensor: Phi-3 keeps q/k/v in one `qkv_proj`
-// [Hq*D + 2*Hkv*D, H] and gate/up in one `gate_up_proj` [2*I, H]; they are split at load into
-// the ordinary slots, so the forward pass never sees the fusion.
+// [Hq*D + 2*Hkv*D, H] and gate/up in one `gate_up_proj` [2*I, H] (GGUF: `attn_qkv`, and
+// `ffn_up` holding gate then up); they are split at load into the ordinary slots, so the forward
+// pass never sees the fusion.
 struct RowBlock {
   std::string name;                 // the fused tensor
   std::vector<int64_t> file_shape;  // its shape
   int64_t row0 = 0;                 // the slot's first row in it
 };
 
-std::optional<RowBlock> fused_rows(const ModelConfig& c, const WeightSlot& s) {
+std::optional<RowBlock> fused_rows(const ModelConfig& c, const WeightSlot& s, bool gguf) {
   if (c.arch != Arch::phi3 || s.layer < 0) return std::nullopt;
   const int64_t h = c.hidden_size, inter = c.intermediate_size;
   const int64_t q = int64_t(c.num_heads) * c.head_dim, kv = int64_t(c.num_kv_heads) * c.head_dim;
-  const std::string b = "model.layers." + std::to_string(s.layer) + ".";
-  const std::string qkv = b + "self_attn.qkv_proj.weight", gate_up = b + "mlp.gate_up_proj.weight";
+  const std::string l = std::to_string(s.layer);
+  const std::string qkv =
+      gguf ? "blk." + l + ".attn_qkv.weight" : "model.layers." + l + ".self_attn.qkv_proj.weight";
+  const std::string gate_up =
+      gguf ? "blk." + l + ".ffn_up.weight" : "model.layers." + l + ".mlp.gate_up_proj.weight";
   switch (s.role) {
     case WeightRole::wq:
       return RowBlock{qkv, {q + 2 * kv, h}, 0};
@@ -162,16 +178,17 @@ std::optional<RowBlock> fused_rows(const ModelConfig& c, const WeightSlot& s) {
 
 // Reads every slot of the config from a format: `shape_of(name)` gives a tensor's shape or
 // nullopt, `load(name, slot, block)` the slot's tensor (shape checked; `block`, when not null,
-// says which rows of the fused tensor `name` it is), in whatever DType the options ask.
+// says which rows of the fused tensor `name` it is), in whatever DType the options ask. `gguf`
+// picks the fused tensors' names (Phi-3) of that format.
 template <typename ShapeOf, typename Load>
 Result<ModelWeights> read_weights(const ModelConfig& c, const std::string& where,
                                   std::string (*name_of)(WeightRole, int), ShapeOf shape_of,
-                                  Load load, const LoadProgress& progress, bool fused) {
+                                  Load load, const LoadProgress& progress, bool gguf) {
   ModelWeights w;
   const int64_t total = progress ? weight_elements(c) : 0;
   int64_t done = 0;
   INVAR_RETURN_IF_ERROR(for_each_weight_slot(c, w, [&](const WeightSlot& s) -> Status {
-    const std::optional<RowBlock> block = fused ? fused_rows(c, s) : std::nullopt;
+    const std::optional<RowBlock> block = fused_rows(c, s, gguf);
     const std::string name = block ? block->name : name_of(s.role, s.layer);
     const std::vector<int64_t>& expected = block ? block->file_shape : s.shape;
     std::optional<std::vector<int64_t>> shape = shape_of(name);
@@ -198,6 +215,19 @@ DType converted_dtype(const WeightSlot& s, const LoadOptions& options) {
   return s.matrix ? options.weight_dtype.value_or(DType::f32) : DType::f32;
 }
 
+// Gemma's checkpoints store each RMSNorm weight as w and scale by (1 + w), computed in f32
+// (transformers' Gemma2RMSNorm). Adding the 1 here, in f32, gives the same factors, so the
+// forward pass keeps one norm. (GGUF converters already store 1 + w.)
+void fold_norm_offset(LoadedModel& m) {
+  Status st = for_each_weight_slot(m.config, m.weights, [](const WeightSlot& s) -> Status {
+    if (!is_norm_role(s.role)) return {};
+    float* w = s.tensor->f32();
+    for (int64_t i = 0; i < s.tensor->numel(); ++i) w[i] = 1.0f + w[i];
+    return {};
+  });
+  (void)st;  // the visitor never fails
+}
+
 }  // namespace
 
 Result<LoadedModel> load_gguf_model(const std::string& path, const LoadOptions& options) {
@@ -210,23 +240,40 @@ Result<LoadedModel> load_gguf_model(const std::string& path, const LoadOptions& 
     if (!t) return std::nullopt;
     return t->shape;
   };
+  HostTensor fused;  // the last fused tensor converted, kept for its other slots
+  std::string fused_name;
   auto load = [&](const std::string& name, const WeightSlot& s,
-                  const RowBlock* /*none in GGUF*/) -> Result<HostTensor> {
+                  const RowBlock* block) -> Result<HostTensor> {
     const GgufTensorInfo& t = *f.find_tensor(name);
     HostTensor h;
+    const int64_t row0 = block ? block->row0 : 0;
     if (s.matrix && !options.weight_dtype) {  // as stored, in place in the mapping
       INVAR_ASSIGN_OR_RETURN(h.dtype, f.stored_dtype(t));
       INVAR_ASSIGN_OR_RETURN(const uint8_t* data, f.tensor_data(t));
       h.shape = s.shape;
-      h.bytes = HostBytes::view(f.mapping(), data, size_t(t.nbytes));
+      // A fused tensor's slot is whole rows of it (packed rows hold whole blocks).
+      const size_t row_bytes = dtype_row_bytes(h.dtype, s.shape[1]);
+      h.bytes = HostBytes::view(f.mapping(), data + size_t(row0) * row_bytes,
+                                size_t(s.shape[0]) * row_bytes);
       return h;
     }
     h = HostTensor::zeros(converted_dtype(s, options), s.shape);
-    INVAR_RETURN_IF_ERROR(f.read_tensor(t, h.dtype, h.bytes.data()));
+    if (!block) {
+      INVAR_RETURN_IF_ERROR(f.read_tensor(t, h.dtype, h.bytes.data()));
+      return h;
+    }
+    if (fused_name != name || fused.dtype != h.dtype) {
+      fused = HostTensor::zeros(h.dtype, block->file_shape);
+      INVAR_RETURN_IF_ERROR(f.read_tensor(t, h.dtype, fused.bytes.data()));
+      fused_name = name;
+    }
+    const size_t row_bytes = dtype_row_bytes(h.dtype, s.shape[1]);
+    std::memcpy(h.bytes.data(), fused.bytes.data() + size_t(row0) * row_bytes,
+                size_t(s.shape[0]) * row_bytes);
     return h;
   };
   INVAR_ASSIGN_OR_RETURN(m.weights, read_weights(m.config, path, gguf_tensor_name, shape_of, load,
-                                                 options.progress, false));
+                                                 options.progress, true));
   return m;
 }
 
@@ -268,7 +315,8 @@ Result<LoadedModel> load_hf_model(const std::string& dir, const std::string& sin
     return h;
   };
   INVAR_ASSIGN_OR_RETURN(m.weights, read_weights(m.config, set.where(), hf_tensor_name, shape_of,
-                                                 load, options.progress, true));
+                                                 load, options.progress, false));
+  if (m.config.arch == Arch::gemma2 || m.config.arch == Arch::gemma3) fold_norm_offset(m);
   return m;
 }
 

@@ -16,17 +16,23 @@ Transformer::Transformer(const ModelConfig& config, const ModelWeights& weights,
       pool_(pool),
       mode_(mode),
       inv_freq_(rope_inv_freq(config)),
-      inv_freq_long_(rope_inv_freq_long(config)) {}
+      inv_freq_long_(rope_inv_freq_long(config)),
+      inv_freq_local_(rope_inv_freq_local(config)) {}
 
 // Rope at each token's absolute position. With longrope the table is chosen per token by its
 // position (short below original_max_position, long from there), so over runs of tokens that
-// share a table: rope is element-wise per token, and the runs change no bit.
-void Transformer::apply_rope(float* x, const BatchPlan& plan, int tokens, int heads) {
+// share a table: rope is element-wise per token, and the runs change no bit. Gemma 3's sliding
+// layers use their own table (a function of the layer, never of the batch).
+void Transformer::apply_rope(int layer, float* x, const BatchPlan& plan, int tokens, int heads) {
   const int64_t d = config_.head_dim;
-  const float factor = config_.rope_scaling.kind == RopeScaling::Kind::longrope
-                           ? config_.rope_scaling.attention_factor
-                           : 1.0f;
   const int rot = int(inv_freq_.size() * 2);
+  if (!inv_freq_local_.empty() && layer_is_sliding(config_, layer)) {
+    kernels::RopeParams p{config_.rope_style, rot, inv_freq_local_.data(),
+                          rope_attention_factor(config_.local_rope_scaling)};
+    cpu::rope(x, plan.positions.data(), tokens, heads, int(d), p, pool_);
+    return;
+  }
+  const float factor = rope_attention_factor(config_.rope_scaling);
   if (inv_freq_long_.empty()) {
     kernels::RopeParams p{config_.rope_style, rot, inv_freq_.data(), factor};
     cpu::rope(x, plan.positions.data(), tokens, heads, int(d), p, pool_);
@@ -67,6 +73,9 @@ Status Transformer::forward(const BatchPlan& plan, KvCache& cache, std::vector<f
   h_.resize(x_.size());
   if (probe_) probe_->begin_step(plan);
   cpu::embedding(weights_.embedding.ref(), plan.token_ids.data(), tokens, x_.data(), pool_);
+  if (config_.embedding_scale > 0.0f) {  // Gemma; one exact-order multiply per element
+    for (float& v : x_) v *= config_.embedding_scale;
+  }
   probe(-1, ProbeOp::embedding, x_.data(), tokens, hidden);
 
   for (int l = 0; l < config_.num_layers; ++l) {
@@ -85,6 +94,8 @@ Status Transformer::forward(const BatchPlan& plan, KvCache& cache, std::vector<f
   probe(config_.num_layers, ProbeOp::final_norm, rows_.data(), rows, hidden);
   logits.resize(size_t(rows) * config_.vocab_size);
   linear(rows_.data(), weights_.output().ref(), nullptr, rows, logits.data());
+  if (config_.final_softcap > 0.0f)
+    cpu::softcap(logits.data(), int64_t(logits.size()), config_.final_softcap, pool_);
   probe(config_.num_layers, ProbeOp::logits, logits.data(), rows, config_.vocab_size);
   return Status();
 }
@@ -107,7 +118,7 @@ void Transformer::attention_block(int l, const BatchPlan& plan, KvCache& cache, 
   probe(l, ProbeOp::k_proj, k_.data(), tokens, hkv * d);
   linear(h_.data(), w.wv.ref(), bias(w.bv), tokens, v_.data());
   probe(l, ProbeOp::v_proj, v_.data(), tokens, hkv * d);
-  if (config_.qk_norm) {  // per-head RMSNorm (Qwen3), before rope
+  if (config_.qk_norm) {  // per-head RMSNorm (Qwen3, Gemma 3), before rope
     cpu::rmsnorm(q_.data(), w.q_norm.f32(), int64_t(tokens) * hq, d, config_.rms_eps, q_.data(),
                  pool_);
     probe(l, ProbeOp::q_norm, q_.data(), tokens, hq * d);
@@ -115,21 +126,28 @@ void Transformer::attention_block(int l, const BatchPlan& plan, KvCache& cache, 
                  pool_);
     probe(l, ProbeOp::k_norm, k_.data(), tokens, hkv * d);
   }
-  apply_rope(q_.data(), plan, tokens, hq);
+  apply_rope(l, q_.data(), plan, tokens, hq);
   probe(l, ProbeOp::rope_q, q_.data(), tokens, hq * d);
-  apply_rope(k_.data(), plan, tokens, hkv);
+  apply_rope(l, k_.data(), plan, tokens, hkv);
   probe(l, ProbeOp::rope_k, k_.data(), tokens, hkv * d);
 
   kernels::KvLayerRef layer = cache.layer(l);
   cpu::kv_store(k_.data(), v_.data(), plan.slots.data(), tokens, layer, pool_);
   kernels::AttentionPlan ap{plan.num_seqs(),          plan.q_indptr.data(),    plan.kv_lens.data(),
                             plan.block_tables.data(), plan.max_blocks_per_seq, cache.block_size(),
-                            config_.sliding_window};
-  cpu::attention(q_.data(), layer, ap, hq, 1.0f / std::sqrt(float(d)), attn_.data(), pool_);
+                            layer_window(config_, l), config_.attn_softcap};
+  const float scale =
+      config_.attention_scale > 0.0f ? config_.attention_scale : 1.0f / std::sqrt(float(d));
+  cpu::attention(q_.data(), layer, ap, hq, scale, attn_.data(), pool_);
   probe(l, ProbeOp::attention, attn_.data(), tokens, hq * d);
 
   linear(attn_.data(), w.wo.ref(), nullptr, tokens, h_.data());
   probe(l, ProbeOp::o_proj, h_.data(), tokens, hidden);
+  if (config_.post_norms) {
+    cpu::rmsnorm(h_.data(), w.post_attn_norm.f32(), tokens, hidden, config_.rms_eps, h_.data(),
+                 pool_);
+    probe(l, ProbeOp::post_attn_norm, h_.data(), tokens, hidden);
+  }
   cpu::add(x_.data(), h_.data(), int64_t(tokens) * hidden, pool_);
   probe(l, ProbeOp::attn_residual, x_.data(), tokens, hidden);
 }
@@ -145,10 +163,20 @@ void Transformer::mlp_block(int l, int tokens) {
   probe(l, ProbeOp::gate_proj, gate_.data(), tokens, inter);
   linear(h_.data(), w.w_up.ref(), nullptr, tokens, up_.data());
   probe(l, ProbeOp::up_proj, up_.data(), tokens, inter);
-  cpu::silu_mul(gate_.data(), up_.data(), int64_t(tokens) * inter, gate_.data(), pool_);
-  probe(l, ProbeOp::silu_mul, gate_.data(), tokens, inter);
+  if (config_.activation == Activation::gelu_tanh) {
+    cpu::gelu_tanh_mul(gate_.data(), up_.data(), int64_t(tokens) * inter, gate_.data(), pool_);
+    probe(l, ProbeOp::gelu_tanh_mul, gate_.data(), tokens, inter);
+  } else {
+    cpu::silu_mul(gate_.data(), up_.data(), int64_t(tokens) * inter, gate_.data(), pool_);
+    probe(l, ProbeOp::silu_mul, gate_.data(), tokens, inter);
+  }
   linear(gate_.data(), w.w_down.ref(), nullptr, tokens, h_.data());
   probe(l, ProbeOp::down_proj, h_.data(), tokens, hidden);
+  if (config_.post_norms) {
+    cpu::rmsnorm(h_.data(), w.post_ffn_norm.f32(), tokens, hidden, config_.rms_eps, h_.data(),
+                 pool_);
+    probe(l, ProbeOp::post_ffn_norm, h_.data(), tokens, hidden);
+  }
   cpu::add(x_.data(), h_.data(), int64_t(tokens) * hidden, pool_);
   probe(l, ProbeOp::ffn_residual, x_.data(), tokens, hidden);
 }

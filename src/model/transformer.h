@@ -1,5 +1,7 @@
-// The decoder-only transformer forward pass (Llama, Qwen2, Qwen3, Mistral, Phi-3) over a varlen
-// batch with a paged KV cache, on the CPU kernels.
+// The decoder-only transformer forward pass (Llama, Qwen2, Qwen3, Mistral, Phi-3, Gemma 2/3) over
+// a varlen batch with a paged KV cache, on the CPU kernels. Gemma's differences are config
+// switches (ModelConfig): scaled embedding, post norms, GeGLU, soft-caps, per-layer windows and
+// ropes.
 //   T = tokens in the step, H = hidden, Hq/Hkv = query/kv heads, D = head dim,
 //   I = intermediate size, V = vocab, L = rows of logits requested
 #pragma once
@@ -36,7 +38,7 @@ class Transformer {
  private:
   void attention_block(int layer, const BatchPlan& plan, KvCache& cache, int tokens);
   void mlp_block(int layer, int tokens);
-  void apply_rope(float* x, const BatchPlan& plan, int tokens, int heads);
+  void apply_rope(int layer, float* x, const BatchPlan& plan, int tokens, int heads);
   Status check_plan(const BatchPlan& plan, const KvCache& cache) const;
   void linear(const float* x, const kernels::WeightRef& w, const float* bias, int64_t m, float* y);
   void probe(int layer, ProbeOp op, float* data, int64_t rows, int64_t width) {
@@ -50,6 +52,7 @@ class Transformer {
   ActivationProbe* probe_ = nullptr;
   std::vector<float> inv_freq_;
   std::vector<float> inv_freq_long_;  // longrope: positions >= original_max_position; else empty
+  std::vector<float> inv_freq_local_;  // Gemma 3's sliding layers (local_rope_theta); else empty
   // Scratch activations, grown to the largest step seen.
   std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_, rows_;
 };

@@ -31,7 +31,29 @@ enum class WeightRole : uint8_t {
   w_gate,
   w_up,
   w_down,
+  // Gemma: norms on both sides of each block. Its pre-MLP norm is `pre_ffn_norm` (same slot
+  // as ffn_norm, another file name); post_attn_norm and post_ffn_norm only with post_norms.
+  post_attn_norm,
+  pre_ffn_norm,
+  post_ffn_norm,
 };
+
+// RMSNorm weights (f32 vectors, centered on 1 once loaded).
+inline bool is_norm_role(WeightRole r) {
+  switch (r) {
+    case WeightRole::attn_norm:
+    case WeightRole::ffn_norm:
+    case WeightRole::final_norm:
+    case WeightRole::q_norm:
+    case WeightRole::k_norm:
+    case WeightRole::post_attn_norm:
+    case WeightRole::pre_ffn_norm:
+    case WeightRole::post_ffn_norm:
+      return true;
+    default:
+      return false;
+  }
+}
 
 struct WeightSlot {
   WeightRole role;
@@ -42,7 +64,7 @@ struct WeightSlot {
 };
 
 // Calls fn for every tensor `config` needs, in a fixed order, and stops at the first error.
-// lm_head is skipped when tied; biases and q/k norms only when the config has them.
+// lm_head is skipped when tied; biases, q/k norms and post norms only when the config has them.
 Status for_each_weight_slot(const ModelConfig& config, ModelWeights& weights,
                             const std::function<Status(const WeightSlot&)>& fn);
 

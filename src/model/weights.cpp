@@ -75,6 +75,8 @@ Status for_each_weight_slot(const ModelConfig& c, ModelWeights& w,
     INVAR_RETURN_IF_ERROR(fn({R::wk, l, {kv, h}, true, &L.wk}));
     INVAR_RETURN_IF_ERROR(fn({R::wv, l, {kv, h}, true, &L.wv}));
     INVAR_RETURN_IF_ERROR(fn({R::wo, l, {h, q}, true, &L.wo}));
+    if (c.post_norms)
+      INVAR_RETURN_IF_ERROR(fn({R::post_attn_norm, l, {h}, false, &L.post_attn_norm}));
     if (c.attention_bias) {
       INVAR_RETURN_IF_ERROR(fn({R::bq, l, {q}, false, &L.bq}));
       INVAR_RETURN_IF_ERROR(fn({R::bk, l, {kv}, false, &L.bk}));
@@ -84,10 +86,13 @@ Status for_each_weight_slot(const ModelConfig& c, ModelWeights& w,
       INVAR_RETURN_IF_ERROR(fn({R::q_norm, l, {c.head_dim}, false, &L.q_norm}));
       INVAR_RETURN_IF_ERROR(fn({R::k_norm, l, {c.head_dim}, false, &L.k_norm}));
     }
-    INVAR_RETURN_IF_ERROR(fn({R::ffn_norm, l, {h}, false, &L.ffn_norm}));
+    INVAR_RETURN_IF_ERROR(
+        fn({c.post_norms ? R::pre_ffn_norm : R::ffn_norm, l, {h}, false, &L.ffn_norm}));
     INVAR_RETURN_IF_ERROR(fn({R::w_gate, l, {inter, h}, true, &L.w_gate}));
     INVAR_RETURN_IF_ERROR(fn({R::w_up, l, {inter, h}, true, &L.w_up}));
     INVAR_RETURN_IF_ERROR(fn({R::w_down, l, {h, inter}, true, &L.w_down}));
+    if (c.post_norms)
+      INVAR_RETURN_IF_ERROR(fn({R::post_ffn_norm, l, {h}, false, &L.post_ffn_norm}));
   }
   INVAR_RETURN_IF_ERROR(fn({R::final_norm, -1, {h}, false, &w.final_norm}));
   if (!c.tie_embeddings) INVAR_RETURN_IF_ERROR(fn({R::lm_head, -1, {v, h}, true, &w.lm_head}));
@@ -168,10 +173,7 @@ ModelWeights random_weights(const ModelConfig& config, uint64_t seed, DType weig
   Status st = for_each_weight_slot(config, w, [&](const WeightSlot& s) -> Status {
     *s.tensor = HostTensor::zeros(s.matrix ? weight_dtype : DType::f32, s.shape);
     const uint64_t key = splitmix64(seed ^ splitmix64(slot_id(s)));
-    const bool is_norm = s.role == WeightRole::attn_norm || s.role == WeightRole::ffn_norm ||
-                         s.role == WeightRole::final_norm || s.role == WeightRole::q_norm ||
-                         s.role == WeightRole::k_norm;
-    if (is_norm) {
+    if (is_norm_role(s.role)) {
       fill_random(*s.tensor, key, 1.0f, 0.125f);
     } else {
       // ~1/sqrt(fan_in) keeps activations O(1) through the layers; sqrt is correctly rounded.

@@ -64,6 +64,8 @@ struct LayerWeights {
   HostTensor q_norm, k_norm;        // [D] f32 (qk_norm only)
   HostTensor ffn_norm;              // [H] f32
   HostTensor w_gate, w_up, w_down;  // [I, H], [I, H], [H, I]
+  // post_norms only (Gemma): applied to the attention and MLP outputs before the residual add.
+  HostTensor post_attn_norm, post_ffn_norm;  // [H] f32
 };
 
 struct ModelWeights {

@@ -12,9 +12,9 @@ using model::ProbeOp;
 constexpr uint32_t bit(ProbeOp op) {
   return 1u << int(op);
 }
-constexpr uint32_t kNormOps = bit(ProbeOp::attn_norm) | bit(ProbeOp::ffn_norm) |
-                              bit(ProbeOp::q_norm) | bit(ProbeOp::k_norm) |
-                              bit(ProbeOp::final_norm);
+constexpr uint32_t kNormOps =
+    bit(ProbeOp::attn_norm) | bit(ProbeOp::ffn_norm) | bit(ProbeOp::q_norm) | bit(ProbeOp::k_norm) |
+    bit(ProbeOp::post_attn_norm) | bit(ProbeOp::post_ffn_norm) | bit(ProbeOp::final_norm);
 constexpr uint32_t kGemmOps = bit(ProbeOp::q_proj) | bit(ProbeOp::k_proj) | bit(ProbeOp::v_proj) |
                               bit(ProbeOp::o_proj) | bit(ProbeOp::gate_proj) |
                               bit(ProbeOp::up_proj) | bit(ProbeOp::down_proj) |

@@ -170,6 +170,28 @@ void check_random(const std::string& config_dir, int tokens) {
 TEST(CudaModel, RandomQwen3LogitsMatchCpu) { check_random("cuda/qwen3-0.6b", 300); }
 TEST(CudaModel, RandomQwen25WithBiasLogitsMatchCpu) { check_random("cuda/qwen2.5-0.5b", 300); }
 
+// What the CUDA pass does not implement is refused before it runs, naming the feature and the
+// way out, never computed wrong: Gemma's soft-caps, post norms, GeGLU and per-layer ropes, and
+// YaRN.
+TEST(CudaModel, GemmaAndYarnAreRefusedWithAClearError) {
+  require_gpu();
+  for (auto [name, feature] : {std::pair{"tiny-gemma2", "attention soft-capping"},
+                               std::pair{"tiny-gemma3", "a separate rope for sliding layers"},
+                               std::pair{"tiny-qwen3-yarn", "yarn rope scaling"}}) {
+    auto m = model::load_model(testing::test_data(name), {});
+    ASSERT_TRUE(m.ok()) << m.status().message();
+    model::RunnerOptions o;
+    o.device = model::Device::cuda;
+    o.block_size = kBlock;
+    o.kv_blocks = 4;
+    auto r = engine::make_model_runner(m->config, m->weights, o);
+    ASSERT_FALSE(r.ok()) << name << " was accepted by the CUDA runner";
+    const std::string& msg = r.status().message();
+    EXPECT_NE(msg.find(feature), std::string::npos) << msg;
+    EXPECT_NE(msg.find("--device cpu"), std::string::npos) << msg;
+  }
+}
+
 }  // namespace
 }  // namespace invar
 

@@ -111,5 +111,38 @@ TEST(HfGolden, TinyPhi3F16KvCacheMatchesTransformers) {
   expect_matches_golden("tiny-phi3", 7, "", DType::f16, 1e-3);
 }
 
+// Gemma 2: 1 + w norms on both sides of each block, GeGLU, embedding times sqrt(48), attention
+// scale 24^-0.5 with soft-cap 5, final soft-cap 30, window 8 on layer 0 only, head_dim 32 with
+// hidden 48.
+TEST(HfGolden, TinyGemma2MatchesTransformers) {
+  expect_matches_golden("tiny-gemma2", 1 << 20);
+}
+TEST(HfGolden, TinyGemma2ChunkedMatchesTransformers) {
+  expect_matches_golden("tiny-gemma2", 5);
+}
+TEST(HfGolden, TinyGemma2F16KvCacheMatchesTransformers) {
+  expect_matches_golden("tiny-gemma2", 3, "", DType::f16, 1e-3);
+}
+
+// Gemma 3: Gemma 2's structure with q/k norms, no attention soft-cap, sliding layers 0 and 2
+// with rope base 1e4, the full layer 1 with base 1e6 and linear scaling 2.
+TEST(HfGolden, TinyGemma3MatchesTransformers) {
+  expect_matches_golden("tiny-gemma3", 1 << 20);
+}
+TEST(HfGolden, TinyGemma3ChunkedMatchesTransformers) {
+  expect_matches_golden("tiny-gemma3", 5);
+}
+TEST(HfGolden, TinyGemma3F16KvCacheMatchesTransformers) {
+  expect_matches_golden("tiny-gemma3", 7, "", DType::f16, 1e-3);
+}
+
+// YaRN on Qwen3: blended frequencies and cos/sin times 0.1 ln 4 + 1.
+TEST(HfGolden, TinyQwen3YarnMatchesTransformers) {
+  expect_matches_golden("tiny-qwen3-yarn", 1 << 20);
+}
+TEST(HfGolden, TinyQwen3YarnChunkedMatchesTransformers) {
+  expect_matches_golden("tiny-qwen3-yarn", 5);
+}
+
 }  // namespace
 }  // namespace invar

@@ -4,7 +4,9 @@
 // computed among other sequences in the same steps. The sequences are longer than the models'
 // sliding windows, so the window's mask (a function of absolute position) is exercised across
 // chunk boundaries, and past tiny-phi3's original_max_position_embeddings (32), so a chunk may
-// hold positions of both longrope tables. Negative control (R8): the same comparisons in `fast`
+// hold positions of both longrope tables. The Gemma models add soft-capped scores and logits,
+// per-layer windows and (Gemma 3) per-layer ropes; tiny-qwen3-yarn its blended rope table.
+// Negative control (R8): the same comparisons in `fast`
 // mode must differ.
 #include <gtest/gtest.h>
 
@@ -112,7 +114,9 @@ TEST_P(TinyModelInvariance, FastModeControlFindsDifferences) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, TinyModelInvariance,
-                         ::testing::Values("tiny-mistral", "tiny-phi3"), [](const auto& info) {
+                         ::testing::Values("tiny-mistral", "tiny-phi3", "tiny-gemma2",
+                                           "tiny-gemma3", "tiny-qwen3-yarn"),
+                         [](const auto& info) {
                            std::string s = info.param;
                            for (char& ch : s)
                              if (ch == '-') ch = '_';

@@ -86,6 +86,8 @@ void ref_attention(const float* q, const kernels::KvLayerRef& cache,
           double dot = 0;
           for (int i = 0; i < d; ++i) dot += double(qv[i]) * at(cache.k, j, h, i);
           sc[size_t(j)] = dot * scale;
+          if (plan.logit_softcap > 0)  // Gemma 2's soft-cap of the scaled score
+            sc[size_t(j)] = std::tanh(sc[size_t(j)] / plan.logit_softcap) * plan.logit_softcap;
           mx = std::max(mx, sc[size_t(j)]);
         }
         double sum = 0;
@@ -105,6 +107,20 @@ void ref_silu_mul(const float* gate, const float* up, int64_t n, std::vector<dou
     const double g = gate[i];
     out[size_t(i)] = g / (1.0 + std::exp(-g)) * up[i];
   }
+}
+
+void ref_gelu_tanh_mul(const float* gate, const float* up, int64_t n, std::vector<double>& out) {
+  out.resize(size_t(n));
+  const double beta = std::sqrt(2.0 / 3.14159265358979323846);
+  for (int64_t i = 0; i < n; ++i) {
+    const double g = gate[i];
+    out[size_t(i)] = 0.5 * g * (1.0 + std::tanh(beta * (g + 0.044715 * g * g * g))) * up[i];
+  }
+}
+
+void ref_softcap(const float* x, int64_t n, double cap, std::vector<double>& out) {
+  out.resize(size_t(n));
+  for (int64_t i = 0; i < n; ++i) out[size_t(i)] = cap * std::tanh(double(x[i]) / cap);
 }
 
 }  // namespace invar::ops_test

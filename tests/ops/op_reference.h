@@ -26,5 +26,7 @@ void ref_attention(const float* q, const kernels::KvLayerRef& cache,
                    std::vector<double>& out);
 
 void ref_silu_mul(const float* gate, const float* up, int64_t n, std::vector<double>& out);
+void ref_gelu_tanh_mul(const float* gate, const float* up, int64_t n, std::vector<double>& out);
+void ref_softcap(const float* x, int64_t n, double cap, std::vector<double>& out);
 
 }  // namespace invar::ops_test

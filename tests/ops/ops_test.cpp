@@ -206,11 +206,19 @@ TEST_P(OpTest, Attention) {
       const auto q = random_floats(size_t(tokens * q_heads * head_dim), seed++, -2.0f, 2.0f);
       const float scale = 1.0f / std::sqrt(float(head_dim));
       // Full causal, and sliding windows: inside one tile, across a tile edge, wider than any
-      // sequence. f32 and f16 caches, each against the reference over its stored values.
-      for (int window : {0, 1, 5, 70, 1000})
+      // sequence. f32 and f16 caches, each against the reference over its stored values. A
+      // soft-cap of 0.5 (the scores here reach ~2) with and without a window.
+      for (auto [window, cap] : {std::pair{0, 0.0f},
+                                 {1, 0.0f},
+                                 {5, 0.0f},
+                                 {70, 0.0f},
+                                 {1000, 0.0f},
+                                 {0, 0.5f},
+                                 {5, 0.5f}})
         for (DType kv : {DType::f32, DType::f16}) {
           plan.sliding_window = window;
-          SCOPED_TRACE(::testing::Message() << "window " << window);
+          plan.logit_softcap = cap;
+          SCOPED_TRACE(::testing::Message() << "window " << window << " softcap " << cap);
           const kernels::KvLayerRef layer = cache.ref(kv);
           std::vector<float> out(q.size(), -7.0f);
           cpu::attention(q.data(), layer, plan, q_heads, scale, out.data(), pool_);
@@ -239,6 +247,43 @@ TEST_P(OpTest, SiluMul) {
     ref_silu_mul(gate.data(), up.data(), n, ref);
     EXPECT_TRUE(near_reference(out, ref,
                                [&](size_t i) { return 16 * kEps32 * std::fabs(ref[i]) + 1e-40; }));
+  }
+}
+
+TEST_P(OpTest, GeluTanhMul) {
+  uint32_t seed = 510;
+  for (int64_t n : {1, 7, 17, 769, 5125}) {
+    SCOPED_TRACE(::testing::Message() << "n=" << n);
+    auto gate = random_floats(size_t(n), seed++, -12.0f, 12.0f);
+    const auto up = random_floats(size_t(n), seed++, -2.0f, 2.0f);
+    const float specials[] = {0.0f, -0.0f, 100.0f, -100.0f, 1e-30f, -1e-30f, 3.0f, -3.0f};
+    for (size_t i = 0; i < std::size(specials) && i < size_t(n); ++i)
+      gate[i * 3 % size_t(n)] = specials[i];
+    std::vector<float> out(static_cast<size_t>(n));
+    cpu::gelu_tanh_mul(gate.data(), up.data(), n, out.data(), pool_);
+    std::vector<double> ref;
+    ref_gelu_tanh_mul(gate.data(), up.data(), n, ref);
+    // Near g = -3 the result is a small difference of near-equal terms: tolerance scaled by
+    // |g * up| rather than by the result.
+    EXPECT_TRUE(near_reference(out, ref, [&](size_t i) {
+      return 16 * kEps32 * std::fabs(double(gate[i]) * up[i]) + 1e-40;
+    }));
+  }
+}
+
+TEST_P(OpTest, Softcap) {
+  uint32_t seed = 520;
+  for (int64_t n : {1, 7, 17, 769, 5125}) {
+    SCOPED_TRACE(::testing::Message() << "n=" << n);
+    auto x = random_floats(size_t(n), seed++, -200.0f, 200.0f);
+    const float specials[] = {0.0f, -0.0f, 1e-30f, 3e4f, -3e4f};
+    for (size_t i = 0; i < std::size(specials) && i < size_t(n); ++i)
+      x[i * 5 % size_t(n)] = specials[i];
+    std::vector<double> ref;
+    ref_softcap(x.data(), n, 30.0, ref);
+    cpu::softcap(x.data(), n, 30.0f, pool_);
+    EXPECT_TRUE(
+        near_reference(x, ref, [&](size_t i) { return 8 * kEps32 * std::fabs(ref[i]) + 1e-40; }));
   }
 }
 

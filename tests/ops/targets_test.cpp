@@ -62,6 +62,8 @@ TEST_F(TargetBits, AttentionRmsNormSiluMul) {
   for (int b = 0; b < 16; ++b) table[size_t(b)] = (b * 5 + 3) % 16;
   const std::vector<int32_t> indptr{0, len}, kv_lens{len};
   const kernels::AttentionPlan plan{1, indptr.data(), kv_lens.data(), table.data(), 16, bs};
+  kernels::AttentionPlan capped = plan;
+  capped.logit_softcap = 0.5f;
   const auto q = random_floats(size_t(len * hq * d), 6, -2.0f, 2.0f);
   auto [a, b] = on_both([&] {
     std::vector<float> out(q.size());
@@ -85,6 +87,21 @@ TEST_F(TargetBits, AttentionRmsNormSiluMul) {
     return out;
   });
   EXPECT_TRUE(bits_equal(f, g)) << "silu_mul";
+
+  auto [h, i] = on_both([&] {
+    std::vector<float> out(q.size());
+    cpu::gelu_tanh_mul(q.data(), up.data(), int64_t(q.size()), out.data(), pool_);
+    return out;
+  });
+  EXPECT_TRUE(bits_equal(h, i)) << "gelu_tanh_mul";
+
+  auto [j, k] = on_both([&] {
+    std::vector<float> out(q.size());
+    cpu::attention(q.data(), cache.ref(), capped, hq, 0.125f, out.data(), pool_);
+    cpu::softcap(out.data(), int64_t(out.size()), 0.3f, pool_);
+    return out;
+  });
+  EXPECT_TRUE(bits_equal(j, k)) << "soft-capped attention, softcap";
 }
 
 }  // namespace

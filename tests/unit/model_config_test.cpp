@@ -220,8 +220,8 @@ TEST(ModelConfig, HfErrorsNameTheKey) {
   expect_error(parse_status("{"), {"cfg.json", "invalid JSON"});
   expect_error(parse_status(R"({"architectures":["LlamaForCausalLM"],"vocab_size":10,
       "hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,
-      "rope_scaling":{"rope_type":"yarn","factor":4.0}})"),
-               {"rope type 'yarn' is not supported"});
+      "rope_scaling":{"rope_type":"dynamic","factor":4.0}})"),
+               {"rope type 'dynamic' is not supported"});
   expect_error(parse_status(R"({"architectures":["LlamaForCausalLM"],"vocab_size":10,
       "hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,
       "attention_bias":true})"),

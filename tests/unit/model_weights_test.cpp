@@ -48,8 +48,9 @@ std::map<std::string, const HostTensor*> by_hf_name(const ModelConfig& c, ModelW
   return out;
 }
 
-// Compares a loaded HF model with tensor_checks.json (written by make-tiny-models.py).
-void check_against_generator(const std::string& dir, LoadedModel& m) {
+// Compares a loaded HF model with tensor_checks.json (written by make-tiny-models.py). Norm
+// weights are expected as stored plus `norm_offset` (Gemma's 1 + w, added in f32 at load).
+void check_against_generator(const std::string& dir, LoadedModel& m, float norm_offset = 0.0f) {
   std::ifstream in(invar::testing::test_data(dir + "/tensor_checks.json"));
   json checks = json::parse(in);
   auto tensors = by_hf_name(m.config, m.weights);
@@ -61,11 +62,28 @@ void check_against_generator(const std::string& dir, LoadedModel& m) {
     EXPECT_EQ(t.shape, want["shape"].get<std::vector<int64_t>>());
     const bool matrix = t.shape.size() == 2;
     EXPECT_EQ(t.dtype, matrix ? t.dtype : DType::f32);
+    const float offset = name.find("norm.weight") != std::string::npos ? norm_offset : 0.0f;
     double sum = 0;
     for (int64_t i = 0; i < t.numel(); ++i) sum += double(t.f32()[i]);
-    EXPECT_NEAR(sum, want["sum"].get<double>(), 1e-9 * double(t.numel()));
+    // 1 + w is rounded to f32: up to half an ulp of 1 (6e-8) per element.
+    EXPECT_NEAR(sum, want["sum"].get<double>() + double(offset) * double(t.numel()),
+                (offset != 0.0f ? 1e-7 : 1e-9) * double(t.numel()));
     auto first = want["first"].get<std::vector<double>>();
-    for (size_t i = 0; i < first.size(); ++i) EXPECT_EQ(t.f32()[i], float(first[i]));
+    for (size_t i = 0; i < first.size(); ++i) EXPECT_EQ(t.f32()[i], offset + float(first[i]));
+  }
+}
+
+// Gemma: the four norms of a layer (input, post_attention, pre_feedforward, post_feedforward)
+// and Gemma 3's q/k norms come from their own names, and every norm weight w is loaded as
+// 1 + w; the matrices are as stored.
+TEST(LoadModel, TinyGemmaMapsItsNormsAndAddsOne) {
+  for (const char* name : {"tiny-gemma2", "tiny-gemma3"}) {
+    SCOPED_TRACE(name);
+    auto r = load_model(invar::testing::test_data(name), {});
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_FALSE(r->weights.layers[0].post_attn_norm.empty());
+    EXPECT_FALSE(r->weights.layers[0].post_ffn_norm.empty());
+    check_against_generator(name, *r, 1.0f);
   }
 }
 

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <tuple>
 
 #include "engine/model_bundle.h"
 #include "model/kv_cache.h"
@@ -189,6 +190,35 @@ TEST(WhiteBoxTiny, Qwen3WithoutTokenizerPassesAndLocalizesQkNorm) {
       EXPECT_EQ(x.where->layer, 1);
       EXPECT_EQ(x.where->op, model::ProbeOp::q_norm);
     }
+}
+
+// Gemma 2's own ops are probed: an injection after the post-attention norm or the GeGLU is
+// found at that layer and op; the model passes and its control has power.
+TEST(WhiteBoxTiny, Gemma2LocalizesPostNormAndGelu) {
+  auto m = model::load_model(invar::testing::test_data("tiny-gemma2"), {});
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  WhiteBoxOptions o = WhiteBoxOptions::quick();
+  o.threads = test_threads();
+  WhiteBoxReport r = run_whitebox(*m, o);
+  ASSERT_TRUE(r.error.empty()) << r.error;
+  EXPECT_EQ(r.verdict(), Verdict::pass) << format_report(r);
+  ASSERT_EQ(r.modes.size(), 2u);
+  EXPECT_GT(r.modes[1].mismatched(), 0);  // the control has power
+
+  o.modes = {KernelMode::invariant};
+  for (auto [spec, layer, op] : {std::tuple{"post_attn_norm@1", 1, model::ProbeOp::post_attn_norm},
+                                 std::tuple{"gelu_tanh_mul@0", 0, model::ProbeOp::gelu_tanh_mul}}) {
+    o.inject = *parse_injection(spec);
+    r = run_whitebox(*m, o);
+    EXPECT_EQ(r.verdict(), Verdict::fail) << spec;
+    for (const auto& s : r.modes[0].scenarios)
+      for (const auto& x : s.mismatches) {
+        ASSERT_TRUE(x.where && x.where->found) << spec << " " << x.case_name;
+        EXPECT_EQ(x.where->layer, layer) << spec;
+        EXPECT_EQ(x.where->op, op) << spec;
+      }
+  }
+  EXPECT_TRUE(parse_injection("rmsnorm")->applies(0, model::ProbeOp::post_ffn_norm));
 }
 
 TEST(Injection, ParsesOpsGroupsAndLayers) {

@@ -13,7 +13,8 @@
 //                8 positions reduced together (reduce8x8, same bits as one at a time); a D
 //                that is not a multiple of 8 is zero-padded; an f16 cache is widened (exactly)
 //                as it is loaded, so its recipe is the f32 one on the stored values
-//   per tile:    s *= scale; m_new = max(m, max_j s_j); p_j = exp(s_j - m_new) (Highway Exp);
+//   per tile:    s *= scale, then s = c tanh(s / c) with a soft-cap c (Highway Tanh);
+//                m_new = max(m, max_j s_j); p_j = exp(s_j - m_new) (Highway Exp);
 //                l = l * alpha + tree8(8 lanes of p summed over j ascending)
 //   per output:  acc = acc * alpha, then acc += p_j * v_j for j ascending; out = acc / l
 //   T = tokens, S = sequences, Hq = query heads, Hkv = kv heads, G = Hq / Hkv, D = head dim
@@ -171,14 +172,17 @@ HWY_INLINE void widen_row(const F16* src, size_t n, float* dst) {
 
 // Online-softmax update of one head over one tile: scales the scores, replaces them by
 // p_j = exp(s_j - m_new) (exact zeros below `skip` and past n), and updates m, l and alpha.
-HWY_INLINE void softmax_tile(float* HWY_RESTRICT s, size_t skip, size_t n, float scale, float& m,
-                             float& l, float& alpha) {
+// softcap > 0 caps each scaled score first (transformers' order: s / cap, tanh, * cap).
+HWY_INLINE void softmax_tile(float* HWY_RESTRICT s, size_t skip, size_t n, float scale,
+                             float softcap, float& m, float& l, float& alpha) {
   const DF d;
   const VF vscale = hn::Set(d, scale);
+  const VF vcap = hn::Set(d, softcap);
   const VF neg_inf = hn::Set(d, -HUGE_VALF);
   VF vmax = neg_inf;
   for (size_t j = 0; j < size_t(kKvTile); j += kLanes) {
     VF x = hn::Mul(hn::LoadU(d, s + j), vscale);
+    if (softcap > 0.0f) x = hn::Mul(hn::Tanh(d, hn::Div(x, vcap)), vcap);
     if (j + kLanes > n) x = hn::IfThenElse(hn::FirstN(d, n > j ? n - j : 0), x, neg_inf);
     if (j < skip) x = hn::IfThenElse(hn::FirstN(d, skip - j), neg_inf, x);  // below the window
     hn::StoreU(x, d, s + j);
@@ -208,8 +212,8 @@ HWY_INLINE void softmax_tile(float* HWY_RESTRICT s, size_t skip, size_t n, float
 // when D is not one (the same values, so the same bits as if T were read in place).
 template <typename T, typename KT>
 void attend(const float* q, size_t groups, size_t dim, int lo, int pos, const int32_t* table,
-            const KvLayerRef& cache, int h0, int h1, float scale, bool prefetch, float* out,
-            AttnScratch& sc) {
+            const KvLayerRef& cache, int h0, int h1, float scale, float softcap, bool prefetch,
+            float* out, AttnScratch& sc) {
   const DF d;
   const size_t dp = (dim + kChunk - 1) / kChunk * kChunk;
   const bool pad = dp != dim;
@@ -285,7 +289,8 @@ void attend(const float* q, size_t groups, size_t dim, int lo, int pos, const in
         }
       }
       for (size_t g = hl; g < hl + groups; ++g) {
-        softmax_tile(sc.scores.data() + g * kKvTile, skip, n, scale, sc.m[g], sc.l[g], sc.alpha[g]);
+        softmax_tile(sc.scores.data() + g * kKvTile, skip, n, scale, softcap, sc.m[g], sc.l[g],
+                     sc.alpha[g]);
       }
       for (size_t g = 0; g < groups; g += kMaxGb) {
         const size_t gb = std::min(kMaxGb, groups - g);
@@ -378,7 +383,8 @@ void attention_impl(const float* q, const KvLayerRef& cache, const AttentionPlan
         const int lo = plan.sliding_window > 0 ? std::max(0, pos - plan.sliding_window + 1) : 0;
         attend_fn(q + head0 * dim, groups, dim, lo, pos,
                   plan.block_tables + int64_t(s) * plan.max_blocks_per_seq, cache, h0,
-                  h0 + heads_per_item, scale, decode_of[size_t(t)] != 0, out + head0 * dim, sc);
+                  h0 + heads_per_item, scale, plan.logit_softcap, decode_of[size_t(t)] != 0,
+                  out + head0 * dim, sc);
       }
     }
   });

@@ -63,6 +63,7 @@ void kv_store(const float* k,  // [T, Hkv, D]
 // widened exactly to f32 as it is read. With plan.sliding_window = W > 0 a token sees only
 // positions pos - W + 1..pos: the walk starts at the tile holding pos - W + 1 (tiles stay
 // aligned to position 0) and the positions below it in that tile contribute exact zeros.
+// plan.logit_softcap = c > 0 caps each scaled score s to c * tanh(s / c) before the softmax.
 void attention(const float* q,  // [T, Hq, D]
                const KvLayerRef& cache, const AttentionPlan& plan, int q_heads, float scale,
                float* out,  // [T, Hq, D]
@@ -71,6 +72,14 @@ void attention(const float* q,  // [T, Hq, D]
 // out[t, i] = silu(gate[t, i]) * up[t, i]
 void silu_mul(const float* gate, const float* up,  // [T, I] each
               int64_t n, float* out, ThreadPool& pool);
+
+// out[t, i] = gelu_tanh(gate[t, i]) * up[t, i], gelu_tanh(g) = 0.5 g (1 + tanh(sqrt(2/pi)
+// (g + 0.044715 g^3))) (PyTorch's tanh approximation; Gemma's GeGLU)
+void gelu_tanh_mul(const float* gate, const float* up,  // [T, I] each
+                   int64_t n, float* out, ThreadPool& pool);
+
+// x[i] = cap * tanh(x[i] / cap), in place (soft-capping of Gemma 2's final logits)
+void softcap(float* x, int64_t n, float cap, ThreadPool& pool);
 
 // acc[i] += x[i]
 void add(float* acc, const float* x, int64_t n, ThreadPool& pool);

@@ -177,6 +177,16 @@ class CudaRunner final : public ModelRunner {
 
  private:
   Status check_shapes() const {
+    // Gemma's soft-caps, post norms, GeGLU and per-layer ropes, and yarn, are CPU-only for now:
+    // run without them the model would give wrong logits, so it is refused up front.
+    if (const std::vector<std::string> f = extended_features(c_); !f.empty()) {
+      std::string list;
+      for (const std::string& s : f) list += (list.empty() ? "" : ", ") + s;
+      return Status::errorf(
+          "--device cuda: this {} model needs {}, which the CUDA backend does not implement "
+          "yet; run it with --device cpu",
+          arch_name(c_.arch), list);
+    }
     // The CUDA attention walks every position 0..pos: a window it cannot apply would give
     // wrong logits past the window, so such a model is refused up front.
     if (c_.sliding_window > 0 && c_.sliding_window < c_.max_position)
