@@ -12,6 +12,12 @@
   tiny-phi3/           Phi3ForCausalLM: Llama sizes, fused qkv_proj and gate_up_proj, partial
                        rotary 0.5 (8 of 16 dims), longrope (short factors below position 32,
                        the golden sequence's range; attention factor from 128 / 32)
+  tiny-qwen3-moe/      Qwen3MoeForCausalLM: Qwen3 sizes, 3 layers (layer 1 dense through
+                       mlp_only_layers), 8 experts of intermediate 32, top-2, norm_topk_prob,
+                       untied lm_head; Hub tensor names (mlp.gate, mlp.experts.E.*_proj)
+  tiny-mixtral/        MixtralForCausalLM: Llama sizes, 8 experts of intermediate 128, top-2,
+                       no sliding window; Hub tensor names (block_sparse_moe.gate,
+                       block_sparse_moe.experts.E.w1/w3/w2)
 
 Each directory gets config.json, f32 safetensors and tensor_checks.json (shape, float64 sum
 and first values of every tensor, for the loader tests). numpy only: the safetensors bytes
@@ -54,8 +60,9 @@ def make_weights(cfg, seed):
     d = cfg.get("head_dim", h // cfg["num_attention_heads"])
     q = cfg["num_attention_heads"] * d
     kv = cfg["num_key_value_heads"] * d
-    qk_norm = cfg["architectures"][0] == "Qwen3ForCausalLM"
-    fused = cfg["architectures"][0] == "Phi3ForCausalLM"  # qkv_proj, gate_up_proj
+    arch = cfg["architectures"][0]
+    qk_norm = arch in ("Qwen3ForCausalLM", "Qwen3MoeForCausalLM")
+    fused = arch == "Phi3ForCausalLM"  # qkv_proj, gate_up_proj
 
     def mat(rows, cols):
         return (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
@@ -78,7 +85,9 @@ def make_weights(cfg, seed):
             t += [(p + "self_attn.q_norm.weight", norm(d)),
                   (p + "self_attn.k_norm.weight", norm(d))]
         t.append((p + "post_attention_layernorm.weight", norm(h)))
-        if fused:
+        if is_moe_layer(cfg, i):
+            t += moe_weights(cfg, p, mat)
+        elif fused:
             t.append((p + "mlp.gate_up_proj.weight", mat(2 * inter, h)))
         else:
             t += [(p + "mlp.gate_proj.weight", mat(inter, h)),
@@ -87,6 +96,39 @@ def make_weights(cfg, seed):
     t.append(("model.norm.weight", norm(h)))
     if not cfg["tie_word_embeddings"]:
         t.append(("lm_head.weight", mat(v, h)))
+    return t
+
+
+def is_moe_layer(cfg, layer):
+    """transformers' rule: Mixtral's layers are all sparse; Qwen3-MoE's unless listed in
+    mlp_only_layers or off the decoder_sparse_step grid."""
+    arch = cfg["architectures"][0]
+    if arch == "MixtralForCausalLM":
+        return True
+    if arch != "Qwen3MoeForCausalLM":
+        return False
+    return (layer not in (cfg.get("mlp_only_layers") or [])
+            and cfg["num_experts"] > 0 and (layer + 1) % cfg.get("decoder_sparse_step", 1) == 0)
+
+
+def moe_weights(cfg, p, mat):
+    """Router and experts of one sparse layer, in the Hub checkpoints' names and order."""
+    h = cfg["hidden_size"]
+    if cfg["architectures"][0] == "MixtralForCausalLM":
+        experts, inter = cfg["num_local_experts"], cfg["intermediate_size"]
+        gate, names = p + "block_sparse_moe.gate.weight", ("w1", "w3", "w2")
+        expert = p + "block_sparse_moe.experts.{}.{}.weight"
+    else:
+        experts, inter = cfg["num_experts"], cfg["moe_intermediate_size"]
+        gate, names = p + "mlp.gate.weight", ("gate_proj", "up_proj", "down_proj")
+        expert = p + "mlp.experts.{}.{}.weight"
+    # Router rows of norm ~2 make router logits of spread ~2: the golden tokens route to many
+    # experts, and the top-2 softmax weights are far from ties.
+    t = [(gate, 2.0 * mat(experts, h))]
+    for e in range(experts):
+        t += [(expert.format(e, names[0]), mat(inter, h)),
+              (expert.format(e, names[1]), mat(inter, h)),
+              (expert.format(e, names[2]), mat(h, inter))]
     return t
 
 
@@ -206,8 +248,67 @@ PHI3 = {
     "torch_dtype": "float32",
 }
 
+QWEN3_MOE = {
+    "architectures": ["Qwen3MoeForCausalLM"],
+    "model_type": "qwen3_moe",
+    "vocab_size": 256,
+    "hidden_size": 64,
+    "intermediate_size": 128,  # the dense layer (mlp_only_layers)
+    "moe_intermediate_size": 32,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "hidden_act": "silu",
+    "max_position_embeddings": 512,
+    "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000.0,
+    "rope_scaling": None,
+    "attention_bias": False,
+    "use_sliding_window": False,
+    "sliding_window": None,
+    "num_experts": 8,
+    "num_experts_per_tok": 2,
+    "norm_topk_prob": True,
+    "decoder_sparse_step": 1,
+    "mlp_only_layers": [1],
+    "router_aux_loss_coef": 0.001,
+    "output_router_logits": False,
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "torch_dtype": "float32",
+}
+
+MIXTRAL = {
+    "architectures": ["MixtralForCausalLM"],
+    "model_type": "mixtral",
+    "vocab_size": 256,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "hidden_act": "silu",
+    "max_position_embeddings": 512,
+    "rms_norm_eps": 1e-05,
+    "rope_theta": 1000000.0,
+    "sliding_window": None,
+    "attention_dropout": 0.0,
+    "num_local_experts": 8,
+    "num_experts_per_tok": 2,
+    "router_jitter_noise": 0.0,
+    "router_aux_loss_coef": 0.02,
+    "output_router_logits": False,
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "torch_dtype": "float32",
+}
+
 MODELS = (("tiny-llama", LLAMA, 1234), ("tiny-qwen3", QWEN3, 5678),
-          ("tiny-mistral", MISTRAL, 2024), ("tiny-phi3", PHI3, 3003))
+          ("tiny-mistral", MISTRAL, 2024), ("tiny-phi3", PHI3, 3003),
+          ("tiny-qwen3-moe", QWEN3_MOE, 3030), ("tiny-mixtral", MIXTRAL, 8787))
 
 
 def main():
