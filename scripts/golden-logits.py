@@ -5,7 +5,7 @@
 
 For each tiny model directory under the given root (the MODELS below, or those named on the
 command line, e.g. tiny-mistral), loads it with
-AutoModelForCausalLM in float32 with eager attention, runs one fixed sequence of token ids
+AutoModelForCausalLM in float32 with eager attention (and eager experts for MoE models), runs one fixed sequence of token ids
 through it, and writes:
 
   <dir>/golden_ids.json     the token ids, a JSON list of integers
@@ -31,6 +31,12 @@ IDS = [1, 17, 42, 255, 0, 128, 7, 7, 99, 200, 3, 64, 31, 250, 5, 77, 18, 142, 9,
 
 def load(path, device):
     kwargs = {"attn_implementation": "eager"}
+    with open(os.path.join(path, "config.json")) as f:
+        cfg = json.load(f)
+    if cfg.get("num_experts") or cfg.get("num_local_experts"):
+        # The per-expert loop (transformers >= 5), not a grouped GEMM that may drop to lower
+        # precision on the GPU.
+        kwargs["experts_implementation"] = "eager"
     try:  # transformers >= 4.56 names it `dtype`; older ones only know `torch_dtype`
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
     except TypeError:
