@@ -30,7 +30,9 @@ enum class ProbeOp : uint8_t {
   up_proj,
   silu_mul,
   down_proj,
-  ffn_residual,  // x += down_proj
+  router,        // MoE layers (instead of gate_proj..down_proj): router logits [T, E]
+  experts,       // MoE layers: the chosen experts' outputs, weighted and summed [T, H]
+  ffn_residual,  // x += down_proj (or experts)
   final_norm,    // layer = num_layers; rows are the logit rows
   logits,        // layer = num_layers; rows are the logit rows
 };
@@ -38,10 +40,10 @@ inline constexpr int kProbeOpCount = int(ProbeOp::logits) + 1;
 
 inline const char* probe_op_name(ProbeOp op) {
   static constexpr const char* kNames[kProbeOpCount] = {
-      "embedding", "attn_norm",     "q_proj",       "k_proj",     "v_proj",
-      "q_norm",    "k_norm",        "rope_q",       "rope_k",     "attention",
-      "o_proj",    "attn_residual", "ffn_norm",     "gate_proj",  "up_proj",
-      "silu_mul",  "down_proj",     "ffn_residual", "final_norm", "logits"};
+      "embedding", "attn_norm",    "q_proj",     "k_proj",    "v_proj",    "q_norm",
+      "k_norm",    "rope_q",       "rope_k",     "attention", "o_proj",    "attn_residual",
+      "ffn_norm",  "gate_proj",    "up_proj",    "silu_mul",  "down_proj", "router",
+      "experts",   "ffn_residual", "final_norm", "logits"};
   return kNames[int(op)];
 }
 

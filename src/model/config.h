@@ -10,7 +10,7 @@
 
 namespace invar::model {
 
-enum class Arch : uint8_t { llama, qwen2, qwen3, mistral, phi3 };
+enum class Arch : uint8_t { llama, qwen2, qwen3, mistral, phi3, qwen3_moe, mixtral };
 
 struct RopeScaling {
   enum class Kind : uint8_t { none, linear, llama3, longrope };
@@ -24,6 +24,22 @@ struct RopeScaling {
   // position, so batch-invariant); cos and sin are multiplied by attention_factor.
   std::vector<float> short_factor, long_factor;
   float attention_factor = 1.0f;
+};
+
+// Mixture of experts (Qwen3-MoE, Mixtral): the MLP of a sparse layer is `num_experts` SwiGLU
+// experts of `expert_intermediate_size`, of which a router picks `experts_per_token` per token.
+struct MoeConfig {
+  int num_experts = 0;  // 0: a dense model
+  int experts_per_token = 0;
+  int expert_intermediate_size = 0;
+  // The top-k router probabilities are divided by their sum (Mixtral always; Qwen3-MoE's
+  // `norm_topk_prob`); otherwise they weight the experts as they are.
+  bool normalize_top_k = false;
+  // Layer l is sparse when (l + 1) % sparse_step == 0 and l is not in dense_layers (Qwen3-MoE's
+  // `decoder_sparse_step` and `mlp_only_layers`); the others keep a dense MLP of
+  // ModelConfig::intermediate_size.
+  int sparse_step = 1;
+  std::vector<int> dense_layers;
 };
 
 struct ModelConfig {
@@ -50,12 +66,16 @@ struct ModelConfig {
   // Per-frequency divisors from a GGUF `rope_freqs.weight` tensor (how llama.cpp stores Llama 3
   // rope scaling): inv_freq[i] /= rope_freq_factors[i]. Empty otherwise.
   std::vector<float> rope_freq_factors;
+  MoeConfig moe;
 
   // Checks the relations the forward pass relies on (heads divide, sizes positive).
   Status validate(const std::string& where) const;
 };
 
 std::string arch_name(Arch a);
+
+// Whether layer `layer`'s MLP is a mixture of experts (MoeConfig says which).
+bool is_moe_layer(const ModelConfig& c, int layer);
 
 // The dims rope rotates: rotary_dim, or head_dim when unset.
 inline int rope_dims(const ModelConfig& c) {

@@ -143,6 +143,42 @@ Status finish_longrope(const HfKeys& k, int max_position, const std::string& whe
   return {};
 }
 
+// Qwen3-MoE's and Mixtral's expert keys (MoeConfig).
+Status parse_hf_moe(const json& j, const HfKeys& k, Arch arch, int intermediate_size,
+                    const std::string& where, MoeConfig* out) {
+  if (arch == Arch::mixtral) {
+    INVAR_ASSIGN_OR_RETURN(out->num_experts, k.get_int("num_local_experts", 8));
+    INVAR_ASSIGN_OR_RETURN(out->experts_per_token, k.get_int("num_experts_per_tok", 2));
+    out->expert_intermediate_size = intermediate_size;  // every layer is sparse
+    out->normalize_top_k = true;
+    return {};
+  }
+  INVAR_ASSIGN_OR_RETURN(out->num_experts, k.get_int("num_experts"));
+  INVAR_ASSIGN_OR_RETURN(out->experts_per_token, k.get_int("num_experts_per_tok"));
+  INVAR_ASSIGN_OR_RETURN(out->expert_intermediate_size, k.get_int("moe_intermediate_size"));
+  INVAR_ASSIGN_OR_RETURN(out->normalize_top_k, k.get_bool("norm_topk_prob", false));
+  INVAR_ASSIGN_OR_RETURN(out->sparse_step, k.get_int("decoder_sparse_step", 1));
+  if (k.has("mlp_only_layers")) {
+    const json& v = j["mlp_only_layers"];
+    if (!v.is_array()) {
+      return Status::errorf("{}: key 'mlp_only_layers' is {} (expected a list of layer indices)",
+                            where, v.dump());
+    }
+    for (const json& e : v) {
+      if (!e.is_number_integer() || e.get<int64_t>() < 0 || e.get<int64_t>() > (1 << 20)) {
+        return Status::errorf("{}: key 'mlp_only_layers' holds {} (expected layer indices)", where,
+                              e.dump());
+      }
+      out->dense_layers.push_back(int(e.get<int64_t>()));
+    }
+  }
+  if (k.has("shared_expert_intermediate_size")) {
+    return Status::errorf(
+        "{}: shared experts ('shared_expert_intermediate_size') are not supported", where);
+  }
+  return {};
+}
+
 Status reject_if_true(const HfKeys& k, const char* key, const std::string& where, const char* why) {
   INVAR_ASSIGN_OR_RETURN(bool v, k.get_bool(key, false));
   if (v) return Status::errorf("{}: '{}: true' is not supported ({})", where, key, why);
@@ -192,10 +228,18 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
   } else if (arch_key == "Phi3ForCausalLM") {
     c.arch = Arch::phi3;
     default_max_position = 4096;
+  } else if (arch_key == "Qwen3MoeForCausalLM") {
+    c.arch = Arch::qwen3_moe;
+    c.qk_norm = true;
+    default_max_position = 32768;
+  } else if (arch_key == "MixtralForCausalLM") {
+    c.arch = Arch::mixtral;
+    default_max_position = 131072;
   } else {
     return Status::errorf(
         "{}: architecture '{}' is not supported (supported: LlamaForCausalLM, "
-        "MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)",
+        "MistralForCausalLM, MixtralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, "
+        "Qwen3ForCausalLM, Qwen3MoeForCausalLM)",
         where, arch_key);
   }
 
@@ -261,9 +305,11 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
         reject_if_true(k, "attention_bias", where, "biases on q/k/v/o projections"));
   }
   INVAR_RETURN_IF_ERROR(reject_if_true(k, "mlp_bias", where, "biases on MLP projections"));
-  if (c.arch == Arch::mistral || c.arch == Arch::phi3) {
-    // transformers' MistralConfig: an absent key means its default window, 4096 (Phi3Config:
-    // none); null means full attention.
+  if (c.arch == Arch::qwen3_moe || c.arch == Arch::mixtral)
+    INVAR_RETURN_IF_ERROR(parse_hf_moe(j, k, c.arch, c.intermediate_size, where, &c.moe));
+  if (c.arch == Arch::mistral || c.arch == Arch::phi3 || c.arch == Arch::mixtral) {
+    // transformers' MistralConfig: an absent key means its default window, 4096 (Phi3Config,
+    // MixtralConfig: none); null means full attention.
     if (!j.contains("sliding_window")) {
       c.sliding_window = c.arch == Arch::mistral ? 4096 : 0;
     } else if (!j["sliding_window"].is_null()) {

@@ -15,9 +15,9 @@
 
 namespace invar::model {
 
-std::string gguf_tensor_name(WeightRole role, int layer) {
-  const std::string b = "blk." + std::to_string(layer) + ".";
-  switch (role) {
+std::string gguf_tensor_name(const ModelConfig& /*config*/, const WeightSlot& slot) {
+  const std::string b = "blk." + std::to_string(slot.layer) + ".";
+  switch (slot.role) {
     case WeightRole::embedding:
       return "token_embd.weight";
     case WeightRole::final_norm:
@@ -52,13 +52,43 @@ std::string gguf_tensor_name(WeightRole role, int layer) {
       return b + "ffn_up.weight";
     case WeightRole::w_down:
       return b + "ffn_down.weight";
+    case WeightRole::router:
+    case WeightRole::expert_gate:
+    case WeightRole::expert_up:
+    case WeightRole::expert_down:
+      break;  // config_from_gguf refuses MoE files
   }
   return "?";
 }
 
-std::string hf_tensor_name(WeightRole role, int layer) {
-  const std::string b = "model.layers." + std::to_string(layer) + ".";
-  switch (role) {
+namespace {
+
+// The Hub names of a sparse layer's router and experts: Qwen3-MoE's `mlp.gate`,
+// `mlp.experts.E.{gate,up,down}_proj`; Mixtral's `block_sparse_moe.gate`,
+// `block_sparse_moe.experts.E.{w1,w3,w2}` (w1 gate, w3 up, w2 down).
+std::string hf_moe_tensor_name(const ModelConfig& c, const WeightSlot& s) {
+  const bool mixtral = c.arch == Arch::mixtral;
+  const std::string b =
+      "model.layers." + std::to_string(s.layer) + (mixtral ? ".block_sparse_moe." : ".mlp.");
+  if (s.role == WeightRole::router) return b + "gate.weight";
+  const std::string e = b + "experts." + std::to_string(s.expert) + ".";
+  switch (s.role) {
+    case WeightRole::expert_gate:
+      return e + (mixtral ? "w1.weight" : "gate_proj.weight");
+    case WeightRole::expert_up:
+      return e + (mixtral ? "w3.weight" : "up_proj.weight");
+    case WeightRole::expert_down:
+      return e + (mixtral ? "w2.weight" : "down_proj.weight");
+    default:
+      return "?";
+  }
+}
+
+}  // namespace
+
+std::string hf_tensor_name(const ModelConfig& config, const WeightSlot& slot) {
+  const std::string b = "model.layers." + std::to_string(slot.layer) + ".";
+  switch (slot.role) {
     case WeightRole::embedding:
       return "model.embed_tokens.weight";
     case WeightRole::final_norm:
@@ -93,6 +123,11 @@ std::string hf_tensor_name(WeightRole role, int layer) {
       return b + "mlp.up_proj.weight";
     case WeightRole::w_down:
       return b + "mlp.down_proj.weight";
+    case WeightRole::router:
+    case WeightRole::expert_gate:
+    case WeightRole::expert_up:
+    case WeightRole::expert_down:
+      return hf_moe_tensor_name(config, slot);
   }
   return "?";
 }
@@ -165,14 +200,15 @@ std::optional<RowBlock> fused_rows(const ModelConfig& c, const WeightSlot& s) {
 // says which rows of the fused tensor `name` it is), in whatever DType the options ask.
 template <typename ShapeOf, typename Load>
 Result<ModelWeights> read_weights(const ModelConfig& c, const std::string& where,
-                                  std::string (*name_of)(WeightRole, int), ShapeOf shape_of,
-                                  Load load, const LoadProgress& progress, bool fused) {
+                                  std::string (*name_of)(const ModelConfig&, const WeightSlot&),
+                                  ShapeOf shape_of, Load load, const LoadProgress& progress,
+                                  bool fused) {
   ModelWeights w;
   const int64_t total = progress ? weight_elements(c) : 0;
   int64_t done = 0;
   INVAR_RETURN_IF_ERROR(for_each_weight_slot(c, w, [&](const WeightSlot& s) -> Status {
     const std::optional<RowBlock> block = fused ? fused_rows(c, s) : std::nullopt;
-    const std::string name = block ? block->name : name_of(s.role, s.layer);
+    const std::string name = block ? block->name : name_of(c, s);
     const std::vector<int64_t>& expected = block ? block->file_shape : s.shape;
     std::optional<std::vector<int64_t>> shape = shape_of(name);
     if (!shape) {

@@ -111,5 +111,27 @@ TEST(HfGolden, TinyPhi3F16KvCacheMatchesTransformers) {
   expect_matches_golden("tiny-phi3", 7, "", DType::f16, 1e-3);
 }
 
+// Mixture of experts, loaded from the Hub tensor names: Qwen3-MoE (8 experts, top-2,
+// norm_topk_prob; layer 1 dense through mlp_only_layers) and Mixtral (8 experts, top-2). The
+// golden ids route to all 8 experts of each; chunked, each step's expert groups differ.
+TEST(HfGolden, TinyQwen3MoeMatchesTransformers) {
+  expect_matches_golden("tiny-qwen3-moe", 1 << 20);
+}
+TEST(HfGolden, TinyQwen3MoeChunkedMatchesTransformers) {
+  expect_matches_golden("tiny-qwen3-moe", 5);
+}
+TEST(HfGolden, TinyQwen3MoeF16KvCacheMatchesTransformers) {
+  expect_matches_golden("tiny-qwen3-moe", 3, "", DType::f16, 1e-3);
+}
+TEST(HfGolden, TinyMixtralMatchesTransformers) {
+  expect_matches_golden("tiny-mixtral", 1 << 20);
+}
+TEST(HfGolden, TinyMixtralChunkedMatchesTransformers) {
+  expect_matches_golden("tiny-mixtral", 5);
+}
+TEST(HfGolden, TinyMixtralF16KvCacheMatchesTransformers) {
+  expect_matches_golden("tiny-mixtral", 7, "", DType::f16, 1e-3);
+}
+
 }  // namespace
 }  // namespace invar

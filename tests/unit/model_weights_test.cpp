@@ -41,7 +41,7 @@ std::string temp_dir(const std::string& name) {
 std::map<std::string, const HostTensor*> by_hf_name(const ModelConfig& c, ModelWeights& w) {
   std::map<std::string, const HostTensor*> out;
   Status st = for_each_weight_slot(c, w, [&](const WeightSlot& s) -> Status {
-    out[hf_tensor_name(s.role, s.layer)] = s.tensor;
+    out[hf_tensor_name(c, s)] = s.tensor;
     return {};
   });
   EXPECT_TRUE(st.ok());
@@ -313,7 +313,7 @@ TEST(LoadModel, GgufModels) {
   ModelWeights& w = r->weights;
   std::map<std::string, const HostTensor*> got;
   ASSERT_TRUE(for_each_weight_slot(r->config, w, [&](const WeightSlot& s) -> Status {
-                got[gguf_tensor_name(s.role, s.layer)] = s.tensor;
+                got[gguf_tensor_name(r->config, s)] = s.tensor;
                 return {};
               }).ok());
   ASSERT_EQ(got.size(), values.size());

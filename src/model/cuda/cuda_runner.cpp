@@ -177,6 +177,13 @@ class CudaRunner final : public ModelRunner {
 
  private:
   Status check_shapes() const {
+    // The device weights and the step hold one dense MLP per layer; a sparse layer's router and
+    // experts have no kernels yet, so an MoE model is refused before anything is uploaded.
+    if (c_.moe.num_experts > 0)
+      return Status::errorf(
+          "--device cuda: this {} model is a mixture of experts ({} experts, {} per token), "
+          "which the CUDA backend does not implement yet; run it with --device cpu",
+          arch_name(c_.arch), c_.moe.num_experts, c_.moe.experts_per_token);
     // The CUDA attention walks every position 0..pos: a window it cannot apply would give
     // wrong logits past the window, so such a model is refused up front.
     if (c_.sliding_window > 0 && c_.sliding_window < c_.max_position)
