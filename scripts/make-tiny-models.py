@@ -18,8 +18,13 @@
   tiny-mixtral/        MixtralForCausalLM: Llama sizes, 8 experts of intermediate 128, top-2,
                        no sliding window; Hub tensor names (block_sparse_moe.gate,
                        block_sparse_moe.experts.E.w1/w3/w2)
+  tiny-qwen3-fp8/      tiny-qwen3's config and weights with its attention and MLP matrices
+                       quantized to F8_E4M3 in blocks of 32x32 (weight_scale_inv, F32), as
+                       Qwen3-*-FP8 checkpoints store them (quantization_config "fp8"); the
+                       embedding and norms stay F32
 
-Each directory gets config.json, f32 safetensors and tensor_checks.json (shape, float64 sum
+Each directory gets config.json, f32 safetensors (F8_E4M3 matrices for tiny-qwen3-fp8) and
+tensor_checks.json (shape, float64 sum
 and first values of every tensor, for the loader tests). numpy only: the safetensors bytes
 are written by hand (8-byte little-endian header length, JSON header, raw data). The output
 is a pure function of the seeds, so rerunning rewrites identical files.
@@ -33,13 +38,15 @@ import numpy as np
 
 
 def write_safetensors(path, tensors):
-    """tensors: list of (name, float32 array), written in that order."""
+    """tensors: list of (name, array), written in that order: float32 arrays as F32, uint8
+    arrays as F8_E4M3 codes."""
     header = {"__metadata__": {"format": "pt"}}
     offset = 0
     blobs = []
     for name, arr in tensors:
-        data = np.ascontiguousarray(arr, dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape),
+        fp8 = arr.dtype == np.uint8
+        data = arr.tobytes() if fp8 else np.ascontiguousarray(arr, dtype="<f4").tobytes()
+        header[name] = {"dtype": "F8_E4M3" if fp8 else "F32", "shape": list(arr.shape),
                         "data_offsets": [offset, offset + len(data)]}
         offset += len(data)
         blobs.append(data)
@@ -132,10 +139,59 @@ def moe_weights(cfg, p, mat):
     return t
 
 
+def e4m3_values():
+    """The value of each of the 256 F8_E4M3 codes (bias 7, 3 mantissa bits, no infinities,
+    0x7f/0xff NaN)."""
+    out = np.empty(256)
+    for code in range(256):
+        sign = -1.0 if code & 0x80 else 1.0
+        exp, mant = (code >> 3) & 0xF, code & 0x7
+        if exp == 15 and mant == 7:
+            out[code] = np.nan
+        elif exp == 0:
+            out[code] = sign * mant / 8.0 * 2.0 ** -6
+        else:
+            out[code] = sign * (1 + mant / 8.0) * 2.0 ** (exp - 7)
+    return out
+
+
+def to_e4m3(x):
+    """Nearest F8_E4M3 code of each value (|x| <= 448; ties to the even code)."""
+    values = e4m3_values()
+    codes = np.array([c for c in range(128) if not np.isnan(values[c])])  # +0 .. 448, ascending
+    mags = values[codes]
+    a = np.abs(x).reshape(-1)
+    hi = np.clip(np.searchsorted(mags, a), 1, len(mags) - 1)
+    lo = hi - 1
+    dlo, dhi = a - mags[lo], mags[hi] - a
+    pick = np.where(dlo < dhi, lo, np.where(dhi < dlo, hi, np.where(codes[lo] % 2 == 0, lo, hi)))
+    out = codes[pick] | np.where(x.reshape(-1) < 0, 0x80, 0)
+    return out.astype(np.uint8).reshape(x.shape)
+
+
+def quantize_fp8(tensors, block):
+    """Attention and MLP matrices -> (F8_E4M3 codes, F32 `weight_scale_inv` per block of
+    block[0] x block[1]): scale = block amax / 448, so each block spans the format's range."""
+    br, bc = block
+    out = []
+    for name, a in tensors:
+        if a.ndim != 2 or not (".self_attn." in name or ".mlp." in name):
+            out.append((name, a))
+            continue
+        rows, cols = a.shape
+        grid = a.reshape(rows // br, br, cols // bc, bc)
+        scale = (np.abs(grid).max(axis=(1, 3)) / 448.0).astype(np.float32)
+        codes = to_e4m3(grid / scale[:, None, :, None].astype(np.float64))
+        out += [(name, codes.reshape(rows, cols)), (name + "_scale_inv", scale)]
+    return out
+
+
 def tensor_checks(tensors):
+    def value(a):  # F8_E4M3 codes as the values they stand for
+        return e4m3_values()[a] if a.dtype == np.uint8 else a
     return {name: {"shape": list(a.shape),
-                   "sum": float(np.sum(a, dtype=np.float64)),
-                   "first": [float(x) for x in a.reshape(-1)[:4]]}
+                   "sum": float(np.sum(value(a), dtype=np.float64)),
+                   "first": [float(x) for x in value(a).reshape(-1)[:4]]}
             for name, a in tensors}
 
 
@@ -306,9 +362,14 @@ MIXTRAL = {
     "torch_dtype": "float32",
 }
 
+QWEN3_FP8 = dict(QWEN3, quantization_config={
+    "quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+    "weight_block_size": [32, 32]})
+
 MODELS = (("tiny-llama", LLAMA, 1234), ("tiny-qwen3", QWEN3, 5678),
           ("tiny-mistral", MISTRAL, 2024), ("tiny-phi3", PHI3, 3003),
-          ("tiny-qwen3-moe", QWEN3_MOE, 3030), ("tiny-mixtral", MIXTRAL, 8787))
+          ("tiny-qwen3-moe", QWEN3_MOE, 3030), ("tiny-mixtral", MIXTRAL, 8787),
+          ("tiny-qwen3-fp8", QWEN3_FP8, 5678))
 
 
 def main():
@@ -317,6 +378,8 @@ def main():
         d = os.path.join(root, name)
         os.makedirs(d, exist_ok=True)
         tensors = make_weights(cfg, seed)
+        if "quantization_config" in cfg:
+            tensors = quantize_fp8(tensors, cfg["quantization_config"]["weight_block_size"])
         write_json(os.path.join(d, "config.json"), cfg)
         write_safetensors(os.path.join(d, "model.safetensors"), tensors)
         write_json(os.path.join(d, "tensor_checks.json"), tensor_checks(tensors))

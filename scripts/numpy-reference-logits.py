@@ -28,7 +28,18 @@ import sys
 import numpy as np
 
 IDS = [1, 17, 42, 255, 0, 128, 7, 7, 99, 200, 3, 64, 31, 250, 5, 77, 18, 142, 9, 233, 60, 2, 111, 45]
-MODELS = ("tiny-llama", "tiny-qwen3", "tiny-mistral", "tiny-phi3", "tiny-qwen3-moe", "tiny-mixtral")
+MODELS = ("tiny-llama", "tiny-qwen3", "tiny-mistral", "tiny-phi3", "tiny-qwen3-moe", "tiny-mixtral",
+          "tiny-qwen3-fp8")
+
+
+def e4m3(codes):
+    """F8_E4M3 codes -> their values (bias 7, 3 mantissa bits, 0x7f/0xff NaN)."""
+    c = codes.astype(np.int64)
+    sign = np.where(c & 0x80, -1.0, 1.0)
+    exp, mant = (c >> 3) & 0xF, c & 0x7
+    normal = (1 + mant / 8.0) * 2.0 ** (exp - 7)
+    value = np.where(exp == 0, mant / 8.0 * 2.0 ** -6, normal)
+    return np.where((exp == 15) & (mant == 7), np.nan, sign * value)
 
 
 def read_safetensors(path):
@@ -40,9 +51,13 @@ def read_safetensors(path):
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        assert info["dtype"] == "F32", f"{path}: {name} is {info['dtype']} (only F32 here)"
+        assert info["dtype"] in ("F32", "F8_E4M3"), f"{path}: {name} is {info['dtype']}"
         b, e = info["data_offsets"]
-        out[name] = np.frombuffer(data[b:e], dtype="<f4").reshape(info["shape"]).astype(np.float64)
+        if info["dtype"] == "F8_E4M3":
+            out[name] = e4m3(np.frombuffer(data[b:e], dtype=np.uint8)).reshape(info["shape"])
+        else:
+            out[name] = np.frombuffer(data[b:e], dtype="<f4").reshape(info["shape"]).astype(
+                np.float64)
     return out
 
 
@@ -53,6 +68,15 @@ def read_model(path):
     for name in sorted(os.listdir(path)):
         if name.endswith(".safetensors"):
             w.update(read_safetensors(os.path.join(path, name)))
+    q = cfg.get("quantization_config")
+    if q:  # fp8 blocks: weight = value * weight_scale_inv of its block
+        br, bc = q["weight_block_size"]
+        for name in [n for n in w if n.endswith("_scale_inv")]:
+            scale = w.pop(name)
+            base = name[: -len("_scale_inv")]
+            rows, cols = w[base].shape
+            full = np.repeat(np.repeat(scale, br, axis=0), bc, axis=1)[:rows, :cols]
+            w[base] = w[base] * full
     return cfg, w
 
 

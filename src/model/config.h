@@ -42,6 +42,16 @@ struct MoeConfig {
   std::vector<int> dense_layers;
 };
 
+// Hugging Face "fp8" quantization (`quantization_config`, as Qwen3-*-FP8 checkpoints ship it):
+// matrices stored as F8_E4M3 with one scale per block of block_rows x block_cols elements, the
+// tensor `<name>_scale_inv` [ceil(rows / block_rows), ceil(cols / block_cols)]; the loader
+// multiplies them out in f32 (weight = fp8 value * scale). Activations stay f32.
+struct Fp8Quantization {
+  int block_rows = 0;  // 0: no fp8 weights
+  int block_cols = 0;
+  bool enabled() const { return block_rows > 0; }
+};
+
 struct ModelConfig {
   Arch arch = Arch::llama;
   int vocab_size = 0;
@@ -67,6 +77,7 @@ struct ModelConfig {
   // rope scaling): inv_freq[i] /= rope_freq_factors[i]. Empty otherwise.
   std::vector<float> rope_freq_factors;
   MoeConfig moe;
+  Fp8Quantization fp8;
 
   // Checks the relations the forward pass relies on (heads divide, sizes positive).
   Status validate(const std::string& where) const;

@@ -179,6 +179,35 @@ Status parse_hf_moe(const json& j, const HfKeys& k, Arch arch, int intermediate_
   return {};
 }
 
+// `quantization_config`: only "fp8" with 128x128-style block scales (Fp8Quantization).
+Status parse_hf_quantization(const json& q, const std::string& where, Fp8Quantization* out) {
+  const std::string w = where + " quantization_config";
+  if (!q.is_object()) return Status::errorf("{}: expected an object, got {}", w, q.dump());
+  const std::string method = q.contains("quant_method") && q["quant_method"].is_string()
+                                 ? q["quant_method"].get<std::string>()
+                                 : "";
+  if (method != "fp8") {
+    return Status::errorf(
+        "{}: quant_method {} is not supported (supported: \"fp8\" with weight_block_size)", w,
+        q.contains("quant_method") ? q["quant_method"].dump() : "(missing)");
+  }
+  if (q.contains("fmt") && q["fmt"] != "e4m3") {
+    return Status::errorf("{}: fmt {} is not supported (expected \"e4m3\")", w, q["fmt"].dump());
+  }
+  const json* b = q.contains("weight_block_size") ? &q["weight_block_size"] : nullptr;
+  if (!b || !b->is_array() || b->size() != 2 || !(*b)[0].is_number_integer() ||
+      !(*b)[1].is_number_integer() || (*b)[0].get<int64_t>() <= 0 || (*b)[1].get<int64_t>() <= 0 ||
+      (*b)[0].get<int64_t>() > (1 << 20) || (*b)[1].get<int64_t>() > (1 << 20)) {
+    return Status::errorf(
+        "{}: weight_block_size is {} (expected two positive integers, e.g. [128, 128]; "
+        "per-tensor fp8 scales are not supported)",
+        w, b ? b->dump() : "missing");
+  }
+  out->block_rows = int((*b)[0].get<int64_t>());
+  out->block_cols = int((*b)[1].get<int64_t>());
+  return {};
+}
+
 Status reject_if_true(const HfKeys& k, const char* key, const std::string& where, const char* why) {
   INVAR_ASSIGN_OR_RETURN(bool v, k.get_bool(key, false));
   if (v) return Status::errorf("{}: '{}: true' is not supported ({})", where, key, why);
@@ -305,6 +334,8 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
         reject_if_true(k, "attention_bias", where, "biases on q/k/v/o projections"));
   }
   INVAR_RETURN_IF_ERROR(reject_if_true(k, "mlp_bias", where, "biases on MLP projections"));
+  if (k.has("quantization_config"))
+    INVAR_RETURN_IF_ERROR(parse_hf_quantization(j["quantization_config"], where, &c.fp8));
   if (c.arch == Arch::qwen3_moe || c.arch == Arch::mixtral)
     INVAR_RETURN_IF_ERROR(parse_hf_moe(j, k, c.arch, c.intermediate_size, where, &c.moe));
   if (c.arch == Arch::mistral || c.arch == Arch::phi3 || c.arch == Arch::mixtral) {

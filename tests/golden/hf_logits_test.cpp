@@ -133,5 +133,17 @@ TEST(HfGolden, TinyMixtralF16KvCacheMatchesTransformers) {
   expect_matches_golden("tiny-mixtral", 7, "", DType::f16, 1e-3);
 }
 
+// FP8: tiny-qwen3's matrices stored as F8_E4M3 in 32x32 blocks with weight_scale_inv,
+// dequantized at load (transformers' goldens: FineGrainedFP8Config(dequantize=True)).
+TEST(HfGolden, TinyQwen3Fp8MatchesTransformers) {
+  expect_matches_golden("tiny-qwen3-fp8", 1 << 20);
+}
+TEST(HfGolden, TinyQwen3Fp8ChunkedMatchesTransformers) {
+  expect_matches_golden("tiny-qwen3-fp8", 5);
+}
+TEST(HfGolden, TinyQwen3Fp8F16KvCacheMatchesTransformers) {
+  expect_matches_golden("tiny-qwen3-fp8", 3, "", DType::f16, 1e-3);
+}
+
 }  // namespace
 }  // namespace invar

@@ -6,8 +6,8 @@
 // chunk boundaries, and past tiny-phi3's original_max_position_embeddings (32), so a chunk may
 // hold positions of both longrope tables. For the mixture-of-experts models (tiny-qwen3-moe,
 // tiny-mixtral) each step groups different tokens under each expert, so the expert GEMMs see
-// other row counts from case to case. Negative control (R8): the same comparisons in `fast`
-// mode must differ.
+// other row counts from case to case; tiny-qwen3-fp8's weights are dequantized fp8. Negative
+// control (R8): the same comparisons in `fast` mode must differ.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -115,7 +115,7 @@ TEST_P(TinyModelInvariance, FastModeControlFindsDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(Models, TinyModelInvariance,
                          ::testing::Values("tiny-mistral", "tiny-phi3", "tiny-qwen3-moe",
-                                           "tiny-mixtral"),
+                                           "tiny-mixtral", "tiny-qwen3-fp8"),
                          [](const auto& info) {
                            std::string s = info.param;
                            for (char& ch : s)
