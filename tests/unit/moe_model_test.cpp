@@ -1,7 +1,7 @@
 // Mixture-of-experts models on the CPU: Qwen3-MoE and Mixtral config.json keys, the weight slots
 // of sparse and dense layers under the Hub tensor names, the real shapes of Qwen3-30B-A3B and
-// Mixtral-8x7B (counted, not allocated), and seeded random weights of a scaled-down MoE through
-// the forward pass.
+// Mixtral-8x7B (and the FP8 Qwen3-4B config; counted, not allocated), and seeded random weights
+// of a scaled-down MoE through the forward pass.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -132,6 +132,16 @@ TEST(MoeWeights, RealShapesCountThePublishedWeights) {
   auto m = read_hf_config(testing::test_data("cuda/mixtral-8x7b"));
   ASSERT_TRUE(m.ok()) << m.status().message();
   EXPECT_EQ(weight_elements(*m), int64_t(46702792704));
+}
+
+// Qwen3-4B-FP8's config: 128x128 fp8 blocks, and the published 4,022,468,096 weights.
+TEST(MoeWeights, Qwen3Fp8ConfigReadsItsBlocks) {
+  auto c = read_hf_config(testing::test_data("cuda/qwen3-4b-fp8"));
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->fp8.block_rows, 128);
+  EXPECT_EQ(c->fp8.block_cols, 128);
+  EXPECT_EQ(c->moe.num_experts, 0);
+  EXPECT_EQ(weight_elements(*c), int64_t(4022468096));
 }
 
 // --random-weights with the Qwen3-30B-A3B config scaled down (fewer layers, experts and widths;
