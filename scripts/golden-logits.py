@@ -5,7 +5,8 @@
 
 For each tiny model directory under the given root (the MODELS below, or those named on the
 command line, e.g. tiny-mistral), loads it with
-AutoModelForCausalLM in float32 with eager attention, runs one fixed sequence of token ids
+AutoModelForCausalLM in float32 with eager attention (eager experts for MoE models, fp8
+weights dequantized at load), runs one fixed sequence of token ids
 through it, and writes:
 
   <dir>/golden_ids.json     the token ids, a JSON list of integers
@@ -25,13 +26,26 @@ import transformers
 from transformers import AutoModelForCausalLM
 
 MODELS = ("tiny-llama", "tiny-qwen3", "tiny-mistral", "tiny-phi3", "tiny-gemma2", "tiny-gemma3",
-          "tiny-qwen3-yarn")
+          "tiny-qwen3-yarn", "tiny-qwen3-moe", "tiny-mixtral", "tiny-qwen3-fp8")
 # Fixed ids covering low, high and repeated tokens of a 256-token vocabulary.
 IDS = [1, 17, 42, 255, 0, 128, 7, 7, 99, 200, 3, 64, 31, 250, 5, 77, 18, 142, 9, 233, 60, 2, 111, 45]
 
 
 def load(path, device):
     kwargs = {"attn_implementation": "eager"}
+    with open(os.path.join(path, "config.json")) as f:
+        cfg = json.load(f)
+    if cfg.get("num_experts") or cfg.get("num_local_experts"):
+        # The per-expert loop (transformers >= 5), not a grouped GEMM that may drop to lower
+        # precision on the GPU.
+        kwargs["experts_implementation"] = "eager"
+    if (cfg.get("quantization_config") or {}).get("quant_method") == "fp8":
+        # Weights dequantized at load (value * weight_scale_inv in float32), activations kept in
+        # float32: what invar computes. Without it, transformers runs fp8 GEMMs on the GPU and
+        # quantizes the activations too.
+        from transformers import FineGrainedFP8Config
+        kwargs["quantization_config"] = FineGrainedFP8Config(
+            dequantize=True, weight_block_size=tuple(cfg["quantization_config"]["weight_block_size"]))
     try:  # transformers >= 4.56 names it `dtype`; older ones only know `torch_dtype`
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
     except TypeError:

@@ -29,7 +29,17 @@ import numpy as np
 
 IDS = [1, 17, 42, 255, 0, 128, 7, 7, 99, 200, 3, 64, 31, 250, 5, 77, 18, 142, 9, 233, 60, 2, 111, 45]
 MODELS = ("tiny-llama", "tiny-qwen3", "tiny-mistral", "tiny-phi3", "tiny-gemma2", "tiny-gemma3",
-          "tiny-qwen3-yarn")
+          "tiny-qwen3-yarn", "tiny-qwen3-moe", "tiny-mixtral", "tiny-qwen3-fp8")
+
+
+def e4m3(codes):
+    """F8_E4M3 codes -> their values (bias 7, 3 mantissa bits, 0x7f/0xff NaN)."""
+    c = codes.astype(np.int64)
+    sign = np.where(c & 0x80, -1.0, 1.0)
+    exp, mant = (c >> 3) & 0xF, c & 0x7
+    normal = (1 + mant / 8.0) * 2.0 ** (exp - 7)
+    value = np.where(exp == 0, mant / 8.0 * 2.0 ** -6, normal)
+    return np.where((exp == 15) & (mant == 7), np.nan, sign * value)
 
 
 def read_safetensors(path):
@@ -41,9 +51,13 @@ def read_safetensors(path):
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        assert info["dtype"] == "F32", f"{path}: {name} is {info['dtype']} (only F32 here)"
+        assert info["dtype"] in ("F32", "F8_E4M3"), f"{path}: {name} is {info['dtype']}"
         b, e = info["data_offsets"]
-        out[name] = np.frombuffer(data[b:e], dtype="<f4").reshape(info["shape"]).astype(np.float64)
+        if info["dtype"] == "F8_E4M3":
+            out[name] = e4m3(np.frombuffer(data[b:e], dtype=np.uint8)).reshape(info["shape"])
+        else:
+            out[name] = np.frombuffer(data[b:e], dtype="<f4").reshape(info["shape"]).astype(
+                np.float64)
     return out
 
 
@@ -54,6 +68,15 @@ def read_model(path):
     for name in sorted(os.listdir(path)):
         if name.endswith(".safetensors"):
             w.update(read_safetensors(os.path.join(path, name)))
+    q = cfg.get("quantization_config")
+    if q:  # fp8 blocks: weight = value * weight_scale_inv of its block
+        br, bc = q["weight_block_size"]
+        for name in [n for n in w if n.endswith("_scale_inv")]:
+            scale = w.pop(name)
+            base = name[: -len("_scale_inv")]
+            rows, cols = w[base].shape
+            full = np.repeat(np.repeat(scale, br, axis=0), bc, axis=1)[:rows, :cols]
+            w[base] = w[base] * full
     return cfg, w
 
 
@@ -195,8 +218,51 @@ def split_fused(cfg, w):
     return w
 
 
+def moe_layout(cfg, layer):
+    """(router name, expert name pattern, gate/up/down names, top-k, renormalize) of a sparse
+    layer, or None for a dense one (transformers' rule for Qwen3-MoE: not in mlp_only_layers
+    and on the decoder_sparse_step grid; every Mixtral layer is sparse)."""
+    arch = cfg["architectures"][0]
+    p = f"model.layers.{layer}."
+    if arch == "MixtralForCausalLM":
+        return (p + "block_sparse_moe.gate.weight", p + "block_sparse_moe.experts.{}.{}.weight",
+                ("w1", "w3", "w2"), cfg["num_experts_per_tok"], True)
+    if arch == "Qwen3MoeForCausalLM" and layer not in (cfg.get("mlp_only_layers") or []) and (
+            cfg["num_experts"] > 0 and (layer + 1) % cfg.get("decoder_sparse_step", 1) == 0):
+        return (p + "mlp.gate.weight", p + "mlp.experts.{}.{}.weight",
+                ("gate_proj", "up_proj", "down_proj"), cfg["num_experts_per_tok"],
+                cfg.get("norm_topk_prob", False))
+    return None
+
+
+def moe_mlp(m, w, layout, usage):
+    """Sparse MLP: softmax over the router logits, the top-k experts (ties to the lower id),
+    their weights renormalized to sum 1 when asked, the weighted expert outputs summed.
+    `usage` counts how many tokens each expert served, and its key "gap" keeps the smallest
+    margin between the k-th and the (k+1)-th probability (a tiny one would let float32 routing
+    pick another expert than this float64 one)."""
+    router, expert, (g, u, d), k, renorm = layout
+    logits = m @ w[router].T
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)
+    out = np.zeros_like(m)
+    for t in range(m.shape[0]):
+        order = sorted(range(probs.shape[1]), key=lambda e: (-probs[t, e], e))
+        top = order[:k]
+        if k < len(order):
+            usage["gap"] = min(usage.get("gap", 1.0), probs[t, order[k - 1]] - probs[t, order[k]])
+        weights = probs[t, top] / (probs[t, top].sum() if renorm else 1.0)
+        for e, wt in sorted(zip(top, weights)):
+            x = m[t]
+            y = (silu(x @ w[expert.format(e, g)].T) * (x @ w[expert.format(e, u)].T)) @ \
+                w[expert.format(e, d)].T
+            out[t] += wt * y
+            usage[e] = usage.get(e, 0) + 1
+    return out
+
+
 def forward_llama_family(cfg, w, ids):
-    """Llama, Qwen2, Qwen3, Mistral and Phi-3."""
+    """Llama, Qwen2, Qwen3, Mistral, Phi-3, and the sparse MLPs of Qwen3-MoE and Mixtral."""
     arch = cfg["architectures"][0]
     h = cfg["hidden_size"]
     hq = cfg["num_attention_heads"]
@@ -207,6 +273,9 @@ def forward_llama_family(cfg, w, ids):
     window = None
     if arch == "MistralForCausalLM":
         window = cfg.get("sliding_window", 4096)
+    if arch == "MixtralForCausalLM":
+        window = cfg.get("sliding_window")
+    usage = {}
     rot = d
     if arch == "Phi3ForCausalLM":
         window = cfg.get("sliding_window")
@@ -236,9 +305,17 @@ def forward_llama_family(cfg, w, ids):
         o = attention(q, k, v, 1.0 / math.sqrt(d), window).reshape(len(ids), hq * d)
         x = x + o @ w[p + "self_attn.o_proj.weight"].T
         m = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
+        layout = moe_layout(cfg, i)
+        if layout:
+            x = x + moe_mlp(m, w, layout, usage)
+            continue
         gate = m @ w[p + "mlp.gate_proj.weight"].T
         up = m @ w[p + "mlp.up_proj.weight"].T
         x = x + (silu(gate) * up) @ w[p + "mlp.down_proj.weight"].T
+    if usage:
+        gap = usage.pop("gap", None)
+        print(f"  tokens per expert id (all sparse layers): {dict(sorted(usage.items()))}; "
+              f"smallest top-k margin {gap:.3g}")
     x = rms_norm(x, w["model.norm.weight"], eps)
     head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else w["lm_head.weight"]
     return x @ head.T
@@ -324,6 +401,8 @@ FORWARD = {
     "Qwen3ForCausalLM": forward_llama_family,
     "MistralForCausalLM": forward_llama_family,
     "Phi3ForCausalLM": forward_llama_family,
+    "Qwen3MoeForCausalLM": forward_llama_family,
+    "MixtralForCausalLM": forward_llama_family,
 }
 
 

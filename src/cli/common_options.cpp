@@ -1,6 +1,10 @@
 #include "cli/common_options.h"
 
+#include <filesystem>
+
 #include "cli/progress_bar.h"
+#include "engine/model_runner_factory.h"
+#include "model/config_parse.h"
 
 namespace invar::cli {
 
@@ -72,6 +76,14 @@ DType random_weight_dtype(const std::string& flag, model::Device device) {
 }
 
 Result<engine::ModelBundle> open_bundle(const ModelArgs& a, model::Device device) {
+  // A Hugging Face config the device cannot run is refused before its weights are read or
+  // generated (a 30B mixture of experts takes minutes and most of the memory to make).
+  namespace fs = std::filesystem;
+  if (device != model::Device::cpu &&
+      (a.random_weights >= 0 || fs::exists(fs::path(a.model) / "config.json"))) {
+    INVAR_ASSIGN_OR_RETURN(model::ModelConfig config, model::read_hf_config(a.model));
+    INVAR_RETURN_IF_ERROR(engine::check_device_config(config, device));
+  }
   model::LoadOptions load;
   // A bar for models past ~270 M weights (seconds to read, check and convert); the default model
   // loads before one would be seen.

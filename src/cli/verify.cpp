@@ -11,6 +11,7 @@
 #include "cli/commands.h"
 #include "cli/common_options.h"
 #include "engine/model_bundle.h"
+#include "engine/model_runner_factory.h"
 #include "model/config_parse.h"
 #include "verify/blackbox.h"
 #include "verify/progress.h"
@@ -109,6 +110,8 @@ int run_whitebox(const VerifyArgs& a) {
   if (a.m.random_weights >= 0) {
     auto config = model::read_hf_config(a.model);
     if (!config.ok()) return fail(config.status().message());
+    if (Status st = engine::check_device_config(*config, *device); !st.ok())
+      return fail(st.message());  // before making the weights
     model::LoadedModel m{
         *config,
         model::random_weights(*config, uint64_t(a.m.random_weights),

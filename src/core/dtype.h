@@ -122,6 +122,19 @@ inline float f16_to_f32(uint16_t h) {
   return bits_to_f32(sign | ((exp + 112) << 23) | (mant << 13));
 }
 
+// FP8 E4M3 ("fn": 1 sign, 4 exponent bits of bias 7, 3 mantissa bits; no infinities, S.1111.111
+// is NaN; largest finite 448) -> float, exact for every input.
+inline float fp8_e4m3_to_f32(uint8_t x) {
+  const uint32_t sign = uint32_t(x & 0x80u) << 24;
+  const uint32_t exp = (x >> 3) & 0xfu, mant = x & 0x7u;
+  if (exp == 15 && mant == 7) return bits_to_f32(sign | 0x7fc00000u);
+  if (exp == 0) {
+    const float v = float(mant) * (1.0f / 512.0f);  // subnormal: mant * 2^-9
+    return sign ? -v : v;
+  }
+  return bits_to_f32(sign | ((exp + 120) << 23) | (mant << 20));
+}
+
 // float -> IEEE half, round to nearest even.
 inline uint16_t f32_to_f16(float f) {
   uint32_t b = f32_to_bits(f);

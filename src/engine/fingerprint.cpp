@@ -26,10 +26,15 @@ uint64_t weights_hash(const model::ModelWeights& w) {
   h = mix(h, w.embedding.bytes);
   h = mix(h, w.final_norm.bytes);
   h = mix(h, w.lm_head.bytes);
-  for (const auto& l : w.layers)
+  for (const auto& l : w.layers) {
     for (const auto* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv,
                           &l.q_norm, &l.k_norm, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down})
       h = mix(h, t->bytes);
+    if (l.router.empty()) continue;  // dense layer: its hash is what it was before experts
+    h = mix(h, l.router.bytes);
+    for (const auto& e : l.experts)
+      for (const auto* t : {&e.w_gate, &e.w_up, &e.w_down}) h = mix(h, t->bytes);
+  }
   return h;
 }
 

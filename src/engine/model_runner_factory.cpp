@@ -6,6 +6,26 @@
 
 namespace invar::engine {
 
+namespace {
+
+Status no_cuda_backend() {
+  return Status::error(StatusCode::invalid_argument,
+                       "this build has no CUDA backend: configure with -DINVAR_CUDA=ON "
+                       "(docs/cuda-backend.md)");
+}
+
+}  // namespace
+
+Status check_device_config(const model::ModelConfig& config, model::Device device) {
+  if (device != model::Device::cuda) return Status();
+#ifdef INVAR_WITH_CUDA
+  return model::cuda::check_cuda_config(config);
+#else
+  (void)config;
+  return no_cuda_backend();
+#endif
+}
+
 bool cuda_backend_built() {
 #ifdef INVAR_WITH_CUDA
   return true;
@@ -32,9 +52,7 @@ Result<std::unique_ptr<model::ModelRunner>> make_model_runner(const model::Model
 #ifdef INVAR_WITH_CUDA
       return model::cuda::make_cuda_runner(config, weights, options);
 #else
-      return Status::error(StatusCode::invalid_argument,
-                           "this build has no CUDA backend: configure with -DINVAR_CUDA=ON "
-                           "(docs/cuda-backend.md)");
+      return no_cuda_backend();
 #endif
   }
   return Status::error(StatusCode::invalid_argument, "unknown device");

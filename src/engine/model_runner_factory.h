@@ -13,6 +13,10 @@ Result<std::unique_ptr<model::ModelRunner>> make_model_runner(const model::Model
                                                               const model::ModelWeights& weights,
                                                               const model::RunnerOptions& options);
 
+// What make_model_runner would refuse for the config alone (no CUDA backend in this build, or a
+// model the CUDA kernels do not implement), checked before any weight is loaded or generated.
+Status check_device_config(const model::ModelConfig& config, model::Device device);
+
 // Whether this build has the CUDA backend.
 bool cuda_backend_built();
 

@@ -33,7 +33,9 @@ enum class ProbeOp : uint8_t {
   gelu_tanh_mul,  // Gemma's GeGLU instead of silu_mul
   down_proj,
   post_ffn_norm,  // Gemma only: norm of down_proj before the residual add
-  ffn_residual,   // x += down_proj (its norm with Gemma)
+  router,         // MoE layers (instead of gate_proj..down_proj): router logits [T, E]
+  experts,        // MoE layers: the chosen experts' outputs, weighted and summed [T, H]
+  ffn_residual,   // x += down_proj (its norm with Gemma) or experts
   final_norm,     // layer = num_layers; rows are the logit rows
   logits,         // layer = num_layers; rows are the logit rows
 };
@@ -44,7 +46,8 @@ inline const char* probe_op_name(ProbeOp op) {
       "embedding",     "attn_norm",     "q_proj",       "k_proj",     "v_proj",   "q_norm",
       "k_norm",        "rope_q",        "rope_k",       "attention",  "o_proj",   "post_attn_norm",
       "attn_residual", "ffn_norm",      "gate_proj",    "up_proj",    "silu_mul", "gelu_tanh_mul",
-      "down_proj",     "post_ffn_norm", "ffn_residual", "final_norm", "logits"};
+      "down_proj",     "post_ffn_norm", "router",       "experts",    "ffn_residual",
+      "final_norm",    "logits"};
   return kNames[int(op)];
 }
 

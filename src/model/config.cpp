@@ -21,6 +21,10 @@ std::string arch_name(Arch a) {
       return "gemma2";
     case Arch::gemma3:
       return "gemma3";
+    case Arch::qwen3_moe:
+      return "qwen3_moe";
+    case Arch::mixtral:
+      return "mixtral";
   }
   return "unknown";
 }
@@ -73,6 +77,14 @@ Status validate_scaling(const RopeScaling& s, int rot_dims, const std::string& w
 
 }  // namespace
 
+bool is_moe_layer(const ModelConfig& c, int layer) {
+  const MoeConfig& m = c.moe;
+  if (m.num_experts <= 0 || (layer + 1) % m.sparse_step != 0) return false;
+  for (int d : m.dense_layers)
+    if (d == layer) return false;
+  return true;
+}
+
 Status ModelConfig::validate(const std::string& where) const {
   auto positive = [&](const char* name, int v) -> Status {
     if (v <= 0) return Status::errorf("{}: {} is {} (expected a positive value)", where, name, v);
@@ -89,6 +101,18 @@ Status ModelConfig::validate(const std::string& where) const {
   if (sliding_window < 0) {
     return Status::errorf("{}: sliding_window is {} (expected a positive size, or none)", where,
                           sliding_window);
+  }
+  if (moe.num_experts < 0) {
+    return Status::errorf("{}: num_experts is {} (expected 0 for a dense model, or more)", where,
+                          moe.num_experts);
+  }
+  if (moe.num_experts > 0) {
+    if (moe.experts_per_token <= 0 || moe.experts_per_token > moe.num_experts) {
+      return Status::errorf("{}: num_experts_per_tok is {} (expected 1 to num_experts {})", where,
+                            moe.experts_per_token, moe.num_experts);
+    }
+    INVAR_RETURN_IF_ERROR(positive("expert intermediate size", moe.expert_intermediate_size));
+    INVAR_RETURN_IF_ERROR(positive("decoder_sparse_step", moe.sparse_step));
   }
   if (num_heads % num_kv_heads != 0) {
     return Status::errorf("{}: num_heads {} is not a multiple of num_kv_heads {}", where, num_heads,

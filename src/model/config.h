@@ -10,7 +10,8 @@
 
 namespace invar::model {
 
-enum class Arch : uint8_t { llama, qwen2, qwen3, mistral, phi3, gemma2, gemma3 };
+enum class Arch : uint8_t { llama, qwen2, qwen3, mistral, phi3, gemma2, gemma3, qwen3_moe,
+                            mixtral };
 
 // The MLP's gate activation: silu (SwiGLU) or the tanh approximation of gelu (Gemma's
 // gelu_pytorch_tanh, GeGLU).
@@ -41,6 +42,32 @@ struct RopeScaling {
   float mscale = 0.0f, mscale_all_dim = 0.0f;
 };
 
+// Mixture of experts (Qwen3-MoE, Mixtral): the MLP of a sparse layer is `num_experts` SwiGLU
+// experts of `expert_intermediate_size`, of which a router picks `experts_per_token` per token.
+struct MoeConfig {
+  int num_experts = 0;  // 0: a dense model
+  int experts_per_token = 0;
+  int expert_intermediate_size = 0;
+  // The top-k router probabilities are divided by their sum (Mixtral always; Qwen3-MoE's
+  // `norm_topk_prob`); otherwise they weight the experts as they are.
+  bool normalize_top_k = false;
+  // Layer l is sparse when (l + 1) % sparse_step == 0 and l is not in dense_layers (Qwen3-MoE's
+  // `decoder_sparse_step` and `mlp_only_layers`); the others keep a dense MLP of
+  // ModelConfig::intermediate_size.
+  int sparse_step = 1;
+  std::vector<int> dense_layers;
+};
+
+// Hugging Face "fp8" quantization (`quantization_config`, as Qwen3-*-FP8 checkpoints ship it):
+// matrices stored as F8_E4M3 with one scale per block of block_rows x block_cols elements, the
+// tensor `<name>_scale_inv` [ceil(rows / block_rows), ceil(cols / block_cols)]; the loader
+// multiplies them out in f32 (weight = fp8 value * scale). Activations stay f32.
+struct Fp8Quantization {
+  int block_rows = 0;  // 0: no fp8 weights
+  int block_cols = 0;
+  bool enabled() const { return block_rows > 0; }
+};
+
 struct ModelConfig {
   Arch arch = Arch::llama;
   int vocab_size = 0;
@@ -65,6 +92,8 @@ struct ModelConfig {
   // Per-frequency divisors from a GGUF `rope_freqs.weight` tensor (how llama.cpp stores Llama 3
   // rope scaling): inv_freq[i] /= rope_freq_factors[i]. Empty otherwise.
   std::vector<float> rope_freq_factors;
+  MoeConfig moe;
+  Fp8Quantization fp8;
 
   // Gemma 2 / Gemma 3 (the defaults leave the Llama family unchanged).
   Activation activation = Activation::silu;
@@ -90,6 +119,9 @@ struct ModelConfig {
 };
 
 std::string arch_name(Arch a);
+
+// Whether layer `layer`'s MLP is a mixture of experts (MoeConfig says which).
+bool is_moe_layer(const ModelConfig& c, int layer);
 
 // The dims rope rotates: rotary_dim, or head_dim when unset.
 inline int rope_dims(const ModelConfig& c) {

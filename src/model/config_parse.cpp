@@ -183,6 +183,71 @@ Status finish_longrope(const HfKeys& k, int max_position, const std::string& whe
   return {};
 }
 
+// Qwen3-MoE's and Mixtral's expert keys (MoeConfig).
+Status parse_hf_moe(const json& j, const HfKeys& k, Arch arch, int intermediate_size,
+                    const std::string& where, MoeConfig* out) {
+  if (arch == Arch::mixtral) {
+    INVAR_ASSIGN_OR_RETURN(out->num_experts, k.get_int("num_local_experts", 8));
+    INVAR_ASSIGN_OR_RETURN(out->experts_per_token, k.get_int("num_experts_per_tok", 2));
+    out->expert_intermediate_size = intermediate_size;  // every layer is sparse
+    out->normalize_top_k = true;
+    return {};
+  }
+  INVAR_ASSIGN_OR_RETURN(out->num_experts, k.get_int("num_experts"));
+  INVAR_ASSIGN_OR_RETURN(out->experts_per_token, k.get_int("num_experts_per_tok"));
+  INVAR_ASSIGN_OR_RETURN(out->expert_intermediate_size, k.get_int("moe_intermediate_size"));
+  INVAR_ASSIGN_OR_RETURN(out->normalize_top_k, k.get_bool("norm_topk_prob", false));
+  INVAR_ASSIGN_OR_RETURN(out->sparse_step, k.get_int("decoder_sparse_step", 1));
+  if (k.has("mlp_only_layers")) {
+    const json& v = j["mlp_only_layers"];
+    if (!v.is_array()) {
+      return Status::errorf("{}: key 'mlp_only_layers' is {} (expected a list of layer indices)",
+                            where, v.dump());
+    }
+    for (const json& e : v) {
+      if (!e.is_number_integer() || e.get<int64_t>() < 0 || e.get<int64_t>() > (1 << 20)) {
+        return Status::errorf("{}: key 'mlp_only_layers' holds {} (expected layer indices)", where,
+                              e.dump());
+      }
+      out->dense_layers.push_back(int(e.get<int64_t>()));
+    }
+  }
+  if (k.has("shared_expert_intermediate_size")) {
+    return Status::errorf(
+        "{}: shared experts ('shared_expert_intermediate_size') are not supported", where);
+  }
+  return {};
+}
+
+// `quantization_config`: only "fp8" with 128x128-style block scales (Fp8Quantization).
+Status parse_hf_quantization(const json& q, const std::string& where, Fp8Quantization* out) {
+  const std::string w = where + " quantization_config";
+  if (!q.is_object()) return Status::errorf("{}: expected an object, got {}", w, q.dump());
+  const std::string method = q.contains("quant_method") && q["quant_method"].is_string()
+                                 ? q["quant_method"].get<std::string>()
+                                 : "";
+  if (method != "fp8") {
+    return Status::errorf(
+        "{}: quant_method {} is not supported (supported: \"fp8\" with weight_block_size)", w,
+        q.contains("quant_method") ? q["quant_method"].dump() : "(missing)");
+  }
+  if (q.contains("fmt") && q["fmt"] != "e4m3") {
+    return Status::errorf("{}: fmt {} is not supported (expected \"e4m3\")", w, q["fmt"].dump());
+  }
+  const json* b = q.contains("weight_block_size") ? &q["weight_block_size"] : nullptr;
+  if (!b || !b->is_array() || b->size() != 2 || !(*b)[0].is_number_integer() ||
+      !(*b)[1].is_number_integer() || (*b)[0].get<int64_t>() <= 0 || (*b)[1].get<int64_t>() <= 0 ||
+      (*b)[0].get<int64_t>() > (1 << 20) || (*b)[1].get<int64_t>() > (1 << 20)) {
+    return Status::errorf(
+        "{}: weight_block_size is {} (expected two positive integers, e.g. [128, 128]; "
+        "per-tensor fp8 scales are not supported)",
+        w, b ? b->dump() : "missing");
+  }
+  out->block_rows = int((*b)[0].get<int64_t>());
+  out->block_cols = int((*b)[1].get<int64_t>());
+  return {};
+}
+
 Status reject_if_true(const HfKeys& k, const char* key, const std::string& where, const char* why) {
   INVAR_ASSIGN_OR_RETURN(bool v, k.get_bool(key, false));
   if (v) return Status::errorf("{}: '{}: true' is not supported ({})", where, key, why);
@@ -439,11 +504,18 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
     c.arch = Arch::gemma3;
     c.qk_norm = true;
     default_max_position = 131072;
+  } else if (arch_key == "Qwen3MoeForCausalLM") {
+    c.arch = Arch::qwen3_moe;
+    c.qk_norm = true;
+    default_max_position = 32768;
+  } else if (arch_key == "MixtralForCausalLM") {
+    c.arch = Arch::mixtral;
+    default_max_position = 131072;
   } else {
     return Status::errorf(
         "{}: architecture '{}' is not supported (supported: Gemma2ForCausalLM, "
-        "Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM, "
-        "Qwen2ForCausalLM, Qwen3ForCausalLM)",
+        "Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, "
+        "Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM)",
         where, arch_key);
   }
   const bool gemma = c.arch == Arch::gemma2 || c.arch == Arch::gemma3;
@@ -519,9 +591,13 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
         reject_if_true(k, "attention_bias", where, "biases on q/k/v/o projections"));
   }
   INVAR_RETURN_IF_ERROR(reject_if_true(k, "mlp_bias", where, "biases on MLP projections"));
-  if (c.arch == Arch::mistral || c.arch == Arch::phi3) {
-    // transformers' MistralConfig: an absent key means its default window, 4096 (Phi3Config:
-    // none); null means full attention.
+  if (k.has("quantization_config"))
+    INVAR_RETURN_IF_ERROR(parse_hf_quantization(j["quantization_config"], where, &c.fp8));
+  if (c.arch == Arch::qwen3_moe || c.arch == Arch::mixtral)
+    INVAR_RETURN_IF_ERROR(parse_hf_moe(j, k, c.arch, c.intermediate_size, where, &c.moe));
+  if (c.arch == Arch::mistral || c.arch == Arch::phi3 || c.arch == Arch::mixtral) {
+    // transformers' MistralConfig: an absent key means its default window, 4096 (Phi3Config,
+    // MixtralConfig: none); null means full attention.
     if (!j.contains("sliding_window")) {
       c.sliding_window = c.arch == Arch::mistral ? 4096 : 0;
     } else if (!j["sliding_window"].is_null()) {

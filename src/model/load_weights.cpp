@@ -15,9 +15,9 @@
 
 namespace invar::model {
 
-std::string gguf_tensor_name(WeightRole role, int layer) {
-  const std::string b = "blk." + std::to_string(layer) + ".";
-  switch (role) {
+std::string gguf_tensor_name(const ModelConfig& /*config*/, const WeightSlot& slot) {
+  const std::string b = "blk." + std::to_string(slot.layer) + ".";
+  switch (slot.role) {
     case WeightRole::embedding:
       return "token_embd.weight";
     case WeightRole::final_norm:
@@ -58,13 +58,43 @@ std::string gguf_tensor_name(WeightRole role, int layer) {
       return b + "ffn_norm.weight";
     case WeightRole::post_ffn_norm:
       return b + "post_ffw_norm.weight";
+    case WeightRole::router:
+    case WeightRole::expert_gate:
+    case WeightRole::expert_up:
+    case WeightRole::expert_down:
+      break;  // config_from_gguf refuses MoE files
   }
   return "?";
 }
 
-std::string hf_tensor_name(WeightRole role, int layer) {
-  const std::string b = "model.layers." + std::to_string(layer) + ".";
-  switch (role) {
+namespace {
+
+// The Hub names of a sparse layer's router and experts: Qwen3-MoE's `mlp.gate`,
+// `mlp.experts.E.{gate,up,down}_proj`; Mixtral's `block_sparse_moe.gate`,
+// `block_sparse_moe.experts.E.{w1,w3,w2}` (w1 gate, w3 up, w2 down).
+std::string hf_moe_tensor_name(const ModelConfig& c, const WeightSlot& s) {
+  const bool mixtral = c.arch == Arch::mixtral;
+  const std::string b =
+      "model.layers." + std::to_string(s.layer) + (mixtral ? ".block_sparse_moe." : ".mlp.");
+  if (s.role == WeightRole::router) return b + "gate.weight";
+  const std::string e = b + "experts." + std::to_string(s.expert) + ".";
+  switch (s.role) {
+    case WeightRole::expert_gate:
+      return e + (mixtral ? "w1.weight" : "gate_proj.weight");
+    case WeightRole::expert_up:
+      return e + (mixtral ? "w3.weight" : "up_proj.weight");
+    case WeightRole::expert_down:
+      return e + (mixtral ? "w2.weight" : "down_proj.weight");
+    default:
+      return "?";
+  }
+}
+
+}  // namespace
+
+std::string hf_tensor_name(const ModelConfig& config, const WeightSlot& slot) {
+  const std::string b = "model.layers." + std::to_string(slot.layer) + ".";
+  switch (slot.role) {
     case WeightRole::embedding:
       return "model.embed_tokens.weight";
     case WeightRole::final_norm:
@@ -105,6 +135,11 @@ std::string hf_tensor_name(WeightRole role, int layer) {
       return b + "pre_feedforward_layernorm.weight";
     case WeightRole::post_ffn_norm:
       return b + "post_feedforward_layernorm.weight";
+    case WeightRole::router:
+    case WeightRole::expert_gate:
+    case WeightRole::expert_up:
+    case WeightRole::expert_down:
+      return hf_moe_tensor_name(config, slot);
   }
   return "?";
 }
@@ -182,14 +217,15 @@ std::optional<RowBlock> fused_rows(const ModelConfig& c, const WeightSlot& s, bo
 // picks the fused tensors' names (Phi-3) of that format.
 template <typename ShapeOf, typename Load>
 Result<ModelWeights> read_weights(const ModelConfig& c, const std::string& where,
-                                  std::string (*name_of)(WeightRole, int), ShapeOf shape_of,
-                                  Load load, const LoadProgress& progress, bool gguf) {
+                                  std::string (*name_of)(const ModelConfig&, const WeightSlot&),
+                                  ShapeOf shape_of, Load load, const LoadProgress& progress,
+                                  bool gguf) {
   ModelWeights w;
   const int64_t total = progress ? weight_elements(c) : 0;
   int64_t done = 0;
   INVAR_RETURN_IF_ERROR(for_each_weight_slot(c, w, [&](const WeightSlot& s) -> Status {
     const std::optional<RowBlock> block = fused_rows(c, s, gguf);
-    const std::string name = block ? block->name : name_of(s.role, s.layer);
+    const std::string name = block ? block->name : name_of(c, s);
     const std::vector<int64_t>& expected = block ? block->file_shape : s.shape;
     std::optional<std::vector<int64_t>> shape = shape_of(name);
     if (!shape) {
@@ -208,6 +244,52 @@ Result<ModelWeights> read_weights(const ModelConfig& c, const std::string& where
     return {};
   }));
   return w;
+}
+
+// An F8_E4M3 matrix times its block scales (`<name>_scale_inv`, Fp8Quantization), multiplied in
+// f32 as transformers' dequantization does, into `out` as f32 or bf16.
+Status read_fp8_block_scaled(const SafetensorsSet& set, const Fp8Quantization& fp8,
+                             const std::string& name, const std::vector<int64_t>& shape,
+                             DType dtype, uint8_t* out) {
+  if (!fp8.enabled()) {
+    return Status::errorf(
+        "{}: tensor '{}' is F8_E4M3 but config.json has no fp8 quantization_config (its block "
+        "scales are needed to read it)",
+        set.where(), name);
+  }
+  if (shape.size() != 2) {
+    return Status::errorf("{}: tensor '{}' is F8_E4M3 with shape {} (only matrices may be fp8)",
+                          set.where(), name, shape_string(shape));
+  }
+  const int64_t rows = shape[0], cols = shape[1];
+  const int64_t br = fp8.block_rows, bc = fp8.block_cols;
+  const std::vector<int64_t> grid = {(rows + br - 1) / br, (cols + bc - 1) / bc};
+  const std::string scale_name = name + "_scale_inv";
+  const SafetensorsTensorInfo* scale = set.find_tensor(scale_name);
+  if (!scale) {
+    return Status::errorf("{}: tensor '{}' is missing (the block scales of fp8 '{}', shape {})",
+                          set.where(), scale_name, name, shape_string(grid));
+  }
+  if (scale->shape != grid) {
+    return Status::errorf(
+        "{}: tensor '{}': shape {} does not match {} in blocks of {}x{} (expected {})", set.where(),
+        scale_name, shape_string(scale->shape), shape_string(shape), br, bc, shape_string(grid));
+  }
+  std::vector<float> w(size_t(rows * cols)), sc(size_t(grid[0] * grid[1]));
+  INVAR_RETURN_IF_ERROR(set.read_tensor(name, DType::f32, w.data()));
+  INVAR_RETURN_IF_ERROR(set.read_tensor(scale_name, DType::f32, sc.data()));
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* srow = sc.data() + (i / br) * grid[1];
+    float* wrow = w.data() + i * cols;
+    for (int64_t j = 0; j < cols; ++j) wrow[j] *= srow[j / bc];
+  }
+  if (dtype == DType::f32) {
+    std::memcpy(out, w.data(), w.size() * sizeof(float));
+  } else {
+    uint16_t* o = reinterpret_cast<uint16_t*>(out);
+    for (size_t i = 0; i < w.size(); ++i) o[i] = f32_to_bf16(w[i]);
+  }
+  return {};
 }
 
 // The storage of a slot read by conversion: the requested matrix type, f32 for vectors.
@@ -292,21 +374,28 @@ Result<LoadedModel> load_hf_model(const std::string& dir, const std::string& sin
   };
   HostTensor fused;  // the last fused tensor read, kept for its other slots
   std::string fused_name;
+  // FP8 tensors come dequantized (f32 unless --weight-dtype bf16); the others as converted.
+  auto read = [&](const std::string& name, const std::vector<int64_t>& shape, DType dtype,
+                  uint8_t* out) -> Status {
+    if (set.find_tensor(name)->dtype == "F8_E4M3")
+      return read_fp8_block_scaled(set, m.config.fp8, name, shape, dtype, out);
+    return set.read_tensor(name, dtype, out);
+  };
   auto load = [&](const std::string& name, const WeightSlot& s,
                   const RowBlock* block) -> Result<HostTensor> {
     DType dtype = converted_dtype(s, options);
-    if (s.matrix && !options.weight_dtype) {  // the stored float type (copied)
+    if (s.matrix && !options.weight_dtype) {  // the stored float type (copied; FP8: f32)
       const std::string& stored = set.find_tensor(name)->dtype;
       dtype = stored == "BF16" ? DType::bf16 : stored == "F16" ? DType::f16 : DType::f32;
     }
     HostTensor h = HostTensor::zeros(dtype, s.shape);
     if (!block) {
-      INVAR_RETURN_IF_ERROR(set.read_tensor(name, dtype, h.bytes.data()));
+      INVAR_RETURN_IF_ERROR(read(name, s.shape, dtype, h.bytes.data()));
       return h;
     }
     if (fused_name != name || fused.dtype != dtype) {
       fused = HostTensor::zeros(dtype, block->file_shape);
-      INVAR_RETURN_IF_ERROR(set.read_tensor(name, dtype, fused.bytes.data()));
+      INVAR_RETURN_IF_ERROR(read(name, block->file_shape, dtype, fused.bytes.data()));
       fused_name = name;
     }
     const size_t row_bytes = dtype_row_bytes(dtype, s.shape[1]);

@@ -165,9 +165,9 @@ Status SafetensorsFile::read_tensor(const SafetensorsTensorInfo& t, DType dtype,
     return Status::errorf("{}: tensor '{}': cannot read {} into {} (expected f32, bf16 or {})",
                           path_, t.name, t.dtype, dtype_name(dtype), t.dtype);
   }
-  if (t.dtype != "F32" && t.dtype != "F16" && t.dtype != "BF16") {
-    return Status::errorf("{}: tensor '{}' has dtype {}; supported: F32, F16, BF16", path_, t.name,
-                          t.dtype);
+  if (t.dtype != "F32" && t.dtype != "F16" && t.dtype != "BF16" && t.dtype != "F8_E4M3") {
+    return Status::errorf("{}: tensor '{}' has dtype {}; supported: F32, F16, BF16, F8_E4M3", path_,
+                          t.name, t.dtype);
   }
   const int64_t n = t.numel();
   // Re-check: `t` may not come from this file.
@@ -194,6 +194,14 @@ Status SafetensorsFile::read_tensor(const SafetensorsTensorInfo& t, DType dtype,
       std::memcpy(out, src, size_t(n) * 2);
     } else {
       for (int64_t i = 0; i < n; ++i) of[i] = bf16_to_f32(load_u16(src + 2 * i));
+    }
+  } else if (t.dtype == "F8_E4M3") {  // every value is exact in f32 and bf16
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = fp8_e4m3_to_f32(src[i]);
+      if (dtype == DType::f32)
+        of[i] = v;
+      else
+        ob[i] = f32_to_bf16(v);
     }
   } else if (dtype == DType::f16) {
     std::memcpy(out, src, size_t(n) * 2);

@@ -36,8 +36,9 @@ class SafetensorsFile {
   const SafetensorsTensorInfo* find_tensor(const std::string& name) const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
-  // Converts a tensor of dtype F32, F16 or BF16 into `out` (numel elements, f32 or bf16, or f16
-  // for an F16 tensor).
+  // Converts a tensor of dtype F32, F16, BF16 or F8_E4M3 into `out` (numel elements, f32 or
+  // bf16, or f16 for an F16 tensor). FP8 values are decoded as stored: block scales are the
+  // loader's (load_weights.cpp).
   Status read_tensor(const SafetensorsTensorInfo& t, DType dtype, void* out) const;
 
  private:

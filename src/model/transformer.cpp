@@ -17,7 +17,8 @@ Transformer::Transformer(const ModelConfig& config, const ModelWeights& weights,
       mode_(mode),
       inv_freq_(rope_inv_freq(config)),
       inv_freq_long_(rope_inv_freq_long(config)),
-      inv_freq_local_(rope_inv_freq_local(config)) {}
+      inv_freq_local_(rope_inv_freq_local(config)),
+      moe_(config, pool, mode) {}
 
 // Rope at each token's absolute position. With longrope the table is chosen per token by its
 // position (short below original_max_position, long from there), so over runs of tokens that
@@ -155,10 +156,18 @@ void Transformer::attention_block(int l, const BatchPlan& plan, KvCache& cache, 
 void Transformer::mlp_block(int l, int tokens) {
   const LayerWeights& w = weights_.layers[l];
   const int64_t hidden = config_.hidden_size, inter = config_.intermediate_size;
-  gate_.resize(size_t(tokens) * inter);
-  up_.resize(gate_.size());
   cpu::rmsnorm(x_.data(), w.ffn_norm.f32(), tokens, hidden, config_.rms_eps, h_.data(), pool_);
   probe(l, ProbeOp::ffn_norm, h_.data(), tokens, hidden);
+  if (is_moe_layer(config_, l)) {
+    gate_.resize(size_t(tokens) * hidden);  // the experts' mixture
+    moe_.forward(w, l, h_.data(), tokens, gate_.data(), probe_);
+    probe(l, ProbeOp::experts, gate_.data(), tokens, hidden);
+    cpu::add(x_.data(), gate_.data(), int64_t(tokens) * hidden, pool_);
+    probe(l, ProbeOp::ffn_residual, x_.data(), tokens, hidden);
+    return;
+  }
+  gate_.resize(size_t(tokens) * inter);
+  up_.resize(gate_.size());
   linear(h_.data(), w.w_gate.ref(), nullptr, tokens, gate_.data());
   probe(l, ProbeOp::gate_proj, gate_.data(), tokens, inter);
   linear(h_.data(), w.w_up.ref(), nullptr, tokens, up_.data());

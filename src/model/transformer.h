@@ -1,9 +1,10 @@
-// The decoder-only transformer forward pass (Llama, Qwen2, Qwen3, Mistral, Phi-3, Gemma 2/3) over
-// a varlen batch with a paged KV cache, on the CPU kernels. Gemma's differences are config
-// switches (ModelConfig): scaled embedding, post norms, GeGLU, soft-caps, per-layer windows and
-// ropes.
+// The decoder-only transformer forward pass (Llama, Qwen2, Qwen3, Mistral, Phi-3, Gemma 2/3, and
+// the mixture-of-experts Qwen3-MoE and Mixtral) over a varlen batch with a paged KV cache, on the
+// CPU kernels. Gemma's differences are config switches (ModelConfig): scaled embedding, post
+// norms, GeGLU, soft-caps, per-layer windows and ropes; a sparse layer's MLP is MoeBlock.
 //   T = tokens in the step, H = hidden, Hq/Hkv = query/kv heads, D = head dim,
-//   I = intermediate size, V = vocab, L = rows of logits requested
+//   I = intermediate size, V = vocab, L = rows of logits requested,
+//   E = experts, k = experts per token, I_e = expert intermediate size
 #pragma once
 
 #include <vector>
@@ -13,6 +14,7 @@
 #include "model/activation_probe.h"
 #include "model/batch.h"
 #include "model/kv_cache.h"
+#include "model/moe_block.h"
 #include "model/weights.h"
 
 namespace invar::model {
@@ -55,6 +57,7 @@ class Transformer {
   std::vector<float> inv_freq_local_;  // Gemma 3's sliding layers (local_rope_theta); else empty
   // Scratch activations, grown to the largest step seen.
   std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_, rows_;
+  MoeBlock moe_;  // the sparse layers' MLP (Qwen3-MoE, Mixtral)
 };
 
 }  // namespace invar::model

@@ -36,6 +36,10 @@ enum class WeightRole : uint8_t {
   post_attn_norm,
   pre_ffn_norm,
   post_ffn_norm,
+  router,  // mixture-of-experts layers
+  expert_gate,
+  expert_up,
+  expert_down,
 };
 
 // RMSNorm weights (f32 vectors, centered on 1 once loaded).
@@ -61,18 +65,21 @@ struct WeightSlot {
   std::vector<int64_t> shape;  // expected, outermost first
   bool matrix;                 // stored in the weight dtype; vectors (norms, biases) are f32
   HostTensor* tensor;          // where it goes
+  int expert = -1;             // expert_* roles: the expert's index
 };
 
 // Calls fn for every tensor `config` needs, in a fixed order, and stops at the first error.
-// lm_head is skipped when tied; biases, q/k norms and post norms only when the config has them.
+// lm_head is skipped when tied; biases, q/k norms and post norms only when the config has them;
+// a sparse layer (is_moe_layer) has router and expert_* slots instead of w_gate/w_up/w_down.
 Status for_each_weight_slot(const ModelConfig& config, ModelWeights& weights,
                             const std::function<Status(const WeightSlot&)>& fn);
 
 // "[a, b]"
 std::string shape_string(const std::vector<int64_t>& shape);
 
-// The tensor name of a slot in each file format.
-std::string gguf_tensor_name(WeightRole role, int layer);
-std::string hf_tensor_name(WeightRole role, int layer);
+// The tensor name of a slot in each file format (GGUF files of MoE models are refused before
+// their names matter).
+std::string gguf_tensor_name(const ModelConfig& config, const WeightSlot& slot);
+std::string hf_tensor_name(const ModelConfig& config, const WeightSlot& slot);
 
 }  // namespace invar::model

@@ -88,6 +88,18 @@ Status for_each_weight_slot(const ModelConfig& c, ModelWeights& w,
     }
     INVAR_RETURN_IF_ERROR(
         fn({c.post_norms ? R::pre_ffn_norm : R::ffn_norm, l, {h}, false, &L.ffn_norm}));
+    if (is_moe_layer(c, l)) {
+      const int64_t e_inter = c.moe.expert_intermediate_size;
+      INVAR_RETURN_IF_ERROR(fn({R::router, l, {c.moe.num_experts, h}, true, &L.router}));
+      for (int e = 0; e < c.moe.num_experts; ++e) {
+        if (L.experts.size() <= size_t(e)) L.experts.emplace_back();  // grown as layers are
+        ExpertWeights& x = L.experts[size_t(e)];
+        INVAR_RETURN_IF_ERROR(fn({R::expert_gate, l, {e_inter, h}, true, &x.w_gate, e}));
+        INVAR_RETURN_IF_ERROR(fn({R::expert_up, l, {e_inter, h}, true, &x.w_up, e}));
+        INVAR_RETURN_IF_ERROR(fn({R::expert_down, l, {h, e_inter}, true, &x.w_down, e}));
+      }
+      continue;
+    }
     INVAR_RETURN_IF_ERROR(fn({R::w_gate, l, {inter, h}, true, &L.w_gate}));
     INVAR_RETURN_IF_ERROR(fn({R::w_up, l, {inter, h}, true, &L.w_up}));
     INVAR_RETURN_IF_ERROR(fn({R::w_down, l, {h, inter}, true, &L.w_down}));
@@ -108,10 +120,10 @@ uint64_t splitmix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// A tensor's id depends on its role and layer only, so enabling biases does not change the
-// values of the other tensors.
+// A tensor's id depends on its role, layer and expert only, so enabling biases does not change
+// the values of the other tensors (and dense models keep the ids they had before experts).
 uint64_t slot_id(const WeightSlot& s) {
-  return uint64_t(s.layer + 1) * 64 + uint64_t(s.role);
+  return uint64_t(s.layer + 1) * 64 + uint64_t(s.role) + (uint64_t(s.expert + 1) << 32);
 }
 
 // Uniform in [-1, 1), exactly a multiple of 2^-23: integer bits, no library distributions.

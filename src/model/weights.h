@@ -56,6 +56,11 @@ struct HostTensor {
   static HostTensor zeros(DType dtype, std::vector<int64_t> shape);
 };
 
+// One SwiGLU expert of a mixture-of-experts layer (I_e = MoeConfig::expert_intermediate_size).
+struct ExpertWeights {
+  HostTensor w_gate, w_up, w_down;  // [I_e, H], [I_e, H], [H, I_e]
+};
+
 struct LayerWeights {
   HostTensor attn_norm;             // [H] f32
   // Matrices: any DType (LoadOptions).
@@ -63,7 +68,10 @@ struct LayerWeights {
   HostTensor bq, bk, bv;            // [Hq*D], [Hkv*D], [Hkv*D] f32 (attention_bias only)
   HostTensor q_norm, k_norm;        // [D] f32 (qk_norm only)
   HostTensor ffn_norm;              // [H] f32
-  HostTensor w_gate, w_up, w_down;  // [I, H], [I, H], [H, I]
+  HostTensor w_gate, w_up, w_down;  // [I, H], [I, H], [H, I] (dense layers)
+  // Sparse layers (is_moe_layer) instead of w_gate/w_up/w_down:
+  HostTensor router;                   // [E, H]
+  std::vector<ExpertWeights> experts;  // [E]
   // post_norms only (Gemma): applied to the attention and MLP outputs before the residual add.
   HostTensor post_attn_norm, post_ffn_norm;  // [H] f32
 };

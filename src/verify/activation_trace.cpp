@@ -18,7 +18,7 @@ constexpr uint32_t kNormOps =
 constexpr uint32_t kGemmOps = bit(ProbeOp::q_proj) | bit(ProbeOp::k_proj) | bit(ProbeOp::v_proj) |
                               bit(ProbeOp::o_proj) | bit(ProbeOp::gate_proj) |
                               bit(ProbeOp::up_proj) | bit(ProbeOp::down_proj) |
-                              bit(ProbeOp::logits);
+                              bit(ProbeOp::router) | bit(ProbeOp::experts) | bit(ProbeOp::logits);
 
 // 64-bit hash of a row's bits: FNV-1a over 32-bit words, then a final mix.
 uint64_t hash_row(const float* row, int64_t width) {

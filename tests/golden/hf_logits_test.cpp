@@ -144,5 +144,39 @@ TEST(HfGolden, TinyQwen3YarnChunkedMatchesTransformers) {
   expect_matches_golden("tiny-qwen3-yarn", 5);
 }
 
+// Mixture of experts, loaded from the Hub tensor names: Qwen3-MoE (8 experts, top-2,
+// norm_topk_prob; layer 1 dense through mlp_only_layers) and Mixtral (8 experts, top-2). The
+// golden ids route to all 8 experts of each; chunked, each step's expert groups differ.
+TEST(HfGolden, TinyQwen3MoeMatchesTransformers) {
+  expect_matches_golden("tiny-qwen3-moe", 1 << 20);
+}
+TEST(HfGolden, TinyQwen3MoeChunkedMatchesTransformers) {
+  expect_matches_golden("tiny-qwen3-moe", 5);
+}
+TEST(HfGolden, TinyQwen3MoeF16KvCacheMatchesTransformers) {
+  expect_matches_golden("tiny-qwen3-moe", 3, "", DType::f16, 1e-3);
+}
+TEST(HfGolden, TinyMixtralMatchesTransformers) {
+  expect_matches_golden("tiny-mixtral", 1 << 20);
+}
+TEST(HfGolden, TinyMixtralChunkedMatchesTransformers) {
+  expect_matches_golden("tiny-mixtral", 5);
+}
+TEST(HfGolden, TinyMixtralF16KvCacheMatchesTransformers) {
+  expect_matches_golden("tiny-mixtral", 7, "", DType::f16, 1e-3);
+}
+
+// FP8: tiny-qwen3's matrices stored as F8_E4M3 in 32x32 blocks with weight_scale_inv,
+// dequantized at load (transformers' goldens: FineGrainedFP8Config(dequantize=True)).
+TEST(HfGolden, TinyQwen3Fp8MatchesTransformers) {
+  expect_matches_golden("tiny-qwen3-fp8", 1 << 20);
+}
+TEST(HfGolden, TinyQwen3Fp8ChunkedMatchesTransformers) {
+  expect_matches_golden("tiny-qwen3-fp8", 5);
+}
+TEST(HfGolden, TinyQwen3Fp8F16KvCacheMatchesTransformers) {
+  expect_matches_golden("tiny-qwen3-fp8", 3, "", DType::f16, 1e-3);
+}
+
 }  // namespace
 }  // namespace invar

@@ -19,6 +19,26 @@ TEST(DType, HalfRoundTripsEveryValue) {
   }
 }
 
+// F8_E4M3 ("fn"): bias 7, subnormals mant * 2^-9, 448 the largest, S.1111.111 NaN, no
+// infinities; positive codes increase with their value.
+TEST(DType, Fp8E4m3DecodesEveryCode) {
+  EXPECT_EQ(fp8_e4m3_to_f32(0x00), 0.0f);
+  EXPECT_EQ(fp8_e4m3_to_f32(0x01), std::ldexp(1.0f, -9));
+  EXPECT_EQ(fp8_e4m3_to_f32(0x07), 7 * std::ldexp(1.0f, -9));
+  EXPECT_EQ(fp8_e4m3_to_f32(0x08), std::ldexp(1.0f, -6));
+  EXPECT_EQ(fp8_e4m3_to_f32(0x38), 1.0f);
+  EXPECT_EQ(fp8_e4m3_to_f32(0x3c), 1.5f);
+  EXPECT_EQ(fp8_e4m3_to_f32(0x7e), 448.0f);
+  EXPECT_EQ(fp8_e4m3_to_f32(0xb8), -1.0f);
+  EXPECT_EQ(fp8_e4m3_to_f32(0xfe), -448.0f);
+  EXPECT_TRUE(std::isnan(fp8_e4m3_to_f32(0x7f)) && std::isnan(fp8_e4m3_to_f32(0xff)));
+  EXPECT_TRUE(std::signbit(fp8_e4m3_to_f32(0x80)));
+  for (int c = 1; c < 0x7f; ++c) {
+    EXPECT_GT(fp8_e4m3_to_f32(uint8_t(c)), fp8_e4m3_to_f32(uint8_t(c - 1))) << c;
+    EXPECT_EQ(fp8_e4m3_to_f32(uint8_t(c | 0x80)), -fp8_e4m3_to_f32(uint8_t(c))) << c;
+  }
+}
+
 TEST(DType, BFloat16RoundsToNearestEven) {
   EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
   EXPECT_EQ(f32_to_bf16(bits_to_f32(0x3f808000u)), 0x3f80);  // tie -> even

@@ -40,7 +40,7 @@ json expected() {
 std::map<std::string, const HostTensor*> by_gguf_name(const ModelConfig& c, ModelWeights& w) {
   std::map<std::string, const HostTensor*> out;
   EXPECT_TRUE(for_each_weight_slot(c, w, [&](const WeightSlot& s) -> Status {
-                out[gguf_tensor_name(s.role, s.layer)] = s.tensor;
+                out[gguf_tensor_name(c, s)] = s.tensor;
                 return {};
               }).ok());
   return out;

@@ -35,6 +35,27 @@ TEST(ModelRunner, ParsesDevicesAndRejectsOthers) {
   EXPECT_NE(bad.status().message().find("tpu"), std::string::npos);
 }
 
+// The CLI asks before reading or generating weights: a mixture of experts (here the shapes of
+// Qwen3-30B-A3B) is refused for --device cuda with a message naming it and --device cpu (or, in a
+// build without the backend, the usual INVAR_CUDA=ON message), and accepted for the CPU.
+TEST(ModelRunner, CudaRefusesMixtureOfExpertsBeforeLoading) {
+  auto moe = model::read_hf_config(invar::testing::test_data("cuda/qwen3-30b-a3b"));
+  ASSERT_TRUE(moe.ok()) << moe.status().message();
+  EXPECT_TRUE(engine::check_device_config(*moe, model::Device::cpu).ok());
+  const Status st = engine::check_device_config(*moe, model::Device::cuda);
+  ASSERT_FALSE(st.ok());
+  if (engine::cuda_backend_built()) {
+    EXPECT_NE(st.message().find("mixture of experts (128 experts, 8 per token)"), std::string::npos)
+        << st.message();
+    EXPECT_NE(st.message().find("--device cpu"), std::string::npos) << st.message();
+    auto dense = model::read_hf_config(invar::testing::test_data("cuda/qwen3-8b"));
+    ASSERT_TRUE(dense.ok());
+    EXPECT_TRUE(engine::check_device_config(*dense, model::Device::cuda).ok());
+  } else {
+    EXPECT_NE(st.message().find("INVAR_CUDA=ON"), std::string::npos) << st.message();
+  }
+}
+
 TEST(ModelRunner, CudaWithoutTheBackendOrAGpuIsAClearError) {
   const auto m = tiny_llama();
   model::RunnerOptions o;

@@ -10,6 +10,7 @@
 
 #include "core/block_quant.h"
 #include "model/gguf.h"
+#include "model/safetensors.h"
 #include "model/weight_slots.h"
 #include "model/weights.h"
 #include "test_paths.h"
@@ -41,7 +42,7 @@ std::string temp_dir(const std::string& name) {
 std::map<std::string, const HostTensor*> by_hf_name(const ModelConfig& c, ModelWeights& w) {
   std::map<std::string, const HostTensor*> out;
   Status st = for_each_weight_slot(c, w, [&](const WeightSlot& s) -> Status {
-    out[hf_tensor_name(s.role, s.layer)] = s.tensor;
+    out[hf_tensor_name(c, s)] = s.tensor;
     return {};
   });
   EXPECT_TRUE(st.ok());
@@ -250,6 +251,58 @@ TEST(LoadModel, HfErrors) {
   expect_error(load_model(d, {}).status(), {"config.json"});
 }
 
+// tiny-qwen3-fp8: F8_E4M3 matrices with 32x32 block scales, dequantized at load: every element
+// is its stored value times its block's weight_scale_inv, in f32 (bf16 if asked); the
+// embedding and norms are plain F32.
+TEST(LoadModel, TinyQwen3Fp8DequantizesBlockScales) {
+  const std::string dir = invar::testing::test_data("tiny-qwen3-fp8");
+  auto m = load_model(dir, {});
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  EXPECT_EQ(m->config.fp8.block_rows, 32);
+  EXPECT_EQ(m->config.fp8.block_cols, 32);
+  auto set = SafetensorsSet::open_dir(dir);
+  ASSERT_TRUE(set.ok());
+  const std::string name = "model.layers.1.self_attn.q_proj.weight";  // [128, 64]: 4 x 2 blocks
+  std::vector<float> values(128 * 64), scales(4 * 2);
+  ASSERT_TRUE(set->read_tensor(name, DType::f32, values.data()).ok());
+  ASSERT_TRUE(set->read_tensor(name + "_scale_inv", DType::f32, scales.data()).ok());
+  const HostTensor& q = m->weights.layers[1].wq;
+  ASSERT_EQ(q.dtype, DType::f32);
+  for (int i = 0; i < 128; ++i)
+    for (int j = 0; j < 64; ++j)
+      ASSERT_EQ(q.f32()[i * 64 + j],
+                values[size_t(i * 64 + j)] * scales[size_t(i / 32 * 2 + j / 32)])
+          << i << ", " << j;
+  EXPECT_NE(scales[0], scales[7]);
+  EXPECT_EQ(m->weights.embedding.dtype, DType::f32);
+  LoadOptions bf16;
+  bf16.weight_dtype = DType::bf16;
+  auto b = load_model(dir, bf16);
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  EXPECT_EQ(b->weights.layers[1].wq.dtype, DType::bf16);
+  EXPECT_EQ(bf16_to_f32(reinterpret_cast<const uint16_t*>(b->weights.layers[1].wq.bytes.data())[5]),
+            bf16_to_f32(f32_to_bf16(q.f32()[5])));
+}
+
+TEST(LoadModel, Fp8Errors) {
+  std::string d =
+      edited_copy("tiny-qwen3-fp8", "fp8_noquant", [](json& c) { c.erase("quantization_config"); });
+  expect_error(load_model(d, {}).status(),
+               {"'model.layers.0.self_attn.q_proj.weight' is F8_E4M3", "quantization_config"});
+  d = edited_copy("tiny-qwen3-fp8", "fp8_block", [](json& c) {
+    c["quantization_config"]["weight_block_size"] = {64, 32};
+  });
+  expect_error(load_model(d, {}).status(),
+               {"'model.layers.0.self_attn.q_proj.weight_scale_inv': shape [4, 2]",
+                "blocks of 64x32", "expected [2, 2]"});
+  d = edited_copy("tiny-qwen3-fp8", "fp8_method",
+                  [](json& c) { c["quantization_config"]["quant_method"] = "awq"; });
+  expect_error(load_model(d, {}).status(), {"quant_method \"awq\" is not supported"});
+  d = edited_copy("tiny-qwen3-fp8", "fp8_perchannel",
+                  [](json& c) { c["quantization_config"].erase("weight_block_size"); });
+  expect_error(load_model(d, {}).status(), {"weight_block_size is missing"});
+}
+
 // A tiny GGUF model: llama or qwen3 layout, random f32 tensors, optional tweaks.
 struct GgufModelSpec {
   std::string arch = "llama";
@@ -331,7 +384,7 @@ TEST(LoadModel, GgufModels) {
   ModelWeights& w = r->weights;
   std::map<std::string, const HostTensor*> got;
   ASSERT_TRUE(for_each_weight_slot(r->config, w, [&](const WeightSlot& s) -> Status {
-                got[gguf_tensor_name(s.role, s.layer)] = s.tensor;
+                got[gguf_tensor_name(r->config, s)] = s.tensor;
                 return {};
               }).ok());
   ASSERT_EQ(got.size(), values.size());

@@ -221,6 +221,37 @@ TEST(WhiteBoxTiny, Gemma2LocalizesPostNormAndGelu) {
   EXPECT_TRUE(parse_injection("rmsnorm")->applies(0, model::ProbeOp::post_ffn_norm));
 }
 
+// A mixture of experts (tiny-qwen3-moe: layers 0 and 2 sparse, 1 dense) passes, and a fault in
+// its router or expert mixture is localized to that layer and op.
+TEST(WhiteBoxTiny, Qwen3MoePassesAndLocalizesRouterAndExperts) {
+  auto m = model::load_model(invar::testing::test_data("tiny-qwen3-moe"), {});
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  WhiteBoxOptions o = WhiteBoxOptions::quick();
+  o.threads = test_threads();
+  WhiteBoxReport r = run_whitebox(*m, o);
+  ASSERT_TRUE(r.error.empty()) << r.error;
+  EXPECT_EQ(r.verdict(), Verdict::pass) << format_report(r);
+  ASSERT_EQ(r.modes.size(), 2u);
+  EXPECT_GT(r.modes[1].mismatched(), 0);  // the control has power
+
+  o.modes = {KernelMode::invariant};
+  for (const InjectionCase& c : {InjectionCase{"router@0", 0, model::ProbeOp::router},
+                                 InjectionCase{"experts@2", 2, model::ProbeOp::experts}}) {
+    o.inject = *parse_injection(c.spec);
+    r = run_whitebox(*m, o);
+    EXPECT_EQ(r.verdict(), Verdict::fail) << c.spec;
+    int localized = 0;
+    for (const auto& s : r.modes[0].scenarios)
+      for (const auto& x : s.mismatches) {
+        ASSERT_TRUE(x.where && x.where->found) << c.spec << ": " << x.case_name;
+        EXPECT_EQ(x.where->layer, c.layer) << c.spec;
+        EXPECT_EQ(x.where->op, c.op) << c.spec << ": named " << model::probe_op_name(x.where->op);
+        ++localized;
+      }
+    EXPECT_GT(localized, 0) << c.spec;
+  }
+}
+
 TEST(Injection, ParsesOpsGroupsAndLayers) {
   auto a = parse_injection("down_proj@12");
   ASSERT_TRUE(a.ok());

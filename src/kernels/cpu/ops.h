@@ -80,6 +80,22 @@ void gelu_tanh_mul(const float* gate, const float* up,  // [T, I] each
 
 // x[i] = cap * tanh(x[i] / cap), in place (soft-capping of Gemma 2's final logits)
 void softcap(float* x, int64_t n, float cap, ThreadPool& pool);
+// Mixture-of-experts routing (kernels/cpu/moe.cpp): per token, softmax over the E router logits
+// in f32, the k most probable experts (ties to the lowest id), their probabilities as weights,
+// divided by their sum when `normalize`. Each token's k picks are written in increasing expert id.
+void moe_route(const float* logits,  // [T, E]
+               int64_t tokens, int experts, int top_k, bool normalize,
+               int32_t* expert_ids,  // [T, k]
+               float* weights,       // [T, k]
+               ThreadPool& pool);
+
+// One expert's share of a mixture-of-experts layer: acc[tokens[r], :] += weights[r] * y[r, :].
+// The tokens of one call are distinct; calls in expert id order fix each token's sum order.
+void moe_accumulate(const float* y,                         // [n, H]: the expert's output rows
+                    const int32_t* tokens,                  // [n]: the token each row belongs to
+                    const float* weights,                   // [n]
+                    int64_t rows, int64_t dim, float* acc,  // [T, H]
+                    ThreadPool& pool);
 
 // acc[i] += x[i]
 void add(float* acc, const float* x, int64_t n, ThreadPool& pool);

@@ -176,44 +176,7 @@ class CudaRunner final : public ModelRunner {
   std::string backend_id() const override { return "cuda-sm" + std::to_string(arch_); }
 
  private:
-  Status check_shapes() const {
-    // Gemma's soft-caps, post norms, GeGLU and per-layer ropes, and yarn, are CPU-only for now:
-    // run without them the model would give wrong logits, so it is refused up front.
-    if (const std::vector<std::string> f = extended_features(c_); !f.empty()) {
-      std::string list;
-      for (const std::string& s : f) list += (list.empty() ? "" : ", ") + s;
-      return Status::errorf(
-          "--device cuda: this {} model needs {}, which the CUDA backend does not implement "
-          "yet; run it with --device cpu",
-          arch_name(c_.arch), list);
-    }
-    // The CUDA attention walks every position 0..pos: a window it cannot apply would give
-    // wrong logits past the window, so such a model is refused up front.
-    if (c_.sliding_window > 0 && c_.sliding_window < c_.max_position)
-      return Status::errorf(
-          "--device cuda: this {} model uses sliding-window attention (window {} of {} "
-          "positions), which the CUDA attention kernels do not implement yet; run it with "
-          "--device cpu",
-          arch_name(c_.arch), c_.sliding_window, c_.max_position);
-    if (rope_dims(c_) != c_.head_dim || c_.rope_scaling.kind == RopeScaling::Kind::longrope)
-      return Status::errorf(
-          "--device cuda: this {} model uses partial rotary ({} of {} dims) or longrope "
-          "scaling, which the CUDA backend does not implement yet; run it with --device cpu",
-          arch_name(c_.arch), rope_dims(c_), c_.head_dim);
-    const int64_t q = int64_t(c_.num_heads) * c_.head_dim, kv = int64_t(c_.num_kv_heads) * c_.head_dim;
-    if (c_.head_dim != 64 && c_.head_dim != 128)
-      return Status::errorf(
-          "--device cuda: head dim {} is not supported by the CUDA attention kernels (64 or 128)",
-          c_.head_dim);
-    for (int64_t v : {int64_t(c_.hidden_size), int64_t(c_.intermediate_size), q, kv,
-                      int64_t(c_.vocab_size)})
-      if (v % 8 != 0)
-        return Status::errorf(
-            "--device cuda: every matrix width must be a multiple of 8 for the GEMM kernels "
-            "(hidden {}, intermediate {}, q {}, kv {}, vocab {})",
-            c_.hidden_size, c_.intermediate_size, q, kv, c_.vocab_size);
-    return Status();
-  }
+  Status check_shapes() const { return check_cuda_config(c_); }
 
   bf16* k_cache(int l) const { return kv_.as<bf16>() + size_t(2 * l) * layer_elems_; }
   bf16* v_cache(int l) const { return kv_.as<bf16>() + size_t(2 * l + 1) * layer_elems_; }
@@ -639,6 +602,52 @@ Status CudaRunner::layer(int l, int tokens) {
 }
 
 }  // namespace
+
+Status check_cuda_config(const ModelConfig& c) {
+  // The device weights and the step hold one dense MLP per layer; a sparse layer's router and
+  // experts have no kernels yet, so an MoE model is refused up front.
+  if (c.moe.num_experts > 0)
+    return Status::errorf(
+        "--device cuda: this {} model is a mixture of experts ({} experts, {} per token), "
+        "which the CUDA backend does not implement yet; run it with --device cpu",
+        arch_name(c.arch), c.moe.num_experts, c.moe.experts_per_token);
+  // Gemma's soft-caps, post norms, GeGLU and per-layer ropes, and yarn, are CPU-only for now:
+  // run without them the model would give wrong logits, so it is refused up front.
+  if (const std::vector<std::string> f = extended_features(c); !f.empty()) {
+    std::string list;
+    for (const std::string& s : f) list += (list.empty() ? "" : ", ") + s;
+    return Status::errorf(
+        "--device cuda: this {} model needs {}, which the CUDA backend does not implement "
+        "yet; run it with --device cpu",
+        arch_name(c.arch), list);
+  }
+  // The CUDA attention walks every position 0..pos: a window it cannot apply would give
+  // wrong logits past the window, so such a model is refused up front.
+  if (c.sliding_window > 0 && c.sliding_window < c.max_position)
+    return Status::errorf(
+        "--device cuda: this {} model uses sliding-window attention (window {} of {} "
+        "positions), which the CUDA attention kernels do not implement yet; run it with "
+        "--device cpu",
+        arch_name(c.arch), c.sliding_window, c.max_position);
+  if (rope_dims(c) != c.head_dim || c.rope_scaling.kind == RopeScaling::Kind::longrope)
+    return Status::errorf(
+        "--device cuda: this {} model uses partial rotary ({} of {} dims) or longrope "
+        "scaling, which the CUDA backend does not implement yet; run it with --device cpu",
+        arch_name(c.arch), rope_dims(c), c.head_dim);
+  const int64_t q = int64_t(c.num_heads) * c.head_dim, kv = int64_t(c.num_kv_heads) * c.head_dim;
+  if (c.head_dim != 64 && c.head_dim != 128)
+    return Status::errorf(
+        "--device cuda: head dim {} is not supported by the CUDA attention kernels (64 or 128)",
+        c.head_dim);
+  for (int64_t v :
+       {int64_t(c.hidden_size), int64_t(c.intermediate_size), q, kv, int64_t(c.vocab_size)})
+    if (v % 8 != 0)
+      return Status::errorf(
+          "--device cuda: every matrix width must be a multiple of 8 for the GEMM kernels "
+          "(hidden {}, intermediate {}, q {}, kv {}, vocab {})",
+          c.hidden_size, c.intermediate_size, q, kv, c.vocab_size);
+  return Status();
+}
 
 Result<std::unique_ptr<ModelRunner>> make_cuda_runner(const ModelConfig& config,
                                                       const ModelWeights& weights,

@@ -16,4 +16,8 @@ Result<std::unique_ptr<ModelRunner>> make_cuda_runner(const ModelConfig& config,
                                                       const ModelWeights& weights,
                                                       const RunnerOptions& options);
 
+// The config checks of make_cuda_runner (architecture features and shapes the CUDA kernels do
+// not implement), callable before any weight is loaded.
+Status check_cuda_config(const ModelConfig& config);
+
 }  // namespace invar::model::cuda
