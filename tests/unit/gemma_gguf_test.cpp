@@ -71,7 +71,7 @@ TEST_P(GemmaGguf, SameConfigAndLogitsAsTheHfCheckpoint) {
   // The loaded (1 + w) f32 tensors under their GGUF names, as the converter stores them.
   ASSERT_TRUE(for_each_weight_slot(hf->config, hf->weights, [&](const WeightSlot& s) -> Status {
                 const float* v = s.tensor->f32();
-                w.tensor(gguf_tensor_name(s.role, s.layer), s.shape, 0,
+                w.tensor(gguf_tensor_name(hf->config, s), s.shape, 0,
                          testing::as_bytes(std::vector<float>(v, v + s.tensor->numel())));
                 return {};
               }).ok());
