@@ -98,6 +98,9 @@ int run_chat(const ChatArgs& a) {
 
     std::string reply;
     std::promise<engine::RequestEvent> done;
+    // A Ctrl-C from before the answer is dropped here, before the answer can start: from now
+    // on every one stops it (clearing after submit could drop one sent as the answer streams).
+    InterruptWatch::take();
     auto submitted = eng.submit(req, [&](const engine::RequestEvent& ev) {
       reply += ev.text;
       std::fwrite(ev.text.data(), 1, ev.text.size(), stdout);
@@ -110,7 +113,6 @@ int run_chat(const ChatArgs& a) {
       continue;
     }
     std::future<engine::RequestEvent> finished = done.get_future();
-    InterruptWatch::take();
     while (finished.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
       if (InterruptWatch::take()) eng.cancel(*submitted);  // ends with `cancelled`
     }

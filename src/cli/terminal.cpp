@@ -15,23 +15,44 @@ namespace {
 
 volatile std::sig_atomic_t g_interrupted = 0;
 struct sigaction g_previous {};
+bool g_watching = false;  // an InterruptWatch is alive
 
 extern "C" void on_sigint(int) {
   g_interrupted = 1;
 }
 
+// Our SIGINT handler. `restart`: interrupted system calls resume (SA_RESTART), so a Ctrl-C
+// while an answer streams cannot fail a write to the terminal with EINTR; without it a blocked
+// read returns, which is what the prompt needs to start over.
+void install_handler(bool restart, struct sigaction* previous) {
+  struct sigaction sa {};
+  sa.sa_handler = on_sigint;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = restart ? SA_RESTART : 0;
+  sigaction(SIGINT, &sa, previous);
+}
+
+// While the prompt waits for a line: Ctrl-C interrupts the read (InterruptWatch only).
+class PromptInterrupts {
+ public:
+  PromptInterrupts() {
+    if (g_watching) install_handler(false, nullptr);
+  }
+  ~PromptInterrupts() {
+    if (g_watching) install_handler(true, nullptr);
+  }
+};
+
 }  // namespace
 
 InterruptWatch::InterruptWatch() {
   g_interrupted = 0;
-  struct sigaction sa {};
-  sa.sa_handler = on_sigint;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0;  // no SA_RESTART: a blocked read returns, so the prompt can start over
-  sigaction(SIGINT, &sa, &g_previous);
+  install_handler(true, &g_previous);
+  g_watching = true;
 }
 
 InterruptWatch::~InterruptWatch() {
+  g_watching = false;
   sigaction(SIGINT, &g_previous, nullptr);
 }
 
@@ -62,7 +83,11 @@ std::optional<std::string> LineReader::read(const std::string& prompt) {
     return line;
   }
   InterruptWatch::take();
-  char* raw = readline(prompt.c_str());
+  char* raw = nullptr;
+  {
+    const PromptInterrupts interrupts;
+    raw = readline(prompt.c_str());
+  }
   if (!raw) {
     if (InterruptWatch::take()) {  // Ctrl-C: drop the line, new prompt
       fmt::print("\n");
