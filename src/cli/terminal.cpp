@@ -2,8 +2,10 @@
 
 #include <editline/readline.h>
 #include <fmt/core.h>
+#include <poll.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -30,6 +32,23 @@ void install_handler(bool restart, struct sigaction* previous) {
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = restart ? SA_RESTART : 0;
   sigaction(SIGINT, &sa, previous);
+}
+
+// The line editor's character source: stdin, polled in short waits so that a Ctrl-C is seen
+// even when it came before the read began (a signal cannot interrupt a read that has not
+// started yet). After a Ctrl-C it reports end of input; LineReader::read then finds the flag.
+int read_char_or_interrupt(FILE* /*in*/) {
+  for (;;) {
+    if (g_interrupted) return EOF;
+    pollfd p{STDIN_FILENO, POLLIN, 0};
+    const int ready = poll(&p, 1, 50);
+    if (ready < 0 && errno != EINTR) return EOF;
+    if (ready <= 0) continue;
+    unsigned char c = 0;
+    const ssize_t n = read(STDIN_FILENO, &c, 1);
+    if (n == 1) return c;
+    if (n == 0 || errno != EINTR) return EOF;
+  }
 }
 
 // While the prompt waits for a line: Ctrl-C interrupts the read (InterruptWatch only).
@@ -66,6 +85,7 @@ LineReader::LineReader() : interactive_(isatty(STDIN_FILENO) == 1 && isatty(STDO
   if (interactive_) {
     // Our handler, not libedit's: libedit's would re-raise SIGINT into the default action.
     rl_catch_signals = 0;
+    rl_getc_function = read_char_or_interrupt;
     using_history();
   }
 }
