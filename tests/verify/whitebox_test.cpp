@@ -7,8 +7,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
-#include <tuple>
 
 #include "engine/model_bundle.h"
 #include "model/kv_cache.h"
@@ -192,10 +192,11 @@ TEST(WhiteBoxTiny, Qwen3WithoutTokenizerPassesAndLocalizesQkNorm) {
     }
 }
 
-// Gemma 2's own ops are probed: an injection after the post-attention norm or the GeGLU is
-// found at that layer and op; the model passes and its control has power.
-TEST(WhiteBoxTiny, Gemma2LocalizesPostNormAndGelu) {
-  auto m = model::load_model(invar::testing::test_data("tiny-gemma2"), {});
+// A tiny model passes white-box verify with a control that has power, and each injected fault
+// is found at its layer and op.
+void expect_tiny_model_passes_and_localizes(const char* dir,
+                                            std::initializer_list<InjectionCase> cases) {
+  auto m = model::load_model(invar::testing::test_data(dir), {});
   ASSERT_TRUE(m.ok()) << m.status().message();
   WhiteBoxOptions o = WhiteBoxOptions::quick();
   o.threads = test_threads();
@@ -206,40 +207,10 @@ TEST(WhiteBoxTiny, Gemma2LocalizesPostNormAndGelu) {
   EXPECT_GT(r.modes[1].mismatched(), 0);  // the control has power
 
   o.modes = {KernelMode::invariant};
-  for (auto [spec, layer, op] : {std::tuple{"post_attn_norm@1", 1, model::ProbeOp::post_attn_norm},
-                                 std::tuple{"gelu_tanh_mul@0", 0, model::ProbeOp::gelu_tanh_mul}}) {
-    o.inject = *parse_injection(spec);
-    r = run_whitebox(*m, o);
-    EXPECT_EQ(r.verdict(), Verdict::fail) << spec;
-    for (const auto& s : r.modes[0].scenarios)
-      for (const auto& x : s.mismatches) {
-        ASSERT_TRUE(x.where && x.where->found) << spec << " " << x.case_name;
-        EXPECT_EQ(x.where->layer, layer) << spec;
-        EXPECT_EQ(x.where->op, op) << spec;
-      }
-  }
-  EXPECT_TRUE(parse_injection("rmsnorm")->applies(0, model::ProbeOp::post_ffn_norm));
-}
-
-// A mixture of experts (tiny-qwen3-moe: layers 0 and 2 sparse, 1 dense) passes, and a fault in
-// its router or expert mixture is localized to that layer and op.
-TEST(WhiteBoxTiny, Qwen3MoePassesAndLocalizesRouterAndExperts) {
-  auto m = model::load_model(invar::testing::test_data("tiny-qwen3-moe"), {});
-  ASSERT_TRUE(m.ok()) << m.status().message();
-  WhiteBoxOptions o = WhiteBoxOptions::quick();
-  o.threads = test_threads();
-  WhiteBoxReport r = run_whitebox(*m, o);
-  ASSERT_TRUE(r.error.empty()) << r.error;
-  EXPECT_EQ(r.verdict(), Verdict::pass) << format_report(r);
-  ASSERT_EQ(r.modes.size(), 2u);
-  EXPECT_GT(r.modes[1].mismatched(), 0);  // the control has power
-
-  o.modes = {KernelMode::invariant};
-  for (const InjectionCase& c : {InjectionCase{"router@0", 0, model::ProbeOp::router},
-                                 InjectionCase{"experts@2", 2, model::ProbeOp::experts}}) {
+  for (const InjectionCase& c : cases) {
     o.inject = *parse_injection(c.spec);
     r = run_whitebox(*m, o);
-    EXPECT_EQ(r.verdict(), Verdict::fail) << c.spec;
+    EXPECT_EQ(r.verdict(), Verdict::fail) << dir << " " << c.spec;
     int localized = 0;
     for (const auto& s : r.modes[0].scenarios)
       for (const auto& x : s.mismatches) {
@@ -248,8 +219,25 @@ TEST(WhiteBoxTiny, Qwen3MoePassesAndLocalizesRouterAndExperts) {
         EXPECT_EQ(x.where->op, c.op) << c.spec << ": named " << model::probe_op_name(x.where->op);
         ++localized;
       }
-    EXPECT_GT(localized, 0) << c.spec;
+    EXPECT_GT(localized, 0) << dir << " " << c.spec;
   }
+}
+
+// Gemma 2's own ops are probed: an injection after the post-attention norm or the GeGLU is
+// found at that layer and op; the model passes and its control has power.
+TEST(WhiteBoxTiny, Gemma2LocalizesPostNormAndGelu) {
+  expect_tiny_model_passes_and_localizes(
+      "tiny-gemma2", {InjectionCase{"post_attn_norm@1", 1, model::ProbeOp::post_attn_norm},
+                      InjectionCase{"gelu_tanh_mul@0", 0, model::ProbeOp::gelu_tanh_mul}});
+  EXPECT_TRUE(parse_injection("rmsnorm")->applies(0, model::ProbeOp::post_ffn_norm));
+}
+
+// A mixture of experts (tiny-qwen3-moe: layers 0 and 2 sparse, 1 dense) passes, and a fault in
+// its router or expert mixture is localized to that layer and op.
+TEST(WhiteBoxTiny, Qwen3MoePassesAndLocalizesRouterAndExperts) {
+  expect_tiny_model_passes_and_localizes(
+      "tiny-qwen3-moe", {InjectionCase{"router@0", 0, model::ProbeOp::router},
+                         InjectionCase{"experts@2", 2, model::ProbeOp::experts}});
 }
 
 TEST(Injection, ParsesOpsGroupsAndLayers) {
