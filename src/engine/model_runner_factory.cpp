@@ -6,6 +6,7 @@
 
 namespace invar::engine {
 
+#ifndef INVAR_WITH_CUDA
 namespace {
 
 Status no_cuda_backend() {
@@ -15,6 +16,7 @@ Status no_cuda_backend() {
 }
 
 }  // namespace
+#endif
 
 Status check_device_config(const model::ModelConfig& config, model::Device device) {
   if (device != model::Device::cuda) return Status();
