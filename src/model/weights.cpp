@@ -145,7 +145,8 @@ void fill_random(HostTensor& t, uint64_t key, float center, float scale) {
         reinterpret_cast<uint16_t*>(t.bytes.data())[i] = f32_to_bf16(v);
     }
   };
-  const int64_t kChunk = int64_t(1) << 20;
+  // Small enough that an MoE expert's matrix (~1.5 M weights) still spreads over the cores.
+  const int64_t kChunk = int64_t(1) << 17;
   const int64_t threads = std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()),
                                             (n + kChunk - 1) / kChunk);
   if (threads <= 1) {

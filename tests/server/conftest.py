@@ -1,6 +1,8 @@
 """Starts `invar serve` on a free loopback port for the end-to-end tests.
 
 INVAR_BIN is the invar binary and INVAR_MODEL the model (tests/server/run.sh sets both).
+INVAR_SERVE_ARGS, if set, is added to every server's command line: e.g. "--device cuda" to run
+a test against the GPU backend (scripts/gpu-model-check's scoring step).
 Every server is started with --port 0 and the port is read from its "listening on" line; it is
 stopped with SIGTERM at the end (killed if it does not exit), so nothing outlives the tests.
 """
@@ -32,7 +34,7 @@ class InvarServer:
         raise_fd_limit()
         cmd = [os.environ["INVAR_BIN"], "serve", "--model", model or os.environ["INVAR_MODEL"],
                "--host", "127.0.0.1", "--port", "0", "--served-model-name", MODEL_NAME,
-               *extra_args]
+               *os.environ.get("INVAR_SERVE_ARGS", "").split(), *extra_args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True, errors="replace")
         self.log = []

@@ -20,6 +20,7 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ops.h"
 #include "model/cuda/device_weights.h"
+#include "model/cuda/moe_mlp.h"
 #include "model/cuda/step_graphs.h"
 
 namespace invar::model::cuda {
@@ -75,7 +76,11 @@ int padded_size(int n) {
 class CudaRunner final : public ModelRunner {
  public:
   CudaRunner(const ModelConfig& config, const RunnerOptions& o)
-      : c_(config), o_(o), host_pool_(o.threads), graphs_(o.cuda_graphs) {}
+      : c_(config),
+        o_(step_options(config, o)),
+        host_pool_(o.threads),
+        graphs_(o_.cuda_graphs),
+        moe_(config) {}
   ~CudaRunner() override {
     if (stream_) {
       cudaStreamSynchronize(stream_);
@@ -210,6 +215,13 @@ class CudaRunner final : public ModelRunner {
   template <typename T>
   Status copy_for_probe(const T* data, int64_t rows, int64_t width, int64_t ld);
 
+  // The options as the runner applies them: a fast-mode MoE model syncs inside its layers
+  // (moe_mlp.h), which no graph can hold, so its steps launch eagerly.
+  static RunnerOptions step_options(const ModelConfig& c, RunnerOptions o) {
+    if (c.moe.num_experts > 0 && o.kernels == kernels::KernelMode::fast) o.cuda_graphs = false;
+    return o;
+  }
+
   const ModelConfig& c_;
   RunnerOptions o_;
   ThreadPool host_pool_;  // widens the logits rows to f32
@@ -223,6 +235,7 @@ class CudaRunner final : public ModelRunner {
   StepBuffers b_;
   int max_blocks_ = 0;  // the step's block-table row length
   StepGraphs graphs_;   // captured device work of steps, by launch shape
+  MoeMlp moe_;          // the MLP of sparse layers (MoE models only)
   uint64_t buffers_key_ = 0;  // the step buffers' addresses (reserve), part of a graph's key
   std::vector<int32_t> order_;         // run_step: logit row i on the device is plan row order_[i]
   std::vector<int32_t> ordered_rows_;  // run_step: plan.logit_rows in that order
@@ -307,6 +320,10 @@ Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
                                 &b_.x, &b_.h, &b_.qkv, &b_.attn, &b_.o, &b_.gate_up, &b_.act,
                                 &b_.rows, &b_.logits, &b_.draw_params, &b_.summary})
     key.add(d->as());
+  if (c_.moe.num_experts > 0) {
+    INVAR_RETURN_IF_ERROR(moe_.reserve(tokens, o_.cuda_device));
+    moe_.add_to_key(key);
+  }
   buffers_key_ = key.value();
   return b_.download.reserve(l * v * 2, "the logits download");
 }
@@ -578,6 +595,13 @@ Status CudaRunner::layer(int l, int tokens) {
                                         hidden, c_.rms_eps, h, hidden, mode, stream_));
   probe(l, ProbeOp::attn_residual, x, tokens, hidden, hidden);
   probe(l, ProbeOp::ffn_norm, h, tokens, hidden, hidden);
+  if (is_moe_layer(c_, l)) {
+    auto moe_probe = [&](ProbeOp op, const void* data, bool is_f32, int64_t rows, int64_t width) {
+      if (is_f32) return probe(l, op, static_cast<const float*>(data), rows, width, width);
+      probe(l, op, static_cast<const bf16*>(data), rows, width, width);
+    };
+    return moe_.run(w, h, tokens, o, mode, *gemm_, stream_, moe_probe);
+  }
   // gate/up GEMM and SiLU-and-multiply: one kernel past decode (the fused epilogue), else the
   // GEMM into gate_up then silu_mul_paired. With a probe (verify), always the latter, to show
   // gate and up: the same bits (gate_up_test.cu).
@@ -604,13 +628,17 @@ Status CudaRunner::layer(int l, int tokens) {
 }  // namespace
 
 Status check_cuda_config(const ModelConfig& c) {
-  // The device weights and the step hold one dense MLP per layer; a sparse layer's router and
-  // experts have no kernels yet, so an MoE model is refused up front.
-  if (c.moe.num_experts > 0)
+  // Sparse layers run moe_mlp.h's kernels: top-k up to 32 of at most 1024 experts, widths the
+  // grouped GEMM takes.
+  if (c.moe.num_experts > 0 &&
+      (c.moe.num_experts > 1024 || c.moe.experts_per_token > 32 ||
+       c.moe.expert_intermediate_size % 8 != 0))
     return Status::errorf(
-        "--device cuda: this {} model is a mixture of experts ({} experts, {} per token), "
-        "which the CUDA backend does not implement yet; run it with --device cpu",
-        arch_name(c.arch), c.moe.num_experts, c.moe.experts_per_token);
+        "--device cuda: this {} model's experts ({} experts, {} per token, {} features each) are "
+        "outside what the CUDA MoE kernels take (at most 1024 experts, 32 per token, features "
+        "a multiple of 8); run it with --device cpu",
+        arch_name(c.arch), c.moe.num_experts, c.moe.experts_per_token,
+        c.moe.expert_intermediate_size);
   // Gemma's soft-caps, post norms, GeGLU and per-layer ropes, and yarn, are CPU-only for now:
   // run without them the model would give wrong logits, so it is refused up front.
   if (const std::vector<std::string> f = extended_features(c); !f.empty()) {

@@ -60,22 +60,46 @@ Status upload_bf16(DeviceBuffer& dst, std::initializer_list<const HostTensor*> p
 }
 
 // gate and up [I, K] each, as one [2I, K] weight whose rows pair them in blocks of
-// kGateUpBlock (kernels/cuda/gemm.h), the layout the fused SiLU-and-multiply epilogue reads.
-Status upload_gate_up(DeviceBuffer& dst, const HostTensor& gate, const HostTensor& up,
-                      size_t& total) {
+// kGateUpBlock (kernels/cuda/gemm.h), the layout the fused SiLU-and-multiply epilogue reads;
+// appended to `out`.
+Status append_paired_gate_up(const HostTensor& gate, const HostTensor& up,
+                             std::vector<uint16_t>& out) {
   INVAR_ASSIGN_OR_RETURN(auto stacked, stack_bf16({&gate, &up}, "gate/up"));
   if (gate.shape.size() != 2 || gate.shape != up.shape ||
       gate.shape[0] % kernels::cuda::kGateUpBlock)
     return Status::error("CUDA upload: gate and up must be [I, H] alike with I a multiple of 8");
   const int64_t rows = gate.shape[0], k = gate.shape[1];
-  std::vector<uint16_t> paired(stacked.size());
+  const size_t at = out.size();
+  out.resize(at + stacked.size());
+  uint16_t* paired = out.data() + at;
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t to = kernels::cuda::paired_gate_row(i);
     std::memcpy(&paired[size_t(to * k)], &stacked[size_t(i * k)], size_t(k) * 2);
     std::memcpy(&paired[size_t((to + kernels::cuda::kGateUpBlock) * k)],
                 &stacked[size_t((rows + i) * k)], size_t(k) * 2);
   }
+  return Status();
+}
+
+Status upload_gate_up(DeviceBuffer& dst, const HostTensor& gate, const HostTensor& up,
+                      size_t& total) {
+  std::vector<uint16_t> paired;
+  INVAR_RETURN_IF_ERROR(append_paired_gate_up(gate, up, paired));
   return to_device(dst, paired.data(), paired.size() * 2, "gate/up", total);
+}
+
+// A sparse layer: the router, and every expert's paired gate/up and down one after the other.
+Status upload_experts(DeviceLayer& dl, const LayerWeights& lw, size_t& total) {
+  INVAR_RETURN_IF_ERROR(upload_bf16(dl.router, {&lw.router}, "the router", total));
+  std::vector<uint16_t> gate_up, down;
+  for (const ExpertWeights& e : lw.experts) {
+    INVAR_RETURN_IF_ERROR(append_paired_gate_up(e.w_gate, e.w_up, gate_up));
+    INVAR_ASSIGN_OR_RETURN(auto d, stack_bf16({&e.w_down}, "an expert's down_proj"));
+    down.insert(down.end(), d.begin(), d.end());
+  }
+  INVAR_RETURN_IF_ERROR(
+      to_device(dl.experts_gate_up, gate_up.data(), gate_up.size() * 2, "experts' gate/up", total));
+  return to_device(dl.experts_down, down.data(), down.size() * 2, "experts' down_proj", total);
 }
 
 // Biases stay f32 (added in f32 to the GEMM output).
@@ -116,6 +140,10 @@ Result<DeviceWeights> upload_weights(const ModelConfig& c, const ModelWeights& w
     if (!lw.bq.empty())
       INVAR_RETURN_IF_ERROR(upload_f32(dl.qkv_bias, {&lw.bq, &lw.bk, &lw.bv}, "q/k/v bias", total));
     INVAR_RETURN_IF_ERROR(upload_bf16(dl.o, {&lw.wo}, "o_proj", total));
+    if (is_moe_layer(c, l)) {
+      INVAR_RETURN_IF_ERROR(upload_experts(dl, lw, total));
+      continue;
+    }
     INVAR_RETURN_IF_ERROR(upload_gate_up(dl.gate_up, lw.w_gate, lw.w_up, total));
     INVAR_RETURN_IF_ERROR(upload_bf16(dl.down, {&lw.w_down}, "down_proj", total));
   }

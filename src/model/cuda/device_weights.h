@@ -1,6 +1,7 @@
 // The model's weights in device memory, in the CUDA forward pass's layout: every matrix bf16,
 // q/k/v concatenated into one [Hq*D + 2*Hkv*D, H] matrix and gate/up into one [2*I, H], so a
-// layer runs 4 GEMMs. Concatenating rows changes no element's reduction (each output is still
+// layer runs 4 GEMMs (a mixture-of-experts layer: its experts' weights one after the other, for
+// the grouped GEMM). Concatenating rows changes no element's reduction (each output is still
 // one k-ordered chain over H), so it keeps the GEMM recipe.
 //   H = hidden, Hq/Hkv = query/kv heads, D = head dim, I = intermediate size, V = vocab
 #pragma once
@@ -25,6 +26,10 @@ struct DeviceLayer {
   DeviceBuffer o;                    // [H, Hq*D] bf16
   DeviceBuffer gate_up;              // [2*I, H] bf16, gate/up rows paired (kc::paired_gate_row)
   DeviceBuffer down;                 // [H, I] bf16
+  // Sparse layers (is_moe_layer) instead of gate_up/down; E experts of I_e features:
+  DeviceBuffer router;               // [E, H] bf16
+  DeviceBuffer experts_gate_up;      // [E, 2*I_e, H] bf16, each expert's gate/up rows paired
+  DeviceBuffer experts_down;         // [E, H, I_e] bf16
 };
 
 struct DeviceWeights {
