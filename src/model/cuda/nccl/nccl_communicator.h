@@ -25,7 +25,7 @@ class NcclCommunicator final : public Communicator {
   ~NcclCommunicator() override;
   int rank() const override { return rank_; }
   int size() const override { return size_; }
-  void all_reduce_tree(float* data, int64_t n) override;              // data: device [N]
+  void all_reduce_tree(float* data, int64_t n) override;               // data: device [N]
   void all_gather(const float* data, int64_t n, float* out) override;  // device [N] -> [R, N]
   void barrier() override;
 
