@@ -3,9 +3,9 @@
 // decode steps, alone or among other sequences, are bitwise the same at tensor-parallel sizes
 // 1, 2, 4 and 8 with the row-parallel GEMMs' fixed slice tree. Models: seeded random weights of
 // a config with 8 query heads and 2 kv heads (sizes 4 and 8 replicate kv heads) and a vocabulary
-// that 8 does not divide; and the tiny architecture models (4 heads: sizes 1, 2, 4). Negative control (R8): without
-// the slices (each rank reduces its whole K range, the ranks summed in rank order) size 2's
-// logits differ from size 1's.
+// that 8 does not divide; and the tiny architecture models (4 heads: sizes 1, 2, 4). Negative
+// control (R8): without the slices (each rank reduces its whole K range, the ranks summed in
+// rank order) size 2's logits differ from size 1's.
 #include "model/tensor_parallel.h"
 
 #include <gtest/gtest.h>
