@@ -118,7 +118,6 @@ TEST_F(TensorParallel, RandomModelLogitsEqualAtSizes1248) {
   expect_invariant(random_, {1, 2, 4, 8});
 }
 
-
 // The control: ranks that each reduce their whole K range give other bits at size 2 than one
 // GEMM over K at size 1, so the comparison above can see a difference.
 TEST_F(TensorParallel, WithoutSlicesSize2DiffersFromSize1) {
