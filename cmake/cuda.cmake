@@ -95,6 +95,20 @@ invar_set_warnings(invar_model_cuda)
 target_link_libraries(invar_engine PUBLIC invar_model_cuda)
 target_compile_definitions(invar_engine PRIVATE INVAR_WITH_CUDA)
 
+# The NCCL communicator of tensor parallelism (src/model/cuda/nccl/, docs/tensor-parallel.md):
+# compiled only, nothing uses it yet and it has not run on several GPUs. Off by default, so that
+# the CUDA build needs no NCCL.
+option(INVAR_NCCL "Build the NCCL communicator (compile-only: not yet run on several GPUs)" OFF)
+if(INVAR_NCCL)
+  find_path(INVAR_NCCL_INCLUDE nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} REQUIRED)
+  find_library(INVAR_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} REQUIRED)
+  add_library(invar_nccl STATIC ${PROJECT_SOURCE_DIR}/src/model/cuda/nccl/nccl_communicator.cu)
+  invar_cuda_target(invar_nccl)
+  target_include_directories(invar_nccl PUBLIC ${PROJECT_SOURCE_DIR}/src)
+  target_include_directories(invar_nccl SYSTEM PUBLIC ${INVAR_NCCL_INCLUDE})
+  target_link_libraries(invar_nccl PUBLIC invar_core CUDA::cudart_static ${INVAR_NCCL_LIBRARY})
+endif()
+
 # The GPU tests and benchmark have their own switches, independent of the CPU suites.
 option(INVAR_CUDA_TESTS "Build the CUDA tests (CTest label cuda)" ON)
 option(INVAR_CUDA_BENCH "Build the CUDA benchmarks" ON)

@@ -5,6 +5,7 @@
 #include "cli/progress_bar.h"
 #include "engine/model_runner_factory.h"
 #include "model/config_parse.h"
+#include "model/tensor_parallel.h"
 
 namespace invar::cli {
 
@@ -43,6 +44,14 @@ void add_model_options(CLI::App& cmd, ModelArgs& a, unsigned which, const std::s
         ->check(CLI::Range(0.05, 1.0));
     grouped(cmd.add_option("--kv-dtype", a.kv_dtype, "CPU KV cache: f16 or f32 (empty: f16)"))
         ->check(CLI::IsMember({"", "f16", "f32"}));
+    grouped(cmd.add_option("--tensor-parallel-size", a.tensor_parallel_size,
+                           "CPU: tensor-parallel ranks as threads sharing --threads (1, 2, 4, 8; "
+                           "the same bits at every size, docs/tensor-parallel.md)"))
+        ->check(CLI::Range(1, 64));
+    grouped(cmd.add_flag("--tp-invariant-slices", a.tp_invariant_slices,
+                         "At --tensor-parallel-size 1: the sliced row-parallel GEMMs, whose bits "
+                         "every size gives (sizes > 1 always use them; slower, other bits than "
+                         "the default)"));
   }
 }
 
@@ -71,14 +80,17 @@ std::optional<DType> weight_dtype_flag(const std::string& flag) {
 }
 
 DType random_weight_dtype(const std::string& flag, model::Device device) {
-  return weight_dtype_flag(flag).value_or(device == model::Device::cuda ? DType::bf16
-                                                                        : DType::f32);
+  return weight_dtype_flag(flag).value_or(device == model::Device::cuda ? DType::bf16 : DType::f32);
 }
 
 Result<engine::ModelBundle> open_bundle(const ModelArgs& a, model::Device device) {
   // A Hugging Face config the device cannot run is refused before its weights are read or
   // generated (a 30B mixture of experts takes minutes and most of the memory to make).
   namespace fs = std::filesystem;
+  if (device != model::Device::cpu && (a.tensor_parallel_size > 1 || a.tp_invariant_slices))
+    return Status::error(StatusCode::invalid_argument,
+                         "--tensor-parallel-size and --tp-invariant-slices run on the CPU only "
+                         "for now (ranks as threads; the NCCL path for GPUs is not built)");
   if (device != model::Device::cpu &&
       (a.random_weights >= 0 || fs::exists(fs::path(a.model) / "config.json"))) {
     INVAR_ASSIGN_OR_RETURN(model::ModelConfig config, model::read_hf_config(a.model));
@@ -100,6 +112,8 @@ Result<engine::ModelBundle> open_bundle(const ModelArgs& a, model::Device device
 engine::EngineOptions engine_options(const ModelArgs& a, model::Device device) {
   engine::EngineOptions o;
   o.threads = a.threads;
+  o.tensor_parallel_size = a.tensor_parallel_size;
+  o.tp_slices = a.tp_invariant_slices ? model::kDefaultTpSlices : -1;
   o.max_context = a.context;
   o.device = device;
   o.gpu_memory_utilization = a.gpu_memory_utilization;

@@ -5,8 +5,8 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "core/status.h"
@@ -21,10 +21,12 @@ struct ModelArgs {
   std::string model;           // GGUF file, Hugging Face directory, or a config (random weights)
   std::string device = "cpu";  // cpu | cuda
   std::string kernels = "invariant";
-  std::string weight_dtype;  // f32 | bf16; empty: as stored in the file (random: per device)
-  std::string kv_dtype;      // CPU KV cache: f16 | f32; empty: f16
-  int threads = 0;           // CPU threads, 0 = all cores
-  int context = 4096;        // prompt + output tokens per request
+  std::string weight_dtype;      // f32 | bf16; empty: as stored in the file (random: per device)
+  std::string kv_dtype;          // CPU KV cache: f16 | f32; empty: f16
+  int threads = 0;               // CPU threads, 0 = all cores
+  int tensor_parallel_size = 1;  // CPU ranks as threads
+  bool tp_invariant_slices = false;  // the sliced row-parallel GEMMs at size 1 too
+  int context = 4096;                // prompt + output tokens per request
   double gpu_memory_utilization = 0.9;
   int64_t random_weights = -1;  // >= 0: seeded random weights of the --model config
 };
@@ -34,7 +36,8 @@ struct ModelArgs {
 enum ModelOption : unsigned {
   kModelPath = 1u << 0,   // -m/--model, required
   kKernelMode = 1u << 1,  // --kernels invariant|fast
-  kEngineSize = 1u << 2,  // -c/--context, --gpu-memory-utilization, --kv-dtype
+  kEngineSize = 1u << 2,  // -c/--context, --gpu-memory-utilization, --kv-dtype,
+                          // --tensor-parallel-size, --tp-invariant-slices
   kAllModelOptions = kModelPath | kKernelMode | kEngineSize,
 };
 

@@ -91,6 +91,8 @@ static model::RunnerOptions runner_options(const EngineOptions& o) {
   r.block_size = o.block_size;
   r.kv_dtype = o.kv_dtype;
   r.threads = o.threads;
+  r.tensor_parallel_size = o.tensor_parallel_size;
+  r.tp_slices = o.tp_slices;
   r.cuda_device = o.cuda_device;
   r.gpu_memory_utilization = o.gpu_memory_utilization;
   r.cuda_graphs = !o.enforce_eager;

@@ -1,5 +1,7 @@
 #include "engine/model_runner_factory.h"
 
+#include "model/tensor_parallel.h"
+
 #ifdef INVAR_WITH_CUDA
 #include "model/cuda/cuda_runner.h"
 #endif
@@ -36,6 +38,18 @@ bool cuda_backend_built() {
 #endif
 }
 
+Status check_tensor_parallel_options(const model::ModelConfig& config,
+                                     const model::RunnerOptions& options) {
+  const int slices = model::effective_tp_slices(options);
+  if (options.tensor_parallel_size == 1 && slices == 0) return Status();
+  if (options.device != model::Device::cpu)
+    return Status::error(StatusCode::invalid_argument,
+                         "tensor parallelism runs on the CPU only for now (ranks as threads; the "
+                         "NCCL path for GPUs is not built): use --tensor-parallel-size 1 and no "
+                         "--tp-invariant-slices with --device cuda");
+  return model::check_tensor_parallel(config, options.tensor_parallel_size, slices);
+}
+
 Result<std::unique_ptr<model::ModelRunner>> make_model_runner(const model::ModelConfig& config,
                                                               const model::ModelWeights& weights,
                                                               const model::RunnerOptions& options) {
@@ -48,8 +62,10 @@ Result<std::unique_ptr<model::ModelRunner>> make_model_runner(const model::Model
       !(options.gpu_memory_utilization > 0.0 && options.gpu_memory_utilization <= 1.0))
     return Status::errorf("--gpu-memory-utilization must be in (0, 1], got {}",
                           options.gpu_memory_utilization);
+  INVAR_RETURN_IF_ERROR(check_tensor_parallel_options(config, options));
   switch (options.device) {
-    case model::Device::cpu: return model::make_cpu_runner(config, weights, options);
+    case model::Device::cpu:
+      return model::make_cpu_runner(config, weights, options);
     case model::Device::cuda:
 #ifdef INVAR_WITH_CUDA
       return model::cuda::make_cuda_runner(config, weights, options);

@@ -17,6 +17,11 @@ Result<std::unique_ptr<model::ModelRunner>> make_model_runner(const model::Model
 // model the CUDA kernels do not implement), checked before any weight is loaded or generated.
 Status check_device_config(const model::ModelConfig& config, model::Device device);
 
+// What the options' tensor parallelism (tensor_parallel_size, tp_slices) needs of the model and
+// device (the CPU only, for now), checked by make_model_runner too.
+Status check_tensor_parallel_options(const model::ModelConfig& config,
+                                     const model::RunnerOptions& options);
+
 // Whether this build has the CUDA backend.
 bool cuda_backend_built();
 

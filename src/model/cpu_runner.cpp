@@ -1,7 +1,6 @@
 // The CPU backend of ModelRunner: Transformer (kernels/cpu) with its own thread pool and a host
 // KV cache.
 #include <algorithm>
-#include <cstring>
 
 #include "core/thread_pool.h"
 #include "kernels/cpu/ops.h"
@@ -36,7 +35,6 @@ class CpuRunner final : public ModelRunner {
       : pool_(o.threads),
         transformer_(config, weights, pool_, o.kernels),
         cache_(config, std::max(1, o.kv_blocks), std::max(1, o.block_size), o.kv_dtype),
-        layers_(config.num_layers),
         vocab_(config.vocab_size) {}
 
   // The CPU computes every row anyway: every row is written, whatever `needs` asks.
@@ -55,20 +53,7 @@ class CpuRunner final : public ModelRunner {
     return Status();
   }
 
-  Status copy_kv_block(int32_t src, int32_t dst) override {
-    if (src < 0 || dst < 0 || src >= cache_.num_blocks() || dst >= cache_.num_blocks())
-      return Status::errorf("copy_kv_block: block {} or {} outside the cache ({} blocks)", src, dst,
-                            cache_.num_blocks());
-    const size_t bytes = cache_.block_bytes();
-    for (int l = 0; l < layers_; ++l) {
-      kernels::KvLayerRef layer = cache_.layer(l);
-      for (void* part : {layer.k, layer.v}) {
-        uint8_t* base = static_cast<uint8_t*>(part);
-        std::memcpy(base + size_t(dst) * bytes, base + size_t(src) * bytes, bytes);
-      }
-    }
-    return Status();
-  }
+  Status copy_kv_block(int32_t src, int32_t dst) override { return cache_.copy_block(src, dst); }
 
   void set_probe(ActivationProbe* probe) override { transformer_.set_probe(probe); }
   int kv_blocks() const override { return cache_.num_blocks(); }
@@ -79,7 +64,6 @@ class CpuRunner final : public ModelRunner {
   ThreadPool pool_;
   Transformer transformer_;
   KvCache cache_;
-  int layers_;
   int64_t vocab_;
 };
 
@@ -87,6 +71,8 @@ class CpuRunner final : public ModelRunner {
 
 std::unique_ptr<ModelRunner> make_cpu_runner(const ModelConfig& config, const ModelWeights& weights,
                                              const RunnerOptions& options) {
+  if (options.tensor_parallel_size > 1 || options.tp_slices > 0)
+    return make_tp_cpu_runner(config, weights, options);
   return std::make_unique<CpuRunner>(config, weights, options);
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/page_buffer.h"
+#include "core/status.h"
 #include "kernels/types.h"
 #include "model/config.h"
 
@@ -24,9 +25,11 @@ class KvCache {
   kernels::KvLayerRef layer(int i);
   // Bytes of one block of one layer's K (or V).
   size_t block_bytes() const { return block_bytes_; }
+  // Copies block src over block dst in every layer's K and V.
+  Status copy_block(int32_t src, int32_t dst);
 
  private:
-  int num_blocks_, block_size_, kv_heads_, head_dim_;
+  int num_layers_, num_blocks_, block_size_, kv_heads_, head_dim_;
   DType dtype_;
   size_t block_bytes_;
   PageBuffer k_, v_;  // [layers, num_blocks, block_size, Hkv, D] each

@@ -32,6 +32,14 @@ struct RunnerOptions {
   // reads of f32; rounded once when stored) or f32. The CUDA cache is bf16 whatever this says.
   DType kv_dtype = DType::f16;
   int threads = 0;      // host threads: the CPU forward pass; on CUDA, logits widening (0: all cores)
+  // CPU: tensor-parallel ranks, threads of this process sharing `threads`
+  // (docs/tensor-parallel.md): 1, 2, 4 or 8. check_tensor_parallel says what a model allows.
+  int tensor_parallel_size = 1;
+  // K slices of the row-parallel GEMMs (o_proj, down_proj) summed in one fixed tree, which makes
+  // the bits the same at every tensor_parallel_size: -1 automatic (kDefaultTpSlices when
+  // tensor_parallel_size > 1; none at 1, the plain GEMM: other bits, see the doc), 0 none (each
+  // rank reduces its whole K range: bits depend on the size; the negative control), S > 0.
+  int tp_slices = -1;
   int cuda_device = 0;  // CUDA: device ordinal
   // CUDA with kv_blocks = 0: the share of device memory the runner may hold; the KV cache gets
   // what the weights and the activations of the largest step leave of it.
@@ -111,7 +119,17 @@ Status check_batch_plan(const BatchPlan& plan, const ModelConfig& config, int kv
                         int block_size);
 
 // The CPU backend: kernels/cpu over f32 activations and a host KV cache (options.kv_dtype).
+// (tensor_parallel_size > 1 or tp_slices > 0: make_tp_cpu_runner.)
 std::unique_ptr<ModelRunner> make_cpu_runner(const ModelConfig& config, const ModelWeights& weights,
                                              const RunnerOptions& options);
+
+// The CPU backend over tensor-parallel ranks that are threads (tp_runner.cpp). The options must
+// have passed check_tensor_parallel(config, tensor_parallel_size, effective_tp_slices(options)).
+std::unique_ptr<ModelRunner> make_tp_cpu_runner(const ModelConfig& config,
+                                                const ModelWeights& weights,
+                                                const RunnerOptions& options);
+
+// tp_slices with -1 resolved.
+int effective_tp_slices(const RunnerOptions& options);
 
 }  // namespace invar::model

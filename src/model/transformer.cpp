@@ -9,12 +9,17 @@ namespace invar::model {
 
 namespace cpu = kernels::cpu;
 
+namespace {
+const std::vector<HostTensor> kNoSlices;
+}  // namespace
+
 Transformer::Transformer(const ModelConfig& config, const ModelWeights& weights, ThreadPool& pool,
-                         kernels::KernelMode mode)
+                         kernels::KernelMode mode, TpRank tp)
     : config_(config),
       weights_(weights),
       pool_(pool),
       mode_(mode),
+      tp_(tp),
       inv_freq_(rope_inv_freq(config)),
       inv_freq_long_(rope_inv_freq_long(config)),
       inv_freq_local_(rope_inv_freq_local(config)),
@@ -94,7 +99,7 @@ Status Transformer::forward(const BatchPlan& plan, KvCache& cache, std::vector<f
                rows_.data(), pool_);
   probe(config_.num_layers, ProbeOp::final_norm, rows_.data(), rows, hidden);
   logits.resize(size_t(rows) * config_.vocab_size);
-  linear(rows_.data(), weights_.output().ref(), nullptr, rows, logits.data());
+  vocab_parallel_logits(rows_.data(), rows, logits);
   if (config_.final_softcap > 0.0f)
     cpu::softcap(logits.data(), int64_t(logits.size()), config_.final_softcap, pool_);
   probe(config_.num_layers, ProbeOp::logits, logits.data(), rows, config_.vocab_size);
@@ -142,7 +147,8 @@ void Transformer::attention_block(int l, const BatchPlan& plan, KvCache& cache, 
   cpu::attention(q_.data(), layer, ap, hq, scale, attn_.data(), pool_);
   probe(l, ProbeOp::attention, attn_.data(), tokens, hq * d);
 
-  linear(attn_.data(), w.wo.ref(), nullptr, tokens, h_.data());
+  row_parallel(attn_.data(), w.wo.ref(), tp_.shard ? tp_.shard->o_slices[size_t(l)] : kNoSlices,
+               tokens, h_.data());
   probe(l, ProbeOp::o_proj, h_.data(), tokens, hidden);
   if (config_.post_norms) {
     cpu::rmsnorm(h_.data(), w.post_attn_norm.f32(), tokens, hidden, config_.rms_eps, h_.data(),
@@ -179,7 +185,8 @@ void Transformer::mlp_block(int l, int tokens) {
     cpu::silu_mul(gate_.data(), up_.data(), int64_t(tokens) * inter, gate_.data(), pool_);
     probe(l, ProbeOp::silu_mul, gate_.data(), tokens, inter);
   }
-  linear(gate_.data(), w.w_down.ref(), nullptr, tokens, h_.data());
+  row_parallel(gate_.data(), w.w_down.ref(),
+               tp_.shard ? tp_.shard->down_slices[size_t(l)] : kNoSlices, tokens, h_.data());
   probe(l, ProbeOp::down_proj, h_.data(), tokens, hidden);
   if (config_.post_norms) {
     cpu::rmsnorm(h_.data(), w.post_ffn_norm.f32(), tokens, hidden, config_.rms_eps, h_.data(),

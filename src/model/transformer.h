@@ -9,22 +9,32 @@
 
 #include <vector>
 
+#include "core/communicator.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "model/activation_probe.h"
 #include "model/batch.h"
 #include "model/kv_cache.h"
 #include "model/moe_block.h"
+#include "model/tensor_parallel.h"
 #include "model/weights.h"
 
 namespace invar::model {
+
+// One rank of a tensor-parallel group (docs/tensor-parallel.md): the transformer's config and
+// weights are shard->config and shard->weights; o_proj and down_proj run over shard's K slices
+// and are all-reduced through comm; the logits are gathered from every rank's vocab rows.
+struct TpRank {
+  const RankShard* shard = nullptr;
+  Communicator* comm = nullptr;
+};
 
 class Transformer {
  public:
   // Keeps references to config, weights and pool; they must outlive the transformer.
   // `mode` fast swaps in batch-dependent kernels: only for negative controls.
   Transformer(const ModelConfig& config, const ModelWeights& weights, ThreadPool& pool,
-              kernels::KernelMode mode = kernels::KernelMode::invariant);
+              kernels::KernelMode mode = kernels::KernelMode::invariant, TpRank tp = {});
 
   // Runs one step: writes the batch's K/V into `cache` and the logits of plan.logit_rows to
   // `logits` ([L, V], row-major). Each logit row depends only on its own sequence (the
@@ -43,6 +53,12 @@ class Transformer {
   void apply_rope(int layer, float* x, const BatchPlan& plan, int tokens, int heads);
   Status check_plan(const BatchPlan& plan, const KvCache& cache) const;
   void linear(const float* x, const kernels::WeightRef& w, const float* bias, int64_t m, float* y);
+  // y[m, H] = x[m, K] w^T for o_proj/down_proj: the plain GEMM, or with tensor parallelism the
+  // rank's K slices summed in the fixed tree and all-reduced (transformer_tp.cpp).
+  void row_parallel(const float* x, const kernels::WeightRef& w,
+                    const std::vector<HostTensor>& slices, int64_t m, float* y);
+  // logits[m, V] from the final-normed rows: each rank's vocab rows, gathered in rank order.
+  void vocab_parallel_logits(const float* x, int64_t m, std::vector<float>& logits);
   void probe(int layer, ProbeOp op, float* data, int64_t rows, int64_t width) {
     if (probe_) probe_->after_op(layer, op, data, rows, width);
   }
@@ -52,12 +68,14 @@ class Transformer {
   ThreadPool& pool_;
   kernels::KernelMode mode_;
   ActivationProbe* probe_ = nullptr;
+  TpRank tp_;
   std::vector<float> inv_freq_;
-  std::vector<float> inv_freq_long_;  // longrope: positions >= original_max_position; else empty
+  std::vector<float> inv_freq_long_;   // longrope: positions >= original_max_position; else empty
   std::vector<float> inv_freq_local_;  // Gemma 3's sliding layers (local_rope_theta); else empty
   // Scratch activations, grown to the largest step seen.
   std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_, rows_;
-  MoeBlock moe_;  // the sparse layers' MLP (Qwen3-MoE, Mixtral)
+  std::vector<float> slice_x_, partials_, gathered_;  // tensor parallelism only
+  MoeBlock moe_;                                      // the sparse layers' MLP (Qwen3-MoE, Mixtral)
 };
 
 }  // namespace invar::model
