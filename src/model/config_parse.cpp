@@ -454,6 +454,73 @@ Status phi3_from_gguf(const GgufFile& f, const std::string& p, ModelConfig* c) {
   return {};
 }
 
+// The experts of a GGUF MoE file (llama.cpp's keys): `expert_count`, `expert_used_count`,
+// `expert_feed_forward_length` (Mixtral, written as arch llama: every expert has
+// feed_forward_length) and `expert_weights_norm` (absent: Mixtral and qwen3moe renormalise, as
+// llama.cpp's graphs for them do). A layer without a router tensor `blk.N.ffn_gate_inp` keeps a
+// dense MLP (Qwen3-MoE's mlp_only_layers, which llama.cpp's converter cannot write).
+Status moe_from_gguf(const GgufFile& f, const std::string& p, ModelConfig* c) {
+  const std::string& where = f.path();
+  int64_t experts = 0;
+  if (f.has(p + "expert_count")) {
+    INVAR_ASSIGN_OR_RETURN(experts, f.get_int(p + "expert_count"));
+  }
+  if (experts <= 0) {
+    if (c->arch == Arch::qwen3_moe)
+      return Status::errorf("{}: {}expert_count is missing or 0 (a qwen3moe file needs experts)",
+                            where, p);
+    return {};
+  }
+  if (c->arch == Arch::llama) {
+    c->arch = Arch::mixtral;  // llama.cpp writes Mixtral as llama with experts
+  } else if (c->arch != Arch::qwen3_moe) {
+    return Status::errorf("{}: {}expert_count is {}: mixture-of-experts {} files are not supported",
+                          where, p, experts, arch_name(c->arch));
+  }
+  auto positive = [&](const std::string& key, int64_t limit) -> Result<int> {
+    INVAR_ASSIGN_OR_RETURN(int64_t v, f.get_int(p + key));
+    if (v <= 0 || v > limit)
+      return Status::errorf("{}: metadata key '{}' is {} (expected 1 to {})", where, p + key, v,
+                            limit);
+    return int(v);
+  };
+  MoeConfig& m = c->moe;
+  INVAR_ASSIGN_OR_RETURN(m.num_experts, positive("expert_count", 1 << 16));
+  INVAR_ASSIGN_OR_RETURN(m.experts_per_token, positive("expert_used_count", m.num_experts));
+  m.expert_intermediate_size = c->intermediate_size;
+  if (f.has(p + "expert_feed_forward_length")) {
+    INVAR_ASSIGN_OR_RETURN(m.expert_intermediate_size,
+                           positive("expert_feed_forward_length", std::numeric_limits<int>::max()));
+  } else if (c->arch == Arch::qwen3_moe) {
+    return Status::errorf("{}: metadata key '{}expert_feed_forward_length' is missing", where, p);
+  }
+  m.normalize_top_k = true;
+  if (f.has(p + "expert_weights_norm")) {
+    auto it = f.metadata().find(p + "expert_weights_norm");
+    const bool* b = std::get_if<bool>(&it->second.v);
+    if (!b)
+      return Status::errorf("{}: metadata key '{}expert_weights_norm' is not a bool", where, p);
+    m.normalize_top_k = *b;
+  }
+  m.sparse_step = 1;
+  if (size_t(c->num_layers) > f.tensors().size())  // before a list of that many layers
+    return Status::errorf("{}: {}block_count is {} but the file holds {} tensors", where, p,
+                          c->num_layers, f.tensors().size());
+  int sparse = 0;
+  for (int l = 0; l < c->num_layers; ++l) {
+    if (f.find_tensor("blk." + std::to_string(l) + ".ffn_gate_inp.weight") == nullptr)
+      m.dense_layers.push_back(l);
+    else
+      ++sparse;
+  }
+  if (sparse == 0)
+    return Status::errorf(
+        "{}: {}expert_count is {} but no layer has a router tensor "
+        "'blk.N.ffn_gate_inp.weight'",
+        where, p, experts);
+  return {};
+}
+
 }  // namespace
 
 Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::string& where) {
@@ -649,10 +716,14 @@ Result<ModelConfig> config_from_gguf(const GgufFile& f) {
     c.arch = arch == "gemma2" ? Arch::gemma2 : Arch::gemma3;
     c.qk_norm = c.arch == Arch::gemma3;
     c.rope_style = kernels::RopeStyle::half;  // Gemma's q/k rows are not permuted
+  } else if (arch == "qwen3moe") {
+    c.arch = Arch::qwen3_moe;
+    c.qk_norm = true;
+    c.rope_style = kernels::RopeStyle::half;
   } else {
     return Status::errorf(
-        "{}: general.architecture '{}' is not supported (supported: gemma2, gemma3, llama, "
-        "phi3, qwen2, qwen3)",
+        "{}: general.architecture '{}' is not supported (supported: gemma2, gemma3, llama "
+        "(and Mixtral, written as llama with experts), phi3, qwen2, qwen3, qwen3moe)",
         where, arch);
   }
   const std::string p = arch + ".";
@@ -669,16 +740,10 @@ Result<ModelConfig> config_from_gguf(const GgufFile& f) {
     return float(v);
   };
 
-  if (f.has(p + "expert_count")) {
-    INVAR_ASSIGN_OR_RETURN(int64_t experts, f.get_int(p + "expert_count"));
-    if (experts > 0) {
-      return Status::errorf("{}: mixture-of-experts models ({} = {}) are not supported", where,
-                            p + "expert_count", experts);
-    }
-  }
   INVAR_ASSIGN_OR_RETURN(c.num_layers, get_int("block_count"));
   INVAR_ASSIGN_OR_RETURN(c.hidden_size, get_int("embedding_length"));
   INVAR_ASSIGN_OR_RETURN(c.intermediate_size, get_int("feed_forward_length"));
+  INVAR_RETURN_IF_ERROR(moe_from_gguf(f, p, &c));
   INVAR_ASSIGN_OR_RETURN(c.num_heads, get_int("attention.head_count"));
   c.num_kv_heads = c.num_heads;
   if (f.has(p + "attention.head_count_kv")) {

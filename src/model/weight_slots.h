@@ -77,8 +77,8 @@ Status for_each_weight_slot(const ModelConfig& config, ModelWeights& weights,
 // "[a, b]"
 std::string shape_string(const std::vector<int64_t>& shape);
 
-// The tensor name of a slot in each file format (GGUF files of MoE models are refused before
-// their names matter).
+// The tensor name of a slot in each file format (a GGUF expert slot names its layer's stacked
+// `*_exps` tensor; the loader picks the expert's rows).
 std::string gguf_tensor_name(const ModelConfig& config, const WeightSlot& slot);
 std::string hf_tensor_name(const ModelConfig& config, const WeightSlot& slot);
 
