@@ -113,6 +113,9 @@ Result<LoadedModel> load_model(const std::string& path, const LoadOptions& optio
 
 // Fills a model with seeded random weights of the config's shapes. The same seed gives the
 // same weights on every machine and backend (counter-based generator, no std:: distributions).
+// With fp8 quantization in the config, the attention, MLP and expert matrices are what an FP8
+// checkpoint of them holds: one scale per block (amax / 448), each weight an E4M3 value times
+// its block's scale, stored multiplied out as the loader stores such a checkpoint's weights.
 ModelWeights random_weights(const ModelConfig& config, uint64_t seed, DType weight_dtype,
                             const LoadProgress& progress = {});
 
