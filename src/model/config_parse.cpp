@@ -183,7 +183,7 @@ Status finish_longrope(const HfKeys& k, int max_position, const std::string& whe
   return {};
 }
 
-// Qwen3-MoE's and Mixtral's expert keys (MoeConfig).
+// Qwen3-MoE's, Qwen2-MoE's and Mixtral's expert keys (MoeConfig).
 Status parse_hf_moe(const json& j, const HfKeys& k, Arch arch, int intermediate_size,
                     const std::string& where, MoeConfig* out) {
   if (arch == Arch::mixtral) {
@@ -212,9 +212,13 @@ Status parse_hf_moe(const json& j, const HfKeys& k, Arch arch, int intermediate_
       out->dense_layers.push_back(int(e.get<int64_t>()));
     }
   }
-  if (k.has("shared_expert_intermediate_size")) {
+  if (arch == Arch::qwen2_moe) {
+    INVAR_ASSIGN_OR_RETURN(out->shared_intermediate_size,
+                           k.get_int("shared_expert_intermediate_size", 5632));
+  } else if (k.has("shared_expert_intermediate_size")) {
     return Status::errorf(
-        "{}: shared experts ('shared_expert_intermediate_size') are not supported", where);
+        "{}: shared experts ('shared_expert_intermediate_size') are not supported for {}", where,
+        arch_name(arch));
   }
   return {};
 }
@@ -578,11 +582,16 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
   } else if (arch_key == "MixtralForCausalLM") {
     c.arch = Arch::mixtral;
     default_max_position = 131072;
+  } else if (arch_key == "Qwen2MoeForCausalLM") {
+    c.arch = Arch::qwen2_moe;
+    INVAR_ASSIGN_OR_RETURN(c.attention_bias, k.get_bool("qkv_bias", true));
+    default_max_position = 32768;
   } else {
     return Status::errorf(
         "{}: architecture '{}' is not supported (supported: Gemma2ForCausalLM, "
         "Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, "
-        "Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM)",
+        "Phi3ForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, Qwen3ForCausalLM, "
+        "Qwen3MoeForCausalLM)",
         where, arch_key);
   }
   const bool gemma = c.arch == Arch::gemma2 || c.arch == Arch::gemma3;
@@ -652,7 +661,7 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
     return Status::errorf("{}: hidden_act {} is not supported (expected \"silu\")", where,
                           j["hidden_act"].dump());
   }
-  if (c.arch != Arch::qwen2) {
+  if (c.arch != Arch::qwen2 && c.arch != Arch::qwen2_moe) {
     // Llama and Qwen3 put this bias on o_proj too, which the forward pass does not carry.
     INVAR_RETURN_IF_ERROR(
         reject_if_true(k, "attention_bias", where, "biases on q/k/v/o projections"));
@@ -660,7 +669,7 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
   INVAR_RETURN_IF_ERROR(reject_if_true(k, "mlp_bias", where, "biases on MLP projections"));
   if (k.has("quantization_config"))
     INVAR_RETURN_IF_ERROR(parse_hf_quantization(j["quantization_config"], where, &c.fp8));
-  if (c.arch == Arch::qwen3_moe || c.arch == Arch::mixtral)
+  if (c.arch == Arch::qwen3_moe || c.arch == Arch::mixtral || c.arch == Arch::qwen2_moe)
     INVAR_RETURN_IF_ERROR(parse_hf_moe(j, k, c.arch, c.intermediate_size, where, &c.moe));
   if (c.arch == Arch::mistral || c.arch == Arch::phi3 || c.arch == Arch::mixtral) {
     // transformers' MistralConfig: an absent key means its default window, 4096 (Phi3Config,

@@ -66,20 +66,33 @@ std::string gguf_tensor_name(const ModelConfig& /*config*/, const WeightSlot& sl
       return b + "ffn_up_exps.weight";
     case WeightRole::expert_down:
       return b + "ffn_down_exps.weight";
+    case WeightRole::shared_gate:  // llama.cpp's qwen2moe names (config_from_gguf refuses it)
+      return b + "ffn_gate_shexp.weight";
+    case WeightRole::shared_up:
+      return b + "ffn_up_shexp.weight";
+    case WeightRole::shared_down:
+      return b + "ffn_down_shexp.weight";
+    case WeightRole::shared_expert_gate:
+      return b + "ffn_gate_inp_shexp.weight";
   }
   return "?";
 }
 
 namespace {
 
-// The Hub names of a sparse layer's router and experts: Qwen3-MoE's `mlp.gate`,
+// The Hub names of a sparse layer's router and experts: Qwen3-MoE's (and Qwen2-MoE's) `mlp.gate`,
 // `mlp.experts.E.{gate,up,down}_proj`; Mixtral's `block_sparse_moe.gate`,
-// `block_sparse_moe.experts.E.{w1,w3,w2}` (w1 gate, w3 up, w2 down).
+// `block_sparse_moe.experts.E.{w1,w3,w2}` (w1 gate, w3 up, w2 down); Qwen2-MoE's shared expert
+// `mlp.shared_expert.{gate,up,down}_proj` and `mlp.shared_expert_gate`.
 std::string hf_moe_tensor_name(const ModelConfig& c, const WeightSlot& s) {
   const bool mixtral = c.arch == Arch::mixtral;
   const std::string b =
       "model.layers." + std::to_string(s.layer) + (mixtral ? ".block_sparse_moe." : ".mlp.");
   if (s.role == WeightRole::router) return b + "gate.weight";
+  if (s.role == WeightRole::shared_gate) return b + "shared_expert.gate_proj.weight";
+  if (s.role == WeightRole::shared_up) return b + "shared_expert.up_proj.weight";
+  if (s.role == WeightRole::shared_down) return b + "shared_expert.down_proj.weight";
+  if (s.role == WeightRole::shared_expert_gate) return b + "shared_expert_gate.weight";
   const std::string e = b + "experts." + std::to_string(s.expert) + ".";
   switch (s.role) {
     case WeightRole::expert_gate:
@@ -142,6 +155,10 @@ std::string hf_tensor_name(const ModelConfig& config, const WeightSlot& slot) {
     case WeightRole::expert_gate:
     case WeightRole::expert_up:
     case WeightRole::expert_down:
+    case WeightRole::shared_gate:
+    case WeightRole::shared_up:
+    case WeightRole::shared_down:
+    case WeightRole::shared_expert_gate:
       return hf_moe_tensor_name(config, slot);
   }
   return "?";

@@ -40,6 +40,10 @@ enum class WeightRole : uint8_t {
   expert_gate,
   expert_up,
   expert_down,
+  shared_gate,  // Qwen2-MoE's shared expert and its sigmoid gate
+  shared_up,
+  shared_down,
+  shared_expert_gate,
 };
 
 // RMSNorm weights (f32 vectors, centered on 1 once loaded).

@@ -98,6 +98,12 @@ Status for_each_weight_slot(const ModelConfig& c, ModelWeights& w,
         INVAR_RETURN_IF_ERROR(fn({R::expert_up, l, {e_inter, h}, true, &x.w_up, e}));
         INVAR_RETURN_IF_ERROR(fn({R::expert_down, l, {h, e_inter}, true, &x.w_down, e}));
       }
+      if (const int64_t si = c.moe.shared_intermediate_size; si > 0) {
+        INVAR_RETURN_IF_ERROR(fn({R::shared_gate, l, {si, h}, true, &L.shared.w_gate}));
+        INVAR_RETURN_IF_ERROR(fn({R::shared_up, l, {si, h}, true, &L.shared.w_up}));
+        INVAR_RETURN_IF_ERROR(fn({R::shared_down, l, {h, si}, true, &L.shared.w_down}));
+        INVAR_RETURN_IF_ERROR(fn({R::shared_expert_gate, l, {1, h}, true, &L.shared_gate}));
+      }
       continue;
     }
     INVAR_RETURN_IF_ERROR(fn({R::w_gate, l, {inter, h}, true, &L.w_gate}));
@@ -179,6 +185,9 @@ bool is_fp8_role(WeightRole r) {
     case WeightRole::expert_gate:
     case WeightRole::expert_up:
     case WeightRole::expert_down:
+    case WeightRole::shared_gate:
+    case WeightRole::shared_up:
+    case WeightRole::shared_down:
       return true;
     default:
       return false;
