@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Converts the tiny MoE checkpoints (tests/data/tiny-qwen3-moe, tiny-mixtral) to GGUF files
+"""Converts the tiny MoE checkpoints (tests/data/tiny-qwen3-moe, tiny-mixtral, tiny-qwen2-moe) to
+GGUF files
 laid out as llama.cpp's converter lays out MoE models, written with the `gguf` Python package:
 
   tiny-qwen3-moe/model-<type>.gguf   arch qwen3moe: qwen3moe.expert_count,
@@ -7,6 +8,9 @@ laid out as llama.cpp's converter lays out MoE models, written with the `gguf` P
                                      dense layer (mlp_only_layers) keeps ffn_gate/up/down
   tiny-mixtral/model-<type>.gguf     arch llama with llama.expert_count / expert_used_count,
                                      q/k rows permuted as for every llama-arch file
+  tiny-qwen2-moe/model-<type>.gguf   arch qwen2moe: q/k/v biases, the shared expert
+                                     ffn_{gate,up,down}_shexp and its gate ffn_gate_inp_shexp
+                                     [H] (F32), expert_shared_feed_forward_length
 
 Each sparse layer has the router `blk.N.ffn_gate_inp.weight` [E, H] (kept F32, as llama.cpp
 keeps it) and the experts stacked per projection: `ffn_gate_exps` and `ffn_up_exps` [E, I_e, H],
@@ -58,6 +62,9 @@ def permute_qk(w, heads):
 
 def add_matrix(w, name, x, qtype):
     x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.shape[-1] % gguf.GGML_QUANT_SIZES[qtype][0] != 0:
+        qtype = Q.F16  # rows that are not whole blocks (tiny-qwen2-moe's shared down, 48), as
+        # llama.cpp's quantizer falls back for them
     if qtype == Q.F32:
         w.add_tensor(name, x)
     else:
@@ -71,7 +78,8 @@ def convert(model, qtype_name):
     t = read_safetensors(os.path.join(src, "model.safetensors"))
     qtype = TYPES[qtype_name]
     mixtral = cfg["architectures"][0] == "MixtralForCausalLM"
-    arch = "llama" if mixtral else "qwen3moe"
+    qwen2 = cfg["architectures"][0] == "Qwen2MoeForCausalLM"
+    arch = "llama" if mixtral else "qwen2moe" if qwen2 else "qwen3moe"
     path = os.path.join(src, f"model-{qtype_name}.gguf")
     w = gguf.GGUFWriter(path, arch)
     layers, heads, kv_heads = (cfg["num_hidden_layers"], cfg["num_attention_heads"],
@@ -96,7 +104,10 @@ def convert(model, qtype_name):
         w.add_expert_count(cfg["num_experts"])
         w.add_expert_used_count(cfg["num_experts_per_tok"])
         w.add_expert_feed_forward_length(cfg["moe_intermediate_size"])
-        w.add_expert_weights_norm(bool(cfg["norm_topk_prob"]))
+        if qwen2:
+            w.add_expert_shared_feed_forward_length(cfg["shared_expert_intermediate_size"])
+        else:
+            w.add_expert_weights_norm(bool(cfg["norm_topk_prob"]))
         experts, dense = cfg["num_experts"], set(cfg.get("mlp_only_layers") or [])
 
     add_matrix(w, "token_embd.weight", t["model.embed_tokens.weight"], qtype)
@@ -110,7 +121,9 @@ def convert(model, qtype_name):
         add_matrix(w, b + "attn_k.weight", k, qtype)
         add_matrix(w, b + "attn_v.weight", t[p + "self_attn.v_proj.weight"], qtype)
         add_matrix(w, b + "attn_output.weight", t[p + "self_attn.o_proj.weight"], qtype)
-        if not mixtral:
+        for n in ("q", "k", "v") if qwen2 else ():
+            w.add_tensor(f"{b}attn_{n}.bias", t[f"{p}self_attn.{n}_proj.bias"])
+        if not mixtral and not qwen2:
             w.add_tensor(b + "attn_q_norm.weight", t[p + "self_attn.q_norm.weight"])
             w.add_tensor(b + "attn_k_norm.weight", t[p + "self_attn.k_norm.weight"])
         w.add_tensor(b + "ffn_norm.weight", t[p + "post_attention_layernorm.weight"])
@@ -125,6 +138,11 @@ def convert(model, qtype_name):
         for proj, theirs in names.items():
             stacked = np.stack([t[f"{m}experts.{e}.{theirs}.weight"] for e in range(experts)])
             add_matrix(w, f"{b}ffn_{proj}_exps.weight", stacked, qtype)
+        if qwen2:
+            for proj in ("gate", "up", "down"):
+                add_matrix(w, f"{b}ffn_{proj}_shexp.weight",
+                           t[f"{m}shared_expert.{proj}_proj.weight"], qtype)
+            w.add_tensor(b + "ffn_gate_inp_shexp.weight", t[m + "shared_expert_gate.weight"].reshape(-1))
     w.add_tensor("output_norm.weight", t["model.norm.weight"])
     if not cfg.get("tie_word_embeddings", False):
         add_matrix(w, "output.weight", t["lm_head.weight"], qtype)
@@ -140,7 +158,7 @@ def main():
     for qtype_name in types:
         if qtype_name not in TYPES:
             sys.exit(f"unknown type {qtype_name} (expected one of {', '.join(TYPES)})")
-        for model in ("tiny-qwen3-moe", "tiny-mixtral"):
+        for model in ("tiny-qwen3-moe", "tiny-mixtral", "tiny-qwen2-moe"):
             convert(model, qtype_name)
 
 

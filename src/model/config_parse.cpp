@@ -460,7 +460,8 @@ Status phi3_from_gguf(const GgufFile& f, const std::string& p, ModelConfig* c) {
 
 // The experts of a GGUF MoE file (llama.cpp's keys): `expert_count`, `expert_used_count`,
 // `expert_feed_forward_length` (Mixtral, written as arch llama: every expert has
-// feed_forward_length) and `expert_weights_norm` (absent: Mixtral and qwen3moe renormalise, as
+// feed_forward_length), `expert_shared_feed_forward_length` (qwen2moe's shared expert) and
+// `expert_weights_norm` (absent: Mixtral and qwen3moe renormalise, qwen2moe does not, as
 // llama.cpp's graphs for them do). A layer without a router tensor `blk.N.ffn_gate_inp` keeps a
 // dense MLP (Qwen3-MoE's mlp_only_layers, which llama.cpp's converter cannot write).
 Status moe_from_gguf(const GgufFile& f, const std::string& p, ModelConfig* c) {
@@ -470,14 +471,14 @@ Status moe_from_gguf(const GgufFile& f, const std::string& p, ModelConfig* c) {
     INVAR_ASSIGN_OR_RETURN(experts, f.get_int(p + "expert_count"));
   }
   if (experts <= 0) {
-    if (c->arch == Arch::qwen3_moe)
-      return Status::errorf("{}: {}expert_count is missing or 0 (a qwen3moe file needs experts)",
-                            where, p);
+    if (c->arch == Arch::qwen3_moe || c->arch == Arch::qwen2_moe)
+      return Status::errorf("{}: {}expert_count is missing or 0 (a {} file needs experts)", where,
+                            p, arch_name(c->arch));
     return {};
   }
   if (c->arch == Arch::llama) {
     c->arch = Arch::mixtral;  // llama.cpp writes Mixtral as llama with experts
-  } else if (c->arch != Arch::qwen3_moe) {
+  } else if (c->arch != Arch::qwen3_moe && c->arch != Arch::qwen2_moe) {
     return Status::errorf("{}: {}expert_count is {}: mixture-of-experts {} files are not supported",
                           where, p, experts, arch_name(c->arch));
   }
@@ -495,10 +496,15 @@ Status moe_from_gguf(const GgufFile& f, const std::string& p, ModelConfig* c) {
   if (f.has(p + "expert_feed_forward_length")) {
     INVAR_ASSIGN_OR_RETURN(m.expert_intermediate_size,
                            positive("expert_feed_forward_length", std::numeric_limits<int>::max()));
-  } else if (c->arch == Arch::qwen3_moe) {
+  } else if (c->arch != Arch::mixtral) {
     return Status::errorf("{}: metadata key '{}expert_feed_forward_length' is missing", where, p);
   }
-  m.normalize_top_k = true;
+  if (c->arch == Arch::qwen2_moe) {
+    INVAR_ASSIGN_OR_RETURN(m.shared_intermediate_size,
+                           positive("expert_shared_feed_forward_length",
+                                    std::numeric_limits<int>::max()));
+  }
+  m.normalize_top_k = c->arch != Arch::qwen2_moe;
   if (f.has(p + "expert_weights_norm")) {
     auto it = f.metadata().find(p + "expert_weights_norm");
     const bool* b = std::get_if<bool>(&it->second.v);
@@ -729,10 +735,14 @@ Result<ModelConfig> config_from_gguf(const GgufFile& f) {
     c.arch = Arch::qwen3_moe;
     c.qk_norm = true;
     c.rope_style = kernels::RopeStyle::half;
+  } else if (arch == "qwen2moe") {
+    c.arch = Arch::qwen2_moe;
+    c.attention_bias = true;
+    c.rope_style = kernels::RopeStyle::half;
   } else {
     return Status::errorf(
         "{}: general.architecture '{}' is not supported (supported: gemma2, gemma3, llama "
-        "(and Mixtral, written as llama with experts), phi3, qwen2, qwen3, qwen3moe)",
+        "(and Mixtral, written as llama with experts), phi3, qwen2, qwen2moe, qwen3, qwen3moe)",
         where, arch);
   }
   const std::string p = arch + ".";

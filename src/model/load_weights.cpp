@@ -66,7 +66,7 @@ std::string gguf_tensor_name(const ModelConfig& /*config*/, const WeightSlot& sl
       return b + "ffn_up_exps.weight";
     case WeightRole::expert_down:
       return b + "ffn_down_exps.weight";
-    case WeightRole::shared_gate:  // llama.cpp's qwen2moe names (config_from_gguf refuses it)
+    case WeightRole::shared_gate:  // llama.cpp's qwen2moe names
       return b + "ffn_gate_shexp.weight";
     case WeightRole::shared_up:
       return b + "ffn_up_shexp.weight";
@@ -346,6 +346,12 @@ Result<LoadedModel> load_gguf_model(const std::string& path, const LoadOptions& 
   auto shape_of = [&](const std::string& name) -> std::optional<std::vector<int64_t>> {
     const GgufTensorInfo* t = f.find_tensor(name);
     if (!t) return std::nullopt;
+    // qwen2moe's shared-expert gate may be written [H] (llama.cpp reads it so) or [1, H]; the
+    // bytes are the same row.
+    const std::string shexp = "ffn_gate_inp_shexp.weight";
+    if (t->shape.size() == 1 && name.size() > shexp.size() &&
+        name.compare(name.size() - shexp.size(), shexp.size(), shexp) == 0)
+      return std::vector<int64_t>{1, t->shape[0]};
     return t->shape;
   };
   auto load = [&](const std::string& name, const WeightSlot& s,

@@ -1,11 +1,12 @@
 // Mixture-of-experts GGUF files as llama.cpp lays them out: qwen3moe (expert_count,
-// expert_used_count, expert_feed_forward_length, expert_weights_norm) and Mixtral (arch llama
-// with expert keys, q/k rows permuted), each sparse layer with the router `ffn_gate_inp` and the
+// expert_used_count, expert_feed_forward_length, expert_weights_norm), qwen2moe (q/k/v biases,
+// the shared expert `ffn_{gate,up,down}_shexp` and its gate `ffn_gate_inp_shexp` [H],
+// expert_shared_feed_forward_length) and Mixtral (arch llama with expert keys, q/k rows permuted), each sparse layer with the router `ffn_gate_inp` and the
 // experts stacked per projection (`ffn_{gate,up,down}_exps`, [E, ...]).
 // - Written here from tiny-qwen3-moe's and tiny-mixtral's loaded weights in F32, F16 and BF16:
 //   the GGUF model's logits equal, bit for bit, those of the safetensors model with its matrices
-//   rounded the same way (the router kept F32, as llama.cpp keeps it; Mixtral's q/k rows in
-//   llama.cpp's order).
+//   rounded the same way (the router and the shared-expert gate kept F32, as llama.cpp keeps
+//   them; Mixtral's q/k rows in llama.cpp's order).
 // - The committed model-q8_0.gguf files, written by the `gguf` Python package
 //   (scripts/make-moe-gguf.py): same config, every tensor the safetensors one to within Q8_0's
 //   rounding (experts in order, q/k rows as llama.cpp permutes them), and the packed experts
@@ -56,12 +57,17 @@ float round_to(float x, uint32_t type) {
   return x;
 }
 
+// Norms, biases, the router and the shared-expert gate stay F32 in llama.cpp's files.
+bool kept_f32(const WeightSlot& s) {
+  return !s.matrix || s.role == WeightRole::router || s.role == WeightRole::shared_expert_gate;
+}
+
 // A GGUF of `m` with its matrices in `type` (norms and the router F32), named as llama.cpp's
 // converter names them.
 std::string write_gguf(const LoadedModel& m, uint32_t type, const std::string& file) {
   const ModelConfig& c = m.config;
-  const bool mixtral = c.arch == Arch::mixtral;
-  const std::string a = mixtral ? "llama" : "qwen3moe";
+  const bool mixtral = c.arch == Arch::mixtral, qwen2 = c.arch == Arch::qwen2_moe;
+  const std::string a = mixtral ? "llama" : qwen2 ? "qwen2moe" : "qwen3moe";
   testing::GgufWriter w;
   w.str("general.architecture", a);
   w.u32(a + ".block_count", uint32_t(c.num_layers));
@@ -76,8 +82,10 @@ std::string write_gguf(const LoadedModel& m, uint32_t type, const std::string& f
   w.u32(a + ".vocab_size", uint32_t(c.vocab_size));
   w.u32(a + ".expert_count", uint32_t(c.moe.num_experts));
   w.u32(a + ".expert_used_count", uint32_t(c.moe.experts_per_token));
-  if (!mixtral) {
-    w.u32(a + ".expert_feed_forward_length", uint32_t(c.moe.expert_intermediate_size));
+  if (!mixtral) w.u32(a + ".expert_feed_forward_length", uint32_t(c.moe.expert_intermediate_size));
+  if (qwen2) {  // expert_weights_norm left out: qwen2moe's default, false, is tiny-qwen2-moe's
+    w.u32(a + ".expert_shared_feed_forward_length", uint32_t(c.moe.shared_intermediate_size));
+  } else if (!mixtral) {
     w.kv(a + ".expert_weights_norm", testing::kGBool,
          testing::Bytes().put<uint8_t>(c.moe.normalize_top_k ? 1 : 0));
   }
@@ -86,7 +94,7 @@ std::string write_gguf(const LoadedModel& m, uint32_t type, const std::string& f
   Status st = for_each_weight_slot(c, weights, [&](const WeightSlot& s) -> Status {
     if (s.expert > 0) return {};
     const std::string name = gguf_tensor_name(c, s);
-    const uint32_t t = s.matrix && s.role != WeightRole::router ? type : kF32;
+    const uint32_t t = kept_f32(s) ? kF32 : type;
     if (s.expert == 0) {
       std::vector<float> stacked;
       std::vector<int64_t> shape = {c.moe.num_experts};
@@ -105,7 +113,10 @@ std::string write_gguf(const LoadedModel& m, uint32_t type, const std::string& f
     std::vector<float> v = values(*s.tensor);
     if (mixtral && (s.role == WeightRole::wq || s.role == WeightRole::wk))
       v = permute_rows(v, s.role == WeightRole::wq ? c.num_heads : c.num_kv_heads, s.shape[1]);
-    w.tensor(name, s.shape, t, encode(v, t));
+    // llama.cpp reads the shared-expert gate as a vector [H].
+    const std::vector<int64_t> shape =
+        s.role == WeightRole::shared_expert_gate ? std::vector<int64_t>{s.shape[1]} : s.shape;
+    w.tensor(name, shape, t, encode(v, t));
     return {};
   });
   EXPECT_TRUE(st.ok()) << st.message();
@@ -122,7 +133,7 @@ LoadedModel as_gguf_holds_it(const LoadedModel& m, uint32_t type) {
   const bool permuted = m.config.arch == Arch::mixtral;
   if (permuted) r.config.rope_style = kernels::RopeStyle::interleaved;
   Status st = for_each_weight_slot(r.config, r.weights, [&](const WeightSlot& s) -> Status {
-    if (!s.matrix || s.role == WeightRole::router) return {};
+    if (kept_f32(s)) return {};
     std::vector<float> v = values(*s.tensor);
     for (float& x : v) x = round_to(x, type);
     if (permuted && (s.role == WeightRole::wq || s.role == WeightRole::wk))
@@ -242,7 +253,7 @@ TEST_P(MoeGguf, CommittedQ8FileFromTheGgufPackage) {
   EXPECT_EQ(0, std::memcmp(y.data(), z.data(), y.size() * sizeof(float)));
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, MoeGguf, ::testing::Values("tiny-qwen3-moe", "tiny-mixtral"),
+INSTANTIATE_TEST_SUITE_P(Models, MoeGguf, ::testing::Values("tiny-qwen3-moe", "tiny-mixtral", "tiny-qwen2-moe"),
                          [](const auto& info) {
                            std::string n = info.param;
                            for (char& ch : n)
