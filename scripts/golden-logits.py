@@ -26,7 +26,7 @@ import transformers
 from transformers import AutoModelForCausalLM
 
 MODELS = ("tiny-llama", "tiny-qwen3", "tiny-mistral", "tiny-phi3", "tiny-gemma2", "tiny-gemma3",
-          "tiny-qwen3-yarn", "tiny-qwen3-moe", "tiny-mixtral", "tiny-qwen3-fp8")
+          "tiny-qwen3-yarn", "tiny-qwen3-moe", "tiny-mixtral", "tiny-qwen3-fp8", "tiny-qwen2-moe")
 # Fixed ids covering low, high and repeated tokens of a 256-token vocabulary.
 IDS = [1, 17, 42, 255, 0, 128, 7, 7, 99, 200, 3, 64, 31, 250, 5, 77, 18, 142, 9, 233, 60, 2, 111, 45]
 

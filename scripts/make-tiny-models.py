@@ -28,6 +28,10 @@
   tiny-mixtral/        MixtralForCausalLM: Llama sizes, 8 experts of intermediate 128, top-2,
                        no sliding window; Hub tensor names (block_sparse_moe.gate,
                        block_sparse_moe.experts.E.w1/w3/w2)
+  tiny-qwen2-moe/      Qwen2MoeForCausalLM: tiny-qwen3-moe's sizes without q/k norms, with q/k/v
+                       biases, 8 experts of intermediate 32 (top-2, norm_topk_prob false) plus
+                       a shared expert of intermediate 48 scaled by sigmoid(shared_expert_gate);
+                       layer 1 dense (mlp_only_layers)
   tiny-qwen3-fp8/      tiny-qwen3's config and weights with its attention and MLP matrices
                        quantized to F8_E4M3 in blocks of 32x32 (weight_scale_inv, F32), as
                        Qwen3-*-FP8 checkpoints store them (quantization_config "fp8"); the
@@ -82,6 +86,7 @@ def make_weights(cfg, seed):
     fused = arch == "Phi3ForCausalLM"  # qkv_proj, gate_up_proj
     # Gemma stores RMSNorm weights as w and scales by 1 + w, and norms both sides of each block.
     gemma = arch in ("Gemma2ForCausalLM", "Gemma3ForCausalLM")
+    qkv_bias = arch == "Qwen2MoeForCausalLM"
 
     def mat(rows, cols):
         return (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
@@ -99,6 +104,9 @@ def make_weights(cfg, seed):
             t += [(p + "self_attn.q_proj.weight", mat(q, h)),
                   (p + "self_attn.k_proj.weight", mat(kv, h)),
                   (p + "self_attn.v_proj.weight", mat(kv, h))]
+        if qkv_bias:
+            t += [(p + f"self_attn.{n}_proj.bias", (0.1 * rng.standard_normal(r)).astype(np.float32))
+                  for n, r in (("q", q), ("k", kv), ("v", kv))]
         t.append((p + "self_attn.o_proj.weight", mat(h, q)))
         if qk_norm:
             t += [(p + "self_attn.q_norm.weight", norm(d)),
@@ -128,7 +136,7 @@ def is_moe_layer(cfg, layer):
     arch = cfg["architectures"][0]
     if arch == "MixtralForCausalLM":
         return True
-    if arch != "Qwen3MoeForCausalLM":
+    if arch not in ("Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM"):
         return False
     return (layer not in (cfg.get("mlp_only_layers") or [])
             and cfg["num_experts"] > 0 and (layer + 1) % cfg.get("decoder_sparse_step", 1) == 0)
@@ -152,6 +160,12 @@ def moe_weights(cfg, p, mat):
         t += [(expert.format(e, names[0]), mat(inter, h)),
               (expert.format(e, names[1]), mat(inter, h)),
               (expert.format(e, names[2]), mat(h, inter))]
+    if "shared_expert_intermediate_size" in cfg:  # Qwen2-MoE
+        si = cfg["shared_expert_intermediate_size"]
+        t += [(p + "mlp.shared_expert.gate_proj.weight", mat(si, h)),
+              (p + "mlp.shared_expert.up_proj.weight", mat(si, h)),
+              (p + "mlp.shared_expert.down_proj.weight", mat(h, si)),
+              (p + "mlp.shared_expert_gate.weight", mat(1, h))]
     return t
 
 
@@ -443,6 +457,17 @@ MIXTRAL = {
     "torch_dtype": "float32",
 }
 
+QWEN2_MOE = {k: v for k, v in QWEN3_MOE.items() if k != "head_dim"}
+QWEN2_MOE.update({
+    "architectures": ["Qwen2MoeForCausalLM"],
+    "model_type": "qwen2_moe",
+    "qkv_bias": True,
+    "norm_topk_prob": False,  # Qwen2MoeConfig's default: the top-k weights are not renormalised
+    "shared_expert_intermediate_size": 48,
+    "max_window_layers": 3,
+})
+del QWEN2_MOE["attention_bias"]
+
 QWEN3_FP8 = dict(QWEN3, quantization_config={
     "quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
     "weight_block_size": [32, 32]})
@@ -452,7 +477,7 @@ MODELS = (("tiny-llama", LLAMA, 1234), ("tiny-qwen3", QWEN3, 5678),
           ("tiny-gemma2", GEMMA2, 2002), ("tiny-gemma3", GEMMA3, 3333),
           ("tiny-qwen3-yarn", QWEN3_YARN, 7070),
           ("tiny-qwen3-moe", QWEN3_MOE, 3030), ("tiny-mixtral", MIXTRAL, 8787),
-          ("tiny-qwen3-fp8", QWEN3_FP8, 5678))
+          ("tiny-qwen3-fp8", QWEN3_FP8, 5678), ("tiny-qwen2-moe", QWEN2_MOE, 2121))
 
 
 def main():

@@ -29,7 +29,7 @@ import numpy as np
 
 IDS = [1, 17, 42, 255, 0, 128, 7, 7, 99, 200, 3, 64, 31, 250, 5, 77, 18, 142, 9, 233, 60, 2, 111, 45]
 MODELS = ("tiny-llama", "tiny-qwen3", "tiny-mistral", "tiny-phi3", "tiny-gemma2", "tiny-gemma3",
-          "tiny-qwen3-yarn", "tiny-qwen3-moe", "tiny-mixtral", "tiny-qwen3-fp8")
+          "tiny-qwen3-yarn", "tiny-qwen3-moe", "tiny-mixtral", "tiny-qwen3-fp8", "tiny-qwen2-moe")
 
 
 def e4m3(codes):
@@ -227,7 +227,7 @@ def moe_layout(cfg, layer):
     if arch == "MixtralForCausalLM":
         return (p + "block_sparse_moe.gate.weight", p + "block_sparse_moe.experts.{}.{}.weight",
                 ("w1", "w3", "w2"), cfg["num_experts_per_tok"], True)
-    if arch == "Qwen3MoeForCausalLM" and layer not in (cfg.get("mlp_only_layers") or []) and (
+    if arch in ("Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM") and layer not in (cfg.get("mlp_only_layers") or []) and (
             cfg["num_experts"] > 0 and (layer + 1) % cfg.get("decoder_sparse_step", 1) == 0):
         return (p + "mlp.gate.weight", p + "mlp.experts.{}.{}.weight",
                 ("gate_proj", "up_proj", "down_proj"), cfg["num_experts_per_tok"],
@@ -237,7 +237,8 @@ def moe_layout(cfg, layer):
 
 def moe_mlp(m, w, layout, usage):
     """Sparse MLP: softmax over the router logits, the top-k experts (ties to the lower id),
-    their weights renormalized to sum 1 when asked, the weighted expert outputs summed.
+    their weights renormalized to sum 1 when asked, the weighted expert outputs summed; plus,
+    for Qwen2-MoE, the shared expert's output times sigmoid(shared_expert_gate . x).
     `usage` counts how many tokens each expert served, and its key "gap" keeps the smallest
     margin between the k-th and the (k+1)-th probability (a tiny one would let float32 routing
     pick another expert than this float64 one)."""
@@ -258,11 +259,18 @@ def moe_mlp(m, w, layout, usage):
                 w[expert.format(e, d)].T
             out[t] += wt * y
             usage[e] = usage.get(e, 0) + 1
+    shared = router.replace("mlp.gate.weight", "mlp.shared_expert.")
+    if shared + "gate_proj.weight" in w:
+        y = (silu(m @ w[shared + "gate_proj.weight"].T) * (m @ w[shared + "up_proj.weight"].T)) @ \
+            w[shared + "down_proj.weight"].T
+        g = m @ w[router.replace("mlp.gate.weight", "mlp.shared_expert_gate.weight")].T
+        out += y / (1.0 + np.exp(-g))
     return out
 
 
 def forward_llama_family(cfg, w, ids):
-    """Llama, Qwen2, Qwen3, Mistral, Phi-3, and the sparse MLPs of Qwen3-MoE and Mixtral."""
+    """Llama, Qwen2, Qwen3, Mistral, Phi-3, and the sparse MLPs of Qwen3-MoE, Qwen2-MoE and
+    Mixtral."""
     arch = cfg["architectures"][0]
     h = cfg["hidden_size"]
     hq = cfg["num_attention_heads"]
@@ -398,6 +406,7 @@ FORWARD = {
     "Gemma3ForCausalLM": forward_gemma,
     "LlamaForCausalLM": forward_llama_family,
     "Qwen2ForCausalLM": forward_llama_family,
+    "Qwen2MoeForCausalLM": forward_llama_family,
     "Qwen3ForCausalLM": forward_llama_family,
     "MistralForCausalLM": forward_llama_family,
     "Phi3ForCausalLM": forward_llama_family,

@@ -63,9 +63,12 @@ constexpr size_t dtype_row_bytes(DType t, int64_t n) {
 
 constexpr std::string_view dtype_name(DType t) {
   switch (t) {
-    case DType::f32: return "f32";
-    case DType::f16: return "f16";
-    case DType::bf16: return "bf16";
+    case DType::f32:
+      return "f32";
+    case DType::f16:
+      return "f16";
+    case DType::bf16:
+      return "bf16";
     case DType::q8_0:
       return "q8_0";
     case DType::q4_0:
@@ -97,7 +100,9 @@ inline uint32_t f32_to_bits(float f) {
   return b;
 }
 
-inline float bf16_to_f32(uint16_t h) { return bits_to_f32(uint32_t(h) << 16); }
+inline float bf16_to_f32(uint16_t h) {
+  return bits_to_f32(uint32_t(h) << 16);
+}
 
 // Round to nearest even; NaN stays NaN (quiet).
 inline uint16_t f32_to_bf16(float f) {
@@ -135,6 +140,26 @@ inline float fp8_e4m3_to_f32(uint8_t x) {
   return bits_to_f32(sign | ((exp + 120) << 23) | (mant << 20));
 }
 
+// float -> FP8 E4M3, round to nearest even, saturating to +-448 (as checkpoints are quantized:
+// values clamped to the finite range first); NaN -> S.1111.111.
+inline uint8_t f32_to_fp8_e4m3(float f) {
+  const uint8_t sign = uint8_t((f32_to_bits(f) >> 24) & 0x80u);
+  float a = bits_to_f32(f32_to_bits(f) & 0x7fffffffu);
+  if (a != a) return uint8_t(sign | 0x7fu);
+  if (a >= 448.0f) return uint8_t(sign | 0x7eu);
+  // Step between neighbours: 2^-9 below 2^-6 (subnormals), else 2^(e - 3) for a in [2^e, 2^(e+1)).
+  int e = -6;
+  while (e < 8 && a >= bits_to_f32(uint32_t(e + 1 + 127) << 23)) ++e;
+  const float step = bits_to_f32(uint32_t(e - 3 + 127) << 23);
+  const float units = a / step;  // exact: a power-of-two divisor
+  uint32_t m = uint32_t(units);
+  const float rem = units - float(m);
+  if (rem > 0.5f || (rem == 0.5f && (m & 1u))) ++m;
+  // m counts steps from 0 (subnormal range) or from 2^e (m in [8, 16]; 16 carries into e + 1).
+  if (e == -6 && m < 8) return uint8_t(sign | m);
+  return uint8_t(sign | (uint32_t(e + 7) << 3)) + uint8_t(m - 8);
+}
+
 // float -> IEEE half, round to nearest even.
 inline uint16_t f32_to_f16(float f) {
   uint32_t b = f32_to_bits(f);
@@ -142,7 +167,7 @@ inline uint16_t f32_to_f16(float f) {
   uint32_t abs = b & 0x7fffffffu;
   if (abs > 0x7f800000u) return uint16_t(sign | 0x7e00u);
   if (abs >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds to >= 65520: inf
-  if (abs < 0x38800000u) {                                 // below smallest normal half
+  if (abs < 0x38800000u) {                                  // below smallest normal half
     float v = bits_to_f32(abs) * 16777216.0f;               // in units of 2^-24
     uint32_t m = uint32_t(v);
     float rem = v - float(m);

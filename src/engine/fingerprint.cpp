@@ -34,6 +34,9 @@ uint64_t weights_hash(const model::ModelWeights& w) {
     h = mix(h, l.router.bytes);
     for (const auto& e : l.experts)
       for (const auto* t : {&e.w_gate, &e.w_up, &e.w_down}) h = mix(h, t->bytes);
+    if (l.shared_gate.empty()) continue;  // no shared expert: the hash it had before them
+    for (const auto* t : {&l.shared.w_gate, &l.shared.w_up, &l.shared.w_down, &l.shared_gate})
+      h = mix(h, t->bytes);
   }
   return h;
 }

@@ -25,6 +25,8 @@ std::string arch_name(Arch a) {
       return "qwen3_moe";
     case Arch::mixtral:
       return "mixtral";
+    case Arch::qwen2_moe:
+      return "qwen2_moe";
   }
   return "unknown";
 }

@@ -10,8 +10,18 @@
 
 namespace invar::model {
 
-enum class Arch : uint8_t { llama, qwen2, qwen3, mistral, phi3, gemma2, gemma3, qwen3_moe,
-                            mixtral };
+enum class Arch : uint8_t {
+  llama,
+  qwen2,
+  qwen3,
+  mistral,
+  phi3,
+  gemma2,
+  gemma3,
+  qwen3_moe,
+  mixtral,
+  qwen2_moe
+};
 
 // The MLP's gate activation: silu (SwiGLU) or the tanh approximation of gelu (Gemma's
 // gelu_pytorch_tanh, GeGLU).
@@ -42,8 +52,9 @@ struct RopeScaling {
   float mscale = 0.0f, mscale_all_dim = 0.0f;
 };
 
-// Mixture of experts (Qwen3-MoE, Mixtral): the MLP of a sparse layer is `num_experts` SwiGLU
-// experts of `expert_intermediate_size`, of which a router picks `experts_per_token` per token.
+// Mixture of experts (Qwen3-MoE, Mixtral, Qwen2-MoE): the MLP of a sparse layer is `num_experts`
+// SwiGLU experts of `expert_intermediate_size`, of which a router picks `experts_per_token` per
+// token; Qwen2-MoE adds a shared expert that every token uses.
 struct MoeConfig {
   int num_experts = 0;  // 0: a dense model
   int experts_per_token = 0;
@@ -56,6 +67,10 @@ struct MoeConfig {
   // ModelConfig::intermediate_size.
   int sparse_step = 1;
   std::vector<int> dense_layers;
+  // > 0: a shared SwiGLU expert of this intermediate size, its output scaled by
+  // sigmoid(shared_expert_gate . x) and added after the routed experts' sum (Qwen2-MoE's
+  // `shared_expert_intermediate_size`).
+  int shared_intermediate_size = 0;
 };
 
 // Hugging Face "fp8" quantization (`quantization_config`, as Qwen3-*-FP8 checkpoints ship it):

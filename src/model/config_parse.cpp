@@ -183,7 +183,7 @@ Status finish_longrope(const HfKeys& k, int max_position, const std::string& whe
   return {};
 }
 
-// Qwen3-MoE's and Mixtral's expert keys (MoeConfig).
+// Qwen3-MoE's, Qwen2-MoE's and Mixtral's expert keys (MoeConfig).
 Status parse_hf_moe(const json& j, const HfKeys& k, Arch arch, int intermediate_size,
                     const std::string& where, MoeConfig* out) {
   if (arch == Arch::mixtral) {
@@ -212,9 +212,13 @@ Status parse_hf_moe(const json& j, const HfKeys& k, Arch arch, int intermediate_
       out->dense_layers.push_back(int(e.get<int64_t>()));
     }
   }
-  if (k.has("shared_expert_intermediate_size")) {
+  if (arch == Arch::qwen2_moe) {
+    INVAR_ASSIGN_OR_RETURN(out->shared_intermediate_size,
+                           k.get_int("shared_expert_intermediate_size", 5632));
+  } else if (k.has("shared_expert_intermediate_size")) {
     return Status::errorf(
-        "{}: shared experts ('shared_expert_intermediate_size') are not supported", where);
+        "{}: shared experts ('shared_expert_intermediate_size') are not supported for {}", where,
+        arch_name(arch));
   }
   return {};
 }
@@ -454,6 +458,79 @@ Status phi3_from_gguf(const GgufFile& f, const std::string& p, ModelConfig* c) {
   return {};
 }
 
+// The experts of a GGUF MoE file (llama.cpp's keys): `expert_count`, `expert_used_count`,
+// `expert_feed_forward_length` (Mixtral, written as arch llama: every expert has
+// feed_forward_length), `expert_shared_feed_forward_length` (qwen2moe's shared expert) and
+// `expert_weights_norm` (absent: Mixtral and qwen3moe renormalise, qwen2moe does not, as
+// llama.cpp's graphs for them do). A layer without a router tensor `blk.N.ffn_gate_inp` keeps a
+// dense MLP (Qwen3-MoE's mlp_only_layers, which llama.cpp's converter cannot write).
+Status moe_from_gguf(const GgufFile& f, const std::string& p, ModelConfig* c) {
+  const std::string& where = f.path();
+  int64_t experts = 0;
+  if (f.has(p + "expert_count")) {
+    INVAR_ASSIGN_OR_RETURN(experts, f.get_int(p + "expert_count"));
+  }
+  if (experts <= 0) {
+    if (c->arch == Arch::qwen3_moe || c->arch == Arch::qwen2_moe)
+      return Status::errorf("{}: {}expert_count is missing or 0 (a {} file needs experts)", where,
+                            p, arch_name(c->arch));
+    return {};
+  }
+  if (c->arch == Arch::llama) {
+    c->arch = Arch::mixtral;  // llama.cpp writes Mixtral as llama with experts
+  } else if (c->arch != Arch::qwen3_moe && c->arch != Arch::qwen2_moe) {
+    return Status::errorf("{}: {}expert_count is {}: mixture-of-experts {} files are not supported",
+                          where, p, experts, arch_name(c->arch));
+  }
+  auto positive = [&](const std::string& key, int64_t limit) -> Result<int> {
+    INVAR_ASSIGN_OR_RETURN(int64_t v, f.get_int(p + key));
+    if (v <= 0 || v > limit)
+      return Status::errorf("{}: metadata key '{}' is {} (expected 1 to {})", where, p + key, v,
+                            limit);
+    return int(v);
+  };
+  MoeConfig& m = c->moe;
+  INVAR_ASSIGN_OR_RETURN(m.num_experts, positive("expert_count", 1 << 16));
+  INVAR_ASSIGN_OR_RETURN(m.experts_per_token, positive("expert_used_count", m.num_experts));
+  m.expert_intermediate_size = c->intermediate_size;
+  if (f.has(p + "expert_feed_forward_length")) {
+    INVAR_ASSIGN_OR_RETURN(m.expert_intermediate_size,
+                           positive("expert_feed_forward_length", std::numeric_limits<int>::max()));
+  } else if (c->arch != Arch::mixtral) {
+    return Status::errorf("{}: metadata key '{}expert_feed_forward_length' is missing", where, p);
+  }
+  if (c->arch == Arch::qwen2_moe) {
+    INVAR_ASSIGN_OR_RETURN(m.shared_intermediate_size,
+                           positive("expert_shared_feed_forward_length",
+                                    std::numeric_limits<int>::max()));
+  }
+  m.normalize_top_k = c->arch != Arch::qwen2_moe;
+  if (f.has(p + "expert_weights_norm")) {
+    auto it = f.metadata().find(p + "expert_weights_norm");
+    const bool* b = std::get_if<bool>(&it->second.v);
+    if (!b)
+      return Status::errorf("{}: metadata key '{}expert_weights_norm' is not a bool", where, p);
+    m.normalize_top_k = *b;
+  }
+  m.sparse_step = 1;
+  if (size_t(c->num_layers) > f.tensors().size())  // before a list of that many layers
+    return Status::errorf("{}: {}block_count is {} but the file holds {} tensors", where, p,
+                          c->num_layers, f.tensors().size());
+  int sparse = 0;
+  for (int l = 0; l < c->num_layers; ++l) {
+    if (f.find_tensor("blk." + std::to_string(l) + ".ffn_gate_inp.weight") == nullptr)
+      m.dense_layers.push_back(l);
+    else
+      ++sparse;
+  }
+  if (sparse == 0)
+    return Status::errorf(
+        "{}: {}expert_count is {} but no layer has a router tensor "
+        "'blk.N.ffn_gate_inp.weight'",
+        where, p, experts);
+  return {};
+}
+
 }  // namespace
 
 Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::string& where) {
@@ -511,11 +588,16 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
   } else if (arch_key == "MixtralForCausalLM") {
     c.arch = Arch::mixtral;
     default_max_position = 131072;
+  } else if (arch_key == "Qwen2MoeForCausalLM") {
+    c.arch = Arch::qwen2_moe;
+    INVAR_ASSIGN_OR_RETURN(c.attention_bias, k.get_bool("qkv_bias", true));
+    default_max_position = 32768;
   } else {
     return Status::errorf(
         "{}: architecture '{}' is not supported (supported: Gemma2ForCausalLM, "
         "Gemma3ForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, "
-        "Phi3ForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM)",
+        "Phi3ForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, Qwen3ForCausalLM, "
+        "Qwen3MoeForCausalLM)",
         where, arch_key);
   }
   const bool gemma = c.arch == Arch::gemma2 || c.arch == Arch::gemma3;
@@ -585,7 +667,7 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
     return Status::errorf("{}: hidden_act {} is not supported (expected \"silu\")", where,
                           j["hidden_act"].dump());
   }
-  if (c.arch != Arch::qwen2) {
+  if (c.arch != Arch::qwen2 && c.arch != Arch::qwen2_moe) {
     // Llama and Qwen3 put this bias on o_proj too, which the forward pass does not carry.
     INVAR_RETURN_IF_ERROR(
         reject_if_true(k, "attention_bias", where, "biases on q/k/v/o projections"));
@@ -593,7 +675,7 @@ Result<ModelConfig> parse_hf_config(std::string_view json_text, const std::strin
   INVAR_RETURN_IF_ERROR(reject_if_true(k, "mlp_bias", where, "biases on MLP projections"));
   if (k.has("quantization_config"))
     INVAR_RETURN_IF_ERROR(parse_hf_quantization(j["quantization_config"], where, &c.fp8));
-  if (c.arch == Arch::qwen3_moe || c.arch == Arch::mixtral)
+  if (c.arch == Arch::qwen3_moe || c.arch == Arch::mixtral || c.arch == Arch::qwen2_moe)
     INVAR_RETURN_IF_ERROR(parse_hf_moe(j, k, c.arch, c.intermediate_size, where, &c.moe));
   if (c.arch == Arch::mistral || c.arch == Arch::phi3 || c.arch == Arch::mixtral) {
     // transformers' MistralConfig: an absent key means its default window, 4096 (Phi3Config,
@@ -649,10 +731,18 @@ Result<ModelConfig> config_from_gguf(const GgufFile& f) {
     c.arch = arch == "gemma2" ? Arch::gemma2 : Arch::gemma3;
     c.qk_norm = c.arch == Arch::gemma3;
     c.rope_style = kernels::RopeStyle::half;  // Gemma's q/k rows are not permuted
+  } else if (arch == "qwen3moe") {
+    c.arch = Arch::qwen3_moe;
+    c.qk_norm = true;
+    c.rope_style = kernels::RopeStyle::half;
+  } else if (arch == "qwen2moe") {
+    c.arch = Arch::qwen2_moe;
+    c.attention_bias = true;
+    c.rope_style = kernels::RopeStyle::half;
   } else {
     return Status::errorf(
-        "{}: general.architecture '{}' is not supported (supported: gemma2, gemma3, llama, "
-        "phi3, qwen2, qwen3)",
+        "{}: general.architecture '{}' is not supported (supported: gemma2, gemma3, llama "
+        "(and Mixtral, written as llama with experts), phi3, qwen2, qwen2moe, qwen3, qwen3moe)",
         where, arch);
   }
   const std::string p = arch + ".";
@@ -669,16 +759,10 @@ Result<ModelConfig> config_from_gguf(const GgufFile& f) {
     return float(v);
   };
 
-  if (f.has(p + "expert_count")) {
-    INVAR_ASSIGN_OR_RETURN(int64_t experts, f.get_int(p + "expert_count"));
-    if (experts > 0) {
-      return Status::errorf("{}: mixture-of-experts models ({} = {}) are not supported", where,
-                            p + "expert_count", experts);
-    }
-  }
   INVAR_ASSIGN_OR_RETURN(c.num_layers, get_int("block_count"));
   INVAR_ASSIGN_OR_RETURN(c.hidden_size, get_int("embedding_length"));
   INVAR_ASSIGN_OR_RETURN(c.intermediate_size, get_int("feed_forward_length"));
+  INVAR_RETURN_IF_ERROR(moe_from_gguf(f, p, &c));
   INVAR_ASSIGN_OR_RETURN(c.num_heads, get_int("attention.head_count"));
   c.num_kv_heads = c.num_heads;
   if (f.has(p + "attention.head_count_kv")) {

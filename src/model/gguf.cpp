@@ -520,4 +520,24 @@ Status GgufFile::read_tensor(const GgufTensorInfo& t, DType dtype, void* out) co
   return {};
 }
 
+Status GgufFile::read_rows(const GgufTensorInfo& t, int64_t row0, int64_t rows, DType dtype,
+                           void* out) const {
+  INVAR_ASSIGN_OR_RETURN(DType stored, stored_dtype(t));
+  if (dtype != DType::f32 && dtype != DType::bf16 && dtype != stored) {
+    return Status::errorf("{}: tensor '{}': cannot read {} into {} (expected f32, bf16 or {})",
+                          path_, t.name, dtype_name(stored), dtype_name(dtype), dtype_name(stored));
+  }
+  INVAR_ASSIGN_OR_RETURN(const uint8_t* data, tensor_data(t));
+  const int64_t row_len = t.shape.back();
+  const int64_t total_rows = row_len == 0 ? 0 : t.numel() / row_len;
+  if (row0 < 0 || rows < 0 || row0 > total_rows || rows > total_rows - row0) {
+    return Status::errorf("{}: tensor '{}': rows {}..{} are outside its {} rows", path_, t.name,
+                          row0, row0 + rows, total_rows);
+  }
+  const GgmlBlockLayout* b = ggml_block_layout(t.type);
+  const uint64_t row_bytes = uint64_t(row_len / b->block_elems) * b->block_bytes;
+  dequantize_ggml(t.type, data + uint64_t(row0) * row_bytes, rows * row_len, dtype, out);
+  return {};
+}
+
 }  // namespace invar::model

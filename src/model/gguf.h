@@ -69,6 +69,11 @@ class GgufFile {
   // Converts a tensor into `out`: numel elements of `dtype`, which is f32, bf16 or the
   // tensor's own encoding (stored_dtype; then a copy of its bytes).
   Status read_tensor(const GgufTensorInfo& t, DType dtype, void* out) const;
+  // The same for `rows` rows from `row0` on, the tensor seen as [numel / row_len, row_len]
+  // (row_len = its innermost extent): one expert of a stacked [E, I, H] tensor, one part of a
+  // fused one. Whole rows are whole blocks, so packed encodings decode alone.
+  Status read_rows(const GgufTensorInfo& t, int64_t row0, int64_t rows, DType dtype,
+                   void* out) const;
 
   // The DType holding a tensor's encoding as stored; an error names an unsupported type.
   Result<DType> stored_dtype(const GgufTensorInfo& t) const;

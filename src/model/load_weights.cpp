@@ -59,24 +59,40 @@ std::string gguf_tensor_name(const ModelConfig& /*config*/, const WeightSlot& sl
     case WeightRole::post_ffn_norm:
       return b + "post_ffw_norm.weight";
     case WeightRole::router:
-    case WeightRole::expert_gate:
+      return b + "ffn_gate_inp.weight";
+    case WeightRole::expert_gate:  // one expert of the stacked tensors (fused_rows)
+      return b + "ffn_gate_exps.weight";
     case WeightRole::expert_up:
+      return b + "ffn_up_exps.weight";
     case WeightRole::expert_down:
-      break;  // config_from_gguf refuses MoE files
+      return b + "ffn_down_exps.weight";
+    case WeightRole::shared_gate:  // llama.cpp's qwen2moe names
+      return b + "ffn_gate_shexp.weight";
+    case WeightRole::shared_up:
+      return b + "ffn_up_shexp.weight";
+    case WeightRole::shared_down:
+      return b + "ffn_down_shexp.weight";
+    case WeightRole::shared_expert_gate:
+      return b + "ffn_gate_inp_shexp.weight";
   }
   return "?";
 }
 
 namespace {
 
-// The Hub names of a sparse layer's router and experts: Qwen3-MoE's `mlp.gate`,
+// The Hub names of a sparse layer's router and experts: Qwen3-MoE's (and Qwen2-MoE's) `mlp.gate`,
 // `mlp.experts.E.{gate,up,down}_proj`; Mixtral's `block_sparse_moe.gate`,
-// `block_sparse_moe.experts.E.{w1,w3,w2}` (w1 gate, w3 up, w2 down).
+// `block_sparse_moe.experts.E.{w1,w3,w2}` (w1 gate, w3 up, w2 down); Qwen2-MoE's shared expert
+// `mlp.shared_expert.{gate,up,down}_proj` and `mlp.shared_expert_gate`.
 std::string hf_moe_tensor_name(const ModelConfig& c, const WeightSlot& s) {
   const bool mixtral = c.arch == Arch::mixtral;
   const std::string b =
       "model.layers." + std::to_string(s.layer) + (mixtral ? ".block_sparse_moe." : ".mlp.");
   if (s.role == WeightRole::router) return b + "gate.weight";
+  if (s.role == WeightRole::shared_gate) return b + "shared_expert.gate_proj.weight";
+  if (s.role == WeightRole::shared_up) return b + "shared_expert.up_proj.weight";
+  if (s.role == WeightRole::shared_down) return b + "shared_expert.down_proj.weight";
+  if (s.role == WeightRole::shared_expert_gate) return b + "shared_expert_gate.weight";
   const std::string e = b + "experts." + std::to_string(s.expert) + ".";
   switch (s.role) {
     case WeightRole::expert_gate:
@@ -139,6 +155,10 @@ std::string hf_tensor_name(const ModelConfig& config, const WeightSlot& slot) {
     case WeightRole::expert_gate:
     case WeightRole::expert_up:
     case WeightRole::expert_down:
+    case WeightRole::shared_gate:
+    case WeightRole::shared_up:
+    case WeightRole::shared_down:
+    case WeightRole::shared_expert_gate:
       return hf_moe_tensor_name(config, slot);
   }
   return "?";
@@ -178,15 +198,21 @@ Status check_finite(const HostTensor& t, const std::string& where, const std::st
 
 // A slot stored as a block of rows of a fused tensor: Phi-3 keeps q/k/v in one `qkv_proj`
 // [Hq*D + 2*Hkv*D, H] and gate/up in one `gate_up_proj` [2*I, H] (GGUF: `attn_qkv`, and
-// `ffn_up` holding gate then up); they are split at load into the ordinary slots, so the forward
-// pass never sees the fusion.
+// `ffn_up` holding gate then up); GGUF MoE files stack each layer's experts in one tensor per
+// projection, `ffn_{gate,up}_exps` [E, I_e, H] and `ffn_down_exps` [E, H, I_e]. They are split at
+// load into the ordinary slots, so the forward pass never sees the fusion.
 struct RowBlock {
   std::string name;                 // the fused tensor
   std::vector<int64_t> file_shape;  // its shape
-  int64_t row0 = 0;                 // the slot's first row in it
+  int64_t row0 = 0;                 // the slot's first row in it (seen as [rows, shape[1]])
 };
 
 std::optional<RowBlock> fused_rows(const ModelConfig& c, const WeightSlot& s, bool gguf) {
+  if (gguf && s.expert >= 0) {
+    std::vector<int64_t> stacked = {c.moe.num_experts};
+    stacked.insert(stacked.end(), s.shape.begin(), s.shape.end());
+    return RowBlock{gguf_tensor_name(c, s), stacked, int64_t(s.expert) * s.shape[0]};
+  }
   if (c.arch != Arch::phi3 || s.layer < 0) return std::nullopt;
   const int64_t h = c.hidden_size, inter = c.intermediate_size;
   const int64_t q = int64_t(c.num_heads) * c.head_dim, kv = int64_t(c.num_kv_heads) * c.head_dim;
@@ -320,10 +346,14 @@ Result<LoadedModel> load_gguf_model(const std::string& path, const LoadOptions& 
   auto shape_of = [&](const std::string& name) -> std::optional<std::vector<int64_t>> {
     const GgufTensorInfo* t = f.find_tensor(name);
     if (!t) return std::nullopt;
+    // qwen2moe's shared-expert gate may be written [H] (llama.cpp reads it so) or [1, H]; the
+    // bytes are the same row.
+    const std::string shexp = "ffn_gate_inp_shexp.weight";
+    if (t->shape.size() == 1 && name.size() > shexp.size() &&
+        name.compare(name.size() - shexp.size(), shexp.size(), shexp) == 0)
+      return std::vector<int64_t>{1, t->shape[0]};
     return t->shape;
   };
-  HostTensor fused;  // the last fused tensor converted, kept for its other slots
-  std::string fused_name;
   auto load = [&](const std::string& name, const WeightSlot& s,
                   const RowBlock* block) -> Result<HostTensor> {
     const GgufTensorInfo& t = *f.find_tensor(name);
@@ -340,18 +370,10 @@ Result<LoadedModel> load_gguf_model(const std::string& path, const LoadOptions& 
       return h;
     }
     h = HostTensor::zeros(converted_dtype(s, options), s.shape);
-    if (!block) {
+    if (block)
+      INVAR_RETURN_IF_ERROR(f.read_rows(t, row0, s.shape[0], h.dtype, h.bytes.data()));
+    else
       INVAR_RETURN_IF_ERROR(f.read_tensor(t, h.dtype, h.bytes.data()));
-      return h;
-    }
-    if (fused_name != name || fused.dtype != h.dtype) {
-      fused = HostTensor::zeros(h.dtype, block->file_shape);
-      INVAR_RETURN_IF_ERROR(f.read_tensor(t, h.dtype, fused.bytes.data()));
-      fused_name = name;
-    }
-    const size_t row_bytes = dtype_row_bytes(h.dtype, s.shape[1]);
-    std::memcpy(h.bytes.data(), fused.bytes.data() + size_t(row0) * row_bytes,
-                size_t(s.shape[0]) * row_bytes);
     return h;
   };
   INVAR_ASSIGN_OR_RETURN(m.weights, read_weights(m.config, path, gguf_tensor_name, shape_of, load,

@@ -2,6 +2,7 @@
 #include "model/moe_block.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "kernels/cpu/ops.h"
 
@@ -68,6 +69,29 @@ void MoeBlock::forward(const LayerWeights& w, int layer, const float* x, int tok
     linear(group_gate_.data(), ew.w_down.ref(), n, group_y_.data());
     cpu::moe_accumulate(group_y_.data(), group_tokens_.data() + first,
                         group_weights_.data() + first, n, hidden, out, pool_);
+  }
+  if (config_.moe.shared_intermediate_size > 0) add_shared_expert(w, x, tokens, out);
+}
+
+// out[t] += sigmoid(shared_gate . x[t]) * SwiGLU_shared(x[t]): every row alone through the
+// GEMM's fixed per-row order, then one f32 multiply and add per element, after the routed sum.
+void MoeBlock::add_shared_expert(const LayerWeights& w, const float* x, int tokens, float* out) {
+  const int64_t hidden = config_.hidden_size, inter = config_.moe.shared_intermediate_size;
+  group_gate_.resize(size_t(tokens) * size_t(inter));
+  group_up_.resize(group_gate_.size());
+  group_y_.resize(size_t(tokens) * size_t(hidden));
+  shared_logit_.resize(size_t(tokens));
+  linear(x, w.shared.w_gate.ref(), tokens, group_gate_.data());
+  linear(x, w.shared.w_up.ref(), tokens, group_up_.data());
+  cpu::silu_mul(group_gate_.data(), group_up_.data(), int64_t(tokens) * inter, group_gate_.data(),
+                pool_);
+  linear(group_gate_.data(), w.shared.w_down.ref(), tokens, group_y_.data());
+  linear(x, w.shared_gate.ref(), tokens, shared_logit_.data());
+  for (int t = 0; t < tokens; ++t) {
+    const float g = 1.0f / (1.0f + std::exp(-shared_logit_[size_t(t)]));
+    float* o = out + int64_t(t) * hidden;
+    const float* y = group_y_.data() + int64_t(t) * hidden;
+    for (int64_t i = 0; i < hidden; ++i) o[i] += g * y[i];
   }
 }
 

@@ -1,8 +1,11 @@
-// The mixture-of-experts MLP of a sparse layer (Qwen3-MoE, Mixtral), on the CPU kernels.
+// The mixture-of-experts MLP of a sparse layer (Qwen3-MoE, Mixtral, Qwen2-MoE), on the CPU
+// kernels.
 //
 // Router GEMM (f32 logits) -> moe_route (softmax, top-k, ties to the lowest expert id) -> for
 // each expert in id order: gather the rows of the tokens that picked it, run its SwiGLU MLP over
 // that group with the GEMM of the dense layers, and add weight * output into each token's row.
+// Qwen2-MoE: then the shared expert over all rows, times sigmoid(shared_expert_gate . x), is
+// added last to each token's sum (transformers' order: routed sum + gated shared output).
 // Invariance (R1, R2): the GEMM reduces each row in an order fixed by K whatever the number of
 // rows, so a token's expert output has the same bits however many other tokens share its
 // expert; and each token's sum runs over its experts in id order, whatever order the tokens
@@ -45,6 +48,7 @@ class MoeBlock {
  private:
   void linear(const float* x, const kernels::WeightRef& w, int64_t m, float* y);
   void group_by_expert(int tokens);
+  void add_shared_expert(const LayerWeights& w, const float* x, int tokens, float* out);
 
   const ModelConfig& config_;
   ThreadPool& pool_;
@@ -56,6 +60,7 @@ class MoeBlock {
   std::vector<int32_t> group_tokens_;
   std::vector<float> group_weights_;
   std::vector<float> group_x_, group_gate_, group_up_, group_y_;  // one group's activations
+  std::vector<float> shared_logit_;                               // [T]
 };
 
 }  // namespace invar::model

@@ -40,6 +40,10 @@ enum class WeightRole : uint8_t {
   expert_gate,
   expert_up,
   expert_down,
+  shared_gate,  // Qwen2-MoE's shared expert and its sigmoid gate
+  shared_up,
+  shared_down,
+  shared_expert_gate,
 };
 
 // RMSNorm weights (f32 vectors, centered on 1 once loaded).
@@ -77,8 +81,8 @@ Status for_each_weight_slot(const ModelConfig& config, ModelWeights& weights,
 // "[a, b]"
 std::string shape_string(const std::vector<int64_t>& shape);
 
-// The tensor name of a slot in each file format (GGUF files of MoE models are refused before
-// their names matter).
+// The tensor name of a slot in each file format (a GGUF expert slot names its layer's stacked
+// `*_exps` tensor; the loader picks the expert's rows).
 std::string gguf_tensor_name(const ModelConfig& config, const WeightSlot& slot);
 std::string hf_tensor_name(const ModelConfig& config, const WeightSlot& slot);
 

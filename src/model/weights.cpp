@@ -98,6 +98,12 @@ Status for_each_weight_slot(const ModelConfig& c, ModelWeights& w,
         INVAR_RETURN_IF_ERROR(fn({R::expert_up, l, {e_inter, h}, true, &x.w_up, e}));
         INVAR_RETURN_IF_ERROR(fn({R::expert_down, l, {h, e_inter}, true, &x.w_down, e}));
       }
+      if (const int64_t si = c.moe.shared_intermediate_size; si > 0) {
+        INVAR_RETURN_IF_ERROR(fn({R::shared_gate, l, {si, h}, true, &L.shared.w_gate}));
+        INVAR_RETURN_IF_ERROR(fn({R::shared_up, l, {si, h}, true, &L.shared.w_up}));
+        INVAR_RETURN_IF_ERROR(fn({R::shared_down, l, {h, si}, true, &L.shared.w_down}));
+        INVAR_RETURN_IF_ERROR(fn({R::shared_expert_gate, l, {1, h}, true, &L.shared_gate}));
+      }
       continue;
     }
     INVAR_RETURN_IF_ERROR(fn({R::w_gate, l, {inter, h}, true, &L.w_gate}));
@@ -132,11 +138,30 @@ float uniform_pm1(uint64_t key, uint64_t index) {
   return float(int32_t(h >> 40) - (1 << 23)) * (1.0f / 8388608.0f);
 }
 
-// Element i of a tensor is a pure function of (key, i), so splitting the range across threads
-// does not change any value.
+// Runs fn(begin, end) over [0, n) on a few threads. Callers make each element's result a pure
+// function of its index, so the split does not change any value.
+template <typename Fn>
+void for_ranges(int64_t n, int64_t per_element_cost, const Fn& fn) {
+  // Small enough that an MoE expert's matrix (~1.5 M weights) still spreads over the cores.
+  const int64_t kChunk = (int64_t(1) << 17) / std::max<int64_t>(1, per_element_cost);
+  const int64_t threads = std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()),
+                                            (n + kChunk - 1) / kChunk);
+  if (threads <= 1) {
+    fn(int64_t(0), n);
+    return;
+  }
+  std::vector<std::thread> pool;
+  const int64_t per = (n + threads - 1) / threads;
+  for (int64_t k = 1; k < threads; ++k) {
+    pool.emplace_back(fn, std::min(n, k * per), std::min(n, (k + 1) * per));
+  }
+  fn(int64_t(0), std::min(n, per));
+  for (auto& th : pool) th.join();
+}
+
+// Element i of a tensor is a pure function of (key, i).
 void fill_random(HostTensor& t, uint64_t key, float center, float scale) {
-  const int64_t n = t.numel();
-  auto fill = [&](int64_t begin, int64_t end) {
+  for_ranges(t.numel(), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const float v = center + uniform_pm1(key, uint64_t(i)) * scale;
       if (t.dtype == DType::f32)
@@ -144,22 +169,57 @@ void fill_random(HostTensor& t, uint64_t key, float center, float scale) {
       else
         reinterpret_cast<uint16_t*>(t.bytes.data())[i] = f32_to_bf16(v);
     }
-  };
-  // Small enough that an MoE expert's matrix (~1.5 M weights) still spreads over the cores.
-  const int64_t kChunk = int64_t(1) << 17;
-  const int64_t threads = std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()),
-                                            (n + kChunk - 1) / kChunk);
-  if (threads <= 1) {
-    fill(0, n);
-    return;
+  });
+}
+
+// The matrices an FP8 checkpoint stores as F8_E4M3 (Qwen3-*-FP8: the attention and MLP
+// projections, experts included; the embedding, lm_head and router stay in 16 bits).
+bool is_fp8_role(WeightRole r) {
+  switch (r) {
+    case WeightRole::wq:
+    case WeightRole::wk:
+    case WeightRole::wv:
+    case WeightRole::wo:
+    case WeightRole::w_gate:
+    case WeightRole::w_up:
+    case WeightRole::w_down:
+    case WeightRole::expert_gate:
+    case WeightRole::expert_up:
+    case WeightRole::expert_down:
+    case WeightRole::shared_gate:
+    case WeightRole::shared_up:
+    case WeightRole::shared_down:
+      return true;
+    default:
+      return false;
   }
-  std::vector<std::thread> pool;
-  const int64_t per = (n + threads - 1) / threads;
-  for (int64_t k = 1; k < threads; ++k) {
-    pool.emplace_back(fill, std::min(n, k * per), std::min(n, (k + 1) * per));
-  }
-  fill(0, std::min(n, per));
-  for (auto& th : pool) th.join();
+}
+
+// Quantizes an f32 [rows, cols] matrix as FP8 checkpoints are made, one scale per block:
+// scale = amax / 448, code = e4m3(w / scale); and stores code * scale in f32, what the loader's
+// dequantization of such a checkpoint gives (Fp8Quantization). Blocks are independent, so
+// threads over block rows do not change bits.
+void round_to_fp8_blocks(HostTensor& t, int block_rows, int block_cols) {
+  const int64_t rows = t.shape[0], cols = t.shape[1];
+  const int64_t grid_rows = (rows + block_rows - 1) / block_rows;
+  float* w = t.f32();
+  for_ranges(grid_rows, int64_t(block_rows) * cols, [&](int64_t begin, int64_t end) {
+    for (int64_t gr = begin; gr < end; ++gr) {
+      const int64_t r0 = gr * block_rows, r1 = std::min(rows, r0 + block_rows);
+      for (int64_t c0 = 0; c0 < cols; c0 += block_cols) {
+        const int64_t c1 = std::min(cols, c0 + block_cols);
+        float amax = 0.0f;
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t c = c0; c < c1; ++c) amax = std::max(amax, std::fabs(w[r * cols + c]));
+        const float scale = amax > 0.0f ? amax / 448.0f : 1.0f;
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t c = c0; c < c1; ++c) {
+            float& x = w[r * cols + c];
+            x = fp8_e4m3_to_f32(f32_to_fp8_e4m3(x / scale)) * scale;
+          }
+      }
+    }
+  });
 }
 
 }  // namespace
@@ -184,7 +244,9 @@ ModelWeights random_weights(const ModelConfig& config, uint64_t seed, DType weig
   const int64_t total = progress ? weight_elements(config) : 0;
   int64_t done = 0;
   Status st = for_each_weight_slot(config, w, [&](const WeightSlot& s) -> Status {
-    *s.tensor = HostTensor::zeros(s.matrix ? weight_dtype : DType::f32, s.shape);
+    const bool fp8 = config.fp8.enabled() && is_fp8_role(s.role);
+    // FP8 matrices are drawn and quantized in f32, then stored in the weight dtype.
+    *s.tensor = HostTensor::zeros(s.matrix && !fp8 ? weight_dtype : DType::f32, s.shape);
     const uint64_t key = splitmix64(seed ^ splitmix64(slot_id(s)));
     if (is_norm_role(s.role)) {
       fill_random(*s.tensor, key, 1.0f, 0.125f);
@@ -193,6 +255,15 @@ ModelWeights random_weights(const ModelConfig& config, uint64_t seed, DType weig
       const float scale =
           float(1.0 / std::sqrt(double(s.matrix ? s.shape.back() : config.hidden_size)));
       fill_random(*s.tensor, key, 0.0f, scale);
+    }
+    if (fp8) {
+      round_to_fp8_blocks(*s.tensor, config.fp8.block_rows, config.fp8.block_cols);
+      if (weight_dtype == DType::bf16) {
+        HostTensor b = HostTensor::zeros(DType::bf16, s.shape);
+        uint16_t* o = reinterpret_cast<uint16_t*>(b.bytes.data());
+        for (int64_t i = 0; i < b.numel(); ++i) o[i] = f32_to_bf16(s.tensor->f32()[i]);
+        *s.tensor = std::move(b);
+      }
     }
     if (progress) progress(done += s.tensor->numel(), total);
     return {};

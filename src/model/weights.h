@@ -62,7 +62,7 @@ struct ExpertWeights {
 };
 
 struct LayerWeights {
-  HostTensor attn_norm;             // [H] f32
+  HostTensor attn_norm;  // [H] f32
   // Matrices: any DType (LoadOptions).
   HostTensor wq, wk, wv, wo;        // [Hq*D, H], [Hkv*D, H], [Hkv*D, H], [H, Hq*D]
   HostTensor bq, bk, bv;            // [Hq*D], [Hkv*D], [Hkv*D] f32 (attention_bias only)
@@ -72,6 +72,9 @@ struct LayerWeights {
   // Sparse layers (is_moe_layer) instead of w_gate/w_up/w_down:
   HostTensor router;                   // [E, H]
   std::vector<ExpertWeights> experts;  // [E]
+  // MoeConfig::shared_intermediate_size > 0 only (I_s): the shared expert and its gate.
+  ExpertWeights shared;    // [I_s, H], [I_s, H], [H, I_s]
+  HostTensor shared_gate;  // [1, H]
   // post_norms only (Gemma): applied to the attention and MLP outputs before the residual add.
   HostTensor post_attn_norm, post_ffn_norm;  // [H] f32
 };
@@ -113,6 +116,9 @@ Result<LoadedModel> load_model(const std::string& path, const LoadOptions& optio
 
 // Fills a model with seeded random weights of the config's shapes. The same seed gives the
 // same weights on every machine and backend (counter-based generator, no std:: distributions).
+// With fp8 quantization in the config, the attention, MLP and expert matrices are what an FP8
+// checkpoint of them holds: one scale per block (amax / 448), each weight an E4M3 value times
+// its block's scale, stored multiplied out as the loader stores such a checkpoint's weights.
 ModelWeights random_weights(const ModelConfig& config, uint64_t seed, DType weight_dtype,
                             const LoadProgress& progress = {});
 

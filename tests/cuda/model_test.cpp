@@ -186,7 +186,8 @@ TEST(CudaModel, GemmaAndYarnAreRefusedWithAClearError) {
   require_gpu();
   for (auto [name, feature] : {std::pair{"tiny-gemma2", "attention soft-capping"},
                                std::pair{"tiny-gemma3", "a separate rope for sliding layers"},
-                               std::pair{"tiny-qwen3-yarn", "yarn rope scaling"}}) {
+                               std::pair{"tiny-qwen3-yarn", "yarn rope scaling"},
+                               std::pair{"tiny-qwen2-moe", "a shared expert"}}) {
     auto m = model::load_model(testing::test_data(name), {});
     ASSERT_TRUE(m.ok()) << m.status().message();
     model::RunnerOptions o;

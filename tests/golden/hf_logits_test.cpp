@@ -166,6 +166,18 @@ TEST(HfGolden, TinyMixtralF16KvCacheMatchesTransformers) {
   expect_matches_golden("tiny-mixtral", 7, "", DType::f16, 1e-3);
 }
 
+// Qwen2-MoE: q/k/v biases, 8 experts (top-2, weights not renormalised) plus the shared expert
+// scaled by sigmoid(shared_expert_gate . x), added after the routed sum; layer 1 dense.
+TEST(HfGolden, TinyQwen2MoeMatchesTransformers) {
+  expect_matches_golden("tiny-qwen2-moe", 1 << 20);
+}
+TEST(HfGolden, TinyQwen2MoeChunkedMatchesTransformers) {
+  expect_matches_golden("tiny-qwen2-moe", 5);
+}
+TEST(HfGolden, TinyQwen2MoeF16KvCacheMatchesTransformers) {
+  expect_matches_golden("tiny-qwen2-moe", 3, "", DType::f16, 1e-3);
+}
+
 // FP8: tiny-qwen3's matrices stored as F8_E4M3 in 32x32 blocks with weight_scale_inv,
 // dequantized at load (transformers' goldens: FineGrainedFP8Config(dequantize=True)).
 TEST(HfGolden, TinyQwen3Fp8MatchesTransformers) {

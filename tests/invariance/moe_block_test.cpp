@@ -1,9 +1,9 @@
-// A token's mixture-of-experts output (MoeBlock over the first sparse layer of tiny-qwen3-moe and
-// tiny-mixtral) has the same bits whatever else is in the batch: alone; among copies of itself,
-// so that each of its experts serves a group of more than 8 rows (past the `fast` GEMM's split-K
-// threshold); among other tokens that share some of its experts and pick others; at any slot.
-// Negative control (R8): in `fast` mode a group's GEMM depends on the group's size, and the same
-// comparisons must find differences.
+// A token's mixture-of-experts output (MoeBlock over the first sparse layer of tiny-qwen3-moe,
+// tiny-mixtral and tiny-qwen2-moe, whose shared expert runs over every row) has the same bits
+// whatever else is in the batch: alone; among copies of itself, so that each of its experts serves
+// a group of more than 8 rows (past the `fast` GEMM's split-K threshold); among other tokens that
+// share some of its experts and pick others; at any slot. Negative control (R8): in `fast` mode a
+// group's GEMM depends on the group's size, and the same comparisons must find differences.
 //   H = hidden size, E = experts, k = experts per token
 #include "model/moe_block.h"
 
@@ -117,7 +117,8 @@ TEST_P(MoeBlockInvariance, FastModeControlFindsDifferences) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, MoeBlockInvariance,
-                         ::testing::Values("tiny-qwen3-moe", "tiny-mixtral"), [](const auto& info) {
+                         ::testing::Values("tiny-qwen3-moe", "tiny-mixtral", "tiny-qwen2-moe"),
+                         [](const auto& info) {
                            std::string s = info.param;
                            for (char& ch : s)
                              if (ch == '-') ch = '_';

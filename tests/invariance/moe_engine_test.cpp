@@ -1,8 +1,8 @@
 // The contract under the engine's dynamic batching for the tiny mixture-of-experts checkpoints
-// (tiny-qwen3-moe, tiny-mixtral; a byte tokenizer): a request's tokens and logprobs are bitwise
-// the same alone, among concurrent requests (chunked prefill, background prompts sharing its
-// prefix, so each step groups other tokens under each expert), and with the prefix cache hot or
-// cold. Negative control (R8): with the fast kernels the loaded runs must differ.
+// (tiny-qwen3-moe, tiny-mixtral, tiny-qwen2-moe; a byte tokenizer): a request's tokens and logprobs
+// are bitwise the same alone, among concurrent requests (chunked prefill, background prompts
+// sharing its prefix, so each step groups other tokens under each expert), and with the prefix
+// cache hot or cold. Negative control (R8): with the fast kernels the loaded runs must differ.
 #include <gtest/gtest.h>
 
 #include "engine/model_bundle.h"
@@ -79,7 +79,8 @@ TEST_P(MoeEngineLoad, NegativeControlFastKernelsDifferUnderLoad) {
   EXPECT_GT(differing, 0) << "the load test cannot see batch-dependent kernels";
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, MoeEngineLoad, ::testing::Values("tiny-qwen3-moe", "tiny-mixtral"),
+INSTANTIATE_TEST_SUITE_P(Models, MoeEngineLoad,
+                         ::testing::Values("tiny-qwen3-moe", "tiny-mixtral", "tiny-qwen2-moe"),
                          [](const auto& info) {
                            std::string s = info.param;
                            for (char& ch : s)

@@ -6,10 +6,10 @@
 // chunk boundaries, and past tiny-phi3's original_max_position_embeddings (32), so a chunk may
 // hold positions of both longrope tables. The Gemma models add soft-capped scores and logits,
 // per-layer windows and (Gemma 3) per-layer ropes; tiny-qwen3-yarn its blended rope table. For
-// the mixture-of-experts models (tiny-qwen3-moe, tiny-mixtral) each step groups different tokens
-// under each expert, so the expert GEMMs see other row counts from case to case; tiny-qwen3-fp8's
-// weights are dequantized fp8. Negative control (R8): the same comparisons in `fast` mode must
-// differ.
+// the mixture-of-experts models (tiny-qwen3-moe, tiny-mixtral, tiny-qwen2-moe) each step groups
+// different tokens under each expert, so the expert GEMMs see other row counts from case to case;
+// tiny-qwen3-fp8's weights are dequantized fp8. Negative control (R8): the same comparisons in
+// `fast` mode must differ.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -118,7 +118,7 @@ TEST_P(TinyModelInvariance, FastModeControlFindsDifferences) {
 INSTANTIATE_TEST_SUITE_P(Models, TinyModelInvariance,
                          ::testing::Values("tiny-mistral", "tiny-phi3", "tiny-gemma2",
                                            "tiny-gemma3", "tiny-qwen3-yarn", "tiny-qwen3-moe",
-                                           "tiny-mixtral", "tiny-qwen3-fp8"),
+                                           "tiny-mixtral", "tiny-qwen3-fp8", "tiny-qwen2-moe"),
                          [](const auto& info) {
                            std::string s = info.param;
                            for (char& ch : s)

@@ -39,6 +39,26 @@ TEST(DType, Fp8E4m3DecodesEveryCode) {
   }
 }
 
+// Encoding: every finite code round-trips; a value between two neighbours goes to the nearer,
+// a midpoint to the even code; beyond 448 saturates; NaN stays NaN.
+TEST(DType, Fp8E4m3EncodesToNearestEven) {
+  for (int c = 0; c < 0x7f; ++c) {
+    EXPECT_EQ(f32_to_fp8_e4m3(fp8_e4m3_to_f32(uint8_t(c))), c) << c;
+    EXPECT_EQ(f32_to_fp8_e4m3(fp8_e4m3_to_f32(uint8_t(c | 0x80))), c | 0x80) << c;
+  }
+  for (int c = 0; c + 1 < 0x7f; ++c) {
+    const float lo = fp8_e4m3_to_f32(uint8_t(c)), hi = fp8_e4m3_to_f32(uint8_t(c + 1));
+    const float mid = (lo + hi) / 2;  // exact: the codes are 3-bit mantissas
+    EXPECT_EQ(f32_to_fp8_e4m3(mid), (c & 1) ? c + 1 : c) << c;
+    EXPECT_EQ(f32_to_fp8_e4m3(std::nextafter(mid, lo)), c) << c;
+    EXPECT_EQ(f32_to_fp8_e4m3(std::nextafter(mid, hi)), c + 1) << c;
+  }
+  EXPECT_EQ(f32_to_fp8_e4m3(1e6f), 0x7e);
+  EXPECT_EQ(f32_to_fp8_e4m3(-460.0f), 0xfe);
+  EXPECT_EQ(f32_to_fp8_e4m3(1e-30f), 0x00);
+  EXPECT_EQ(f32_to_fp8_e4m3(std::nanf("")) & 0x7f, 0x7f);
+}
+
 TEST(DType, BFloat16RoundsToNearestEven) {
   EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
   EXPECT_EQ(f32_to_bf16(bits_to_f32(0x3f808000u)), 0x3f80);  // tie -> even

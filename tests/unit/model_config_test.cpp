@@ -342,9 +342,19 @@ TEST(ModelConfig, GgufErrorsNameTheKey) {
   auto p = gguf_llama_meta("llama");
   p.u32("llama.vocab_size", 10).u32("llama.rope.dimension_count", 8);
   expect_error(gguf_config(p, "partialrope").status(), {"rope.dimension_count 8", "head_dim 16"});
+  // Experts: Mixtral (llama with expert keys) needs expert_used_count and router tensors;
+  // another arch with experts is refused by name.
   auto e = gguf_llama_meta("llama");
   e.u32("llama.vocab_size", 10).u32("llama.expert_count", 8);
-  expect_error(gguf_config(e, "moe").status(), {"mixture-of-experts"});
+  expect_error(gguf_config(e, "moe").status(), {"'llama.expert_used_count' is missing"});
+  e.u32("llama.expert_used_count", 2);
+  expect_error(gguf_config(e, "moe_notensors").status(), {"block_count is 2", "0 tensors"});
+  for (const char* name : {"blk.0.ffn_norm.weight", "blk.1.ffn_norm.weight"})
+    e.tensor(name, {64}, 0, std::vector<uint8_t>(256, 0));
+  expect_error(gguf_config(e, "moe_norouter").status(), {"blk.N.ffn_gate_inp.weight"});
+  auto q = gguf_llama_meta("qwen2");
+  q.u32("qwen2.vocab_size", 10).u32("qwen2.expert_count", 8);
+  expect_error(gguf_config(q, "qwen2moe").status(), {"mixture-of-experts qwen2 files"});
 }
 
 }  // namespace

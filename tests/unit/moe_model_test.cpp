@@ -75,6 +75,27 @@ TEST(MoeConfig, ErrorsNameTheKey) {
   EXPECT_NE(shared.status().message().find("shared experts"), std::string::npos);
 }
 
+// Qwen2MoeConfig: q/k/v biases (qkv_bias, default true), norm_topk_prob default false, a shared
+// expert of shared_expert_intermediate_size (default 5632).
+TEST(MoeConfig, Qwen2MoeKeysAndDefaults) {
+  const std::string base = R"({"architectures":["Qwen2MoeForCausalLM"],"vocab_size":32,
+    "hidden_size":16,"intermediate_size":24,"num_hidden_layers":2,"num_attention_heads":2,
+    "moe_intermediate_size":8,"num_experts_per_tok":2,"num_experts":4)";
+  auto c = parse_hf_config(base + R"(,"shared_expert_intermediate_size":12})", "cfg.json");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  EXPECT_EQ(c->arch, Arch::qwen2_moe);
+  EXPECT_TRUE(c->attention_bias);
+  EXPECT_FALSE(c->qk_norm);
+  EXPECT_FALSE(c->moe.normalize_top_k);
+  EXPECT_EQ(c->moe.shared_intermediate_size, 12);
+  EXPECT_EQ(c->moe.expert_intermediate_size, 8);
+  auto d = parse_hf_config(base + R"(,"qkv_bias":false,"norm_topk_prob":true})", "cfg.json");
+  ASSERT_TRUE(d.ok()) << d.status().message();
+  EXPECT_FALSE(d->attention_bias);
+  EXPECT_TRUE(d->moe.normalize_top_k);
+  EXPECT_EQ(d->moe.shared_intermediate_size, 5632);
+}
+
 // Names of every slot, in walk order.
 std::vector<std::string> slot_names(const ModelConfig& c) {
   ModelWeights w;
@@ -106,10 +127,20 @@ TEST(MoeWeights, HubNamesOfSparseAndDenseLayers) {
                         "model.layers.1.block_sparse_moe.experts.0.w3.weight",
                         "model.layers.1.block_sparse_moe.experts.5.w2.weight"})
     EXPECT_TRUE(has(mn, n)) << n;
+  auto s = read_hf_config(testing::test_data("tiny-qwen2-moe"));
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  const auto sn = slot_names(*s);
+  for (const char* n : {"model.layers.0.self_attn.q_proj.bias", "model.layers.2.mlp.gate.weight",
+                        "model.layers.2.mlp.shared_expert.gate_proj.weight",
+                        "model.layers.2.mlp.shared_expert.up_proj.weight",
+                        "model.layers.2.mlp.shared_expert.down_proj.weight",
+                        "model.layers.2.mlp.shared_expert_gate.weight"})
+    EXPECT_TRUE(has(sn, n)) << n;
+  EXPECT_FALSE(has(sn, "model.layers.1.mlp.shared_expert_gate.weight"));  // dense layer
 }
 
 TEST(MoeWeights, TinyCheckpointsLoadWithTheirShapes) {
-  for (const char* name : {"tiny-qwen3-moe", "tiny-mixtral"}) {
+  for (const char* name : {"tiny-qwen3-moe", "tiny-mixtral", "tiny-qwen2-moe"}) {
     auto m = load_model(testing::test_data(name), {});
     ASSERT_TRUE(m.ok()) << m.status().message();
     const LayerWeights& l0 = m->weights.layers[0];

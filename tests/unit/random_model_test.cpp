@@ -3,11 +3,13 @@
 // and serve.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <future>
 
 #include "engine/engine.h"
 #include "engine/fingerprint.h"
 #include "engine/model_bundle.h"
+#include "model/config_parse.h"
 #include "test_paths.h"
 
 namespace invar {
@@ -47,6 +49,68 @@ TEST(RandomModel, GeneratesThroughTheEngine) {
   const auto last = done.get_future().get();
   EXPECT_EQ(last.finish, engine::FinishReason::length);
   EXPECT_EQ(last.completion_tokens, 5);
+}
+
+// The largest error, in units of the f32 spacing at each weight, of reading a [rows, cols] f32
+// matrix as E4M3 values times one scale per block_rows x block_cols block (each block's scale
+// taken as its amax / 448, which its largest weight, code 448, gives). An FP8 checkpoint's
+// weights sit on that grid to a rounding or two; drawn f32 weights miss it by ~2^20 units.
+double fp8_grid_error(const model::HostTensor& t, int block_rows, int block_cols) {
+  const int64_t rows = t.shape[0], cols = t.shape[1];
+  const float* w = t.f32();
+  double worst = 0;
+  for (int64_t r0 = 0; r0 < rows; r0 += block_rows)
+    for (int64_t c0 = 0; c0 < cols; c0 += block_cols) {
+      float amax = 0;
+      for (int64_t r = r0; r < std::min(rows, r0 + block_rows); ++r)
+        for (int64_t c = c0; c < std::min(cols, c0 + block_cols); ++c)
+          amax = std::max(amax, std::fabs(w[r * cols + c]));
+      const float s = amax / 448.0f;
+      for (int64_t r = r0; r < std::min(rows, r0 + block_rows); ++r)
+        for (int64_t c = c0; c < std::min(cols, c0 + block_cols); ++c) {
+          const float x = w[r * cols + c];
+          if (x == 0.0f) continue;
+          const float grid = fp8_e4m3_to_f32(f32_to_fp8_e4m3(x / s)) * s;
+          const double ulp = std::nextafter(std::fabs(x), INFINITY) - std::fabs(x);
+          worst = std::max(worst, std::fabs(double(grid) - double(x)) / ulp);
+        }
+    }
+  return worst;
+}
+
+// --random-weights of an FP8 config (quantization_config "fp8", here blocks of 32 x 32): the
+// attention and MLP matrices are E4M3 codes times block scales, as an FP8 checkpoint loads; the
+// embedding, lm_head and norms are drawn as for any model.
+TEST(RandomModel, Fp8ConfigGivesBlockScaledE4m3Weights) {
+  auto c = model::read_hf_config(testing::test_data("tiny-qwen3-fp8"));
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  ASSERT_TRUE(c->fp8.enabled());
+  const int br = c->fp8.block_rows, bc = c->fp8.block_cols;
+  const model::ModelWeights w = model::random_weights(*c, 7, DType::f32);
+  model::ModelConfig plain_config = *c;
+  plain_config.fp8 = {};
+  const model::ModelWeights plain = model::random_weights(plain_config, 7, DType::f32);
+  for (const model::LayerWeights& L : w.layers)
+    for (const model::HostTensor* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
+      EXPECT_LE(fp8_grid_error(*m, br, bc), 4.0);
+  const model::LayerWeights& L0 = plain.layers[0];
+  EXPECT_GT(fp8_grid_error(L0.wq, br, bc), 1000.0);  // the check sees f32 weights
+  EXPECT_GT(fp8_grid_error(w.embedding, br, bc), 1000.0);
+  EXPECT_TRUE(w.embedding.bytes == plain.embedding.bytes);
+  EXPECT_FALSE(w.layers[0].wq.bytes == L0.wq.bytes);
+  // Quantizing moves each weight by at most half an E4M3 step (1/16 of it) of its block's range.
+  const float* q = w.layers[0].w_down.f32();
+  const float* p = L0.w_down.f32();
+  for (int64_t i = 0; i < L0.w_down.numel(); ++i)
+    ASSERT_LE(std::fabs(q[i] - p[i]), std::fabs(p[i]) / 16 + 1e-3f) << i;
+
+  // bf16 storage holds the same values rounded; the same seed gives the same bits.
+  const model::ModelWeights b = model::random_weights(*c, 7, DType::bf16);
+  ASSERT_EQ(b.layers[1].w_up.dtype, DType::bf16);
+  const uint16_t* bu = reinterpret_cast<const uint16_t*>(b.layers[1].w_up.bytes.data());
+  for (int64_t i = 0; i < b.layers[1].w_up.numel(); ++i)
+    ASSERT_EQ(bu[i], f32_to_bf16(w.layers[1].w_up.f32()[i])) << i;
+  EXPECT_TRUE(model::random_weights(*c, 7, DType::f32).layers[1].wk.bytes == w.layers[1].wk.bytes);
 }
 
 TEST(RandomModel, MissingConfigIsAClearError) {

@@ -628,6 +628,12 @@ Status CudaRunner::layer(int l, int tokens) {
 }  // namespace
 
 Status check_cuda_config(const ModelConfig& c) {
+  // Qwen2-MoE's shared expert has no device weights or kernel yet: refused, never skipped.
+  if (c.moe.shared_intermediate_size > 0)
+    return Status::errorf(
+        "--device cuda: this {} model has a shared expert ({} features), which the CUDA MoE "
+        "pass does not implement yet; run it with --device cpu",
+        arch_name(c.arch), c.moe.shared_intermediate_size);
   // Sparse layers run moe_mlp.h's kernels: top-k up to 32 of at most 1024 experts, widths the
   // grouped GEMM takes.
   if (c.moe.num_experts > 0 &&
