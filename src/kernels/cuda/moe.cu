@@ -3,6 +3,7 @@
 #include <cub/block/block_scan.cuh>
 
 #include <algorithm>
+#include <climits>
 
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/moe.h"
@@ -42,59 +43,91 @@ __global__ void router_logits_kernel(const bf16* x, int64_t ldx, const bf16* w, 
   if (lane == 0) logits[t * experts + e] = acc;
 }
 
-// The probability of expert e of a row (max and sum precomputed): recomputed where needed, the
-// same bits each time.
-__device__ float route_prob(const float* row, int e, float max, float sum) {
-  return __fdiv_rn(expf(__fsub_rn(row[e], max)), sum);
+// One warp per token; lane i holds experts i, i + 32, ... (at most 32 each). The max and the
+// sum of exps meet in butterflies (a tree fixed by E); the top-k are picked one by one, each
+// a warp-wide max of (probability, lowest id) over the experts not yet taken, so ties go to the
+// lowest id and a NaN never wins (a row of NaNs still gets k distinct ids).
+constexpr int kMaxPerLane = 32;
+constexpr int kNone = INT_MAX;
+
+// A total order on candidate picks (id kNone: no candidate): the larger probability, a NaN
+// below every number, then the lower id. Being a total order, any reduction tree finds the same
+// winner.
+__device__ bool better(float p, int id, float other_p, int other_id) {
+  if (other_id == kNone) return id != kNone;
+  if (id == kNone) return false;
+  const bool nan = p != p, other_nan = other_p != other_p;
+  if (nan != other_nan) return other_nan;
+  if (!nan && p != other_p) return p > other_p;
+  return id < other_id;
 }
 
-// One thread per token (k and E are small).
-__global__ void route_kernel(const float* logits, int64_t tokens, int experts, int top_k,
+__device__ float to_float(float v) { return v; }
+__device__ float to_float(bf16 v) { return __bfloat162float(v); }
+
+template <typename Logit>
+__global__ void route_kernel(const Logit* logits, int64_t tokens, int experts, int top_k,
                              bool normalize, int32_t* ids_out, float* weights_out) {
-  const int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const int64_t t = blockIdx.x * int64_t(blockDim.x / kWarp) + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
   if (t >= tokens) return;
-  const float* row = logits + t * experts;
+  const Logit* row = logits + t * experts;
+  const int per_lane = (experts + kWarp - 1) / kWarp;
+  float p[kMaxPerLane];
   float max = -INFINITY;
-  for (int e = 0; e < experts; ++e) max = fmaxf(max, row[e]);
+  for (int i = 0; i < per_lane; ++i) {
+    const int e = lane + i * kWarp;
+    p[i] = e < experts ? to_float(row[e]) : -INFINITY;
+    max = fmaxf(max, p[i]);
+  }
+  for (int off = kWarp / 2; off > 0; off /= 2) max = fmaxf(max, __shfl_xor_sync(~0u, max, off));
   float sum = 0.0f;
-  for (int e = 0; e < experts; ++e) sum = __fadd_rn(sum, expf(__fsub_rn(row[e], max)));
-  int32_t ids[32];
-  float weights[32];
-  float picked_sum = 0.0f;
+  for (int i = 0; i < per_lane; ++i) {
+    p[i] = lane + i * kWarp < experts ? expf(__fsub_rn(p[i], max)) : 0.0f;
+    sum = __fadd_rn(sum, p[i]);
+  }
+  for (int off = kWarp / 2; off > 0; off /= 2) sum = __fadd_rn(sum, __shfl_xor_sync(~0u, sum, off));
+  for (int i = 0; i < per_lane; ++i) p[i] = __fdiv_rn(p[i], sum);
+
+  uint32_t taken = 0;  // bit i: expert lane + 32 i is picked
+  int32_t my_id = -1;  // lane j < k keeps pick j
+  float my_weight = 0.0f, picked_sum = 0.0f;
   for (int j = 0; j < top_k; ++j) {
-    int best = -1;
+    int best = kNone;
     float best_p = 0.0f;
-    for (int e = 0; e < experts; ++e) {
-      bool taken = false;
-      for (int i = 0; i < j; ++i) taken |= ids[i] == e;
-      if (taken) continue;
-      const float p = route_prob(row, e, max, sum);
-      // Strict: ties go to the lowest id; a NaN never wins, yet the row still gets k ids.
-      if (best < 0 || p > best_p) {
+    for (int i = 0; i < per_lane; ++i) {
+      const int e = lane + i * kWarp;
+      if (e < experts && !(taken >> i & 1u) && better(p[i], e, best_p, best)) {
         best = e;
-        best_p = p;
+        best_p = p[i];
       }
     }
-    ids[j] = best;
-    weights[j] = best_p;
+    for (int off = kWarp / 2; off > 0; off /= 2) {
+      const int other = __shfl_xor_sync(~0u, best, off);
+      const float other_p = __shfl_xor_sync(~0u, best_p, off);
+      if (better(other_p, other, best_p, best)) {
+        best = other;
+        best_p = other_p;
+      }
+    }
+    if (best % kWarp == lane) taken |= 1u << (best / kWarp);
+    if (lane == j) {
+      my_id = best;
+      my_weight = best_p;
+    }
     picked_sum = __fadd_rn(picked_sum, best_p);
   }
-  if (normalize)
-    for (int j = 0; j < top_k; ++j) weights[j] = __fdiv_rn(weights[j], picked_sum);
-  // Insertion sort by expert id: the order moe_combine adds the experts in.
-  for (int j = 1; j < top_k; ++j) {
-    for (int i = j; i > 0 && ids[i - 1] > ids[i]; --i) {
-      const int32_t id = ids[i - 1];
-      ids[i - 1] = ids[i];
-      ids[i] = id;
-      const float wt = weights[i - 1];
-      weights[i - 1] = weights[i];
-      weights[i] = wt;
-    }
-  }
+  if (normalize) my_weight = __fdiv_rn(my_weight, picked_sum);
+  // Lanes 0..k-1 hold the picks; their rank by expert id is where each is written (ids are
+  // distinct), the order moe_combine adds them in.
+  int rank = 0;
   for (int j = 0; j < top_k; ++j) {
-    ids_out[t * top_k + j] = ids[j];
-    weights_out[t * top_k + j] = weights[j];
+    const int32_t other = __shfl_sync(~0u, my_id, j);
+    rank += lane < top_k && other < my_id;
+  }
+  if (lane < top_k) {
+    ids_out[t * top_k + rank] = my_id;
+    weights_out[t * top_k + rank] = my_weight;
   }
 }
 
@@ -119,12 +152,15 @@ __global__ void place_kernel(const int32_t* ids, int64_t picks, int top_k, int e
   __shared__ typename Scan::TempStorage tmp;
   __shared__ int32_t base;
   const int e = blockIdx.x;
+  // The groups before e: the counts of the lower ids, summed by the block (integers).
+  int32_t lower = 0;
+  for (int i = threadIdx.x; i < e; i += kThreads) lower += counts[i];
+  int32_t ignored = 0;
+  Scan(tmp).ExclusiveSum(lower, ignored, lower);
   if (threadIdx.x == 0) {
-    int32_t s = 0;
-    for (int i = 0; i < e; ++i) s += counts[i];
-    base = s;
-    starts[e] = s;
-    if (e == experts - 1) starts[experts] = s + counts[e];
+    base = lower;
+    starts[e] = lower;
+    if (e == experts - 1) starts[experts] = lower + counts[e];
   }
   __syncthreads();
   int32_t next = base;
@@ -175,15 +211,28 @@ Status moe_router_logits(const bf16* x, int64_t ldx, const bf16* w, int64_t toke
   return cuda_status(cudaGetLastError(), "moe_router_logits: kernel launch");
 }
 
-Status moe_route(const float* logits, int64_t tokens, int experts, int top_k, bool normalize,
-                 int32_t* expert_ids, float* weights, cudaStream_t stream) {
+template <typename Logit>
+static Status route(const Logit* logits, int64_t tokens, int experts, int top_k, bool normalize,
+             int32_t* expert_ids, float* weights, cudaStream_t stream) {
   if (top_k < 1 || top_k > 32 || top_k > experts || experts > 1024)
     return Status::errorf("moe_route: {} of {} experts per token is outside 1..32 of <= 1024",
                           top_k, experts);
   if (tokens == 0) return Status();
-  route_kernel<<<unsigned((tokens + 127) / 128), 128, 0, stream>>>(
-      logits, tokens, experts, top_k, normalize, expert_ids, weights);
+  constexpr int kTokensPerBlock = 4;
+  route_kernel<<<unsigned((tokens + kTokensPerBlock - 1) / kTokensPerBlock),
+                 kTokensPerBlock * kWarp, 0, stream>>>(logits, tokens, experts, top_k, normalize,
+                                                       expert_ids, weights);
   return cuda_status(cudaGetLastError(), "moe_route: kernel launch");
+}
+
+Status moe_route(const float* logits, int64_t tokens, int experts, int top_k, bool normalize,
+                 int32_t* expert_ids, float* weights, cudaStream_t stream) {
+  return route(logits, tokens, experts, top_k, normalize, expert_ids, weights, stream);
+}
+
+Status moe_route(const bf16* logits, int64_t tokens, int experts, int top_k, bool normalize,
+                 int32_t* expert_ids, float* weights, cudaStream_t stream) {
+  return route(logits, tokens, experts, top_k, normalize, expert_ids, weights, stream);
 }
 
 Status moe_group(const int32_t* expert_ids, int64_t tokens, int top_k, int experts,

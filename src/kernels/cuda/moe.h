@@ -30,14 +30,18 @@ Status moe_router_logits(const __nv_bfloat16* x, int64_t ldx,  // [T, H]
                          float* logits,  // [T, E]
                          cudaStream_t stream);
 
-// Per token: softmax over the E logits (max subtracted, sums in expert id order), the k largest
-// probabilities (ties to the lowest id), divided by their sum when `normalize`; written in
-// increasing expert id. k <= 32 and E <= 1024.
+// Per token: softmax over the E logits (max subtracted; the max and the sum of exps in a tree
+// fixed by E), the k largest probabilities (ties to the lowest id), divided by their sum when
+// `normalize`; written in increasing expert id. k <= 32 and E <= 1024. The bf16 form routes
+// fast mode's cuBLAS router logits.
 Status moe_route(const float* logits,  // [T, E]
                  int64_t tokens, int experts, int top_k, bool normalize,
                  int32_t* expert_ids,  // [T, k]
                  float* weights,       // [T, k]
                  cudaStream_t stream);
+Status moe_route(const __nv_bfloat16* logits,  // [T, E]
+                 int64_t tokens, int experts, int top_k, bool normalize,
+                 int32_t* expert_ids, float* weights, cudaStream_t stream);
 
 // The picks grouped by expert: group e is rows starts[e] .. starts[e + 1] of the grouped
 // activations, its picks in increasing token order. row_of_pick[t * k + j] is the grouped row

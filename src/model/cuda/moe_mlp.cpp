@@ -46,12 +46,26 @@ Status MoeMlp::run(const DeviceLayer& w, const bf16* h, int tokens, bf16* out,
                    const Probe& probe) {
   const int experts = c_.moe.num_experts, top_k = c_.moe.experts_per_token;
   const int64_t hidden = c_.hidden_size, rows = int64_t(tokens) * top_k;
-  float* logits = logits_.as<float>();
-  INVAR_RETURN_IF_ERROR(kc::moe_router_logits(h, hidden, w.router.as<bf16>(), tokens, experts,
-                                              hidden, logits, stream));
-  probe(ProbeOp::router, logits, true, tokens, experts);
-  INVAR_RETURN_IF_ERROR(kc::moe_route(logits, tokens, experts, top_k, c_.moe.normalize_top_k,
-                                      ids_.as<int32_t>(), weights_.as<float>(), stream));
+  if (mode == kernels::KernelMode::fast) {
+    // The usual router: a cuBLAS GEMM with bf16 logits, its kernel (split-K or not) chosen
+    // from the token count, so a token's logits, and with them its expert weights, follow the
+    // batch.
+    bf16* logits = logits_.as<bf16>();
+    INVAR_RETURN_IF_ERROR(gemm.run({.x = h, .ldx = hidden, .w = w.router.as(), .ldw = hidden,
+                                    .y = logits, .ldy = experts, .m = tokens, .n = experts,
+                                    .k = hidden},
+                                   mode, stream));
+    probe(ProbeOp::router, logits, false, tokens, experts);
+    INVAR_RETURN_IF_ERROR(kc::moe_route(logits, tokens, experts, top_k, c_.moe.normalize_top_k,
+                                        ids_.as<int32_t>(), weights_.as<float>(), stream));
+  } else {
+    float* logits = logits_.as<float>();
+    INVAR_RETURN_IF_ERROR(kc::moe_router_logits(h, hidden, w.router.as<bf16>(), tokens, experts,
+                                                hidden, logits, stream));
+    probe(ProbeOp::router, logits, true, tokens, experts);
+    INVAR_RETURN_IF_ERROR(kc::moe_route(logits, tokens, experts, top_k, c_.moe.normalize_top_k,
+                                        ids_.as<int32_t>(), weights_.as<float>(), stream));
+  }
   INVAR_RETURN_IF_ERROR(kc::moe_group(ids_.as<int32_t>(), tokens, top_k, experts,
                                       counts_.as<int32_t>(), starts_.as<int32_t>(),
                                       row_of_pick_.as<int32_t>(), token_of_row_.as<int32_t>(),

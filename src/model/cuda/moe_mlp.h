@@ -4,10 +4,11 @@
 //   invariant: router logits (f32) -> route -> group by expert -> gather -> grouped GEMM gate/up
 //              -> SiLU-mul -> grouped GEMM down -> combine in expert id order. All on the
 //              device: a step graph captures it.
-//   fast:      the usual per-expert path, the baseline and the negative control: the group
-//              sizes come to the host (one sync per layer) and each expert's GEMMs run through
-//              cuBLAS, whose kernel choice follows the group's size. No graph can hold the
-//              sync, so a fast-mode MoE runner launches its steps eagerly.
+//   fast:      the usual path, the baseline and the negative control: the router is a cuBLAS
+//              GEMM with bf16 logits (its kernel follows the token count), the group sizes
+//              come to the host (one sync per layer) and each expert's GEMMs run through
+//              cuBLAS, whose kernel follows the group's size. No graph can hold the sync, so a
+//              fast-mode MoE runner launches its steps eagerly.
 //   T = tokens, E = experts, k = experts per token, H = hidden, I_e = expert intermediate size,
 //   R = T * k grouped rows
 #pragma once
