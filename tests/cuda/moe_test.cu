@@ -2,8 +2,11 @@
 // - the grouped GEMM gives each group's rows the bits of the portable dense GEMM over the same
 //   rows, whatever the group sizes (empty groups included);
 // - a token's expert mixture has the same bits in every batch of 1..512 tokens (its experts'
-//   groups grow and shrink with the batch) in invariant mode, and fast mode (per-expert cuBLAS)
-//   changes some: the negative control.
+//   groups grow and shrink with the batch) in invariant mode. The control is a one-ulp change
+//   of one input element of the token, which the comparison must see in every batch. Fast mode
+//   (cuBLAS router and per-expert cuBLAS) is measured and printed, not asserted: on an H100 it
+//   kept the token's bits at every batch size too (bench/results/moe-cuda-h100-2026-12-06-
+//   52ad1b5.txt); the model-level control is `invar verify --kernels fast` on the MoE model.
 // Qwen3-30B-A3B's shapes: H 2048, 128 experts, 8 per token, 768 features each.
 #include <algorithm>
 #include <vector>
@@ -90,9 +93,10 @@ struct MoeLayer {
     order = device_buffer(size_t(kMaxTokens) * 4);
   }
 
-  // The output row of pool token 0 placed in the middle of a batch of `tokens` pool rows.
+  // The output row of pool token 0 placed in the middle of a batch of `tokens` pool rows; with
+  // `nudge`, the lowest bit of the token's first input element flipped.
   std::vector<uint16_t> target_row(model::cuda::MoeMlp& moe, CudaGemm& gemm, KernelMode mode,
-                                   int tokens) {
+                                   int tokens, bool nudge = false) {
     std::vector<int32_t> rows;
     for (int i = 1; i < tokens; ++i) rows.push_back(i);
     const int at = (tokens - 1) / 2;
@@ -100,6 +104,13 @@ struct MoeLayer {
     cudaMemcpy(order.as(), rows.data(), rows.size() * 4, cudaMemcpyHostToDevice);
     Status s = gather_rows(pool.as<bf16>(), kHidden, order.as<int32_t>(), tokens, kHidden,
                            batch.as<bf16>(), kHidden, nullptr);
+    if (nudge) {
+      uint16_t first = 0;
+      bf16* target = batch.as<bf16>() + int64_t(at) * kHidden;
+      cudaMemcpy(&first, target, 2, cudaMemcpyDeviceToHost);
+      first ^= 1u;
+      cudaMemcpy(target, &first, 2, cudaMemcpyHostToDevice);
+    }
     auto no_probe = [](model::ProbeOp, const void*, bool, int64_t, int64_t) {};
     if (s.ok()) s = moe.run(w, batch.as<bf16>(), tokens, out.as<bf16>(), mode, gemm, nullptr, no_probe);
     EXPECT_TRUE(s.ok()) << s.message();
@@ -120,15 +131,15 @@ TEST(MoeMlp, ATokensMixtureHasTheSameBitsInEveryBatchOf1To512) {
     int nonzero = 0;
     for (uint16_t v : alone) nonzero += (v & 0x7fff) != 0 && (v & 0x7f80) != 0x7f80;
     EXPECT_GT(nonzero, kHidden / 2) << "the mixture is mostly zero or not finite";
-    int differing_batches = 0;
-    for (int tokens = 2; tokens <= kMaxTokens; ++tokens)
+    int differing_batches = 0, unseen_nudges = 0;
+    for (int tokens = 2; tokens <= kMaxTokens; ++tokens) {
       differing_batches += layer.target_row(moe, **gemm, mode, tokens) != alone;
+      unseen_nudges += layer.target_row(moe, **gemm, mode, tokens, /*nudge=*/true) == alone;
+    }
     std::printf("  %s: %d of %d batch sizes change the token's bits\n",
                 mode == KernelMode::fast ? "fast" : "invariant", differing_batches, kMaxTokens - 1);
-    if (mode == KernelMode::invariant)
-      EXPECT_EQ(differing_batches, 0);
-    else
-      EXPECT_GT(differing_batches, 0) << "the negative control found no difference in fast mode";
+    EXPECT_EQ(unseen_nudges, 0) << "a one-ulp input change went unseen: the comparison is blind";
+    if (mode == KernelMode::invariant) EXPECT_EQ(differing_batches, 0);
   }
 }
 
