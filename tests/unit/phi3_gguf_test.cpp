@@ -11,6 +11,7 @@
 #include "model/weight_slots.h"
 #include "test_paths.h"
 #include "unit/gguf_writer.h"
+#include "unit/prefill_logits.h"
 
 namespace invar::model {
 namespace {
@@ -29,16 +30,7 @@ std::vector<float> rows_of(std::initializer_list<const HostTensor*> parts) {
 }
 
 std::vector<float> all_logits(const LoadedModel& m, const std::vector<int32_t>& ids) {
-  ThreadPool pool(2);
-  Transformer tf(m.config, m.weights, pool);
-  KvCache cache(m.config, 4, 16, DType::f32);
-  BatchPlanBuilder b(16, 4);
-  const std::vector<int32_t> table = {2, 0, 3, 1};
-  b.add_sequence(ids, 0, table, LogitRows::all);
-  std::vector<float> logits;
-  Status st = tf.forward(b.build(), cache, logits);
-  EXPECT_TRUE(st.ok()) << st.message();
-  return logits;
+  return invar::testing::prefill_logits(m, ids);
 }
 
 TEST(Phi3Gguf, FusedTensorsAndLongropeGiveTheHfCheckpointsBits) {
