@@ -14,12 +14,16 @@
 //                      same bits (attention_test proves it), so the ratio is the kernel's speedup
 //   --compare-spread   A = invariant with spread CTAs (items of <= 16 rows: four warps share
 //                      each tile), B = invariant with one-warp CTAs: the same bits again
+//   --compare-pipelines  A = invariant on wgmma with the schedule of --pipeline (pingpong by
+//                      default), B = the same with the serial schedule: the same bits again
+//                      (attention_test), so the ratio is what the overlaps buy
 // --decode-sweep: only decode, B = 1..16 x KV = 512..32k (small-batch decode); --decode B KV: one
 // decode point (e.g. under a profiler).
 // --prefill-sweep: only causal prefills, 1 x L for L = 1k..16k and two batched points (the torch
 // SDPA numbers for the same points: bench/cuda/attention_sdpa.py --prefill-sweep).
 // Usage: attention_bench [--smollm2] [--reps N] [--quick] [--kernel mma_sync|wgmma]
-//                        [--compare-kernels] [--compare-spread] [--prefill-sweep]
+//                        [--pipeline serial|overlap|pingpong] [--compare-kernels]
+//                        [--compare-spread] [--compare-pipelines] [--prefill-sweep]
 //                        [--decode-sweep]
 #include <cuda_runtime.h>
 
@@ -66,6 +70,7 @@ struct Variant {
   KernelMode mode;
   AttentionKernel prefill;
   bool spread = true;  // CudaAttention::set_spread_ctas
+  WgmmaPipeline pipeline = WgmmaPipeline::pingpong;  // CudaAttention::set_wgmma_pipeline
 };
 
 // The cache, big enough for the largest rotation set of the run.
@@ -211,7 +216,8 @@ void report(Bench& b, const Point& pt) {
 
 int main(int argc, char** argv) {
   bool smol = false, quick = false, compare_kernels = false, prefill_sweep = false;
-  bool compare_spread = false, decode_sweep = false;
+  bool compare_spread = false, decode_sweep = false, compare_pipelines = false;
+  WgmmaPipeline pipeline = WgmmaPipeline::pingpong;
   int one_b = 0, one_kv = 0;  // --decode B KV: that point only (e.g. under a profiler)
   AttentionKernel kernel = AttentionKernel::mma_sync;
   int reps = 15;
@@ -230,6 +236,16 @@ int main(int argc, char** argv) {
       compare_kernels = true;
     else if (!std::strcmp(argv[i], "--compare-spread"))
       compare_spread = true;
+    else if (!std::strcmp(argv[i], "--compare-pipelines"))
+      compare_pipelines = true;
+    else if (!std::strcmp(argv[i], "--pipeline") && i + 1 < argc &&
+             (!std::strcmp(argv[i + 1], "serial") || !std::strcmp(argv[i + 1], "overlap") ||
+              !std::strcmp(argv[i + 1], "pingpong"))) {
+      ++i;
+      pipeline = !std::strcmp(argv[i], "serial")    ? WgmmaPipeline::serial
+                 : !std::strcmp(argv[i], "overlap") ? WgmmaPipeline::overlap
+                                                    : WgmmaPipeline::pingpong;
+    }
     else if (!std::strcmp(argv[i], "--prefill-sweep"))
       prefill_sweep = true;
     else if (!std::strcmp(argv[i], "--decode-sweep"))
@@ -241,22 +257,28 @@ int main(int argc, char** argv) {
     else {
       std::fprintf(stderr,
                    "usage: attention_bench [--smollm2] [--quick] [--reps N] "
-                   "[--kernel mma_sync|wgmma] [--compare-kernels] [--compare-spread] "
+                   "[--kernel mma_sync|wgmma] [--pipeline serial|overlap|pingpong] "
+                   "[--compare-kernels] [--compare-spread] [--compare-pipelines] "
                    "[--prefill-sweep] [--decode-sweep] [--decode B KV]\n");
       return 2;
     }
   }
   Bench b;
-  if (compare_kernels) {
-    b.variant[0] = {"wgmma", KernelMode::invariant, AttentionKernel::wgmma, true};
+  if (compare_pipelines) {
+    b.variant[0] = {wgmma_pipeline_name(pipeline), KernelMode::invariant, AttentionKernel::wgmma,
+                    true, pipeline};
+    b.variant[1] = {"serial", KernelMode::invariant, AttentionKernel::wgmma, true,
+                    WgmmaPipeline::serial};
+  } else if (compare_kernels) {
+    b.variant[0] = {"wgmma", KernelMode::invariant, AttentionKernel::wgmma, true, pipeline};
     b.variant[1] = {"mma_sync", KernelMode::invariant, AttentionKernel::mma_sync, true};
   } else if (compare_spread) {
-    b.variant[0] = {"spread", KernelMode::invariant, kernel, true};
-    b.variant[1] = {"one warp", KernelMode::invariant, kernel, false};
+    b.variant[0] = {"spread", KernelMode::invariant, kernel, true, pipeline};
+    b.variant[1] = {"one warp", KernelMode::invariant, kernel, false, pipeline};
   } else {
     const bool w = kernel == AttentionKernel::wgmma;
-    b.variant[0] = {w ? "inv wgmma" : "inv", KernelMode::invariant, kernel, true};
-    b.variant[1] = {w ? "fast wgmma" : "fast", KernelMode::fast, kernel, true};
+    b.variant[0] = {w ? "inv wgmma" : "inv", KernelMode::invariant, kernel, true, pipeline};
+    b.variant[1] = {w ? "fast wgmma" : "fast", KernelMode::fast, kernel, true, pipeline};
   }
   b.shape = smol ? Shape{"smollm2-135m", 9, 3, 64} : Shape{"qwen3-8b", 32, 8, 128};
   b.reps = reps;
@@ -274,6 +296,7 @@ int main(int argc, char** argv) {
     b.attn[i]->set_split_tiles_for_experiments(split_tiles);
     check(b.attn[i]->set_prefill_kernel(b.variant[i].prefill), "set_prefill_kernel");
     b.attn[i]->set_spread_ctas(b.variant[i].spread);
+    b.attn[i]->set_wgmma_pipeline(b.variant[i].pipeline);
   }
   // Cache: 4M tokens (Qwen3-8B: 16 GiB per K and V... halved for SmolLM2's smaller rows).
   b.cache_tokens = int64_t(4) << 20;
@@ -299,10 +322,14 @@ int main(int argc, char** argv) {
               b.shape.name, b.shape.hq, b.shape.hkv, b.shape.d, kBlockSize, reps);
   for (int i = 0; i < 2; ++i) {
     std::printf(
-        "%c = %s: %s mode, prefill items on the %s kernel, split items on mma_sync, "
+        "%c = %s: %s mode, prefill items on the %s kernel%s%s, split items on mma_sync, "
         "spread CTAs %s\n",
         i == 0 ? 'A' : 'B', b.variant[i].label, kernel_mode_name(b.variant[i].mode),
-        attention_kernel_name(b.variant[i].prefill), b.variant[i].spread ? "on" : "off");
+        attention_kernel_name(b.variant[i].prefill),
+        b.variant[i].prefill == AttentionKernel::wgmma ? " schedule " : "",
+        b.variant[i].prefill == AttentionKernel::wgmma ? wgmma_pipeline_name(b.variant[i].pipeline)
+                                                       : "",
+        b.variant[i].spread ? "on" : "off");
   }
   std::printf("ratio = t(B) / t(A) (> 1: A faster); fast = split count from batch and SM count\n");
 

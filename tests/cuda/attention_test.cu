@@ -729,7 +729,8 @@ const char* part_name(Part p) {
 }
 
 // Every batch of the invariance suite, both modes: the wgmma kernel (prefill only, then split items
-// too) gives every row of every batch the mma.sync kernel's bits.
+// too), in each of its schedules (attention.h, WgmmaPipeline), gives every row of every batch the
+// mma.sync kernel's bits.
 TEST_P(AttentionCuda, WgmmaGivesTheBitsOfMmaSyncOnEveryBatch) {
   REQUIRE_GPU();
   const AttnShape sh = GetParam();
@@ -737,31 +738,41 @@ TEST_P(AttentionCuda, WgmmaGivesTheBitsOfMmaSyncOnEveryBatch) {
   ASSERT_TRUE(h.ok());
   USE_KERNELS(h, kWgmmaAll);
   const std::vector<SuiteBatch> batches = suite_batches(h);
+  constexpr WgmmaPipeline kPipelines[] = {WgmmaPipeline::serial, WgmmaPipeline::overlap,
+                                          WgmmaPipeline::pingpong};
+  constexpr int kRuns = 2 * 3;  // (prefill only, all) x pipelines
   for (KernelMode mode : {KernelMode::invariant, KernelMode::fast}) {
-    DiffReport rep[2];
-    int64_t wgmma_ctas[2] = {};
+    DiffReport rep[kRuns];
+    int64_t wgmma_ctas[kRuns] = {};
     for (size_t i = 0; i < batches.size(); ++i) {
       BatchOut ref;
       STATUS_OK(h.set_kernels(kMmaSync.prefill, kMmaSync.split));
       h.run(batches[i].batch, mode, ref);
       int c = 0;
       for (const KernelConfig& cfg : {kWgmmaPrefill, kWgmmaAll}) {
-        STATUS_OK(h.set_kernels(cfg.prefill, cfg.split));
-        BatchOut b;
-        h.run(batches[i].batch, mode, b);
-        expect_all_finite(b.out, cfg.name);
-        wgmma_ctas[c] += b.stats.wgmma_ctas;
-        const std::string where = std::string(part_name(batches[i].part)) + " batch " +
-                                  std::to_string(i) + " (" + cfg.name + ")";
-        rep[c++].add(ref, b, batches[i].batch, sh, where.c_str());
+        for (WgmmaPipeline pipe : kPipelines) {
+          STATUS_OK(h.set_kernels(cfg.prefill, cfg.split));
+          h.attention().set_wgmma_pipeline(pipe);
+          BatchOut b;
+          h.run(batches[i].batch, mode, b);
+          expect_all_finite(b.out, cfg.name);
+          wgmma_ctas[c] += b.stats.wgmma_ctas;
+          const std::string where = std::string(part_name(batches[i].part)) + " batch " +
+                                    std::to_string(i) + " (" + cfg.name + ", " +
+                                    wgmma_pipeline_name(pipe) + ")";
+          rep[c++].add(ref, b, batches[i].batch, sh, where.c_str());
+        }
       }
     }
-    for (int c = 0; c < 2; ++c) {
-      const KernelConfig& cfg = c == 0 ? kWgmmaPrefill : kWgmmaAll;
-      std::printf("%-13s %-9s %-13s vs mma_sync (%lld wgmma CTAs): %s\n", sh.name,
-                  kernel_mode_name(mode), cfg.name, (long long)wgmma_ctas[c], rep[c].str().c_str());
-      EXPECT_EQ(rep[c].rows, 0) << cfg.name << ", " << kernel_mode_name(mode) << ": "
-                                << rep[c].str();
+    h.attention().set_wgmma_pipeline(WgmmaPipeline::pingpong);
+    for (int c = 0; c < kRuns; ++c) {
+      const KernelConfig& cfg = c < 3 ? kWgmmaPrefill : kWgmmaAll;
+      const char* pipe = wgmma_pipeline_name(kPipelines[c % 3]);
+      std::printf("%-13s %-9s %-13s %-8s vs mma_sync (%lld wgmma CTAs): %s\n", sh.name,
+                  kernel_mode_name(mode), cfg.name, pipe, (long long)wgmma_ctas[c],
+                  rep[c].str().c_str());
+      EXPECT_EQ(rep[c].rows, 0) << cfg.name << ", " << pipe << ", " << kernel_mode_name(mode)
+                                << ": " << rep[c].str();
       EXPECT_GT(rep[c].rows_compared, 40000);
       EXPECT_GT(wgmma_ctas[c], 0);
     }

@@ -512,12 +512,25 @@ const char* attention_kernel_name(AttentionKernel k) {
   return k == AttentionKernel::wgmma ? "wgmma" : "mma_sync";
 }
 
+const char* wgmma_pipeline_name(WgmmaPipeline p) {
+  switch (p) {
+    case WgmmaPipeline::serial:
+      return "serial";
+    case WgmmaPipeline::overlap:
+      return "overlap";
+    case WgmmaPipeline::pingpong:
+      return "pingpong";
+  }
+  return "?";
+}
+
 struct CudaAttention::State {
   int device = 0;
   int sm_count = 0;
   bool hopper = false;  // sm_90: the wgmma kernel can run
   AttentionKernel prefill_kernel = AttentionKernel::mma_sync;
   AttentionKernel split_kernel = AttentionKernel::mma_sync;
+  WgmmaPipeline wgmma_pipeline = WgmmaPipeline::pingpong;
   bool spread = true;  // set_spread_ctas
   AttentionDims dims;
   AttentionPlanOptions options;
@@ -614,6 +627,10 @@ AttentionKernel CudaAttention::prefill_kernel() const {
   return state_->prefill_kernel;
 }
 
+void CudaAttention::set_wgmma_pipeline(WgmmaPipeline pipeline) {
+  state_->wgmma_pipeline = pipeline;
+}
+
 void CudaAttention::set_split_group(int splits_per_cta) {
   state_->options.split_group = std::max(0, splits_per_cta);
 }
@@ -639,6 +656,7 @@ uint64_t CudaAttention::launch_key() const {
       .add(uint64_t(st.n_wgmma))
       .add(uint64_t(st.dims.head_dim))
       .add(uint64_t(st.spread))
+      .add(uint64_t(st.wgmma_pipeline))
       .add(st.work.as())
       .add(st.rec_m.as())
       .add(st.rec_l.as())
@@ -776,6 +794,7 @@ Status CudaAttention::run(const bf16* q, int64_t q_stride, const KvCacheRef& cac
     a.rec_m = st.rec_m.as<float>();
     a.rec_l = st.rec_l.as<float>();
     a.rec_acc = st.rec_acc.as<float>();
+    a.pipeline = st.wgmma_pipeline;
     INVAR_RETURN_IF_ERROR(sm90::attention_wgmma(a, stream));
   }
   const int64_t grid_mma = st.grid_items - st.n_wgmma;

@@ -66,6 +66,16 @@ enum class AttentionKernel {
 };
 const char* attention_kernel_name(AttentionKernel k);
 
+// How the wgmma kernel's consumer warpgroups schedule a tile's work (sm90/attention_sm90.cu):
+// every schedule computes each row with the same operations in the same order, so the same
+// bits; they differ in what overlaps.
+enum class WgmmaPipeline {
+  serial,    // S = Q K^T, softmax, acc += P V, one after another
+  overlap,   // tile i + 1's S and softmax overlap tile i's P V (FlashAttention-3's intra-warpgroup)
+  pingpong,  // overlap, and the two consumer warpgroups take turns at the tensor cores
+};
+const char* wgmma_pipeline_name(WgmmaPipeline p);
+
 // Plan on the host once per step, run on the device once per layer (graph-capturable).
 // Owns the device work list and the split-state buffers; no handle lives in a global.
 class CudaAttention {
@@ -102,6 +112,8 @@ class CudaAttention {
   // asks for wgmma (its split-state path). Same rules as set_prefill_kernel.
   Status set_split_kernel(AttentionKernel kernel);
   AttentionKernel prefill_kernel() const;
+  // The wgmma kernel's schedule (pingpong by default); tests and benchmarks compare them.
+  void set_wgmma_pipeline(WgmmaPipeline pipeline);
   // Items of at most 16 rows on the mma.sync kernel (decode at small batch, short chunks) run as
   // spread CTAs: four warps share each tile's work instead of one computing it (on by default).
   // The same bits either way; tests and benchmarks turn it off to compare.

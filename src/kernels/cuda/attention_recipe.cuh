@@ -34,7 +34,10 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 // own position: causal) exactly 0; the row state (m, l) is updated and the accumulator factor
 // alpha returned in al[h]. pos0 / pos1: absolute positions of the lane's two rows (-1 for padding
 // rows). A row whose positions ended before this tile is left as it was (alpha = 1, p = 0).
-template <int kN8>
+// kMask = false is for a tile whose every position lies at or before both of the lane's rows'
+// positions (the caller checks): the mask would keep every score, so leaving it out gives the
+// same bits with fewer instructions.
+template <int kN8, bool kMask = true>
 __device__ __forceinline__ void softmax_tile(float (&s)[kN8][4], int tile_start, int pos0,
                                              int pos1, float scale_log2, float (&m)[2],
                                              float (&l)[2], float (&al)[2], int lane) {
@@ -45,9 +48,14 @@ __device__ __forceinline__ void softmax_tile(float (&s)[kN8][4], int tile_start,
   for (int j = 0; j < kN8; ++j) {
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
-      const int kp = col0 + j * 8 + e;
-      s[j][e] = kp <= pos0 ? __fmul_rn(s[j][e], scale_log2) : -INFINITY;
-      s[j][2 + e] = kp <= pos1 ? __fmul_rn(s[j][2 + e], scale_log2) : -INFINITY;
+      if constexpr (kMask) {
+        const int kp = col0 + j * 8 + e;
+        s[j][e] = kp <= pos0 ? __fmul_rn(s[j][e], scale_log2) : -INFINITY;
+        s[j][2 + e] = kp <= pos1 ? __fmul_rn(s[j][2 + e], scale_log2) : -INFINITY;
+      } else {
+        s[j][e] = __fmul_rn(s[j][e], scale_log2);
+        s[j][2 + e] = __fmul_rn(s[j][2 + e], scale_log2);
+      }
       mx0 = fmaxf(mx0, s[j][e]);
       mx1 = fmaxf(mx1, s[j][2 + e]);
     }
@@ -56,7 +64,7 @@ __device__ __forceinline__ void softmax_tile(float (&s)[kN8][4], int tile_start,
   mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
   mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
   mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-  const bool act0 = tile_start <= pos0, act1 = tile_start <= pos1;
+  const bool act0 = !kMask || tile_start <= pos0, act1 = !kMask || tile_start <= pos1;
   const float mn0 = fmaxf(m[0], mx0), mn1 = fmaxf(m[1], mx1);
   const float mu0 = mn0 == -INFINITY ? 0.0f : mn0;
   const float mu1 = mn1 == -INFINITY ? 0.0f : mn1;

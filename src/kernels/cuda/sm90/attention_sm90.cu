@@ -29,6 +29,7 @@
 #include <cute/arch/mma_sm90_desc.hpp>
 #include <cute/arch/mma_sm90_gmma.hpp>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "kernels/cuda/attention_recipe.cuh"
@@ -217,6 +218,54 @@ __device__ __forceinline__ void wgmma_pv(const uint32_t (&pf)[kTile / 16][4], ui
   fence_regs(acc);
 }
 
+// The same products issued without waiting, for the pipelined consumers: each call is one
+// wgmma group (commit) that the caller waits for with warpgroup_wait<n> and then fences.
+template <int D>
+__device__ __forceinline__ void issue_scores(const uint32_t (&qf)[D / 16][4], uint32_t k_tile,
+                                             float (&s)[kTile / 8][4]) {
+  using Op = gmma::MMA_64x64x16_F32BF16BF16_RS<gmma::Major::K, gmma::Major::K>;
+  fence_regs(s);
+  cute::warpgroup_arrive();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk)
+    wgmma_rs<Op>(qf[kk], attn_k_desc(k_tile, kk), s, std::make_index_sequence<kTile / 2>{});
+  cute::warpgroup_commit_batch();
+}
+
+template <int N>
+__device__ __forceinline__ void fence_regs(uint32_t (&r)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) cute::warpgroup_fence_operand(r[i][e]);
+  }
+}
+
+template <int D>
+__device__ __forceinline__ void issue_pv(uint32_t (&pf)[kTile / 16][4], uint32_t v_tile,
+                                         float (&acc)[D / 8][4]) {
+  using Op = std::conditional_t<D == 128,
+                                gmma::MMA_64x128x16_F32BF16BF16_RS<gmma::Major::K, gmma::Major::MN>,
+                                gmma::MMA_64x64x16_F32BF16BF16_RS<gmma::Major::K, gmma::Major::MN>>;
+  fence_regs(acc);
+  fence_regs(pf);
+  cute::warpgroup_arrive();
+#pragma unroll
+  for (int kk = 0; kk < kTile / 16; ++kk)
+    wgmma_rs<Op>(pf[kk], attn_v_desc(v_tile, kk), acc, std::make_index_sequence<D / 2>{});
+  cute::warpgroup_commit_batch();
+}
+
+// Named barriers of the ping-pong schedule (0 is __syncthreads'): consumer warpgroup w waits on
+// barrier w for its turn at the tensor cores and hands the turn to the other one after issuing.
+constexpr int kConsumerThreads = 128 * kConsumers;
+__device__ __forceinline__ void named_bar_sync(int id) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "n"(kConsumerThreads) : "memory");
+}
+__device__ __forceinline__ void named_bar_arrive(int id) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "n"(kConsumerThreads) : "memory");
+}
+
 // ---- producer -------------------------------------------------------------------------------
 
 // One tile by cp.async (all 32 lanes): positions past max_pos are zero-filled and never read from
@@ -305,10 +354,74 @@ __device__ __forceinline__ void produce(const WgmmaParams& p, const AttnItem& it
 
 // ---- consumers ------------------------------------------------------------------------------
 
+// Q as wgmma's register A, k-step kk = dims 16kk..16kk+15: the m16k16 fragment of the warp's 16
+// rows r0, r1 (this lane's), straight from global memory (padding rows are zero, as
+// attention.cu's).
 template <int D>
-__device__ __forceinline__ void consume(const WgmmaParams& p, const AttnItem& it, uint32_t k_base,
-                                        uint32_t v_base, uint32_t bars, float* s_o, int wg_row0,
-                                        int tile_lo, int tile_hi, int first_pos) {
+__device__ __forceinline__ void load_q(const WgmmaParams& p, const AttnItem& it, int r0, int r1,
+                                       int lane, uint32_t (&qf)[D / 16][4]) {
+  const int G = p.group;
+  const uint32_t* q0 = nullptr;
+  const uint32_t* q1 = nullptr;
+  auto row_ptr = [&](int r) {
+    const int rr = it.row_begin + r;
+    return reinterpret_cast<const uint32_t*>(p.q + int64_t(it.q_begin + rr / G) * p.q_stride +
+                                             int64_t(it.kv_head * G + rr % G) * D);
+  };
+  if (r0 < it.nrows) q0 = row_ptr(r0);
+  if (r1 < it.nrows) q1 = row_ptr(r1);
+  const int c = lane & 3;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    qf[kk][0] = q0 ? __ldg(q0 + 8 * kk + c) : 0u;
+    qf[kk][1] = q1 ? __ldg(q1 + 8 * kk + c) : 0u;
+    qf[kk][2] = q0 ? __ldg(q0 + 8 * kk + 4 + c) : 0u;
+    qf[kk][3] = q1 ? __ldg(q1 + 8 * kk + 4 + c) : 0u;
+  }
+}
+
+// A whole-row item's rows out of O (shared memory) and L.
+template <int D>
+__device__ __forceinline__ void write_output(const WgmmaParams& p, const AttnItem& it,
+                                             const int (&row)[2], const float* my_o, int o_stride,
+                                             const float (&L)[2], int lane) {
+  const int G = p.group;
+  bf16* dst[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int rr = it.row_begin + row[h];
+    dst[h] = row[h] < it.nrows ? p.out + int64_t(it.q_begin + rr / G) * p.out_stride +
+                                     int64_t(it.kv_head * G + rr % G) * D
+                               : nullptr;
+  }
+  attn::write_rows<D / 8>(dst, my_o, o_stride, L, 0, lane);
+}
+
+// The recipe's softmax step, without the causal mask where the whole tile lies at or before
+// both of the lane's rows (the mask would keep every score there: the same bits).
+__device__ __forceinline__ void softmax_step(float (&s)[kTile / 8][4], int tile_start, int pos0,
+                                             int pos1, float scale_log2, float (&m)[2],
+                                             float (&l)[2], float (&al)[2], int lane) {
+  if (tile_start + kTile - 1 <= min(pos0, pos1)) {
+    attn::softmax_tile<kTile / 8, false>(s, tile_start, pos0, pos1, scale_log2, m, l, al, lane);
+  } else {
+    attn::softmax_tile<kTile / 8, true>(s, tile_start, pos0, pos1, scale_log2, m, l, al, lane);
+  }
+}
+
+template <int N>
+__device__ __forceinline__ void zero(float (&r)[N][4]) {
+#pragma unroll
+  for (int j = 0; j < N; ++j) r[j][0] = r[j][1] = r[j][2] = r[j][3] = 0.0f;
+}
+
+// The serial schedule: per tile S = Q K^T, wait, softmax, rescale, acc += P V, wait. The tensor
+// cores idle while this warpgroup computes the softmax (the other warpgroup may fill them).
+template <int D>
+__device__ __forceinline__ void consume_serial(const WgmmaParams& p, const AttnItem& it,
+                                               uint32_t k_base, uint32_t v_base, uint32_t bars,
+                                               float* s_o, int wg_row0, int tile_lo, int tile_hi,
+                                               int first_pos) {
   constexpr int kTileBytes = SmemPlan<D>::kTileBytes;
   constexpr int kOStride = 128 * kConsumers;  // s_o[j * kOStride + thread]: O of value j
   const int tid = threadIdx.x & 127, warp = tid >> 5, lane = tid & 31;
@@ -319,37 +432,15 @@ __device__ __forceinline__ void consume(const WgmmaParams& p, const AttnItem& it
   const int pos0 = r0 < it.nrows ? first_pos + (it.row_begin + r0) / G : -1;
   const int pos1 = r1 < it.nrows ? first_pos + (it.row_begin + r1) / G : -1;
   const int row[2] = {r0, r1}, pos[2] = {pos0, pos1};
-
-  // Q as wgmma's register A, k-step kk = dims 16kk..16kk+15: the m16k16 fragment of the
-  // warp's 16 rows, straight from global memory (padding rows are zero, as attention.cu's).
   uint32_t qf[D / 16][4];
-  {
-    const uint32_t* q0 = nullptr;
-    const uint32_t* q1 = nullptr;
-    auto row_ptr = [&](int r) {
-      const int rr = it.row_begin + r;
-      return reinterpret_cast<const uint32_t*>(p.q + int64_t(it.q_begin + rr / G) * p.q_stride +
-                                               int64_t(it.kv_head * G + rr % G) * D);
-    };
-    if (r0 < it.nrows) q0 = row_ptr(r0);
-    if (r1 < it.nrows) q1 = row_ptr(r1);
-    const int c = lane & 3;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      qf[kk][0] = q0 ? __ldg(q0 + 8 * kk + c) : 0u;
-      qf[kk][1] = q1 ? __ldg(q1 + 8 * kk + c) : 0u;
-      qf[kk][2] = q0 ? __ldg(q0 + 8 * kk + 4 + c) : 0u;
-      qf[kk][3] = q1 ? __ldg(q1 + 8 * kk + 4 + c) : 0u;
-    }
-  }
+  load_q<D>(p, it, r0, r1, lane, qf);
 
   const bool to_output = it.record < 0;
   const attn::SplitRecords records{p.rec_m, p.rec_l, p.rec_acc};
   float M[2] = {-INFINITY, -INFINITY}, L[2] = {0.0f, 0.0f};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   float acc[D / 8][4];
-#pragma unroll
-  for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+  zero(acc);
   if (to_output) {
 #pragma unroll
     for (int j = 0; j < D / 2; ++j) my_o[j * kOStride] = 0.0f;
@@ -361,8 +452,7 @@ __device__ __forceinline__ void consume(const WgmmaParams& p, const AttnItem& it
     const uint32_t sk = k_base + stage * kTileBytes, sv = v_base + stage * kTileBytes;
 
     float s[kTile / 8][4];
-#pragma unroll
-    for (int j = 0; j < kTile / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+    zero(s);
     mbar_wait(bars + 8 * stage, parity);  // K
     wgmma_scores<D>(qf, sk, s);
 
@@ -386,17 +476,135 @@ __device__ __forceinline__ void consume(const WgmmaParams& p, const AttnItem& it
                                 it.record, it.record_stride, lane);
     }
   }
-  if (!to_output) return;
+  if (to_output) write_output<D>(p, it, row, my_o, kOStride, L, lane);
+}
 
-  bf16* dst[2];
+// The pipelined schedule (FlashAttention-3's two overlaps, in an order that keeps every row's
+// operations and their order those of the serial schedule):
+//  - within a warpgroup, S of tile i + 1 and acc += P V of tile i are issued together, and the
+//    softmax of tile i + 1 runs while the tensor cores compute P V of tile i; acc is rescaled by
+//    tile i + 1's alpha only after P V of tile i has landed, as in the serial order;
+//  - with pingpong, the two consumer warpgroups take turns at issuing (named barriers 1 and 2),
+//    so one's softmax overlaps the other's products instead of both competing at once.
+// A split that ends at tile i has its (m, l) set aside before tile i + 1's softmax starts the
+// next split's state from scratch, and is folded once P V of tile i is in acc: the same values
+// the serial schedule folds.
+template <int D>
+__device__ __forceinline__ void consume_pipelined(const WgmmaParams& p, const AttnItem& it,
+                                                  uint32_t k_base, uint32_t v_base,
+                                                  uint32_t bars, float* s_o, int wg,
+                                                  int tile_lo, int tile_hi, int first_pos,
+                                                  bool pingpong) {
+  constexpr int kTileBytes = SmemPlan<D>::kTileBytes;
+  constexpr int kOStride = 128 * kConsumers;
+  const int tid = threadIdx.x & 127, warp = tid >> 5, lane = tid & 31;
+  float* my_o = s_o + (threadIdx.x - 128);
+  const int G = p.group;
+  const int r0 = (wg - 1) * kWgRows + warp * 16 + (lane >> 2), r1 = r0 + 8;
+  const int pos0 = r0 < it.nrows ? first_pos + (it.row_begin + r0) / G : -1;
+  const int pos1 = r1 < it.nrows ? first_pos + (it.row_begin + r1) / G : -1;
+  const int row[2] = {r0, r1}, pos[2] = {pos0, pos1};
+  uint32_t qf[D / 16][4];
+  load_q<D>(p, it, r0, r1, lane, qf);
+
+  const bool to_output = it.record < 0;
+  const attn::SplitRecords records{p.rec_m, p.rec_l, p.rec_acc};
+  float M[2] = {-INFINITY, -INFINITY}, L[2] = {0.0f, 0.0f};
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  float acc[D / 8][4];
+  zero(acc);
+  if (to_output) {
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int rr = it.row_begin + row[h];
-    dst[h] = row[h] < it.nrows ? p.out + int64_t(it.q_begin + rr / G) * p.out_stride +
-                                     int64_t(it.kv_head * G + rr % G) * D
-                               : nullptr;
+    for (int j = 0; j < D / 2; ++j) my_o[j * kOStride] = 0.0f;
   }
-  attn::write_rows<D / 8>(dst, my_o, kOStride, L, 0, lane);
+
+  // Turns: warpgroup 1 issues first. Issue phases: 0 (S of the first tile), then one per tile;
+  // warpgroup 2 hands back the turn after every phase but its last, so each barrier sees as many
+  // arrivals as waits.
+  const int n = tile_hi - tile_lo;
+  const int my_bar = wg, other_bar = 3 - wg;
+  if (pingpong && wg == 2 && n > 0) named_bar_arrive(1);
+  auto take_turn = [&] {
+    if (pingpong) named_bar_sync(my_bar);
+  };
+  auto pass_turn = [&](bool last_phase) {
+    if (pingpong && !(wg == 2 && last_phase)) named_bar_arrive(other_bar);
+  };
+  auto full_k = [&](int i) { return bars + 8 * (i % kStages); };
+  auto full_v = [&](int i) { return bars + 8 * (kStages + i % kStages); };
+  auto empty = [&](int i) { return bars + 8 * (2 * kStages + i % kStages); };
+  auto parity = [](int i) { return uint32_t((i / kStages) & 1); };
+  auto k_tile = [&](int i) { return k_base + (i % kStages) * kTileBytes; };
+  auto v_tile = [&](int i) { return v_base + (i % kStages) * kTileBytes; };
+
+  float s[kTile / 8][4];       // scores of the tile after the current one
+  uint32_t pf[kTile / 16][4];  // P of the current tile
+  float al[2];
+  if (n > 0) {
+    zero(s);
+    mbar_wait(full_k(0), parity(0));
+    take_turn();
+    issue_scores<D>(qf, k_tile(0), s);
+    pass_turn(false);
+    cute::warpgroup_wait<0>();
+    fence_regs(s);
+    softmax_step(s, tile_lo * kTile, pos0, pos1, p.scale_log2, m, l, al, lane);
+    attn::rescale<D / 8>(acc, al);
+#pragma unroll
+    for (int kk = 0; kk < kTile / 16; ++kk) attn::p_fragment<kTile / 8>(s, kk, pf[kk]);
+  }
+  // One tile's phase; kHasNext: a tile follows (its S is issued with this tile's P V). The last
+  // tile is peeled off so that no branch separates an issue from its wait: ptxas serializes
+  // wgmma where it cannot prove the softmax reads only completed accumulators.
+  auto step = [&](int i, auto has_next_tag) {
+    constexpr bool kHasNext = decltype(has_next_tag)::value;
+    const int tile = tile_lo + i;
+    const bool split_end = (tile + 1) % it.split_tiles == 0 || tile + 1 == tile_hi;
+    if constexpr (kHasNext) {
+      zero(s);
+      mbar_wait(full_k(i + 1), parity(i + 1));
+    }
+    mbar_wait(full_v(i), parity(i));
+    take_turn();
+    if constexpr (kHasNext) issue_scores<D>(qf, k_tile(i + 1), s);
+    issue_pv<D>(pf, v_tile(i), acc);
+    pass_turn(!kHasNext);
+
+    float m_end[2], l_end[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      m_end[h] = m[h];
+      l_end[h] = l[h];
+      if (split_end) {
+        m[h] = -INFINITY;
+        l[h] = 0.0f;
+      }
+    }
+    if constexpr (kHasNext) {
+      cute::warpgroup_wait<1>();  // S of tile i + 1 (the older group)
+      fence_regs(s);
+      softmax_step(s, (tile + 1) * kTile, pos0, pos1, p.scale_log2, m, l, al, lane);
+    }
+    cute::warpgroup_wait<0>();  // acc += P V of tile i
+    fence_regs(acc);
+    fence_regs(pf);
+    if (lane == 0) mbar_arrive(empty(i));  // K and V of tile i are free
+
+    if (split_end) {
+      const int split = tile / it.split_tiles;
+      attn::end_split<D, D / 8>(pos, row, split, split * it.split_tiles * kTile, to_output, my_o,
+                                kOStride, M, L, m_end, l_end, acc, 0, (lane & 3) == 0, records,
+                                it.record, it.record_stride, lane);
+    }
+    if constexpr (kHasNext) {
+      attn::rescale<D / 8>(acc, al);
+#pragma unroll
+      for (int kk = 0; kk < kTile / 16; ++kk) attn::p_fragment<kTile / 8>(s, kk, pf[kk]);
+    }
+  };
+  for (int i = 0; i + 1 < n; ++i) step(i, std::true_type{});
+  if (n > 0) step(n - 1, std::false_type{});
+  if (to_output) write_output<D>(p, it, row, my_o, kOStride, L, lane);
 }
 
 // What both roles derive from the CTA's item. Each role derives it itself after setmaxnreg, so
@@ -425,7 +633,7 @@ __device__ __forceinline__ uint32_t smem_base() {
   return (smem_u32(smem_raw) + 1023u) & ~1023u;  // swizzle anchor
 }
 
-template <int D>
+template <int D, WgmmaPipeline P>
 __global__ void __launch_bounds__(kThreads, 1)
     attention_wgmma_kernel(const __grid_constant__ WgmmaParams p) {
   const uint32_t bars = smem_base() + SmemPlan<D>::kBars;
@@ -457,8 +665,15 @@ __global__ void __launch_bounds__(kThreads, 1)
       const uint32_t base = smem_base();
       float* s_o =
           reinterpret_cast<float*>(smem_raw + (base - smem_u32(smem_raw)) + SmemPlan<D>::kO);
-      consume<D>(p, w.it, base + SmemPlan<D>::kK, base + SmemPlan<D>::kV, base + SmemPlan<D>::kBars,
-                 s_o, (wg - 1) * kWgRows, w.tile_lo, w.tile_hi, w.first_pos);
+      const uint32_t k_base = base + SmemPlan<D>::kK, v_base = base + SmemPlan<D>::kV;
+      const uint32_t bars_base = base + SmemPlan<D>::kBars;
+      if constexpr (P == WgmmaPipeline::serial) {
+        consume_serial<D>(p, w.it, k_base, v_base, bars_base, s_o, (wg - 1) * kWgRows, w.tile_lo,
+                          w.tile_hi, w.first_pos);
+      } else {
+        consume_pipelined<D>(p, w.it, k_base, v_base, bars_base, s_o, wg, w.tile_lo, w.tile_hi,
+                             w.first_pos, P == WgmmaPipeline::pingpong && w.consumers == 2);
+      }
     }
   }
 }
@@ -530,29 +745,55 @@ Status encode_kv_tensor_maps(const KvCacheRef& c, KvTensorMaps* maps) {
   return {};
 }
 
-Status attention_wgmma_setup() {
+namespace {
+template <int D, WgmmaPipeline P>
+Status setup_kernel() {
   // setmaxnreg redistributes the registers the launch gave the CTA: if ptxas ever compiled the
   // kernel to fewer than kLaunchRegs per thread, a consumer's setmaxnreg.inc would wait forever.
-  for (const void* f : {reinterpret_cast<const void*>(attention_wgmma_kernel<64>),
-                        reinterpret_cast<const void*>(attention_wgmma_kernel<128>)}) {
-    cudaFuncAttributes attr{};
-    INVAR_RETURN_IF_ERROR(cuda_status(cudaFuncGetAttributes(&attr, f),
-                                      "attention (wgmma): reading the kernel's attributes"));
-    if (attr.numRegs < kLaunchRegs) {
-      return Status::error("attention (wgmma): the kernel was compiled to " +
-                           std::to_string(attr.numRegs) + " registers per thread, fewer than the " +
-                           std::to_string(kLaunchRegs) +
-                           " its setmaxnreg split needs; rebuild with this file's flags");
-    }
+  const void* f = reinterpret_cast<const void*>(attention_wgmma_kernel<D, P>);
+  cudaFuncAttributes attr{};
+  INVAR_RETURN_IF_ERROR(cuda_status(cudaFuncGetAttributes(&attr, f),
+                                    "attention (wgmma): reading the kernel's attributes"));
+  if (attr.numRegs < kLaunchRegs) {
+    return Status::error("attention (wgmma): the kernel was compiled to " +
+                         std::to_string(attr.numRegs) + " registers per thread, fewer than the " +
+                         std::to_string(kLaunchRegs) +
+                         " its setmaxnreg split needs; rebuild with this file's flags");
   }
-  INVAR_RETURN_IF_ERROR(cuda_status(
-      cudaFuncSetAttribute(attention_wgmma_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           int(SmemPlan<64>::kAlloc)),
-      "attention (wgmma): shared memory limit (D = 64)"));
-  return cuda_status(
-      cudaFuncSetAttribute(attention_wgmma_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           int(SmemPlan<128>::kAlloc)),
-      "attention (wgmma): shared memory limit (D = 128)");
+  return cuda_status(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          int(SmemPlan<D>::kAlloc)),
+                     "attention (wgmma): shared memory limit (D = " + std::to_string(D) + ")");
+}
+
+template <int D, WgmmaPipeline P>
+void launch(const WgmmaParams& p, int64_t n_items, cudaStream_t stream) {
+  attention_wgmma_kernel<D, P><<<unsigned(n_items), kThreads, SmemPlan<D>::kAlloc, stream>>>(p);
+}
+
+template <int D>
+void launch_pipeline(WgmmaPipeline pipeline, const WgmmaParams& p, int64_t n_items,
+                     cudaStream_t stream) {
+  switch (pipeline) {
+    case WgmmaPipeline::serial:
+      return launch<D, WgmmaPipeline::serial>(p, n_items, stream);
+    case WgmmaPipeline::overlap:
+      return launch<D, WgmmaPipeline::overlap>(p, n_items, stream);
+    case WgmmaPipeline::pingpong:
+      return launch<D, WgmmaPipeline::pingpong>(p, n_items, stream);
+  }
+}
+}  // namespace
+
+Status attention_wgmma_setup() {
+  for (Status st : {setup_kernel<64, WgmmaPipeline::serial>(),
+                    setup_kernel<64, WgmmaPipeline::overlap>(),
+                    setup_kernel<64, WgmmaPipeline::pingpong>(),
+                    setup_kernel<128, WgmmaPipeline::serial>(),
+                    setup_kernel<128, WgmmaPipeline::overlap>(),
+                    setup_kernel<128, WgmmaPipeline::pingpong>()}) {
+    INVAR_RETURN_IF_ERROR(st);
+  }
+  return {};
 }
 
 Status attention_wgmma(const AttentionWgmmaArgs& a, cudaStream_t stream) {
@@ -582,10 +823,9 @@ Status attention_wgmma(const AttentionWgmmaArgs& a, cudaStream_t stream) {
   p.rec_l = a.rec_l;
   p.rec_acc = a.rec_acc;
   if (D == 64) {
-    attention_wgmma_kernel<64><<<unsigned(a.n_items), kThreads, SmemPlan<64>::kAlloc, stream>>>(p);
+    launch_pipeline<64>(a.pipeline, p, a.n_items, stream);
   } else {
-    attention_wgmma_kernel<128>
-        <<<unsigned(a.n_items), kThreads, SmemPlan<128>::kAlloc, stream>>>(p);
+    launch_pipeline<128>(a.pipeline, p, a.n_items, stream);
   }
   return cuda_status(cudaGetLastError(), "attention (wgmma): kernel launch");
 }

@@ -45,6 +45,7 @@ struct AttentionWgmmaArgs {
   float* rec_m = nullptr;    // split states [records]
   float* rec_l = nullptr;    // [records]
   float* rec_acc = nullptr;  // [records, D]
+  WgmmaPipeline pipeline = WgmmaPipeline::pingpong;
 };
 
 // Raises the kernels' dynamic shared-memory limit; call once per device before launching.
