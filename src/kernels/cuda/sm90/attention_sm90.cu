@@ -597,7 +597,9 @@ __device__ __forceinline__ void consume_pipelined(const WgmmaParams& p, const At
                                 it.record, it.record_stride, lane);
     }
     if constexpr (kHasNext) {
-      attn::rescale<D / 8>(acc, al);
+      // Where no row of the warp has a new maximum, every alpha is exactly 1 and acc * 1 is acc:
+      // skipping the multiply keeps the bits (common past the first tiles of a long row).
+      if (!__all_sync(0xffffffffu, al[0] == 1.0f && al[1] == 1.0f)) attn::rescale<D / 8>(acc, al);
 #pragma unroll
       for (int kk = 0; kk < kTile / 16; ++kk) attn::p_fragment<kTile / 8>(s, kk, pf[kk]);
     }
