@@ -397,18 +397,6 @@ __device__ __forceinline__ void write_output(const WgmmaParams& p, const AttnIte
   attn::write_rows<D / 8>(dst, my_o, o_stride, L, 0, lane);
 }
 
-// The recipe's softmax step, without the causal mask where the whole tile lies at or before
-// both of the lane's rows (the mask would keep every score there: the same bits).
-__device__ __forceinline__ void softmax_step(float (&s)[kTile / 8][4], int tile_start, int pos0,
-                                             int pos1, float scale_log2, float (&m)[2],
-                                             float (&l)[2], float (&al)[2], int lane) {
-  if (tile_start + kTile - 1 <= min(pos0, pos1)) {
-    attn::softmax_tile<kTile / 8, false>(s, tile_start, pos0, pos1, scale_log2, m, l, al, lane);
-  } else {
-    attn::softmax_tile<kTile / 8, true>(s, tile_start, pos0, pos1, scale_log2, m, l, al, lane);
-  }
-}
-
 template <int N>
 __device__ __forceinline__ void zero(float (&r)[N][4]) {
 #pragma unroll
@@ -537,6 +525,11 @@ __device__ __forceinline__ void consume_pipelined(const WgmmaParams& p, const At
   auto k_tile = [&](int i) { return k_base + (i % kStages) * kTileBytes; };
   auto v_tile = [&](int i) { return v_base + (i % kStages) * kTileBytes; };
 
+  // Tiles before `unmasked_end` lie at or before every row of the CTA: their softmax needs no
+  // causal mask (it would keep every score: the same bits). The bound is the same for the whole
+  // CTA, so the choice is a loop split, not a branch between a wgmma and its wait (ptxas
+  // serializes wgmma around divergent code that touches its registers).
+  const int unmasked_end = (first_pos + it.row_begin / G + 1) / kTile - tile_lo;
   float s[kTile / 8][4];       // scores of the tile after the current one
   uint32_t pf[kTile / 16][4];  // P of the current tile
   float al[2];
@@ -548,7 +541,12 @@ __device__ __forceinline__ void consume_pipelined(const WgmmaParams& p, const At
     pass_turn(false);
     cute::warpgroup_wait<0>();
     fence_regs(s);
-    softmax_step(s, tile_lo * kTile, pos0, pos1, p.scale_log2, m, l, al, lane);
+    if (unmasked_end > 0) {  // no wgmma in flight here: a branch costs nothing
+      attn::softmax_tile<kTile / 8, false>(s, tile_lo * kTile, pos0, pos1, p.scale_log2, m, l, al,
+                                           lane);
+    } else {
+      attn::softmax_tile<kTile / 8>(s, tile_lo * kTile, pos0, pos1, p.scale_log2, m, l, al, lane);
+    }
     attn::rescale<D / 8>(acc, al);
 #pragma unroll
     for (int kk = 0; kk < kTile / 16; ++kk) attn::p_fragment<kTile / 8>(s, kk, pf[kk]);
@@ -556,8 +554,9 @@ __device__ __forceinline__ void consume_pipelined(const WgmmaParams& p, const At
   // One tile's phase; kHasNext: a tile follows (its S is issued with this tile's P V). The last
   // tile is peeled off so that no branch separates an issue from its wait: ptxas serializes
   // wgmma where it cannot prove the softmax reads only completed accumulators.
-  auto step = [&](int i, auto has_next_tag) {
+  auto step = [&](int i, auto has_next_tag, auto mask_next_tag) {
     constexpr bool kHasNext = decltype(has_next_tag)::value;
+    constexpr bool kMaskNext = decltype(mask_next_tag)::value;
     const int tile = tile_lo + i;
     const bool split_end = (tile + 1) % it.split_tiles == 0 || tile + 1 == tile_hi;
     if constexpr (kHasNext) {
@@ -583,7 +582,8 @@ __device__ __forceinline__ void consume_pipelined(const WgmmaParams& p, const At
     if constexpr (kHasNext) {
       cute::warpgroup_wait<1>();  // S of tile i + 1 (the older group)
       fence_regs(s);
-      softmax_step(s, (tile + 1) * kTile, pos0, pos1, p.scale_log2, m, l, al, lane);
+      attn::softmax_tile<kTile / 8, kMaskNext>(s, (tile + 1) * kTile, pos0, pos1, p.scale_log2, m,
+                                               l, al, lane);
     }
     cute::warpgroup_wait<0>();  // acc += P V of tile i
     fence_regs(acc);
@@ -597,15 +597,15 @@ __device__ __forceinline__ void consume_pipelined(const WgmmaParams& p, const At
                                 it.record, it.record_stride, lane);
     }
     if constexpr (kHasNext) {
-      // Where no row of the warp has a new maximum, every alpha is exactly 1 and acc * 1 is acc:
-      // skipping the multiply keeps the bits (common past the first tiles of a long row).
-      if (!__all_sync(0xffffffffu, al[0] == 1.0f && al[1] == 1.0f)) attn::rescale<D / 8>(acc, al);
+      attn::rescale<D / 8>(acc, al);
 #pragma unroll
       for (int kk = 0; kk < kTile / 16; ++kk) attn::p_fragment<kTile / 8>(s, kk, pf[kk]);
     }
   };
-  for (int i = 0; i + 1 < n; ++i) step(i, std::true_type{});
-  if (n > 0) step(n - 1, std::false_type{});
+  int i = 0;
+  for (; i + 1 < min(n, unmasked_end); ++i) step(i, std::true_type{}, std::false_type{});
+  for (; i + 1 < n; ++i) step(i, std::true_type{}, std::true_type{});
+  if (n > 0) step(n - 1, std::false_type{}, std::true_type{});
   if (to_output) write_output<D>(p, it, row, my_o, kOStride, L, lane);
 }
 
