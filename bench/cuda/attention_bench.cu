@@ -21,7 +21,7 @@
 // decode point (e.g. under a profiler).
 // --prefill-sweep: only causal prefills, 1 x L for L = 1k..16k and two batched points (the torch
 // SDPA numbers for the same points: bench/cuda/attention_sdpa.py --prefill-sweep).
-// Usage: attention_bench [--smollm2] [--reps N] [--quick] [--kernel mma_sync|wgmma]
+// Usage: attention_bench [--smollm2] [--reps N] [--quick] [--block-size N] [--kernel mma_sync|wgmma]
 //                        [--pipeline serial|overlap|pingpong] [--compare-kernels]
 //                        [--compare-spread] [--compare-pipelines] [--prefill-sweep]
 //                        [--decode-sweep]
@@ -52,7 +52,7 @@ struct Shape {
   int hq, hkv, d;
 };
 
-constexpr int kBlockSize = 16;
+constexpr int kDefaultBlockSize = 16;  // vLLM's and serve's default page size
 
 // One step's sequences: (q_len, kv_len) each.
 struct Seq {
@@ -82,6 +82,7 @@ struct Bench {
   Variant variant[2];
   std::unique_ptr<CudaAttention> attn[2];  // variant A, B
   int reps = 15;
+  int block_size = kDefaultBlockSize;  // --block-size: cache rows per page
 };
 
 struct Result {
@@ -100,12 +101,12 @@ Result run_point(Bench& b, const Point& pt) {
     kv_lens.push_back(s.kv_len);
     tokens += s.q_len;
     kv_tokens += s.kv_len;
-    max_blocks = std::max(max_blocks, (s.kv_len + kBlockSize - 1) / kBlockSize);
+    max_blocks = std::max(max_blocks, (s.kv_len + b.block_size - 1) / b.block_size);
   }
   // Rotation sets of disjoint pages: >= 256 MiB of KV per rotation, as many as fit.
   const int64_t kv_bytes = kv_tokens * sh.hkv * sh.d * 4;
   const int64_t blocks_per_set = int64_t(S) * max_blocks;
-  const int64_t cache_blocks = b.cache_tokens / kBlockSize;
+  const int64_t cache_blocks = b.cache_tokens / b.block_size;
   int sets = int(std::max<int64_t>(
       1, std::min<int64_t>((int64_t(256) << 20) / std::max<int64_t>(kv_bytes, 1) + 1, 16)));
   sets = int(std::max<int64_t>(1, std::min<int64_t>(sets, cache_blocks / blocks_per_set)));
@@ -125,7 +126,7 @@ Result run_point(Bench& b, const Point& pt) {
   hp.q_indptr = q_indptr.data();
   hp.kv_lens = kv_lens.data();
   hp.max_blocks_per_seq = max_blocks;
-  hp.block_size = kBlockSize;
+  hp.block_size = b.block_size;
   const AttentionDims dims{.q_heads = sh.hq,
                            .kv_heads = sh.hkv,
                            .head_dim = sh.d,
@@ -218,6 +219,7 @@ int main(int argc, char** argv) {
   bool smol = false, quick = false, compare_kernels = false, prefill_sweep = false;
   bool compare_spread = false, decode_sweep = false, compare_pipelines = false;
   WgmmaPipeline pipeline = WgmmaPipeline::pingpong;
+  int block_size = kDefaultBlockSize;
   int one_b = 0, one_kv = 0;  // --decode B KV: that point only (e.g. under a profiler)
   AttentionKernel kernel = AttentionKernel::mma_sync;
   int reps = 15;
@@ -236,6 +238,8 @@ int main(int argc, char** argv) {
       compare_kernels = true;
     else if (!std::strcmp(argv[i], "--compare-spread"))
       compare_spread = true;
+    else if (!std::strcmp(argv[i], "--block-size") && i + 1 < argc)
+      block_size = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--compare-pipelines"))
       compare_pipelines = true;
     else if (!std::strcmp(argv[i], "--pipeline") && i + 1 < argc &&
@@ -256,7 +260,7 @@ int main(int argc, char** argv) {
     }
     else {
       std::fprintf(stderr,
-                   "usage: attention_bench [--smollm2] [--quick] [--reps N] "
+                   "usage: attention_bench [--smollm2] [--quick] [--reps N] [--block-size N] "
                    "[--kernel mma_sync|wgmma] [--pipeline serial|overlap|pingpong] "
                    "[--compare-kernels] [--compare-spread] [--compare-pipelines] "
                    "[--prefill-sweep] [--decode-sweep] [--decode B KV]\n");
@@ -282,6 +286,7 @@ int main(int argc, char** argv) {
   }
   b.shape = smol ? Shape{"smollm2-135m", 9, 3, 64} : Shape{"qwen3-8b", 32, 8, 128};
   b.reps = reps;
+  b.block_size = block_size;
   cudaDeviceProp prop{};
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   CHECK_CUDA(cudaStreamCreateWithFlags(&b.stream, cudaStreamNonBlocking));
@@ -309,8 +314,8 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaStreamSynchronize(b.stream));
   b.cache = {static_cast<__nv_bfloat16*>(k),
              static_cast<__nv_bfloat16*>(v),
-             int(b.cache_tokens / kBlockSize),
-             kBlockSize,
+             int(b.cache_tokens / b.block_size),
+             b.block_size,
              b.shape.hkv,
              b.shape.d};
 
@@ -319,7 +324,7 @@ int main(int argc, char** argv) {
   std::printf("invariant split: %d tiles of %d positions%s\n", split_tiles, kAttnKvTile,
               split_tiles == kAttnSplitTiles ? "" : " (experiment: not the recipe's size)");
   std::printf("shape: %s (Hq %d, Hkv %d, D %d), block size %d; median of %d graph replays\n",
-              b.shape.name, b.shape.hq, b.shape.hkv, b.shape.d, kBlockSize, reps);
+              b.shape.name, b.shape.hq, b.shape.hkv, b.shape.d, b.block_size, reps);
   for (int i = 0; i < 2; ++i) {
     std::printf(
         "%c = %s: %s mode, prefill items on the %s kernel%s%s, split items on mma_sync, "

@@ -518,6 +518,9 @@ __device__ __forceinline__ void consume_pipelined(const WgmmaParams& p, const At
   auto pass_turn = [&](bool last_phase) {
     if (pingpong && !(wg == 2 && last_phase)) named_bar_arrive(other_bar);
   };
+  // The last tile of the split that holds tile_lo (splits are fixed from tile 0); a counter, not
+  // a division per tile.
+  int next_split_end = (tile_lo / it.split_tiles + 1) * it.split_tiles - 1;
   auto full_k = [&](int i) { return bars + 8 * (i % kStages); };
   auto full_v = [&](int i) { return bars + 8 * (kStages + i % kStages); };
   auto empty = [&](int i) { return bars + 8 * (2 * kStages + i % kStages); };
@@ -558,7 +561,8 @@ __device__ __forceinline__ void consume_pipelined(const WgmmaParams& p, const At
     constexpr bool kHasNext = decltype(has_next_tag)::value;
     constexpr bool kMaskNext = decltype(mask_next_tag)::value;
     const int tile = tile_lo + i;
-    const bool split_end = (tile + 1) % it.split_tiles == 0 || tile + 1 == tile_hi;
+    const bool split_end = tile == next_split_end || tile + 1 == tile_hi;
+    if (tile == next_split_end) next_split_end += it.split_tiles;
     if constexpr (kHasNext) {
       zero(s);
       mbar_wait(full_k(i + 1), parity(i + 1));
