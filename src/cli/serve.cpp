@@ -200,9 +200,10 @@ void add_serve(CLI::App& app) {
   add_chat_template_option(cmd, &a->chat_template);
   cmd->add_option("--tool-call-parser", a->tool_call_parser,
                   "How the model writes tool calls: hermes (<tool_call>{...}</tool_call>, "
-                  "Qwen), llama3_json ({\"name\": ..., \"parameters\": ...}) or auto (the "
-                  "format the chat template teaches)")
-      ->check(CLI::IsMember({"auto", "hermes", "llama3_json"}));
+                  "Qwen), llama3_json ({\"name\": ..., \"parameters\": ...}), mistral "
+                  "([TOOL_CALLS][{...}] or [TOOL_CALLS]name[ARGS]{...}) or auto (the format "
+                  "the chat template teaches)")
+      ->check(CLI::IsMember({"auto", "hermes", "llama3_json", "mistral"}));
   cmd->add_option("--http-threads", a->http_threads, "Threads for network and JSON work")
       ->check(CLI::Range(1, 64));
   cmd->add_option("--max-running,--max-num-seqs", a->max_running,

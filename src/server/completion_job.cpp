@@ -44,6 +44,9 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
     if (request_.stream && request_.parse_tool_calls)
       tool_streams_.assign(size_t(choices), ToolCallStream(request_.tool_format));
     calls_sent_.resize(size_t(choices), 0);
+    calls_live_.resize(size_t(choices), 0);
+    call_slots_.resize(size_t(choices));
+    broken_call_.resize(size_t(choices), false);
   }
 
   void start() {
@@ -131,7 +134,7 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
       if (ev.finished()) {
         ToolCallDelta rest = parser.finish();
         tools.content += rest.content;
-        for (auto& c : rest.calls) tools.calls.push_back(std::move(c));
+        for (auto& u : rest.updates) tools.updates.push_back(std::move(u));
       }
       part.text = tools.content;
     }
@@ -161,7 +164,7 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
       started_[size_t(i)] = true;
       exchange_->send_chunk(sse_event(format_chunk(header_, request_, part, tok_)));
     }
-    for (const ToolCall& call : tools.calls) send_tool_call(i, call);
+    for (const ToolCallUpdate& update : tools.updates) send_tool_update(i, update);
     if (ev.finish == engine::FinishReason::error) {
       ApiError e{500, "generation failed: " + ev.error, "server_error", "", ""};
       exchange_->send_chunk(sse_event(error_body(e)));
@@ -169,26 +172,55 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
     if (ev.finished()) {
       ChunkPart last;
       last.index = i;
-      last.finish = ev.finish;
+      // A call that broke after it was announced leaves the client a half call: the choice
+      // ends as failed, whatever else it did.
+      last.finish = broken_call_[size_t(i)] ? engine::FinishReason::error : ev.finish;
       last.called_tools = calls_sent_[size_t(i)] > 0;
       exchange_->send_chunk(sse_event(format_chunk(header_, request_, last, tok_)));
     }
   }
 
-  // A call as OpenAI streams one: a delta with its index, id, type and name, then one with its
-  // arguments.
-  void send_tool_call(int i, const ToolCall& call) {
-    if (request_.max_tool_calls > 0 && calls_sent_[size_t(i)] >= request_.max_tool_calls) return;
-    ChunkPart head;
-    head.index = i;
-    head.first = !started_[size_t(i)];
-    started_[size_t(i)] = true;
-    head.tool_call = {calls_sent_[size_t(i)]++, new_tool_call_id(), call.name, ""};
-    exchange_->send_chunk(sse_event(format_chunk(header_, request_, head, tok_)));
-    ChunkPart args;
-    args.index = i;
-    args.tool_call = {head.tool_call.index, "", "", call.arguments};
-    exchange_->send_chunk(sse_event(format_chunk(header_, request_, args, tok_)));
+  // A step of a call, streamed as OpenAI and vLLM stream calls: a delta with the call's index,
+  // id, type, name and arguments "", then deltas that add pieces of its arguments. A call that
+  // breaks after that is answered with an error event naming it (tool_calls.h says when).
+  void send_tool_update(int i, const ToolCallUpdate& update) {
+    std::vector<int>& slots = call_slots_[size_t(i)];  // the parser's call number -> index sent
+    if (update.kind == ToolCallUpdate::Kind::begin) {
+      // parallel_tool_calls: false keeps the first call that does not break, as the response
+      // without streaming does.
+      const bool room =
+          request_.max_tool_calls == 0 || calls_live_[size_t(i)] < request_.max_tool_calls;
+      slots.resize(size_t(update.call) + 1, -1);
+      if (!room) return;
+      slots[size_t(update.call)] = calls_sent_[size_t(i)]++;
+      calls_live_[size_t(i)]++;
+      ChunkPart head;
+      head.index = i;
+      head.first = !started_[size_t(i)];
+      started_[size_t(i)] = true;
+      head.tool_call = {slots[size_t(update.call)], new_tool_call_id(request_.tool_format),
+                        update.text, ""};
+      exchange_->send_chunk(sse_event(format_chunk(header_, request_, head, tok_)));
+      return;
+    }
+    const int index = size_t(update.call) < slots.size() ? slots[size_t(update.call)] : -1;
+    if (index < 0) return;  // a call left out by parallel_tool_calls: false
+    if (update.kind == ToolCallUpdate::Kind::arguments) {
+      ChunkPart args;
+      args.index = i;
+      args.tool_call = {index, "", "", update.text};
+      exchange_->send_chunk(sse_event(format_chunk(header_, request_, args, tok_)));
+    } else if (update.kind == ToolCallUpdate::Kind::broken) {
+      broken_call_[size_t(i)] = true;
+      calls_live_[size_t(i)]--;
+      ApiError e{500,
+                 fmt::format("tool call {} of choice {} turned out malformed after it began "
+                             "streaming: it is not a call, discard it (its text follows as "
+                             "content, as the response without streaming has it)",
+                             index, i),
+                 "server_error", "", "malformed_tool_call"};
+      exchange_->send_chunk(sse_event(error_body(e)));
+    }
   }
 
   void complete() {
@@ -219,7 +251,10 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
   std::vector<int> text_offsets_;
   std::vector<bool> started_;
   std::vector<ToolCallStream> tool_streams_;  // per choice, when streaming with tool parsing
-  std::vector<int> calls_sent_;               // per choice
+  std::vector<int> calls_sent_;               // per choice: calls announced
+  std::vector<int> calls_live_;               // per choice: calls announced, less those broken
+  std::vector<std::vector<int>> call_slots_;  // per choice: parser call number -> index sent
+  std::vector<bool> broken_call_;             // per choice: a call broke after it was announced
   Usage usage_;
   std::string error_;
   int submitted_ = 0;

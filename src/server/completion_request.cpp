@@ -385,6 +385,12 @@ std::optional<ApiError> parse_completion_request(Endpoint endpoint, std::string_
     r->parse_tool_calls = tools.parse_calls();
     r->tool_format = limits.tool_format;
     r->max_tool_calls = tools.parallel ? 0 : 1;
+    // Mistral's [TOOL_CALLS] (and [ARGS]) are control tokens: a call is readable only if their
+    // text stays in the output (vLLM's mistral parser turns skip_special_tokens off the same
+    // way). A request that sets skip_special_tokens itself keeps its choice.
+    if (r->parse_tool_calls && r->tool_format == ToolCallFormat::mistral &&
+        !f.get("skip_special_tokens"))
+      r->params.skip_special_tokens = false;
   }
   PromptInput input;
   if (auto e = endpoint == Endpoint::chat ? parse_messages(f, tok, add_special, tools.tools, &input)

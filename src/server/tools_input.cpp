@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 
 #include <set>
+#include <tuple>
+#include <utility>
 
 namespace invar::server {
 
@@ -86,13 +88,26 @@ OrderedJson call_schema(const OrderedJson& tool, ToolCallFormat format) {
     // A schema without a type allows any JSON; a call's arguments are an object.
     if (!params.contains("type")) params["type"] = "object";
   }
-  const char* args_key = format == ToolCallFormat::hermes ? "arguments" : "parameters";
+  const char* args_key = format == ToolCallFormat::llama3_json ? "parameters" : "arguments";
   OrderedJson props = OrderedJson::object();
   props["name"] = {{"const", fn["name"]}};
   props[args_key] = std::move(params);
   return {{"type", "object"},
           {"properties", std::move(props)},
           {"required", OrderedJson::array({"name", args_key})}};
+}
+
+// The text a forced call is written between: the format's tags around its JSON.
+std::pair<std::string, std::string> call_frame(ToolCallFormat format) {
+  switch (format) {
+    case ToolCallFormat::hermes:
+      return {"<tool_call>\n", "\n</tool_call>"};
+    case ToolCallFormat::mistral:
+      return {"[TOOL_CALLS][", "]"};  // the list form, which every Mistral template reads back
+    case ToolCallFormat::llama3_json:
+      break;
+  }
+  return {};
 }
 
 // required / named: exactly one call to one of `allowed`, framed as the format frames calls.
@@ -105,10 +120,7 @@ engine::GrammarSpec forced_call_grammar(const OrderedJson& tools, const std::str
   engine::GrammarSpec spec;
   spec.kind = engine::GrammarSpec::Kind::json_schema;
   spec.source = schema.dump();
-  if (format == ToolCallFormat::hermes) {
-    spec.prefix = "<tool_call>\n";
-    spec.suffix = "\n</tool_call>";
-  }
+  std::tie(spec.prefix, spec.suffix) = call_frame(format);
   return spec;
 }
 

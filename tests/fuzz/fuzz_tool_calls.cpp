@@ -1,11 +1,14 @@
 // A model's output through the tool-call parser (src/server/tool_calls.h), whole and streamed:
-// the first byte picks the format (even: hermes, odd: llama3_json), the second the size of the
-// stream's pieces (1 to 256 bytes), the rest is the output. Streaming it in those pieces gives
-// exactly the content and calls of the whole; an output with no call is all content, byte for
-// byte; every call has a name and arguments that are a JSON object.
+// the first byte picks the format (modulo 3: hermes, llama3_json, mistral), the second the size
+// of the stream's pieces (1 to 256 bytes), the rest is the output. Streaming it in those pieces
+// gives exactly the content and calls of the whole, and each call's streamed arguments pieces
+// make its arguments; an output with no call is all content, byte for byte; every call has a
+// name and arguments that are a JSON object.
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "fuzz/fuzz_targets.h"
 #include "fuzz/fuzz_util.h"
@@ -15,17 +18,25 @@ namespace invar::fuzz {
 
 int fuzz_tool_calls(const uint8_t* data, size_t size) {
   if (size < 2) return 0;
-  const auto format = data[0] % 2 ? server::ToolCallFormat::llama3_json
-                                  : server::ToolCallFormat::hermes;
+  constexpr server::ToolCallFormat kFormats[] = {server::ToolCallFormat::hermes,
+                                                 server::ToolCallFormat::llama3_json,
+                                                 server::ToolCallFormat::mistral};
+  const auto format = kFormats[data[0] % 3];
   const size_t piece = size_t(data[1]) + 1;
   const std::string_view text(reinterpret_cast<const char*>(data) + 2, size - 2);
 
   const server::ToolCallDelta whole = server::parse_tool_calls(format, text);
   server::ToolCallStream stream(format);
   server::ToolCallDelta streamed;
-  auto add = [&streamed](server::ToolCallDelta d) {
+  std::map<int, std::string> arguments;  // by call number, from the updates
+  std::vector<int> ended;
+  auto add = [&](server::ToolCallDelta d) {
     streamed.content += d.content;
     for (auto& c : d.calls) streamed.calls.push_back(std::move(c));
+    for (const auto& u : d.updates) {
+      if (u.kind == server::ToolCallUpdate::Kind::arguments) arguments[u.call] += u.text;
+      if (u.kind == server::ToolCallUpdate::Kind::end) ended.push_back(u.call);
+    }
   };
   for (size_t at = 0; at < text.size(); at += piece) add(stream.feed(text.substr(at, piece)));
   add(stream.finish());
@@ -33,6 +44,11 @@ int fuzz_tool_calls(const uint8_t* data, size_t size) {
   INVAR_FUZZ_CHECK(streamed.content == whole.content, "streamed content differs from the whole");
   INVAR_FUZZ_CHECK(streamed.calls.size() == whole.calls.size(), "{} calls streamed, {} whole",
                    streamed.calls.size(), whole.calls.size());
+  INVAR_FUZZ_CHECK(ended.size() == streamed.calls.size(), "{} calls ended, {} completed",
+                   ended.size(), streamed.calls.size());
+  for (size_t i = 0; i < ended.size() && i < streamed.calls.size(); ++i)
+    INVAR_FUZZ_CHECK(arguments[ended[i]] == streamed.calls[i].arguments,
+                     "call {}'s streamed arguments differ from its arguments", i);
   for (size_t i = 0; i < whole.calls.size(); ++i) {
     INVAR_FUZZ_CHECK(streamed.calls[i].name == whole.calls[i].name &&
                          streamed.calls[i].arguments == whole.calls[i].arguments,

@@ -1,10 +1,13 @@
 """Tools and function calling through the real openai client (issue 13): SmolLM2 served with
 Qwen3's template (Hermes-style <tool_call> blocks, so the hermes parser is picked). A forced call
-(tool_choice required or named) is produced and parsed, whole and streamed as OpenAI streams
-calls; the conversation goes on with the tool's result; tool_choice none leaves the output
-alone; auto parses a call the model writes (here forced by guided_regex) and keeps malformed
-JSON as content; bad tools are a 400 naming the field; a request with tools gives the same bits
-alone and inside a busy batch (and, with the fast kernels, the negative control, does not)."""
+(tool_choice required or named) is produced and parsed, whole and streamed as OpenAI and vLLM
+stream calls (the name, then the arguments in pieces that make the whole response's arguments);
+the conversation goes on with the tool's result; tool_choice none leaves the output alone; auto
+parses a call the model writes (here forced by guided_regex) and keeps malformed JSON as
+content (streamed, a call that breaks after it began ends in an error event and finish_reason
+"error"); bad tools are a 400 naming the field; a request with tools gives the same bits alone
+and inside a busy batch (and, with the fast kernels, the negative control, does not). Llama 3.1's
+and Mistral's templates pick their own formats."""
 
 import asyncio
 import json
@@ -56,9 +59,9 @@ def qwen(qwen_server):
                          timeout=300)
 
 
-def check_weather_call(call):
+def check_weather_call(call, id_prefix="call_"):
     assert call.type == "function"
-    assert call.id.startswith("call_")
+    assert call.id.startswith(id_prefix)
     assert call.function.name == "get_weather"
     args = json.loads(call.function.arguments)
     assert set(args) == {"city", "unit"}
@@ -101,7 +104,10 @@ def test_named_call_streamed_equals_whole(qwen):
     # add fragments of the arguments.
     assert deltas[0].index == 0 and deltas[0].id.startswith("call_")
     assert deltas[0].type == "function" and deltas[0].function.name == "get_weather"
+    assert deltas[0].function.arguments == ""
     assert all(d.index == 0 and d.id is None for d in deltas[1:])
+    # The arguments come in pieces as they are generated, not at once at the end.
+    assert len(deltas) > 3
     streamed_args = "".join(d.function.arguments or "" for d in deltas)
     assert json.loads(streamed_args) == args
     assert streamed_args == whole.choices[0].message.tool_calls[0].function.arguments
@@ -122,10 +128,11 @@ def test_several_choices_stream_their_own_calls(qwen):
             finish[choice.index] = choice.finish_reason
     assert finish == {0: "tool_calls", 1: "tool_calls"}
     for i in (0, 1):
-        assert [d.index for d in calls[i]] == [0, 0]
+        assert all(d.index == 0 for d in calls[i])
         expected = whole.choices[i].message.tool_calls[0]
         assert calls[i][0].function.name == expected.function.name
-        assert calls[i][1].function.arguments == expected.function.arguments
+        assert "".join(d.function.arguments or "" for d in calls[i]) == \
+            expected.function.arguments
 
 
 def test_conversation_continues_with_the_tool_result(qwen, qwen_server):
@@ -175,13 +182,31 @@ def test_auto_parses_a_call_the_model_writes(qwen):
     assert r.choices[0].finish_reason == "stop"
 
 
+def forced_output_regex(text):
+    return text.replace("[", r"\[").replace("]", r"\]").replace("{", r"\{") \
+        .replace("}", r"\}").replace("\n", r"\n")
+
+
+def raw_stream(url, body):
+    """The SSE events of a streamed chat completion, as JSON (without the final [DONE])."""
+    events = []
+    with httpx.stream("POST", url + "/v1/chat/completions", json=dict(body, stream=True),
+                      timeout=300) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                events.append(json.loads(line[len("data: "):]))
+    return events
+
+
 def test_malformed_call_is_plain_content(qwen):
-    bad = '<tool_call>\n{"name": "get_weather", "arguments": {"city": Rome}}\n</tool_call>'
-    regex = bad.replace("{", r"\{").replace("}", r"\}").replace("\n", r"\n")
+    # Malformed before it could begin (the arguments are no object): never a call, streamed or
+    # not.
+    bad = '<tool_call>\n{"name": "get_weather", "arguments": "Rome"}\n</tool_call>'
     for stream in (False, True):
         r = qwen.chat.completions.create(model=MODEL_NAME, messages=ASK, tools=TOOLS,
                                          temperature=0, max_tokens=60, stream=stream,
-                                         extra_body={"guided_regex": regex})
+                                         extra_body={"guided_regex": forced_output_regex(bad)})
         if stream:
             chunks = list(r)
             text = "".join(c.choices[0].delta.content or "" for c in chunks)
@@ -192,6 +217,45 @@ def test_malformed_call_is_plain_content(qwen):
             assert not r.choices[0].message.tool_calls
         assert text == bad
         assert finish == "stop"
+
+
+def test_call_broken_after_it_began_streaming(qwen, qwen_server):
+    """The arguments were already streaming when the JSON went wrong: the call cannot be taken
+    back, so the stream says so (an error event naming it, finish_reason "error") and its text
+    follows as content, as the response without streaming has it."""
+    bad = '<tool_call>\n{"name": "get_weather", "arguments": {"city": Rome}}\n</tool_call>'
+    regex = forced_output_regex(bad)
+    whole = qwen.chat.completions.create(model=MODEL_NAME, messages=ASK, tools=TOOLS,
+                                         temperature=0, max_tokens=60,
+                                         extra_body={"guided_regex": regex})
+    assert whole.choices[0].message.content == bad
+    assert not whole.choices[0].message.tool_calls
+    assert whole.choices[0].finish_reason == "stop"
+
+    body = dict(model=MODEL_NAME, messages=ASK, tools=TOOLS, temperature=0, max_tokens=60,
+                guided_regex=regex)
+    events = raw_stream(qwen_server.url, body)
+    errors = [e["error"] for e in events if "error" in e]
+    assert len(errors) == 1 and errors[0]["code"] == "malformed_tool_call"
+    chunks = [e for e in events if "choices" in e]
+    deltas = [d for c in chunks for d in c["choices"][0]["delta"].get("tool_calls", [])]
+    assert deltas[0]["function"]["name"] == "get_weather"
+    assert "".join(d["function"]["arguments"] for d in deltas) == '{"city": '
+    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert content == bad
+    assert chunks[-1]["choices"][0]["finish_reason"] == "error"
+    # A call the output cuts off (max_tokens) inside its arguments breaks the same way.
+    full = qwen.chat.completions.create(model=MODEL_NAME, messages=ASK, tools=TOOLS,
+                                        temperature=0, max_tokens=60, logprobs=True,
+                                        extra_body={"guided_regex": REGEX_CALL})
+    text, cut = "", 0
+    while '"city": "' not in text:
+        text += full.choices[0].logprobs.content[cut].token
+        cut += 1
+    events = raw_stream(qwen_server.url, dict(body, guided_regex=REGEX_CALL, max_tokens=cut))
+    assert [e["error"]["code"] for e in events if "error" in e] == ["malformed_tool_call"]
+    chunks = [e for e in events if "choices" in e]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "error"
 
 
 def test_tool_choice_none_keeps_tools_in_the_template(qwen):
@@ -306,9 +370,60 @@ def test_llama3_json_format_from_the_template():
 
 def test_tool_call_parser_option(qwen_server):
     assert any("tool calls hermes" in line for line in qwen_server.log)  # Qwen3's template
-    s = InvarServer("--chat-template", os.path.join(TEMPLATES, "qwen3.jinja"),
-                    "--tool-call-parser", "llama3_json")
+    for parser in ("llama3_json", "mistral"):
+        s = InvarServer("--chat-template", os.path.join(TEMPLATES, "qwen3.jinja"),
+                        "--tool-call-parser", parser)
+        try:
+            assert any(f"tool calls {parser}" in line for line in s.log)
+        finally:
+            assert s.stop() == 0
+
+
+def test_mistral_format_from_the_template():
+    """Mistral v0.3's template writes [TOOL_CALLS]: the server picks the mistral parser, forces
+    calls as [TOOL_CALLS][{"name", "arguments"}], gives them the 9-character ids the template
+    takes back, streams their arguments in pieces, and reads the v11 shape name[ARGS]{...}."""
+    s = InvarServer("--chat-template", os.path.join(TEMPLATES, "mistral_v0_3.jinja"))
     try:
-        assert any("tool calls llama3_json" in line for line in s.log)
+        assert any("tool calls mistral" in line for line in s.log)
+        c = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+        named = {"type": "function", "function": {"name": "get_weather"}}
+        body = dict(model=MODEL_NAME, messages=ASK, tools=TOOLS, tool_choice=named,
+                    temperature=0, max_tokens=80)
+        r = c.chat.completions.create(**body, extra_body={"return_token_ids": True})
+        assert r.choices[0].finish_reason == "tool_calls"
+        call = r.choices[0].message.tool_calls[0]
+        check_weather_call(call, id_prefix="")
+        assert len(call.id) == 9 and call.id.isalnum()
+        output = httpx.post(s.url + "/detokenize",
+                            json={"tokens": r.choices[0].model_extra["token_ids"]}).json()
+        assert output["prompt"].startswith('[TOOL_CALLS][{"name": "get_weather", "arguments": {')
+
+        deltas = []
+        for chunk in c.chat.completions.create(**body, stream=True):
+            deltas += chunk.choices[0].delta.tool_calls or []
+        assert deltas[0].function.name == "get_weather" and len(deltas) > 3
+        assert "".join(d.function.arguments or "" for d in deltas) == call.function.arguments
+
+        # The conversation goes on through the template, which checks the ids.
+        messages = ASK + [r.choices[0].message.model_dump(exclude_none=True),
+                          {"role": "tool", "tool_call_id": call.id, "content": "22 C"}]
+        assert c.chat.completions.create(model=MODEL_NAME, messages=messages, tools=TOOLS,
+                                         max_tokens=4).choices
+
+        # The v11 shape, written by the model (forced here by guided_regex), with tool_choice
+        # auto.
+        v11 = '[TOOL_CALLS]get_weather[ARGS]{"city": "Rome", "unit": "celsius"}'
+        auto = dict(model=MODEL_NAME, messages=ASK, tools=TOOLS, temperature=0, max_tokens=60,
+                    extra_body={"guided_regex": forced_output_regex(v11)})
+        r = c.chat.completions.create(**auto)
+        assert r.choices[0].finish_reason == "tool_calls"
+        assert r.choices[0].message.tool_calls[0].function.arguments == \
+            '{"city": "Rome", "unit": "celsius"}'
+        deltas = []
+        for chunk in c.chat.completions.create(**auto, stream=True):
+            deltas += chunk.choices[0].delta.tool_calls or []
+        assert "".join(d.function.arguments or "" for d in deltas) == \
+            '{"city": "Rome", "unit": "celsius"}'
     finally:
         assert s.stop() == 0

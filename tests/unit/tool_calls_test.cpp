@@ -1,12 +1,20 @@
-// Tool-call parsing (src/server/tool_calls.h): hermes and llama3_json outputs split into content
-// and calls, whole or fed in pieces (every split point gives the same result), malformed calls
-// kept as content exactly as written, several calls in one output, and the format a template
-// teaches.
+// Tool-call parsing (src/server/tool_calls.h): hermes, llama3_json and mistral outputs split
+// into content and calls, whole or fed in pieces (every split point, byte by byte, random
+// pieces: the same content, calls, and streamed arguments text, which concatenated is exactly
+// the call's arguments), arguments streamed as they are read, malformed calls kept as content
+// exactly as written (and `broken` when they had begun), several calls in one output, and the
+// format a template teaches.
 #include "server/tool_calls.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -16,38 +24,104 @@
 namespace invar::server {
 namespace {
 
-// The output fed one byte at a time, as a stream would deliver it at worst.
-ToolCallDelta parse_bytewise(ToolCallFormat format, const std::string& text) {
+// An output as a client of the stream sees it: the content, the calls completed, and each
+// call's name and arguments as assembled from its updates.
+struct Streamed {
+  std::string content;
+  std::vector<ToolCall> calls;
+  std::map<int, std::string> names, arguments;  // by call number, from begin and arguments
+  std::set<int> ended, broken;
+};
+
+Streamed stream_in_pieces(ToolCallFormat format, std::string_view text,
+                          const std::vector<size_t>& cuts) {
   ToolCallStream stream(format);
-  ToolCallDelta all;
-  auto add = [&all](ToolCallDelta d) {
-    all.content += d.content;
-    for (auto& c : d.calls) all.calls.push_back(std::move(c));
+  Streamed s;
+  auto add = [&s, text](ToolCallDelta d) {
+    s.content += d.content;
+    for (auto& c : d.calls) s.calls.push_back(std::move(c));
+    for (const ToolCallUpdate& u : d.updates) {
+      // Nothing comes for a call before its begin or after its end.
+      if (u.kind != ToolCallUpdate::Kind::begin) {
+        EXPECT_TRUE(s.names.count(u.call));
+      }
+      EXPECT_FALSE(s.ended.count(u.call) || s.broken.count(u.call))
+          << int(u.kind) << " " << u.call << " [" << u.text << "] in " << text;
+      switch (u.kind) {
+        case ToolCallUpdate::Kind::begin:
+          EXPECT_FALSE(s.names.count(u.call));
+          EXPECT_EQ(u.call, int(s.names.size()));  // numbered in order
+          s.names[u.call] = u.text;
+          break;
+        case ToolCallUpdate::Kind::arguments:
+          s.arguments[u.call] += u.text;
+          break;
+        case ToolCallUpdate::Kind::end:
+          s.ended.insert(u.call);
+          break;
+        case ToolCallUpdate::Kind::broken:
+          s.broken.insert(u.call);
+          break;
+      }
+    }
   };
-  for (char c : text) add(stream.feed(std::string_view(&c, 1)));
+  size_t from = 0;
+  for (size_t cut : cuts) {
+    add(stream.feed(text.substr(from, cut - from)));
+    from = cut;
+  }
+  add(stream.feed(text.substr(from)));
   add(stream.finish());
+  // The calls completed are the calls that ended, with the streamed names and arguments.
+  EXPECT_EQ(s.calls.size(), s.ended.size());
+  size_t i = 0;
+  for (int call : s.ended) {
+    if (i >= s.calls.size()) break;
+    EXPECT_EQ(s.calls[i].name, s.names[call]);
+    EXPECT_EQ(s.calls[i].arguments, s.arguments[call]);
+    ++i;
+  }
+  return s;
+}
+
+// Cuttings of an output: at every point in two, byte by byte, and in random pieces.
+std::vector<std::vector<size_t>> cuttings(size_t size, uint32_t seed) {
+  std::vector<std::vector<size_t>> all;
+  for (size_t cut = 0; cut <= size; ++cut) all.push_back({cut});
+  std::vector<size_t> bytes;
+  for (size_t i = 1; i < size; ++i) bytes.push_back(i);
+  all.push_back(bytes);
+  std::mt19937 rng(seed);
+  for (int k = 0; k < 30; ++k) {
+    std::vector<size_t> cuts;
+    for (size_t at = 0; at < size;) {
+      at += 1 + rng() % 9;
+      if (at < size) cuts.push_back(at);
+    }
+    all.push_back(cuts);
+  }
   return all;
 }
 
-// Every two-piece split of `text` gives what the whole does.
+// Every way of feeding `text` gives what the whole does: content, calls, and the same
+// arguments text streamed (which, concatenated, is each completed call's arguments).
 void expect_split_invariant(ToolCallFormat format, const std::string& text) {
-  ToolCallDelta whole = parse_tool_calls(format, text);
-  for (size_t cut = 0; cut <= text.size(); ++cut) {
-    ToolCallStream stream(format);
-    ToolCallDelta a = stream.feed(text.substr(0, cut));
-    ToolCallDelta b = stream.feed(text.substr(cut));
-    ToolCallDelta c = stream.finish();
-    std::string content = a.content + b.content + c.content;
-    size_t calls = a.calls.size() + b.calls.size() + c.calls.size();
-    EXPECT_EQ(content, whole.content) << "cut at " << cut << " of: " << text;
-    EXPECT_EQ(calls, whole.calls.size()) << "cut at " << cut << " of: " << text;
-  }
-  ToolCallDelta bytes = parse_bytewise(format, text);
-  EXPECT_EQ(bytes.content, whole.content);
-  ASSERT_EQ(bytes.calls.size(), whole.calls.size());
-  for (size_t i = 0; i < bytes.calls.size(); ++i) {
-    EXPECT_EQ(bytes.calls[i].name, whole.calls[i].name);
-    EXPECT_EQ(bytes.calls[i].arguments, whole.calls[i].arguments);
+  const ToolCallDelta whole = parse_tool_calls(format, text);
+  const Streamed one = stream_in_pieces(format, text, {});
+  EXPECT_EQ(one.content, whole.content);
+  ASSERT_EQ(one.calls.size(), whole.calls.size());
+  for (const auto& cuts : cuttings(text.size(), uint32_t(text.size()))) {
+    const Streamed s = stream_in_pieces(format, text, cuts);
+    const std::string where = fmt::format("{} pieces of: {}", cuts.size() + 1, text);
+    EXPECT_EQ(s.content, whole.content) << where;
+    ASSERT_EQ(s.calls.size(), whole.calls.size()) << where;
+    for (size_t i = 0; i < s.calls.size(); ++i) {
+      EXPECT_EQ(s.calls[i].name, whole.calls[i].name) << where;
+      EXPECT_EQ(s.calls[i].arguments, whole.calls[i].arguments) << where;
+    }
+    EXPECT_EQ(s.names, one.names) << where;
+    EXPECT_EQ(s.arguments, one.arguments) << where;
+    EXPECT_EQ(s.broken, one.broken) << where;
   }
 }
 
@@ -124,7 +198,8 @@ TEST(ToolCalls, StreamHoldsOnlyWhatMayBeACall) {
   EXPECT_EQ(s.feed("box> x").content, " <toolbox> x");
   ToolCallDelta d = s.feed("\n<tool_call>{\"name\": \"f\", ");
   EXPECT_EQ(d.content, "");
-  EXPECT_TRUE(d.calls.empty());  // a call is delivered whole
+  EXPECT_TRUE(d.calls.empty());
+  EXPECT_TRUE(d.updates.empty());  // announced only once its arguments open
   d = s.feed("\"arguments\": {\"q\": 1}}</tool_call>");
   ASSERT_EQ(d.calls.size(), 1u);
   EXPECT_EQ(d.calls[0].arguments, R"({"q": 1})");
@@ -172,6 +247,250 @@ TEST(ToolCalls, Llama3JsonMalformedOrPlainIsContent) {
   EXPECT_EQ(s.feed(" {").content, " {");
 }
 
+constexpr auto kMistral = ToolCallFormat::mistral;
+
+std::vector<ToolCallUpdate::Kind> kinds(const ToolCallDelta& d) {
+  std::vector<ToolCallUpdate::Kind> out;
+  for (const auto& u : d.updates) out.push_back(u.kind);
+  return out;
+}
+
+using Kind = ToolCallUpdate::Kind;
+
+TEST(ToolCalls, HermesArgumentsStreamAsTheyCome) {
+  ToolCallStream s(kHermes);
+  ToolCallDelta d = s.feed("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"ci");
+  ASSERT_EQ(kinds(d), (std::vector{Kind::begin, Kind::arguments}));
+  EXPECT_EQ(d.updates[0].call, 0);
+  EXPECT_EQ(d.updates[0].text, "get_weather");
+  EXPECT_EQ(d.updates[1].text, "{");  // a key goes out once it is whole
+  d = s.feed("ty\":\"Par");
+  ASSERT_EQ(kinds(d), (std::vector{Kind::arguments}));
+  EXPECT_EQ(d.updates[0].text, "\"city\": \"Par");  // json.dumps' spacing, whatever the model's
+  d = s.feed("is\", \"days\": 12");
+  EXPECT_EQ(d.updates[0].text, "is\", \"days\": ");  // a number waits for the byte after it
+  d = s.feed("}}\n</tool_");
+  ASSERT_EQ(kinds(d), (std::vector{Kind::arguments}));
+  EXPECT_EQ(d.updates[0].text, "12}");
+  EXPECT_TRUE(d.calls.empty());  // complete at its closing tag
+  d = s.feed("call>");
+  ASSERT_EQ(kinds(d), (std::vector{Kind::end}));
+  ASSERT_EQ(d.calls.size(), 1u);
+  EXPECT_EQ(d.calls[0].arguments, R"({"city": "Paris", "days": 12})");
+}
+
+TEST(ToolCalls, ArgumentsBeforeNameWaitForIt) {
+  ToolCallStream s(kHermes);
+  ToolCallDelta d = s.feed("<tool_call>{\"arguments\": {\"q\": [1, 2]}, ");
+  EXPECT_TRUE(d.updates.empty());
+  d = s.feed("\"name\": \"search\"}</tool_call>");
+  ASSERT_EQ(kinds(d), (std::vector{Kind::begin, Kind::arguments, Kind::end}));
+  EXPECT_EQ(d.updates[1].text, R"({"q": [1, 2]})");
+}
+
+TEST(ToolCalls, ArgumentsAreRewrittenAsJsonDumps) {
+  const std::string out =
+      "<tool_call>{\"name\":\"f\",\"arguments\":{\"x\":1.50,\"y\":\"\\u00e9\\/\",\"z\":[ ]},"
+      "\"id\":7}</tool_call>";
+  ToolCallDelta d = parse_tool_calls(kHermes, out);
+  ASSERT_EQ(d.calls.size(), 1u);
+  EXPECT_EQ(d.calls[0].arguments, "{\"x\": 1.5, \"y\": \"\xc3\xa9/\", \"z\": []}");
+  expect_split_invariant(kHermes, out);
+}
+
+// A call that turns out malformed after it was announced: `broken`, its text in the content
+// exactly as the response without streaming has it, and the calls around it unharmed.
+TEST(ToolCalls, CallBrokenAfterItBegan) {
+  for (const std::string out : {
+           "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": 1}\n</tool_call>",  // no }
+           "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": Rome}}</tool_call>",
+           "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": 1, \"a\": 2}}</tool_call>",
+           "<tool_call>{\"name\": \"f\", \"arguments\": {}, \"parameters\": {}}</tool_call>",
+           "<tool_call>{\"name\": \"f\", \"arguments\": {}} trailing</tool_call>",
+           "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": \"cut off by max_tok",
+       }) {
+    ToolCallDelta whole = parse_tool_calls(kHermes, out);
+    EXPECT_TRUE(whole.calls.empty()) << out;
+    EXPECT_EQ(whole.content, out);
+    ASSERT_FALSE(whole.updates.empty()) << out;
+    EXPECT_EQ(whole.updates.front().kind, Kind::begin) << out;
+    EXPECT_EQ(whole.updates.back().kind, Kind::broken) << out;
+    expect_split_invariant(kHermes, out);
+  }
+  const std::string mixed =
+      "<tool_call>{\"name\": \"a\", \"arguments\": {}}</tool_call>\n"
+      "<tool_call>{\"name\": \"b\", \"arguments\": {\"x\": }}</tool_call>\n"
+      "<tool_call>{\"name\": \"c\", \"arguments\": {\"y\": 2}}</tool_call>";
+  ToolCallDelta d = parse_tool_calls(kHermes, mixed);
+  ASSERT_EQ(d.calls.size(), 2u);
+  EXPECT_EQ(d.calls[0].name, "a");
+  EXPECT_EQ(d.calls[1].name, "c");
+  EXPECT_EQ(d.content, "\n<tool_call>{\"name\": \"b\", \"arguments\": {\"x\": }}</tool_call>");
+  Streamed s = stream_in_pieces(kHermes, mixed, {});
+  EXPECT_EQ(s.broken, (std::set<int>{1}));  // numbers keep counting past a broken call
+  EXPECT_EQ(s.ended, (std::set<int>{0, 2}));
+  expect_split_invariant(kHermes, mixed);
+}
+
+TEST(ToolCalls, NotACallBeforeItBeganSendsNoUpdate) {
+  for (const std::string out : {
+           "<tool_call>{\"name\": 3, \"arguments\": {}}</tool_call>",
+           "<tool_call>{\"name\": \"f\", \"arguments\": \"{}\"}</tool_call>",
+           "<tool_call>{\"name\": \"f\", \"name\": \"g\", \"arguments\": {}}</tool_call>",
+           "<tool_call>{\"city\": \"Paris\"}</tool_call>",
+           "<tool_call>{\"name\": \"f\"}</tool_call>",
+       }) {
+    ToolCallDelta d = parse_tool_calls(kHermes, out);
+    EXPECT_TRUE(d.updates.empty()) << out;
+    EXPECT_EQ(d.content, out);
+    expect_split_invariant(kHermes, out);
+  }
+}
+
+TEST(ToolCalls, MistralList) {
+  const std::string out =
+      "[TOOL_CALLS] [{\"name\": \"add\", \"arguments\":{\"a\": 3.5, \"b\": 4}}, "
+      "{\"arguments\": {\"city\": \"San Francisco\"}, \"name\": \"get_weather\"}]";
+  ToolCallDelta d = parse_tool_calls(kMistral, out);
+  EXPECT_EQ(d.content, "");
+  ASSERT_EQ(d.calls.size(), 2u);
+  EXPECT_EQ(d.calls[0].name, "add");
+  EXPECT_EQ(d.calls[0].arguments, R"({"a": 3.5, "b": 4})");
+  EXPECT_EQ(d.calls[1].name, "get_weather");
+  EXPECT_EQ(d.calls[1].arguments, R"({"city": "San Francisco"})");
+  expect_split_invariant(kMistral, out);
+
+  const std::string after_text =
+      "Hello[TOOL_CALLS][{\"name\": \"add\", \"arguments\": {\"a\": 1}}]\nextra words";
+  d = parse_tool_calls(kMistral, after_text);
+  ASSERT_EQ(d.calls.size(), 1u);
+  EXPECT_EQ(d.content, "Hello\nextra words");  // text after the list is content, not lost
+  expect_split_invariant(kMistral, after_text);
+}
+
+TEST(ToolCalls, MistralNameThenArguments) {
+  const std::string out =
+      "[TOOL_CALLS]add[ARGS]{\"a\": 3.5, \"b\": 4}[TOOL_CALLS]multiply{\"a\": 3, \"b\": 6}";
+  ToolCallDelta d = parse_tool_calls(kMistral, out);
+  EXPECT_EQ(d.content, "");
+  ASSERT_EQ(d.calls.size(), 2u);
+  EXPECT_EQ(d.calls[0].name, "add");
+  EXPECT_EQ(d.calls[0].arguments, R"({"a": 3.5, "b": 4})");
+  EXPECT_EQ(d.calls[1].name, "multiply");
+  EXPECT_EQ(d.calls[1].arguments, R"({"a": 3, "b": 6})");
+  expect_split_invariant(kMistral, out);
+
+  // Streamed: the name, then the arguments as they come; complete with its object.
+  ToolCallStream s(kMistral);
+  d = s.feed("Let me run it.[TOOL_CALLS]bash[AR");
+  EXPECT_EQ(d.content, "Let me run it.");
+  EXPECT_TRUE(d.updates.empty());
+  d = s.feed("GS]{\"command\": \"ls -");
+  ASSERT_EQ(kinds(d), (std::vector{Kind::begin, Kind::arguments}));
+  EXPECT_EQ(d.updates[0].text, "bash");
+  EXPECT_EQ(d.updates[1].text, "{\"command\": \"ls -");
+  d = s.feed("l\"}");
+  ASSERT_EQ(kinds(d), (std::vector{Kind::arguments, Kind::end}));
+  ASSERT_EQ(d.calls.size(), 1u);
+  EXPECT_EQ(s.finish().content, "");
+}
+
+TEST(ToolCalls, MistralMalformedIsContentAsWritten) {
+  for (const std::string out : {
+           "[TOOL_CALLS] not json at all",
+           "[TOOL_CALLS]",
+           "[TOOL_CALLS][]",
+           "[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {\"a\": }}]",
+           "[TOOL_CALLS]bash{\"command\": \"print(1)\"",  // cut off
+           "[TOOL_CALLS]bash {\"a\": 1}",                 // space before the arguments
+           "[TOOL_CALLS]bash[ARGS]\"not an object\"",
+           "Plain text with [TOOL_CA",
+           "[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {}} {",
+       }) {
+    ToolCallDelta d = parse_tool_calls(kMistral, out);
+    if (out == "[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {}} {") {
+      // The first call is whole; what follows it is no list and stays content.
+      ASSERT_EQ(d.calls.size(), 1u);
+      EXPECT_EQ(d.content, " {");
+    } else {
+      EXPECT_TRUE(d.calls.empty()) << out;
+      EXPECT_EQ(d.content, out);
+    }
+    expect_split_invariant(kMistral, out);
+  }
+  // A broken call after a good one in a list: the good one stands.
+  const std::string out =
+      "[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {}}, {\"name\": \"g\", \"arguments\": {]";
+  ToolCallDelta d = parse_tool_calls(kMistral, out);
+  ASSERT_EQ(d.calls.size(), 1u);
+  EXPECT_EQ(d.content, ", {\"name\": \"g\", \"arguments\": {]");
+  expect_split_invariant(kMistral, out);
+}
+
+TEST(ToolCalls, Llama3CallsAreDeliveredWholeAtTheEnd) {
+  ToolCallStream s(kLlama);
+  ToolCallDelta d = s.feed("<|python_tag|>{\"name\": \"f\", \"parameters\": {\"a\": 1}}");
+  EXPECT_TRUE(d.updates.empty());  // only the end tells calls from JSON content
+  d = s.finish();
+  ASSERT_EQ(kinds(d), (std::vector{Kind::begin, Kind::arguments, Kind::end}));
+  EXPECT_EQ(d.updates[1].text, R"({"a": 1})");
+}
+
+// Outputs damaged at random (bytes dropped, doubled or replaced by JSON's structural ones):
+// however they are fed, the same content, calls and streamed arguments; every call's arguments
+// are a JSON object; an output without calls is all content.
+TEST(ToolCalls, RandomlyDamagedOutputs) {
+  const std::vector<std::pair<ToolCallFormat, std::string>> seeds = {
+      {kHermes,
+       "Sure. <tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Par\\u00eds\", "
+       "\"days\": [1, 2.5e1, true, null]}}\n</tool_call>\n<tool_call>{\"name\": \"t\", "
+       "\"arguments\": {}}</tool_call>"},
+      {kMistral,
+       "ok [TOOL_CALLS] [{\"name\": \"add\", \"arguments\": {\"a\": -3.5, \"b\": \"x\\\"y\"}}, "
+       "{\"name\": \"neg\", \"arguments\": {\"n\": {\"m\": []}}}]"},
+      {kMistral, "[TOOL_CALLS]add[ARGS]{\"a\": 1, \"b\": [2]}[TOOL_CALLS]f{\"s\": \"\\n\"}"},
+      {kLlama,
+       "<|python_tag|>{\"name\": \"a\", \"parameters\": {\"s\": 1}}; {\"name\": \"b\", "
+       "\"parameters\": {}}"},
+  };
+  const std::string structural = "{}[]\",: \\<>/[]";
+  std::mt19937 rng(2024);
+  for (int trial = 0; trial < 1000; ++trial) {
+    const auto& [format, seed] = seeds[size_t(trial) % seeds.size()];
+    std::string text = seed;
+    for (int edits = 1 + int(rng() % 3); edits > 0; --edits) {
+      const size_t at = rng() % text.size();
+      switch (rng() % 3) {
+        case 0:
+          text.erase(at, 1);
+          break;
+        case 1:
+          text.insert(at, 1, text[at]);
+          break;
+        default:
+          text[at] = structural[rng() % structural.size()];
+      }
+    }
+    const ToolCallDelta whole = parse_tool_calls(format, text);
+    for (const ToolCall& call : whole.calls) {
+      auto args = nlohmann::json::parse(call.arguments, nullptr, false);
+      EXPECT_TRUE(args.is_object()) << call.arguments << " from " << text;
+    }
+    if (whole.calls.empty()) {
+      EXPECT_EQ(whole.content, text);
+    }
+    std::vector<size_t> bytes;
+    for (size_t i = 1; i < text.size(); ++i) bytes.push_back(i);
+    for (const auto& cuts : {bytes, std::vector<size_t>{text.size() / 2}}) {
+      const Streamed s = stream_in_pieces(format, text, cuts);
+      EXPECT_EQ(s.content, whole.content) << text;
+      ASSERT_EQ(s.calls.size(), whole.calls.size()) << text;
+      for (size_t i = 0; i < s.calls.size(); ++i)
+        EXPECT_EQ(s.calls[i].arguments, whole.calls[i].arguments) << text;
+    }
+  }
+}
+
 std::string template_source(const std::string& name) {
   std::ifstream in(testing::test_data("tokenizer/templates/" + name));
   std::stringstream ss;
@@ -186,11 +505,15 @@ TEST(ToolCalls, FormatOfRealTemplates) {
   EXPECT_EQ(tool_call_format_for_template(template_source("llama3_1.jinja")), kLlama);
   EXPECT_EQ(tool_call_format_for_template(template_source("llama3_2.jinja")), kLlama);
   EXPECT_EQ(tool_call_format_for_template(template_source("smollm2.jinja")), kHermes);
+  EXPECT_EQ(tool_call_format_for_template(template_source("mistral_v0_3.jinja")), kMistral);
+  EXPECT_EQ(tool_call_format_for_template(template_source("mistral_nemo.jinja")), kMistral);
 }
 
 TEST(ToolCalls, FormatNamesAndTemplates) {
   EXPECT_EQ(tool_call_format_named("hermes"), kHermes);
   EXPECT_EQ(tool_call_format_named("llama3_json"), kLlama);
+  EXPECT_EQ(tool_call_format_named("mistral"), kMistral);
+  EXPECT_STREQ(tool_call_format_name(kMistral), "mistral");
   EXPECT_FALSE(tool_call_format_named("auto").has_value());
   EXPECT_EQ(tool_call_format_for_template("...<tool_call>\\n{\"name\"..."), kHermes);
   EXPECT_EQ(tool_call_format_for_template(R"({{- '"parameters": ' }})"), kLlama);
@@ -198,6 +521,10 @@ TEST(ToolCalls, FormatNamesAndTemplates) {
   EXPECT_EQ(new_tool_call_id().rfind("call_", 0), 0u);
   EXPECT_EQ(new_tool_call_id().size(), 29u);
   EXPECT_NE(new_tool_call_id(), new_tool_call_id());
+  // Mistral's templates accept back only ids of 9 letters and digits.
+  const std::string mistral_id = new_tool_call_id(kMistral);
+  EXPECT_EQ(mistral_id.size(), 9u);
+  for (char c : mistral_id) EXPECT_TRUE(std::isalnum(static_cast<unsigned char>(c))) << c;
 }
 
 }  // namespace
