@@ -315,10 +315,7 @@ __device__ __forceinline__ void produce(const WgmmaParams& p, const AttnItem& it
     const uint32_t sk = k_base + stage * kTileBytes, sv = v_base + stage * kTileBytes;
     const int first = tile * kTile;
     if (box_rows > 0 && first + kTile - 1 <= max_pos) {
-      // Every position of the tile is one of the CTA's: a TMA box per page, half and K or V,
-      // one per lane (at most 8 pages x 2 halves x 2 = 32), so that one instruction issues them
-      // all instead of lane 0 issuing up to 32 in turn.
-      constexpr int kHalves = D / 64;
+      // Every position of the tile is one of the CTA's: a TMA box per page and half.
       const int pages = kTile / box_rows;
       int slot = 0;
       if (lane < pages) {
@@ -332,12 +329,16 @@ __device__ __forceinline__ void produce(const WgmmaParams& p, const AttnItem& it
         mbar_arrive(full_k);
         mbar_arrive(full_v);
       }
-      const int is_v = lane & 1, h = (lane >> 1) % kHalves, j = lane / (2 * kHalves);
-      const int slot_j = __shfl_sync(0xffffffffu, slot, j % pages);
-      if (j < pages) {
-        const uint32_t off = h * kHalfBytes + j * box_rows * kRowBytes;
-        tma_load_3d((is_v ? sv : sk) + off, is_v ? &p.tmap_v : &p.tmap_k, h * 64, it.kv_head,
-                    slot_j, is_v ? full_v : full_k);
+      for (int j = 0; j < pages; ++j) {
+        const int slot_j = __shfl_sync(0xffffffffu, slot, j);
+        if (lane == 0) {
+#pragma unroll
+          for (int h = 0; h < D / 64; ++h) {
+            const uint32_t off = h * kHalfBytes + j * box_rows * kRowBytes;
+            tma_load_3d(sk + off, &p.tmap_k, h * 64, it.kv_head, slot_j, full_k);
+            tma_load_3d(sv + off, &p.tmap_v, h * 64, it.kv_head, slot_j, full_v);
+          }
+        }
       }
     } else {
       // The tile of the CTA's last position (or a block size no box fits): cp.async with zero
