@@ -187,6 +187,16 @@ def test_idle_keep_alive_outlives_the_read_timeout(slow_server):
 
 # ---- a full queue -------------------------------------------------------------------------
 
+def post_unread(port, body):
+    """POSTs `body` (JSON bytes) to the completions route on a socket of its own and returns
+    the socket unread: closing it is the client leaving, whether its request runs or waits."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b"POST " + C.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+              b"Content-Type: application/json\r\nContent-Length: "
+              + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return s
+
+
 def test_queue_overflow_is_429_with_retry_after():
     s = InvarServer("--max-running", "1", "--max-queue", "2")
     try:
@@ -211,32 +221,37 @@ def test_queue_overflow_is_429_with_retry_after():
         # The openai client sees a RateLimitError with the header: with one request running and
         # two waiting, the next is refused. The blockers go in one at a time, each once the
         # engine shows the one before it (the queue counts a request as waiting until the
-        # engine's next step admits it).
-        long = dict(payload, max_tokens=300)
+        # engine's next step admits it). They are long, so the queue stays full however slow
+        # the machine, and they leave once the refusal is seen: run to the end one at a time
+        # they would cost most of this test and prove nothing more.
+        long = json.dumps(dict(payload, max_tokens=2000)).encode()
+        left_before = s.metrics()["invar_requests_cancelled_disconnect_total"]
         blockers = []
-        for want_running, want_waiting in ((1, 0), (1, 1), (1, 2)):
-            blockers.append(threading.Thread(target=httpx.post, args=(s.url + C,),
-                                             kwargs={"json": long, "timeout": 600}))
-            blockers[-1].start()
-            deadline = time.monotonic() + 60
-            while True:
-                m = s.metrics()
-                if (m["invar_num_requests_running"], m["invar_num_requests_waiting"]) == (
-                        want_running, want_waiting) or time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
-            assert (m["invar_num_requests_running"], m["invar_num_requests_waiting"]) == (
-                want_running, want_waiting)
-        client = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0)
-        with pytest.raises(openai.RateLimitError) as e:
-            client.completions.create(model=MODEL_NAME, prompt=payload["prompt"], max_tokens=40,
-                                      extra_body={"ignore_eos": True})
-        assert e.value.response.headers["retry-after"] == "1"
-        assert e.value.code == "queue_full"
-        for t in blockers:
-            t.join()
+        try:
+            for want_running, want_waiting in ((1, 0), (1, 1), (1, 2)):
+                blockers.append(post_unread(s.port, long))
+                deadline = time.monotonic() + 60
+                while True:
+                    m = s.metrics()
+                    if (m["invar_num_requests_running"], m["invar_num_requests_waiting"]) == (
+                            want_running, want_waiting) or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
+                assert (m["invar_num_requests_running"], m["invar_num_requests_waiting"]) == (
+                    want_running, want_waiting)
+            client = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0)
+            with pytest.raises(openai.RateLimitError) as e:
+                client.completions.create(model=MODEL_NAME, prompt=payload["prompt"],
+                                          max_tokens=40, extra_body={"ignore_eos": True})
+            assert e.value.response.headers["retry-after"] == "1"
+            assert e.value.code == "queue_full"
+        finally:
+            for b in blockers:
+                b.close()
         m = s.wait_idle(timeout=120)
         assert m["invar_kv_blocks_used"] == 0
+        # The running blocker and both waiting ones were cancelled when they left.
+        assert m["invar_requests_cancelled_disconnect_total"] == left_before + 3
         assert m["invar_requests_rejected_queue_full_total"] >= len(full)
         assert m["invar_http_responses_5xx_total"] == 0
         assert probe(s.url)[0]
