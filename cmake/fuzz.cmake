@@ -12,7 +12,8 @@ file(GLOB invar_fuzz_input_srcs CONFIGURE_DEPENDS src/core/*.cpp src/tokenizer/*
 foreach(f model/gguf model/gguf_dequant model/safetensors model/config model/config_parse
           model/load_weights model/weights engine/tokenizer_from_gguf engine/grammar
           server/completion_request server/completion_response server/request_fields
-          server/prompt_input server/tools_input server/tool_calls)
+          server/prompt_input server/tools_input server/tool_calls server/tool_call_reader
+          server/json_reader)
   list(APPEND invar_fuzz_input_srcs ${PROJECT_SOURCE_DIR}/src/${f}.cpp)
 endforeach()
 add_library(invar_fuzz_inputs STATIC ${invar_fuzz_input_srcs})
