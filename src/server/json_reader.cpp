@@ -6,6 +6,7 @@
 
 #include "core/json_depth.h"
 #include "tokenizer/python_json.h"
+#include "tokenizer/unicode.h"
 
 namespace invar::server {
 
@@ -32,25 +33,6 @@ int hex_value(char c) {
 std::string python_string_body(const std::string& decoded) {
   std::string quoted = tokenizer::python_json_dumps(OrderedJson(decoded), {});
   return quoted.substr(1, quoted.size() - 2);
-}
-
-// The bytes a UTF-8 character that starts with `lead` has in all; 0 for a byte no valid
-// character starts with (continuation bytes, overlong C0/C1, F5 and above).
-size_t utf8_length(unsigned char lead) {
-  if (lead >= 0xC2 && lead <= 0xDF) return 2;
-  if (lead >= 0xE0 && lead <= 0xEF) return 3;
-  if (lead >= 0xF0 && lead <= 0xF4) return 4;
-  return 0;
-}
-
-// The range the second byte of a character may take after `lead` (RFC 3629's table: no
-// overlong forms, no surrogates, nothing above U+10FFFF); later bytes take 80..BF.
-bool valid_second_byte(unsigned char lead, unsigned char c) {
-  if (lead == 0xE0) return c >= 0xA0 && c <= 0xBF;
-  if (lead == 0xED) return c >= 0x80 && c <= 0x9F;
-  if (lead == 0xF0) return c >= 0x90 && c <= 0xBF;
-  if (lead == 0xF4) return c >= 0x80 && c <= 0x8F;
-  return c >= 0x80 && c <= 0xBF;
 }
 
 }  // namespace
@@ -243,8 +225,8 @@ bool JsonReader::string_byte(char c) {
     return false;
   }
   if (u >= 0x80) {
-    utf8_need_ = utf8_length(u);
-    if (utf8_need_ == 0) {
+    utf8_need_ = size_t(tokenizer::utf8_lead(u).len);
+    if (utf8_need_ < 2) {
       state_ = State::failed;
       return false;
     }
@@ -256,8 +238,8 @@ bool JsonReader::string_byte(char c) {
 }
 
 bool JsonReader::utf8_byte(unsigned char c) {
-  const auto lead = static_cast<unsigned char>(utf8_[0]);
-  const bool ok = utf8_.size() == 1 ? valid_second_byte(lead, c) : (c >= 0x80 && c <= 0xBF);
+  const tokenizer::Utf8Lead lead = tokenizer::utf8_lead(static_cast<unsigned char>(utf8_[0]));
+  const bool ok = utf8_.size() == 1 ? c >= lead.lo && c <= lead.hi : (c >= 0x80 && c <= 0xBF);
   if (!ok) {
     state_ = State::failed;
     return false;
@@ -322,21 +304,7 @@ bool JsonReader::escape_byte(char c) {
 
 void JsonReader::append_code_point(uint32_t cp) {
   std::string bytes;
-  if (cp < 0x80) {
-    bytes += char(cp);
-  } else if (cp < 0x800) {
-    bytes += char(0xC0 | (cp >> 6));
-    bytes += char(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    bytes += char(0xE0 | (cp >> 12));
-    bytes += char(0x80 | ((cp >> 6) & 0x3F));
-    bytes += char(0x80 | (cp & 0x3F));
-  } else {
-    bytes += char(0xF0 | (cp >> 18));
-    bytes += char(0x80 | ((cp >> 12) & 0x3F));
-    bytes += char(0x80 | ((cp >> 6) & 0x3F));
-    bytes += char(0x80 | (cp & 0x3F));
-  }
+  tokenizer::append_utf8(bytes, cp);
   if (string_is_key_) {
     key_ += bytes;
     return;

@@ -2,6 +2,18 @@
 
 namespace invar::tokenizer {
 
+Utf8Lead utf8_lead(unsigned char c) {
+  if (c < 0x80) return {1, 0, 0};
+  if (c >= 0xC2 && c <= 0xDF) return {2, 0x80, 0xBF};
+  if (c == 0xE0) return {3, 0xA0, 0xBF};
+  if (c == 0xED) return {3, 0x80, 0x9F};
+  if (c >= 0xE1 && c <= 0xEF) return {3, 0x80, 0xBF};
+  if (c == 0xF0) return {4, 0x90, 0xBF};
+  if (c >= 0xF1 && c <= 0xF3) return {4, 0x80, 0xBF};
+  if (c == 0xF4) return {4, 0x80, 0x8F};
+  return {0, 0, 0};
+}
+
 void append_utf8(std::string& out, uint32_t cp) {
   if (cp < 0x80) {
     out += char(cp);
@@ -22,24 +34,6 @@ void append_utf8(std::string& out, uint32_t cp) {
 
 namespace {
 
-// Bounds of the second byte of a sequence by lead byte (Unicode table 3-7), 0 if the lead is
-// invalid; later continuation bytes are always 80..BF.
-struct Lead {
-  int len;
-  unsigned char lo, hi;
-};
-Lead lead_info(unsigned char c) {
-  if (c < 0x80) return {1, 0, 0};
-  if (c >= 0xC2 && c <= 0xDF) return {2, 0x80, 0xBF};
-  if (c == 0xE0) return {3, 0xA0, 0xBF};
-  if (c == 0xED) return {3, 0x80, 0x9F};
-  if (c >= 0xE1 && c <= 0xEF) return {3, 0x80, 0xBF};
-  if (c == 0xF0) return {4, 0x90, 0xBF};
-  if (c >= 0xF1 && c <= 0xF3) return {4, 0x80, 0xBF};
-  if (c == 0xF4) return {4, 0x80, 0x8F};
-  return {0, 0, 0};
-}
-
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
 
 }  // namespace
@@ -49,7 +43,7 @@ size_t append_valid_utf8(std::string_view in, std::string& out, bool final) {
   const size_t n = in.size();
   while (i < n) {
     const auto c = static_cast<unsigned char>(in[i]);
-    const Lead lead = lead_info(c);
+    const Utf8Lead lead = utf8_lead(c);
     if (lead.len == 1) {
       out += char(c);
       ++i;
@@ -88,7 +82,7 @@ size_t append_valid_utf8(std::string_view in, std::string& out, bool final) {
 
 bool is_valid_utf8(std::string_view s) {
   for (size_t i = 0; i < s.size();) {
-    const Lead lead = lead_info(static_cast<unsigned char>(s[i]));
+    const Utf8Lead lead = utf8_lead(static_cast<unsigned char>(s[i]));
     if (lead.len == 0 || i + lead.len > s.size()) return false;
     for (int k = 1; k < lead.len; ++k) {
       const auto b = static_cast<unsigned char>(s[i + k]);
@@ -102,7 +96,7 @@ bool is_valid_utf8(std::string_view s) {
 
 uint32_t next_code_point(std::string_view s, size_t& i) {
   const auto c = static_cast<unsigned char>(s[i]);
-  const Lead lead = lead_info(c);
+  const Utf8Lead lead = utf8_lead(c);
   if (lead.len == 1) {
     ++i;
     return c;

@@ -20,6 +20,15 @@ inline size_t utf8_len(unsigned char c) {
   return 1;
 }
 
+// What a lead byte allows (Unicode table 3-7: no overlong forms, no surrogates, nothing above
+// U+10FFFF): the sequence's length (0 for an invalid lead, 1 for ASCII) and the range of its
+// second byte; later continuation bytes are always 80..BF.
+struct Utf8Lead {
+  int len;
+  unsigned char lo, hi;
+};
+Utf8Lead utf8_lead(unsigned char c);
+
 void append_utf8(std::string& out, uint32_t cp);
 
 // Decodes the code point at s[i] (advancing i); invalid bytes decode to 0xFFFD, one byte each.
