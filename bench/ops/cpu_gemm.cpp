@@ -15,10 +15,11 @@
 // timed call uses the next of enough copies of W to fill 3x a 32 MiB L3.
 //
 // Usage: bench_cpu_gemm [--quick] [--avx2] [--shape NAME] [--m M] [--threads T] [--dtype D]
-//                       [--no-naive]
+//                       [--no-naive] [--warm]
 //   --quick: fewer shapes (a smoke run); --avx2: pin Highway's dispatch to AVX2 (default: best);
 //   --shape, --m, --threads, --dtype: run only that shape name / batch size / thread count /
-//   weight type.
+//   weight type; --warm: one copy of W, so that it stays in the caches (the kernel's compute
+//   rate without the memory stream).
 #include <hwy/targets.h>
 
 #include <algorithm>
@@ -118,7 +119,7 @@ double copy_bandwidth_gbs() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, naive = true;
+  bool quick = false, naive = true, warm = false;
   std::string only_shape;
   int64_t only_m = 0;
   int only_threads = 0;
@@ -128,6 +129,7 @@ int main(int argc, char** argv) {
     const bool has_value = i + 1 < argc;
     if (a == "--quick") quick = true;
     if (a == "--no-naive") naive = false;
+    if (a == "--warm") warm = true;
     if (a == "--avx2") hwy::SetSupportedTargetsForTest(HWY_AVX2 | HWY_SCALAR);
     if (a == "--shape" && has_value) only_shape = argv[++i];
     if (a == "--m" && has_value) only_m = std::stoll(argv[++i]);
@@ -148,7 +150,7 @@ int main(int argc, char** argv) {
   if (quick) shapes.resize(2), ms = {1, 64};
 
   const int64_t supported = hwy::SupportedTargets();
-  std::printf("dispatch target: %s\n", (supported & HWY_AVX3)   ? "AVX3 (AVX-512, 256-bit vectors)"
+  std::printf("dispatch target: %s\n", (supported & HWY_AVX3)   ? "AVX3 (AVX-512)"
                                        : (supported & HWY_AVX2) ? "AVX2"
                                                                 : "fallback");
   std::printf("memcpy bandwidth (read + write): %.1f GB/s\n\n", copy_bandwidth_gbs());
@@ -170,7 +172,7 @@ int main(int argc, char** argv) {
           invar::dtype_is_packed(dt) ? random_packed(dt, s.n, s.k, rng) : std::vector<uint8_t>();
       // Cold weights: cycle through copies totalling >= 96 MiB.
       const size_t wbytes = invar::dtype_row_bytes(dt, s.n * s.k);
-      const size_t copies = std::max<size_t>(1, (size_t(96) << 20) / wbytes + 1);
+      const size_t copies = warm ? 1 : std::max<size_t>(1, (size_t(96) << 20) / wbytes + 1);
       std::vector<std::vector<char>> store(copies);
       std::vector<WeightRef> refs;
       for (auto& c : store) {

@@ -4,7 +4,8 @@
 //               (random quants, random 6-bit scales, random f16 scales of both signs);
 //   gemm:       a packed GEMM gives the bits of the f32 GEMM over the decoded weights, and is
 //               within the f32 rounding bound of a double-precision reference, at awkward sizes
-//               (M = 1, 7, 17, 65; N = 1, 7, 17, 769, primes; K = 1..3 blocks of 32 or 256);
+//               (M = 1, 2, 3, 5, 7, 8 (decode steps: q8_0, q4_0, q4_1 decoded in registers), 17,
+//               65; N = 1, 7, 17, 769, primes; K = 1..3 blocks of 32 or 256);
 //   invariance: row r of a packed GEMM is the same bits for M = 1..65, 127 and 1, 2, 3 threads,
 //               with the fast mode's split-K GEMM on the same packed weights as the negative
 //               control (R8);
@@ -120,8 +121,8 @@ struct Shape {
 };
 
 TEST_P(PackedTest, GemmHasTheBitsOfTheF32GemmOverDecodedWeights) {
-  const Shape shapes[] = {{1, 1, 1},   {1, 7, 2},  {7, 17, 1},  {17, 7, 3},
-                          {1, 769, 1}, {5, 13, 2}, {65, 23, 1}, {3, 31, 3}};
+  const Shape shapes[] = {{1, 1, 1},  {1, 7, 2},   {7, 17, 1}, {17, 7, 3}, {1, 769, 1},
+                          {5, 13, 2}, {65, 23, 1}, {3, 31, 3}, {8, 19, 2}, {2, 24, 3}};
   uint32_t seed = 100;
   for (DType t : kPacked) {
     for (const auto& s : shapes) {

@@ -7,7 +7,9 @@
 // block's or sub-block's scale with one multiply or one fused multiply-add. The scale products are
 // formed in scalar f32, where they are exact, so every value equals core's scalar decode_to_f32 bit
 // for bit (tests/ops/packed_test.cpp checks every encoding on every target). That equality is
-// what makes a packed GEMM give the bits of an f32 GEMM over the decoded weights.
+// what makes a packed GEMM give the bits of an f32 GEMM over the decoded weights. The Pair
+// decoders (below) compute the same values in registers, chunk by chunk, for the gemm's
+// decode-step path.
 #if defined(INVAR_KERNELS_CPU_DECODE_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef INVAR_KERNELS_CPU_DECODE_INL_H_
 #undef INVAR_KERNELS_CPU_DECODE_INL_H_
@@ -17,6 +19,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "core/block_quant.h"
 #include "kernels/cpu/simd-inl.h"
@@ -63,6 +66,13 @@ HWY_INLINE Int16 bits(const Int16& a, int shift, int32_t mask) {
   Int16 r;
   for (size_t s = 0; s < kWSub; ++s)
     r.v[s] = hn::And(shift == 0 ? a.v[s] : hn::ShiftRightSame(a.v[s], shift), m);
+  return r;
+}
+
+// v >> shift, for lanes holding zero-extended bytes (the high nibble needs no mask).
+HWY_INLINE Int16 shr(const Int16& a, int shift) {
+  Int16 r;
+  for (size_t s = 0; s < kWSub; ++s) r.v[s] = hn::ShiftRightSame(a.v[s], shift);
   return r;
 }
 
@@ -208,6 +218,175 @@ HWY_INLINE void decode_q6_k(const uint8_t* HWY_RESTRICT b, float* HWY_RESTRICT y
     }
   }
 }
+
+// ---------------------------------------------------------------- pairs of rows, in registers
+// For a few activation rows (decode steps) the gemm multiplies blocks of 32 as they are decoded,
+// with no f32 row in memory between decoder and multiply-adds. A Pair holds one 8-element chunk
+// (k ascending) of two weight rows a and b: logical lanes 0..7 are a's, 8..15 b's, so that one
+// AVX-512 vector carries the 8-lane recipe of two rows (simd-inl.h); elsewhere they are kWSub
+// narrower vectors, a's first. Each lane is computed exactly as decode_row computes it (widen,
+// convert, one multiply or fused multiply-add by the block's f32 scales), so the chunks are the
+// bits decode_row writes.
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+constexpr bool kHasPairs = true;  // one 512-bit vector per Pair
+#elif HWY_TARGET != HWY_SCALAR
+constexpr bool kHasPairs = kWLanes == kLanes;  // AVX2, NEON: a Pair is two Acc8
+#else
+constexpr bool kHasPairs = false;  // the scalar target keeps decode_row and the f32 tiles
+#endif
+
+struct Pair {
+  VW v[kWSub];
+};
+
+// The chunk of 8 floats at p, for both rows of a Pair (an activation chunk).
+HWY_INLINE Pair dup8(const float* HWY_RESTRICT p) {
+  Pair r;
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  // One broadcast load: Highway 1.0 has no 256-to-512-bit broadcast.
+  r.v[0] = VW{_mm512_broadcast_f32x8(_mm256_loadu_ps(p))};
+#else
+  const DW d;
+  for (size_t s = 0; s < kWSub; ++s) r.v[s] = hn::LoadU(d, p + (s % (kWSub / 2)) * kWLanes);
+#endif
+  return r;
+}
+
+// acc += x * w, lane by lane, fused (fma8 on both rows).
+HWY_INLINE void fma_pair(const Pair& x, const Pair& w, Pair& acc) {
+  for (size_t s = 0; s < kWSub; ++s) acc.v[s] = hn::MulAdd(x.v[s], w.v[s], acc.v[s]);
+}
+
+HWY_INLINE Pair zero_pair() {
+  Pair r;
+  for (size_t s = 0; s < kWSub; ++s) r.v[s] = hn::Zero(DW());
+  return r;
+}
+
+// Row a's and row b's logical accumulators.
+HWY_INLINE void split_pair(const Pair& p, Acc8& a, Acc8& b) {
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  a.v[0] = hn::LowerHalf(p.v[0]);
+  b.v[0] = hn::UpperHalf(DF(), p.v[0]);
+#else
+  for (size_t s = 0; s < kSub; ++s) a.v[s] = p.v[s], b.v[s] = p.v[kSub + s];
+#endif
+}
+
+// Bytes a[0..7], b[0..7] widened to a Pair of int32 lanes, and the same for a[8..15], b[8..15]:
+// zero-extended (u8) or sign-extended (i8).
+template <typename T8>
+HWY_INLINE void widen_pair(const uint8_t* HWY_RESTRICT a, const uint8_t* HWY_RESTRICT b, Int16& lo,
+                           Int16& hi) {
+  const DWI di;
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  const hn::Full128<uint64_t> d64;
+  const hn::Full128<T8> d8;
+  const auto qa = hn::BitCast(d64, hn::LoadU(d8, reinterpret_cast<const T8*>(a)));
+  const auto qb = hn::BitCast(d64, hn::LoadU(d8, reinterpret_cast<const T8*>(b)));
+  lo.v[0] = hn::PromoteTo(di, hn::BitCast(d8, hn::InterleaveLower(d64, qa, qb)));
+  hi.v[0] = hn::PromoteTo(di, hn::BitCast(d8, hn::InterleaveUpper(d64, qa, qb)));
+#else
+  const hn::Rebind<T8, DW> d8;
+  constexpr size_t kHalf = kWSub / 2;
+  for (size_t s = 0; s < kWSub; ++s) {
+    const T8* src = reinterpret_cast<const T8*>(s < kHalf ? a : b) + (s % kHalf) * kWLanes;
+    lo.v[s] = hn::PromoteTo(di, hn::LoadU(d8, src));
+    hi.v[s] = hn::PromoteTo(di, hn::LoadU(d8, src + 8));
+  }
+#endif
+}
+
+// The f16 values at a + off[i] and b + off[i] (i < kN) widened, each spread over its row's half
+// of a Pair.
+template <size_t kN>
+HWY_INLINE void pair_scales(const uint8_t* HWY_RESTRICT a, const uint8_t* HWY_RESTRICT b,
+                            const size_t (&off)[kN], Pair (&out)[kN]) {
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  static_assert(kN <= 2, "four f16 lanes at most");
+  // [a's f16s, b's f16s] in one vector, widened by one instruction, then one permute each.
+  hwy::float16_t h[4] = {};
+  for (size_t i = 0; i < kN; ++i) {
+    std::memcpy(&h[i], a + off[i], 2);
+    std::memcpy(&h[kN + i], b + off[i], 2);
+  }
+  const DW d;
+  const hn::Full128<float> d4;
+  const auto f = hn::PromoteTo(d4, hn::LoadU(hn::Full64<hwy::float16_t>(), h));
+  const auto f16 = hn::ZeroExtendVector(d, hn::ZeroExtendVector(hn::Full256<float>(), f));
+  for (size_t i = 0; i < kN; ++i) {
+    alignas(64) int32_t idx[16];
+    for (size_t l = 0; l < 16; ++l) idx[l] = int32_t(l < 8 ? i : kN + i);
+    out[i].v[0] = hn::TableLookupLanes(f16, hn::SetTableIndices(d, idx));
+  }
+#else
+  for (size_t i = 0; i < kN; ++i) {
+    const VW sa = splat(load_f16_fast(a + off[i])), sb = splat(load_f16_fast(b + off[i]));
+    for (size_t s = 0; s < kWSub; ++s) out[i].v[s] = s < kWSub / 2 ? sa : sb;
+  }
+#endif
+}
+
+HWY_INLINE Pair mul_pair(const Int16& q, const Pair& scale) {
+  const DW d;
+  Pair r;
+  for (size_t s = 0; s < kWSub; ++s) r.v[s] = hn::Mul(hn::ConvertTo(d, q.v[s]), scale.v[s]);
+  return r;
+}
+
+HWY_INLINE Pair fma_pair(const Int16& q, const Pair& scale, const Pair& offset) {
+  const DW d;
+  Pair r;
+  for (size_t s = 0; s < kWSub; ++s)
+    r.v[s] = hn::MulAdd(hn::ConvertTo(d, q.v[s]), scale.v[s], offset.v[s]);
+  return r;
+}
+
+// The four chunks of one block of rows a and b (blocks of 32: q8_0, q4_0, q4_1), as
+// decode_q8_0 / decode_q4_0 / decode_q4_1 compute them.
+struct PairQ8_0 {
+  static constexpr size_t kBytes = 34;
+  static HWY_INLINE void decode(const uint8_t* HWY_RESTRICT a, const uint8_t* HWY_RESTRICT b,
+                                Pair (&w)[4]) {
+    Pair d[1];
+    pair_scales(a, b, {size_t(0)}, d);
+    Int16 q[4];
+    widen_pair<int8_t>(a + 2, b + 2, q[0], q[1]);
+    widen_pair<int8_t>(a + 18, b + 18, q[2], q[3]);
+    for (int c = 0; c < 4; ++c) w[c] = mul_pair(q[c], d[0]);
+  }
+};
+
+// 4-bit blocks: the low nibbles of bytes 0..7 and 8..15 are chunks 0 and 1, the high ones 2, 3.
+struct PairQ4_0 {
+  static constexpr size_t kBytes = 18;
+  static HWY_INLINE void decode(const uint8_t* HWY_RESTRICT a, const uint8_t* HWY_RESTRICT b,
+                                Pair (&w)[4]) {
+    Pair d[1];
+    pair_scales(a, b, {size_t(0)}, d);
+    Int16 lo, hi;
+    widen_pair<uint8_t>(a + 2, b + 2, lo, hi);
+    w[0] = mul_pair(add(bits(lo, 0, 15), -8), d[0]);
+    w[1] = mul_pair(add(bits(hi, 0, 15), -8), d[0]);
+    w[2] = mul_pair(add(shr(lo, 4), -8), d[0]);
+    w[3] = mul_pair(add(shr(hi, 4), -8), d[0]);
+  }
+};
+
+struct PairQ4_1 {
+  static constexpr size_t kBytes = 20;
+  static HWY_INLINE void decode(const uint8_t* HWY_RESTRICT a, const uint8_t* HWY_RESTRICT b,
+                                Pair (&w)[4]) {
+    Pair dm[2];
+    pair_scales(a, b, {size_t(0), size_t(2)}, dm);
+    Int16 lo, hi;
+    widen_pair<uint8_t>(a + 4, b + 4, lo, hi);
+    w[0] = fma_pair(bits(lo, 0, 15), dm[0], dm[1]);
+    w[1] = fma_pair(bits(hi, 0, 15), dm[0], dm[1]);
+    w[2] = fma_pair(shr(lo, 4), dm[0], dm[1]);
+    w[3] = fma_pair(shr(hi, 4), dm[0], dm[1]);
+  }
+};
 
 // ---------------------------------------------------------------- rows
 

@@ -13,8 +13,10 @@
 // changes no bits. Packed weights are decoded (decode-inl.h, bit for bit core's decode_to_f32)
 // into an f32 scratch before the same f32 tiles run on them: up to 16 rows, the NR rows of one
 // column tile at a time (in L1, serving every row tile); beyond, a cache block of rows, as the
-// 16-bit panel. So a packed GEMM gives the bits of the f32 GEMM over the decoded weights, for
-// every M and thread count.
+// 16-bit panel. Up to 8 rows (decode steps), blocks of 32 (q8_0, q4_0, q4_1) are instead decoded
+// in registers, two weight rows per AVX-512 vector, and multiplied as they come, with the same
+// per-output instruction sequence. So a packed GEMM gives the bits of the f32 GEMM over the
+// decoded weights, for every M and thread count.
 //   M = rows (tokens), N = output features, K = input features, MR x NR = register tile
 #include <algorithm>
 #include <array>
@@ -214,6 +216,140 @@ void gemm_columns_packed(const float* x, const uint8_t* w, size_t row_bytes, Dec
   }
 }
 
+// ---------------------------------------------------------------- packed, decode steps
+// Up to kPairRows activation rows, blocks of 32 (q8_0, q4_0, q4_1) are decoded in registers, two
+// weight rows per Pair (decode-inl.h), and multiplied as they come: no decoded row goes through
+// memory, and one AVX-512 instruction carries two rows' 8-lane chains. Each output is the same
+// fused multiply-add chain over k ascending, then the same reduce8x8 tree and + bias, as
+// gemm_tile's over decode_row's floats: the same bits (R2; packed_test checks M = 1..65 against
+// M = 1 and against the f32 gemm over the decoded weights). A column tile of kPairCols weight
+// rows serves row tiles of up to 4 activation rows, decoded again for each (from L1).
+constexpr size_t kPairRows = 8;
+
+// Pairs per call: the accumulators and a block's activation chunks fit in the registers.
+template <size_t MR>
+constexpr size_t pairs_per_tile() {
+  if constexpr (kWSub == 1) return MR <= 2 ? 4 : 2;
+  return MR == 1 ? 2 : 1;
+}
+constexpr size_t kPairCols = 2 * pairs_per_tile<1>();  // weight rows per column tile
+// Column tiles ahead that are prefetched into L2, at the pace this one is consumed.
+constexpr size_t kPairPfTiles = 1;
+
+// out[m, i] = sum over k of x[m, k] * (decoded row i), for the 2 NP rows (a, b of each pair).
+// `next`, if set, is a later column tile (kPairCols contiguous rows), prefetched into L2.
+template <size_t MR, size_t NP, class Codec>
+HWY_NOINLINE void gemm_pairs_tile(const float* HWY_RESTRICT x,  // [MR, K], row stride K
+                                  size_t k_dim,
+                                  const uint8_t* const* rows,  // [2 NP] packed rows
+                                  float* HWY_RESTRICT out,     // [MR, ldo]
+                                  size_t ldo, const uint8_t* next) {
+  constexpr size_t kPfBytes = kPairCols * Codec::kBytes;  // next-tile bytes per block
+  const char* pf = reinterpret_cast<const char*>(next);
+  Pair acc[MR][NP];
+  for (size_t m = 0; m < MR; ++m)
+    for (size_t p = 0; p < NP; ++p) acc[m][p] = zero_pair();
+  const uint8_t* r[2 * NP];
+  for (size_t i = 0; i < 2 * NP; ++i) r[i] = rows[i];
+  for (size_t k = 0; k < k_dim; k += 32) {
+    if (pf) {
+      for (size_t b = 0; b < kPfBytes; b += 64) __builtin_prefetch(pf + b, 0, 2);
+      pf += kPfBytes;
+    }
+    for (size_t p = 0; p < NP; ++p) {
+      Pair w[4];
+      Codec::decode(r[2 * p], r[2 * p + 1], w);
+      for (size_t c = 0; c < 4; ++c)
+        for (size_t m = 0; m < MR; ++m) fma_pair(dup8(x + m * k_dim + k + 8 * c), w[c], acc[m][p]);
+    }
+    for (size_t i = 0; i < 2 * NP; ++i) r[i] += Codec::kBytes;
+  }
+  constexpr size_t kOut = MR * 2 * NP, kSlots = (kOut + 7) / 8 * 8;
+  Acc8 a8[kSlots];
+  for (size_t m = 0; m < MR; ++m)
+    for (size_t p = 0; p < NP; ++p)
+      split_pair(acc[m][p], a8[m * 2 * NP + 2 * p], a8[m * 2 * NP + 2 * p + 1]);
+  for (size_t i = kOut; i < kSlots; ++i) a8[i] = zero8();
+  float sums[kSlots];
+  for (size_t g = 0; g < kSlots; g += 8) reduce8x8(a8 + g, sums + g);
+  for (size_t m = 0; m < MR; ++m)
+    for (size_t i = 0; i < 2 * NP; ++i) out[m * ldo + i] = sums[m * 2 * NP + i];
+}
+
+// out[m, 0 .. 2 pairs) for MR activation rows: calls of pairs_per_tile<MR>() pairs, then single
+// pairs.
+template <class Codec, size_t MR>
+void gemm_pairs_rows(const float* x, size_t k_dim, const uint8_t* const* rows, size_t pairs,
+                     float* out, const uint8_t* next) {
+  constexpr size_t kNp = pairs_per_tile<MR>();
+  size_t p = 0;
+  for (; p + kNp <= pairs; p += kNp, next = nullptr)
+    gemm_pairs_tile<MR, kNp, Codec>(x, k_dim, rows + 2 * p, out + 2 * p, 2 * pairs, next);
+  for (; p < pairs; ++p, next = nullptr)
+    gemm_pairs_tile<MR, 1, Codec>(x, k_dim, rows + 2 * p, out + 2 * p, 2 * pairs, next);
+}
+
+// Columns [c0, c1) of y for all m_dim <= kPairRows rows: column tiles of kPairCols weight rows
+// (an odd last row paired with itself), each serving row tiles of up to 4 rows.
+template <class Codec>
+void gemm_pairs_columns(const float* x, const uint8_t* w, size_t row_bytes, const float* bias,
+                        float* y, size_t m_dim, size_t n_dim, size_t k_dim, size_t c0, size_t c1) {
+  const uint8_t* rows[kPairCols];
+  float out[4 * kPairCols];
+  for (size_t n = c0; n < c1; n += kPairCols) {
+    const size_t cols = std::min(kPairCols, c1 - n), pairs = (cols + 1) / 2;
+    for (size_t i = 0; i < 2 * pairs; ++i) rows[i] = w + (n + std::min(i, cols - 1)) * row_bytes;
+    const uint8_t* next = n + (kPairPfTiles + 1) * kPairCols <= c1
+                              ? w + (n + kPairPfTiles * kPairCols) * row_bytes
+                              : nullptr;
+    for (size_t m0 = 0; m0 < m_dim; m0 += 4) {
+      const size_t mr = std::min<size_t>(4, m_dim - m0);
+      const float* xm = x + m0 * k_dim;
+      const uint8_t* pf = m0 == 0 ? next : nullptr;
+      switch (mr) {
+        case 1:
+          gemm_pairs_rows<Codec, 1>(xm, k_dim, rows, pairs, out, pf);
+          break;
+        case 2:
+          gemm_pairs_rows<Codec, 2>(xm, k_dim, rows, pairs, out, pf);
+          break;
+        case 3:
+          gemm_pairs_rows<Codec, 3>(xm, k_dim, rows, pairs, out, pf);
+          break;
+        default:
+          gemm_pairs_rows<Codec, 4>(xm, k_dim, rows, pairs, out, pf);
+          break;
+      }
+      for (size_t m = 0; m < mr; ++m) {
+        for (size_t i = 0; i < cols; ++i) {
+          float v = out[m * 2 * pairs + i];
+          if (bias) v += bias[n + i];
+          y[(m0 + m) * n_dim + n + i] = v;
+        }
+      }
+    }
+  }
+}
+
+using PairColumnsFn = void (*)(const float*, const uint8_t*, size_t, const float*, float*, size_t,
+                               size_t, size_t, size_t, size_t);
+
+// The in-register path for m rows of type t, or nullptr (then decode_row and the f32 tiles).
+PairColumnsFn pair_columns_fn(DType t, int64_t m) {
+  if constexpr (!kHasPairs) return nullptr;
+  if (m > int64_t(kPairRows)) return nullptr;
+  switch (t) {
+    case DType::q8_0:
+      return &gemm_pairs_columns<PairQ8_0>;
+    case DType::q4_0:
+      return &gemm_pairs_columns<PairQ4_0>;
+    case DType::q4_1:
+      return &gemm_pairs_columns<PairQ4_1>;
+    default:
+      return nullptr;
+  }
+}
+
 // Threads only for chunks of at least ~80 us: waking and joining a worker costs tens of
 // microseconds, so a small decode gemm runs faster on one core. A column tile costs about its
 // weight bytes at 20 GB/s, plus its decode for packed weights (~2 G elements/s), plus its
@@ -245,6 +381,16 @@ void gemm_packed(const float* x, const WeightRef& w, const float* bias, int64_t 
   const int64_t n = w.rows, k = w.cols;
   const int64_t n_tiles = (n + int64_t(kNr) - 1) / int64_t(kNr);
   const int64_t grain = column_tile_grain(m, k, double(row_bytes) / double(k), true);
+  if (const PairColumnsFn pairs = pair_columns_fn(w.dtype, m)) {
+    const int64_t pair_tiles = (n + int64_t(kPairCols) - 1) / int64_t(kPairCols);
+    const int64_t pair_grain = std::max<int64_t>(1, grain * int64_t(kNr) / int64_t(kPairCols));
+    pool.parallel_for(pair_tiles, pair_grain, [&](int64_t b, int64_t e) HWY_ATTR {
+      const size_t c0 = size_t(b) * kPairCols;
+      const size_t c1 = std::min(size_t(e) * kPairCols, size_t(n));
+      pairs(x, wb, row_bytes, bias, y, size_t(m), size_t(n), size_t(k), c0, c1);
+    });
+    return;
+  }
   pool.parallel_for(n_tiles, grain, [&](int64_t b, int64_t e) HWY_ATTR {
     const size_t c0 = size_t(b) * kNr;
     const size_t c1 = std::min(size_t(e) * kNr, size_t(n));

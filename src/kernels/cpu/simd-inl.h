@@ -9,7 +9,8 @@
 // whether the accumulator is reduced alone (reduce8) or together with seven others
 // (reduce8x8, a transpose-and-add). A logical accumulator is one 256-bit vector on AVX2 and
 // AVX-512 and kSub narrower vectors elsewhere, so the recipe does not depend on the vector
-// width of the machine.
+// width of the machine. (The packed gemm's decode-step path puts two rows' accumulators side
+// by side in one AVX-512 vector, decode-inl.h's Pair: each lane's chain is unchanged.)
 #if defined(INVAR_KERNELS_CPU_SIMD_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef INVAR_KERNELS_CPU_SIMD_INL_H_
 #undef INVAR_KERNELS_CPU_SIMD_INL_H_

@@ -5,9 +5,11 @@
 // SSE4 are dropped: they lack FMA, so they would only add compile time and a third set of bits.
 //
 // Bits across targets: every reduction works on a logical 8-float accumulator (simd-inl.h), and
-// both x86 targets use 256-bit vectors with fused multiply-add, so AVX2 and AVX-512 machines give
-// identical results (tests/ops/targets_test.cpp). The fallback targets are batch invariant too,
-// but may round differently from AVX2 (no FMA on the scalar target).
+// both x86 targets run it lane by lane with fused multiply-adds (256-bit vectors; AVX-512 also
+// carries two rows' accumulators in one 512-bit vector where packed weights are decoded in
+// registers), so AVX2 and AVX-512 machines give identical results (tests/ops/targets_test.cpp,
+// and packed_test.cpp on each target against the f32 gemm). The fallback targets are batch
+// invariant too, but may round differently from AVX2 (no FMA on the scalar target).
 #pragma once
 
 #ifndef HWY_DISABLED_TARGETS
