@@ -41,6 +41,7 @@ struct ServeArgs {
   int step_tokens = 0;  // 0: per device (kCudaStepTokens, kCpuStepTokens)
   int max_queue = 1024;
   int kv_blocks = 0;
+  int block_size = 16;  // tokens per KV cache block (page)
   bool no_prefix_cache = false;
   bool host_sampling = false;
   bool enforce_eager = false;
@@ -123,6 +124,7 @@ int run_serve(const ServeArgs& a) {
                                            : kCpuStepTokens;
   eo.max_queue = a.max_queue;
   eo.kv_blocks = a.kv_blocks;
+  eo.block_size = a.block_size;
   eo.prefix_cache = !a.no_prefix_cache;
   eo.host_sampling = a.host_sampling;
   eo.enforce_eager = a.enforce_eager;
@@ -220,6 +222,10 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--kv-blocks", a->kv_blocks,
                   "KV cache blocks (0: CPU, enough for --max-running; CUDA, from GPU memory)")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--block-size", a->block_size,
+                  "Tokens per KV cache block, the unit of paging and prefix reuse (the same bits "
+                  "at any size)")
+      ->check(CLI::IsMember({1, 8, 16, 32, 64, 128}));
   cmd->add_flag("--no-prefix-cache", a->no_prefix_cache, "Do not reuse KV blocks of prefixes");
   cmd->add_flag("--enforce-eager", a->enforce_eager,
                 "CUDA: launch every kernel of a step, no CUDA graphs (same bits, slower)");
