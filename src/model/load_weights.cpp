@@ -273,10 +273,11 @@ Result<ModelWeights> read_weights(const ModelConfig& c, const std::string& where
 }
 
 // An F8_E4M3 matrix times its block scales (`<name>_scale_inv`, Fp8Quantization), multiplied in
-// f32 as transformers' dequantization does, into `out` as f32 or bf16.
+// f32 as transformers' dequantization does, into `out` as f32 or bf16; the codes and scales
+// themselves into `blocks`.
 Status read_fp8_block_scaled(const SafetensorsSet& set, const Fp8Quantization& fp8,
                              const std::string& name, const std::vector<int64_t>& shape,
-                             DType dtype, uint8_t* out) {
+                             DType dtype, uint8_t* out, Fp8Blocks& blocks) {
   if (!fp8.enabled()) {
     return Status::errorf(
         "{}: tensor '{}' is F8_E4M3 but config.json has no fp8 quantization_config (its block "
@@ -304,6 +305,12 @@ Status read_fp8_block_scaled(const SafetensorsSet& set, const Fp8Quantization& f
   std::vector<float> w(size_t(rows * cols)), sc(size_t(grid[0] * grid[1]));
   INVAR_RETURN_IF_ERROR(set.read_tensor(name, DType::f32, w.data()));
   INVAR_RETURN_IF_ERROR(set.read_tensor(scale_name, DType::f32, sc.data()));
+  // Every E4M3 value is exact in f32, so encoding it again gives back the stored code.
+  blocks.block_rows = br;
+  blocks.block_cols = bc;
+  blocks.codes.resize(w.size());
+  for (size_t i = 0; i < w.size(); ++i) blocks.codes[i] = f32_to_fp8_e4m3(w[i]);
+  blocks.scales = sc;
   for (int64_t i = 0; i < rows; ++i) {
     const float* srow = sc.data() + (i / br) * grid[1];
     float* wrow = w.data() + i * cols;
@@ -397,11 +404,14 @@ Result<LoadedModel> load_hf_model(const std::string& dir, const std::string& sin
   HostTensor fused;  // the last fused tensor read, kept for its other slots
   std::string fused_name;
   // FP8 tensors come dequantized (f32 unless --weight-dtype bf16); the others as converted.
+  // `fp8`: where an FP8 tensor's codes and scales go (nullptr: dropped).
   auto read = [&](const std::string& name, const std::vector<int64_t>& shape, DType dtype,
-                  uint8_t* out) -> Status {
-    if (set.find_tensor(name)->dtype == "F8_E4M3")
-      return read_fp8_block_scaled(set, m.config.fp8, name, shape, dtype, out);
-    return set.read_tensor(name, dtype, out);
+                  uint8_t* out, std::shared_ptr<const Fp8Blocks>* fp8) -> Status {
+    if (set.find_tensor(name)->dtype != "F8_E4M3") return set.read_tensor(name, dtype, out);
+    auto blocks = std::make_shared<Fp8Blocks>();
+    INVAR_RETURN_IF_ERROR(read_fp8_block_scaled(set, m.config.fp8, name, shape, dtype, out, *blocks));
+    if (fp8) *fp8 = std::move(blocks);
+    return {};
   };
   auto load = [&](const std::string& name, const WeightSlot& s,
                   const RowBlock* block) -> Result<HostTensor> {
@@ -412,12 +422,13 @@ Result<LoadedModel> load_hf_model(const std::string& dir, const std::string& sin
     }
     HostTensor h = HostTensor::zeros(dtype, s.shape);
     if (!block) {
-      INVAR_RETURN_IF_ERROR(read(name, s.shape, dtype, h.bytes.data()));
+      INVAR_RETURN_IF_ERROR(read(name, s.shape, dtype, h.bytes.data(), &h.fp8));
       return h;
     }
+    // A slice of a fused tensor keeps only its values: its FP8 blocks could straddle slots.
     if (fused_name != name || fused.dtype != dtype) {
       fused = HostTensor::zeros(dtype, block->file_shape);
-      INVAR_RETURN_IF_ERROR(read(name, block->file_shape, dtype, fused.bytes.data()));
+      INVAR_RETURN_IF_ERROR(read(name, block->file_shape, dtype, fused.bytes.data(), nullptr));
       fused_name = name;
     }
     const size_t row_bytes = dtype_row_bytes(dtype, s.shape[1]);

@@ -197,11 +197,18 @@ bool is_fp8_role(WeightRole r) {
 
 // Quantizes an f32 [rows, cols] matrix as FP8 checkpoints are made, one scale per block:
 // scale = amax / 448, code = e4m3(w / scale); and stores code * scale in f32, what the loader's
-// dequantization of such a checkpoint gives (Fp8Quantization). Blocks are independent, so
-// threads over block rows do not change bits.
+// dequantization of such a checkpoint gives (Fp8Quantization), and the codes and scales in
+// t.fp8, as the loader keeps a checkpoint's. Blocks are independent, so threads over block
+// rows do not change bits.
 void round_to_fp8_blocks(HostTensor& t, int block_rows, int block_cols) {
   const int64_t rows = t.shape[0], cols = t.shape[1];
   const int64_t grid_rows = (rows + block_rows - 1) / block_rows;
+  const int64_t grid_cols = (cols + block_cols - 1) / block_cols;
+  auto blocks = std::make_shared<Fp8Blocks>();
+  blocks->block_rows = block_rows;
+  blocks->block_cols = block_cols;
+  blocks->codes.resize(size_t(rows * cols));
+  blocks->scales.resize(size_t(grid_rows * grid_cols));
   float* w = t.f32();
   for_ranges(grid_rows, int64_t(block_rows) * cols, [&](int64_t begin, int64_t end) {
     for (int64_t gr = begin; gr < end; ++gr) {
@@ -212,14 +219,18 @@ void round_to_fp8_blocks(HostTensor& t, int block_rows, int block_cols) {
         for (int64_t r = r0; r < r1; ++r)
           for (int64_t c = c0; c < c1; ++c) amax = std::max(amax, std::fabs(w[r * cols + c]));
         const float scale = amax > 0.0f ? amax / 448.0f : 1.0f;
+        blocks->scales[size_t(gr * grid_cols + c0 / block_cols)] = scale;
         for (int64_t r = r0; r < r1; ++r)
           for (int64_t c = c0; c < c1; ++c) {
             float& x = w[r * cols + c];
-            x = fp8_e4m3_to_f32(f32_to_fp8_e4m3(x / scale)) * scale;
+            const uint8_t code = f32_to_fp8_e4m3(x / scale);
+            blocks->codes[size_t(r * cols + c)] = code;
+            x = fp8_e4m3_to_f32(code) * scale;
           }
       }
     }
   });
+  t.fp8 = std::move(blocks);
 }
 
 }  // namespace
@@ -262,6 +273,7 @@ ModelWeights random_weights(const ModelConfig& config, uint64_t seed, DType weig
         HostTensor b = HostTensor::zeros(DType::bf16, s.shape);
         uint16_t* o = reinterpret_cast<uint16_t*>(b.bytes.data());
         for (int64_t i = 0; i < b.numel(); ++i) o[i] = f32_to_bf16(s.tensor->f32()[i]);
+        b.fp8 = s.tensor->fp8;
         *s.tensor = std::move(b);
       }
     }

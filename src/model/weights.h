@@ -40,11 +40,22 @@ class HostBytes {
   size_t size_ = 0;
 };
 
+// What an FP8 checkpoint stores for a matrix (Fp8Quantization): E4M3 codes and one f32 scale
+// per block_rows x block_cols block. Kept beside the dequantized values for backends with FP8
+// GEMMs (CUDA on Hopper); the CPU kernels read the dequantized values.
+struct Fp8Blocks {
+  int64_t block_rows = 0, block_cols = 0;
+  std::vector<uint8_t> codes;  // [rows, cols]
+  std::vector<float> scales;   // [ceil(rows / block_rows), ceil(cols / block_cols)], row-major
+};
+
 // A contiguous, row-major host tensor of any DType (packed rows: dtype_row_bytes each).
 struct HostTensor {
   DType dtype = DType::f32;
   std::vector<int64_t> shape;
   HostBytes bytes;
+  // FP8 checkpoints' matrices only: the codes and scales `bytes` were dequantized from.
+  std::shared_ptr<const Fp8Blocks> fp8;
 
   bool empty() const { return bytes.empty(); }
   int64_t numel() const;

@@ -274,6 +274,13 @@ TEST(LoadModel, TinyQwen3Fp8DequantizesBlockScales) {
                 values[size_t(i * 64 + j)] * scales[size_t(i / 32 * 2 + j / 32)])
           << i << ", " << j;
   EXPECT_NE(scales[0], scales[7]);
+  // The file's codes and scales are kept beside the values (HostTensor::fp8).
+  ASSERT_TRUE(q.fp8);
+  EXPECT_EQ(q.fp8->block_rows, 32);
+  EXPECT_EQ(q.fp8->scales, scales);
+  for (int i = 0; i < 128 * 64; ++i)
+    ASSERT_EQ(fp8_e4m3_to_f32(q.fp8->codes[size_t(i)]), values[size_t(i)]) << i;
+  EXPECT_FALSE(m->weights.embedding.fp8);
   EXPECT_EQ(m->weights.embedding.dtype, DType::f32);
   LoadOptions bf16;
   bf16.weight_dtype = DType::bf16;

@@ -98,6 +98,21 @@ TEST(RandomModel, Fp8ConfigGivesBlockScaledE4m3Weights) {
   EXPECT_GT(fp8_grid_error(w.embedding, br, bc), 1000.0);
   EXPECT_TRUE(w.embedding.bytes == plain.embedding.bytes);
   EXPECT_FALSE(w.layers[0].wq.bytes == L0.wq.bytes);
+  // The codes and scales are kept (HostTensor::fp8, for FP8 GEMMs): code x scale is the value.
+  for (const model::HostTensor* m : {&w.layers[1].wq, &w.layers[1].w_down}) {
+    ASSERT_TRUE(m->fp8);
+    EXPECT_EQ(m->fp8->block_rows, br);
+    const int64_t cols = m->shape[1], grid_cols = (cols + bc - 1) / bc;
+    for (int64_t i = 0; i < m->numel(); ++i) {
+      const int64_t r = i / cols, col = i % cols;
+      ASSERT_EQ(fp8_e4m3_to_f32(m->fp8->codes[size_t(i)]) *
+                    m->fp8->scales[size_t(r / br * grid_cols + col / bc)],
+                m->f32()[i])
+          << i;
+    }
+  }
+  EXPECT_FALSE(w.embedding.fp8);
+  EXPECT_FALSE(L0.wq.fp8);
   // Quantizing moves each weight by at most half an E4M3 step (1/16 of it) of its block's range.
   const float* q = w.layers[0].w_down.f32();
   const float* p = L0.w_down.f32();
