@@ -52,6 +52,7 @@ TOKENS = {
     "llama3_2": ("<|begin_of_text|>", "<|eot_id|>"),
     "mistral_v0_3": ("<s>", "</s>"),
     "mistral_nemo": ("<s>", "</s>"),
+    "mistral_small_3_2": ("<s>", "</s>"),
     "gemma2": ("<bos>", "<eos>"),
     "gemma3": ("<bos>", "<eos>"),
     "phi3_5": ("<s>", "<|endoftext|>"),

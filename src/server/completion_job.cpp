@@ -198,7 +198,7 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
       head.index = i;
       head.first = !started_[size_t(i)];
       started_[size_t(i)] = true;
-      head.tool_call = {slots[size_t(update.call)], new_tool_call_id(request_.tool_format),
+      head.tool_call = {slots[size_t(update.call)], tool_call_id(update.id, request_.tool_format),
                         update.text, ""};
       exchange_->send_chunk(sse_event(format_chunk(header_, request_, head, tok_)));
       return;

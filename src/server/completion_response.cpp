@@ -160,7 +160,7 @@ Json chat_message(const CompletionRequest& request, const std::string& text, boo
   *called = true;
   Json calls = Json::array();
   for (const ToolCall& c : parsed.calls) {
-    calls.push_back({{"id", new_tool_call_id(request.tool_format)},
+    calls.push_back({{"id", tool_call_id(c.id, request.tool_format)},
                      {"type", "function"},
                      {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
   }

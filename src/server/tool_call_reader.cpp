@@ -8,15 +8,24 @@ namespace invar::server {
 namespace {
 
 constexpr std::string_view kArgsTag = "[ARGS]";
-constexpr size_t kMaxNameBytes = 64;  // OpenAI's limit on function names, which tools follow
+constexpr std::string_view kCallIdTag = "[CALL_ID]";
+constexpr size_t kMistralIdBytes = 9;  // the only id length Mistral's templates accept
+constexpr size_t kMaxNameBytes = 64;   // OpenAI's limit on function names, which tools follow
 
 bool is_space(char c) {
   return c == ' ' || c == '\n' || c == '\t' || c == '\r';
 }
 
+bool is_alphanumeric(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
 bool is_name_byte(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-         c == '-' || c == '.';
+  return is_alphanumeric(c) || c == '_' || c == '-' || c == '.';
+}
+
+bool starts(std::string_view tag, std::string_view text) {
+  return tag.substr(0, text.size()) == text;
 }
 
 }  // namespace
@@ -27,13 +36,19 @@ size_t ToolCallReader::read(std::string_view text) {
     bool ok = false;
     if (slot_ != Slot::none)
       ok = read_value(text, &at);
-    else if (expect_ == Expect::name || expect_ == Expect::args_tag)
+    else if (expect_ == Expect::name || expect_ == Expect::call_id || expect_ == Expect::tag)
       ok = step_name(text[at], &at);
     else
       ok = step_object(text[at], &at);
     if (!ok) break;
   }
   return at;
+}
+
+std::string ToolCallReader::call_id() const {
+  const bool valid = call_id_.size() == kMistralIdBytes &&
+                     std::all_of(call_id_.begin(), call_id_.end(), is_alphanumeric);
+  return valid ? call_id_ : std::string();
 }
 
 std::string ToolCallReader::take_arguments() {
@@ -92,39 +107,58 @@ bool ToolCallReader::step_object(char c, size_t* at) {
       expect_ = Expect::key;
       break;
     case Expect::name:
-    case Expect::args_tag:
+    case Expect::call_id:
+    case Expect::tag:
       return fail();  // read by step_name
   }
   ++*at;
   return true;
 }
 
-// Mistral v11: the name, then [ARGS] or directly the arguments object.
+// Mistral v11 and later: the name, optionally [CALL_ID] and the id, then [ARGS] or directly the
+// arguments object. The id may be any name-like word: one that is not 9 letters and digits is
+// read (the call stands) but not kept (call_id()).
 bool ToolCallReader::step_name(char c, size_t* at) {
-  if (expect_ == Expect::args_tag) {
-    if (c != kArgsTag[tag_at_]) return fail();
-    if (++tag_at_ == kArgsTag.size()) {
-      expect_ = Expect::value;
-      next_slot_ = Slot::arguments;
-    }
+  if (expect_ == Expect::tag) {
+    if (!step_tag(c)) return fail();
     ++*at;
     return true;
   }
-  if (!name_.empty() && c == '{') {
+  std::string& word = expect_ == Expect::name ? name_ : call_id_;
+  // After [CALL_ID] the id may be empty; a name may not.
+  const bool may_end = !word.empty() || expect_ == Expect::call_id;
+  if (may_end && c == '{') {
     expect_ = Expect::value;
     next_slot_ = Slot::arguments;
     return true;  // the object is the arguments reader's to take
   }
-  if (!name_.empty() && c == kArgsTag[0]) {
-    expect_ = Expect::args_tag;
-    tag_at_ = 1;
-  } else if (is_name_byte(c) && name_.size() < kMaxNameBytes) {
-    name_ += c;
+  if (may_end && c == '[') {
+    tag_after_ = expect_;
+    tag_.assign(1, '[');  // (not = "[": GCC 12 at -O3 warns falsely about it)
+    expect_ = Expect::tag;
+  } else if (is_name_byte(c) && word.size() < kMaxNameBytes) {
+    word += c;
   } else {
     return fail();
   }
   ++*at;
   return true;
+}
+
+// One more byte of a tag: [ARGS] after the name or the id, [CALL_ID] after the name only.
+bool ToolCallReader::step_tag(char c) {
+  tag_ += c;
+  if (tag_ == kArgsTag) {
+    expect_ = Expect::value;
+    next_slot_ = Slot::arguments;
+    return true;
+  }
+  const bool id_allowed = tag_after_ == Expect::name;
+  if (id_allowed && tag_ == kCallIdTag) {
+    expect_ = Expect::call_id;
+    return true;
+  }
+  return starts(kArgsTag, tag_) || (id_allowed && starts(kCallIdTag, tag_));
 }
 
 // A key or value, through its JsonReader; what comes after it once it ends.

@@ -1,8 +1,9 @@
 // Reads one tool call as its text arrives, in either shape models write a call in:
 //   object               {"name": "f", "arguments": {...}} ("parameters" for "arguments" too;
 //                        other keys allowed and ignored; any key order)
-//   name_then_arguments  Mistral v11: f[ARGS]{...}, or f{...} when the [ARGS] token's text
-//                        was left out of the output
+//   name_then_arguments  Mistral v11 and later: f[ARGS]{...}, f[CALL_ID]id[ARGS]{...} (the id
+//                        the model gives its call: Mistral-Small-3.2, Magistral, Devstral), or
+//                        f{...} when the [ARGS] token's text was left out of the output
 // The arguments are written again as json.dumps writes them (json_reader.h), piece by piece,
 // so that a stream can send them as they come. A call is valid only when the whole shape is
 // well-formed JSON with a non-empty string name and an object of arguments; a repeated key,
@@ -34,6 +35,9 @@ class ToolCallReader {
   // be announced and its arguments sent as they come.
   bool begun() const { return !name_.empty() && args_ && args_->first_byte() == '{'; }
   const std::string& name() const { return name_; }
+  // The id after [CALL_ID] when it is one Mistral's templates take back (9 letters and digits);
+  // empty when the call has none, or another (the caller gives it a fresh id).
+  std::string call_id() const;
   // The arguments' text (json.dumps' form) read since the last take.
   std::string take_arguments();
 
@@ -46,12 +50,14 @@ class ToolCallReader {
     value,
     comma_or_close,
     name,
-    args_tag
+    call_id,
+    tag  // a [...] tag after the name or the id
   };
   enum class Slot : uint8_t { none, key, name, arguments, other };
 
   bool step_object(char c, size_t* at);
   bool step_name(char c, size_t* at);
+  bool step_tag(char c);
   bool read_value(std::string_view text, size_t* at);
   bool end_key(const std::string& key);
   bool close_object();
@@ -68,7 +74,11 @@ class ToolCallReader {
   std::string arguments_;  // written, not yet taken
   bool seen_name_ = false, seen_args_ = false;
   std::vector<std::string> other_keys_;
-  size_t tag_at_ = 0;  // name_then_arguments: how much of "[ARGS]" has matched
+  // name_then_arguments: the tag read so far ("[", "[A", ...), what it follows (name or id),
+  // and the id as written
+  std::string tag_;
+  Expect tag_after_ = Expect::name;
+  std::string call_id_;
 };
 
 }  // namespace invar::server

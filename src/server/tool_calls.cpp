@@ -116,7 +116,8 @@ void ToolCallStream::start_call(ToolCallReader::Shape shape) {
 // Announces the call once it may be, then passes on what its arguments have added.
 void ToolCallStream::publish_progress(ToolCallDelta* out) {
   if (!announced_ && reader_->begun()) {
-    out->updates.push_back({ToolCallUpdate::Kind::begin, calls_begun_++, reader_->name()});
+    out->updates.push_back(
+        {ToolCallUpdate::Kind::begin, calls_begun_++, reader_->name(), reader_->call_id()});
     announced_ = true;
   }
   if (!announced_) return;  // arguments written before the name wait in the reader
@@ -129,7 +130,7 @@ void ToolCallStream::publish_progress(ToolCallDelta* out) {
 void ToolCallStream::complete_call(ToolCallDelta* out) {
   publish_progress(out);
   out->updates.push_back({ToolCallUpdate::Kind::end, calls_begun_ - 1, ""});
-  out->calls.push_back({reader_->name(), std::move(arguments_)});
+  out->calls.push_back({reader_->name(), std::move(arguments_), reader_->call_id()});
   arguments_.clear();
   announced_ = false;
   reader_.reset();
@@ -373,6 +374,10 @@ std::string new_tool_call_id(ToolCallFormat format) {
   }
   uint64_t hi = rng(), lo = rng();
   return fmt::format("call_{:08x}{:016x}", uint32_t(hi), lo);
+}
+
+std::string tool_call_id(const std::string& model_id, ToolCallFormat format) {
+  return model_id.empty() ? new_tool_call_id(format) : model_id;
 }
 
 }  // namespace invar::server

@@ -5,7 +5,9 @@
 //                several such objects separated by ';', optionally after <|python_tag|>
 //   mistral      Mistral: [TOOL_CALLS] then a JSON list of {"name": ..., "arguments": {...}}
 //                (v0.3, Nemo), or [TOOL_CALLS]name[ARGS]{...} per call (v11 tokenizers and
-//                later; name{...} when the [ARGS] token's text is left out), after any content
+//                later; name{...} when the [ARGS] token's text is left out), or
+//                [TOOL_CALLS]name[CALL_ID]id[ARGS]{...} per call (Mistral-Small-3.2, Magistral,
+//                Devstral: the model names its call), after any content
 // A call whose JSON is malformed (or lacks a name or an object of arguments) is not a call:
 // its text stays in the content, exactly as the model wrote it. Pure text processing: no I/O.
 #pragma once
@@ -34,6 +36,9 @@ struct ToolCall {
   std::string name;
   // A JSON object as text, keys in the model's order, spaced as Python's json.dumps (vLLM).
   std::string arguments;
+  // The id the model gave the call ([CALL_ID], when 9 letters and digits); empty: the response
+  // gives it a fresh one (new_tool_call_id).
+  std::string id = {};
 };
 
 // One step of a call as a stream learns it, in output order.
@@ -48,6 +53,7 @@ struct ToolCallUpdate {
   Kind kind;
   int call;  // the call's number in this output, from 0; broken calls keep theirs
   std::string text;
+  std::string id = {};  // begin: the id the model gave the call (ToolCall::id), or empty
 };
 
 // What one piece of output turned into: text for the content, the calls completed by it
@@ -136,5 +142,7 @@ ToolCallDelta parse_tool_calls(ToolCallFormat format, std::string_view text);
 // A fresh id for a call: "call_" and 24 random hexadecimal digits (OpenAI's shape); for
 // mistral 9 random letters and digits, the only ids Mistral's chat templates accept back.
 std::string new_tool_call_id(ToolCallFormat format = ToolCallFormat::hermes);
+// The id a response gives a call: the model's own (ToolCall::id), else a fresh one.
+std::string tool_call_id(const std::string& model_id, ToolCallFormat format);
 
 }  // namespace invar::server

@@ -3,7 +3,10 @@
 // of the stream's pieces (1 to 256 bytes), the rest is the output. Streaming it in those pieces
 // gives exactly the content and calls of the whole, and each call's streamed arguments pieces
 // make its arguments; an output with no call is all content, byte for byte; every call has a
-// name and arguments that are a JSON object.
+// name and arguments that are a JSON object, and the same id streamed (the one its begin
+// announced) as whole: none, or 9 letters and digits (Mistral's [CALL_ID]).
+#include <algorithm>
+#include <cctype>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -28,12 +31,13 @@ int fuzz_tool_calls(const uint8_t* data, size_t size) {
   const server::ToolCallDelta whole = server::parse_tool_calls(format, text);
   server::ToolCallStream stream(format);
   server::ToolCallDelta streamed;
-  std::map<int, std::string> arguments;  // by call number, from the updates
+  std::map<int, std::string> arguments, ids;  // by call number, from the updates
   std::vector<int> ended;
   auto add = [&](server::ToolCallDelta d) {
     streamed.content += d.content;
     for (auto& c : d.calls) streamed.calls.push_back(std::move(c));
     for (const auto& u : d.updates) {
+      if (u.kind == server::ToolCallUpdate::Kind::begin) ids[u.call] = u.id;
       if (u.kind == server::ToolCallUpdate::Kind::arguments) arguments[u.call] += u.text;
       if (u.kind == server::ToolCallUpdate::Kind::end) ended.push_back(u.call);
     }
@@ -46,13 +50,22 @@ int fuzz_tool_calls(const uint8_t* data, size_t size) {
                    streamed.calls.size(), whole.calls.size());
   INVAR_FUZZ_CHECK(ended.size() == streamed.calls.size(), "{} calls ended, {} completed",
                    ended.size(), streamed.calls.size());
-  for (size_t i = 0; i < ended.size() && i < streamed.calls.size(); ++i)
+  for (size_t i = 0; i < ended.size() && i < streamed.calls.size(); ++i) {
     INVAR_FUZZ_CHECK(arguments[ended[i]] == streamed.calls[i].arguments,
                      "call {}'s streamed arguments differ from its arguments", i);
+    INVAR_FUZZ_CHECK(ids[ended[i]] == streamed.calls[i].id,
+                     "call {}'s id differs from the one its begin announced", i);
+  }
   for (size_t i = 0; i < whole.calls.size(); ++i) {
     INVAR_FUZZ_CHECK(streamed.calls[i].name == whole.calls[i].name &&
-                         streamed.calls[i].arguments == whole.calls[i].arguments,
+                         streamed.calls[i].arguments == whole.calls[i].arguments &&
+                         streamed.calls[i].id == whole.calls[i].id,
                      "call {} differs streamed", i);
+    const std::string& id = whole.calls[i].id;
+    INVAR_FUZZ_CHECK(id.empty() || (id.size() == 9 &&
+                                    std::all_of(id.begin(), id.end(),
+                                                [](char c) { return std::isalnum(uint8_t(c)); })),
+                     "call {} has the id {}", i, id);
     INVAR_FUZZ_CHECK(!whole.calls[i].name.empty(), "a call without a name");
     const auto args = nlohmann::json::parse(whole.calls[i].arguments, nullptr, false);
     INVAR_FUZZ_CHECK(args.is_object(), "arguments {} are not a JSON object",

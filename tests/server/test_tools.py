@@ -7,7 +7,8 @@ parses a call the model writes (here forced by guided_regex) and keeps malformed
 content (streamed, a call that breaks after it began ends in an error event and finish_reason
 "error"); bad tools are a 400 naming the field; a request with tools gives the same bits alone
 and inside a busy batch (and, with the fast kernels, the negative control, does not). Llama 3.1's
-and Mistral's templates pick their own formats."""
+and Mistral's templates pick their own formats; the ids Mistral models give their calls
+([CALL_ID]) are the calls' ids and go back through the template."""
 
 import asyncio
 import json
@@ -425,5 +426,58 @@ def test_mistral_format_from_the_template():
             deltas += chunk.choices[0].delta.tool_calls or []
         assert "".join(d.function.arguments or "" for d in deltas) == \
             '{"city": "Rome", "unit": "celsius"}'
+    finally:
+        assert s.stop() == 0
+
+
+def test_mistral_call_ids_from_the_model():
+    """Mistral-Small-3.2's template (tokenizer v11) has the model name its calls:
+    [TOOL_CALLS]name[CALL_ID]id[ARGS]{...}, one after another. The model's ids are the calls'
+    ids, whole and streamed, and come back through the template with the calls and their
+    results."""
+    s = InvarServer("--chat-template", os.path.join(TEMPLATES, "mistral_small_3_2.jinja"))
+    try:
+        assert any("tool calls mistral" in line for line in s.log)
+        c = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+        written = ('[TOOL_CALLS]get_weather[CALL_ID]a1B2c3D4e[ARGS]{"city": "Rome", "unit": '
+                   '"celsius"}[TOOL_CALLS]get_time[CALL_ID]Zz9Yy8Xx7[ARGS]{}')
+        body = dict(model=MODEL_NAME, messages=ASK, tools=TOOLS, temperature=0, max_tokens=200,
+                    extra_body={"guided_regex": forced_output_regex(written)})
+        r = c.chat.completions.create(**body)
+        assert r.choices[0].finish_reason == "tool_calls"
+        calls = r.choices[0].message.tool_calls
+        assert [(x.id, x.function.name, x.function.arguments) for x in calls] == [
+            ("a1B2c3D4e", "get_weather", '{"city": "Rome", "unit": "celsius"}'),
+            ("Zz9Yy8Xx7", "get_time", "{}")]
+
+        ids, arguments = {}, {}
+        for chunk in c.chat.completions.create(**body, stream=True):
+            for d in chunk.choices[0].delta.tool_calls or []:
+                if d.id:
+                    ids[d.index] = d.id
+                arguments[d.index] = arguments.get(d.index, "") + (d.function.arguments or "")
+        assert ids == {0: "a1B2c3D4e", 1: "Zz9Yy8Xx7"}
+        assert arguments == {0: calls[0].function.arguments, 1: calls[1].function.arguments}
+
+        # An id the template would refuse back is replaced by one it takes.
+        odd = '[TOOL_CALLS]get_time[CALL_ID]call_1[ARGS]{}'
+        r2 = c.chat.completions.create(**dict(body, extra_body={
+            "guided_regex": forced_output_regex(odd)}))
+        fresh = r2.choices[0].message.tool_calls[0].id
+        assert len(fresh) == 9 and fresh.isalnum()
+
+        # The conversation goes on: the template writes each call with its id, and each result
+        # after the id of the call it answers.
+        messages = ASK + [r.choices[0].message.model_dump(exclude_none=True),
+                          {"role": "tool", "tool_call_id": "a1B2c3D4e", "content": "22 C"},
+                          {"role": "tool", "tool_call_id": "Zz9Yy8Xx7", "content": "14:05"}]
+        second = c.chat.completions.create(model=MODEL_NAME, messages=messages, tools=TOOLS,
+                                           max_tokens=4, extra_body={"return_token_ids": True})
+        prompt_ids = second.model_extra["prompt_token_ids"]
+        prompt = httpx.post(s.url + "/detokenize", json={"tokens": prompt_ids}).json()["prompt"]
+        results = ("[TOOL_RESULTS]a1B2c3D4e[TOOL_CONTENT]22 C[/TOOL_RESULTS]"
+                   "[TOOL_RESULTS]Zz9Yy8Xx7[TOOL_CONTENT]14:05[/TOOL_RESULTS]")
+        assert written in prompt and results in prompt, prompt
+        assert prompt.index(written) < prompt.index(results)
     finally:
         assert s.stop() == 0

@@ -151,8 +151,8 @@ TEST(ChatTemplate, CoversTheTemplatesOfTheBrief) {
   for (const auto& c : golden["cases"])
     if (c.contains("expected") && c["conversation"] == "tool_call_object_args")
       ++tool_calls_rendered[c["template"].get<std::string>()];
-  for (const char* name :
-       {"qwen2_5", "qwen3", "llama3_1", "llama3_2", "mistral_v0_3", "mistral_nemo"})
+  for (const char* name : {"qwen2_5", "qwen3", "llama3_1", "llama3_2", "mistral_v0_3",
+                           "mistral_nemo", "mistral_small_3_2"})
     EXPECT_EQ(tool_calls_rendered[name], 2) << name;
 }
 

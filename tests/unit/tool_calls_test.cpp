@@ -2,8 +2,8 @@
 // into content and calls, whole or fed in pieces (every split point, byte by byte, random
 // pieces: the same content, calls, and streamed arguments text, which concatenated is exactly
 // the call's arguments), arguments streamed as they are read, malformed calls kept as content
-// exactly as written (and `broken` when they had begun), several calls in one output, and the
-// format a template teaches.
+// exactly as written (and `broken` when they had begun), several calls in one output, the ids
+// Mistral models give their calls, and the format a template teaches.
 #include "server/tool_calls.h"
 
 #include <fmt/format.h>
@@ -30,6 +30,7 @@ struct Streamed {
   std::string content;
   std::vector<ToolCall> calls;
   std::map<int, std::string> names, arguments;  // by call number, from begin and arguments
+  std::map<int, std::string> ids;               // by call number, from begin
   std::set<int> ended, broken;
 };
 
@@ -52,6 +53,7 @@ Streamed stream_in_pieces(ToolCallFormat format, std::string_view text,
           EXPECT_FALSE(s.names.count(u.call));
           EXPECT_EQ(u.call, int(s.names.size()));  // numbered in order
           s.names[u.call] = u.text;
+          s.ids[u.call] = u.id;
           break;
         case ToolCallUpdate::Kind::arguments:
           s.arguments[u.call] += u.text;
@@ -79,6 +81,7 @@ Streamed stream_in_pieces(ToolCallFormat format, std::string_view text,
     if (i >= s.calls.size()) break;
     EXPECT_EQ(s.calls[i].name, s.names[call]);
     EXPECT_EQ(s.calls[i].arguments, s.arguments[call]);
+    EXPECT_EQ(s.calls[i].id, s.ids[call]);
     ++i;
   }
   return s;
@@ -118,8 +121,10 @@ void expect_split_invariant(ToolCallFormat format, const std::string& text) {
     for (size_t i = 0; i < s.calls.size(); ++i) {
       EXPECT_EQ(s.calls[i].name, whole.calls[i].name) << where;
       EXPECT_EQ(s.calls[i].arguments, whole.calls[i].arguments) << where;
+      EXPECT_EQ(s.calls[i].id, whole.calls[i].id) << where;
     }
     EXPECT_EQ(s.names, one.names) << where;
+    EXPECT_EQ(s.ids, one.ids) << where;
     EXPECT_EQ(s.arguments, one.arguments) << where;
     EXPECT_EQ(s.broken, one.broken) << where;
   }
@@ -395,6 +400,97 @@ TEST(ToolCalls, MistralNameThenArguments) {
   EXPECT_EQ(s.finish().content, "");
 }
 
+TEST(ToolCalls, MistralCallIds) {
+  // Mistral-Small-3.2, Magistral, Devstral: name[CALL_ID]id[ARGS]{...}, several in a row. The
+  // model's id is the call's: the template wants it back with the call and its result.
+  const std::string out =
+      "Checking both.[TOOL_CALLS]get_weather[CALL_ID]a1B2c3D4e[ARGS]{\"city\": \"Paris\"}"
+      "[TOOL_CALLS]get_time[CALL_ID]Zz9Yy8Xx7[ARGS]{}\n";
+  ToolCallDelta d = parse_tool_calls(kMistral, out);
+  EXPECT_EQ(d.content, "Checking both.");
+  ASSERT_EQ(d.calls.size(), 2u);
+  EXPECT_EQ(d.calls[0].name, "get_weather");
+  EXPECT_EQ(d.calls[0].arguments, R"({"city": "Paris"})");
+  EXPECT_EQ(d.calls[0].id, "a1B2c3D4e");
+  EXPECT_EQ(d.calls[1].name, "get_time");
+  EXPECT_EQ(d.calls[1].arguments, "{}");
+  EXPECT_EQ(d.calls[1].id, "Zz9Yy8Xx7");
+  expect_split_invariant(kMistral, out);
+
+  // Mixed with the forms without an id, in one output.
+  const std::string mixed =
+      "[TOOL_CALLS]f[ARGS]{\"a\": [1, 2]}[TOOL_CALLS]g[CALL_ID]123456789[ARGS]{\"b\": null}"
+      "[TOOL_CALLS]h{}";
+  d = parse_tool_calls(kMistral, mixed);
+  ASSERT_EQ(d.calls.size(), 3u);
+  EXPECT_EQ(d.calls[0].id, "");
+  EXPECT_EQ(d.calls[1].id, "123456789");
+  EXPECT_EQ(d.calls[1].arguments, R"({"b": null})");
+  EXPECT_EQ(d.calls[2].id, "");
+  expect_split_invariant(kMistral, mixed);
+
+  // An id Mistral's templates would refuse back is read (the call stands) but not kept: the
+  // response gives the call a fresh one.
+  for (const std::string call : {
+           "[TOOL_CALLS]f[CALL_ID]abc12[ARGS]{\"a\": 1}",       // too short
+           "[TOOL_CALLS]f[CALL_ID]abcdef1234[ARGS]{\"a\": 1}",  // too long
+           "[TOOL_CALLS]f[CALL_ID]abc_12345[ARGS]{\"a\": 1}",   // not alphanumeric
+           "[TOOL_CALLS]f[CALL_ID][ARGS]{\"a\": 1}",            // empty
+       }) {
+    d = parse_tool_calls(kMistral, call);
+    ASSERT_EQ(d.calls.size(), 1u) << call;
+    EXPECT_EQ(d.calls[0].name, "f");
+    EXPECT_EQ(d.calls[0].arguments, R"({"a": 1})");
+    EXPECT_EQ(d.calls[0].id, "") << call;
+    EXPECT_EQ(d.content, "");
+    expect_split_invariant(kMistral, call);
+  }
+  // The [ARGS] text left out after the id, as after a name.
+  d = parse_tool_calls(kMistral, "[TOOL_CALLS]f[CALL_ID]abc123XYZ{\"a\": 1}");
+  ASSERT_EQ(d.calls.size(), 1u);
+  EXPECT_EQ(d.calls[0].id, "abc123XYZ");
+
+  // Not a call: its text stays content as written.
+  for (const std::string& bad : std::vector<std::string>{
+           "[TOOL_CALLS]f[CALL_ID]abc123XYZ",                             // cut off
+           "[TOOL_CALLS]f[CALL_ID]abc123XYZ[ARGS]",                       // cut off
+           "[TOOL_CALLS]f[CALL_ID]abc123XYZ[ARGS]{\"a\"",                 // cut off
+           "[TOOL_CALLS]f[CALL_ID]abc 123XY[ARGS]{}",                     // a space in the id
+           "[TOOL_CALLS]f[CALL_ID]abc123XYZ[CALL_ID]abc123XYZ[ARGS]{}",   // two ids
+           "[TOOL_CALLS]f[ARGS][CALL_ID]abc123XYZ{}",                     // the id after [ARGS]
+           "[TOOL_CALLS][CALL_ID]abc123XYZ[ARGS]{}",                      // no name
+           "[TOOL_CALLS]f[CALL]abc123XYZ[ARGS]{}",                        // another tag
+           "[TOOL_CALLS]f[CALL_ID]abc123XYZ[ARGS]\"x\"",                  // arguments not an object
+           "[TOOL_CALLS]f[CALL_ID]" + std::string(65, 'a') + "[ARGS]{}",  // id too long to read
+       }) {
+    d = parse_tool_calls(kMistral, bad);
+    EXPECT_TRUE(d.calls.empty()) << bad;
+    EXPECT_EQ(d.content, bad);
+    expect_split_invariant(kMistral, bad);
+  }
+
+  // Streamed: the call begins, id and name known, once its arguments open.
+  ToolCallStream s(kMistral);
+  d = s.feed("[TOOL_CALLS]bash[CALL_");
+  EXPECT_TRUE(d.updates.empty());
+  d = s.feed("ID]k3Jd9sP0q[AR");
+  EXPECT_TRUE(d.updates.empty());
+  d = s.feed("GS]{\"command\": \"ls -");
+  ASSERT_EQ(kinds(d), (std::vector{Kind::begin, Kind::arguments}));
+  EXPECT_EQ(d.updates[0].text, "bash");
+  EXPECT_EQ(d.updates[0].id, "k3Jd9sP0q");
+  EXPECT_EQ(d.updates[1].text, "{\"command\": \"ls -");
+  d = s.feed("l\"}[TOOL_CALLS]pwd[CALL_ID]X2[ARGS]{");
+  ASSERT_EQ(kinds(d), (std::vector{Kind::arguments, Kind::end, Kind::begin, Kind::arguments}));
+  ASSERT_EQ(d.calls.size(), 1u);
+  EXPECT_EQ(d.calls[0].id, "k3Jd9sP0q");
+  EXPECT_EQ(d.updates[2].text, "pwd");
+  EXPECT_EQ(d.updates[2].id, "");  // "X2": not an id the template takes back
+  d = s.feed("}");
+  ASSERT_EQ(kinds(d), (std::vector{Kind::arguments, Kind::end}));
+  EXPECT_EQ(s.finish().content, "");
+}
+
 TEST(ToolCalls, MistralMalformedIsContentAsWritten) {
   for (const std::string out : {
            "[TOOL_CALLS] not json at all",
@@ -449,6 +545,9 @@ TEST(ToolCalls, RandomlyDamagedOutputs) {
        "ok [TOOL_CALLS] [{\"name\": \"add\", \"arguments\": {\"a\": -3.5, \"b\": \"x\\\"y\"}}, "
        "{\"name\": \"neg\", \"arguments\": {\"n\": {\"m\": []}}}]"},
       {kMistral, "[TOOL_CALLS]add[ARGS]{\"a\": 1, \"b\": [2]}[TOOL_CALLS]f{\"s\": \"\\n\"}"},
+      {kMistral,
+       "[TOOL_CALLS]add[CALL_ID]a1B2c3D4e[ARGS]{\"a\": 1}[TOOL_CALLS]f[CALL_ID]Zz9Yy8Xx7[ARGS]"
+       "{\"s\": [true]}"},
       {kLlama,
        "<|python_tag|>{\"name\": \"a\", \"parameters\": {\"s\": 1}}; {\"name\": \"b\", "
        "\"parameters\": {}}"},
@@ -485,8 +584,10 @@ TEST(ToolCalls, RandomlyDamagedOutputs) {
       const Streamed s = stream_in_pieces(format, text, cuts);
       EXPECT_EQ(s.content, whole.content) << text;
       ASSERT_EQ(s.calls.size(), whole.calls.size()) << text;
-      for (size_t i = 0; i < s.calls.size(); ++i)
+      for (size_t i = 0; i < s.calls.size(); ++i) {
         EXPECT_EQ(s.calls[i].arguments, whole.calls[i].arguments) << text;
+        EXPECT_EQ(s.calls[i].id, whole.calls[i].id) << text;
+      }
     }
   }
 }
@@ -507,6 +608,7 @@ TEST(ToolCalls, FormatOfRealTemplates) {
   EXPECT_EQ(tool_call_format_for_template(template_source("smollm2.jinja")), kHermes);
   EXPECT_EQ(tool_call_format_for_template(template_source("mistral_v0_3.jinja")), kMistral);
   EXPECT_EQ(tool_call_format_for_template(template_source("mistral_nemo.jinja")), kMistral);
+  EXPECT_EQ(tool_call_format_for_template(template_source("mistral_small_3_2.jinja")), kMistral);
 }
 
 TEST(ToolCalls, FormatNamesAndTemplates) {
@@ -525,6 +627,10 @@ TEST(ToolCalls, FormatNamesAndTemplates) {
   const std::string mistral_id = new_tool_call_id(kMistral);
   EXPECT_EQ(mistral_id.size(), 9u);
   for (char c : mistral_id) EXPECT_TRUE(std::isalnum(static_cast<unsigned char>(c))) << c;
+  // A call the model gave an id keeps it; one without gets a fresh id.
+  EXPECT_EQ(tool_call_id("a1B2c3D4e", kMistral), "a1B2c3D4e");
+  EXPECT_EQ(tool_call_id("", kMistral).size(), 9u);
+  EXPECT_EQ(tool_call_id("", kHermes).substr(0, 5), "call_");
 }
 
 }  // namespace
