@@ -94,7 +94,8 @@ class LLM:
 
     def generate(self, prompts: Union[Prompt, Sequence[Prompt]],
                  sampling_params: Optional[SamplingParams] = None) -> List[RequestOutput]:
-        """Continues each prompt (text, or a list of token ids); all run batched at once."""
+        """Continues each prompt (text, or a list of token ids); all run batched at once.
+        Ctrl-C raises KeyboardInterrupt at once, with every request of the call cancelled."""
         if isinstance(prompts, str) or _is_token_ids(prompts) and len(prompts) > 0:
             prompts = [prompts]
         prompts = list(prompts)

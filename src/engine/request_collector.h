@@ -3,6 +3,7 @@
 // outcomes (`invar verify`, the engine's invariance tests).
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -16,7 +17,7 @@ namespace invar::engine {
 
 struct RequestOutcome {
   std::vector<int32_t> ids;
-  std::vector<float> logprobs;  // per token: its own, then the top ones
+  std::vector<float> logprobs;                 // per token: its own, then the top ones
   std::vector<std::vector<TokenLogprob>> top;  // per token: the alternatives
   std::vector<PromptLogprob> prompt_logprobs;  // prompt_logprobs >= 0: from the second token on
   std::string text;
@@ -80,6 +81,13 @@ class RequestCollector {
     outcomes_[slot].finish = FinishReason::error;
     outcomes_[slot].error = std::move(why);
     --pending_;
+  }
+
+  // Whether every request has ended, waiting at most `timeout` for it: a caller that must do
+  // something meanwhile (the Python module checks for Ctrl-C) waits in slices.
+  bool wait_for(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return done_.wait_for(lock, timeout, [&] { return pending_ == 0; });
   }
 
   std::vector<RequestOutcome> wait() {

@@ -13,6 +13,7 @@
 #include <nanobind/stl/vector.h>
 
 #include <algorithm>
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -165,12 +166,11 @@ class PythonEngine {
     for (const auto& r : requests)
       for (int c = 0; c < r.choices(); ++c) params.push_back(r.choice_params(c));
 
-    std::vector<engine::RequestOutcome> outcomes;
+    engine::RequestCollector collector;
+    std::vector<uint64_t> submitted;
+    Status refused;
     {
       nb::gil_scoped_release unlocked;  // the engine thread runs while Python goes on
-      engine::RequestCollector collector;
-      std::vector<uint64_t> submitted;
-      Status refused;
       for (size_t slot = 0; slot < params.size(); ++slot) {
         auto id = engine_->submit(params[slot], collector.callback(slot));
         if (id.ok()) {
@@ -186,9 +186,10 @@ class PythonEngine {
         for (uint64_t s : submitted) engine_->cancel(s);
         break;
       }
-      outcomes = collector.wait();
-      if (!refused.ok()) raise(refused);  // unwinding takes the GIL back first
     }
+    wait_interruptibly(collector, submitted);
+    std::vector<engine::RequestOutcome> outcomes = collector.wait();  // all ended: no wait
+    if (!refused.ok()) raise(refused);
 
     std::vector<std::vector<Choice>> out(requests.size());
     size_t slot = 0;
@@ -200,6 +201,33 @@ class PythonEngine {
       }
     }
     return out;
+  }
+
+  // Waits for the requests of one call with the GIL released, in slices; between slices, with
+  // the GIL held, runs Python's signal handlers. When one raises (Ctrl-C: KeyboardInterrupt),
+  // the call's requests are cancelled (each ends at the engine's next step and frees its KV
+  // blocks), awaited, and the exception goes to the caller: the engine is idle again and ready
+  // for the next call. Python runs handlers on its main thread only, so a call from another
+  // thread is not interrupted.
+  void wait_interruptibly(engine::RequestCollector& collector,
+                          const std::vector<uint64_t>& submitted) {
+    constexpr auto kSlice = std::chrono::milliseconds(20);  // how late a Ctrl-C may be seen
+    for (;;) {
+      bool ended = false;
+      {
+        nb::gil_scoped_release unlocked;
+        ended = collector.wait_for(kSlice);
+      }
+      if (ended) return;
+      if (PyErr_CheckSignals() == 0) continue;
+      nb::python_error interrupted;  // takes the pending exception out of the interpreter
+      {
+        nb::gil_scoped_release unlocked;
+        for (uint64_t id : submitted) engine_->cancel(id);
+        collector.wait();
+      }
+      throw interrupted;  // nanobind puts it back for the caller
+    }
   }
 
   std::vector<int32_t> encode(const std::string& text, bool add_special_tokens) const {
@@ -218,6 +246,9 @@ class PythonEngine {
   }
 
   int max_model_len() const { return engine_->options().max_context; }
+  // KV blocks held by live sequences: 0 between calls, after an interrupted one too (a request
+  // frees its blocks before its end is reported).
+  int kv_blocks_used() const { return engine_->stats().kv_blocks_used; }
   int vocab_size() const { return bundle_->tokenizer.vocab_size(); }
   const std::string& fingerprint() const { return engine_->fingerprint(); }
 
@@ -265,5 +296,6 @@ NB_MODULE(_core, m) {
       .def("decode", &PythonEngine::decode, nb::arg("ids"), nb::arg("skip_special_tokens"))
       .def_prop_ro("max_model_len", &PythonEngine::max_model_len)
       .def_prop_ro("vocab_size", &PythonEngine::vocab_size)
+      .def_prop_ro("kv_blocks_used", &PythonEngine::kv_blocks_used)
       .def_prop_ro("fingerprint", &PythonEngine::fingerprint);
 }
