@@ -80,9 +80,10 @@ target_include_directories(invar_cuda SYSTEM PRIVATE ${INVAR_CUTLASS_INCLUDE})
 # core/status.h is header-only; fmt's headers come with it (no libfmt at run time: the GPU
 # machine's image does not have it).
 target_include_directories(invar_cuda SYSTEM PUBLIC $<TARGET_PROPERTY:fmt::fmt,INTERFACE_INCLUDE_DIRECTORIES>)
-# cuBLAS (fast mode) and the driver API (TMA descriptors) are shared libraries of the toolkit;
-# the CUDA runtime is linked statically.
-target_link_libraries(invar_cuda PUBLIC CUDA::cudart_static CUDA::cublas PRIVATE CUDA::cuda_driver)
+# cuBLAS and cuBLASLt (fast mode; cuBLASLt for the block-scaled FP8 GEMM) and the driver API
+# (TMA descriptors) are shared libraries of the toolkit; the CUDA runtime is linked statically.
+target_link_libraries(invar_cuda PUBLIC CUDA::cudart_static CUDA::cublas CUDA::cublasLt
+                      PRIVATE CUDA::cuda_driver)
 # The host-side planners (src/kernels/cuda/*.cpp) live in invar_kernels.
 target_link_libraries(invar_cuda PUBLIC invar_kernels)
 
@@ -123,7 +124,7 @@ if(INVAR_CUDA_TESTS)
   # by ctest (scripts/gpu-check); ctest runs it from this binary directory.
   add_test(NAME cuda_gemm COMMAND ./gemm_test)
   set_tests_properties(cuda_gemm PROPERTIES LABELS cuda TIMEOUT 1200)
-  foreach(t attention_test ops_test gate_up_test)
+  foreach(t attention_test ops_test gate_up_test fp8_gemm_test)
     add_executable(${t} ${PROJECT_SOURCE_DIR}/tests/cuda/${t}.cu)
     invar_cuda_target(${t})
     target_link_libraries(${t} PRIVATE invar_cuda GTest::gtest GTest::gtest_main)
@@ -155,11 +156,13 @@ if(INVAR_CUDA_TESTS)
   add_test(NAME cuda_attention COMMAND ./attention_test)
   add_test(NAME cuda_ops COMMAND ./ops_test)
   add_test(NAME cuda_gate_up COMMAND ./gate_up_test)
-  set_tests_properties(cuda_attention cuda_ops cuda_gate_up PROPERTIES LABELS cuda TIMEOUT 1200)
+  add_test(NAME cuda_fp8_gemm COMMAND ./fp8_gemm_test)
+  set_tests_properties(cuda_attention cuda_ops cuda_gate_up cuda_fp8_gemm PROPERTIES
+                       LABELS cuda TIMEOUT 1200)
 endif()
 
 if(INVAR_CUDA_BENCH)
-  foreach(b gemm_bench attention_bench ops_bench)
+  foreach(b gemm_bench attention_bench ops_bench fp8_gemm_bench)
     add_executable(${b} ${PROJECT_SOURCE_DIR}/bench/cuda/${b}.cu)
     invar_cuda_target(${b})
     target_link_libraries(${b} PRIVATE invar_cuda)

@@ -24,6 +24,7 @@
 #include <cutlass/gemm/kernel/gemm_universal.hpp>
 #include <cutlass/gemm/kernel/tile_scheduler.hpp>
 
+#include "kernels/cuda/sm90/cutlass_launch.cuh"
 #include "kernels/cuda/sm90/gate_up_epilogue.cuh"
 #include "kernels/cuda/sm90/gemm_sm90.h"
 
@@ -127,21 +128,7 @@ struct GemmSm90 {
     args.hw_info.device_id = a.device;
     args.hw_info.sm_count = a.sm_count;
 
-    Device gemm;
-    if (gemm.can_implement(args) != cutlass::Status::kSuccess) {
-      return "CUTLASS refused the problem (K and N must be multiples of 8, strides and "
-             "pointers 16-byte aligned)";
-    }
-    if (Device::get_workspace_size(args) > a.workspace_bytes) {
-      return "tile scheduler workspace larger than the CudaGemm workspace";
-    }
-    if (gemm.initialize(args, a.workspace, stream) != cutlass::Status::kSuccess) {
-      return "CUTLASS initialize failed (TMA descriptor or shared-memory attribute)";
-    }
-    if (gemm.run(stream) != cutlass::Status::kSuccess) {
-      return "CUTLASS kernel launch failed";
-    }
-    return nullptr;
+    return launch_cutlass<Device>(args, a.workspace, a.workspace_bytes, stream);
   }
 };
 
