@@ -17,6 +17,7 @@
 #include "core/thread_pool.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/device.h"
+#include "kernels/cuda/fp8_gemm.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ops.h"
 #include "model/cuda/device_weights.h"
@@ -39,6 +40,10 @@ struct StepBuffers {
   DeviceBuffer o;                                                 // [T, H] o_proj / down_proj
   DeviceBuffer gate_up;                                           // [T, 2I]
   DeviceBuffer act;                                               // [T, I]
+  // FP8 layers only: the activations quantized for the FP8 GEMM (kernels/cuda/fp8_gemm.h), for
+  // Tp = T rounded up to 4 rows (qkv, o and gate_up then hold Tp rows: fast mode writes them).
+  DeviceBuffer x8;         // [Tp, max(H, Hq*D, I)] E4M3
+  DeviceBuffer x8_scales;  // [max(H, Hq*D, I) / 128, Tp] f32
   DeviceBuffer rows;                                              // [L, H]
   DeviceBuffer logits;                                            // [L, V]
   DeviceBuffer draw_params;  // [L] kc::SampleRowParams, in device row order
@@ -117,7 +122,11 @@ class CudaRunner final : public ModelRunner {
     using PA = RunnerOptions::PrefillAttention;
     if (o_.prefill_attention == PA::wgmma || (o_.prefill_attention == PA::automatic && arch_ == 90))
       INVAR_RETURN_IF_ERROR(attention_->set_prefill_kernel(kc::AttentionKernel::wgmma));
-    INVAR_ASSIGN_OR_RETURN(w_, upload_weights(c_, weights));
+    INVAR_ASSIGN_OR_RETURN(w_, upload_weights(c_, weights, /*fp8_gemms=*/arch_ == 90));
+    for (const DeviceLayer& dl : w_.layers) fp8_layers_ += dl.qkv8.present();
+    if (fp8_layers_ > 0) {
+      INVAR_ASSIGN_OR_RETURN(fp8_gemm_, kc::CudaFp8Gemm::create(o_.cuda_device));
+    }
     if (o_.max_step_tokens > 0) {
       INVAR_RETURN_IF_ERROR(reserve(o_.max_step_tokens, std::max(1, o_.max_step_seqs),
                                     std::max(1, o_.max_step_seqs),
@@ -178,7 +187,10 @@ class CudaRunner final : public ModelRunner {
   void set_probe(ActivationProbe* probe) override { probe_ = probe; }
   int kv_blocks() const override { return o_.kv_blocks; }
   int block_size() const override { return o_.block_size; }
-  std::string backend_id() const override { return "cuda-sm" + std::to_string(arch_); }
+  // FP8 GEMMs compute other bits than bf16 ones: a fingerprint of a run on them says so.
+  std::string backend_id() const override {
+    return "cuda-sm" + std::to_string(arch_) + (fp8_layers_ > 0 ? "-fp8" : "");
+  }
 
  private:
   Status check_shapes() const { return check_cuda_config(c_); }
@@ -205,6 +217,22 @@ class CudaRunner final : public ModelRunner {
         .x = x, .ldx = ldx, .w = w, .ldw = k, .y = y, .ldy = ldy, .m = m, .n = n, .k = k};
     return gemm_->run(p, o_.kernels, stream_);
   }
+  // y = x W^T for a dense layer's matrix: on the FP8 GEMM where the layer has FP8 weights
+  // (x quantized per token first), else the bf16 GEMM.
+  Status linear(const bf16* x, int64_t ldx, const DeviceBuffer& w, const DeviceFp8Matrix& w8,
+                int64_t n, int64_t k, bf16* y, int64_t ldy, int64_t m) {
+    if (!w8.present()) return gemm(x, ldx, w.as(), n, k, y, ldy, m);
+    INVAR_RETURN_IF_ERROR(kc::quantize_fp8_rows(x, ldx, m, k, b_.x8.as<uint8_t>(),
+                                                b_.x8_scales.as<float>(), stream_));
+    const kc::Fp8GemmProblem p{.x = b_.x8.as<uint8_t>(),
+                               .ldx = k,
+                               .x_scales = b_.x8_scales.as<float>(),
+                               .w = w8.ref(),
+                               .y = y,
+                               .ldy = ldy,
+                               .m = m};
+    return fp8_gemm_->run(p, o_.kernels, stream_);
+  }
   // Hands a device tensor to the probe as f32 [rows, width] (row stride ld elements).
   template <typename T>
   void probe(int layer, ProbeOp op, const T* data, int64_t rows, int64_t width, int64_t ld);
@@ -228,6 +256,8 @@ class CudaRunner final : public ModelRunner {
   int arch_ = 0;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<kc::CudaGemm> gemm_;
+  std::unique_ptr<kc::CudaFp8Gemm> fp8_gemm_;  // FP8 checkpoints on Hopper only
+  int fp8_layers_ = 0;                         // layers on the FP8 GEMM
   std::unique_ptr<kc::CudaAttention> attention_;
   DeviceWeights w_;
   DeviceBuffer kv_;
@@ -287,6 +317,7 @@ Status CudaRunner::copy_for_probe(const T* data, int64_t rows, int64_t width, in
 
 Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
   const size_t t = size_t(tokens), h = size_t(c_.hidden_size), i = size_t(c_.intermediate_size);
+  const size_t tp = size_t(kc::fp8_scale_stride(tokens));  // rows of the GEMM outputs
   const size_t q = size_t(c_.num_heads) * c_.head_dim;
   const size_t w = q + 2 * size_t(c_.num_kv_heads) * c_.head_dim;
   const size_t l = size_t(std::max(rows, 1)), v = size_t(c_.vocab_size);
@@ -301,10 +332,15 @@ Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
   INVAR_RETURN_IF_ERROR(b_.logit_rows.reserve(l * 4, "logit rows"));
   INVAR_RETURN_IF_ERROR(b_.x.reserve(t * h * 4, "the residual stream"));
   INVAR_RETURN_IF_ERROR(b_.h.reserve(t * h * 2, "normed activations"));
-  INVAR_RETURN_IF_ERROR(b_.qkv.reserve(t * w * 2, "q/k/v"));
+  INVAR_RETURN_IF_ERROR(b_.qkv.reserve(tp * w * 2, "q/k/v"));
   INVAR_RETURN_IF_ERROR(b_.attn.reserve(t * q * 2, "attention output"));
-  INVAR_RETURN_IF_ERROR(b_.o.reserve(t * h * 2, "projection output"));
-  INVAR_RETURN_IF_ERROR(b_.gate_up.reserve(t * 2 * i * 2, "gate/up"));
+  INVAR_RETURN_IF_ERROR(b_.o.reserve(tp * h * 2, "projection output"));
+  INVAR_RETURN_IF_ERROR(b_.gate_up.reserve(tp * 2 * i * 2, "gate/up"));
+  if (fp8_layers_ > 0) {
+    const size_t widest = std::max({h, q, i});
+    INVAR_RETURN_IF_ERROR(b_.x8.reserve(tp * widest, "FP8 activations"));
+    INVAR_RETURN_IF_ERROR(b_.x8_scales.reserve(widest / 128 * tp * 4, "FP8 activation scales"));
+  }
   INVAR_RETURN_IF_ERROR(b_.act.reserve(t * i * 2, "SiLU-mul output"));
   INVAR_RETURN_IF_ERROR(b_.rows.reserve(l * h * 2, "logit rows"));
   INVAR_RETURN_IF_ERROR(b_.logits.reserve(l * v * 2, "logits"));
@@ -318,7 +354,8 @@ Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
   Fnv1a64 key;
   for (const DeviceBuffer* d : {&b_.ids, &b_.positions, &b_.slots, &b_.block_tables, &b_.logit_rows,
                                 &b_.x, &b_.h, &b_.qkv, &b_.attn, &b_.o, &b_.gate_up, &b_.act,
-                                &b_.rows, &b_.logits, &b_.draw_params, &b_.summary})
+                                &b_.rows, &b_.logits, &b_.draw_params, &b_.summary, &b_.x8,
+                                &b_.x8_scales})
     key.add(d->as());
   if (c_.moe.num_experts > 0) {
     INVAR_RETURN_IF_ERROR(moe_.reserve(tokens, o_.cuda_device));
@@ -553,7 +590,7 @@ Status CudaRunner::layer(int l, int tokens) {
     probe(l - 1, ProbeOp::ffn_residual, x, tokens, hidden, hidden);
   }
   probe(l, ProbeOp::attn_norm, h, tokens, hidden, hidden);
-  INVAR_RETURN_IF_ERROR(gemm(h, hidden, w.qkv.as(), width, hidden, qkv, width, tokens));
+  INVAR_RETURN_IF_ERROR(linear(h, hidden, w.qkv, w.qkv8, width, hidden, qkv, width, tokens));
   if (w.qkv_bias.bytes())
     INVAR_RETURN_IF_ERROR(kc::add_bias(qkv, width, w.qkv_bias.as<float>(), tokens, width, stream_));
   bf16* q = qkv;
@@ -587,7 +624,7 @@ Status CudaRunner::layer(int l, int tokens) {
   bf16* attn = b_.attn.as<bf16>();
   INVAR_RETURN_IF_ERROR(attention_->run(q, width, cache, device_plan, attn, q_width, stream_));
   probe(l, ProbeOp::attention, attn, tokens, q_width, q_width);
-  INVAR_RETURN_IF_ERROR(gemm(attn, q_width, w.o.as(), hidden, q_width, o, hidden, tokens));
+  INVAR_RETURN_IF_ERROR(linear(attn, q_width, w.o, w.o8, hidden, q_width, o, hidden, tokens));
   probe(l, ProbeOp::o_proj, o, tokens, hidden, hidden);
 
   // MLP block: the attention output joins the residual in the fused norm.
@@ -607,6 +644,18 @@ Status CudaRunner::layer(int l, int tokens) {
   // gate and up: the same bits (gate_up_test.cu).
   bf16* gu = b_.gate_up.as<bf16>();
   bf16* act = b_.act.as<bf16>();
+  if (w.gate_up8.present()) {  // FP8: the stacked [gate; up] GEMM, then silu_mul of its halves
+    INVAR_RETURN_IF_ERROR(
+        linear(h, hidden, w.gate_up, w.gate_up8, 2 * inter, hidden, gu, 2 * inter, tokens));
+    probe(l, ProbeOp::gate_proj, gu, tokens, inter, 2 * inter);
+    probe(l, ProbeOp::up_proj, gu + inter, tokens, inter, 2 * inter);
+    INVAR_RETURN_IF_ERROR(
+        kc::silu_mul(gu, 2 * inter, gu + inter, 2 * inter, tokens, inter, act, inter, stream_));
+    probe(l, ProbeOp::silu_mul, act, tokens, inter, inter);
+    INVAR_RETURN_IF_ERROR(linear(act, inter, w.down, w.down8, hidden, inter, o, hidden, tokens));
+    probe(l, ProbeOp::down_proj, o, tokens, hidden, hidden);
+    return Status();
+  }
   const kc::GateUpProblem gate_up{.x = h,
                                   .ldx = hidden,
                                   .w = w.gate_up.as(),

@@ -113,9 +113,50 @@ Status upload_f32(DeviceBuffer& dst, std::initializer_list<const HostTensor*> pa
   return to_device(dst, host.data(), host.size() * 4, what, total);
 }
 
+// FP8 matrices stacked by rows (q/k/v, gate/up): codes one after the other, and the block
+// scales, whose rows then follow each other too (every part has whole 128-row blocks).
+Status upload_fp8(DeviceFp8Matrix& dst, std::initializer_list<const HostTensor*> parts,
+                  const char* what, size_t& total) {
+  namespace kc = kernels::cuda;
+  std::vector<uint8_t> codes;
+  std::vector<float> scales;  // [NB, KB] as the checkpoint stores them
+  int64_t n = 0, k = 0;
+  for (const HostTensor* t : parts) {
+    if (!t->fp8 || t->shape.size() != 2)
+      return Status::errorf("CUDA upload: {} has no FP8 codes", what);
+    k = t->shape[1];
+    n += t->shape[0];
+    codes.insert(codes.end(), t->fp8->codes.begin(), t->fp8->codes.end());
+    scales.insert(scales.end(), t->fp8->scales.begin(), t->fp8->scales.end());
+  }
+  const int64_t nb = n / kc::kFp8Block, kb = k / kc::kFp8Block;
+  if (int64_t(scales.size()) != nb * kb || int64_t(codes.size()) != n * k)
+    return Status::errorf("CUDA upload: {}'s FP8 scales or codes do not match its shape", what);
+  const std::vector<float> kmajor = kc::fp8_scales_kmajor(scales.data(), nb, kb);
+  const std::vector<float> lt = kc::fp8_scales_lt(scales.data(), nb, kb);
+  INVAR_RETURN_IF_ERROR(to_device(dst.codes, codes.data(), codes.size(), what, total));
+  INVAR_RETURN_IF_ERROR(to_device(dst.scales, kmajor.data(), kmajor.size() * 4, what, total));
+  INVAR_RETURN_IF_ERROR(to_device(dst.scales_lt, lt.data(), lt.size() * 4, what, total));
+  dst.n = n;
+  dst.k = k;
+  return {};
+}
+
 }  // namespace
 
-Result<DeviceWeights> upload_weights(const ModelConfig& c, const ModelWeights& w) {
+bool uploads_fp8(const ModelConfig& c, const LayerWeights& lw) {
+  const int64_t block = kernels::cuda::kFp8Block;
+  if (c.fp8.block_rows != block || c.fp8.block_cols != block) return false;
+  for (const HostTensor* t : {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.w_gate, &lw.w_up, &lw.w_down}) {
+    if (!t->fp8 || t->shape.size() != 2 || t->shape[0] % block || t->shape[1] % block ||
+        t->fp8->block_rows != block || t->fp8->block_cols != block)
+      return false;
+  }
+  return true;
+}
+
+Result<DeviceWeights> upload_weights(const ModelConfig& c, const ModelWeights& w,
+                                     bool fp8_gemms) {
   DeviceWeights d;
   size_t& total = d.bytes;
   INVAR_RETURN_IF_ERROR(upload_bf16(d.embedding, {&w.embedding}, "the embedding", total));
@@ -136,9 +177,16 @@ Result<DeviceWeights> upload_weights(const ModelConfig& c, const ModelWeights& w
       INVAR_RETURN_IF_ERROR(upload_bf16(dl.q_norm, {&lw.q_norm}, "q_norm", total));
       INVAR_RETURN_IF_ERROR(upload_bf16(dl.k_norm, {&lw.k_norm}, "k_norm", total));
     }
-    INVAR_RETURN_IF_ERROR(upload_bf16(dl.qkv, {&lw.wq, &lw.wk, &lw.wv}, "q/k/v", total));
     if (!lw.bq.empty())
       INVAR_RETURN_IF_ERROR(upload_f32(dl.qkv_bias, {&lw.bq, &lw.bk, &lw.bv}, "q/k/v bias", total));
+    if (fp8_gemms && !is_moe_layer(c, l) && uploads_fp8(c, lw)) {
+      INVAR_RETURN_IF_ERROR(upload_fp8(dl.qkv8, {&lw.wq, &lw.wk, &lw.wv}, "q/k/v", total));
+      INVAR_RETURN_IF_ERROR(upload_fp8(dl.o8, {&lw.wo}, "o_proj", total));
+      INVAR_RETURN_IF_ERROR(upload_fp8(dl.gate_up8, {&lw.w_gate, &lw.w_up}, "gate/up", total));
+      INVAR_RETURN_IF_ERROR(upload_fp8(dl.down8, {&lw.w_down}, "down_proj", total));
+      continue;
+    }
+    INVAR_RETURN_IF_ERROR(upload_bf16(dl.qkv, {&lw.wq, &lw.wk, &lw.wv}, "q/k/v", total));
     INVAR_RETURN_IF_ERROR(upload_bf16(dl.o, {&lw.wo}, "o_proj", total));
     if (is_moe_layer(c, l)) {
       INVAR_RETURN_IF_ERROR(upload_experts(dl, lw, total));

@@ -10,6 +10,7 @@
 
 #include "core/status.h"
 #include "kernels/cuda/device.h"
+#include "kernels/cuda/fp8_gemm.h"
 #include "model/weights.h"
 
 namespace invar::model::cuda {
@@ -17,6 +18,24 @@ namespace invar::model::cuda {
 using kernels::cuda::cuda_status;
 using kernels::cuda::DeviceBuffer;
 using kernels::cuda::PinnedBuffer;
+
+// A matrix of an FP8 checkpoint kept as E4M3 codes for the FP8 GEMM (kernels/cuda/fp8_gemm.h):
+// the codes [N, K] and the 128 x 128 block scales in the two layouts that GEMM reads.
+struct DeviceFp8Matrix {
+  DeviceBuffer codes;      // [N, K] E4M3
+  DeviceBuffer scales;     // [K/128, N/128] f32
+  DeviceBuffer scales_lt;  // [N/128, K/128 rounded up to 4] f32 (cuBLASLt)
+  int64_t n = 0, k = 0;
+  bool present() const { return n > 0; }
+  kernels::cuda::Fp8Weight ref() const {
+    return {.codes = codes.as<uint8_t>(),
+            .ldw = k,
+            .scales = scales.as<float>(),
+            .scales_lt = scales_lt.as<float>(),
+            .n = n,
+            .k = k};
+  }
+};
 
 struct DeviceLayer {
   DeviceBuffer attn_norm, ffn_norm;  // [H] bf16
@@ -26,6 +45,9 @@ struct DeviceLayer {
   DeviceBuffer o;                    // [H, Hq*D] bf16
   DeviceBuffer gate_up;              // [2*I, H] bf16, gate/up rows paired (kc::paired_gate_row)
   DeviceBuffer down;                 // [H, I] bf16
+  // FP8 checkpoints on Hopper (upload_weights' fp8_gemms): these instead of qkv, o, gate_up and
+  // down. Gate and up are stacked, not paired: [gate; up], and silu_mul reads the two halves.
+  DeviceFp8Matrix qkv8, o8, gate_up8, down8;
   // Sparse layers (is_moe_layer) instead of gate_up/down; E experts of I_e features:
   DeviceBuffer router;               // [E, H] bf16
   DeviceBuffer experts_gate_up;      // [E, 2*I_e, H] bf16, each expert's gate/up rows paired
@@ -45,7 +67,13 @@ struct DeviceWeights {
 };
 
 // Uploads `w` (f32, f16, bf16 or packed blocks on the host, e.g. a GGUF file's mapping; all but
-// bf16 are decoded to f32 and rounded to bf16 to nearest even).
-Result<DeviceWeights> upload_weights(const ModelConfig& config, const ModelWeights& w);
+// bf16 are decoded to f32 and rounded to bf16 to nearest even). With `fp8_gemms` (Hopper), a
+// dense layer whose matrices an FP8 checkpoint stores in 128 x 128 blocks, with every row count a
+// multiple of 128, keeps them as FP8 (DeviceLayer's *8 members) for the FP8 GEMM.
+Result<DeviceWeights> upload_weights(const ModelConfig& config, const ModelWeights& w,
+                                     bool fp8_gemms);
+
+// Whether upload_weights puts this layer's dense matrices on the FP8 GEMM.
+bool uploads_fp8(const ModelConfig& config, const LayerWeights& lw);
 
 }  // namespace invar::model::cuda
