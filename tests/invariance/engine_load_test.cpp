@@ -64,6 +64,22 @@ TEST_F(EngineLoad, SeededSamplingUnderLoadEqualsAlone) {
   EXPECT_FALSE(run_alone(other_seed).same_output(alone)) << "the seed must matter";
 }
 
+// The KV block (page) size decides where a sequence's keys live, never how its attention adds
+// them up (R3: tiles over absolute positions), so `serve --block-size` changes no bit: a seeded
+// sampled request alone and under load at other block sizes equals the default's run alone.
+TEST_F(EngineLoad, BlockSizeChangesNoBit) {
+  auto p = target(0.8f);
+  Outcome reference = run_alone(p);
+  ASSERT_EQ(reference.ids.size(), 48u);
+  for (int block_size : {8, 64, 128}) {
+    EngineOptions o = busy_options();
+    o.block_size = block_size;
+    EXPECT_TRUE(run_alone(p, o).same_output(reference)) << "block size " << block_size;
+    for (const auto& out : run_loaded(p, 3, 12, o))
+      EXPECT_TRUE(out.same_output(reference)) << "block size " << block_size << ": " << out.text;
+  }
+}
+
 TEST_F(EngineLoad, PreemptionAndRecomputeKeepBits) {
   auto p = target(0.8f);
   Outcome alone = run_alone(p);
