@@ -11,6 +11,7 @@
 
 #include "core/thread_pool.h"
 #include "engine/block_manager.h"
+#include "engine/draw_path.h"
 #include "engine/fingerprint.h"
 #include "engine/model_runner_factory.h"
 #include "engine/philox.h"
@@ -53,18 +54,16 @@ static EngineOptions resolve(EngineOptions o, const model::ModelConfig& c) {
   return o;
 }
 
-// How a request's next token is drawn, and what of its logits row that needs:
+// How a request's next token is drawn, and what of its logits row that needs (draw_path.h):
 //   greedy without adjustments: the row summary's argmax (the sampler's greedy pick), no row;
-//   sampled without adjustments, where the runner draws on the device: the device draw, no row;
-//   otherwise (penalties, logit_bias, stop tokens masked before min_tokens, a grammar, or a runner
-//   that draws nothing): the host sampler over an adjusted copy of the row.
+//   sampled without adjustments, or with only a grammar (greedy or sampled), where the runner
+//   draws on the device: the device draw, under the grammar's bitmask if any, no row;
+//   otherwise (penalties, logit_bias, stop tokens masked before min_tokens, or a runner that
+//   draws nothing): the host sampler over an adjusted copy of the row.
 // top_logprobs > 0 adds the row (for the alternatives) without changing how the token is drawn,
 // so asking for alternatives never changes a token. A token's own logprob is its raw logit minus
-// the summary's log_z on every path, adjustments or not (as vLLM's default raw logprobs). All
-// of it depends on the request alone (R4, R6).
-static bool is_greedy(const RequestParams& p) {
-  return p.sampling.temperature <= 0.0f || p.sampling.top_k == 1;
-}
+// the summary's log_z on every path, adjustments or masks or not (as vLLM's default raw
+// logprobs). All of it depends on the request alone (R4, R6).
 static bool has_penalties(const RequestParams& p) {
   return PenaltyParams{p.repetition_penalty, p.presence_penalty, p.frequency_penalty}.active();
 }
@@ -72,15 +71,14 @@ static bool adjusts_row(const Sequence& s) {
   return has_penalties(s.params) || !s.params.logit_bias.empty() || s.before_min_tokens() ||
          s.grammar != nullptr;
 }
-static uint8_t row_needs_of(const Sequence& s, bool device_draws) {
+static DrawPlan draw_plan_of(const Sequence& s, bool device_draws) {
   const RequestParams& p = s.params;
-  uint8_t needs = p.top_logprobs > 0 ? model::kWantRow : 0;
-  if (adjusts_row(s) || (!is_greedy(p) && !device_draws)) {
-    needs |= model::kWantRow;
-  } else if (!is_greedy(p)) {
-    needs |= model::kDraw;
-  }
-  return needs;
+  return plan_draw(
+      {.greedy = p.sampling.temperature <= 0.0f || p.sampling.top_k == 1,
+       .host_adjustments = has_penalties(p) || !p.logit_bias.empty() || s.before_min_tokens(),
+       .grammar = s.grammar != nullptr,
+       .top_logprobs = p.top_logprobs},
+      device_draws);
 }
 
 static model::RunnerOptions runner_options(const EngineOptions& o) {
@@ -141,10 +139,12 @@ struct Engine::Impl {
   BlockManager blocks;
   std::deque<std::unique_ptr<Sequence>> waiting;
   std::vector<std::unique_ptr<Sequence>> running;  // admission order
-  const bool device_draws;  // sampled tokens are drawn by the runner (row_needs_of)
+  // Sampled and grammar-masked tokens are drawn by the runner (draw_plan_of).
+  const bool device_draws;
   model::StepLogits step_logits;
   std::vector<uint8_t> row_needs;        // per logit row: model::kWantRow / kDraw
   std::vector<kernels::SampleRowParams> row_draws;  // per logit row: the device draw's
+  std::vector<int32_t> row_masks;  // the grammar bitmasks row_draws name (run_step's masks)
   std::deque<std::pair<Clock::time_point, int>> recent_tokens;  // for tokens/s
   std::string fingerprint;
   std::thread thread;
@@ -279,6 +279,7 @@ void Engine::Impl::run_step() {
   // prompt chunk whose logprobs are asked for, else the row of an entry that completes).
   row_needs.clear();
   row_draws.clear();
+  std::vector<Sequence*> masked;  // whose grammar bitmask goes with the draw, in mask order
   for (const auto& e : step.entries) {
     if (e.first_row >= 0) {
       const int scored = e.completes() ? e.count - 1 : e.count;
@@ -286,22 +287,37 @@ void Engine::Impl::run_step() {
       row_draws.insert(row_draws.end(), size_t(scored), kernels::SampleRowParams{});
     }
     if (!e.completes()) continue;
-    const Sequence& s = *e.seq;
-    uint8_t needs = s.params.max_tokens == 0 ? 0 : row_needs_of(s, device_draws);
+    Sequence& s = *e.seq;
+    const DrawPlan plan = draw_plan_of(s, device_draws);
+    uint8_t needs = s.params.max_tokens == 0 ? 0 : plan.needs;
     if (e.first_row >= 0) needs |= model::kWantRow;  // its prompt's last row is scored too
     row_needs.push_back(needs);
-    kernels::SampleRowParams draw;  // read for kDraw rows only
+    kernels::SampleRowParams draw;  // read for kDraw rows only; the defaults: greedy
     if (needs & model::kDraw) {
-      const auto& sp = s.params.sampling;  // temperature > 0: greedy rows never draw here
+      const auto& sp = s.params.sampling;
       // 1 / T as the host sampler computes it; R6: the uniform for the token at this
-      // position, keyed by (seed, position)
-      draw = {1.0f / sp.temperature, sp.top_k, sp.top_p, sp.min_p,
-              philox_uniform(sp.seed, uint64_t(s.tokens.size()))};
+      // position, keyed by (seed, position). Greedy rows draw only under a mask.
+      if (sp.temperature > 0.0f && sp.top_k != 1)
+        draw = {1.0f / sp.temperature, sp.top_k, sp.top_p, sp.min_p,
+                philox_uniform(sp.seed, uint64_t(s.tokens.size()))};
+      if (plan.device_mask) {
+        draw.mask = int32_t(masked.size());
+        masked.push_back(&s);
+      }
     }
     row_draws.push_back(draw);
   }
+  // The grammars' bitmasks for this step, each from its own matcher (in parallel: XGrammar's
+  // mask is the costly part of a structured-output step).
+  const int64_t mask_words = kernels::token_mask_words(bundle.model.config.vocab_size);
+  row_masks.resize(masked.size() * size_t(mask_words));
+  sample_pool.parallel_for(int64_t(masked.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; ++m)
+      masked[size_t(m)]->grammar->fill_bitmask(row_masks.data() + m * mask_words,
+                                               bundle.model.config.vocab_size);
+  });
   auto t1 = Clock::now();
-  Status st = runner->run_step(step.batch, row_needs, row_draws, step_logits);
+  Status st = runner->run_step(step.batch, row_needs, row_draws, row_masks, step_logits);
   auto t2 = Clock::now();
 
   uint64_t prompt_tokens = 0;
@@ -353,7 +369,17 @@ Engine::Impl::Draw Engine::Impl::draw_token(Sequence& s, const model::StepLogits
   const float* row = (needs & model::kWantRow) ? out.rows.data() + i * size_t(vocab) : nullptr;
   Draw d;
   float logit = 0.0f;  // the drawn token's own logit
-  if (adjusts_row(s)) {
+  // As run_step planned it: nothing the plan reads has changed since.
+  const DrawPath path = draw_plan_of(s, device_draws).path;
+  if (path == DrawPath::argmax) {
+    d.token = out.argmax[i];
+    logit = out.max_logit[i];
+  } else if (path == DrawPath::device) {
+    // Drawn (or picked greedily) under the grammar's bitmask where there is one; the logit is
+    // the raw row's.
+    d.token = out.drawn[i];
+    logit = out.drawn_logit[i];
+  } else if (adjusts_row(s)) {
     // vLLM's order: logit_bias, the min_tokens and grammar masks, then the penalties. On a copy:
     // the reported logprob is the raw row's.
     std::vector<float> adjusted(row, row + vocab);
@@ -369,12 +395,6 @@ Engine::Impl::Draw Engine::Impl::draw_token(Sequence& s, const model::StepLogits
     }
     d.token = s.sampler.sample(adjusted.data(), vocab, p.sampling, uint64_t(s.tokens.size()));
     logit = row[d.token];
-  } else if (is_greedy(p)) {
-    d.token = out.argmax[i];
-    logit = out.max_logit[i];
-  } else if (needs & model::kDraw) {
-    d.token = out.drawn[i];
-    logit = out.drawn_logit[i];
   } else {  // R6: keyed by (seed, position)
     d.token = s.sampler.sample(row, vocab, p.sampling, uint64_t(s.tokens.size()));
     logit = row[d.token];

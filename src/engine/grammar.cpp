@@ -16,6 +16,9 @@
 #include <optional>
 #include <unordered_map>
 
+#include "engine/sampler.h"
+#include "kernels/types.h"
+
 namespace invar::engine {
 
 class CompiledGrammar {
@@ -175,7 +178,8 @@ struct GrammarMatcher::Impl {
       : grammar(std::move(g)), matcher(grammar->grammar, std::move(stops)) {}
   std::shared_ptr<const CompiledGrammar> grammar;
   xgrammar::GrammarMatcher matcher;
-  std::vector<int32_t> bitmask;  // one bit per token, 1 = allowed
+  std::vector<int32_t> bitmask;   // one bit per token of the tokenizer's vocabulary, 1 = allowed
+  std::vector<int32_t> row_bits;  // mask(): the bitmask over the logits row
 };
 
 GrammarMatcher::GrammarMatcher(std::shared_ptr<const CompiledGrammar> grammar,
@@ -183,13 +187,21 @@ GrammarMatcher::GrammarMatcher(std::shared_ptr<const CompiledGrammar> grammar,
     : impl_(std::make_unique<Impl>(std::move(grammar), std::move(stop_tokens))) {}
 GrammarMatcher::~GrammarMatcher() = default;
 
+// One bitmask for both paths (the host's -inf copy and the device draw), so that they cannot
+// disagree on which tokens are allowed.
 void GrammarMatcher::mask(float* logits, int vocab) {
+  impl_->row_bits.resize(size_t(kernels::token_mask_words(vocab)));
+  fill_bitmask(impl_->row_bits.data(), vocab);
+  mask_to_allowed(logits, vocab, impl_->row_bits.data());
+}
+
+void GrammarMatcher::fill_bitmask(int32_t* words, int vocab) {
   // The compiler's vocabulary covers the row (GrammarCompiler's vocab_size); ids past it, if
   // any, are never allowed.
   const int known = impl_->grammar->grammar.GetTokenizerInfo().GetVocabSize();
-  const int words = xgrammar::GetBitmaskSize(known);
-  impl_->bitmask.assign(size_t(words), 0);
-  int64_t shape[1] = {words};
+  const int known_words = xgrammar::GetBitmaskSize(known);
+  impl_->bitmask.assign(size_t(known_words), 0);
+  int64_t shape[1] = {known_words};
   DLTensor t{};
   t.data = impl_->bitmask.data();
   t.device = DLDevice{kDLCPU, 0};
@@ -197,9 +209,14 @@ void GrammarMatcher::mask(float* logits, int vocab) {
   t.dtype = DLDataType{kDLInt, 32, 1};
   t.shape = shape;
   impl_->matcher.FillNextTokenBitmask(&t);
-  for (int i = 0; i < vocab; ++i)
-    if (i >= known || !((uint32_t(impl_->bitmask[size_t(i / 32)]) >> (i % 32)) & 1u))
-      logits[i] = -std::numeric_limits<float>::infinity();
+  const int64_t limit = std::min(known, vocab);  // ids from here on are never allowed
+  const int64_t n = kernels::token_mask_words(vocab);
+  for (int64_t w = 0; w < n; ++w) {
+    const int64_t first = w * 32;
+    uint32_t bits = w < known_words ? uint32_t(impl_->bitmask[size_t(w)]) : 0u;
+    if (first + 32 > limit) bits &= limit <= first ? 0u : (1u << (limit - first)) - 1u;
+    words[w] = int32_t(bits);
+  }
 }
 
 bool GrammarMatcher::accept(int32_t token) {

@@ -72,6 +72,10 @@ class GrammarMatcher {
   // Sets logits[t] = -inf for every token t the grammar does not allow next; the other logits
   // are not written. logits: [vocab], vocab = the compiler's vocab_size.
   void mask(float* logits, int vocab);
+  // The same mask as bits: words[j / 32] bit j % 32 is 1 when token j is allowed next (XGrammar's
+  // packed layout, what the CUDA sampler takes). Writes ceil(vocab / 32) words; ids outside the
+  // tokenizer's vocabulary and past `vocab` are 0. Thread-safe across matchers, not within one.
+  void fill_bitmask(int32_t* words, int vocab);
   // Advances past `token`; false if the grammar does not allow it (the state is unchanged).
   bool accept(int32_t token);
 

@@ -110,6 +110,12 @@ void mask_tokens(float* logits, int vocab, const std::vector<int32_t>& ids) {
     if (id >= 0 && id < vocab) logits[id] = -std::numeric_limits<float>::infinity();
 }
 
+void mask_to_allowed(float* logits, int vocab, const int32_t* words) {
+  for (int i = 0; i < vocab; ++i)
+    if (!((uint32_t(words[i / 32]) >> (i % 32)) & 1u))
+      logits[i] = -std::numeric_limits<float>::infinity();
+}
+
 int32_t rank_of(const float* logits, int vocab, int32_t token) {
   const float x = logits[token];
   int32_t rank = 0;

@@ -49,6 +49,10 @@ void apply_logit_bias(float* logits, int vocab, const std::vector<std::pair<int3
 // Sets the logits of `ids` to -inf, so that no draw can pick them (min_tokens); every other
 // logit keeps its bits.
 void mask_tokens(float* logits, int vocab, const std::vector<int32_t>& ids);
+// Sets the logits of the tokens a packed bitmask does not allow to -inf (structured output):
+// bit j % 32 of words[j / 32] is token j, 1 = allowed; every allowed logit keeps its bits. The
+// CUDA sampler applies the same words on the device (kernels/cuda/sample.cu).
+void mask_to_allowed(float* logits, int vocab, const int32_t* words);  // words: [ceil(V / 32)]
 
 // log_softmax of `token` and of the `top` most likely tokens (most likely first, ties by id),
 // given the row's log_z = log sum_j exp(logits[j]) (the model runner's row summary).

@@ -18,14 +18,24 @@ inline const char* kernel_mode_name(KernelMode m) {
 
 // The sampler's parameters for one row of logits (engine/sampler.h semantics): 1 / temperature
 // (<= 0: greedy), top_k (0: off), top_p (1: off), min_p (0: off) and the draw's uniform u in
-// [0, 1), which the host takes from Philox keyed by (seed, position) (R6).
+// [0, 1), which the host takes from Philox keyed by (seed, position) (R6). `mask` names the
+// row's allowed-token bitmask (structured output) among the step's masks, -1 for none: the draw
+// and the greedy pick then see only the allowed tokens, as the host sampler sees a copy of the
+// row with the others at -inf.
 struct SampleRowParams {
   float inv_temperature = 0.0f;
   int32_t top_k = 0;
   float top_p = 1.0f;
   float min_p = 0.0f;
   float u = 0.0f;
+  int32_t mask = -1;
 };
+
+// Words of a packed allowed-token bitmask over a row of `vocab` tokens: bit j % 32 of word
+// j / 32 is token j (1: allowed), XGrammar's layout; bits past the vocab are 0.
+inline int64_t token_mask_words(int64_t vocab) {
+  return (vocab + 31) / 32;
+}
 
 // A row-major weight matrix [rows, cols]; a linear layer y = x W^T has rows = N (outputs),
 // cols = K (inputs). dtype is any DType: f32, f16, bf16, or packed blocks (each row then

@@ -15,7 +15,7 @@ const char* device_name(Device d) { return d == Device::cpu ? "cpu" : "cuda"; }
 Status ModelRunner::forward(const BatchPlan& plan, std::vector<float>& logits) {
   StepLogits out;
   out.rows = std::move(logits);  // keeps the caller's capacity
-  Status st = run_step(plan, {}, {}, out);
+  Status st = run_step(plan, {}, {}, {}, out);
   logits = std::move(out.rows);
   return st;
 }
@@ -40,7 +40,7 @@ class CpuRunner final : public ModelRunner {
   // The CPU computes every row anyway: every row is written, whatever `needs` asks.
   Status run_step(const BatchPlan& plan, const std::vector<uint8_t>& needs,
                   const std::vector<kernels::SampleRowParams>& /*draws*/,
-                  StepLogits& out) override {
+                  const std::vector<int32_t>& /*masks*/, StepLogits& out) override {
     for (uint8_t n : needs)
       if (n & kDraw) return Status::error("the CPU runner draws no tokens: sample on the host");
     INVAR_RETURN_IF_ERROR(transformer_.forward(plan, cache_, out.rows));

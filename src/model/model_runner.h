@@ -86,13 +86,17 @@ class ModelRunner {
   // One step: writes the plan's K/V into the cache and fills `out` for plan.logit_rows: every
   // row's summary, plus what `needs` (one set of flags per logit row; empty: kWantRow for every
   // row) asks for, kDraw rows drawn with `draws` (one per logit row, read for kDraw rows only).
-  // Each row, summary and draw depends only on its own sequence and parameters, never on the
-  // rest of the plan (the invariance contract), on every backend; what other rows ask for
-  // changes none of them.
+  // `masks` holds the allowed-token bitmasks that kDraw rows name (draws[i].mask): M masks of
+  // kernels::token_mask_words(V) words each, one after the other (structured output; empty when
+  // no row has one). A mask restricts the row's draw and greedy pick; the row, its summary
+  // (log_z) and its drawn logit stay the raw ones. Each row, summary and draw depends only on
+  // its own sequence and parameters, never on the rest of the plan (the invariance contract),
+  // on every backend; what other rows ask for changes none of them.
   virtual Status run_step(const BatchPlan& plan, const std::vector<uint8_t>& needs,
                           const std::vector<kernels::SampleRowParams>& draws,
-                          StepLogits& out) = 0;
-  // Whether run_step takes kDraw (the CUDA backend: the sampler's row operations on the GPU).
+                          const std::vector<int32_t>& masks, StepLogits& out) = 0;
+  // Whether run_step takes kDraw and its masks (the CUDA backend: the sampler's row operations
+  // on the GPU). Other runners ignore both: the engine draws and masks on the host for them.
   virtual bool draws_on_device() const { return false; }
 
   // run_step with every row: `logits` is [L, V] f32, row-major (verify and the tests).

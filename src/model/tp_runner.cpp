@@ -55,7 +55,7 @@ class TpCpuRunner final : public ModelRunner {
 
   Status run_step(const BatchPlan& plan, const std::vector<uint8_t>& needs,
                   const std::vector<kernels::SampleRowParams>& /*draws*/,
-                  StepLogits& out) override {
+                  const std::vector<int32_t>& /*masks*/, StepLogits& out) override {
     for (uint8_t n : needs)
       if (n & kDraw) return Status::error("the CPU runner draws no tokens: sample on the host");
     // Checked once here, so that no rank can leave a collective that the others wait in.

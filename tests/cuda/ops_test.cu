@@ -631,7 +631,7 @@ TEST(OpsCuda, SampleRowsFollowsTheSamplerAndIgnoresTheBatch) {
       }
       DeviceBuffer dx = upload(x), dp = upload(params), tok = device_buffer(size_t(kDraws) * 4),
                    lg = device_buffer(size_t(kDraws) * 4);
-      STATUS_OK(sample_rows(dx.as<bf16>(), cols, kDraws, cols, dp.as<SampleRowParams>(),
+      STATUS_OK(sample_rows(dx.as<bf16>(), cols, kDraws, cols, dp.as<SampleRowParams>(), nullptr,
                             tok.as<int32_t>(), lg.as<float>(), nullptr));
       CUDA_OK(cudaDeviceSynchronize());
       const auto got = download<int32_t>(tok.as(), kDraws);
@@ -685,7 +685,7 @@ TEST(OpsCuda, SampleRowsFollowsTheSamplerAndIgnoresTheBatch) {
       }
       DeviceBuffer mx = upload(mixed), mp = upload(mixed_params), mt = device_buffer(48 * 4),
                    ml = device_buffer(48 * 4);
-      STATUS_OK(sample_rows(mx.as<bf16>(), cols, 48, cols, mp.as<SampleRowParams>(),
+      STATUS_OK(sample_rows(mx.as<bf16>(), cols, 48, cols, mp.as<SampleRowParams>(), nullptr,
                             mt.as<int32_t>(), ml.as<float>(), nullptr));
       CUDA_OK(cudaDeviceSynchronize());
       const auto got_mixed = download<int32_t>(mt.as(), 48);

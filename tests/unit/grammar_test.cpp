@@ -124,6 +124,47 @@ TEST(Grammar, RegexAndSchemaFollowTheirTokens) {
   }
 }
 
+// The packed bitmask (what the CUDA sampler takes) allows exactly the tokens mask() leaves
+// finite, in every state of a JSON schema, over a logits row longer than the tokenizer's
+// vocabulary and not a multiple of 32: the extra ids and the bits past the row are 0.
+TEST(Grammar, BitmaskAllowsExactlyWhatTheMaskKeeps) {
+  const int known = smollm2().vocab_size();
+  const int vocab = known + 45;  // padded logits rows, as some models have
+  GrammarCompiler padded(smollm2(), vocab);
+  auto g = padded.compile({GrammarSpec::Kind::json_schema,
+                           R"({"type": "object", "properties": {"n": {"type": "integer"}},
+                               "required": ["n"]})",
+                           {},
+                           {},
+                           {}});
+  ASSERT_TRUE(g.ok()) << g.status().message();
+  GrammarMatcher m(*g, smollm2().stop_ids());
+  const std::vector<int32_t> text = encode(R"({"n": 42})");
+  const size_t words = size_t(vocab + 31) / 32;
+  for (size_t step = 0; step <= text.size(); ++step) {
+    // A guard word past the end: fill_bitmask writes ceil(vocab / 32) words, no more.
+    std::vector<int32_t> bits(words + 1, 0x5a5a5a5a);
+    m.fill_bitmask(bits.data(), vocab);
+    EXPECT_EQ(bits[words], 0x5a5a5a5a) << "step " << step;
+    std::vector<float> row = random_row(vocab, uint32_t(step));
+    m.mask(row.data(), vocab);
+    int allowed_count = 0;
+    for (int i = 0; i < int(words) * 32; ++i) {
+      const bool bit = (uint32_t(bits[size_t(i / 32)]) >> (i % 32)) & 1u;
+      allowed_count += bit;
+      if (i >= known) {
+        EXPECT_FALSE(bit) << "id " << i << " is past the tokenizer's vocabulary";
+      } else {
+        EXPECT_EQ(bit, !std::isinf(row[size_t(i)])) << "step " << step << " token " << i;
+      }
+    }
+    EXPECT_GT(allowed_count, 0) << "step " << step;
+    if (step < text.size()) {
+      ASSERT_TRUE(m.accept(text[step])) << "step " << step;
+    }
+  }
+}
+
 TEST(Grammar, BadGrammarsAreErrors) {
   for (GrammarSpec spec : {GrammarSpec{GrammarSpec::Kind::regex, "(ab", {}, {}, {}},
                            GrammarSpec{GrammarSpec::Kind::ebnf, "root ::= (", {}, {}, {}},

@@ -2,8 +2,9 @@
 
 #include <gtest/gtest.h>
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <map>
 #include <random>
 
@@ -148,6 +149,43 @@ TEST(Sampler, DrawsOnlyFromTheExactFilteredSet) {
       EXPECT_TRUE(std::binary_search(allowed.begin(), allowed.end(), id))
           << "round " << round << " drew " << id << " outside the filtered set";
   }
+}
+
+// The host's structured-output mask over packed bits (what the CUDA sampler takes too): every
+// allowed logit keeps its bits, the others become -inf, and no draw picks them; the same row
+// without the mask draws them (the control), so the test sees the mask.
+TEST(Sampler, BitmaskKeepsAllowedBitsAndNoDrawLeavesIt) {
+  constexpr int kVocab = 1001;  // not a multiple of 32: the last word is partial
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  std::vector<float> raw(kVocab);
+  for (auto& l : raw) l = normal(rng);
+  std::vector<int32_t> words((kVocab + 31) / 32, 0);
+  auto allowed = [&](int i) { return (uint32_t(words[size_t(i / 32)]) >> (i % 32)) & 1u; };
+  for (int i = 0; i < kVocab; ++i)
+    if (rng() % 3 == 0) words[size_t(i / 32)] |= int32_t(1u << (i % 32));
+  const int32_t best = int32_t(std::max_element(raw.begin(), raw.end()) - raw.begin());
+  words[size_t(best / 32)] &= int32_t(~(1u << (best % 32)));  // greedy must move
+
+  std::vector<float> masked = raw;
+  mask_to_allowed(masked.data(), kVocab, words.data());
+  for (int i = 0; i < kVocab; ++i) {
+    if (allowed(i)) {
+      EXPECT_EQ(std::memcmp(&masked[size_t(i)], &raw[size_t(i)], 4), 0) << "token " << i;
+    } else {
+      EXPECT_TRUE(std::isinf(masked[size_t(i)]) && masked[size_t(i)] < 0) << "token " << i;
+    }
+  }
+  Sampler s;
+  int outside_unmasked = 0;
+  for (const SamplingParams& p : {SamplingParams{}, SamplingParams{0.8f, 0, 0.95f, 0.0f, 5},
+                                  SamplingParams{1.2f, 40, 1.0f, 0.01f, 6}}) {
+    for (uint64_t pos = 0; pos < 200; ++pos) {
+      EXPECT_TRUE(allowed(s.sample(masked.data(), kVocab, p, pos))) << "position " << pos;
+      outside_unmasked += !allowed(s.sample(raw.data(), kVocab, p, pos));
+    }
+  }
+  EXPECT_GT(outside_unmasked, 0);
 }
 
 }  // namespace

@@ -104,10 +104,13 @@ Status argmax(const float* x, int64_t ldx,  // [rows, V]
 using kernels::SampleRowParams;
 
 // token_out[r] = the token drawn from row r of bf16 logits with params[r] (device memory), and
-// logit_out[r] its logit. One CTA per row with reductions fixed by the row length alone (R4).
+// logit_out[r] its raw logit. One CTA per row with reductions fixed by the row length alone
+// (R4). A row whose params[r].mask = m >= 0 draws (or picks greedily) only among the tokens
+// allowed by masks[m] (a packed bitmask of token_mask_words(V) words); x is never written.
 Status sample_rows(const __nv_bfloat16* x, int64_t ldx,  // [rows, V]
-                   int64_t rows, int64_t cols, const SampleRowParams* params, int32_t* token_out,
-                   float* logit_out, cudaStream_t stream);
+                   int64_t rows, int64_t cols, const SampleRowParams* params,
+                   const uint32_t* masks,  // [M, token_mask_words(V)]; null when no row has one
+                   int32_t* token_out, float* logit_out, cudaStream_t stream);
 
 Status logit_summary(const __nv_bfloat16* x, int64_t ldx,  // [rows, V]
                      int64_t rows, int64_t cols, int32_t* argmax_out, float* max_out,

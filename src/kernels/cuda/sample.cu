@@ -13,6 +13,10 @@
 // V alone (thread-strided or thread-chunked partial sums, then cub's block scan or reduction),
 // so a row's token depends only on the row and its parameters, never on the batch (R4, R6).
 // The draw's uniform comes from the host (Philox keyed by (seed, position)).
+// A row with an allowed-token bitmask (structured output) gives every disallowed id the key of a
+// NaN: never kept, never the maximum. The host sampler sets those logits to -inf on a copy; a
+// -inf has weight 0 there, so both draw from the same tokens with the same weights. The logits
+// themselves are only read: the summaries (log_z) and any row downloaded keep the raw bits.
 #include <climits>
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
@@ -41,10 +45,14 @@ __device__ __forceinline__ float value_of_key(int key) {
 
 struct Row {
   const uint16_t* bits;
+  const uint32_t* allowed;  // [ceil(V / 32)] bit j: token j may be drawn; null: every token
   int cols;
   float max_value;
   float inv_t;
-  __device__ int key(int j) const { return key_of(bits[j]); }
+  __device__ int key(int j) const {
+    if (allowed && !((allowed[j >> 5] >> (j & 31)) & 1u)) return kNoKey;
+    return key_of(bits[j]);
+  }
   // The engine's weight: exp((x - max) * (1 / T)) in f32.
   __device__ float weight_of_key(int key) const {
     return expf((value_of_key(key) - max_value) * inv_t);
@@ -147,13 +155,15 @@ __device__ double mass_at_least(const Row& row, int k, int k1, int j1, Shared& s
 
 __global__ void __launch_bounds__(kBlock)
     sample_rows_kernel(const bf16* x, int64_t ldx, int cols, const SampleRowParams* params,
-                       int32_t* token_out, float* logit_out) {
+                       const uint32_t* masks, int64_t mask_words, int32_t* token_out,
+                       float* logit_out) {
   __shared__ Shared sh;
   __shared__ int hist[256];
   __shared__ int islot;
   __shared__ double dslot;
   const SampleRowParams p = params[blockIdx.x];
-  Row row{reinterpret_cast<const uint16_t*>(x + blockIdx.x * ldx), cols, 0.0f, 0.0f};
+  const uint32_t* allowed = p.mask >= 0 ? masks + int64_t(p.mask) * mask_words : nullptr;
+  Row row{reinterpret_cast<const uint16_t*>(x + blockIdx.x * ldx), allowed, cols, 0.0f, 0.0f};
 
   // The maximum key (and with it the greedy answer: its lowest id).
   int kmax = kNoKey;
@@ -162,7 +172,7 @@ __global__ void __launch_bounds__(kBlock)
   kmax = broadcast(IntReduce(sh.int_reduce).Reduce(kmax, ::cuda::maximum<>{}), &islot, threadIdx.x == 0);
   int token;
   if (kmax == kNoKey) {
-    token = 0;  // a row of NaNs: as the CPU sampler, id 0
+    token = 0;  // a row of NaNs (or nothing allowed): as the CPU sampler, id 0
   } else if (!(p.inv_temperature > 0.0f) || p.top_k == 1) {
     token = nth_tie(row, kmax, cols - 1, 1, sh, &islot);
   } else {
@@ -262,15 +272,15 @@ __global__ void __launch_bounds__(kBlock)
 }  // namespace
 
 Status sample_rows(const bf16* x, int64_t ldx, int64_t rows, int64_t cols,
-                   const SampleRowParams* params, int32_t* token_out, float* logit_out,
-                   cudaStream_t stream) {
+                   const SampleRowParams* params, const uint32_t* masks, int32_t* token_out,
+                   float* logit_out, cudaStream_t stream) {
   if (rows <= 0) return {};
   if (cols <= 0 || cols > INT_MAX / 2) {
     return Status::error("sample_rows: the row length must be in [1, 2^30]");
   }
   if (rows > INT_MAX) return Status::error("sample_rows: more than 2^31 - 1 rows");
-  sample_rows_kernel<<<unsigned(rows), kBlock, 0, stream>>>(x, ldx, int(cols), params, token_out,
-                                                            logit_out);
+  sample_rows_kernel<<<unsigned(rows), kBlock, 0, stream>>>(
+      x, ldx, int(cols), params, masks, kernels::token_mask_words(cols), token_out, logit_out);
   return cuda_status(cudaGetLastError(), "sample_rows: kernel launch");
 }
 

@@ -47,6 +47,7 @@ struct StepBuffers {
   DeviceBuffer rows;                                              // [L, H]
   DeviceBuffer logits;                                            // [L, V]
   DeviceBuffer draw_params;  // [L] kc::SampleRowParams, in device row order
+  DeviceBuffer draw_masks;   // [M <= L, ceil(V / 32)] allowed-token bitmasks the params name
   DeviceBuffer summary;      // [L] of each SummaryPart, one after the other
   PinnedBuffer upload;            // host staging of the plan
   PinnedBuffer download;          // host staging of the logits rows asked for
@@ -142,7 +143,8 @@ class CudaRunner final : public ModelRunner {
   }
 
   Status run_step(const BatchPlan& plan, const std::vector<uint8_t>& needs,
-                  const std::vector<kernels::SampleRowParams>& draws, StepLogits& out) override;
+                  const std::vector<kernels::SampleRowParams>& draws,
+                  const std::vector<int32_t>& masks, StepLogits& out) override;
   bool draws_on_device() const override { return true; }
 
   // o_.kv_blocks from what o_.gpu_memory_utilization of the device leaves once the weights and
@@ -204,10 +206,12 @@ class CudaRunner final : public ModelRunner {
   Status reserve(int tokens, int rows, int seqs, int max_blocks);
   Status enqueue_step(int tokens, int rows, bool any_draw);
   // Uploads the plan padded to `launch_tokens` tokens, with `logit_rows` in place of
-  // plan.logit_rows (reordered and padded by run_step), and the draw parameters of those rows.
+  // plan.logit_rows (reordered and padded by run_step), the draw parameters of those rows and
+  // the masks they name.
   Status upload_plan(const BatchPlan& plan, int launch_tokens,
                      const std::vector<int32_t>& logit_rows,
-                     const std::vector<kc::SampleRowParams>& draw_params);
+                     const std::vector<kc::SampleRowParams>& draw_params,
+                     const std::vector<int32_t>& masks);
   // Whether steps launch padded to a few sizes (RunnerOptions::pad_graph_batches, graphs on).
   bool pads_steps() const { return o_.pad_graph_batches && o_.cuda_graphs; }
   Status layer(int l, int tokens);
@@ -321,6 +325,7 @@ Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
   const size_t q = size_t(c_.num_heads) * c_.head_dim;
   const size_t w = q + 2 * size_t(c_.num_kv_heads) * c_.head_dim;
   const size_t l = size_t(std::max(rows, 1)), v = size_t(c_.vocab_size);
+  const size_t mask_bytes = size_t(kernels::token_mask_words(c_.vocab_size)) * 4;
   const size_t tables = size_t(std::max(seqs * max_blocks, 1));
   // Growing frees memory queued work may still read.
   INVAR_RETURN_IF_ERROR(
@@ -348,14 +353,17 @@ Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
   INVAR_RETURN_IF_ERROR(
       b_.summary_download.reserve(l * kSummaryBytesPerRow, "the summaries download"));
   INVAR_RETURN_IF_ERROR(b_.draw_params.reserve(l * sizeof(kc::SampleRowParams), "draw parameters"));
-  // upload_plan rounds each of its 6 arrays up to 16 bytes.
+  // Every row may have a mask (a step of structured-output requests only).
+  INVAR_RETURN_IF_ERROR(b_.draw_masks.reserve(l * mask_bytes, "token masks"));
+  // upload_plan rounds each of its 7 arrays up to 16 bytes.
   INVAR_RETURN_IF_ERROR(b_.upload.reserve(
-      t * 16 + tables * 4 + l * (4 + sizeof(kc::SampleRowParams)) + 6 * 16, "the plan upload"));
+      t * 16 + tables * 4 + l * (4 + sizeof(kc::SampleRowParams) + mask_bytes) + 7 * 16,
+      "the plan upload"));
   Fnv1a64 key;
   for (const DeviceBuffer* d : {&b_.ids, &b_.positions, &b_.slots, &b_.block_tables, &b_.logit_rows,
                                 &b_.x, &b_.h, &b_.qkv, &b_.attn, &b_.o, &b_.gate_up, &b_.act,
-                                &b_.rows, &b_.logits, &b_.draw_params, &b_.summary, &b_.x8,
-                                &b_.x8_scales})
+                                &b_.rows, &b_.logits, &b_.draw_params, &b_.draw_masks, &b_.summary,
+                                &b_.x8, &b_.x8_scales})
     key.add(d->as());
   if (c_.moe.num_experts > 0) {
     INVAR_RETURN_IF_ERROR(moe_.reserve(tokens, o_.cuda_device));
@@ -367,7 +375,8 @@ Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
 
 Status CudaRunner::upload_plan(const BatchPlan& plan, int launch_tokens,
                                const std::vector<int32_t>& logit_rows,
-                               const std::vector<kc::SampleRowParams>& draw_params) {
+                               const std::vector<kc::SampleRowParams>& draw_params,
+                               const std::vector<int32_t>& masks) {
   // One pinned staging area, one copy per array (the previous step has finished: forward
   // ends with a sync).
   auto* base = b_.upload.as<unsigned char>();
@@ -396,17 +405,24 @@ Status CudaRunner::upload_plan(const BatchPlan& plan, int launch_tokens,
   INVAR_RETURN_IF_ERROR(put(b_.slots, padded_slots_.data(), padded_slots_.size() * 8));
   INVAR_RETURN_IF_ERROR(put(b_.block_tables, plan.block_tables.data(), plan.block_tables.size() * 4));
   INVAR_RETURN_IF_ERROR(put(b_.logit_rows, logit_rows.data(), logit_rows.size() * 4));
-  return put(b_.draw_params, draw_params.data(), draw_params.size() * sizeof(kc::SampleRowParams));
+  INVAR_RETURN_IF_ERROR(
+      put(b_.draw_params, draw_params.data(), draw_params.size() * sizeof(kc::SampleRowParams)));
+  return put(b_.draw_masks, masks.data(), masks.size() * 4);
 }
 
 Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& needs,
                             const std::vector<kernels::SampleRowParams>& draws,
-                            StepLogits& out) {
+                            const std::vector<int32_t>& masks, StepLogits& out) {
   INVAR_RETURN_IF_ERROR(check_batch_plan(plan, c_, o_.kv_blocks, o_.block_size));
   const int tokens = plan.num_tokens();
   const int rows = int(plan.logit_rows.size());
   if (!needs.empty() && needs.size() != plan.logit_rows.size())
     return Status::errorf("run_step: {} row flags for {} logit rows", needs.size(), rows);
+  // At most one mask per row: what reserve() holds room for.
+  const int64_t mask_words = kernels::token_mask_words(c_.vocab_size);
+  if (int64_t(masks.size()) % mask_words != 0 || int64_t(masks.size()) > rows * mask_words)
+    return Status::errorf("run_step: {} mask words are not at most {} masks of {} words",
+                          masks.size(), rows, mask_words);
   // The rows asked for go first, so that they download as one block; a row's bits do not
   // depend on where it sits among the logit rows (the GEMM, summaries and draws are row-local).
   // With a probe (verify) every row comes, in plan order, as the probe expects.
@@ -429,6 +445,11 @@ Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& n
     if (draws.size() != plan.logit_rows.size())
       return Status::errorf("run_step: {} draw parameters for {} logit rows", draws.size(), rows);
     draw_params_[size_t(i)] = draws[size_t(r)];
+    // A mask index is checked here: the kernel reads the mask it names unchecked.
+    const int32_t m = draw_params_[size_t(i)].mask;
+    if (m >= 0 && (int64_t(m) + 1) * mask_words > int64_t(masks.size()))
+      return Status::errorf("run_step: row {} names token mask {}, of {} given", r, m,
+                            int64_t(masks.size()) / mask_words);
   }
   out.rows.resize(size_t(rows) * size_t(c_.vocab_size));
   out.argmax.resize(size_t(rows));
@@ -450,7 +471,7 @@ Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& n
   draw_params_.resize(size_t(launch_rows), kc::SampleRowParams{});
   INVAR_RETURN_IF_ERROR(
       reserve(launch_tokens, launch_rows, plan.num_seqs(), plan.max_blocks_per_seq));
-  INVAR_RETURN_IF_ERROR(upload_plan(plan, launch_tokens, ordered_rows_, draw_params_));
+  INVAR_RETURN_IF_ERROR(upload_plan(plan, launch_tokens, ordered_rows_, draw_params_, masks));
   probe_status_ = Status();
   max_blocks_ = plan.max_blocks_per_seq;
   if (probe_) probe_->begin_step(plan);
@@ -560,11 +581,12 @@ Status CudaRunner::enqueue_step(int tokens, int rows, bool any_draw) {
                                           summary_part<float>(summary, rows, kMaxLogit),
                                           summary_part<float>(summary, rows, kLogZ), stream_));
   if (any_draw) {
-    INVAR_RETURN_IF_ERROR(kc::sample_rows(logits, vocab, rows, vocab,
-                                          b_.draw_params.as<kc::SampleRowParams>(),
-                                          summary_part<int32_t>(summary, rows, kDrawn),
-                                          summary_part<float>(summary, rows, kDrawnLogit),
-                                          stream_));
+    // After logit_summary, and reading the logits only: log_z and the rows downloaded are
+    // the raw row's, masks or not.
+    INVAR_RETURN_IF_ERROR(
+        kc::sample_rows(logits, vocab, rows, vocab, b_.draw_params.as<kc::SampleRowParams>(),
+                        b_.draw_masks.as<uint32_t>(), summary_part<int32_t>(summary, rows, kDrawn),
+                        summary_part<float>(summary, rows, kDrawnLogit), stream_));
   }
   return Status();
 }
