@@ -47,11 +47,7 @@ constexpr Shape kShapes[] = {{"qkv", 6144, 4096},
 __global__ void fill_random_e4m3(uint8_t* p, int64_t count, uint64_t seed) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count;
        i += int64_t(gridDim.x) * blockDim.x) {
-    uint64_t z = seed * 0x9E3779B97F4A7C15ull + uint64_t(i) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    uint8_t c = uint8_t(z >> 56) & 0xf7;  // clears bit 3: never 0x7f / 0xff
-    p[i] = c;
+    p[i] = uint8_t(random_bits(seed, i) >> 56) & 0xf7;  // clears bit 3: never 0x7f / 0xff
   }
 }
 
@@ -71,15 +67,6 @@ void* device_alloc(size_t bytes) {
 struct Operands {
   void *x, *w, *x8, *xs, *w8, *ws, *ws_lt;
 };
-
-std::vector<int64_t> parse_list(const char* s) {
-  std::vector<int64_t> v;
-  for (const char* p = s; *p;) {
-    v.push_back(std::strtoll(p, const_cast<char**>(&p), 10));
-    if (*p == ',') ++p;
-  }
-  return v;
-}
 
 }  // namespace
 

@@ -46,15 +46,6 @@ struct Variant {
   GemmTile tile;
 };
 
-std::vector<int64_t> parse_list(const char* s) {
-  std::vector<int64_t> v;
-  for (const char* p = s; *p;) {
-    v.push_back(std::strtoll(p, const_cast<char**>(&p), 10));
-    if (*p == ',') ++p;
-  }
-  return v;
-}
-
 // Copies of random x [M, K] and W [N, K], enough (>= 256 MiB in all) that every call of a
 // rotation reads W from device memory, not L2.
 struct RotatedInputs {
