@@ -10,7 +10,7 @@ if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
 endif()
 file(GLOB invar_fuzz_input_srcs CONFIGURE_DEPENDS src/core/*.cpp src/tokenizer/*.cpp)
 foreach(f model/gguf model/gguf_dequant model/safetensors model/config model/config_parse
-          model/load_weights model/weights engine/tokenizer_from_gguf engine/grammar
+          model/load_weights model/weights engine/tokenizer_from_gguf engine/grammar engine/sampler
           server/completion_request server/completion_response server/request_fields
           server/prompt_input server/tools_input server/tool_calls server/tool_call_reader
           server/json_reader)
