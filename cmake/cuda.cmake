@@ -144,7 +144,6 @@ if(INVAR_CUDA_TESTS)
   invar_set_warnings(model_test)
   add_test(NAME cuda_model COMMAND ./model_test)
   set_tests_properties(cuda_model PROPERTIES LABELS cuda TIMEOUT 1200)
-  # The Hopper attention kernel's tile layout and wgmma descriptors against CuTe: host only, no GPU.
   # sample_rows under structured-output masks against the engine's host sampler (invar_engine).
   add_executable(sample_mask_test ${PROJECT_SOURCE_DIR}/tests/cuda/sample_mask_test.cu)
   invar_cuda_target(sample_mask_test)
@@ -152,6 +151,7 @@ if(INVAR_CUDA_TESTS)
   add_test(NAME cuda_sample_mask COMMAND ./sample_mask_test)
   set_tests_properties(cuda_sample_mask PROPERTIES LABELS cuda TIMEOUT 600)
 
+  # The Hopper attention kernel's tile layout and wgmma descriptors against CuTe: host only, no GPU.
   add_executable(attention_sm90_layout_test
                  ${PROJECT_SOURCE_DIR}/tests/cuda/attention_sm90_layout_test.cu)
   invar_cuda_target(attention_sm90_layout_test)
