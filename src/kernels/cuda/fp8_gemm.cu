@@ -142,16 +142,17 @@ struct CudaFp8Gemm::State {
     cublasLtMatmulDesc_t desc = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
     cublasLtMatmulAlgo_t algo{};
+    void release() {
+      if (a) cublasLtMatrixLayoutDestroy(a);
+      if (b) cublasLtMatrixLayoutDestroy(b);
+      if (d) cublasLtMatrixLayoutDestroy(d);
+      if (desc) cublasLtMatmulDescDestroy(desc);
+    }
   };
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>, LtPlan> lt_plans;
 
   ~State() {
-    for (auto& [shape, plan] : lt_plans) {
-      if (plan.a) cublasLtMatrixLayoutDestroy(plan.a);
-      if (plan.b) cublasLtMatrixLayoutDestroy(plan.b);
-      if (plan.d) cublasLtMatrixLayoutDestroy(plan.d);
-      if (plan.desc) cublasLtMatmulDescDestroy(plan.desc);
-    }
+    for (auto& [shape, plan] : lt_plans) plan.release();
     if (lt) cublasLtDestroy(lt);
   }
 
@@ -167,10 +168,7 @@ Result<const CudaFp8Gemm::State::LtPlan*> CudaFp8Gemm::State::lt_plan(const Fp8G
   if (auto it = lt_plans.find(key); it != lt_plans.end()) return &it->second;
   LtPlan plan;
   auto fail = [&](Status s) {
-    if (plan.a) cublasLtMatrixLayoutDestroy(plan.a);
-    if (plan.b) cublasLtMatrixLayoutDestroy(plan.b);
-    if (plan.d) cublasLtMatrixLayoutDestroy(plan.d);
-    if (plan.desc) cublasLtMatmulDescDestroy(plan.desc);
+    plan.release();
     return Result<const LtPlan*>(std::move(s));
   };
   Status s = lt_status(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F),

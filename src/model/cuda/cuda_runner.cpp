@@ -344,7 +344,8 @@ Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
   if (fp8_layers_ > 0) {
     const size_t widest = std::max({h, q, i});
     INVAR_RETURN_IF_ERROR(b_.x8.reserve(tp * widest, "FP8 activations"));
-    INVAR_RETURN_IF_ERROR(b_.x8_scales.reserve(widest / 128 * tp * 4, "FP8 activation scales"));
+    INVAR_RETURN_IF_ERROR(
+        b_.x8_scales.reserve(widest / kc::kFp8Block * tp * 4, "FP8 activation scales"));
   }
   INVAR_RETURN_IF_ERROR(b_.act.reserve(t * i * 2, "SiLU-mul output"));
   INVAR_RETURN_IF_ERROR(b_.rows.reserve(l * h * 2, "logit rows"));
@@ -673,25 +674,22 @@ Status CudaRunner::layer(int l, int tokens) {
     probe(l, ProbeOp::up_proj, gu + inter, tokens, inter, 2 * inter);
     INVAR_RETURN_IF_ERROR(
         kc::silu_mul(gu, 2 * inter, gu + inter, 2 * inter, tokens, inter, act, inter, stream_));
-    probe(l, ProbeOp::silu_mul, act, tokens, inter, inter);
-    INVAR_RETURN_IF_ERROR(linear(act, inter, w.down, w.down8, hidden, inter, o, hidden, tokens));
-    probe(l, ProbeOp::down_proj, o, tokens, hidden, hidden);
-    return Status();
+  } else {
+    const kc::GateUpProblem gate_up{.x = h,
+                                    .ldx = hidden,
+                                    .w = w.gate_up.as(),
+                                    .ldw = hidden,
+                                    .h = act,
+                                    .ldh = inter,
+                                    .scratch = gu,
+                                    .m = tokens,
+                                    .inter = inter,
+                                    .k = hidden};
+    INVAR_RETURN_IF_ERROR(gemm_->run_gate_up(gate_up, o_.kernels, stream_, /*fuse=*/!probe_));
+    probe_gate_up(l, gu, tokens, inter);
   }
-  const kc::GateUpProblem gate_up{.x = h,
-                                  .ldx = hidden,
-                                  .w = w.gate_up.as(),
-                                  .ldw = hidden,
-                                  .h = act,
-                                  .ldh = inter,
-                                  .scratch = gu,
-                                  .m = tokens,
-                                  .inter = inter,
-                                  .k = hidden};
-  INVAR_RETURN_IF_ERROR(gemm_->run_gate_up(gate_up, o_.kernels, stream_, /*fuse=*/!probe_));
-  probe_gate_up(l, gu, tokens, inter);
   probe(l, ProbeOp::silu_mul, act, tokens, inter, inter);
-  INVAR_RETURN_IF_ERROR(gemm(act, inter, w.down.as(), hidden, inter, o, hidden, tokens));
+  INVAR_RETURN_IF_ERROR(linear(act, inter, w.down, w.down8, hidden, inter, o, hidden, tokens));
   probe(l, ProbeOp::down_proj, o, tokens, hidden, hidden);
   return Status();
 }
