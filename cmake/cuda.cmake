@@ -93,7 +93,9 @@ file(GLOB invar_model_cuda_srcs CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/src/mode
 add_library(invar_model_cuda STATIC ${invar_model_cuda_srcs})
 target_link_libraries(invar_model_cuda PUBLIC invar_model invar_cuda)
 invar_set_warnings(invar_model_cuda)
-target_link_libraries(invar_engine PUBLIC invar_model_cuda)
+# PRIVATE: the engine's users see no CUDA header (model_runner_factory.h hides the runner), so
+# turning CUDA on in a CPU build folder recompiles only the engine and what is new.
+target_link_libraries(invar_engine PRIVATE invar_model_cuda)
 target_compile_definitions(invar_engine PRIVATE INVAR_WITH_CUDA)
 
 # The NCCL communicator of tensor parallelism (src/model/cuda/nccl/, docs/tensor-parallel.md):
@@ -138,7 +140,7 @@ if(INVAR_CUDA_TESTS)
   # Whole models on CUDA against the CPU backend (host C++ over the engine's runner factory).
   add_executable(model_test ${PROJECT_SOURCE_DIR}/tests/cuda/model_test.cpp
                             ${PROJECT_SOURCE_DIR}/tests/test_paths.cpp)
-  target_link_libraries(model_test PRIVATE invar_engine GTest::gtest GTest::gtest_main)
+  target_link_libraries(model_test PRIVATE invar_engine invar_model_cuda GTest::gtest GTest::gtest_main)
   target_include_directories(model_test PRIVATE ${PROJECT_SOURCE_DIR}/tests)
   target_compile_definitions(model_test PRIVATE INVAR_TEST_DATA_DIR="${PROJECT_SOURCE_DIR}/tests/data")
   invar_set_warnings(model_test)
