@@ -14,6 +14,7 @@
 #include "cli/common_options.h"
 #include "engine/engine.h"
 #include "engine/model_bundle.h"
+#include "engine/replica_set.h"
 #include "server/server.h"
 #include "tokenizer/chat_template.h"
 
@@ -37,6 +38,7 @@ struct ServeArgs {
   std::string chat_template;  // --chat-template FILE
   std::string tool_call_parser = "auto";
   int http_threads = 2;
+  int data_parallel_size = 1;  // engine replicas behind the one server
   int max_running = 0;  // 0: per device (kCudaMaxRunning, kCpuMaxRunning)
   int step_tokens = 0;  // 0: per device (kCudaStepTokens, kCpuStepTokens)
   int max_queue = 1024;
@@ -135,12 +137,12 @@ int run_serve(const ServeArgs& a) {
                                                              : PA::automatic;
   // The engine is destroyed before the server: its callbacks reference the server's
   // connections, which must not outlive the io_context they belong to.
-  auto created = engine::Engine::create(*bundle, eo);
+  auto created = engine::ReplicaSet::create(*bundle, eo, a.data_parallel_size);
   if (!created.ok()) {
     fmt::print(stderr, "error: {}\n", created.status().message());
     return 1;
   }
-  std::unique_ptr<engine::Engine> engine = std::move(created).value();
+  std::unique_ptr<engine::ReplicaSet> engine = std::move(created).value();
 
   server::ServerOptions so;
   so.http.host = a.host;
@@ -167,10 +169,12 @@ int run_serve(const ServeArgs& a) {
   const int64_t kv_tokens = int64_t(engine->options().kv_blocks) * engine->options().block_size;
   so.on_listening = [&](uint16_t port) {
     fmt::print(stderr,
-               "invar serve: listening on http://{}:{} (model \"{}\", context {}, KV cache {} "
+               "invar serve: listening on http://{}:{} (model \"{}\", context {}, {}KV cache {} "
                "tokens, up to {} sequences and {} tokens a step, tool calls {}, {})\n",
                a.host.find(':') == std::string::npos ? a.host : "[" + a.host + "]", port,
-               so.served_model_name, context, kv_tokens, eo.max_running, eo.step_token_budget,
+               so.served_model_name, context,
+               engine->size() > 1 ? fmt::format("{} replicas, each: ", engine->size()) : "",
+               kv_tokens, eo.max_running, eo.step_token_budget,
                server::tool_call_format_name(*so.tool_call_format), fingerprint);
   };
   auto server = std::make_unique<server::Server>(*engine, so);
@@ -208,8 +212,13 @@ void add_serve(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "hermes", "llama3_json", "mistral"}));
   cmd->add_option("--http-threads", a->http_threads, "Threads for network and JSON work")
       ->check(CLI::Range(1, 64));
+  cmd->add_option("--data-parallel-size", a->data_parallel_size,
+                  "Engine replicas behind this server, each with its own KV cache and engine "
+                  "thread; a request goes to the least loaded one, and gets the same bits on any "
+                  "(CPU: they split --threads; CUDA: replica r on GPU r)")
+      ->check(CLI::Range(1, 64));
   cmd->add_option("--max-running,--max-num-seqs", a->max_running,
-                  fmt::format("Sequences batched at once (0: {} on CUDA, {} on the CPU)",
+                  fmt::format("Sequences batched at once, per replica (0: {} on CUDA, {} on the CPU)",
                               kCudaMaxRunning, kCpuMaxRunning))
       ->check(CLI::Range(0, 4096));
   cmd->add_option("--max-num-batched-tokens", a->step_tokens,

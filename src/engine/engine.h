@@ -13,6 +13,7 @@
 #include "core/status.h"
 #include "engine/model_bundle.h"
 #include "engine/request.h"
+#include "engine/serving_engine.h"
 #include "engine/stats.h"
 #include "kernels/types.h"
 #include "model/model_runner.h"
@@ -47,34 +48,25 @@ struct EngineOptions {
       model::RunnerOptions::PrefillAttention::automatic;  // CUDA: RunnerOptions's
 };
 
-// Called on the engine thread: must not block. The last event of a request has finished().
-using EventCallback = std::function<void(const RequestEvent&)>;
-
-class Engine {
+class Engine final : public ServingEngine {
  public:
   // The bundle must outlive the engine. Starts the engine thread. Fails when the device can
   // not be used (no CUDA backend in this build, no GPU, too little device memory).
   static Result<std::unique_ptr<Engine>> create(const ModelBundle& bundle, EngineOptions options);
   // A CPU engine (options.device is ignored): cannot fail.
   Engine(const ModelBundle& bundle, EngineOptions options);
-  ~Engine();  // cancels what is in flight and joins the thread
+  ~Engine() override;  // cancels what is in flight and joins the thread
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Thread-safe. Fails with invalid_argument (empty or too long prompt, bad parameters) or
-  // resource_exhausted (queue full); on success returns the request id.
-  Result<uint64_t> submit(RequestParams params, EventCallback on_event);
-  // Thread-safe; a no-op for unknown or finished ids. The request ends with `cancelled` and its
-  // KV blocks are freed.
-  void cancel(uint64_t request_id);
-  // Stops taking requests; in-flight ones finish (drain) or are cancelled.
-  void shutdown(bool drain);
-
-  EngineStats stats() const;
-  const EngineOptions& options() const;
-  const ModelBundle& bundle() const;
-  // model hash + engine build + kernel mode: equal fingerprints promise equal bits.
-  const std::string& fingerprint() const;
+  // ServingEngine: thread-safe submit and cancel, shutdown, stats, the model.
+  Result<uint64_t> submit(RequestParams params, EventCallback on_event) override;
+  void cancel(uint64_t request_id) override;
+  void shutdown(bool drain) override;
+  EngineStats stats() const override;
+  const EngineOptions& options() const override;
+  const ModelBundle& bundle() const override;
+  const std::string& fingerprint() const override;
 
  private:
   Engine(const ModelBundle& bundle, EngineOptions resolved,

@@ -24,6 +24,7 @@ struct RequestOutcome {
   FinishReason finish = FinishReason::none;
   std::string error;
   int cached_prompt_tokens = 0;
+  uint64_t request_id = 0;  // as the events carried it
 
   // Same tokens, text and logprob bits (prompt logprobs included).
   bool same_output(const RequestOutcome& o) const {
@@ -58,6 +59,7 @@ class RequestCollector {
     return [this, slot](const RequestEvent& ev) {
       std::lock_guard<std::mutex> lock(mu_);
       RequestOutcome& o = outcomes_[slot];
+      o.request_id = ev.request_id;
       o.text += ev.text;
       if (!ev.prompt_logprobs.empty()) o.prompt_logprobs = ev.prompt_logprobs;
       for (const auto& t : ev.tokens) {

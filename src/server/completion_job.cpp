@@ -22,7 +22,7 @@ std::string new_id(Endpoint endpoint) {
 
 class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
  public:
-  CompletionJob(engine::Engine& engine, CompletionRequest request,
+  CompletionJob(engine::ServingEngine& engine, CompletionRequest request,
                 std::shared_ptr<Exchange> exchange, ServerCounters& counters)
       : engine_(engine),
         request_(std::move(request)),
@@ -240,7 +240,7 @@ class CompletionJob : public std::enable_shared_from_this<CompletionJob> {
                        format_response(header_, request_, results_, usage_, tok_));
   }
 
-  engine::Engine& engine_;
+  engine::ServingEngine& engine_;
   CompletionRequest request_;
   std::shared_ptr<Exchange> exchange_;
   ServerCounters& counters_;
@@ -277,7 +277,7 @@ ApiError submit_error(const Status& status) {
   }
 }
 
-void start_completion(engine::Engine& engine, CompletionRequest request,
+void start_completion(engine::ServingEngine& engine, CompletionRequest request,
                       std::shared_ptr<Exchange> exchange, ServerCounters& counters) {
   std::make_shared<CompletionJob>(engine, std::move(request), std::move(exchange), counters)
       ->start();

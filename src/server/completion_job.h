@@ -14,7 +14,7 @@
 namespace invar::server {
 
 // Starts serving `request` through `exchange`; called on the exchange's strand.
-void start_completion(engine::Engine& engine, CompletionRequest request,
+void start_completion(engine::ServingEngine& engine, CompletionRequest request,
                       std::shared_ptr<Exchange> exchange, ServerCounters& counters);
 
 // The HTTP status for an engine submit() failure: 429 when the queue is full, 400 for bad

@@ -67,7 +67,7 @@ std::optional<ApiError> check_content_type(const HttpRequest& req) {
 }  // namespace
 
 struct Server::Impl {
-  Impl(engine::Engine& e, ServerOptions o)
+  Impl(engine::ServingEngine& e, ServerOptions o)
       : engine(e),
         options(std::move(o)),
         created(std::chrono::duration_cast<std::chrono::seconds>(
@@ -242,7 +242,7 @@ struct Server::Impl {
     ioc.stop();
   }
 
-  engine::Engine& engine;
+  engine::ServingEngine& engine;
   ServerOptions options;
   RequestLimits limits;
   int64_t created;
@@ -258,7 +258,7 @@ struct Server::Impl {
   std::chrono::steady_clock::time_point deadline;
 };
 
-Server::Server(engine::Engine& engine, ServerOptions options)
+Server::Server(engine::ServingEngine& engine, ServerOptions options)
     : impl_(std::make_unique<Impl>(engine, std::move(options))) {}
 
 Server::~Server() = default;

@@ -42,7 +42,7 @@ struct ServerOptions {
 
 class Server {
  public:
-  Server(engine::Engine& engine, ServerOptions options);
+  Server(engine::ServingEngine& engine, ServerOptions options);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

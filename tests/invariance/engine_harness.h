@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "engine/serving_engine.h"
 #include "engine/request_collector.h"
 #include "test_paths.h"
 
@@ -58,7 +59,13 @@ class EngineTest : public ::testing::Test {
                                          EngineOptions opt, EngineStats* stats = nullptr) {
     auto e = make_engine(opt);
     if (!e) return {};
-    Engine& engine = *e;
+    return run_loaded_on(*e, p, copies, background, stats);
+  }
+
+  // run_loaded on a given engine (one Engine, or a ReplicaSet).
+  std::vector<RequestOutcome> run_loaded_on(ServingEngine& engine, const RequestParams& p,
+                                            int copies, int background,
+                                            EngineStats* stats = nullptr) {
     RequestCollector c;
     std::mt19937 rng(uint32_t(copies * 7919 + background));
     std::vector<size_t> target_slots;
