@@ -199,10 +199,12 @@ int main(int argc, char** argv) {
         const std::vector<double> t = time_variants(timed, launches, reps, stream);
         std::printf(
             "%-9s %6lld %-13s | %8.2f %7.1f | %8.2f %8.2f %8.2f | %7.2f %7.2f %7.2f |"
-            " %8.2f\n",
+            " %8.2f%s\n",
             s.name, static_cast<long long>(m),
             std::string(fp8_gemm_tile_name(CudaFp8Gemm::choose_tile(m, s.n))).c_str(), t[0],
-            flop / t[0] * 1e-6, t[1], t[2], t[3], t[1] / t[0], t[2] / t[0], t[3] / t[0], t[4]);
+            flop / t[0] * 1e-6, t[1], t[2], t[3], t[1] / t[0], t[2] / t[0], t[3] / t[0], t[4],
+            (*fp8)->fast_is_cublaslt() ? ""
+                                       : "  (fp8 lt: no cuBLASLt algorithm, the invariant kernel)");
         std::fflush(stdout);
       }
       for (Operands& o : ops)

@@ -59,6 +59,10 @@ int32_t Sampler::sample(const float* logits, int vocab, const SamplingParams& p,
       if (cum >= target) break;
     }
     kept_.resize(n);
+    // Back to id order for the draw, as after top-k and as the GPU draws (kernels/cuda/
+    // sample.cu): walking the nucleus most-likely-first drew other tokens for the same u
+    // (seen on an H200: every top-p row of sample_mask_test).
+    std::sort(kept_.begin(), kept_.end());
   }
   double total = 0;
   for (int32_t id : kept_) total += weights_[size_t(id)];

@@ -243,8 +243,17 @@ TEST_F(Fp8GemmTest, TokenRowSameBitsInEveryBatch) {
   constexpr int64_t kMaxBatch = 512;
   const std::vector<uint16_t> others = random_x(kMaxBatch, kK, 5);
   std::vector<uint16_t> token(others.begin(), others.begin() + kK);
+  // The control must change what the GEMM sees: a one-ulp change of a bf16 input usually
+  // quantizes to the same FP8 code (seen on an H200). Negating the largest element of a
+  // 128-column block keeps the block's scale and flips its code (+-448) in every batch.
   std::vector<uint16_t> changed = token;
-  changed[size_t(kK / 3)] ^= 1;  // one bf16 ulp
+  {
+    const size_t block = size_t(kK / 3) / 128 * 128;
+    size_t largest = block;
+    for (size_t i = block; i < block + 128; ++i)
+      if (std::fabs(bf16_value(token[i])) > std::fabs(bf16_value(token[largest]))) largest = i;
+    changed[largest] ^= 0x8000;  // the sign bit
+  }
   auto row_of = [&](const std::vector<uint16_t>& first, int64_t b, KernelMode mode,
                     std::vector<uint16_t>& out) {
     std::vector<uint16_t> x(others.begin(), others.begin() + b * kK);
@@ -258,7 +267,7 @@ TEST_F(Fp8GemmTest, TokenRowSameBitsInEveryBatch) {
   std::vector<uint16_t> alone, alone_changed, got;
   row_of(token, 1, KernelMode::invariant, alone);
   row_of(changed, 1, KernelMode::invariant, alone_changed);
-  ASSERT_NE(alone, alone_changed) << "a one-ulp change of the input must show in the output";
+  ASSERT_NE(alone, alone_changed) << "a changed FP8 code of the input must show in the output";
   int64_t differ = 0, control_missed = 0, fast_differ = 0;
   std::vector<uint16_t> fast_alone;
   row_of(token, 1, KernelMode::fast, fast_alone);
@@ -274,13 +283,14 @@ TEST_F(Fp8GemmTest, TokenRowSameBitsInEveryBatch) {
   EXPECT_EQ(control_missed, 0) << "batch sizes in which the changed token gave the same row";
   // Not asserted: cuBLASLt may or may not change bits with the batch; printed for the record.
   std::printf(
-      "fast mode (cuBLASLt): the token's row differs from alone in %lld of %lld batch "
-      "sizes\n",
+      "fast mode (%s): the token's row differs from alone in %lld of %lld batch sizes\n",
+      gemm_->fast_is_cublaslt() ? "cuBLASLt" : "no cuBLASLt algorithm: the invariant kernel",
       static_cast<long long>(fast_differ), static_cast<long long>(kMaxBatch));
 }
 
 TEST_F(Fp8GemmTest, FastModeCloseToInvariant) {
   const DeviceFp8Weight w = upload_weight(random_weight(6));
+  int compared = 0;
   for (int64_t m : {1, 7, 64, 300}) {
     Batch b(random_x(m, kK, 7 + uint64_t(m)));
     STATUS_OK(b.quantize());
@@ -289,6 +299,13 @@ TEST_F(Fp8GemmTest, FastModeCloseToInvariant) {
     const auto inv = download<uint16_t>(b.y.as(), size_t(m * kN));
     STATUS_OK(gemm_->run(b.problem(w.ref()), KernelMode::fast, nullptr));
     CUDA_OK(cudaDeviceSynchronize());
+    if (!gemm_->fast_is_cublaslt()) {
+      std::printf("M=%lld: cuBLASLt has no block-scaled FP8 algorithm (fast mode ran the "
+                  "invariant kernel): not compared\n",
+                  static_cast<long long>(m));
+      continue;
+    }
+    ++compared;
     const auto fast = download<uint16_t>(b.y.as(), size_t(m * kN));
     int64_t far = 0, differ = 0;
     float max_abs = 0.0f;
@@ -302,6 +319,7 @@ TEST_F(Fp8GemmTest, FastModeCloseToInvariant) {
     std::printf("M=%lld: cuBLASLt and the invariant GEMM differ in %lld of %zu outputs' bits\n",
                 static_cast<long long>(m), static_cast<long long>(differ), inv.size());
   }
+  if (compared == 0) GTEST_SKIP() << "cuBLASLt had no block-scaled FP8 algorithm at any M";
 }
 
 TEST_F(Fp8GemmTest, RefusesShapesOffTheBlockGrid) {

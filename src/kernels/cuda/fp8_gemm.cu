@@ -4,8 +4,10 @@
 #include <cublasLt.h>
 #include <cuda_fp8.h>
 
+#include <cstdio>
 #include <iterator>
 #include <map>
+#include <set>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -150,6 +152,11 @@ struct CudaFp8Gemm::State {
     }
   };
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>, LtPlan> lt_plans;
+  // Shapes for which cuBLASLt found no block-scaled FP8 algorithm: fast mode runs the
+  // invariant kernel there. lt_missing: whether the last fast run was such a shape
+  // (CudaFp8Gemm::fast_is_cublaslt).
+  std::set<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>> lt_absent;
+  bool lt_missing = false;
 
   ~State() {
     for (auto& [shape, plan] : lt_plans) plan.release();
@@ -166,6 +173,10 @@ Result<const CudaFp8Gemm::State::LtPlan*> CudaFp8Gemm::State::lt_plan(const Fp8G
   const int64_t mp = fp8_scale_stride(p.m), n = p.w.n, k = p.w.k;
   const auto key = std::make_tuple(mp, n, k, p.ldx, p.w.ldw, p.ldy);
   if (auto it = lt_plans.find(key); it != lt_plans.end()) return &it->second;
+  if (lt_absent.count(key)) {
+    lt_missing = true;
+    return Status::error("fp8 gemm (fast): cuBLASLt has no block-scaled FP8 algorithm here");
+  }
   LtPlan plan;
   auto fail = [&](Status s) {
     plan.release();
@@ -212,6 +223,8 @@ Result<const CudaFp8Gemm::State::LtPlan*> CudaFp8Gemm::State::lt_plan(const Fp8G
                                                            plan.d, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (hs != CUBLAS_STATUS_SUCCESS || found == 0) {
+    lt_missing = true;
+    lt_absent.insert(key);
     return fail(
         Status::error("fp8 gemm (fast): cuBLASLt has no block-scaled FP8 algorithm for "
                       "M=" +
@@ -251,6 +264,8 @@ Result<std::unique_ptr<CudaFp8Gemm>> CudaFp8Gemm::create(int device) {
 
 CudaFp8Gemm::~CudaFp8Gemm() = default;
 
+bool CudaFp8Gemm::fast_is_cublaslt() const { return !state_->lt_missing; }
+
 Fp8GemmTile CudaFp8Gemm::choose_tile(int64_t m, int64_t n) {
   (void)n;
   // Speed only: every config gives the same bits (fp8_gemm_test). Swap-AB for decode, so a
@@ -262,11 +277,20 @@ Fp8GemmTile CudaFp8Gemm::choose_tile(int64_t m, int64_t n) {
 }
 
 Status CudaFp8Gemm::run(const Fp8GemmProblem& p, KernelMode mode, cudaStream_t stream) {
+  State& s = *state_;
   if (mode == KernelMode::invariant) return run_tile(p, choose_tile(p.m, p.w.n), stream);
   INVAR_RETURN_IF_ERROR(check_problem(p, "fp8 gemm (fast)"));
   if (p.m == 0) return {};
-  State& s = *state_;
-  INVAR_ASSIGN_OR_RETURN(const State::LtPlan* plan, s.lt_plan(p));
+  s.lt_missing = false;
+  const bool first_refusal = s.lt_absent.empty();
+  auto planned = s.lt_plan(p);
+  if (!planned.ok() && s.lt_missing) {
+    if (first_refusal)
+      std::fprintf(stderr, "invar: %s; fast mode runs the invariant FP8 kernel there\n",
+                   planned.status().message().c_str());
+    return run_tile(p, choose_tile(p.m, p.w.n), stream);
+  }
+  INVAR_ASSIGN_OR_RETURN(const State::LtPlan* plan, std::move(planned));
   const State::LtPlan& lp = *plan;
   const void* scale_a = p.w.scales_lt;
   const void* scale_b = p.x_scales;

@@ -113,6 +113,11 @@ class CudaFp8Gemm {
   // The invariant path with a forced tile config: for the R2 tests and the benchmark.
   Status run_tile(const Fp8GemmProblem& p, Fp8GemmTile tile, cudaStream_t stream);
 
+  // Whether the last fast-mode run was cuBLASLt's: false where cuBLASLt finds no block-scaled
+  // FP8 algorithm for the shape (seen on an H200 at M = 1); fast mode runs the invariant kernel
+  // there, with a note on stderr the first time.
+  bool fast_is_cublaslt() const;
+
   // The config `run` uses in invariant mode; any config gives the same bits.
   static Fp8GemmTile choose_tile(int64_t m, int64_t n);
 
