@@ -63,6 +63,45 @@ TEST(Sampler, TopKOneIsGreedyAndTopPKeepsTheHead) {
   for (uint64_t pos = 0; pos < 20; ++pos) EXPECT_EQ(s.sample(logits.data(), 4, min_p, pos), 1);
 }
 
+// The draw walks the kept set in id order after every filter, top-p included, as the GPU's
+// sample_rows does (an H200 found the host walking the nucleus most likely first). Logits
+// falling with the id would hide the order, so they rise: id order and likelihood order are
+// opposite, and the two walks pick different tokens for some uniforms, which the test checks
+// it has seen.
+TEST(Sampler, TopPDrawWalksTheNucleusInIdOrder) {
+  const std::vector<float> logits{0.0f, 0.5f, 1.0f, 1.5f, 2.0f};
+  const SamplingParams p{1.0f, 0, 0.8f, 0.0f, 7};
+  // The nucleus by hand: weights exp(x - 2), most likely first until 0.8 of the mass.
+  std::vector<double> w;
+  for (float x : logits) w.push_back(double(std::exp((x - 2.0f) * 1.0f)));
+  double mass = 0;
+  for (double v : w) mass += v;
+  std::vector<int> nucleus;  // most likely first
+  double cum = 0;
+  for (int id = 4; id >= 0 && cum < 0.8 * mass; --id) {
+    cum += w[size_t(id)];
+    nucleus.push_back(id);
+  }
+  ASSERT_GE(nucleus.size(), 3u);
+  auto walk = [&](std::vector<int> order, double u) {
+    double total = 0, run = 0;
+    for (int id : order) total += w[size_t(id)];
+    for (int id : order)
+      if (u * total < (run += w[size_t(id)])) return id;
+    return order.back();
+  };
+  std::vector<int> by_id = nucleus;
+  std::sort(by_id.begin(), by_id.end());
+  Sampler s;
+  int orders_differ = 0;
+  for (uint64_t pos = 0; pos < 200; ++pos) {
+    const double u = double(philox_uniform(p.seed, pos));
+    EXPECT_EQ(s.sample(logits.data(), 5, p, pos), walk(by_id, u)) << "position " << pos;
+    orders_differ += walk(by_id, u) != walk(nucleus, u);
+  }
+  EXPECT_GT(orders_differ, 0) << "the uniforms never told the two orders apart";
+}
+
 TEST(Sampler, FrequenciesFollowTheDistribution) {
   std::vector<float> logits{std::log(0.5f), std::log(0.3f), std::log(0.2f)};
   Sampler s;
