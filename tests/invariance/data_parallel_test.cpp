@@ -25,17 +25,9 @@ class DataParallel : public EngineTest {
   }
 
   RequestParams target(float temperature) const {
-    RequestParams p;
-    p.prompt = bundle_->tokenizer.encode(
+    return text_request(
         "The lighthouse keeper climbed the stairs every evening, and on the last night of the",
-        false, false);
-    p.max_tokens = 40;
-    p.ignore_eos = true;
-    p.top_logprobs = 3;
-    p.sampling.temperature = temperature;
-    p.sampling.seed = 4321;
-    p.has_seed = true;
-    return p;
+        40, temperature, 4321);
   }
 
   static std::unique_ptr<ReplicaSet> make_replicas(EngineOptions opt, int n) {

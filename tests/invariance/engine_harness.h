@@ -98,6 +98,21 @@ class EngineTest : public ::testing::Test {
     return targets;
   }
 
+  // A request for `text`: `max_tokens` tokens past any EOS, 3 alternatives' logprobs, at
+  // `temperature` with `seed`.
+  static RequestParams text_request(const char* text, int max_tokens, float temperature,
+                                    uint64_t seed) {
+    RequestParams p;
+    p.prompt = bundle_->tokenizer.encode(text, false, false);
+    p.max_tokens = max_tokens;
+    p.ignore_eos = true;
+    p.top_logprobs = 3;
+    p.sampling.temperature = temperature;
+    p.sampling.seed = seed;
+    p.has_seed = true;
+    return p;
+  }
+
   // Small steps next to decodes: chunked prefill, and (max_running 12) at most 12 logits rows
   // a step.
   static EngineOptions busy_options() {

@@ -17,17 +17,9 @@ using Collector = RequestCollector;
 class EngineLoad : public EngineTest {
  protected:
   RequestParams target(float temperature) const {
-    RequestParams p;
-    p.prompt = bundle_->tokenizer.encode(
-        "Once upon a time, in a small village by the sea, there lived an old fisherman who",
-        false, false);
-    p.max_tokens = 48;
-    p.ignore_eos = true;
-    p.top_logprobs = 3;
-    p.sampling.temperature = temperature;
-    p.sampling.seed = 1234;
-    p.has_seed = true;
-    return p;
+    return text_request(
+        "Once upon a time, in a small village by the sea, there lived an old fisherman who", 48,
+        temperature, 1234);
   }
 };
 
