@@ -26,8 +26,8 @@ class DataParallel : public EngineTest {
 
   RequestParams target(float temperature) const {
     return text_request(
-        "The lighthouse keeper climbed the stairs every evening, and on the last night of the",
-        40, temperature, 4321);
+        "The lighthouse keeper climbed the stairs every evening, and on the last night of the", 40,
+        temperature, 4321);
   }
 
   static std::unique_ptr<ReplicaSet> make_replicas(EngineOptions opt, int n) {
