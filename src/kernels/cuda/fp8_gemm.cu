@@ -152,17 +152,17 @@ struct CudaFp8Gemm::State {
     }
   };
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>, LtPlan> lt_plans;
-  // Shapes for which cuBLASLt found no block-scaled FP8 algorithm: fast mode runs the
-  // invariant kernel there. lt_missing: whether the last fast run was such a shape
-  // (CudaFp8Gemm::fast_is_cublaslt).
+  // Shapes for which cuBLASLt found no block-scaled FP8 algorithm (lt_plan gives null there:
+  // fast mode runs the invariant kernel), and whether the last fast run was cuBLASLt's.
   std::set<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>> lt_absent;
-  bool lt_missing = false;
+  bool last_fast_lt = true;
 
   ~State() {
     for (auto& [shape, plan] : lt_plans) plan.release();
     if (lt) cublasLtDestroy(lt);
   }
 
+  // The plan for p's shape; null where cuBLASLt has no algorithm for it.
   Result<const LtPlan*> lt_plan(const Fp8GemmProblem& p);
 };
 
@@ -173,10 +173,7 @@ Result<const CudaFp8Gemm::State::LtPlan*> CudaFp8Gemm::State::lt_plan(const Fp8G
   const int64_t mp = fp8_scale_stride(p.m), n = p.w.n, k = p.w.k;
   const auto key = std::make_tuple(mp, n, k, p.ldx, p.w.ldw, p.ldy);
   if (auto it = lt_plans.find(key); it != lt_plans.end()) return &it->second;
-  if (lt_absent.count(key)) {
-    lt_missing = true;
-    return Status::error("fp8 gemm (fast): cuBLASLt has no block-scaled FP8 algorithm here");
-  }
+  if (lt_absent.count(key)) return nullptr;
   LtPlan plan;
   auto fail = [&](Status s) {
     plan.release();
@@ -223,13 +220,15 @@ Result<const CudaFp8Gemm::State::LtPlan*> CudaFp8Gemm::State::lt_plan(const Fp8G
                                                            plan.d, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (hs != CUBLAS_STATUS_SUCCESS || found == 0) {
-    lt_missing = true;
+    if (lt_absent.empty())
+      std::fprintf(stderr,
+                   "invar: fp8 gemm (fast): cuBLASLt has no block-scaled FP8 algorithm for M=%lld "
+                   "N=%lld K=%lld (%s); fast mode runs the invariant FP8 kernel there\n",
+                   static_cast<long long>(p.m), static_cast<long long>(n),
+                   static_cast<long long>(k), cublasGetStatusString(hs));
     lt_absent.insert(key);
-    return fail(
-        Status::error("fp8 gemm (fast): cuBLASLt has no block-scaled FP8 algorithm for "
-                      "M=" +
-                      std::to_string(p.m) + " N=" + std::to_string(n) + " K=" + std::to_string(k) +
-                      " (needs cuBLAS 12.9+ on sm_90): " + cublasGetStatusString(hs)));
+    plan.release();
+    return nullptr;
   }
   plan.algo = result.algo;
   return &lt_plans.emplace(key, plan).first->second;
@@ -264,7 +263,7 @@ Result<std::unique_ptr<CudaFp8Gemm>> CudaFp8Gemm::create(int device) {
 
 CudaFp8Gemm::~CudaFp8Gemm() = default;
 
-bool CudaFp8Gemm::fast_is_cublaslt() const { return !state_->lt_missing; }
+bool CudaFp8Gemm::fast_is_cublaslt() const { return state_->last_fast_lt; }
 
 Fp8GemmTile CudaFp8Gemm::choose_tile(int64_t m, int64_t n) {
   (void)n;
@@ -277,20 +276,13 @@ Fp8GemmTile CudaFp8Gemm::choose_tile(int64_t m, int64_t n) {
 }
 
 Status CudaFp8Gemm::run(const Fp8GemmProblem& p, KernelMode mode, cudaStream_t stream) {
-  State& s = *state_;
   if (mode == KernelMode::invariant) return run_tile(p, choose_tile(p.m, p.w.n), stream);
   INVAR_RETURN_IF_ERROR(check_problem(p, "fp8 gemm (fast)"));
   if (p.m == 0) return {};
-  s.lt_missing = false;
-  const bool first_refusal = s.lt_absent.empty();
-  auto planned = s.lt_plan(p);
-  if (!planned.ok() && s.lt_missing) {
-    if (first_refusal)
-      std::fprintf(stderr, "invar: %s; fast mode runs the invariant FP8 kernel there\n",
-                   planned.status().message().c_str());
-    return run_tile(p, choose_tile(p.m, p.w.n), stream);
-  }
-  INVAR_ASSIGN_OR_RETURN(const State::LtPlan* plan, std::move(planned));
+  State& s = *state_;
+  INVAR_ASSIGN_OR_RETURN(const State::LtPlan* plan, s.lt_plan(p));
+  s.last_fast_lt = plan != nullptr;
+  if (!plan) return run_tile(p, choose_tile(p.m, p.w.n), stream);
   const State::LtPlan& lp = *plan;
   const void* scale_a = p.w.scales_lt;
   const void* scale_b = p.x_scales;
