@@ -39,6 +39,12 @@ void Histogram::observe(double seconds) {
     if (seconds <= kBounds[i]) ++counts[i];
 }
 
+void Histogram::add(const Histogram& other) {
+  for (size_t i = 0; i < counts.size(); ++i) counts[i] += other.counts[i];
+  count += other.count;
+  sum += other.sum;
+}
+
 static int blocks_for(int tokens, int block_size) { return (tokens + block_size - 1) / block_size; }
 
 static EngineOptions resolve(EngineOptions o, const model::ModelConfig& c) {
@@ -130,7 +136,7 @@ struct Engine::Impl {
   bool accepting = true;
   bool stopping = false;
   bool cancel_all = false;
-  uint64_t next_id = 1;
+  uint64_t ids_issued = 0;  // request ids: opt.first_request_id + i * opt.request_id_stride
   EngineStats stats;
 
   // --- engine thread only ---
@@ -617,7 +623,8 @@ Result<uint64_t> Engine::submit(RequestParams params, EventCallback on_event) {
     return Status::error(StatusCode::resource_exhausted,
                          fmt::format("the request queue is full ({} waiting); retry later",
                                      impl_->opt.max_queue));
-  const uint64_t id = impl_->next_id++;
+  const uint64_t id =
+      impl_->opt.first_request_id + impl_->ids_issued++ * impl_->opt.request_id_stride;
   auto seq = std::make_unique<Sequence>(id, std::move(params), std::move(on_event),
                                         impl_->bundle.tokenizer);
   if (seq->params.grammar)

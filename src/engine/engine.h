@@ -46,6 +46,10 @@ struct EngineOptions {
   bool pad_graph_batches = true;  // CUDA: RunnerOptions::pad_graph_batches
   model::RunnerOptions::PrefillAttention prefill_attention =
       model::RunnerOptions::PrefillAttention::automatic;  // CUDA: RunnerOptions's
+  // Request ids: first_request_id, then every request_id_stride-th (ReplicaSet gives replica r
+  // of N the ids N + r, 2N + r, ...: unique across replicas, and naming the replica).
+  uint64_t first_request_id = 1;
+  uint64_t request_id_stride = 1;
 };
 
 class Engine final : public ServingEngine {

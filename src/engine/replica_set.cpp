@@ -7,16 +7,6 @@
 
 namespace invar::engine {
 
-namespace {
-
-void add_histogram(Histogram& a, const Histogram& b) {
-  for (size_t i = 0; i < a.counts.size(); ++i) a.counts[i] += b.counts[i];
-  a.count += b.count;
-  a.sum += b.sum;
-}
-
-}  // namespace
-
 void add_stats(EngineStats& a, const EngineStats& b) {
   a.waiting += b.waiting;
   a.running += b.running;
@@ -32,11 +22,11 @@ void add_stats(EngineStats& a, const EngineStats& b) {
   a.preemptions += b.preemptions;
   a.steps += b.steps;
   a.generated_tokens_per_second += b.generated_tokens_per_second;
-  add_histogram(a.time_to_first_token, b.time_to_first_token);
-  add_histogram(a.e2e_request_latency, b.e2e_request_latency);
-  add_histogram(a.queue_time, b.queue_time);
-  add_histogram(a.inter_token_latency, b.inter_token_latency);
-  add_histogram(a.step_seconds, b.step_seconds);
+  a.time_to_first_token.add(b.time_to_first_token);
+  a.e2e_request_latency.add(b.e2e_request_latency);
+  a.queue_time.add(b.queue_time);
+  a.inter_token_latency.add(b.inter_token_latency);
+  a.step_seconds.add(b.step_seconds);
   a.scheduling_seconds += b.scheduling_seconds;
   a.forward_seconds += b.forward_seconds;
 }
@@ -56,6 +46,8 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::create(const ModelBundle& bundle
   for (int r = 0; r < replicas; ++r) {
     EngineOptions o = each;
     if (options.device == model::Device::cuda) o.cuda_device = options.cuda_device + r;
+    o.first_request_id = uint64_t(replicas + r);
+    o.request_id_stride = uint64_t(replicas);
     auto engine = Engine::create(bundle, o);
     if (!engine.ok())
       return replicas == 1 ? engine.status()
@@ -90,33 +82,23 @@ size_t ReplicaSet::pick() const {
 }
 
 Result<uint64_t> ReplicaSet::submit(RequestParams params, EventCallback on_event) {
-  const uint64_t n = replicas_.size();
-  if (n == 1) {  // ids and events pass through unchanged
-    auto id = replicas_[0]->engine->submit(std::move(params), std::move(on_event));
-    if (id.ok()) replicas_[0]->submitted.fetch_add(1);
-    return id;
-  }
-  const size_t r = pick();
-  Replica& replica = *replicas_[r];
+  Replica& replica = *replicas_[pick()];
   replica.in_flight.fetch_add(1);
-  auto id = replica.engine->submit(
-      std::move(params), [&replica, n, r, cb = std::move(on_event)](const RequestEvent& local) {
-        RequestEvent ev = local;
-        ev.request_id = local.request_id * n + r;
-        if (ev.finished()) replica.in_flight.fetch_sub(1);
-        cb(ev);
-      });
-  if (!id.ok()) {
+  // The engine's own ids already name the replica (create): events pass through as they are.
+  auto id = replica.engine->submit(std::move(params),
+                                   [&replica, cb = std::move(on_event)](const RequestEvent& ev) {
+                                     if (ev.finished()) replica.in_flight.fetch_sub(1);
+                                     cb(ev);
+                                   });
+  if (id.ok())
+    replica.submitted.fetch_add(1);
+  else
     replica.in_flight.fetch_sub(1);
-    return id.status();
-  }
-  replica.submitted.fetch_add(1);
-  return *id * n + r;
+  return id;
 }
 
 void ReplicaSet::cancel(uint64_t request_id) {
-  const uint64_t n = replicas_.size();
-  replicas_[request_id % n]->engine->cancel(request_id / n);
+  replicas_[request_id % replicas_.size()]->engine->cancel(request_id);
 }
 
 void ReplicaSet::shutdown(bool drain) {

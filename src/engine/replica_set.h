@@ -24,7 +24,7 @@ class ReplicaSet final : public ServingEngine {
                                                     EngineOptions options, int replicas);
   ~ReplicaSet() override;
 
-  // ServingEngine. Request ids encode the replica: id = (the replica's own id) * N + replica.
+  // ServingEngine. Replica r of N issues the ids N + r, 2N + r, ...: id % N names the replica.
   Result<uint64_t> submit(RequestParams params, EventCallback on_event) override;
   void cancel(uint64_t request_id) override;
   void shutdown(bool drain) override;

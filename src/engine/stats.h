@@ -17,6 +17,7 @@ struct Histogram {
   uint64_t count = 0;
   double sum = 0;
   void observe(double seconds);
+  void add(const Histogram& other);  // other's observations too (engines summed)
 };
 
 struct EngineStats {
