@@ -189,13 +189,19 @@ Result<const CudaFp8Gemm::State::LtPlan*> CudaFp8Gemm::State::lt_plan(const Fp8G
     return lt_status(cublasLtMatmulDescSetAttribute(plan.desc, attr, v, bytes),
                      "fp8 gemm (fast): cublasLtMatmulDescSetAttribute");
   };
+  // The heuristic refuses a block-scaled mode whose scale pointer is unset (status "an
+  // unsupported value", seen on an H200 with cuBLAS 13), so this problem's pointers are set
+  // here too; run() sets them again for every call.
+  const void* scale_a = p.w.scales_lt;
+  const void* scale_b = p.x_scales;
   for (Status st : {set(CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)),
                     set(CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)),
                     set(CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode_a, sizeof(mode_a)),
-                    set(CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode_b, sizeof(mode_b))}) {
+                    set(CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode_b, sizeof(mode_b)),
+                    set(CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &scale_a, sizeof(scale_a)),
+                    set(CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &scale_b, sizeof(scale_b))}) {
     if (!st.ok()) return fail(st);
   }
-  // The scale pointers are set per call; the heuristic needs the modes only.
   s = lt_status(
       cublasLtMatrixLayoutCreate(&plan.a, CUDA_R_8F_E4M3, uint64_t(k), uint64_t(n), p.w.ldw),
       "fp8 gemm (fast): layout of W");
