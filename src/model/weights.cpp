@@ -143,7 +143,9 @@ float uniform_pm1(uint64_t key, uint64_t index) {
 template <typename Fn>
 void for_ranges(int64_t n, int64_t per_element_cost, const Fn& fn) {
   // Small enough that an MoE expert's matrix (~1.5 M weights) still spreads over the cores.
-  const int64_t kChunk = (int64_t(1) << 17) / std::max<int64_t>(1, per_element_cost);
+  // At least one element: a block row of a large FP8 matrix costs more than a whole chunk.
+  const int64_t kChunk =
+      std::max<int64_t>(1, (int64_t(1) << 17) / std::max<int64_t>(1, per_element_cost));
   const int64_t threads = std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()),
                                             (n + kChunk - 1) / kChunk);
   if (threads <= 1) {

@@ -568,5 +568,23 @@ TEST(RandomWeights, LargeTensorsSplitAcrossThreadsKeepTheirBits) {
   EXPECT_EQ(w.embedding.numel(), (int64_t(1) << 16) * 64);
 }
 
+// A 128 x 128 block row of a wide FP8 matrix costs more than a whole thread chunk of the
+// generator (Qwen3-4B-FP8's down projection, 128 x 9728); that once made the chunk size zero
+// and the generator divide by it.
+TEST(RandomWeights, Fp8BlockRowsWiderThanAThreadChunk) {
+  ModelConfig c = small_config();
+  c.hidden_size = 128, c.head_dim = 32, c.intermediate_size = 1152;  // 128 * 1152 > 2^17
+  c.fp8.block_rows = c.fp8.block_cols = 128;
+  ModelWeights w = random_weights(c, 5, DType::f32);
+  const HostTensor& down = w.layers[0].w_down;
+  ASSERT_EQ(down.shape, (std::vector<int64_t>{128, 1152}));
+  ASSERT_TRUE(down.fp8);
+  ASSERT_EQ(down.fp8->scales.size(), 9u);  // one block row of 9 blocks
+  for (int64_t i = 0; i < down.numel(); i += 997) {
+    const float scale = down.fp8->scales[size_t((i % 1152) / 128)];
+    ASSERT_EQ(down.f32()[i], fp8_e4m3_to_f32(down.fp8->codes[size_t(i)]) * scale) << i;
+  }
+}
+
 }  // namespace
 }  // namespace invar::model
