@@ -49,8 +49,16 @@ class EngineTest : public ::testing::Test {
     auto e = make_engine(opt);
     if (!e) return {};
     RequestCollector c;
-    EXPECT_TRUE(e->submit(p, c.callback(0)).ok());
+    submit_or_abandon(*e, c, 0, p);
     return c.wait()[0];
+  }
+
+  // A refused request fails the test and is abandoned, so that waiting for the others ends.
+  static void submit_or_abandon(ServingEngine& engine, RequestCollector& c, size_t slot,
+                                const RequestParams& p) {
+    auto id = engine.submit(p, c.callback(slot));
+    EXPECT_TRUE(id.ok()) << id.status().message();
+    if (!id.ok()) c.abandon(slot, id.status().message());
   }
 
   // `copies` of p interleaved with `background` random requests, all submitted at once; the
@@ -75,7 +83,7 @@ class EngineTest : public ::testing::Test {
           (i % ((copies + background) / copies)) == 0 && int(target_slots.size()) < copies;
       if (is_target) {
         target_slots.push_back(slot);
-        EXPECT_TRUE(engine.submit(p, c.callback(slot++)).ok());
+        submit_or_abandon(engine, c, slot++, p);
         continue;
       }
       RequestParams bg;
@@ -88,7 +96,7 @@ class EngineTest : public ::testing::Test {
                          p.prompt.begin() + long(p.prompt.size() / 2));
       bg.max_tokens = std::uniform_int_distribution<int>(1, 40)(rng);
       bg.sampling.temperature = rng() % 2 ? 0.0f : 1.0f;
-      EXPECT_TRUE(engine.submit(bg, c.callback(slot++)).ok());
+      submit_or_abandon(engine, c, slot++, bg);
     }
     auto all = c.wait();
     if (stats) *stats = engine.stats();

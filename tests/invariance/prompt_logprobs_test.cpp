@@ -21,9 +21,18 @@ class PromptLogprobs : public EngineTest {
  protected:
   RequestParams sampled() const {
     RequestParams p;
+    // About 140 tokens: with its 40-token completion the sequence spans three 64-position KV
+    // tiles, which the CUDA control needs (see NegativeControlFastKernelsDiffer).
     p.prompt = bundle_->tokenizer.encode(
-        "The old lighthouse keeper climbed the stairs every night, and on the last night of "
-        "the year he found",
+        "For forty years the light on the northern cape had turned without fail. Ships passing "
+        "in the winter storms counted its flashes, three short and one long, and knew where the "
+        "rocks lay beneath the grey water. The village below the cliff had grown from six "
+        "cottages to a small town with a school, a bakery and a harbour wall of new stone, but "
+        "the tower itself had not changed: the same iron railing, the same brass lamp, the same "
+        "narrow window facing the sea. Every evening at dusk he wound the clockwork, trimmed "
+        "the wick and wrote the weather in a leather book that nobody else ever read. The old "
+        "lighthouse keeper climbed the stairs every night, and on the last night of the year he "
+        "found",
         false, false);
     p.max_tokens = 40;
     p.ignore_eos = true;
@@ -108,8 +117,11 @@ TEST_F(PromptLogprobs, ScoringGivesBackTheSampledBitsAloneAndUnderLoad) {
   }
 }
 
-// R8: in fast mode a decode step has one row, which the CPU's split-K GEMM (M <= 8) sums in
-// another order than a scoring prefill of dozens of rows: the same comparison must fail.
+// R8: the fast kernels sum a decode row in another order than a scoring prefill row, so the
+// same comparison must fail. On the CPU the split-K GEMM does (M <= 8); on CUDA, where cuBLAS
+// computes SmolLM2's small shapes alike at M = 1 and at dozens of rows, the fast attention
+// does: it splits a decode's KV over the SMs once it spans more than one 64-position tile, and
+// a prefill's never (hence the prompt's length).
 TEST_F(PromptLogprobs, NegativeControlFastKernelsDiffer) {
   EngineOptions fast;
   fast.kernels = kernels::KernelMode::fast;
@@ -134,8 +146,8 @@ TEST_F(PromptLogprobs, PreemptionAndRecomputeKeepTheBits) {
   const RequestParams p = sampled();
   const RequestOutcome out = run_alone(p);
   EngineOptions tight = busy_options();
-  tight.max_context = 128;
-  tight.kv_blocks = 12;  // 192 tokens of KV for 12 running sequences: preemption is certain
+  tight.max_context = 256;
+  tight.kv_blocks = 20;  // 320 tokens of KV for 12 running sequences: preemption is certain
   EngineStats stats;
   for (const auto& o : run_loaded(scoring(p, out), 4, 16, tight, &stats))
     EXPECT_EQ(mismatches(p, out, o, "scored with preemption"), 0);

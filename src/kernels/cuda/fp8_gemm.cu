@@ -72,6 +72,7 @@ struct TileInfo {
   Fp8GemmTile tile;
   std::string_view name;
   TileLaunch launch;
+  int max_swizzle = 1;  // the order the persistent scheduler visits tiles in
 };
 
 // Indexed by Fp8GemmTile; the static_asserts keep it complete and in order.
@@ -80,6 +81,7 @@ constexpr TileInfo kTiles[] = {
     {Fp8GemmTile::m64n128_swap, "m64n128_swap", sm90::fp8_gemm_m64n128_swap},
     {Fp8GemmTile::m64n128, "m64n128", sm90::fp8_gemm_m64n128},
     {Fp8GemmTile::m128n128, "m128n128", sm90::fp8_gemm_m128n128},
+    {Fp8GemmTile::m128n128_swizzle8, "m128n128_swizzle8", sm90::fp8_gemm_m128n128, 8},
 };
 static_assert(std::size(kTiles) == size_t(kFp8GemmTileCount), "one entry per Fp8GemmTile");
 constexpr bool registry_in_enum_order() {
@@ -272,13 +274,24 @@ CudaFp8Gemm::~CudaFp8Gemm() = default;
 bool CudaFp8Gemm::fast_is_cublaslt() const { return state_->last_fast_lt; }
 
 Fp8GemmTile CudaFp8Gemm::choose_tile(int64_t m, int64_t n) {
-  (void)n;
-  // Speed only: every config gives the same bits (fp8_gemm_test). Swap-AB for decode, so a
-  // few tokens are not padded to 64 rows; the 128-row cooperative tile once M fills it.
-  if (m <= 32) return Fp8GemmTile::m32n128_swap;
+  // Speed only: every config gives the same bits (fp8_gemm_test), so the choice may follow the
+  // shape (R5: never the device). Fitted to fp8_gemm_bench --all-tiles on an H100, Qwen3-8B's
+  // shapes (bench/results/fp8-gemm-tiles-h100-2026-12-07-*.txt):
+  //   - swap-AB with 32-token x tiles while they fit one wave (up to 128 tokens on 32 W tiles:
+  //     o_proj and down_proj at M = 128 run 1.17-1.35x of cuBLASLt, m64n128 0.96);
+  //   - else swap-AB with 64-token tiles to M = 64, then m64n128 to M = 128;
+  //   - between 128 and 256 tokens, m128n128 where it needs fewer waves than m64n128 (qkv at
+  //     M = 256: one wave of 96 CTAs, 1.01x, against two waves of 192, 0.70x);
+  //   - from 1024 tokens, tiles visited in swizzled bands (gate_up at M = 8192: 1.01x against
+  //     0.92x); below that swizzling loses where few bands fit (gate_up at M = 384: 0.70x).
+  const int64_t w_tiles = ceil_div(n, 128);
+  const auto waves = [&](int64_t bm) {
+    return ceil_div(w_tiles * ceil_div(m, bm), kReferenceSmCount);
+  };
+  if (m <= 32 || (m <= 128 && waves(32) == 1)) return Fp8GemmTile::m32n128_swap;
   if (m <= 64) return Fp8GemmTile::m64n128_swap;
-  if (m <= 256) return Fp8GemmTile::m64n128;
-  return Fp8GemmTile::m128n128;
+  if (m <= 128 || (m <= 256 && waves(64) <= waves(128))) return Fp8GemmTile::m64n128;
+  return m < 1024 ? Fp8GemmTile::m128n128 : Fp8GemmTile::m128n128_swizzle8;
 }
 
 Status CudaFp8Gemm::run(const Fp8GemmProblem& p, KernelMode mode, cudaStream_t stream) {
@@ -331,6 +344,7 @@ Status CudaFp8Gemm::run_tile(const Fp8GemmProblem& p, Fp8GemmTile tile, cudaStre
                             .scale_rows = int(fp8_scale_stride(p.m)),
                             .device = s.device,
                             .sm_count = s.sm_count,
+                            .max_swizzle = kTiles[size_t(tile)].max_swizzle,
                             .workspace = s.tile_workspace.as(),
                             .workspace_bytes = kTileWorkspaceBytes};
   if (const char* err = kTiles[size_t(tile)].launch(a, stream)) {

@@ -88,12 +88,13 @@ struct Fp8GemmProblem {
 
 // Tile configs of the invariant FP8 GEMM, named as gemm.h's: (rows of x) x (rows of W).
 enum class Fp8GemmTile : uint8_t {
-  m32n128_swap,  // swap-AB (W in wgmma's 64-row A role), ping-pong persistent: decode
-  m64n128_swap,  // swap-AB, ping-pong persistent
-  m64n128,       // ping-pong persistent
-  m128n128,      // cooperative persistent
+  m32n128_swap,       // swap-AB (W in wgmma's 64-row A role), ping-pong persistent: decode
+  m64n128_swap,       // swap-AB, ping-pong persistent
+  m64n128,            // ping-pong persistent
+  m128n128,           // cooperative persistent
+  m128n128_swizzle8,  // m128n128, its tiles visited in swizzled bands of 8 (L2 reuse at large M)
 };
-inline constexpr int kFp8GemmTileCount = int(Fp8GemmTile::m128n128) + 1;
+inline constexpr int kFp8GemmTileCount = int(Fp8GemmTile::m128n128_swizzle8) + 1;
 std::string_view fp8_gemm_tile_name(Fp8GemmTile tile);
 
 // Per-device state (cuBLASLt handle, workspaces, cuBLASLt's algorithm per shape). Not

@@ -128,6 +128,7 @@ struct Fp8GemmSm90 {
     args.epilogue.dD = stride_d;
     args.hw_info.device_id = a.device;
     args.hw_info.sm_count = a.sm_count;
+    args.scheduler.max_swizzle_size = a.max_swizzle;
     return launch_cutlass<Device>(args, a.workspace, a.workspace_bytes, stream);
   }
 };

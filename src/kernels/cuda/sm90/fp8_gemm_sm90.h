@@ -24,6 +24,7 @@ struct Fp8GemmArgs {
   int scale_rows;  // Mp
   int device;
   int sm_count;     // grid size of the persistent configs only; never changes bits
+  int max_swizzle;  // the persistent scheduler's tile order (1, 2, 4, 8); never changes bits
   void* workspace;  // device scratch for the tile scheduler
   size_t workspace_bytes;
 };
