@@ -282,8 +282,9 @@ Fp8GemmTile CudaFp8Gemm::choose_tile(int64_t m, int64_t n) {
   //   - else swap-AB with 64-token tiles to M = 64, then m64n128 to M = 128;
   //   - between 128 and 256 tokens, m128n128 where it needs fewer waves than m64n128 (qkv at
   //     M = 256: one wave of 96 CTAs, 1.01x, against two waves of 192, 0.70x);
-  //   - from 1024 tokens, tiles visited in swizzled bands (gate_up at M = 8192: 1.01x against
-  //     0.92x); below that swizzling loses where few bands fit (gate_up at M = 384: 0.70x).
+  //   - tiles visited in swizzled bands of 8 row tiles where the row tiles make whole bands
+  //     (M = 1024, 2048, 3072, ...: gate_up at M = 8192 1.01x against 0.92x); with a partial
+  //     band it loses badly (gate_up at M = 1536, 12 row tiles: 0.52x against 1.02x).
   const int64_t w_tiles = ceil_div(n, 128);
   const auto waves = [&](int64_t bm) {
     return ceil_div(w_tiles * ceil_div(m, bm), kReferenceSmCount);
@@ -291,7 +292,8 @@ Fp8GemmTile CudaFp8Gemm::choose_tile(int64_t m, int64_t n) {
   if (m <= 32 || (m <= 128 && waves(32) == 1)) return Fp8GemmTile::m32n128_swap;
   if (m <= 64) return Fp8GemmTile::m64n128_swap;
   if (m <= 128 || (m <= 256 && waves(64) <= waves(128))) return Fp8GemmTile::m64n128;
-  return m < 1024 ? Fp8GemmTile::m128n128 : Fp8GemmTile::m128n128_swizzle8;
+  const int64_t row_tiles = ceil_div(m, 128);
+  return row_tiles % 8 == 0 ? Fp8GemmTile::m128n128_swizzle8 : Fp8GemmTile::m128n128;
 }
 
 Status CudaFp8Gemm::run(const Fp8GemmProblem& p, KernelMode mode, cudaStream_t stream) {
