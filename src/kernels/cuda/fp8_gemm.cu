@@ -92,6 +92,19 @@ constexpr bool registry_in_enum_order() {
 }
 static_assert(registry_in_enum_order(), "kTiles[i] must describe Fp8GemmTile(i)");
 
+// The scale pointers of p on a cuBLASLt descriptor: W's (A) and x's (B).
+Status set_lt_scale_pointers(cublasLtMatmulDesc_t desc, const Fp8GemmProblem& p) {
+  const void* scale_a = p.w.scales_lt;
+  const void* scale_b = p.x_scales;
+  INVAR_RETURN_IF_ERROR(
+      lt_status(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
+                                               &scale_a, sizeof(scale_a)),
+                "fp8 gemm (fast): W scales"));
+  return lt_status(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
+                                                  &scale_b, sizeof(scale_b)),
+                   "fp8 gemm (fast): x scales");
+}
+
 Status check_problem(const Fp8GemmProblem& p, const char* what) {
   const Fp8Weight& w = p.w;
   if (p.m < 0 || w.n <= 0 || w.k <= 0 || w.n % kFp8Block || w.k % kFp8Block) {
@@ -194,14 +207,11 @@ Result<const CudaFp8Gemm::State::LtPlan*> CudaFp8Gemm::State::lt_plan(const Fp8G
   // The heuristic refuses a block-scaled mode whose scale pointer is unset (status "an
   // unsupported value", seen on an H200 with cuBLAS 13), so this problem's pointers are set
   // here too; run() sets them again for every call.
-  const void* scale_a = p.w.scales_lt;
-  const void* scale_b = p.x_scales;
   for (Status st : {set(CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)),
                     set(CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)),
                     set(CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode_a, sizeof(mode_a)),
                     set(CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode_b, sizeof(mode_b)),
-                    set(CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &scale_a, sizeof(scale_a)),
-                    set(CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &scale_b, sizeof(scale_b))}) {
+                    set_lt_scale_pointers(plan.desc, p)}) {
     if (!st.ok()) return fail(st);
   }
   s = lt_status(
@@ -305,16 +315,7 @@ Status CudaFp8Gemm::run(const Fp8GemmProblem& p, KernelMode mode, cudaStream_t s
   s.last_fast_lt = plan != nullptr;
   if (!plan) return run_tile(p, choose_tile(p.m, p.w.n), stream);
   const State::LtPlan& lp = *plan;
-  const void* scale_a = p.w.scales_lt;
-  const void* scale_b = p.x_scales;
-  INVAR_RETURN_IF_ERROR(
-      lt_status(cublasLtMatmulDescSetAttribute(lp.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
-                                               &scale_a, sizeof(scale_a)),
-                "fp8 gemm (fast): W scales"));
-  INVAR_RETURN_IF_ERROR(
-      lt_status(cublasLtMatmulDescSetAttribute(lp.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
-                                               &scale_b, sizeof(scale_b)),
-                "fp8 gemm (fast): x scales"));
+  INVAR_RETURN_IF_ERROR(set_lt_scale_pointers(lp.desc, p));
   const float alpha = 1.0f, beta = 0.0f;
   return lt_status(
       cublasLtMatmul(s.lt, lp.desc, &alpha, p.w.codes, lp.a, p.x, lp.b, &beta, p.y, lp.d, p.y, lp.d,
