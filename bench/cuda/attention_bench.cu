@@ -17,6 +17,10 @@
 //   --compare-pipelines  A = invariant on wgmma with the schedule of --pipeline (pingpong by
 //                      default), B = the same with the serial schedule: the same bits again
 //                      (attention_test), so the ratio is what the overlaps buy
+//   --compare-decode-paths  A = invariant as served (merges inside the attention launch, load
+//                      stages chosen per step), B = invariant with a merge launch and two
+//                      stages (the path before both): the same bits (attention_test)
+// --merge-launch: every variant gets a merge launch and two load stages (the earlier path).
 // --decode-sweep: only decode, B = 1..16 x KV = 512..32k (small-batch decode); --decode B KV: one
 // decode point (e.g. under a profiler).
 // --prefill-sweep: only causal prefills, 1 x L for L = 1k..16k and two batched points (the torch
@@ -24,7 +28,7 @@
 // Usage: attention_bench [--smollm2] [--reps N] [--quick] [--block-size N] [--kernel mma_sync|wgmma]
 //                        [--pipeline serial|overlap|pingpong] [--compare-kernels]
 //                        [--compare-spread] [--compare-pipelines] [--prefill-sweep]
-//                        [--decode-sweep]
+//                        [--decode-sweep] [--compare-decode-paths] [--merge-launch]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -71,6 +75,8 @@ struct Variant {
   AttentionKernel prefill;
   bool spread = true;  // CudaAttention::set_spread_ctas
   WgmmaPipeline pipeline = WgmmaPipeline::pingpong;  // CudaAttention::set_wgmma_pipeline
+  bool fused_merge = true;  // CudaAttention::set_fused_merge
+  int load_stages = 0;      // CudaAttention::set_load_stages (0: per step)
 };
 
 // The cache, big enough for the largest rotation set of the run.
@@ -218,6 +224,7 @@ void report(Bench& b, const Point& pt) {
 int main(int argc, char** argv) {
   bool smol = false, quick = false, compare_kernels = false, prefill_sweep = false;
   bool compare_spread = false, decode_sweep = false, compare_pipelines = false;
+  bool compare_decode_paths = false, merge_launch = false;
   WgmmaPipeline pipeline = WgmmaPipeline::pingpong;
   int block_size = kDefaultBlockSize;
   int one_b = 0, one_kv = 0;  // --decode B KV: that point only (e.g. under a profiler)
@@ -238,6 +245,10 @@ int main(int argc, char** argv) {
       compare_kernels = true;
     else if (!std::strcmp(argv[i], "--compare-spread"))
       compare_spread = true;
+    else if (!std::strcmp(argv[i], "--compare-decode-paths"))
+      compare_decode_paths = true;
+    else if (!std::strcmp(argv[i], "--merge-launch"))
+      merge_launch = true;
     else if (!std::strcmp(argv[i], "--block-size") && i + 1 < argc)
       block_size = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--compare-pipelines"))
@@ -263,7 +274,8 @@ int main(int argc, char** argv) {
                    "usage: attention_bench [--smollm2] [--quick] [--reps N] [--block-size N] "
                    "[--kernel mma_sync|wgmma] [--pipeline serial|overlap|pingpong] "
                    "[--compare-kernels] [--compare-spread] [--compare-pipelines] "
-                   "[--prefill-sweep] [--decode-sweep] [--decode B KV]\n");
+                   "[--prefill-sweep] [--decode-sweep] [--decode B KV] "
+                   "[--compare-decode-paths] [--merge-launch]\n");
       return 2;
     }
   }
@@ -276,6 +288,9 @@ int main(int argc, char** argv) {
   } else if (compare_kernels) {
     b.variant[0] = {"wgmma", KernelMode::invariant, AttentionKernel::wgmma, true, pipeline};
     b.variant[1] = {"mma_sync", KernelMode::invariant, AttentionKernel::mma_sync, true};
+  } else if (compare_decode_paths) {
+    b.variant[0] = {"inv", KernelMode::invariant, kernel, true, pipeline};
+    b.variant[1] = {"inv before", KernelMode::invariant, kernel, true, pipeline, false, 2};
   } else if (compare_spread) {
     b.variant[0] = {"spread", KernelMode::invariant, kernel, true, pipeline};
     b.variant[1] = {"one warp", KernelMode::invariant, kernel, false, pipeline};
@@ -283,6 +298,12 @@ int main(int argc, char** argv) {
     const bool w = kernel == AttentionKernel::wgmma;
     b.variant[0] = {w ? "inv wgmma" : "inv", KernelMode::invariant, kernel, true, pipeline};
     b.variant[1] = {w ? "fast wgmma" : "fast", KernelMode::fast, kernel, true, pipeline};
+  }
+  if (merge_launch) {
+    for (Variant& v : b.variant) {
+      v.fused_merge = false;
+      v.load_stages = 2;
+    }
   }
   b.shape = smol ? Shape{"smollm2-135m", 9, 3, 64} : Shape{"qwen3-8b", 32, 8, 128};
   b.reps = reps;
@@ -302,6 +323,8 @@ int main(int argc, char** argv) {
     check(b.attn[i]->set_prefill_kernel(b.variant[i].prefill), "set_prefill_kernel");
     b.attn[i]->set_spread_ctas(b.variant[i].spread);
     b.attn[i]->set_wgmma_pipeline(b.variant[i].pipeline);
+    b.attn[i]->set_fused_merge(b.variant[i].fused_merge);
+    check(b.attn[i]->set_load_stages(b.variant[i].load_stages), "set_load_stages");
   }
   // Cache: 4M tokens (Qwen3-8B: 16 GiB per K and V... halved for SmolLM2's smaller rows).
   b.cache_tokens = int64_t(4) << 20;
@@ -328,13 +351,15 @@ int main(int argc, char** argv) {
   for (int i = 0; i < 2; ++i) {
     std::printf(
         "%c = %s: %s mode, prefill items on the %s kernel%s%s, split items on mma_sync, "
-        "spread CTAs %s\n",
+        "spread CTAs %s, merges %s, load stages %s\n",
         i == 0 ? 'A' : 'B', b.variant[i].label, kernel_mode_name(b.variant[i].mode),
         attention_kernel_name(b.variant[i].prefill),
         b.variant[i].prefill == AttentionKernel::wgmma ? " schedule " : "",
         b.variant[i].prefill == AttentionKernel::wgmma ? wgmma_pipeline_name(b.variant[i].pipeline)
                                                        : "",
-        b.variant[i].spread ? "on" : "off");
+        b.variant[i].spread ? "on" : "off",
+        b.variant[i].fused_merge ? "in the attention launch" : "in their own launch",
+        b.variant[i].load_stages == 0 ? "per step (4 up to one CTA per SM, else 2)" : "2");
   }
   std::printf("ratio = t(B) / t(A) (> 1: A faster); fast = split count from batch and SM count\n");
 

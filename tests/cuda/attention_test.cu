@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -809,6 +810,62 @@ TEST_P(AttentionCuda, SpreadCtasGiveTheBitsOfOneWarpOnEveryBatch) {
     EXPECT_EQ(rep.rows, 0) << kernel_mode_name(mode) << ": " << rep.str();
     EXPECT_GT(rep.rows_compared, 40000);
     EXPECT_GT(spread_ctas, 1000);
+  }
+}
+
+// Every batch of the invariance suite, both modes: merges folded into the attention launch (the
+// last split CTA of a sequence and kv head merges) and either load depth give every row the bits
+// of the merge launch with two stages (the path before both), on the mma.sync kernel.
+TEST_P(AttentionCuda, FusedMergesAndLoadStagesGiveTheBitsOfTheMergeLaunch) {
+  REQUIRE_GPU();
+  const AttnShape sh = GetParam();
+  Harness h(sh, 16, test_lengths(), 1);
+  ASSERT_TRUE(h.ok());
+  USE_KERNELS(h, kMmaSync);
+  const std::vector<SuiteBatch> batches = suite_batches(h);
+  struct Path {
+    const char* name;
+    bool fused;
+    int stages;
+  };
+  constexpr Path kPaths[] = {{"fused, 2 stages", true, 2},
+                             {"fused, 4 stages", true, 4},
+                             {"merge launch, 4 stages", false, 4},
+                             {"as planned", true, 0}};
+  for (KernelMode mode : {KernelMode::invariant, KernelMode::fast}) {
+    DiffReport rep[std::size(kPaths)];
+    int64_t fused_steps[std::size(kPaths)] = {};
+    for (size_t i = 0; i < batches.size(); ++i) {
+      BatchOut ref;
+      h.attention().set_fused_merge(false);
+      STATUS_OK(h.attention().set_load_stages(2));
+      h.run(batches[i].batch, mode, ref);
+      EXPECT_FALSE(ref.stats.merge_fused);
+      EXPECT_EQ(ref.stats.load_stages, 2);
+      for (size_t c = 0; c < std::size(kPaths); ++c) {
+        h.attention().set_fused_merge(kPaths[c].fused);
+        STATUS_OK(h.attention().set_load_stages(kPaths[c].stages));
+        BatchOut b;
+        h.run(batches[i].batch, mode, b);
+        expect_all_finite(b.out, kPaths[c].name);
+        if (kPaths[c].stages) EXPECT_EQ(b.stats.load_stages, kPaths[c].stages);
+        fused_steps[c] += b.stats.merge_fused;
+        const std::string where = std::string(part_name(batches[i].part)) + " batch " +
+                                  std::to_string(i) + " (" + kPaths[c].name + ")";
+        rep[c].add(ref, b, batches[i].batch, sh, where.c_str());
+      }
+    }
+    h.attention().set_fused_merge(true);
+    STATUS_OK(h.attention().set_load_stages(0));
+    for (size_t c = 0; c < std::size(kPaths); ++c) {
+      std::printf("%-13s %-9s %-22s vs merge launch, 2 stages (%lld fused steps): %s\n", sh.name,
+                  kernel_mode_name(mode), kPaths[c].name, (long long)fused_steps[c],
+                  rep[c].str().c_str());
+      EXPECT_EQ(rep[c].rows, 0) << kPaths[c].name << ", " << kernel_mode_name(mode) << ": "
+                                << rep[c].str();
+      EXPECT_GT(rep[c].rows_compared, 40000);
+      if (kPaths[c].fused) EXPECT_GT(fused_steps[c], 10);
+    }
   }
 }
 

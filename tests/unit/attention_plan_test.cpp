@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <map>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 namespace invar::kernels::cuda {
@@ -89,10 +90,12 @@ TEST(AttentionPlan, InvariantFoldsAtFixedSplitsWhateverTheBatch) {
 TEST(AttentionPlan, EveryRowAndSplitIsCoveredOnce) {
   Step step;
   step.add(1, 2049).add(3, 700).add(150, 150).add(16, 4096).add(40, 4000);
-  for (int group : {0, 1, 3, 100})
+  // Fast mode ignores split_group; its splits come from the load.
+  for (const auto& [mode, group] : {std::pair{KernelMode::invariant, 0},
+                                    {KernelMode::invariant, 1}, {KernelMode::invariant, 3},
+                                    {KernelMode::invariant, 100}, {KernelMode::fast, 0}})
     for (int cta_rows : {kAttnRowsPerCta, kAttnRowsPerCtaWide}) {
-      const AttentionWork w =
-          plan(step, KernelMode::invariant, {.split_group = group, .rows_per_cta = cta_rows});
+      const AttentionWork w = plan(step, mode, {.split_group = group, .rows_per_cta = cta_rows});
       for (const AttnItem& it : w.items) {
         EXPECT_LE(it.nrows, it.record >= 0 ? kAttnRowsPerCta : cta_rows);
       }
@@ -113,7 +116,7 @@ TEST(AttentionPlan, EveryRowAndSplitIsCoveredOnce) {
             for (int t = 0; t <= pos / kAttnKvTile; ++t)
               EXPECT_EQ((seen[{step.q_indptr[s], h, row, t}]), 1)
                   << "seq " << s << " head " << h << " row " << row << " tile " << t << " group "
-                  << group << " rows per CTA " << cta_rows;
+                  << group << " rows per CTA " << cta_rows << " " << kernel_mode_name(mode);
           }
         }
       }
@@ -122,6 +125,23 @@ TEST(AttentionPlan, EveryRowAndSplitIsCoveredOnce) {
         const int splits = (m.kv_len - 1) / kAttnKvTile / m.split_tiles + 1;
         EXPECT_EQ(m.record_stride, splits);
       }
+      // Each split item names the merge of its sequence and kv head, and each merge counts the
+      // items that write its states (the fused merge waits for exactly that many).
+      std::vector<int> parts(w.merges.size(), 0);
+      for (const AttnItem& it : w.items) {
+        if (it.record < 0) {
+          EXPECT_EQ(it.merge, -1);
+          continue;
+        }
+        ASSERT_GE(it.merge, 0);
+        ASSERT_LT(it.merge, int(w.merges.size()));
+        const MergeItem& m = w.merges[size_t(it.merge)];
+        EXPECT_EQ(m.q_begin, it.q_begin);
+        EXPECT_EQ(m.kv_head, it.kv_head);
+        EXPECT_EQ(m.record, it.record);
+        ++parts[size_t(it.merge)];
+      }
+      for (size_t i = 0; i < w.merges.size(); ++i) EXPECT_EQ(w.merges[i].parts, parts[i]);
     }
 }
 

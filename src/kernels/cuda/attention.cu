@@ -62,6 +62,10 @@ struct AttnParams {
   float* rec_l;    // [records]
   float* rec_acc;  // [records, D]
   int spread_rows;  // items of at most this many rows run as spread CTAs (0 or kRowsPerWarp)
+  // The merge folded into this launch (CudaAttention::set_fused_merge): the step's merges and
+  // one arrival counter per merge (zero between launches). nullptr: a merge launch follows.
+  const MergeItem* merges;
+  int32_t* merge_arrivals;
 };
 
 struct MergeParams {
@@ -229,28 +233,35 @@ template <int D>
 __host__ __device__ constexpr int kv_stage_elems() {
   return 2 * kTile * (D + 8);  // K and V tiles of one stage
 }
-template <int D>
+// KV stages of the load pipeline: tiles in flight = stages - 1. Two (one tile ahead) by
+// default; a launch of at most one CTA per SM (decode at small batch, where each CTA's few
+// tiles are a chain of memory latencies) takes kDeepStages, a whole split in flight.
+constexpr int kDefaultStages = 2;
+constexpr int kDeepStages = 4;
+template <int D, int kStages>
 constexpr size_t attention_smem_bytes() {
-  // Two KV stages, then a region that holds Q while it is read into registers and, after, the
+  // kStages KV stages, then a region that holds Q while it is read into registers and, after, the
   // fold state O ([D / 2, kThreads] f32, each thread its own column) -- or, in a spread CTA, O
   // ([D / 8, kThreads]) and one tile's scores ([kTile / 8, 4, 32] f32).
   constexpr size_t q_bytes = size_t(kMaxRows) * (D + 8) * 2;
   constexpr size_t o_bytes = size_t(D / 2) * kThreads * 4;
   static_assert(size_t(D / 8) * kThreads * 4 + size_t(kTile) * kRowsPerWarp * 4 <= o_bytes,
                 "the spread CTA's O and scores fit the fold region");
-  return size_t(2) * kv_stage_elems<D>() * 2 + (q_bytes > o_bytes ? q_bytes : o_bytes);
+  return size_t(kStages) * kv_stage_elems<D>() * 2 + (q_bytes > o_bytes ? q_bytes : o_bytes);
 }
 
 // One CTA's item. kSpread: the item's rows fit one warp and every warp works on them
-// (attend_tile_spread); else warp w owns rows 16w..16w+15 (attend_tile).
-template <int D, bool kSpread>
+// (attend_tile_spread); else warp w owns rows 16w..16w+15 (attend_tile). kStages: KV stages of
+// the load pipeline (how far loads run ahead; the arithmetic is the same).
+template <int D, bool kSpread, int kStages>
 __device__ __forceinline__ void attention_cta(const AttnParams& p, const AttnItem& it,
                                               unsigned char* smem) {
+  static_assert(kStages >= 2 && (kStages & (kStages - 1)) == 0, "a power of two");
   constexpr int kStride = D + 8;  // bf16 per smem row: 16-byte pad, conflict-free ldmatrix
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
   constexpr int kN8 = kSpread ? D / 8 / kWarps : D / 8;  // accumulator n-blocks per lane
   bf16* s_kv = reinterpret_cast<bf16*>(smem);
-  unsigned char* s_qo = smem + size_t(2) * kv_stage_elems<D>() * 2;
+  unsigned char* s_qo = smem + size_t(kStages) * kv_stage_elems<D>() * 2;
   bf16* s_q = reinterpret_cast<bf16*>(s_qo);
   float* s_o = reinterpret_cast<float*>(s_qo);
   float* s_scores = s_o + (D / 8) * kThreads;  // spread CTAs only
@@ -315,10 +326,14 @@ __device__ __forceinline__ void attention_cta(const AttnParams& p, const AttnIte
       }
     }
   };
-  if (tile_lo < tile_hi) load_tile(0);
-  cp_async_commit();
+  // The first kStages - 1 tiles, one commit group each (empty past the CTA's last tile).
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) {
+    if (tile_lo + i < tile_hi) load_tile(i);
+    cp_async_commit();
+  }
 
-  cp_async_wait<1>();  // Q has landed
+  cp_async_wait<kStages - 1>();  // Q has landed
   __syncthreads();
   const int row_warp = kSpread ? 0 : warp;  // whose 16 rows this warp's lanes hold
   const int n0 = kSpread ? warp * kN8 : 0;  // this warp's first accumulator n-block
@@ -352,10 +367,12 @@ __device__ __forceinline__ void attention_cta(const AttnParams& p, const AttnIte
   const attn::SplitRecords records{p.rec_m, p.rec_l, p.rec_acc};
 
   for (int tile = tile_lo; tile < tile_hi; ++tile) {
-    const int stage = (tile - tile_lo) & 1;
-    if (tile + 1 < tile_hi) load_tile(stage ^ 1);
+    const int stage = (tile - tile_lo) & (kStages - 1);
+    // Tile `tile + kStages - 1` into the stage the previous iteration computed (every warp left
+    // it at that iteration's last barrier); then wait for `tile`'s group.
+    if (tile + kStages - 1 < tile_hi) load_tile((stage + kStages - 1) & (kStages - 1));
     cp_async_commit();
-    cp_async_wait<1>();
+    cp_async_wait<kStages - 1>();
     __syncthreads();
     if (has_rows) {  // uniform over a spread CTA: its barrier is reached by every warp or none
       const bf16* sk = s_kv + stage * kv_stage_elems<D>();
@@ -390,26 +407,16 @@ __device__ __forceinline__ void attention_cta(const AttnParams& p, const AttnIte
   attn::write_rows<kN8>(dst, s_o + tid, kThreads, L, n0, lane);
 }
 
+// Folds one merge item's split states in split order and writes its rows: warp w folds rows
+// w, w + 4, ...; lane i owns D / 32 dims. The merge kernel's CTA, or the attention CTA that
+// finished a fused merge's last part. Loads bypass L1 (ld.global.cg): in the fused case other
+// SMs wrote the states during this launch.
 template <int D>
-__global__ void __launch_bounds__(kThreads) attention_kernel(const AttnParams p) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  if (int(blockIdx.x) >= *p.item_count) return;  // the whole CTA, before any barrier
-  const AttnItem it = p.items[blockIdx.x];
-  if (it.nrows <= p.spread_rows) {
-    attention_cta<D, true>(p, it, smem);
-  } else {
-    attention_cta<D, false>(p, it, smem);
-  }
-}
-
-// One CTA per (sequence, kv head); warp w folds rows w, w + 4, ...; lane i owns D / 32 dims.
-template <int D>
-__global__ void __launch_bounds__(kThreads) attention_merge_kernel(const MergeParams p) {
+__device__ __forceinline__ void merge_rows(const MergeItem& it, int G, bf16* out,
+                                           int64_t out_stride, const float* rec_m,
+                                           const float* rec_l, const float* rec_acc) {
   constexpr int kPer = D / 32;
-  if (int(blockIdx.x) >= *p.item_count) return;
-  const MergeItem it = p.items[blockIdx.x];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int G = p.group;
   for (int r = warp; r < it.rows; r += kWarps) {
     const int t = r / G;
     const int pos = it.kv_len - it.q_len + t;
@@ -427,14 +434,14 @@ __global__ void __launch_bounds__(kThreads) attention_merge_kernel(const MergePa
       for (int j = 0; j < kBatch; ++j) {
         if (k0 + j < splits) {
           const int64_t rec = rec0 + k0 + j;
-          mk[j] = p.rec_m[rec];
-          lk[j] = p.rec_l[rec];
-          const float* src = p.rec_acc + rec * D + lane * kPer;
+          mk[j] = __ldcg(rec_m + rec);
+          lk[j] = __ldcg(rec_l + rec);
+          const float* src = rec_acc + rec * D + lane * kPer;
           if constexpr (kPer == 4) {
-            const float4 v = *reinterpret_cast<const float4*>(src);
+            const float4 v = __ldcg(reinterpret_cast<const float4*>(src));
             ak[j][0] = v.x, ak[j][1] = v.y, ak[j][2] = v.z, ak[j][3] = v.w;
           } else {
-            const float2 v = *reinterpret_cast<const float2*>(src);
+            const float2 v = __ldcg(reinterpret_cast<const float2*>(src));
             ak[j][0] = v.x, ak[j][1] = v.y;
           }
         }
@@ -449,14 +456,55 @@ __global__ void __launch_bounds__(kThreads) attention_merge_kernel(const MergePa
         }
       }
     }
-    bf16* dst = p.out + int64_t(it.q_begin + t) * p.out_stride +
-                int64_t(it.kv_head * G + r % G) * D + lane * kPer;
+    bf16* dst = out + int64_t(it.q_begin + t) * out_stride + int64_t(it.kv_head * G + r % G) * D +
+                lane * kPer;
 #pragma unroll
     for (int e = 0; e < kPer; e += 2) {
       *reinterpret_cast<__nv_bfloat162*>(dst + e) =
           __floats2bfloat162_rn(finish(o[e], L), finish(o[e + 1], L));
     }
   }
+}
+
+// A fused merge's arrival: after a split CTA has written its states, it counts itself in; the
+// CTA that brings the count to the merge's parts folds them all (merge_rows: the merge kernel's
+// arithmetic and order, so the same bits) and resets the count for the next launch. The fences
+// order every thread's state writes before the count and the count before the last CTA's loads
+// (the threadFenceReduction pattern); no float atomics, so no order depends on timing.
+template <int D>
+__device__ __forceinline__ void arrive_at_merge(const AttnParams& p, int merge) {
+  __shared__ int s_last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const int arrived = atomicAdd(p.merge_arrivals + merge, 1) + 1;
+    s_last = arrived == p.merges[merge].parts;
+  }
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  merge_rows<D>(p.merges[merge], p.group, p.out, p.out_stride, p.rec_m, p.rec_l, p.rec_acc);
+  if (threadIdx.x == 0) p.merge_arrivals[merge] = 0;
+}
+
+template <int D, int kStages>
+__global__ void __launch_bounds__(kThreads) attention_kernel(const AttnParams p) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  if (int(blockIdx.x) >= *p.item_count) return;  // the whole CTA, before any barrier
+  const AttnItem it = p.items[blockIdx.x];
+  if (it.nrows <= p.spread_rows) {
+    attention_cta<D, true, kStages>(p, it, smem);
+  } else {
+    attention_cta<D, false, kStages>(p, it, smem);
+  }
+  if (p.merges && it.merge >= 0) arrive_at_merge<D>(p, it.merge);
+}
+
+// One CTA per (sequence, kv head).
+template <int D>
+__global__ void __launch_bounds__(kThreads) attention_merge_kernel(const MergeParams p) {
+  if (int(blockIdx.x) >= *p.item_count) return;
+  merge_rows<D>(p.items[blockIdx.x], p.group, p.out, p.out_stride, p.rec_m, p.rec_l, p.rec_acc);
 }
 
 // kv_store: one thread per 16-byte chunk of a (token, kv head) row.
@@ -532,12 +580,17 @@ struct CudaAttention::State {
   AttentionKernel split_kernel = AttentionKernel::mma_sync;
   WgmmaPipeline wgmma_pipeline = WgmmaPipeline::pingpong;
   bool spread = true;  // set_spread_ctas
+  bool fuse_merge = true;  // set_fused_merge
+  int load_stages = 0;     // set_load_stages (0: chosen per plan)
   AttentionDims dims;
   AttentionPlanOptions options;
   bool planned = false;
   int64_t n_items = 0, n_merges = 0, n_split_items = 0, n_spread = 0;
   // The planned work list holds the wgmma kernel's items first, n_wgmma of them.
   int64_t n_wgmma = 0;
+  // The plan's choices: merges inside the attention launch, and the mma.sync launch's stages.
+  bool merge_fused = false;
+  int stages = kDefaultStages;
   // TMA descriptors of the caches run() has seen (one per layer), so a layer encodes once.
   struct CachedMaps {
     KvCacheRef cache;
@@ -557,11 +610,35 @@ struct CudaAttention::State {
   cudaEvent_t uploaded = nullptr;  // the last upload has read `staging`
   // Split states: m, l [records] and acc [records, D].
   DeviceBuffer rec_m, rec_l, rec_acc;
+  // Fused merges' arrival counters, int32 [capacity]: zero between launches.
+  DeviceBuffer merge_arrivals;
 
   ~State() {
     if (uploaded) cudaEventDestroy(uploaded);
   }
 };
+
+namespace {
+template <typename Kernel>
+Status allow_smem(Kernel kernel, size_t bytes) {
+  return cuda_status(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
+      "CudaAttention: raising a kernel's shared memory limit to " + std::to_string(bytes) +
+          " bytes");
+}
+
+// Launches the mma.sync kernel for head dim D with the planned stage count.
+template <int D>
+void launch_attention(int stages, int64_t grid, const AttnParams& p, cudaStream_t stream) {
+  if (stages == kDeepStages) {
+    attention_kernel<D, kDeepStages>
+        <<<unsigned(grid), kThreads, attention_smem_bytes<D, kDeepStages>(), stream>>>(p);
+  } else {
+    attention_kernel<D, kDefaultStages>
+        <<<unsigned(grid), kThreads, attention_smem_bytes<D, kDefaultStages>(), stream>>>(p);
+  }
+}
+}  // namespace
 
 Result<std::unique_ptr<CudaAttention>> CudaAttention::create(int device) {
   std::unique_ptr<CudaAttention> a(new CudaAttention());
@@ -582,14 +659,14 @@ Result<std::unique_ptr<CudaAttention>> CudaAttention::create(int device) {
                   "CudaAttention: reading the compute capability"));
   s.hopper = major == 9;
   if (s.hopper) INVAR_RETURN_IF_ERROR(sm90::attention_wgmma_setup());
-  INVAR_RETURN_IF_ERROR(cuda_status(
-      cudaFuncSetAttribute(attention_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           int(attention_smem_bytes<64>())),
-      "CudaAttention: shared memory limit (D = 64)"));
-  INVAR_RETURN_IF_ERROR(cuda_status(
-      cudaFuncSetAttribute(attention_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           int(attention_smem_bytes<128>())),
-      "CudaAttention: shared memory limit (D = 128)"));
+  INVAR_RETURN_IF_ERROR(allow_smem(attention_kernel<64, kDefaultStages>,
+                                   attention_smem_bytes<64, kDefaultStages>()));
+  INVAR_RETURN_IF_ERROR(allow_smem(attention_kernel<128, kDefaultStages>,
+                                   attention_smem_bytes<128, kDefaultStages>()));
+  INVAR_RETURN_IF_ERROR(
+      allow_smem(attention_kernel<64, kDeepStages>, attention_smem_bytes<64, kDeepStages>()));
+  INVAR_RETURN_IF_ERROR(
+      allow_smem(attention_kernel<128, kDeepStages>, attention_smem_bytes<128, kDeepStages>()));
   return Result<std::unique_ptr<CudaAttention>>(std::move(a));
 }
 
@@ -643,9 +720,23 @@ void CudaAttention::set_fixed_grid(bool on) {
   state_->fixed_grid = on;
 }
 
+void CudaAttention::set_fused_merge(bool on) {
+  state_->fuse_merge = on;
+}
+
+Status CudaAttention::set_load_stages(int stages) {
+  if (stages != 0 && stages != kDefaultStages && stages != kDeepStages) {
+    return Status::error("attention: load stages must be 0 (chosen per step), " +
+                         std::to_string(kDefaultStages) + " or " + std::to_string(kDeepStages) +
+                         ", not " + std::to_string(stages));
+  }
+  state_->load_stages = stages;
+  return {};
+}
+
 CudaAttention::Stats CudaAttention::stats() const {
-  return {state_->n_items, state_->n_split_items, state_->n_merges, state_->n_wgmma,
-          state_->n_spread};
+  return {state_->n_items,  state_->n_split_items, state_->n_merges,    state_->n_wgmma,
+          state_->n_spread, state_->merge_fused,   state_->stages};
 }
 
 uint64_t CudaAttention::launch_key() const {
@@ -657,6 +748,9 @@ uint64_t CudaAttention::launch_key() const {
       .add(uint64_t(st.dims.head_dim))
       .add(uint64_t(st.spread))
       .add(uint64_t(st.wgmma_pipeline))
+      .add(uint64_t(st.merge_fused))
+      .add(uint64_t(st.stages))
+      .add(st.merge_arrivals.as())
       .add(st.work.as())
       .add(st.rec_m.as())
       .add(st.rec_l.as())
@@ -707,6 +801,23 @@ Status CudaAttention::plan(const AttentionPlan& hp, const AttentionDims& dims, K
   };
   st.grid_items = st.n_wgmma + grid_of(st.n_items - st.n_wgmma);
   st.grid_merges = grid_of(st.n_merges);
+  // The merges join the attention launch when the split items run on it (mma.sync). Arrival
+  // counters start at zero and the last arrival resets its own, so they are zeroed only here,
+  // when the buffer grows (before it, nothing queued may still count in the old one).
+  st.merge_fused =
+      st.fuse_merge && st.n_merges > 0 && st.split_kernel == AttentionKernel::mma_sync;
+  if (st.merge_fused && size_t(st.n_merges) * 4 > st.merge_arrivals.bytes()) {
+    INVAR_RETURN_IF_ERROR(cuda_status(cudaStreamSynchronize(stream), "attention plan: sync"));
+    const size_t n = std::max(size_t(st.n_merges), 2 * (st.merge_arrivals.bytes() / 4));
+    INVAR_RETURN_IF_ERROR(st.merge_arrivals.reserve(n * 4, "attention merge counters"));
+    INVAR_RETURN_IF_ERROR(cuda_status(cudaMemsetAsync(st.merge_arrivals.as(), 0, n * 4, stream),
+                                      "attention plan: zeroing the merge counters"));
+  }
+  const int64_t grid_mma = st.grid_items - st.n_wgmma;
+  // Like every grid choice, it sizes for the reference SM count, not the device's (R5).
+  st.stages = st.load_stages                 ? st.load_stages
+              : grid_mma <= kReferenceSmCount ? kDeepStages
+                                               : kDefaultStages;
   const WorkLayout layout(st.grid_items, st.grid_merges);
   if (st.n_items > 0) {
     INVAR_RETURN_IF_ERROR(cuda_status(cudaEventSynchronize(st.uploaded), "attention plan: sync"));
@@ -815,17 +926,18 @@ Status CudaAttention::run(const bf16* q, int64_t q_stride, const KvCacheRef& cac
                      .rec_m = st.rec_m.as<float>(),
                      .rec_l = st.rec_l.as<float>(),
                      .rec_acc = st.rec_acc.as<float>(),
-                     .spread_rows = st.spread ? kRowsPerWarp : 0};
+                     .spread_rows = st.spread ? kRowsPerWarp : 0,
+                     .merges = st.merge_fused ? merges : nullptr,
+                     .merge_arrivals = st.merge_arrivals.as<int32_t>()};
   if (grid_mma > 0) {
     if (d.head_dim == 64) {
-      attention_kernel<64><<<unsigned(grid_mma), kThreads, attention_smem_bytes<64>(), stream>>>(p);
+      launch_attention<64>(st.stages, grid_mma, p, stream);
     } else {
-      attention_kernel<128>
-          <<<unsigned(grid_mma), kThreads, attention_smem_bytes<128>(), stream>>>(p);
+      launch_attention<128>(st.stages, grid_mma, p, stream);
     }
     INVAR_RETURN_IF_ERROR(cuda_status(cudaGetLastError(), "attention: kernel launch"));
   }
-  if (st.grid_merges > 0) {
+  if (st.grid_merges > 0 && !st.merge_fused) {
     const MergeParams mp{.items = merges,
                          .item_count = counts + 1,
                          .group = d.q_heads / d.kv_heads,

@@ -15,7 +15,10 @@
 // (one or more consecutive splits each), every split's state is written, and a merge kernel
 // folds the states in the same order with the same arithmetic. Which of the two a sequence gets,
 // and how many consecutive splits one split CTA computes, are host-side choices (plan) that never
-// change bits; the split count of a query depends on its own position only.
+// change bits; the split count of a query depends on its own position only. The merge runs
+// inside the attention launch by default: the last split CTA of a sequence and kv head to finish
+// (counted by an integer atomic) folds its states, with the merge kernel's arithmetic in split
+// order, so which CTA finishes last changes no bit (set_fused_merge).
 //
 // Two kernels compute the recipe: the mma.sync kernel (attention.cu, every GPU; 64-row CTAs) and,
 // on Hopper, the wgmma kernel (sm90/attention_sm90.cu; TMA, warp-specialized, 128-row CTAs).
@@ -123,6 +126,14 @@ class CudaAttention {
   // to that size (launch_key). Changes no bit: every CTA's work is the same either way. Pads
   // the mma.sync and merge grids only (the wgmma kernel runs prefill, which graphs do not replay).
   void set_fixed_grid(bool on);
+  // Merges folded into the attention launch (on by default) or run as a second launch: the same
+  // bits. Split items on the wgmma kernel (set_split_kernel) always get the merge launch.
+  void set_fused_merge(bool on);
+  // KV stages of the mma.sync kernel's load pipeline (tiles in flight + 1): 2 or 4; 0 (the
+  // default): 4 when the launch has at most one CTA per SM (small-batch decode: a CTA's few
+  // tiles are a chain of memory latencies), else 2 (two CTAs per SM hide each other's). The
+  // same bits whatever the depth. Takes effect at the next plan().
+  Status set_load_stages(int stages);
 
   // The split size in tiles is part of the recipe (kAttnSplitTiles): changing it changes bits.
   // Only for benchmarks that compare split sizes; never in a serving engine.
@@ -134,6 +145,8 @@ class CudaAttention {
     int64_t merge_ctas = 0;  // merge CTAs
     int64_t wgmma_ctas = 0;  // of the attention CTAs, those the wgmma kernel runs
     int64_t spread_ctas = 0;  // of the attention CTAs, the mma.sync kernel's spread ones
+    bool merge_fused = false;  // the merges run inside the attention launch
+    int load_stages = 0;       // the mma.sync launch's KV stages
   };
   Stats stats() const;
 

@@ -97,7 +97,9 @@ Result<AttentionWork> plan_attention_work(const AttentionPlan& p, const Attentio
     }
     if (split_ctas) {
       const int splits = int(ceil_div(tiles, split_tiles));
+      const int parts = int(ceil_div(splits, group));
       for (int h = 0; h < dims.kv_heads; ++h) {
+        const auto merge = int32_t(w.merges.size());
         const int64_t base = w.records + int64_t(h) * rows * splits;
         if (base + int64_t(rows) * splits > INT32_MAX) {
           return Status::error("attention plan: too many split states in one step");
@@ -114,7 +116,8 @@ Result<AttentionWork> plan_attention_work(const AttentionPlan& p, const Attentio
                              .tile_end = std::min(tiles, (k + group) * split_tiles),
                              .split_tiles = split_tiles,
                              .record = int32_t(base),
-                             .record_stride = splits});
+                             .record_stride = splits,
+                             .merge = merge});
         }
         w.merges.push_back({.q_begin = q_begin,
                             .q_len = q_len,
@@ -123,7 +126,8 @@ Result<AttentionWork> plan_attention_work(const AttentionPlan& p, const Attentio
                             .rows = rows,
                             .record = int32_t(base),
                             .record_stride = splits,
-                            .split_tiles = split_tiles});
+                            .split_tiles = split_tiles,
+                            .parts = parts});
       }
       w.records += int64_t(dims.kv_heads) * rows * splits;
     } else {
@@ -141,7 +145,8 @@ Result<AttentionWork> plan_attention_work(const AttentionPlan& p, const Attentio
                              .tile_end = tiles,
                              .split_tiles = split_tiles,
                              .record = -1,
-                             .record_stride = 0});
+                             .record_stride = 0,
+                             .merge = -1});
         }
       }
     }

@@ -36,7 +36,7 @@ struct AttentionDims {
 
 // One CTA's work: rows [row_begin, row_begin + nrows) of sequence `seq` for one kv head, tiles
 // [tile_begin, min(tile_end, last tile of the CTA's last row)]. Split states (record >= 0):
-// row r's state of split k goes to record + r * record_stride + k.
+// row r's state of split k goes to record + r * record_stride + k, and merges[merge] folds them.
 struct AttnItem {
   int32_t seq;
   int32_t q_begin;  // first token of the sequence in q / out
@@ -50,10 +50,13 @@ struct AttnItem {
   int32_t split_tiles;  // fold period in tiles, counted from tile 0
   int32_t record;       // < 0: write the output; else the split states' base
   int32_t record_stride;
+  int32_t merge;  // split items: the index of the MergeItem that folds their states; else -1
 };
 
 // Folds the split states of one sequence and kv head: row r's states are
-// record + r * record_stride + k for k = 0 .. (P / kAttnKvTile) / split_tiles.
+// record + r * record_stride + k for k = 0 .. (P / kAttnKvTile) / split_tiles. `parts` split
+// items write them: when the merge runs inside the attention launch, the last of them to finish
+// folds (attention.h, set_fused_merge).
 struct MergeItem {
   int32_t q_begin;
   int32_t q_len;
@@ -63,6 +66,7 @@ struct MergeItem {
   int32_t record;
   int32_t record_stride;
   int32_t split_tiles;
+  int32_t parts;
 };
 
 // How the planner may lay out the work. None of it changes bits in invariant mode except
