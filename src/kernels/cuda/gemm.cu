@@ -58,6 +58,7 @@ constexpr TileInfo kTiles[] = {
     {GemmTile::m64n32, "m64n32", 64, 32, 1, sm90::gemm_m64n32, nullptr},
     {GemmTile::m64n64, "m64n64", 64, 64, 1, sm90::gemm_m64n64, nullptr},
     {GemmTile::m64n128, "m64n128", 64, 128, 1, sm90::gemm_m64n128, sm90::gemm_m64n128_gate_up},
+    {GemmTile::m128n96, "m128n96", 128, 96, 2, sm90::gemm_m128n96, nullptr},
     {GemmTile::m128n128, "m128n128", 128, 128, 1, sm90::gemm_m128n128, sm90::gemm_m128n128_gate_up},
     {GemmTile::m128n192, "m128n192", 128, 192, 1, sm90::gemm_m128n192, sm90::gemm_m128n192_gate_up},
     {GemmTile::m128n256, "m128n256", 128, 256, 2, sm90::gemm_m128n256, sm90::gemm_m128n256_gate_up},

@@ -37,6 +37,7 @@ enum class GemmTile : uint8_t {
   m64n32,        // one consumer warpgroup, non-persistent: decode (many CTAs for small N)
   m64n64,        // one consumer warpgroup, non-persistent
   m64n128,       // ping-pong warpgroups, persistent
+  m128n96,       // cooperative warpgroups, persistent, 2x1 cluster: mid M on N = 6144
   m128n128,      // cooperative warpgroups, persistent
   m128n192,      // cooperative warpgroups, persistent (fills 132 SMs where N/256 tiles would not)
   m128n256,      // cooperative warpgroups, persistent, 2x1 cluster with W multicast (keep last)

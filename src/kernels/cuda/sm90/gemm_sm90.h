@@ -30,6 +30,7 @@ struct GemmArgs {
 const char* gemm_m64n32(const GemmArgs& a, cudaStream_t stream);
 const char* gemm_m64n64(const GemmArgs& a, cudaStream_t stream);
 const char* gemm_m64n128(const GemmArgs& a, cudaStream_t stream);
+const char* gemm_m128n96(const GemmArgs& a, cudaStream_t stream);
 const char* gemm_m128n128(const GemmArgs& a, cudaStream_t stream);
 const char* gemm_m128n192(const GemmArgs& a, cudaStream_t stream);
 const char* gemm_m128n256(const GemmArgs& a, cudaStream_t stream);
