@@ -17,8 +17,8 @@
 //   --compare-pipelines  A = invariant on wgmma with the schedule of --pipeline (pingpong by
 //                      default), B = the same with the serial schedule: the same bits again
 //                      (attention_test), so the ratio is what the overlaps buy
-//   --compare-decode-paths  A = invariant as served (merges inside the attention launch, load
-//                      stages chosen per step), B = invariant with a merge launch and two
+//   --compare-decode-paths  A = invariant as served (merge placement and load stages chosen
+//                      per step), B = invariant with a merge launch and two
 //                      stages (the path before both): the same bits (attention_test)
 // --merge-launch: every variant gets a merge launch and two load stages (the earlier path).
 // --decode-sweep: only decode, B = 1..16 x KV = 512..32k (small-batch decode); --decode B KV: one
@@ -75,7 +75,7 @@ struct Variant {
   AttentionKernel prefill;
   bool spread = true;  // CudaAttention::set_spread_ctas
   WgmmaPipeline pipeline = WgmmaPipeline::pingpong;  // CudaAttention::set_wgmma_pipeline
-  bool fused_merge = true;  // CudaAttention::set_fused_merge
+  MergePlacement merges = MergePlacement::per_step;  // CudaAttention::set_merge_placement
   int load_stages = 0;      // CudaAttention::set_load_stages (0: per step)
 };
 
@@ -290,7 +290,8 @@ int main(int argc, char** argv) {
     b.variant[1] = {"mma_sync", KernelMode::invariant, AttentionKernel::mma_sync, true};
   } else if (compare_decode_paths) {
     b.variant[0] = {"inv", KernelMode::invariant, kernel, true, pipeline};
-    b.variant[1] = {"inv before", KernelMode::invariant, kernel, true, pipeline, false, 2};
+    b.variant[1] = {"inv before", KernelMode::invariant,         kernel, true,
+                    pipeline,     MergePlacement::own_launch, 2};
   } else if (compare_spread) {
     b.variant[0] = {"spread", KernelMode::invariant, kernel, true, pipeline};
     b.variant[1] = {"one warp", KernelMode::invariant, kernel, false, pipeline};
@@ -301,7 +302,7 @@ int main(int argc, char** argv) {
   }
   if (merge_launch) {
     for (Variant& v : b.variant) {
-      v.fused_merge = false;
+      v.merges = MergePlacement::own_launch;
       v.load_stages = 2;
     }
   }
@@ -323,7 +324,7 @@ int main(int argc, char** argv) {
     check(b.attn[i]->set_prefill_kernel(b.variant[i].prefill), "set_prefill_kernel");
     b.attn[i]->set_spread_ctas(b.variant[i].spread);
     b.attn[i]->set_wgmma_pipeline(b.variant[i].pipeline);
-    b.attn[i]->set_fused_merge(b.variant[i].fused_merge);
+    b.attn[i]->set_merge_placement(b.variant[i].merges);
     check(b.attn[i]->set_load_stages(b.variant[i].load_stages), "set_load_stages");
   }
   // Cache: 4M tokens (Qwen3-8B: 16 GiB per K and V... halved for SmolLM2's smaller rows).
@@ -358,7 +359,10 @@ int main(int argc, char** argv) {
         b.variant[i].prefill == AttentionKernel::wgmma ? wgmma_pipeline_name(b.variant[i].pipeline)
                                                        : "",
         b.variant[i].spread ? "on" : "off",
-        b.variant[i].fused_merge ? "in the attention launch" : "in their own launch",
+        b.variant[i].merges == MergePlacement::per_step
+            ? "per step (in the attention launch up to one CTA per SM)"
+        : b.variant[i].merges == MergePlacement::fused ? "in the attention launch"
+                                                       : "in their own launch",
         b.variant[i].load_stages == 0 ? "per step (4 up to one CTA per SM, else 2)" : "2");
   }
   std::printf("ratio = t(B) / t(A) (> 1: A faster); fast = split count from batch and SM count\n");

@@ -825,25 +825,25 @@ TEST_P(AttentionCuda, FusedMergesAndLoadStagesGiveTheBitsOfTheMergeLaunch) {
   const std::vector<SuiteBatch> batches = suite_batches(h);
   struct Path {
     const char* name;
-    bool fused;
+    MergePlacement merges;
     int stages;
   };
-  constexpr Path kPaths[] = {{"fused, 2 stages", true, 2},
-                             {"fused, 4 stages", true, 4},
-                             {"merge launch, 4 stages", false, 4},
-                             {"as planned", true, 0}};
+  constexpr Path kPaths[] = {{"fused, 2 stages", MergePlacement::fused, 2},
+                             {"fused, 4 stages", MergePlacement::fused, 4},
+                             {"merge launch, 4 stages", MergePlacement::own_launch, 4},
+                             {"as planned", MergePlacement::per_step, 0}};
   for (KernelMode mode : {KernelMode::invariant, KernelMode::fast}) {
     DiffReport rep[std::size(kPaths)];
     int64_t fused_steps[std::size(kPaths)] = {};
     for (size_t i = 0; i < batches.size(); ++i) {
       BatchOut ref;
-      h.attention().set_fused_merge(false);
+      h.attention().set_merge_placement(MergePlacement::own_launch);
       STATUS_OK(h.attention().set_load_stages(2));
       h.run(batches[i].batch, mode, ref);
       EXPECT_FALSE(ref.stats.merge_fused);
       EXPECT_EQ(ref.stats.load_stages, 2);
       for (size_t c = 0; c < std::size(kPaths); ++c) {
-        h.attention().set_fused_merge(kPaths[c].fused);
+        h.attention().set_merge_placement(kPaths[c].merges);
         STATUS_OK(h.attention().set_load_stages(kPaths[c].stages));
         BatchOut b;
         h.run(batches[i].batch, mode, b);
@@ -855,7 +855,7 @@ TEST_P(AttentionCuda, FusedMergesAndLoadStagesGiveTheBitsOfTheMergeLaunch) {
         rep[c].add(ref, b, batches[i].batch, sh, where.c_str());
       }
     }
-    h.attention().set_fused_merge(true);
+    h.attention().set_merge_placement(MergePlacement::per_step);
     STATUS_OK(h.attention().set_load_stages(0));
     for (size_t c = 0; c < std::size(kPaths); ++c) {
       std::printf("%-13s %-9s %-22s vs merge launch, 2 stages (%lld fused steps): %s\n", sh.name,
@@ -864,7 +864,7 @@ TEST_P(AttentionCuda, FusedMergesAndLoadStagesGiveTheBitsOfTheMergeLaunch) {
       EXPECT_EQ(rep[c].rows, 0) << kPaths[c].name << ", " << kernel_mode_name(mode) << ": "
                                 << rep[c].str();
       EXPECT_GT(rep[c].rows_compared, 40000);
-      if (kPaths[c].fused) EXPECT_GT(fused_steps[c], 10);
+      if (kPaths[c].merges == MergePlacement::fused) EXPECT_GT(fused_steps[c], 10);
     }
   }
 }

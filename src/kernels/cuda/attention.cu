@@ -62,7 +62,7 @@ struct AttnParams {
   float* rec_l;    // [records]
   float* rec_acc;  // [records, D]
   int spread_rows;  // items of at most this many rows run as spread CTAs (0 or kRowsPerWarp)
-  // The merge folded into this launch (CudaAttention::set_fused_merge): the step's merges and
+  // The merge folded into this launch (MergePlacement): the step's merges and
   // one arrival counter per merge (zero between launches). nullptr: a merge launch follows.
   const MergeItem* merges;
   int32_t* merge_arrivals;
@@ -580,7 +580,7 @@ struct CudaAttention::State {
   AttentionKernel split_kernel = AttentionKernel::mma_sync;
   WgmmaPipeline wgmma_pipeline = WgmmaPipeline::pingpong;
   bool spread = true;  // set_spread_ctas
-  bool fuse_merge = true;  // set_fused_merge
+  MergePlacement merge_placement = MergePlacement::per_step;
   int load_stages = 0;     // set_load_stages (0: chosen per plan)
   AttentionDims dims;
   AttentionPlanOptions options;
@@ -720,8 +720,8 @@ void CudaAttention::set_fixed_grid(bool on) {
   state_->fixed_grid = on;
 }
 
-void CudaAttention::set_fused_merge(bool on) {
-  state_->fuse_merge = on;
+void CudaAttention::set_merge_placement(MergePlacement placement) {
+  state_->merge_placement = placement;
 }
 
 Status CudaAttention::set_load_stages(int stages) {
@@ -801,11 +801,22 @@ Status CudaAttention::plan(const AttentionPlan& hp, const AttentionDims& dims, K
   };
   st.grid_items = st.n_wgmma + grid_of(st.n_items - st.n_wgmma);
   st.grid_merges = grid_of(st.n_merges);
-  // The merges join the attention launch when the split items run on it (mma.sync). Arrival
-  // counters start at zero and the last arrival resets its own, so they are zeroed only here,
-  // when the buffer grows (before it, nothing queued may still count in the old one).
-  st.merge_fused =
-      st.fuse_merge && st.n_merges > 0 && st.split_kernel == AttentionKernel::mma_sync;
+  // Small launches (at most one CTA per SM of the reference count, R5) join the merges to the
+  // attention launch and keep a whole split's loads in flight: there a CTA's few tiles are a
+  // chain of latencies and the merge launch a large share of the step. Bigger launches keep
+  // two stages (two CTAs per SM hide each other's latency) and the merge launch: the fused
+  // merge's release of every split CTA's states kept each CTA ~1 us longer, 7-12 % slower at
+  // 512-1024 CTAs (H100, attention-fused-merge-h100-2026-12-07-f8b1b41.txt).
+  const int64_t grid_mma = st.grid_items - st.n_wgmma;
+  const bool small_launch = grid_mma <= kReferenceSmCount;
+  st.stages = st.load_stages ? st.load_stages : small_launch ? kDeepStages : kDefaultStages;
+  // The merges can join the attention launch only when the split items run on it (mma.sync).
+  // Arrival counters start at zero and the last arrival resets its own, so they are zeroed only
+  // here, when the buffer grows (before it, nothing queued may still count in the old one).
+  const MergePlacement where = st.merge_placement;
+  st.merge_fused = st.n_merges > 0 && st.split_kernel == AttentionKernel::mma_sync &&
+                   (where == MergePlacement::fused ||
+                    (where == MergePlacement::per_step && small_launch));
   if (st.merge_fused && size_t(st.n_merges) * 4 > st.merge_arrivals.bytes()) {
     INVAR_RETURN_IF_ERROR(cuda_status(cudaStreamSynchronize(stream), "attention plan: sync"));
     const size_t n = std::max(size_t(st.n_merges), 2 * (st.merge_arrivals.bytes() / 4));
@@ -813,11 +824,6 @@ Status CudaAttention::plan(const AttentionPlan& hp, const AttentionDims& dims, K
     INVAR_RETURN_IF_ERROR(cuda_status(cudaMemsetAsync(st.merge_arrivals.as(), 0, n * 4, stream),
                                       "attention plan: zeroing the merge counters"));
   }
-  const int64_t grid_mma = st.grid_items - st.n_wgmma;
-  // Like every grid choice, it sizes for the reference SM count, not the device's (R5).
-  st.stages = st.load_stages                 ? st.load_stages
-              : grid_mma <= kReferenceSmCount ? kDeepStages
-                                               : kDefaultStages;
   const WorkLayout layout(st.grid_items, st.grid_merges);
   if (st.n_items > 0) {
     INVAR_RETURN_IF_ERROR(cuda_status(cudaEventSynchronize(st.uploaded), "attention plan: sync"));

@@ -15,10 +15,11 @@
 // (one or more consecutive splits each), every split's state is written, and a merge kernel
 // folds the states in the same order with the same arithmetic. Which of the two a sequence gets,
 // and how many consecutive splits one split CTA computes, are host-side choices (plan) that never
-// change bits; the split count of a query depends on its own position only. The merge runs
-// inside the attention launch by default: the last split CTA of a sequence and kv head to finish
-// (counted by an integer atomic) folds its states, with the merge kernel's arithmetic in split
-// order, so which CTA finishes last changes no bit (set_fused_merge).
+// change bits; the split count of a query depends on its own position only.
+// The merges run inside the attention launch when it has at most one CTA per SM (small-batch
+// decode, where a second launch is a large share of the step): the last split CTA of a sequence
+// and kv head to finish (counted by an integer atomic) folds its states, with the merge kernel's
+// arithmetic in split order, so which CTA finishes last changes no bit (MergePlacement).
 //
 // Two kernels compute the recipe: the mma.sync kernel (attention.cu, every GPU; 64-row CTAs) and,
 // on Hopper, the wgmma kernel (sm90/attention_sm90.cu; TMA, warp-specialized, 128-row CTAs).
@@ -79,6 +80,13 @@ enum class WgmmaPipeline {
 };
 const char* wgmma_pipeline_name(WgmmaPipeline p);
 
+// Where a step's merges run: the same bits in every placement (attention_test).
+enum class MergePlacement {
+  per_step,    // in the attention launch when it has at most one CTA per SM, else their own
+  fused,       // in the attention launch: the last split CTA of a sequence and kv head folds
+  own_launch,  // a merge kernel after the attention launch
+};
+
 // Plan on the host once per step, run on the device once per layer (graph-capturable).
 // Owns the device work list and the split-state buffers; no handle lives in a global.
 class CudaAttention {
@@ -126,9 +134,9 @@ class CudaAttention {
   // to that size (launch_key). Changes no bit: every CTA's work is the same either way. Pads
   // the mma.sync and merge grids only (the wgmma kernel runs prefill, which graphs do not replay).
   void set_fixed_grid(bool on);
-  // Merges folded into the attention launch (on by default) or run as a second launch: the same
-  // bits. Split items on the wgmma kernel (set_split_kernel) always get the merge launch.
-  void set_fused_merge(bool on);
+  // Where the merges run (per_step by default). Split items on the wgmma kernel
+  // (set_split_kernel) always get the merge launch. Takes effect at the next plan().
+  void set_merge_placement(MergePlacement placement);
   // KV stages of the mma.sync kernel's load pipeline (tiles in flight + 1): 2 or 4; 0 (the
   // default): 4 when the launch has at most one CTA per SM (small-batch decode: a CTA's few
   // tiles are a chain of memory latencies), else 2 (two CTAs per SM hide each other's). The

@@ -56,7 +56,7 @@ struct AttnItem {
 // Folds the split states of one sequence and kv head: row r's states are
 // record + r * record_stride + k for k = 0 .. (P / kAttnKvTile) / split_tiles. `parts` split
 // items write them: when the merge runs inside the attention launch, the last of them to finish
-// folds (attention.h, set_fused_merge).
+// folds (attention.h, MergePlacement).
 struct MergeItem {
   int32_t q_begin;
   int32_t q_len;
