@@ -4,6 +4,9 @@
 // (N = 6144) at M = 256 is 2 x 64 = 128 CTAs, just under one wave of 132 SMs, where the
 // power-of-two tiles launch 96 (m128n128) or a second wave. 28 KB per K stage leaves room for
 // about seven stages. See gemm_sm90.cuh for why every config gives the same bits.
+// Status (2026-12-07): compiled, not yet run on a GPU, and not among choose_tile's candidates;
+// gemm_test's tile equivalence and scripts/gpu-gemm-survey are its first checks (gemm-notes.md,
+// run 9).
 #include "kernels/cuda/sm90/gemm_sm90.cuh"
 
 namespace invar::kernels::cuda::sm90 {
