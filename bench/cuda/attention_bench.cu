@@ -350,6 +350,9 @@ int main(int argc, char** argv) {
   std::printf("shape: %s (Hq %d, Hkv %d, D %d), block size %d; median of %d graph replays\n",
               b.shape.name, b.shape.hq, b.shape.hkv, b.shape.d, b.block_size, reps);
   for (int i = 0; i < 2; ++i) {
+    const std::string stages = b.variant[i].load_stages == 0
+                                   ? "per step (4 up to one CTA per SM, else 2)"
+                                   : std::to_string(b.variant[i].load_stages);
     std::printf(
         "%c = %s: %s mode, prefill items on the %s kernel%s%s, split items on mma_sync, "
         "spread CTAs %s, merges %s, load stages %s\n",
@@ -363,7 +366,7 @@ int main(int argc, char** argv) {
             ? "per step (in the attention launch up to one CTA per SM)"
         : b.variant[i].merges == MergePlacement::fused ? "in the attention launch"
                                                        : "in their own launch",
-        b.variant[i].load_stages == 0 ? "per step (4 up to one CTA per SM, else 2)" : "2");
+        stages.c_str());
   }
   std::printf("ratio = t(B) / t(A) (> 1: A faster); fast = split count from batch and SM count\n");
 

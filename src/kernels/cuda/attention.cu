@@ -7,9 +7,9 @@
 // A CTA is 4 warps; warp w owns rows 16w..16w+15 of the CTA and every column of a KV tile, so a
 // row's arithmetic (its mma chains, its max/sum trees over the 4 lanes of a quad, its softmax
 // updates) is the same whichever rows share the CTA and however many warps have rows. All four
-// warps load tiles (cp.async, two stages); warps without rows only load. A CTA whose rows fit
-// one warp (decode at small batch) is a spread CTA by default: all four warps compute its
-// tiles, split by score columns and by output dimensions, each element with the same operations
+// warps load tiles (cp.async; two stages, or four in launches of at most one CTA per SM); warps
+// without rows only load. A CTA whose rows fit one warp (decode at small batch) is a spread CTA
+// by default: all four warps compute its tiles, split by score columns and by output dimensions, each element with the same operations
 // in the same order (attend_tile_spread), so again the same bits.
 // Where a row's positions end before the CTA's last tile, the later tiles are no-ops for it by
 // construction (no state update, alpha = 1, p = 0 exactly).
