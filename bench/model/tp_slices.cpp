@@ -2,8 +2,10 @@
 // with the plain row-parallel GEMMs (o_proj, down_proj over all of K in one GEMM, the default)
 // vs the same GEMMs cut into 8 K slices summed in the fixed tree (--tp-invariant-slices), side
 // by side in one run, interleaved. Decode steps of 1 and 8 sequences (one token each, 64 cached)
-// and prefill steps of 64 and 256 tokens; the median of timed repetitions after a warm-up.
+// and prefill steps of 64 and 256 tokens (on CUDA also decode of 64 sequences and a prefill of
+// 2048); the median of timed repetitions after a warm-up. On CUDA both replay CUDA graphs.
 //   usage: bench_tp_slices MODEL [--threads N] [--weight-dtype f32|bf16] [--seconds S]
+//                          [--device cpu|cuda] [--random-weights SEED]  (MODEL: its config)
 #include <fmt/core.h>
 
 #include <algorithm>
@@ -14,6 +16,7 @@
 
 #include "core/thread_pool.h"
 #include "engine/model_runner_factory.h"
+#include "model/config_parse.h"
 #include "model/tensor_parallel.h"
 
 using namespace invar;
@@ -44,20 +47,40 @@ model::BatchPlan step_plan(int seqs, int tokens, int cached, int vocab) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    fmt::print(stderr, "usage: {} MODEL [--threads N] [--weight-dtype f32|bf16] [--seconds S]\n",
+    fmt::print(stderr,
+               "usage: {} MODEL [--threads N] [--weight-dtype f32|bf16] [--seconds S] "
+               "[--device cpu|cuda] [--random-weights SEED]\n",
                argv[0]);
     return 2;
   }
   int threads = 0;
   double seconds = 2.0;
   model::LoadOptions load;
+  model::Device device = model::Device::cpu;
+  int64_t random_seed = -1;
   for (int i = 2; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--device"))
+      device = std::string(argv[i + 1]) == "cuda" ? model::Device::cuda : model::Device::cpu;
+    if (!std::strcmp(argv[i], "--random-weights")) random_seed = std::stoll(argv[i + 1]);
     if (!std::strcmp(argv[i], "--threads")) threads = std::stoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--seconds")) seconds = std::stod(argv[i + 1]);
     if (!std::strcmp(argv[i], "--weight-dtype"))
       load.weight_dtype = std::string(argv[i + 1]) == "bf16" ? DType::bf16 : DType::f32;
   }
-  auto m = model::load_model(argv[1], load);
+  Result<model::LoadedModel> m = Status::error("unloaded");
+  if (random_seed >= 0) {
+    auto config = model::read_hf_config(argv[1]);
+    if (!config.ok()) {
+      fmt::print(stderr, "{}\n", config.status().message());
+      return 1;
+    }
+    m = model::LoadedModel{*config,
+                           model::random_weights(*config, uint64_t(random_seed),
+                                                 load.weight_dtype.value_or(DType::bf16)),
+                           argv[1]};
+  } else {
+    m = model::load_model(argv[1], load);
+  }
   if (!m.ok()) {
     fmt::print(stderr, "{}\n", m.status().message());
     return 1;
@@ -68,7 +91,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   model::RunnerOptions o;
-  o.kv_blocks = 8 * 32;
+  o.device = device;
+  o.kv_blocks = 64 * 144;  // 64 sequences of 2304 positions
   o.block_size = 16;
   o.threads = threads;
   o.tp_slices = 0;
@@ -78,16 +102,23 @@ int main(int argc, char** argv) {
   if (!plain.ok() || !sliced.ok()) return 1;
 
   fmt::print(
-      "{} threads={} weights={}\n", argv[1], ThreadPool::size_for(threads),
+      "{} device={} threads={} weights={}\n", argv[1], model::device_name(device),
+      ThreadPool::size_for(threads),
       load.weight_dtype ? std::string(dtype_name(*load.weight_dtype)) : std::string("as stored"));
   fmt::print("{:<22} {:>12} {:>12} {:>8}\n", "step", "plain ms", "sliced ms", "ratio");
   struct Shape {
     const char* name;
     int seqs, tokens, cached;
   };
-  for (const Shape& s :
-       {Shape{"decode 1 x 1 (@64)", 1, 1, 64}, Shape{"decode 8 x 1 (@64)", 8, 1, 64},
-        Shape{"prefill 1 x 64", 1, 64, 0}, Shape{"prefill 1 x 256", 1, 256, 0}}) {
+  std::vector<Shape> shapes{{"decode 1 x 1 (@64)", 1, 1, 64},
+                            {"decode 8 x 1 (@64)", 8, 1, 64},
+                            {"prefill 1 x 64", 1, 64, 0},
+                            {"prefill 1 x 256", 1, 256, 0}};
+  if (device == model::Device::cuda) {
+    shapes.push_back({"decode 64 x 1 (@256)", 64, 1, 256});
+    shapes.push_back({"prefill 1 x 2048", 1, 2048, 0});
+  }
+  for (const Shape& s : shapes) {
     const model::BatchPlan plan = step_plan(s.seqs, s.tokens, s.cached, config.vocab_size);
     std::vector<float> logits;
     std::vector<double> tp, ts;

@@ -44,9 +44,13 @@ void add_model_options(CLI::App& cmd, ModelArgs& a, unsigned which, const std::s
         ->check(CLI::Range(0.05, 1.0));
     grouped(cmd.add_option("--kv-dtype", a.kv_dtype, "CPU KV cache: f16 or f32 (empty: f16)"))
         ->check(CLI::IsMember({"", "f16", "f32"}));
+  }
+  if (which & kTensorParallel) {
     grouped(cmd.add_option("--tensor-parallel-size", a.tensor_parallel_size,
-                           "CPU: tensor-parallel ranks as threads sharing --threads (1, 2, 4, 8; "
-                           "the same bits at every size, docs/tensor-parallel.md)"))
+                           "Tensor-parallel ranks, threads of this process (1, 2, 4, 8; the "
+                           "same bits at every size, docs/tensor-parallel.md). CPU: they share "
+                           "--threads; CUDA: rank r on GPU r, or all on one GPU when fewer are "
+                           "visible"))
         ->check(CLI::Range(1, 64));
     grouped(cmd.add_flag("--tp-invariant-slices", a.tp_invariant_slices,
                          "At --tensor-parallel-size 1: the sliced row-parallel GEMMs, whose bits "
@@ -87,10 +91,6 @@ Result<engine::ModelBundle> open_bundle(const ModelArgs& a, model::Device device
   // A Hugging Face config the device cannot run is refused before its weights are read or
   // generated (a 30B mixture of experts takes minutes and most of the memory to make).
   namespace fs = std::filesystem;
-  if (device != model::Device::cpu && (a.tensor_parallel_size > 1 || a.tp_invariant_slices))
-    return Status::error(StatusCode::invalid_argument,
-                         "--tensor-parallel-size and --tp-invariant-slices run on the CPU only "
-                         "for now (ranks as threads; the NCCL path for GPUs is not built)");
   if (device != model::Device::cpu &&
       (a.random_weights >= 0 || fs::exists(fs::path(a.model) / "config.json"))) {
     INVAR_ASSIGN_OR_RETURN(model::ModelConfig config, model::read_hf_config(a.model));

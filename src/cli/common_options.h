@@ -24,7 +24,7 @@ struct ModelArgs {
   std::string weight_dtype;      // f32 | bf16; empty: as stored in the file (random: per device)
   std::string kv_dtype;          // CPU KV cache: f16 | f32; empty: f16
   int threads = 0;               // CPU threads, 0 = all cores
-  int tensor_parallel_size = 1;  // CPU ranks as threads
+  int tensor_parallel_size = 1;  // ranks as threads
   bool tp_invariant_slices = false;  // the sliced row-parallel GEMMs at size 1 too
   int context = 4096;                // prompt + output tokens per request
   double gpu_memory_utilization = 0.9;
@@ -34,11 +34,11 @@ struct ModelArgs {
 // Which of the shared options a subcommand takes (verify names its model and kernel modes its
 // own way, and runs no engine).
 enum ModelOption : unsigned {
-  kModelPath = 1u << 0,   // -m/--model, required
-  kKernelMode = 1u << 1,  // --kernels invariant|fast
-  kEngineSize = 1u << 2,  // -c/--context, --gpu-memory-utilization, --kv-dtype,
-                          // --tensor-parallel-size, --tp-invariant-slices
-  kAllModelOptions = kModelPath | kKernelMode | kEngineSize,
+  kModelPath = 1u << 0,       // -m/--model, required
+  kKernelMode = 1u << 1,      // --kernels invariant|fast
+  kEngineSize = 1u << 2,      // -c/--context, --gpu-memory-utilization, --kv-dtype
+  kTensorParallel = 1u << 3,  // --tensor-parallel-size, --tp-invariant-slices
+  kAllModelOptions = kModelPath | kKernelMode | kEngineSize | kTensorParallel,
 };
 
 // Adds -t/--threads, --device, --weight-dtype, --random-weights and those of `which`, in

@@ -13,6 +13,7 @@
 #include "engine/model_bundle.h"
 #include "engine/model_runner_factory.h"
 #include "model/config_parse.h"
+#include "model/tensor_parallel.h"
 #include "verify/blackbox.h"
 #include "verify/progress.h"
 #include "verify/whitebox.h"
@@ -87,6 +88,8 @@ int run_whitebox(const VerifyArgs& a) {
       a.quick ? verify::WhiteBoxOptions::quick() : verify::WhiteBoxOptions{};
   o.device = *device;
   o.threads = a.m.threads;
+  o.tensor_parallel_size = a.m.tensor_parallel_size;
+  o.tp_slices = a.m.tp_invariant_slices ? model::kDefaultTpSlices : -1;
   o.seed = a.seed;
   o.scenarios = a.scenarios;
   if (a.kernels == "invariant") o.modes = {kernels::KernelMode::invariant};
@@ -213,7 +216,7 @@ void add_verify(CLI::App& app) {
   cmd->add_option("--seed", a->seed, "Seed of the random compositions and prompts");
 
   const std::string wb = "White-box";
-  add_model_options(*cmd, a->m, /*which=*/0, wb);
+  add_model_options(*cmd, a->m, kTensorParallel, wb);
   cmd->add_option("--kernels", a->kernels, "invariant, fast (the negative control) or both")
       ->check(CLI::IsMember({"invariant", "fast", "both"}))
       ->group(wb);

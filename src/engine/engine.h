@@ -22,7 +22,7 @@ namespace invar::engine {
 
 struct EngineOptions {
   int threads = 0;                // CPU threads for the forward pass (0: all cores)
-  int tensor_parallel_size = 1;   // CPU: ranks as threads (model::RunnerOptions)
+  int tensor_parallel_size = 1;   // ranks as threads (model::RunnerOptions)
   int tp_slices = -1;             // model::RunnerOptions::tp_slices
   int max_context = 4096;         // prompt + output tokens per request
   int kv_blocks = 0;              // KV cache blocks (0: CPU, enough for max_running full

@@ -42,12 +42,13 @@ Status check_tensor_parallel_options(const model::ModelConfig& config,
                                      const model::RunnerOptions& options) {
   const int slices = model::effective_tp_slices(options);
   if (options.tensor_parallel_size == 1 && slices == 0) return Status();
-  if (options.device != model::Device::cpu)
-    return Status::error(StatusCode::invalid_argument,
-                         "tensor parallelism runs on the CPU only for now (ranks as threads; the "
-                         "NCCL path for GPUs is not built): use --tensor-parallel-size 1 and no "
-                         "--tp-invariant-slices with --device cuda");
-  return model::check_tensor_parallel(config, options.tensor_parallel_size, slices);
+  INVAR_RETURN_IF_ERROR(model::check_tensor_parallel(config, options.tensor_parallel_size, slices));
+  if (options.device != model::Device::cuda) return Status();
+#ifdef INVAR_WITH_CUDA
+  return model::cuda::check_cuda_tensor_parallel(config, options.tensor_parallel_size, slices);
+#else
+  return no_cuda_backend();
+#endif
 }
 
 Result<std::unique_ptr<model::ModelRunner>> make_model_runner(const model::ModelConfig& config,
@@ -68,6 +69,8 @@ Result<std::unique_ptr<model::ModelRunner>> make_model_runner(const model::Model
       return model::make_cpu_runner(config, weights, options);
     case model::Device::cuda:
 #ifdef INVAR_WITH_CUDA
+      if (options.tensor_parallel_size > 1 || model::effective_tp_slices(options) > 0)
+        return model::cuda::make_tp_cuda_runner(config, weights, options);
       return model::cuda::make_cuda_runner(config, weights, options);
 #else
       return no_cuda_backend();

@@ -452,6 +452,8 @@ WhiteBoxReport run(const model::LoadedModel& m, const engine::ModelBundle* bundl
       ro.device = o.device;
       ro.kernels = mode;
       ro.threads = o.threads;
+      ro.tensor_parallel_size = o.tensor_parallel_size;
+      ro.tp_slices = o.tp_slices;
       ro.block_size = kBlockSize;
       ro.kv_blocks = Harness::kv_blocks(positions, shorts);
       auto runner = engine::make_model_runner(m.config, m.weights, ro);

@@ -34,6 +34,8 @@ namespace invar::verify {
 struct WhiteBoxOptions {
   model::Device device = model::Device::cpu;
   int threads = 0;  // CPU threads, 0: all cores
+  int tensor_parallel_size = 1;  // model::RunnerOptions: ranks as threads
+  int tp_slices = -1;            // model::RunnerOptions::tp_slices
   std::vector<kernels::KernelMode> modes{kernels::KernelMode::invariant, kernels::KernelMode::fast};
   std::vector<std::string> scenarios;             // empty: all (whitebox_scenario_names())
   std::vector<int> batch_sizes;                   // empty: default_batch_sizes(false)

@@ -43,6 +43,8 @@ class EngineRuns {
     e.threads = o_.threads;
     e.kernels = mode_;
     e.device = o_.device;
+    e.tensor_parallel_size = o_.tensor_parallel_size;
+    e.tp_slices = o_.tp_slices;
     e.max_context = context();
     return e;
   }

@@ -18,6 +18,7 @@
 #include "engine/model_bundle.h"
 #include "engine/model_runner_factory.h"
 #include "model/config_parse.h"
+#include "model/tensor_parallel.h"
 #include "test_paths.h"
 
 namespace invar {
@@ -320,6 +321,50 @@ TEST(CudaModel, GraphsGiveTheBitsOfEagerLaunches) {
   }
 }
 
+// Tensor parallelism on one GPU (docs/tensor-parallel.md): ranks that are threads, each with its
+// shard, stream and KV cache, all on this GPU. The logits of a prefill, a chunked prefill and
+// greedy decode steps among other sequences are the same bits at sizes 1 (sliced), 2, 4 and 8.
+// Controls: the plain one-GPU runner (no slices) gives other bits, and so does size 2 when each
+// rank reduces its whole K range (what tensor parallelism usually does).
+TEST(CudaModel, TensorParallelSizesGiveTheSameBitsOnOneGpu) {
+  require_gpu();
+  auto config = model::read_hf_config(testing::test_data("cuda/qwen3-0.6b"));
+  ASSERT_TRUE(config.ok()) << config.status().message();
+  model::LoadedModel m{*config, model::random_weights(*config, 7, DType::bf16), "qwen3-0.6b"};
+  const int vocab = config->vocab_size;
+  const auto prompt = random_tokens(37, vocab, 5);
+  auto logits = [&](int size, int slices) {
+    model::RunnerOptions o;
+    o.device = model::Device::cuda;
+    o.block_size = kBlock;
+    o.kv_blocks = 32 * 4;
+    o.tensor_parallel_size = size;
+    o.tp_slices = slices;
+    auto r = engine::make_model_runner(m.config, m.weights, o);
+    EXPECT_TRUE(r.ok()) << r.status().message();
+    if (!r.ok()) return std::vector<float>{};
+    std::vector<float> out = decode_logits(**r, prompt, 20, vocab);
+    const std::vector<float> chunked = all_logits(**r, prompt, 7);
+    out.insert(out.end(), chunked.begin(), chunked.end());
+    return out;
+  };
+  const std::vector<float> sliced = logits(1, model::kDefaultTpSlices);
+  ASSERT_FALSE(sliced.empty());
+  for (int size : {2, 4, 8})
+    EXPECT_TRUE(same_bits(sliced, logits(size, model::kDefaultTpSlices))) << "size " << size;
+  const std::vector<float> plain = logits(1, 0);
+  EXPECT_EQ(plain.size(), sliced.size());
+  EXPECT_FALSE(same_bits(plain, sliced)) << "the slice tree gave the plain GEMM's bits";
+  EXPECT_FALSE(same_bits(plain, logits(2, 0))) << "size 2 without slices gave size 1's bits";
+  // The sliced logits are still the model's: close to the plain GEMM's over the prompt (the
+  // last 37 rows: the same tokens in both, where greedy decoding may part).
+  const size_t tail = prompt.size() * size_t(vocab);
+  ASSERT_GE(plain.size(), tail);
+  const Agreement a = compare(std::vector<float>(sliced.end() - long(tail), sliced.end()),
+                              std::vector<float>(plain.end() - long(tail), plain.end()), vocab);
+  std::printf("  sliced vs plain: mean rel L2 %.5f, top-1 %.3f\n", a.mean_rel_l2, a.top1);
+  EXPECT_LT(a.mean_rel_l2, 0.01);
+}
 
 // Padded steps (RunnerOptions::pad_graph_batches): decode batches of shrinking size, launched
 // padded to a few sizes and replayed from CUDA graphs, give every sequence the bits it gets run

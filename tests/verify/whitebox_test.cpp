@@ -12,6 +12,7 @@
 
 #include "engine/model_bundle.h"
 #include "model/kv_cache.h"
+#include "model/tensor_parallel.h"
 #include "model/transformer.h"
 #include "test_paths.h"
 #include "verify/activation_trace.h"
@@ -190,6 +191,30 @@ TEST(WhiteBoxTiny, Qwen3WithoutTokenizerPassesAndLocalizesQkNorm) {
       EXPECT_EQ(x.where->layer, 1);
       EXPECT_EQ(x.where->op, model::ProbeOp::q_norm);
     }
+}
+
+// verify --tensor-parallel-size: the matrix passes at every size, and the solo logits digest is
+// the same at sizes 1 (sliced), 2 and 4; the plain size-1 run (no slices) has other bits.
+TEST(WhiteBoxTiny, TensorParallelSizesGiveOneDigest) {
+  auto m = model::load_model(invar::testing::test_data("tiny-qwen3"), {});
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  WhiteBoxOptions o = WhiteBoxOptions::quick();
+  o.threads = test_threads();
+  o.modes = {KernelMode::invariant};
+  o.scenarios = {"chunked"};
+  auto digest = [&](int size, int slices) {
+    o.tensor_parallel_size = size;
+    o.tp_slices = slices;
+    const WhiteBoxReport r = run_whitebox(*m, o);
+    EXPECT_TRUE(r.error.empty()) << r.error;
+    EXPECT_EQ(r.verdict(), Verdict::pass) << format_report(r);
+    return r.modes.empty() ? std::string() : r.modes[0].solo_digest;
+  };
+  const std::string sliced = digest(1, model::kDefaultTpSlices);
+  EXPECT_FALSE(sliced.empty());
+  EXPECT_EQ(digest(2, -1), sliced);
+  EXPECT_EQ(digest(4, -1), sliced);
+  EXPECT_NE(digest(1, -1), sliced);
 }
 
 // A tiny model passes white-box verify with a control that has power, and each injected fault

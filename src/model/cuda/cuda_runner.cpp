@@ -20,9 +20,12 @@
 #include "kernels/cuda/fp8_gemm.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ops.h"
+#include "kernels/cuda/tree_sum.h"
+#include "model/cuda/device_group.h"
 #include "model/cuda/device_weights.h"
 #include "model/cuda/moe_mlp.h"
 #include "model/cuda/step_graphs.h"
+#include "model/tensor_parallel.h"
 
 namespace invar::model::cuda {
 namespace {
@@ -49,6 +52,11 @@ struct StepBuffers {
   DeviceBuffer draw_params;  // [L] kc::SampleRowParams, in device row order
   DeviceBuffer draw_masks;   // [M <= L, ceil(V / 32)] allowed-token bitmasks the params name
   DeviceBuffer summary;      // [L] of each SummaryPart, one after the other
+  // Tensor-parallel ranks only (model/tensor_parallel.h):
+  DeviceBuffer partials;          // [S/R, T, H] bf16: the rank's K slices' partial products
+  DeviceBuffer reduced;           // [T, H] f32: their tree, then the all-reduce's
+  DeviceBuffer rank_logits;       // [L, V/R] the rank's vocabulary rows' logits
+  DeviceBuffer gathered_logits;   // [R, L, V/R] every rank's, in rank order
   PinnedBuffer upload;            // host staging of the plan
   PinnedBuffer download;          // host staging of the logits rows asked for
   PinnedBuffer summary_download;  // host staging of the summaries
@@ -79,14 +87,20 @@ int padded_size(int n) {
   return n;
 }
 
-class CudaRunner final : public ModelRunner {
+class CudaRunner final : public CudaRank {
  public:
-  CudaRunner(const ModelConfig& config, const RunnerOptions& o)
-      : c_(config),
+  // With `shard` (which must outlive the runner), tensor-parallel rank `rank` of `group`: the
+  // shard's heads, intermediate columns, K slices and vocabulary rows (tp_cuda_runner.cpp).
+  CudaRunner(const ModelConfig& config, const RunnerOptions& o, const RankShard* shard = nullptr,
+             DeviceThreadGroup* group = nullptr, int rank = 0)
+      : c_(shard ? shard->config : config),
         o_(step_options(config, o)),
         host_pool_(o.threads),
         graphs_(o_.cuda_graphs),
-        moe_(config) {}
+        moe_(config),
+        shard_(shard),
+        group_(group),
+        rank_(rank) {}
   ~CudaRunner() override {
     if (stream_) {
       cudaStreamSynchronize(stream_);
@@ -95,6 +109,14 @@ class CudaRunner final : public ModelRunner {
   }
 
   Status init(const ModelWeights& weights) {
+    INVAR_RETURN_IF_ERROR(prepare(weights));
+    if (o_.kv_blocks <= 0) INVAR_RETURN_IF_ERROR(size_kv_cache_from_memory());
+    return allocate_kv_cache(o_.kv_blocks);
+  }
+
+  // Everything of init but the KV cache: the device, the kernels, the weights (a rank's shard
+  // when it is one) and the largest step's activations.
+  Status prepare(const ModelWeights& weights) {
     INVAR_RETURN_IF_ERROR(check_shapes());
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0)
@@ -110,6 +132,7 @@ class CudaRunner final : public ModelRunner {
     INVAR_RETURN_IF_ERROR(
         cuda_status(cudaGetDeviceProperties(&prop, o_.cuda_device), "CUDA backend: device query"));
     arch_ = prop.major * 10 + prop.minor;
+    gpu_name_ = prop.name;
     // Hopper runs the wgmma GEMM configs, other GPUs from sm_80 on the portable one: two
     // recipes, told apart by backend_id() in the fingerprint.
     if (arch_ < 80)
@@ -123,7 +146,14 @@ class CudaRunner final : public ModelRunner {
     using PA = RunnerOptions::PrefillAttention;
     if (o_.prefill_attention == PA::wgmma || (o_.prefill_attention == PA::automatic && arch_ == 90))
       INVAR_RETURN_IF_ERROR(attention_->set_prefill_kernel(kc::AttentionKernel::wgmma));
-    INVAR_ASSIGN_OR_RETURN(w_, upload_weights(c_, weights, /*fp8_gemms=*/arch_ == 90));
+    // Ranks upload their shard's views, and bf16 only: the FP8 GEMM's 128 x 128 blocks are not
+    // cut into K slices (check_cuda_tensor_parallel refuses such models).
+    INVAR_ASSIGN_OR_RETURN(w_, upload_weights(c_, shard_ ? shard_->weights : weights,
+                                              /*fp8_gemms=*/arch_ == 90 && !shard_));
+    if (shard_) {
+      INVAR_RETURN_IF_ERROR(upload_row_slices(shard_->o_slices, shard_->down_slices, w_));
+      comm_ = group_->make_communicator(rank_, stream_);
+    }
     for (const DeviceLayer& dl : w_.layers) fp8_layers_ += dl.qkv8.present();
     if (fp8_layers_ > 0) {
       INVAR_ASSIGN_OR_RETURN(fp8_gemm_, kc::CudaFp8Gemm::create(o_.cuda_device));
@@ -133,14 +163,23 @@ class CudaRunner final : public ModelRunner {
                                     std::max(1, o_.max_step_seqs),
                                     std::max(1, o_.max_blocks_per_seq)));
     }
-    if (o_.kv_blocks <= 0) INVAR_RETURN_IF_ERROR(size_kv_cache_from_memory(prop.name));
-    // The KV cache: per layer K then V, each [blocks, block_size, Hkv, D] bf16.
-    layer_elems_ = size_t(o_.kv_blocks) * o_.block_size * c_.num_kv_heads * c_.head_dim;
-    INVAR_RETURN_IF_ERROR(kv_.reserve(2 * layer_elems_ * sizeof(bf16) * c_.num_layers, "the KV cache"));
-    INVAR_RETURN_IF_ERROR(
-        cuda_status(cudaMemset(kv_.as(), 0, kv_.bytes()), "CUDA backend: KV cache clear"));
     return Status();
   }
+
+  // The KV cache: per layer K then V, each [blocks, block_size, Hkv, D] bf16.
+  Status allocate_kv_cache(int blocks) override {
+    INVAR_RETURN_IF_ERROR(
+        cuda_status(cudaSetDevice(o_.cuda_device), "CUDA backend: cudaSetDevice"));
+    o_.kv_blocks = blocks;
+    layer_elems_ = size_t(o_.kv_blocks) * o_.block_size * c_.num_kv_heads * c_.head_dim;
+    INVAR_RETURN_IF_ERROR(
+        kv_.reserve(2 * layer_elems_ * sizeof(bf16) * c_.num_layers, "the KV cache"));
+    return cuda_status(cudaMemset(kv_.as(), 0, kv_.bytes()), "CUDA backend: KV cache clear");
+  }
+  size_t kv_block_bytes() const override {
+    return 2 * size_t(c_.num_layers) * o_.block_size * c_.num_kv_heads * c_.head_dim * sizeof(bf16);
+  }
+  int device() const override { return o_.cuda_device; }
 
   Status run_step(const BatchPlan& plan, const std::vector<uint8_t>& needs,
                   const std::vector<kernels::SampleRowParams>& draws,
@@ -149,14 +188,14 @@ class CudaRunner final : public ModelRunner {
 
   // o_.kv_blocks from what o_.gpu_memory_utilization of the device leaves once the weights and
   // the largest step's activations are allocated (memory other processes hold counts as used).
-  Status size_kv_cache_from_memory(const char* gpu) {
+  Status size_kv_cache_from_memory() {
+    const char* gpu = gpu_name_.c_str();
     size_t free_bytes = 0, total_bytes = 0;
     INVAR_RETURN_IF_ERROR(cuda_status(cudaMemGetInfo(&free_bytes, &total_bytes),
                                       "CUDA backend: device memory query"));
     const double cap = o_.gpu_memory_utilization * double(total_bytes);
     const double used = double(total_bytes - free_bytes);
-    const double block_bytes = 2.0 * c_.num_layers * o_.block_size * c_.num_kv_heads *
-                               c_.head_dim * double(sizeof(bf16));
+    const double block_bytes = double(kv_block_bytes());
     constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
     if (cap - used < block_bytes)
       return Status::errorf(
@@ -237,6 +276,16 @@ class CudaRunner final : public ModelRunner {
                                .m = m};
     return fp8_gemm_->run(p, o_.kernels, stream_);
   }
+  // y = x W^T for o_proj and down_proj ([T, N] from [T, K]): linear() on one GPU; on a
+  // tensor-parallel rank, the GEMM of each of its K slices, their partial products summed in
+  // the fixed tree and all-reduced over the ranks (the same tree at every rank count).
+  Status row_parallel(const bf16* x, int64_t ldx, const DeviceBuffer& w, const DeviceFp8Matrix& w8,
+                      const std::vector<DeviceBuffer>& slices, int64_t n, int64_t k, bf16* y,
+                      int64_t m);
+  // Logit columns this runner computes: the vocabulary, or the rank's share of it.
+  int64_t vocab_rows() const {
+    return shard_ ? shard_->vocab_end - shard_->vocab_begin : int64_t(c_.vocab_size);
+  }
   // Hands a device tensor to the probe as f32 [rows, width] (row stride ld elements).
   template <typename T>
   void probe(int layer, ProbeOp op, const T* data, int64_t rows, int64_t width, int64_t ld);
@@ -254,10 +303,11 @@ class CudaRunner final : public ModelRunner {
     return o;
   }
 
-  const ModelConfig& c_;
+  const ModelConfig& c_;  // a tensor-parallel rank's: its heads and intermediate columns
   RunnerOptions o_;
   ThreadPool host_pool_;  // widens the logits rows to f32
   int arch_ = 0;
+  std::string gpu_name_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<kc::CudaGemm> gemm_;
   std::unique_ptr<kc::CudaFp8Gemm> fp8_gemm_;  // FP8 checkpoints on Hopper only
@@ -280,6 +330,11 @@ class CudaRunner final : public ModelRunner {
   Status probe_status_;
   std::vector<uint16_t> probe_bf16_;
   std::vector<float> probe_f32_;
+  // Tensor parallelism (null, 0: the whole model on this GPU).
+  const RankShard* shard_ = nullptr;
+  DeviceThreadGroup* group_ = nullptr;
+  int rank_ = 0;
+  std::unique_ptr<Communicator> comm_;
 };
 
 template <typename T>
@@ -351,6 +406,15 @@ Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
   INVAR_RETURN_IF_ERROR(b_.rows.reserve(l * h * 2, "logit rows"));
   INVAR_RETURN_IF_ERROR(b_.logits.reserve(l * v * 2, "logits"));
   INVAR_RETURN_IF_ERROR(b_.summary.reserve(l * kSummaryBytesPerRow, "logit summaries"));
+  if (shard_) {
+    const size_t slices =
+        std::max({size_t(1), w_.layers[0].o_slices.size(), w_.layers[0].down_slices.size()});
+    const size_t vr = size_t(vocab_rows()), ranks = size_t(comm_->size());
+    INVAR_RETURN_IF_ERROR(b_.partials.reserve(slices * t * h * 2, "K-slice partial products"));
+    INVAR_RETURN_IF_ERROR(b_.reduced.reserve(t * h * 4, "the row-parallel sums"));
+    INVAR_RETURN_IF_ERROR(b_.rank_logits.reserve(l * vr * 2, "the rank's logits"));
+    INVAR_RETURN_IF_ERROR(b_.gathered_logits.reserve(ranks * l * vr * 2, "gathered logits"));
+  }
   INVAR_RETURN_IF_ERROR(
       b_.summary_download.reserve(l * kSummaryBytesPerRow, "the summaries download"));
   INVAR_RETURN_IF_ERROR(b_.draw_params.reserve(l * sizeof(kc::SampleRowParams), "draw parameters"));
@@ -364,7 +428,8 @@ Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
   for (const DeviceBuffer* d : {&b_.ids, &b_.positions, &b_.slots, &b_.block_tables, &b_.logit_rows,
                                 &b_.x, &b_.h, &b_.qkv, &b_.attn, &b_.o, &b_.gate_up, &b_.act,
                                 &b_.rows, &b_.logits, &b_.draw_params, &b_.draw_masks, &b_.summary,
-                                &b_.x8, &b_.x8_scales})
+                                &b_.x8, &b_.x8_scales, &b_.partials, &b_.reduced, &b_.rank_logits,
+                                &b_.gathered_logits})
     key.add(d->as());
   if (c_.moe.num_experts > 0) {
     INVAR_RETURN_IF_ERROR(moe_.reserve(tokens, o_.cuda_device));
@@ -506,7 +571,9 @@ Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& n
                              .value();
     INVAR_RETURN_IF_ERROR(graphs_.run(key, stream_, work));
   }
-  if (rows == 0) return cuda_status(cudaStreamSynchronize(stream_), "CUDA backend: step");
+  // Tensor-parallel ranks past 0 only joined the collectives: rank 0 summarizes and draws.
+  if (rows == 0 || rank_ != 0)
+    return cuda_status(cudaStreamSynchronize(stream_), "CUDA backend: step");
   const int64_t vocab = c_.vocab_size;
   const bf16* logits = b_.logits.as<bf16>();
   INVAR_RETURN_IF_ERROR(cuda_status(
@@ -573,7 +640,25 @@ Status CudaRunner::enqueue_step(int tokens, int rows, bool any_draw) {
   probe(c_.num_layers, ProbeOp::final_norm, gathered, rows, hidden, hidden);
   bf16* logits = b_.logits.as<bf16>();
   const int64_t vocab = c_.vocab_size;
-  INVAR_RETURN_IF_ERROR(gemm(gathered, hidden, w_.output(), vocab, hidden, logits, vocab, rows));
+  if (!shard_) {
+    INVAR_RETURN_IF_ERROR(gemm(gathered, hidden, w_.output(), vocab, hidden, logits, vocab, rows));
+  } else {
+    // Vocab-parallel: each rank's [L, V/R] block (every logit computed whole by one rank),
+    // gathered in rank order into the [L, V] rows. The gather moves bf16 pairs as f32 words.
+    const int64_t vr = vocab_rows();
+    bf16* mine = b_.rank_logits.as<bf16>();
+    bf16* all = b_.gathered_logits.as<bf16>();
+    INVAR_RETURN_IF_ERROR(gemm(gathered, hidden, w_.output(), vr, hidden, mine, vr, rows));
+    comm_->all_gather(reinterpret_cast<const float*>(mine), rows * vr / 2,
+                      reinterpret_cast<float*>(all));
+    if (rank_ != 0) return Status();
+    for (int q = 0; q < comm_->size(); ++q)
+      INVAR_RETURN_IF_ERROR(cuda_status(
+          cudaMemcpy2DAsync(logits + q * vr, size_t(vocab) * 2, all + int64_t(q) * rows * vr,
+                            size_t(vr) * 2, size_t(vr) * 2, size_t(rows), cudaMemcpyDeviceToDevice,
+                            stream_),
+          "CUDA backend: vocab-parallel logits"));
+  }
   probe(c_.num_layers, ProbeOp::logits, logits, rows, vocab, vocab);
 
   void* summary = b_.summary.as();
@@ -590,6 +675,26 @@ Status CudaRunner::enqueue_step(int tokens, int rows, bool any_draw) {
                         summary_part<float>(summary, rows, kDrawnLogit), stream_));
   }
   return Status();
+}
+
+Status CudaRunner::row_parallel(const bf16* x, int64_t ldx, const DeviceBuffer& w,
+                                const DeviceFp8Matrix& w8, const std::vector<DeviceBuffer>& slices,
+                                int64_t n, int64_t k, bf16* y, int64_t m) {
+  if (!shard_) return linear(x, ldx, w, w8, n, k, y, n, m);
+  // Each slice by the one GEMM recipe over its k/S columns of x, the same shape at every rank
+  // count; a bf16 partial each, summed in f32.
+  const int count = int(slices.size());
+  const int64_t ks = k / count;
+  const bf16* parts[kc::kMaxDeviceTreeLeaves];
+  for (int s = 0; s < count; ++s) {
+    bf16* p = b_.partials.as<bf16>() + int64_t(s) * m * n;
+    INVAR_RETURN_IF_ERROR(gemm(x + s * ks, ldx, slices[size_t(s)].as(), n, ks, p, n, m));
+    parts[s] = p;
+  }
+  float* sum = b_.reduced.as<float>();
+  INVAR_RETURN_IF_ERROR(kc::tree_sum(parts, count, m * n, sum, stream_));  // the rank's subtree
+  comm_->all_reduce_tree(sum, m * n);  // the tree's top levels, over ranks in rank order (R7)
+  return kc::round_to_bf16(sum, m * n, y, stream_);
 }
 
 Status CudaRunner::layer(int l, int tokens) {
@@ -647,7 +752,8 @@ Status CudaRunner::layer(int l, int tokens) {
   bf16* attn = b_.attn.as<bf16>();
   INVAR_RETURN_IF_ERROR(attention_->run(q, width, cache, device_plan, attn, q_width, stream_));
   probe(l, ProbeOp::attention, attn, tokens, q_width, q_width);
-  INVAR_RETURN_IF_ERROR(linear(attn, q_width, w.o, w.o8, hidden, q_width, o, hidden, tokens));
+  INVAR_RETURN_IF_ERROR(
+      row_parallel(attn, q_width, w.o, w.o8, w.o_slices, hidden, q_width, o, tokens));
   probe(l, ProbeOp::o_proj, o, tokens, hidden, hidden);
 
   // MLP block: the attention output joins the residual in the fused norm.
@@ -689,7 +795,8 @@ Status CudaRunner::layer(int l, int tokens) {
     probe_gate_up(l, gu, tokens, inter);
   }
   probe(l, ProbeOp::silu_mul, act, tokens, inter, inter);
-  INVAR_RETURN_IF_ERROR(linear(act, inter, w.down, w.down8, hidden, inter, o, hidden, tokens));
+  INVAR_RETURN_IF_ERROR(
+      row_parallel(act, inter, w.down, w.down8, w.down_slices, hidden, inter, o, tokens));
   probe(l, ProbeOp::down_proj, o, tokens, hidden, hidden);
   return Status();
 }
@@ -752,12 +859,38 @@ Status check_cuda_config(const ModelConfig& c) {
   return Status();
 }
 
+Status check_cuda_tensor_parallel(const ModelConfig& c, int size, int slices) {
+  if (c.fp8.block_rows > 0)
+    return Status::error(StatusCode::invalid_argument,
+                         "--device cuda: tensor parallelism does not cut FP8 checkpoints into K "
+                         "slices yet: use --tensor-parallel-size 1");
+  const int64_t pieces = slices > 0 ? slices : size;
+  const int64_t q = int64_t(c.num_heads) * c.head_dim;
+  if (c.vocab_size % (8 * size) != 0 || q % (8 * pieces) != 0 ||
+      c.intermediate_size % (8 * pieces) != 0)
+    return Status::errorf(
+        "--device cuda with --tensor-parallel-size {}: each rank's share of the vocabulary ({}) "
+        "and each K slice of o_proj ({}) and down_proj ({}) must be a multiple of 8 wide for the "
+        "GEMM",
+        size, c.vocab_size / double(size), q / double(pieces),
+        c.intermediate_size / double(pieces));
+  return Status();
+}
+
 Result<std::unique_ptr<ModelRunner>> make_cuda_runner(const ModelConfig& config,
                                                       const ModelWeights& weights,
                                                       const RunnerOptions& options) {
   auto runner = std::make_unique<CudaRunner>(config, options);
   INVAR_RETURN_IF_ERROR(runner->init(weights));
   return std::unique_ptr<ModelRunner>(std::move(runner));
+}
+
+Result<std::unique_ptr<CudaRank>> make_cuda_rank(const ModelConfig& config, const RankShard& shard,
+                                                 DeviceThreadGroup& group, int rank,
+                                                 const RunnerOptions& options) {
+  auto runner = std::make_unique<CudaRunner>(config, options, &shard, &group, rank);
+  INVAR_RETURN_IF_ERROR(runner->prepare(shard.weights));
+  return std::unique_ptr<CudaRank>(std::move(runner));
 }
 
 }  // namespace invar::model::cuda

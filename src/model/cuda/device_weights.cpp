@@ -187,15 +187,32 @@ Result<DeviceWeights> upload_weights(const ModelConfig& c, const ModelWeights& w
       continue;
     }
     INVAR_RETURN_IF_ERROR(upload_bf16(dl.qkv, {&lw.wq, &lw.wk, &lw.wv}, "q/k/v", total));
-    INVAR_RETURN_IF_ERROR(upload_bf16(dl.o, {&lw.wo}, "o_proj", total));
+    // A tensor-parallel rank's shard has no whole o_proj or down_proj: upload_row_slices.
+    if (!lw.wo.empty()) INVAR_RETURN_IF_ERROR(upload_bf16(dl.o, {&lw.wo}, "o_proj", total));
     if (is_moe_layer(c, l)) {
       INVAR_RETURN_IF_ERROR(upload_experts(dl, lw, total));
       continue;
     }
     INVAR_RETURN_IF_ERROR(upload_gate_up(dl.gate_up, lw.w_gate, lw.w_up, total));
-    INVAR_RETURN_IF_ERROR(upload_bf16(dl.down, {&lw.w_down}, "down_proj", total));
+    if (!lw.w_down.empty())
+      INVAR_RETURN_IF_ERROR(upload_bf16(dl.down, {&lw.w_down}, "down_proj", total));
   }
   return d;
+}
+
+Status upload_row_slices(const std::vector<std::vector<HostTensor>>& o_slices,
+                         const std::vector<std::vector<HostTensor>>& down_slices, DeviceWeights& d) {
+  if (o_slices.size() != d.layers.size() || down_slices.size() != d.layers.size())
+    return Status::error("CUDA upload: the row-parallel slices do not match the layers");
+  for (size_t l = 0; l < d.layers.size(); ++l) {
+    DeviceLayer& dl = d.layers[l];
+    for (const HostTensor& t : o_slices[l])
+      INVAR_RETURN_IF_ERROR(upload_bf16(dl.o_slices.emplace_back(), {&t}, "o_proj slice", d.bytes));
+    for (const HostTensor& t : down_slices[l])
+      INVAR_RETURN_IF_ERROR(
+          upload_bf16(dl.down_slices.emplace_back(), {&t}, "down_proj slice", d.bytes));
+  }
+  return Status();
 }
 
 }  // namespace invar::model::cuda

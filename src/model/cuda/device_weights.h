@@ -45,6 +45,9 @@ struct DeviceLayer {
   DeviceBuffer o;                    // [H, Hq*D] bf16
   DeviceBuffer gate_up;              // [2*I, H] bf16, gate/up rows paired (kc::paired_gate_row)
   DeviceBuffer down;                 // [H, I] bf16
+  // A tensor-parallel rank (model/tensor_parallel.h) instead of o and down: its K slices,
+  // [H, Hq*D/S] and [H, I/S] bf16 each (Hq, I: the whole model's).
+  std::vector<DeviceBuffer> o_slices, down_slices;
   // FP8 checkpoints on Hopper (upload_weights' fp8_gemms): these instead of qkv, o, gate_up and
   // down. Gate and up are stacked, not paired: [gate; up], and silu_mul reads the two halves.
   DeviceFp8Matrix qkv8, o8, gate_up8, down8;
@@ -72,6 +75,11 @@ struct DeviceWeights {
 // multiple of 128, keeps them as FP8 (DeviceLayer's *8 members) for the FP8 GEMM.
 Result<DeviceWeights> upload_weights(const ModelConfig& config, const ModelWeights& w,
                                      bool fp8_gemms);
+
+// A tensor-parallel rank's K slices of o_proj and down_proj (RankShard::o_slices,
+// down_slices: [layer][slice]) into d's layers, as bf16.
+Status upload_row_slices(const std::vector<std::vector<HostTensor>>& o_slices,
+                         const std::vector<std::vector<HostTensor>>& down_slices, DeviceWeights& d);
 
 // Whether upload_weights puts this layer's dense matrices on the FP8 GEMM.
 bool uploads_fp8(const ModelConfig& config, const LayerWeights& lw);
