@@ -25,7 +25,7 @@ TILES = {
     "m128n96": (128, 96, 2), "m128n128": (128, 128, 1), "m128n192": (128, 192, 1), "m128n256": (128, 256, 2),
 }
 CANDIDATES = ["m96n192_swap", "m128n256", "m128n192", "m128n128", "m96n128_swap",
-              "m64n192_swap", "m64n128"]
+              "m64n192_swap", "m64n128", "m128n96"]
 
 
 def ceil_div(a, b):
@@ -61,9 +61,18 @@ def read_table(path):
     return rows
 
 
-def choose(eff, m, n):
+def short_last_tile(tile, m):
+    """choose_tile's rule: a 96-row x tile whose last one holds at most a third of its rows."""
+    bm = TILES[tile][0]
+    return bm == 96 and 0 < m % bm <= bm // 3
+
+
+def choose(eff, m, n, available=CANDIDATES):
+    """choose_tile among the candidates a table measured (older tables lack newer configs)."""
     best, best_score = None, -1.0
     for t in CANDIDATES:
+        if t not in available or short_last_tile(t, m):
+            continue
         score = eff[t] * wave_fill(t, m, n)
         if score > best_score + 1e-9:
             best, best_score = t, score
@@ -74,7 +83,7 @@ def loss(eff, rows):
     total = 0.0
     for _, n, _, m, times in rows:
         fastest = min(times[t] for t in CANDIDATES if t in times)
-        total += math.log(times[choose(eff, m, n)] / fastest)
+        total += math.log(times[choose(eff, m, n, times)] / fastest)
     return total
 
 
@@ -87,9 +96,12 @@ def main():
 
     per_file = {}
     for p in args.tables:
-        rows = [r for r in read_table(p) if r[3] >= args.min_m and all(t in r[4] for t in CANDIDATES)]
+        # Every candidate but the newest may be required: a table from before a config was added
+        # still constrains the others (its rows choose among the configs it measured).
+        rows = [r for r in read_table(p)
+                if r[3] >= args.min_m and all(t in r[4] for t in CANDIDATES[:-1])]
         if not rows:
-            sys.exit(f"{p}: no all-tiles rows with every candidate at M >= {args.min_m}")
+            sys.exit(f"{p}: no all-tiles rows with the candidates at M >= {args.min_m}")
         per_file[p] = rows
     everything = [r for rows in per_file.values() for r in rows]
 
@@ -116,8 +128,8 @@ def main():
     for p, rows in per_file.items():
         ratios = []
         for shape, n, _, m, times in rows:
-            fastest = min(times[t] for t in CANDIDATES)
-            chosen = choose(eff, m, n)
+            fastest = min(times[t] for t in CANDIDATES if t in times)
+            chosen = choose(eff, m, n, times)
             ratios.append((times[chosen] / fastest, shape, m, chosen))
         mean = math.exp(sum(math.log(r[0]) for r in ratios) / len(ratios))
         print(f"\n{p}: {len(ratios)} points, chosen / fastest: geometric mean {mean:.3f}, "

@@ -160,22 +160,29 @@ GemmTile CudaGemm::choose_tile(int64_t m, int64_t n, int64_t k) {
   // on full waves) times how well its tiles fill the waves. The efficiencies are fitted by
   // bench/cuda/fit_tile_choice.py to gemm_bench --all-tiles on an H200 (M = 96..2048, Qwen3-8B
   // and SmolLM2 shapes) and an H100 (M = 96..8192, Qwen3-8B and Llama-3-8B shapes) together
-  // (gemm-notes.md, runs 5 and 6): the odd-sized swap tiles win where their count lands just
+  // (gemm-notes.md, runs 5, 6 and 10): the odd-sized tiles win where their count lands just
   // under a whole number of waves (qkv at M = 384: 6144/192 x 384/96 = 128 CTAs, where
-  // m128n192 leaves a third of the SMs idle), but not on whole waves at large M, where
-  // m96n192_swap falls to ~430-560 TFLOP/s on an H100 (m128n256: ~700).
+  // m128n192 leaves a third of the SMs idle; m128n96 at M = 256: 2 x 64 = 128), but not on
+  // whole waves at large M, where m96n192_swap falls to ~430-560 TFLOP/s on an H100 (m128n256:
+  // ~700).
   struct Candidate {
     GemmTile tile;
     double efficiency;
   };
   constexpr Candidate kCandidates[] = {
-      {GemmTile::m96n192_swap, 0.92}, {GemmTile::m128n256, 0.94},    {GemmTile::m128n192, 0.92},
-      {GemmTile::m128n128, 0.86},     {GemmTile::m96n128_swap, 0.68}, {GemmTile::m64n192_swap, 0.66},
-      {GemmTile::m64n128, 0.46}};
+      {GemmTile::m96n192_swap, 0.92}, {GemmTile::m128n256, 0.94},     {GemmTile::m128n192, 0.92},
+      {GemmTile::m128n128, 0.86},     {GemmTile::m96n128_swap, 0.68}, {GemmTile::m128n96, 0.67},
+      {GemmTile::m64n192_swap, 0.66}, {GemmTile::m64n128, 0.62}};
   GemmTile best = kCandidates[0].tile;
   double best_score = -1.0;
   for (const Candidate& c : kCandidates) {
-    const double score = c.efficiency * wave_fill(tile_info(c.tile), m, n);
+    // A 96-row x tile whose last one holds at most a third of its rows runs far slower than
+    // its share on an H100 (M = 289: 1.6-2x the time of M = 288 on gate_up, down_proj and
+    // lm_head; gemm-partial-tiles-h100-2026-12-07-532c18d.txt; cause not found), so such M
+    // take another config.
+    const TileInfo& info = tile_info(c.tile);
+    if (info.bm == 96 && m % 96 != 0 && m % 96 <= 32) continue;
+    const double score = c.efficiency * wave_fill(info, m, n);
     if (score > best_score + 1e-9) {
       best_score = score;
       best = c.tile;
