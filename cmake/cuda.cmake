@@ -99,9 +99,9 @@ target_link_libraries(invar_engine PRIVATE invar_model_cuda)
 target_compile_definitions(invar_engine PRIVATE INVAR_WITH_CUDA)
 
 # The NCCL communicator of tensor parallelism (src/model/cuda/nccl/, docs/tensor-parallel.md):
-# compiled only, nothing uses it yet and it has not run on several GPUs. Off by default, so that
-# the CUDA build needs no NCCL.
-option(INVAR_NCCL "Build the NCCL communicator (compile-only: not yet run on several GPUs)" OFF)
+# the CUDA runner joins ranks on different GPUs with it. It has not run on several GPUs yet. Off
+# by default, so that the CUDA build needs no NCCL (ranks then meet at host barriers).
+option(INVAR_NCCL "Join tensor-parallel ranks on different GPUs by NCCL (not yet run on several GPUs)" OFF)
 if(INVAR_NCCL)
   find_path(INVAR_NCCL_INCLUDE nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} REQUIRED)
   find_library(INVAR_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} REQUIRED)
@@ -109,7 +109,9 @@ if(INVAR_NCCL)
   invar_cuda_target(invar_nccl)
   target_include_directories(invar_nccl PUBLIC ${PROJECT_SOURCE_DIR}/src)
   target_include_directories(invar_nccl SYSTEM PUBLIC ${INVAR_NCCL_INCLUDE})
-  target_link_libraries(invar_nccl PUBLIC invar_core CUDA::cudart_static ${INVAR_NCCL_LIBRARY})
+  target_link_libraries(invar_nccl PUBLIC invar_core invar_cuda CUDA::cudart_static ${INVAR_NCCL_LIBRARY})
+  target_link_libraries(invar_model_cuda PUBLIC invar_nccl)
+  target_compile_definitions(invar_model_cuda PRIVATE INVAR_WITH_NCCL)
 endif()
 
 # The GPU tests and benchmark have their own switches, independent of the CPU suites.

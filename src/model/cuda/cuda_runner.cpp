@@ -21,7 +21,7 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/tree_sum.h"
-#include "model/cuda/device_group.h"
+#include "model/cuda/rank_group.h"
 #include "model/cuda/device_weights.h"
 #include "model/cuda/moe_mlp.h"
 #include "model/cuda/step_graphs.h"
@@ -92,7 +92,7 @@ class CudaRunner final : public CudaRank {
   // With `shard` (which must outlive the runner), tensor-parallel rank `rank` of `group`: the
   // shard's heads, intermediate columns, K slices and vocabulary rows (tp_cuda_runner.cpp).
   CudaRunner(const ModelConfig& config, const RunnerOptions& o, const RankShard* shard = nullptr,
-             DeviceThreadGroup* group = nullptr, int rank = 0)
+             RankGroup* group = nullptr, int rank = 0)
       : c_(shard ? shard->config : config),
         o_(step_options(config, o)),
         host_pool_(o.threads),
@@ -332,7 +332,7 @@ class CudaRunner final : public CudaRank {
   std::vector<float> probe_f32_;
   // Tensor parallelism (null, 0: the whole model on this GPU).
   const RankShard* shard_ = nullptr;
-  DeviceThreadGroup* group_ = nullptr;
+  RankGroup* group_ = nullptr;
   int rank_ = 0;
   std::unique_ptr<Communicator> comm_;
 };
@@ -886,7 +886,7 @@ Result<std::unique_ptr<ModelRunner>> make_cuda_runner(const ModelConfig& config,
 }
 
 Result<std::unique_ptr<CudaRank>> make_cuda_rank(const ModelConfig& config, const RankShard& shard,
-                                                 DeviceThreadGroup& group, int rank,
+                                                 RankGroup& group, int rank,
                                                  const RunnerOptions& options) {
   auto runner = std::make_unique<CudaRunner>(config, options, &shard, &group, rank);
   INVAR_RETURN_IF_ERROR(runner->prepare(shard.weights));

@@ -15,7 +15,7 @@ struct RankShard;
 
 namespace invar::model::cuda {
 
-class DeviceThreadGroup;
+class RankGroup;
 
 // Fails with a clear message when there is no usable GPU, the model's shapes are outside what
 // the kernels take (head dim 64 or 128; widths multiples of 8), or device memory runs out.
@@ -44,12 +44,13 @@ class CudaRank : public ModelRunner {
 // Rank `rank` of `group` over `shard` (both must outlive it) on options.cuda_device, with its
 // weights and step buffers on the device and no KV cache yet.
 Result<std::unique_ptr<CudaRank>> make_cuda_rank(const ModelConfig& config, const RankShard& shard,
-                                                 DeviceThreadGroup& group, int rank,
+                                                 RankGroup& group, int rank,
                                                  const RunnerOptions& options);
 
 // The CUDA backend over options.tensor_parallel_size ranks (threads of this process): rank r on
-// GPU cuda_device + r when that many are visible, else every rank on cuda_device (the one-GPU
-// check of docs/tensor-parallel.md). The options must have passed check_tensor_parallel and
+// GPU cuda_device + r when that many are visible, joined by NCCL in a build with INVAR_NCCL,
+// else every rank on cuda_device (the one-GPU check of docs/tensor-parallel.md), joined by
+// DeviceThreadGroup. The options must have passed check_tensor_parallel and
 // check_cuda_tensor_parallel.
 Result<std::unique_ptr<ModelRunner>> make_tp_cuda_runner(const ModelConfig& config,
                                                          const ModelWeights& weights,

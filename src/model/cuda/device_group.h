@@ -21,16 +21,16 @@
 #include <vector>
 
 #include "core/communicator.h"
+#include "model/cuda/rank_group.h"
 
 namespace invar::model::cuda {
 
-class DeviceThreadGroup {
+class DeviceThreadGroup final : public RankGroup {
  public:
   explicit DeviceThreadGroup(int size);
-  int size() const { return size_; }
-  // Rank `rank`'s end; its collectives run on `stream` (of the current device when called) and
-  // must come from one thread, in the same order on every rank.
-  std::unique_ptr<Communicator> make_communicator(int rank, cudaStream_t stream);
+  int size() const override { return size_; }
+  std::unique_ptr<Communicator> make_communicator(int rank, cudaStream_t stream) override;
+  bool graph_safe() const override { return size_ == 1; }
 
  private:
   friend class DeviceCommunicator;

@@ -1,7 +1,8 @@
 // The CUDA backend over R tensor-parallel ranks that are threads of this process
 // (docs/tensor-parallel.md): each rank a CudaRunner over its shard (tensor_parallel.h), with its
-// own stream, KV cache of its kv heads and GPU, joined by a DeviceThreadGroup. A step runs every
-// rank's at once; rank 0 gathers the logits, summarizes and draws, and its output is the step's.
+// own stream, KV cache of its kv heads and GPU, joined by NCCL (ranks on different GPUs, a build
+// with INVAR_NCCL) or a DeviceThreadGroup. A step runs every rank's at once; rank 0 gathers the
+// logits, summarizes and draws, and its output is the step's.
 #include <algorithm>
 #include <cstdio>
 #include <string>
@@ -12,6 +13,10 @@
 #include "model/cuda/device_group.h"
 #include "model/tensor_parallel.h"
 
+#ifdef INVAR_WITH_NCCL
+#include "model/cuda/nccl/nccl_communicator.h"
+#endif
+
 namespace invar::model::cuda {
 namespace {
 
@@ -20,10 +25,7 @@ using kernels::cuda::cuda_status;
 class TpCudaRunner final : public ModelRunner {
  public:
   TpCudaRunner(const ModelConfig& config, const RunnerOptions& o)
-      : config_(config),
-        options_(o),
-        group_(o.tensor_parallel_size),
-        slices_(effective_tp_slices(o)) {}
+      : config_(config), options_(o), slices_(effective_tp_slices(o)) {}
 
   Status init(const ModelWeights& weights) {
     const int size = options_.tensor_parallel_size;
@@ -38,17 +40,20 @@ class TpCudaRunner final : public ModelRunner {
                    "invar: %d tensor-parallel ranks on GPU %d (%d visible from it): the ranks "
                    "share one GPU, which checks the bits, not the speed\n",
                    size, options_.cuda_device, visible - options_.cuda_device);
+    std::vector<int> devices;
+    for (int r = 0; r < size; ++r) devices.push_back(options_.cuda_device + (one_gpu ? 0 : r));
+    INVAR_RETURN_IF_ERROR(make_group(devices, one_gpu));
     shards_.reserve(size_t(size));
     for (int r = 0; r < size; ++r)
       shards_.push_back(shard_for_rank(config_, weights, {size, r, slices_}));
     for (int r = 0; r < size; ++r) {
       RunnerOptions o = options_;
-      o.cuda_device = one_gpu ? options_.cuda_device : options_.cuda_device + r;
-      // The collectives of several ranks meet at host barriers, which no CUDA graph can hold;
-      // one rank's only enqueue copies.
-      if (size > 1) o.cuda_graphs = o.pad_graph_batches = false;
+      o.cuda_device = devices[size_t(r)];
+      // DeviceThreadGroup's collectives of several ranks meet at host barriers, which no CUDA
+      // graph can hold; one rank's only enqueue copies, as NCCL's do.
+      if (!group_->graph_safe()) o.cuda_graphs = o.pad_graph_batches = false;
       if (r > 0) o.threads = 1;  // only rank 0 widens logits rows on the host
-      INVAR_ASSIGN_OR_RETURN(auto rank, make_cuda_rank(config_, shards_[size_t(r)], group_, r, o));
+      INVAR_ASSIGN_OR_RETURN(auto rank, make_cuda_rank(config_, shards_[size_t(r)], *group_, r, o));
       ranks_.push_back(std::move(rank));
     }
     int kv_blocks = options_.kv_blocks;
@@ -92,10 +97,24 @@ class TpCudaRunner final : public ModelRunner {
   std::string backend_id() const override {
     const std::string base = ranks_[0]->backend_id();
     return slices_ > 0 ? base + "-tp-slices" + std::to_string(slices_)
-                       : base + "-tp" + std::to_string(group_.size()) + "-unsliced";
+                       : base + "-tp" + std::to_string(group_->size()) + "-unsliced";
   }
 
  private:
+  // NCCL for ranks on different GPUs where the build has it, else the host-barrier group.
+  Status make_group(const std::vector<int>& devices, bool one_gpu) {
+#ifdef INVAR_WITH_NCCL
+    if (!one_gpu && devices.size() > 1) {
+      INVAR_ASSIGN_OR_RETURN(group_, NcclGroup::create(devices));
+      return Status();
+    }
+#else
+    (void)one_gpu;
+#endif
+    group_ = std::make_unique<DeviceThreadGroup>(int(devices.size()));
+    return Status();
+  }
+
   // The most KV blocks every rank can hold: on each GPU, what --gpu-memory-utilization leaves
   // once every rank's weights and activations are there, shared by the ranks on that GPU.
   Result<int> blocks_from_memory() const {
@@ -122,7 +141,7 @@ class TpCudaRunner final : public ModelRunner {
 
   const ModelConfig& config_;
   RunnerOptions options_;
-  DeviceThreadGroup group_;
+  std::unique_ptr<RankGroup> group_;
   int slices_;
   std::vector<RankShard> shards_;  // each rank's; they view `weights`, which must outlive this
   std::vector<std::unique_ptr<CudaRank>> ranks_;

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <utility>
 
 #include "core/tree_sum.h"
 
@@ -73,6 +74,26 @@ void NcclCommunicator::all_reduce_tree(float* data, int64_t n) {
 
 void NcclCommunicator::all_gather(const float* data, int64_t n, float* out) {
   check(ncclAllGather(data, out, size_t(n), ncclFloat, comm_, stream_), "ncclAllGather");
+}
+
+Result<std::unique_ptr<NcclGroup>> NcclGroup::create(const std::vector<int>& devices) {
+  std::unique_ptr<NcclGroup> group(new NcclGroup());
+  group->comms_.resize(devices.size());
+  const ncclResult_t r = ncclCommInitAll(group->comms_.data(), int(devices.size()), devices.data());
+  if (r != ncclSuccess) {
+    group->comms_.clear();
+    return Status::errorf("NCCL: ncclCommInitAll over {} GPUs failed: {}", devices.size(),
+                          ncclGetErrorString(r));
+  }
+  return Result<std::unique_ptr<NcclGroup>>(std::move(group));
+}
+
+NcclGroup::~NcclGroup() {
+  for (ncclComm_t c : comms_) ncclCommDestroy(c);
+}
+
+std::unique_ptr<Communicator> NcclGroup::make_communicator(int rank, cudaStream_t stream) {
+  return std::make_unique<NcclCommunicator>(comms_[size_t(rank)], stream);
 }
 
 void NcclCommunicator::barrier() {

@@ -1,7 +1,7 @@
 // A Communicator over NCCL for ranks that are GPUs (one rank per process or thread, each with its
 // own device). NOT RUN: no multi-GPU machine has been available; it compiles (with
-// -DINVAR_CUDA=ON -DINVAR_NCCL=ON) and nothing uses it yet. docs/tensor-parallel.md says what
-// it is for.
+// -DINVAR_CUDA=ON -DINVAR_NCCL=ON), and the CUDA runner uses it (NcclGroup) when its
+// tensor-parallel ranks are on different GPUs. docs/tensor-parallel.md says what it is for.
 //
 // The buffers are device pointers; every call is enqueued on the communicator's stream and
 // returns without waiting (barrier() waits). ncclAllReduce is not used for sums: NCCL picks
@@ -14,7 +14,12 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <memory>
+#include <vector>
+
 #include "core/communicator.h"
+#include "core/status.h"
+#include "model/cuda/rank_group.h"
 
 namespace invar::model::cuda {
 
@@ -39,6 +44,22 @@ class NcclCommunicator final : public Communicator {
   float* gathered_ = nullptr;  // device [R, capacity]
   int64_t capacity_ = 0;
   int* token_ = nullptr;  // device: one int that barrier() all-reduces
+};
+
+// The ranks of one process, rank r on devices[r] (all different), joined by NCCL
+// communicators made together (ncclCommInitAll). The collectives only enqueue work, so the
+// ranks keep CUDA graphs (NCCL's own kernels are captured with the step).
+class NcclGroup final : public RankGroup {
+ public:
+  static Result<std::unique_ptr<NcclGroup>> create(const std::vector<int>& devices);
+  ~NcclGroup() override;
+  int size() const override { return int(comms_.size()); }
+  std::unique_ptr<Communicator> make_communicator(int rank, cudaStream_t stream) override;
+  bool graph_safe() const override { return true; }
+
+ private:
+  NcclGroup() = default;
+  std::vector<ncclComm_t> comms_;
 };
 
 }  // namespace invar::model::cuda
