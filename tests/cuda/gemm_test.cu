@@ -179,6 +179,81 @@ TEST_F(GemmCuda, EveryTileConfigGivesTheSameBits) {
   }
 }
 
+// A batch of GEMMs in one launch (GemmProblem::batch) gives each the bits it gets alone, in the
+// layout of tensor parallelism's K slices: x's column blocks (batch_x = K) against contiguous
+// weight slices (batch_w = N * K), partials one after the other (batch_y = M * N). Every tile
+// config, the portable one, and fast mode (cuBLAS strided batched, compared with itself alone
+// at the same shape) at M = 1, 37 and 300.
+TEST_F(GemmCuda, BatchedGemmsGiveTheBitsOfEachAlone) {
+  constexpr int64_t kSlices = 8, kN = 512, kK = 256;  // x is [M, 8 * 256]
+  for (int64_t m : {int64_t(1), int64_t(37), int64_t(300)}) {
+    DeviceBuffer x = device_buffer(size_t(m) * kSlices * kK * 2),
+                 w = device_buffer(size_t(kSlices) * kN * kK * 2),
+                 y0 = device_buffer(size_t(kSlices) * m * kN * 2),
+                 y1 = device_buffer(size_t(kSlices) * m * kN * 2);
+    DeviceBuffer count = device_buffer(8), first = device_buffer(4);
+    ASSERT_TRUE(x.as() && w.as() && y0.as() && y1.as());
+    fill_random_bf16(x.as(), m * kSlices * kK, 21);
+    fill_random_bf16(w.as(), kSlices * kN * kK, 22);
+    const GemmProblem batched{.x = x.as(),
+                              .ldx = kSlices * kK,
+                              .w = w.as(),
+                              .ldw = kK,
+                              .y = y1.as(),
+                              .ldy = kN,
+                              .m = m,
+                              .n = kN,
+                              .k = kK,
+                              .batch = kSlices,
+                              .batch_x = kK,
+                              .batch_w = kN * kK,
+                              .batch_y = m * kN};
+    auto slice = [&](int64_t i) {
+      GemmProblem one = batched;
+      one.batch = 1;
+      one.x = x.as<uint16_t>() + i * kK;
+      one.w = w.as<uint16_t>() + i * kN * kK;
+      one.y = y0.as<uint16_t>() + i * m * kN;
+      return one;
+    };
+    auto expect_same = [&](const std::string& what) {
+      CUDA_OK(cudaMemset(count.as(), 0, 8));
+      CUDA_OK(cudaMemset(first.as(), 0x7f, 4));
+      const int64_t rows = kSlices * m;
+      count_row_mismatches<<<unsigned(rows), 256>>>(y0.as<uint16_t>(), kN, y1.as<uint16_t>(), kN,
+                                                    rows, kN, count.as<unsigned long long>(),
+                                                    first.as<int>());
+      unsigned long long n_bad = 0;
+      CUDA_OK(cudaMemcpy(&n_bad, count.as(), 8, cudaMemcpyDeviceToHost));
+      EXPECT_EQ(n_bad, 0u) << what << " at M = " << m << ": " << n_bad << " rows differ";
+    };
+    for (GemmTile t : kAllGemmTiles) {
+      for (int64_t i = 0; i < kSlices; ++i) STATUS_OK(gemm_->run_tile(slice(i), t, nullptr));
+      CUDA_OK(cudaMemset(y1.as(), 0xff, size_t(kSlices) * m * kN * 2));
+      STATUS_OK(gemm_->run_tile(batched, t, nullptr));
+      expect_same(std::string("tile ") + std::string(gemm_tile_name(t)));
+    }
+    for (int64_t i = 0; i < kSlices; ++i) STATUS_OK(gemm_->run_portable(slice(i), nullptr));
+    CUDA_OK(cudaMemset(y1.as(), 0xff, size_t(kSlices) * m * kN * 2));
+    STATUS_OK(gemm_->run_portable(batched, nullptr));
+    expect_same("portable");
+    for (int64_t i = 0; i < kSlices; ++i)
+      STATUS_OK(gemm_->run(slice(i), KernelMode::fast, nullptr));
+    CUDA_OK(cudaMemset(y1.as(), 0xff, size_t(kSlices) * m * kN * 2));
+    STATUS_OK(gemm_->run(batched, KernelMode::fast, nullptr));
+    CUDA_OK(cudaDeviceSynchronize());
+    // cuBLAS may pick another kernel for the batch: fast mode's bits are only reported.
+    CUDA_OK(cudaMemset(count.as(), 0, 8));
+    count_row_mismatches<<<unsigned(kSlices * m), 256>>>(
+        y0.as<uint16_t>(), kN, y1.as<uint16_t>(), kN, kSlices * m, kN,
+        count.as<unsigned long long>(), first.as<int>());
+    unsigned long long fast_bad = 0;
+    CUDA_OK(cudaMemcpy(&fast_bad, count.as(), 8, cudaMemcpyDeviceToHost));
+    std::printf("  fast mode, M = %lld: %llu of %lld rows differ batched vs alone\n", (long long)m,
+                fast_bad, (long long)(kSlices * m));
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // 3 and 4. Batch invariance and its negative control
 

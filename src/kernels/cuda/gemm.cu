@@ -200,7 +200,7 @@ Status CudaGemm::run(const GemmProblem& p, KernelMode mode, cudaStream_t stream)
 
   State& s = *state_;
   if (p.m < 0 || p.n < 0 || p.k < 0) return Status::error("gemm: negative dimension");
-  if (p.m == 0 || p.n == 0) return {};
+  if (p.m == 0 || p.n == 0 || p.batch == 0) return {};
   INVAR_RETURN_IF_ERROR(cublas_status(cublasSetStream(s.cublas, stream), "gemm: cublasSetStream"));
   INVAR_RETURN_IF_ERROR(
       cublas_status(cublasSetWorkspace(s.cublas, s.cublas_workspace.as(), kCublasWorkspaceBytes),
@@ -209,6 +209,14 @@ Status CudaGemm::run(const GemmProblem& p, KernelMode mode, cudaStream_t stream)
   // calls it.
   const float alpha = 1.0f;
   const float beta = 0.0f;
+  if (p.batch != 1) {
+    return cublas_status(cublasGemmStridedBatchedEx(
+                             s.cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(p.n), int(p.m), int(p.k),
+                             &alpha, p.w, CUDA_R_16BF, int(p.ldw), p.batch_w, p.x, CUDA_R_16BF,
+                             int(p.ldx), p.batch_x, &beta, p.y, CUDA_R_16BF, int(p.ldy), p.batch_y,
+                             int(p.batch), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                         "gemm (fast): cublasGemmStridedBatchedEx");
+  }
   return cublas_status(
       cublasGemmEx(s.cublas, CUBLAS_OP_T, CUBLAS_OP_N, int(p.n), int(p.m), int(p.k), &alpha, p.w,
                    CUDA_R_16BF, int(p.ldw), p.x, CUDA_R_16BF, int(p.ldx), &beta, p.y, CUDA_R_16BF,
@@ -222,9 +230,26 @@ using InvariantLaunch = const char* (*)(const sm90::GemmArgs&, cudaStream_t);
 // y, exact zeros for K = 0), else enqueues `launch`. `what` names the path in errors. y holds
 // y_width columns: N, or N / 2 where the epilogue writes silu_mul of gate/up pairs (and zeros
 // of K = 0 are silu_mul's zeros too).
+// A batch runs as one launch where `batched` (the Hopper configs), else one launch per GEMM.
 static Status launch_invariant(const GemmProblem& p, int64_t y_width, int device, int sm_count,
                                void* workspace, InvariantLaunch launch, const std::string& what,
-                               cudaStream_t stream) {
+                               cudaStream_t stream, bool batched = true) {
+  if (p.batch < 0 || p.batch > 65535) return Status::error(what + ": batch outside 0..65535");
+  if (p.batch == 0) return {};
+  if (p.batch > 1 && (p.batch_x % 8 || p.batch_w % 8 || p.batch_y % 8))
+    return Status::error(what + ": batch strides must be multiples of 8 elements");
+  if (p.batch > 1 && (!batched || p.k == 0)) {
+    for (int64_t i = 0; i < p.batch; ++i) {
+      GemmProblem one = p;
+      one.batch = 1;
+      one.x = static_cast<const char*>(p.x) + i * p.batch_x * 2;
+      one.w = static_cast<const char*>(p.w) + i * p.batch_w * 2;
+      one.y = static_cast<char*>(p.y) + i * p.batch_y * 2;
+      INVAR_RETURN_IF_ERROR(
+          launch_invariant(one, y_width, device, sm_count, workspace, launch, what, stream));
+    }
+    return {};
+  }
   if (p.m < 0 || p.n < 0 || p.k < 0) return Status::error("gemm: negative dimension");
   if (p.m > INT32_MAX || p.n > INT32_MAX || p.k > INT32_MAX) {
     return Status::error(what + ": a dimension is over 2^31 - 1");
@@ -257,7 +282,11 @@ static Status launch_invariant(const GemmProblem& p, int64_t y_width, int device
                          .device = device,
                          .sm_count = sm_count,
                          .workspace = workspace,
-                         .workspace_bytes = kTileWorkspaceBytes};
+                         .workspace_bytes = kTileWorkspaceBytes,
+                         .batch = int(p.batch),
+                         .batch_x = p.batch_x,
+                         .batch_w = p.batch_w,
+                         .batch_y = p.batch_y};
   if (const char* err = launch(a, stream)) return Status::error(what + ": " + err);
   return cuda_status(cudaGetLastError(), what + ": kernel launch");
 }
@@ -334,7 +363,7 @@ Status CudaGemm::run_portable(const GemmProblem& p, cudaStream_t stream) {
                          std::to_string(s.cc_minor) + ". Use KernelMode::fast there.");
   }
   return launch_invariant(p, p.n, s.device, s.sm_count, s.tile_workspace.as(), sm80::gemm_m128n128,
-                          "gemm (invariant, portable)", stream);
+                          "gemm (invariant, portable)", stream, /*batched=*/false);
 }
 
 }  // namespace invar::kernels::cuda

@@ -63,6 +63,11 @@ struct GemmProblem {
   void* y = nullptr;        // [M, N] bf16
   int64_t ldy = 0;
   int64_t m = 0, n = 0, k = 0;
+  // `batch` independent GEMMs of this shape, the i-th at x + i * batch_x, w + i * batch_w,
+  // y + i * batch_y (elements, multiples of 8); each gets the bits it gets alone. On Hopper one
+  // launch (the batch is one more tile coordinate): tensor parallelism's K slices, x's column
+  // blocks against contiguous weight slices (batch_x = K, batch_w = N * K).
+  int64_t batch = 1, batch_x = 0, batch_w = 0, batch_y = 0;
 };
 
 // The gate/up projection with SiLU-and-multiply, h = silu(x Wg^T) * (x Wu^T) (silu_mul.cuh),

@@ -280,7 +280,7 @@ class CudaRunner final : public CudaRank {
   // tensor-parallel rank, the GEMM of each of its K slices, their partial products summed in
   // the fixed tree and all-reduced over the ranks (the same tree at every rank count).
   Status row_parallel(const bf16* x, int64_t ldx, const DeviceBuffer& w, const DeviceFp8Matrix& w8,
-                      const std::vector<DeviceBuffer>& slices, int64_t n, int64_t k, bf16* y,
+                      const DeviceBuffer& slices, int count, int64_t n, int64_t k, bf16* y,
                       int64_t m);
   // Logit columns this runner computes: the vocabulary, or the rank's share of it.
   int64_t vocab_rows() const {
@@ -407,8 +407,7 @@ Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
   INVAR_RETURN_IF_ERROR(b_.logits.reserve(l * v * 2, "logits"));
   INVAR_RETURN_IF_ERROR(b_.summary.reserve(l * kSummaryBytesPerRow, "logit summaries"));
   if (shard_) {
-    const size_t slices =
-        std::max({size_t(1), w_.layers[0].o_slices.size(), w_.layers[0].down_slices.size()});
+    const size_t slices = size_t(std::max(1, w_.layers[0].row_slices));
     const size_t vr = size_t(vocab_rows()), ranks = size_t(comm_->size());
     INVAR_RETURN_IF_ERROR(b_.partials.reserve(slices * t * h * 2, "K-slice partial products"));
     INVAR_RETURN_IF_ERROR(b_.reduced.reserve(t * h * 4, "the row-parallel sums"));
@@ -678,19 +677,30 @@ Status CudaRunner::enqueue_step(int tokens, int rows, bool any_draw) {
 }
 
 Status CudaRunner::row_parallel(const bf16* x, int64_t ldx, const DeviceBuffer& w,
-                                const DeviceFp8Matrix& w8, const std::vector<DeviceBuffer>& slices,
+                                const DeviceFp8Matrix& w8, const DeviceBuffer& slices, int count,
                                 int64_t n, int64_t k, bf16* y, int64_t m) {
   if (!shard_) return linear(x, ldx, w, w8, n, k, y, n, m);
   // Each slice by the one GEMM recipe over its k/S columns of x, the same shape at every rank
-  // count; a bf16 partial each, summed in f32.
-  const int count = int(slices.size());
+  // count (one batched launch; each GEMM of a batch gets its bits alone: gemm_test); a bf16
+  // partial each, summed in f32.
   const int64_t ks = k / count;
+  bf16* partials = b_.partials.as<bf16>();
+  const kc::GemmProblem p{.x = x,
+                          .ldx = ldx,
+                          .w = slices.as(),
+                          .ldw = ks,
+                          .y = partials,
+                          .ldy = n,
+                          .m = m,
+                          .n = n,
+                          .k = ks,
+                          .batch = count,
+                          .batch_x = ks,
+                          .batch_w = n * ks,
+                          .batch_y = m * n};
+  INVAR_RETURN_IF_ERROR(gemm_->run(p, o_.kernels, stream_));
   const bf16* parts[kc::kMaxDeviceTreeLeaves];
-  for (int s = 0; s < count; ++s) {
-    bf16* p = b_.partials.as<bf16>() + int64_t(s) * m * n;
-    INVAR_RETURN_IF_ERROR(gemm(x + s * ks, ldx, slices[size_t(s)].as(), n, ks, p, n, m));
-    parts[s] = p;
-  }
+  for (int s = 0; s < count; ++s) parts[s] = partials + int64_t(s) * m * n;
   float* sum = b_.reduced.as<float>();
   INVAR_RETURN_IF_ERROR(kc::tree_sum(parts, count, m * n, sum, stream_));  // the rank's subtree
   comm_->all_reduce_tree(sum, m * n);  // the tree's top levels, over ranks in rank order (R7)
@@ -753,7 +763,7 @@ Status CudaRunner::layer(int l, int tokens) {
   INVAR_RETURN_IF_ERROR(attention_->run(q, width, cache, device_plan, attn, q_width, stream_));
   probe(l, ProbeOp::attention, attn, tokens, q_width, q_width);
   INVAR_RETURN_IF_ERROR(
-      row_parallel(attn, q_width, w.o, w.o8, w.o_slices, hidden, q_width, o, tokens));
+      row_parallel(attn, q_width, w.o, w.o8, w.o_slices, w.row_slices, hidden, q_width, o, tokens));
   probe(l, ProbeOp::o_proj, o, tokens, hidden, hidden);
 
   // MLP block: the attention output joins the residual in the fused norm.
@@ -795,8 +805,8 @@ Status CudaRunner::layer(int l, int tokens) {
     probe_gate_up(l, gu, tokens, inter);
   }
   probe(l, ProbeOp::silu_mul, act, tokens, inter, inter);
-  INVAR_RETURN_IF_ERROR(
-      row_parallel(act, inter, w.down, w.down8, w.down_slices, hidden, inter, o, tokens));
+  INVAR_RETURN_IF_ERROR(row_parallel(act, inter, w.down, w.down8, w.down_slices, w.row_slices,
+                                     hidden, inter, o, tokens));
   probe(l, ProbeOp::down_proj, o, tokens, hidden, hidden);
   return Status();
 }

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <initializer_list>
+#include <tuple>
 
 #include "core/block_quant.h"
 #include "core/dtype.h"
@@ -206,11 +207,19 @@ Status upload_row_slices(const std::vector<std::vector<HostTensor>>& o_slices,
     return Status::error("CUDA upload: the row-parallel slices do not match the layers");
   for (size_t l = 0; l < d.layers.size(); ++l) {
     DeviceLayer& dl = d.layers[l];
-    for (const HostTensor& t : o_slices[l])
-      INVAR_RETURN_IF_ERROR(upload_bf16(dl.o_slices.emplace_back(), {&t}, "o_proj slice", d.bytes));
-    for (const HostTensor& t : down_slices[l])
-      INVAR_RETURN_IF_ERROR(
-          upload_bf16(dl.down_slices.emplace_back(), {&t}, "down_proj slice", d.bytes));
+    if (o_slices[l].size() != down_slices[l].size() || o_slices[l].empty())
+      return Status::error("CUDA upload: a layer's o_proj and down_proj slice counts differ");
+    dl.row_slices = int(o_slices[l].size());
+    for (auto [dst, slices, what] :
+         {std::tuple{&dl.o_slices, &o_slices[l], "o_proj slices"},
+          std::tuple{&dl.down_slices, &down_slices[l], "down_proj slices"}}) {
+      std::vector<uint16_t> host;
+      for (const HostTensor& t : *slices) {
+        INVAR_ASSIGN_OR_RETURN(auto one, stack_bf16({&t}, what));
+        host.insert(host.end(), one.begin(), one.end());
+      }
+      INVAR_RETURN_IF_ERROR(to_device(*dst, host.data(), host.size() * 2, what, d.bytes));
+    }
   }
   return Status();
 }

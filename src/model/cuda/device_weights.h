@@ -45,9 +45,11 @@ struct DeviceLayer {
   DeviceBuffer o;                    // [H, Hq*D] bf16
   DeviceBuffer gate_up;              // [2*I, H] bf16, gate/up rows paired (kc::paired_gate_row)
   DeviceBuffer down;                 // [H, I] bf16
-  // A tensor-parallel rank (model/tensor_parallel.h) instead of o and down: its K slices,
-  // [H, Hq*D/S] and [H, I/S] bf16 each (Hq, I: the whole model's).
-  std::vector<DeviceBuffer> o_slices, down_slices;
+  // A tensor-parallel rank (model/tensor_parallel.h) instead of o and down: its row_slices K
+  // slices one after the other, [S/R, H, Hq*D/S] and [S/R, H, I/S] bf16 (Hq, I: the whole
+  // model's), for one batched GEMM (GemmProblem::batch).
+  DeviceBuffer o_slices, down_slices;
+  int row_slices = 0;
   // FP8 checkpoints on Hopper (upload_weights' fp8_gemms): these instead of qkv, o, gate_up and
   // down. Gate and up are stacked, not paired: [gate; up], and silu_mul reads the two halves.
   DeviceFp8Matrix qkv8, o8, gate_up8, down8;
@@ -77,7 +79,7 @@ Result<DeviceWeights> upload_weights(const ModelConfig& config, const ModelWeigh
                                      bool fp8_gemms);
 
 // A tensor-parallel rank's K slices of o_proj and down_proj (RankShard::o_slices,
-// down_slices: [layer][slice]) into d's layers, as bf16.
+// down_slices: [layer][slice]) into d's layers, as bf16, each layer's slices contiguous.
 Status upload_row_slices(const std::vector<std::vector<HostTensor>>& o_slices,
                          const std::vector<std::vector<HostTensor>>& down_slices, DeviceWeights& d);
 

@@ -97,20 +97,21 @@ struct GemmSm90 {
     using StrideD = typename Kernel::StrideD;
     const void* ptr_a = kSwapAB ? a.w : a.x;
     const void* ptr_b = kSwapAB ? a.x : a.w;
-    StrideA stride_a{kSwapAB ? a.ldw : a.ldx, cute::Int<1>{}, int64_t(0)};
-    StrideB stride_b{kSwapAB ? a.ldx : a.ldw, cute::Int<1>{}, int64_t(0)};
+    if (kGateUpSilu && a.batch != 1) return "the gate/up epilogue takes no batch";
+    StrideA stride_a{kSwapAB ? a.ldw : a.ldx, cute::Int<1>{}, kSwapAB ? a.batch_w : a.batch_x};
+    StrideB stride_b{kSwapAB ? a.ldx : a.ldw, cute::Int<1>{}, kSwapAB ? a.batch_x : a.batch_w};
     StrideD stride_d = [&] {
       if constexpr (kSwapAB) {
-        return StrideD{cute::Int<1>{}, a.ldy, int64_t(0)};
+        return StrideD{cute::Int<1>{}, a.ldy, a.batch_y};
       } else {
-        return StrideD{a.ldy, cute::Int<1>{}, int64_t(0)};
+        return StrideD{a.ldy, cute::Int<1>{}, a.batch_y};
       }
     }();
 
     typename Device::Arguments args{};
     args.mode = cutlass::gemm::GemmUniversalMode::kGemm;
-    args.problem_shape = kSwapAB ? typename Kernel::ProblemShape{a.n, a.m, a.k, 1}
-                                 : typename Kernel::ProblemShape{a.m, a.n, a.k, 1};
+    args.problem_shape = kSwapAB ? typename Kernel::ProblemShape{a.n, a.m, a.k, a.batch}
+                                 : typename Kernel::ProblemShape{a.m, a.n, a.k, a.batch};
     args.mainloop.ptr_A = static_cast<const Element*>(ptr_a);
     args.mainloop.dA = stride_a;
     args.mainloop.ptr_B = static_cast<const Element*>(ptr_b);

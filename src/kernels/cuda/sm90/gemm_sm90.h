@@ -24,6 +24,10 @@ struct GemmArgs {
   int sm_count;           // grid size of persistent configs only; never changes bits
   void* workspace;        // device scratch for the kernel's tile scheduler
   size_t workspace_bytes;
+  // `batch` GEMMs in one launch, the i-th at x + i * batch_x, w + i * batch_w, y + i * batch_y
+  // (elements): one more tile coordinate, so each gets its bits alone. Not for *_gate_up.
+  int batch = 1;
+  int64_t batch_x = 0, batch_w = 0, batch_y = 0;
 };
 
 // Each returns nullptr once the kernel is enqueued, or a message saying what was refused.
