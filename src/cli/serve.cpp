@@ -221,7 +221,8 @@ void add_serve(CLI::App& app) {
   cmd->add_option("--data-parallel-size", a->data_parallel_size,
                   "Engine replicas behind this server, each with its own KV cache and engine "
                   "thread; a request goes to the least loaded one, and gets the same bits on any "
-                  "(CPU: they split --threads; CUDA: replica r on GPU r)")
+                  "(CPU: they split --threads; CUDA: replica r on GPU r, or on GPUs r*TP .. "
+                  "r*TP+TP-1 with --tensor-parallel-size TP)")
       ->check(CLI::Range(1, 64));
   cmd->add_option("--max-running,--max-num-seqs", a->max_running,
                   fmt::format("Sequences batched at once, per replica (0: {} on CUDA, {} on the CPU)",

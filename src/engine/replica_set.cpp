@@ -45,7 +45,10 @@ Result<std::unique_ptr<ReplicaSet>> ReplicaSet::create(const ModelBundle& bundle
   std::unique_ptr<ReplicaSet> set(new ReplicaSet());
   for (int r = 0; r < replicas; ++r) {
     EngineOptions o = each;
-    if (options.device == model::Device::cuda) o.cuda_device = options.cuda_device + r;
+    // On CUDA each replica takes its own block of tensor_parallel_size GPUs (as vLLM lays out
+    // data x tensor parallelism); its ranks fall back to one GPU where fewer are visible.
+    if (options.device == model::Device::cuda)
+      o.cuda_device = options.cuda_device + r * std::max(1, options.tensor_parallel_size);
     o.first_request_id = uint64_t(replicas + r);
     o.request_id_stride = uint64_t(replicas);
     auto engine = Engine::create(bundle, o);
