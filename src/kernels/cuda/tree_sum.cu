@@ -2,6 +2,7 @@
 // whatever the grid.
 #include <algorithm>
 
+#include "core/tree_sum.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/tree_sum.h"
 
@@ -54,7 +55,7 @@ unsigned blocks_for(int64_t n) {
 template <typename T>
 Status launch_tree_sum(const T* const* parts, int count, int64_t n, float* out,
                        cudaStream_t stream) {
-  if (count < 1 || count > kMaxDeviceTreeLeaves || (count & (count - 1)) != 0)
+  if (!is_power_of_two(count) || count > kMaxDeviceTreeLeaves)
     return Status::errorf("tree_sum: {} leaves; a power of two up to {}", count,
                           kMaxDeviceTreeLeaves);
   if (n <= 0) return Status();

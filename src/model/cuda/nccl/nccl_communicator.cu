@@ -5,32 +5,16 @@
 #include <utility>
 
 #include "core/tree_sum.h"
+#include "kernels/cuda/tree_sum.h"
 
 namespace invar::model::cuda {
-
-namespace {
-
-// data[i] = the pairwise tree over parts[0..R)[i], parts laid out [R, n]: the element-wise
-// recipe of core/tree_sum.h, with adds that the compiler may not contract or reorder.
-__global__ void tree_sum_kernel(const float* __restrict__ parts, int ranks, int64_t n,
-                                float* __restrict__ data) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  float v[kMaxTreeLeaves];
-  for (int r = 0; r < ranks; ++r) v[r] = parts[int64_t(r) * n + i];
-  for (int w = ranks; w > 1; w /= 2)
-    for (int j = 0; j < w / 2; ++j) v[j] = __fadd_rn(v[2 * j], v[2 * j + 1]);
-  data[i] = v[0];
-}
-
-}  // namespace
 
 NcclCommunicator::NcclCommunicator(ncclComm_t comm, cudaStream_t stream)
     : comm_(comm), stream_(stream) {
   check(ncclCommUserRank(comm_, &rank_), "ncclCommUserRank");
   check(ncclCommCount(comm_, &size_), "ncclCommCount");
-  if (!is_power_of_two(size_) || size_ > kMaxTreeLeaves) {
-    std::fprintf(stderr, "NcclCommunicator: %d ranks; the fixed tree needs a power of two\n",
+  if (!is_power_of_two(size_) || size_ > kernels::cuda::kMaxDeviceTreeLeaves) {
+    std::fprintf(stderr, "NcclCommunicator: %d ranks; the fixed tree needs a power of two up to 8\n",
                  size_);
     std::abort();
   }
@@ -66,10 +50,13 @@ void NcclCommunicator::all_reduce_tree(float* data, int64_t n) {
   }
   // Every rank's buffer, in rank order, on every GPU; then the same tree on each of them.
   check(ncclAllGather(data, gathered_, size_t(n), ncclFloat, comm_, stream_), "ncclAllGather");
-  constexpr int kThreads = 256;
-  const unsigned blocks = unsigned((n + kThreads - 1) / kThreads);
-  tree_sum_kernel<<<blocks, kThreads, 0, stream_>>>(gathered_, size_, n, data);
-  check(cudaGetLastError(), "tree_sum_kernel");
+  const float* parts[kernels::cuda::kMaxDeviceTreeLeaves];
+  for (int r = 0; r < size_; ++r) parts[r] = gathered_ + int64_t(r) * n;
+  const Status st = kernels::cuda::tree_sum(parts, size_, n, data, stream_);
+  if (!st.ok()) {
+    std::fprintf(stderr, "NCCL all_reduce_tree: %s\n", st.message().c_str());
+    std::abort();
+  }
 }
 
 void NcclCommunicator::all_gather(const float* data, int64_t n, float* out) {
