@@ -228,6 +228,7 @@ int main(int argc, char** argv) {
   WgmmaPipeline pipeline = WgmmaPipeline::pingpong;
   int block_size = kDefaultBlockSize;
   int one_b = 0, one_kv = 0;  // --decode B KV: that point only (e.g. under a profiler)
+  int prefill_b = 0, prefill_l = 0;  // --prefill B L: likewise, causal prefill
   AttentionKernel kernel = AttentionKernel::mma_sync;
   int reps = 15;
   for (int i = 1; i < argc; ++i) {
@@ -255,11 +256,12 @@ int main(int argc, char** argv) {
       compare_pipelines = true;
     else if (!std::strcmp(argv[i], "--pipeline") && i + 1 < argc &&
              (!std::strcmp(argv[i + 1], "serial") || !std::strcmp(argv[i + 1], "overlap") ||
-              !std::strcmp(argv[i + 1], "pingpong"))) {
+              !std::strcmp(argv[i + 1], "pingpong") || !std::strcmp(argv[i + 1], "lean"))) {
       ++i;
-      pipeline = !std::strcmp(argv[i], "serial")    ? WgmmaPipeline::serial
-                 : !std::strcmp(argv[i], "overlap") ? WgmmaPipeline::overlap
-                                                    : WgmmaPipeline::pingpong;
+      pipeline = !std::strcmp(argv[i], "serial")     ? WgmmaPipeline::serial
+                 : !std::strcmp(argv[i], "overlap")  ? WgmmaPipeline::overlap
+                 : !std::strcmp(argv[i], "pingpong") ? WgmmaPipeline::pingpong
+                                                     : WgmmaPipeline::lean;
     }
     else if (!std::strcmp(argv[i], "--prefill-sweep"))
       prefill_sweep = true;
@@ -269,12 +271,16 @@ int main(int argc, char** argv) {
       one_b = std::atoi(argv[++i]);
       one_kv = std::atoi(argv[++i]);
     }
+    else if (!std::strcmp(argv[i], "--prefill") && i + 2 < argc) {
+      prefill_b = std::atoi(argv[++i]);
+      prefill_l = std::atoi(argv[++i]);
+    }
     else {
       std::fprintf(stderr,
                    "usage: attention_bench [--smollm2] [--quick] [--reps N] [--block-size N] "
-                   "[--kernel mma_sync|wgmma] [--pipeline serial|overlap|pingpong] "
+                   "[--kernel mma_sync|wgmma] [--pipeline serial|overlap|pingpong|lean] "
                    "[--compare-kernels] [--compare-spread] [--compare-pipelines] "
-                   "[--prefill-sweep] [--decode-sweep] [--decode B KV] "
+                   "[--prefill-sweep] [--decode-sweep] [--decode B KV] [--prefill B L] "
                    "[--compare-decode-paths] [--merge-launch]\n");
       return 2;
     }
@@ -383,6 +389,15 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  if (prefill_b > 0 && prefill_l > 0) {
+    print_header(b, "prefill B x L (causal)");
+    Point pt{"prefill " + std::to_string(prefill_b) + " x " + std::to_string(prefill_l), {}};
+    pt.seqs.assign(size_t(prefill_b), Seq{prefill_l, prefill_l});
+    report(b, pt);
+    CHECK_CUDA(cudaFree(k));
+    CHECK_CUDA(cudaFree(v));
+    return 0;
+  }
   if (one_b > 0 && one_kv > 0) {
     print_header(b, "decode B x KV");
     Point pt{"decode " + std::to_string(one_b) + " x " + std::to_string(one_kv), {}};

@@ -740,8 +740,9 @@ TEST_P(AttentionCuda, WgmmaGivesTheBitsOfMmaSyncOnEveryBatch) {
   USE_KERNELS(h, kWgmmaAll);
   const std::vector<SuiteBatch> batches = suite_batches(h);
   constexpr WgmmaPipeline kPipelines[] = {WgmmaPipeline::serial, WgmmaPipeline::overlap,
-                                          WgmmaPipeline::pingpong};
-  constexpr int kRuns = 2 * 3;  // (prefill only, all) x pipelines
+                                          WgmmaPipeline::pingpong, WgmmaPipeline::lean};
+  constexpr int kPipes = int(std::size(kPipelines));
+  constexpr int kRuns = 2 * kPipes;  // (prefill only, all) x pipelines
   for (KernelMode mode : {KernelMode::invariant, KernelMode::fast}) {
     DiffReport rep[kRuns];
     int64_t wgmma_ctas[kRuns] = {};
@@ -767,8 +768,8 @@ TEST_P(AttentionCuda, WgmmaGivesTheBitsOfMmaSyncOnEveryBatch) {
     }
     h.attention().set_wgmma_pipeline(WgmmaPipeline::pingpong);
     for (int c = 0; c < kRuns; ++c) {
-      const KernelConfig& cfg = c < 3 ? kWgmmaPrefill : kWgmmaAll;
-      const char* pipe = wgmma_pipeline_name(kPipelines[c % 3]);
+      const KernelConfig& cfg = c < kPipes ? kWgmmaPrefill : kWgmmaAll;
+      const char* pipe = wgmma_pipeline_name(kPipelines[c % kPipes]);
       std::printf("%-13s %-9s %-13s %-8s vs mma_sync (%lld wgmma CTAs): %s\n", sh.name,
                   kernel_mode_name(mode), cfg.name, pipe, (long long)wgmma_ctas[c],
                   rep[c].str().c_str());

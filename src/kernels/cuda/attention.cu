@@ -568,6 +568,8 @@ const char* wgmma_pipeline_name(WgmmaPipeline p) {
       return "overlap";
     case WgmmaPipeline::pingpong:
       return "pingpong";
+    case WgmmaPipeline::lean:
+      return "lean";
   }
   return "?";
 }

@@ -77,6 +77,7 @@ enum class WgmmaPipeline {
   serial,    // S = Q K^T, softmax, acc += P V, one after another
   overlap,   // tile i + 1's S and softmax overlap tile i's P V (FlashAttention-3's intra-warpgroup)
   pingpong,  // overlap, and the two consumer warpgroups take turns at the tensor cores
+  lean,      // pingpong with fewer instructions per tile (sm90/attention_sm90.cu, kLean)
 };
 const char* wgmma_pipeline_name(WgmmaPipeline p);
 

@@ -29,6 +29,22 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&h);
 }
 
+// The largest of row h's 2 kN8 values of a lane (the fragment legend), as a tree: 4 levels of
+// dependent instructions for a 64-position tile instead of a 16-long chain. Any order gives the
+// same bits: max is exact, and fmaxf drops a NaN operand whatever its place.
+template <int kN8>
+__device__ __forceinline__ float tree_max(const float (&s)[kN8][4], int h) {
+  float t[kN8];
+#pragma unroll
+  for (int j = 0; j < kN8; ++j) t[j] = fmaxf(s[j][2 * h], s[j][2 * h + 1]);
+#pragma unroll
+  for (int w = 1; w < kN8; w *= 2) {
+#pragma unroll
+    for (int j = 0; j + w < kN8; j += 2 * w) t[j] = fmaxf(t[j], t[j + w]);
+  }
+  return t[0];
+}
+
 // One KV tile of 8 * kN8 positions starting at absolute position tile_start: scores s (raw
 // Q K^T, f32) become p = 2^(s * scale_log2 - m_new) in place, masked positions (past the row's
 // own position: causal) exactly 0; the row state (m, l) is updated and the accumulator factor
@@ -43,7 +59,6 @@ __device__ __forceinline__ void softmax_tile(float (&s)[kN8][4], int tile_start,
                                              float (&l)[2], float (&al)[2], int lane) {
   // Scale into base 2, mask positions past the row's own (causal; exact -inf), row max.
   const int col0 = tile_start + 2 * (lane & 3);
-  float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
   for (int j = 0; j < kN8; ++j) {
 #pragma unroll
@@ -56,10 +71,9 @@ __device__ __forceinline__ void softmax_tile(float (&s)[kN8][4], int tile_start,
         s[j][e] = __fmul_rn(s[j][e], scale_log2);
         s[j][2 + e] = __fmul_rn(s[j][2 + e], scale_log2);
       }
-      mx0 = fmaxf(mx0, s[j][e]);
-      mx1 = fmaxf(mx1, s[j][2 + e]);
     }
   }
+  float mx0 = tree_max<kN8>(s, 0), mx1 = tree_max<kN8>(s, 1);
   mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
   mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
   mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));

@@ -66,8 +66,8 @@ struct GemmProblem {
   // `batch` independent GEMMs of this shape, the i-th at x + i * batch_x, w + i * batch_w,
   // y + i * batch_y (elements, multiples of 8); each gets the bits it gets alone. On Hopper one
   // launch (the batch is one more tile coordinate): tensor parallelism's K slices, x's column
-  // blocks against contiguous weight slices (batch_x = K, batch_w = N * K). NOT RUN on a GPU
-  // yet: gemm_test's BatchedGemmsGiveTheBitsOfEachAlone is its check; nothing else uses it.
+  // blocks against contiguous weight slices (batch_x = K, batch_w = N * K). gemm_test's
+  // BatchedGemmsGiveTheBitsOfEachAlone is its check.
   int64_t batch = 1, batch_x = 0, batch_w = 0, batch_y = 0;
 };
 

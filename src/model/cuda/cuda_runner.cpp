@@ -681,15 +681,24 @@ Status CudaRunner::row_parallel(const bf16* x, int64_t ldx, const DeviceBuffer& 
                                 int64_t n, int64_t k, bf16* y, int64_t m) {
   if (!shard_) return linear(x, ldx, w, w8, n, k, y, n, m);
   // Each slice by the one GEMM recipe over its k/S columns of x, the same shape at every rank
-  // count; a bf16 partial each, summed in f32. One launch per slice: GemmProblem::batch would
-  // run them as one (the same bits by gemm_test's BatchedGemmsGiveTheBitsOfEachAlone), which
-  // has not run on a GPU yet.
+  // count; a bf16 partial each, summed in f32. The slices run as one batched launch, which gives
+  // each the bits it gets alone (gemm_test's BatchedGemmsGiveTheBitsOfEachAlone).
   const int64_t ks = k / count;
   bf16* partials = b_.partials.as<bf16>();
-  const bf16* slice_w = slices.as<bf16>();
-  for (int s = 0; s < count; ++s)
-    INVAR_RETURN_IF_ERROR(gemm(x + s * ks, ldx, slice_w + int64_t(s) * n * ks, n, ks,
-                               partials + int64_t(s) * m * n, n, m));
+  const kc::GemmProblem p{.x = x,
+                          .ldx = ldx,
+                          .w = slices.as<bf16>(),
+                          .ldw = ks,
+                          .y = partials,
+                          .ldy = n,
+                          .m = m,
+                          .n = n,
+                          .k = ks,
+                          .batch = count,
+                          .batch_x = ks,
+                          .batch_w = n * ks,
+                          .batch_y = m * n};
+  INVAR_RETURN_IF_ERROR(gemm_->run(p, o_.kernels, stream_));
   const bf16* parts[kc::kMaxDeviceTreeLeaves];
   for (int s = 0; s < count; ++s) parts[s] = partials + int64_t(s) * m * n;
   float* sum = b_.reduced.as<float>();

@@ -179,10 +179,12 @@ __device__ __forceinline__ void fence_regs(float (&r)[N][4]) {
 }
 
 // d (m64 x 8N, this warp's m16 slice as d[j][0..3]) += a (m64 x k16, registers) * B (descriptor).
+// scale Zero: d = a * B, the accumulator's old values unread.
 template <class Op, int N, size_t... I>
 __device__ __forceinline__ void wgmma_rs(const uint32_t (&a)[4], uint64_t desc, float (&d)[N][4],
-                                         std::index_sequence<I...>) {
-  Op::fma(a[0], a[1], a[2], a[3], desc, d[I / 4][I % 4]..., gmma::ScaleOut::One);
+                                         std::index_sequence<I...>,
+                                         gmma::ScaleOut scale = gmma::ScaleOut::One) {
+  Op::fma(a[0], a[1], a[2], a[3], desc, d[I / 4][I % 4]..., scale);
 }
 
 // S = Q K^T of one tile: D / 16 wgmma k-steps in order into s (zeroed by the caller, as
@@ -220,15 +222,21 @@ __device__ __forceinline__ void wgmma_pv(const uint32_t (&pf)[kTile / 16][4], ui
 
 // The same products issued without waiting, for the pipelined consumers: each call is one
 // wgmma group (commit) that the caller waits for with warpgroup_wait<n> and then fences.
-template <int D>
+// kZeroStart: the first k-step ignores s (wgmma's zero scale) instead of adding to an s the
+// caller zeroed. The chain's first partial sum is then a + 0 or a, equal but for the sign of an
+// exact zero, and a score's zero sign never reaches an output: scores enter the recipe only
+// through fmaxf and differences fed to ex2 (2^(+0) = 2^(-0) = 1).
+template <int D, bool kZeroStart = false>
 __device__ __forceinline__ void issue_scores(const uint32_t (&qf)[D / 16][4], uint32_t k_tile,
                                              float (&s)[kTile / 8][4]) {
   using Op = gmma::MMA_64x64x16_F32BF16BF16_RS<gmma::Major::K, gmma::Major::K>;
   fence_regs(s);
   cute::warpgroup_arrive();
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk)
-    wgmma_rs<Op>(qf[kk], attn_k_desc(k_tile, kk), s, std::make_index_sequence<kTile / 2>{});
+  for (int kk = 0; kk < D / 16; ++kk) {
+    wgmma_rs<Op>(qf[kk], attn_k_desc(k_tile, kk), s, std::make_index_sequence<kTile / 2>{},
+                 kZeroStart && kk == 0 ? gmma::ScaleOut::Zero : gmma::ScaleOut::One);
+  }
   cute::warpgroup_commit_batch();
 }
 
@@ -477,7 +485,10 @@ __device__ __forceinline__ void consume_serial(const WgmmaParams& p, const AttnI
 // A split that ends at tile i has its (m, l) set aside before tile i + 1's softmax starts the
 // next split's state from scratch, and is folded once P V of tile i is in acc: the same values
 // the serial schedule folds.
-template <int D>
+// kLean (the lean schedule, pingpong with fewer instructions per tile): S starts from wgmma's
+// zero scale instead of registers zeroed per tile. Tried and left out (ptxas then serializes the
+// wgmma, C7511): skipping acc *= alpha when every alpha of the warp is 1, and O in registers.
+template <int D, bool kLean>
 __device__ __forceinline__ void consume_pipelined(const WgmmaParams& p, const AttnItem& it,
                                                   uint32_t k_base, uint32_t v_base,
                                                   uint32_t bars, float* s_o, int wg,
@@ -537,10 +548,10 @@ __device__ __forceinline__ void consume_pipelined(const WgmmaParams& p, const At
   uint32_t pf[kTile / 16][4];  // P of the current tile
   float al[2];
   if (n > 0) {
-    zero(s);
+    if constexpr (!kLean) zero(s);
     mbar_wait(full_k(0), parity(0));
     take_turn();
-    issue_scores<D>(qf, k_tile(0), s);
+    issue_scores<D, kLean>(qf, k_tile(0), s);
     pass_turn(false);
     cute::warpgroup_wait<0>();
     fence_regs(s);
@@ -564,12 +575,12 @@ __device__ __forceinline__ void consume_pipelined(const WgmmaParams& p, const At
     const bool split_end = tile == next_split_end || tile + 1 == tile_hi;
     if (tile == next_split_end) next_split_end += it.split_tiles;
     if constexpr (kHasNext) {
-      zero(s);
+      if constexpr (!kLean) zero(s);
       mbar_wait(full_k(i + 1), parity(i + 1));
     }
     mbar_wait(full_v(i), parity(i));
     take_turn();
-    if constexpr (kHasNext) issue_scores<D>(qf, k_tile(i + 1), s);
+    if constexpr (kHasNext) issue_scores<D, kLean>(qf, k_tile(i + 1), s);
     issue_pv<D>(pf, v_tile(i), acc);
     pass_turn(!kHasNext);
 
@@ -677,8 +688,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         consume_serial<D>(p, w.it, k_base, v_base, bars_base, s_o, (wg - 1) * kWgRows, w.tile_lo,
                           w.tile_hi, w.first_pos);
       } else {
-        consume_pipelined<D>(p, w.it, k_base, v_base, bars_base, s_o, wg, w.tile_lo, w.tile_hi,
-                             w.first_pos, P == WgmmaPipeline::pingpong && w.consumers == 2);
+        constexpr bool kTurns = P == WgmmaPipeline::pingpong || P == WgmmaPipeline::lean;
+        consume_pipelined<D, P == WgmmaPipeline::lean>(p, w.it, k_base, v_base, bars_base, s_o,
+                                                       wg, w.tile_lo, w.tile_hi, w.first_pos,
+                                                       kTurns && w.consumers == 2);
       }
     }
   }
@@ -786,6 +799,8 @@ void launch_pipeline(WgmmaPipeline pipeline, const WgmmaParams& p, int64_t n_ite
       return launch<D, WgmmaPipeline::overlap>(p, n_items, stream);
     case WgmmaPipeline::pingpong:
       return launch<D, WgmmaPipeline::pingpong>(p, n_items, stream);
+    case WgmmaPipeline::lean:
+      return launch<D, WgmmaPipeline::lean>(p, n_items, stream);
   }
 }
 }  // namespace
@@ -794,9 +809,11 @@ Status attention_wgmma_setup() {
   for (Status st : {setup_kernel<64, WgmmaPipeline::serial>(),
                     setup_kernel<64, WgmmaPipeline::overlap>(),
                     setup_kernel<64, WgmmaPipeline::pingpong>(),
+                    setup_kernel<64, WgmmaPipeline::lean>(),
                     setup_kernel<128, WgmmaPipeline::serial>(),
                     setup_kernel<128, WgmmaPipeline::overlap>(),
-                    setup_kernel<128, WgmmaPipeline::pingpong>()}) {
+                    setup_kernel<128, WgmmaPipeline::pingpong>(),
+                    setup_kernel<128, WgmmaPipeline::lean>()}) {
     INVAR_RETURN_IF_ERROR(st);
   }
   return {};
