@@ -25,7 +25,8 @@
 // decode point (e.g. under a profiler).
 // --prefill-sweep: only causal prefills, 1 x L for L = 1k..16k and two batched points (the torch
 // SDPA numbers for the same points: bench/cuda/attention_sdpa.py --prefill-sweep).
-// Usage: attention_bench [--smollm2] [--reps N] [--quick] [--block-size N] [--kernel mma_sync|wgmma]
+// Usage: attention_bench [--smollm2] [--reps N] [--quick] [--block-size N] [--kernel
+// mma_sync|wgmma]
 //                        [--pipeline serial|overlap|pingpong] [--compare-kernels]
 //                        [--compare-spread] [--compare-pipelines] [--prefill-sweep]
 //                        [--decode-sweep] [--compare-decode-paths] [--merge-launch]
@@ -73,10 +74,10 @@ struct Variant {
   const char* label;  // column header, <= 10 characters
   KernelMode mode;
   AttentionKernel prefill;
-  bool spread = true;  // CudaAttention::set_spread_ctas
+  bool spread = true;                                // CudaAttention::set_spread_ctas
   WgmmaPipeline pipeline = WgmmaPipeline::pingpong;  // CudaAttention::set_wgmma_pipeline
   MergePlacement merges = MergePlacement::per_step;  // CudaAttention::set_merge_placement
-  int load_stages = 0;      // CudaAttention::set_load_stages (0: per step)
+  int load_stages = 0;                               // CudaAttention::set_load_stages (0: per step)
 };
 
 // The cache, big enough for the largest rotation set of the run.
@@ -227,7 +228,7 @@ int main(int argc, char** argv) {
   bool compare_decode_paths = false, merge_launch = false;
   WgmmaPipeline pipeline = WgmmaPipeline::pingpong;
   int block_size = kDefaultBlockSize;
-  int one_b = 0, one_kv = 0;  // --decode B KV: that point only (e.g. under a profiler)
+  int one_b = 0, one_kv = 0;         // --decode B KV: that point only (e.g. under a profiler)
   int prefill_b = 0, prefill_l = 0;  // --prefill B L: likewise, causal prefill
   AttentionKernel kernel = AttentionKernel::mma_sync;
   int reps = 15;
@@ -262,20 +263,17 @@ int main(int argc, char** argv) {
                  : !std::strcmp(argv[i], "overlap")  ? WgmmaPipeline::overlap
                  : !std::strcmp(argv[i], "pingpong") ? WgmmaPipeline::pingpong
                                                      : WgmmaPipeline::lean;
-    }
-    else if (!std::strcmp(argv[i], "--prefill-sweep"))
+    } else if (!std::strcmp(argv[i], "--prefill-sweep"))
       prefill_sweep = true;
     else if (!std::strcmp(argv[i], "--decode-sweep"))
       decode_sweep = true;
     else if (!std::strcmp(argv[i], "--decode") && i + 2 < argc) {
       one_b = std::atoi(argv[++i]);
       one_kv = std::atoi(argv[++i]);
-    }
-    else if (!std::strcmp(argv[i], "--prefill") && i + 2 < argc) {
+    } else if (!std::strcmp(argv[i], "--prefill") && i + 2 < argc) {
       prefill_b = std::atoi(argv[++i]);
       prefill_l = std::atoi(argv[++i]);
-    }
-    else {
+    } else {
       std::fprintf(stderr,
                    "usage: attention_bench [--smollm2] [--quick] [--reps N] [--block-size N] "
                    "[--kernel mma_sync|wgmma] [--pipeline serial|overlap|pingpong|lean] "
@@ -296,7 +294,7 @@ int main(int argc, char** argv) {
     b.variant[1] = {"mma_sync", KernelMode::invariant, AttentionKernel::mma_sync, true};
   } else if (compare_decode_paths) {
     b.variant[0] = {"inv", KernelMode::invariant, kernel, true, pipeline};
-    b.variant[1] = {"inv before", KernelMode::invariant,         kernel, true,
+    b.variant[1] = {"inv before", KernelMode::invariant,      kernel, true,
                     pipeline,     MergePlacement::own_launch, 2};
   } else if (compare_spread) {
     b.variant[0] = {"spread", KernelMode::invariant, kernel, true, pipeline};

@@ -54,9 +54,9 @@ __device__ __forceinline__ float tree_max(const float (&s)[kN8][4], int h) {
 // positions (the caller checks): the mask would keep every score, so leaving it out gives the
 // same bits with fewer instructions.
 template <int kN8, bool kMask = true>
-__device__ __forceinline__ void softmax_tile(float (&s)[kN8][4], int tile_start, int pos0,
-                                             int pos1, float scale_log2, float (&m)[2],
-                                             float (&l)[2], float (&al)[2], int lane) {
+__device__ __forceinline__ void softmax_tile(float (&s)[kN8][4], int tile_start, int pos0, int pos1,
+                                             float scale_log2, float (&m)[2], float (&l)[2],
+                                             float (&al)[2], int lane) {
   // Scale into base 2, mask positions past the row's own (causal; exact -inf), row max.
   const int col0 = tile_start + 2 * (lane & 3);
 #pragma unroll
@@ -171,11 +171,11 @@ struct SplitRecords {
 // its rows' records (one lane per row does).
 template <int D, int kN8>
 __device__ __forceinline__ void end_split(const int (&pos)[2], const int (&row)[2], int split,
-                                          int split_start, bool to_output, float* o,
-                                          int o_stride, float (&M)[2], float (&L)[2],
-                                          float (&m)[2], float (&l)[2], float (&acc)[kN8][4],
-                                          int n0, bool write_ml, const SplitRecords& out,
-                                          int64_t record, int record_stride, int lane) {
+                                          int split_start, bool to_output, float* o, int o_stride,
+                                          float (&M)[2], float (&L)[2], float (&m)[2],
+                                          float (&l)[2], float (&acc)[kN8][4], int n0,
+                                          bool write_ml, const SplitRecords& out, int64_t record,
+                                          int record_stride, int lane) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     if (pos[h] >= split_start && to_output) {

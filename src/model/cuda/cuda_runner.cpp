@@ -21,9 +21,9 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/tree_sum.h"
-#include "model/cuda/rank_group.h"
 #include "model/cuda/device_weights.h"
 #include "model/cuda/moe_mlp.h"
+#include "model/cuda/rank_group.h"
 #include "model/cuda/step_graphs.h"
 #include "model/tensor_parallel.h"
 
@@ -36,19 +36,19 @@ using bf16 = __nv_bfloat16;
 // Per-step device inputs and activations, grown to the largest step seen.
 struct StepBuffers {
   DeviceBuffer ids, positions, slots, block_tables, logit_rows;  // the plan
-  DeviceBuffer x;                                                 // [T, H] f32 residual
-  DeviceBuffer h;                                                 // [T, H] normed
-  DeviceBuffer qkv;                                               // [T, W]
-  DeviceBuffer attn;                                              // [T, Hq*D]
-  DeviceBuffer o;                                                 // [T, H] o_proj / down_proj
-  DeviceBuffer gate_up;                                           // [T, 2I]
-  DeviceBuffer act;                                               // [T, I]
+  DeviceBuffer x;                                                // [T, H] f32 residual
+  DeviceBuffer h;                                                // [T, H] normed
+  DeviceBuffer qkv;                                              // [T, W]
+  DeviceBuffer attn;                                             // [T, Hq*D]
+  DeviceBuffer o;                                                // [T, H] o_proj / down_proj
+  DeviceBuffer gate_up;                                          // [T, 2I]
+  DeviceBuffer act;                                              // [T, I]
   // FP8 layers only: the activations quantized for the FP8 GEMM (kernels/cuda/fp8_gemm.h), for
   // Tp = T rounded up to 4 rows (qkv, o and gate_up then hold Tp rows: fast mode writes them).
-  DeviceBuffer x8;         // [Tp, max(H, Hq*D, I)] E4M3
-  DeviceBuffer x8_scales;  // [max(H, Hq*D, I) / 128, Tp] f32
-  DeviceBuffer rows;                                              // [L, H]
-  DeviceBuffer logits;                                            // [L, V]
+  DeviceBuffer x8;           // [Tp, max(H, Hq*D, I)] E4M3
+  DeviceBuffer x8_scales;    // [max(H, Hq*D, I) / 128, Tp] f32
+  DeviceBuffer rows;         // [L, H]
+  DeviceBuffer logits;       // [L, V]
   DeviceBuffer draw_params;  // [L] kc::SampleRowParams, in device row order
   DeviceBuffer draw_masks;   // [M <= L, ceil(V / 32)] allowed-token bitmasks the params name
   DeviceBuffer summary;      // [L] of each SummaryPart, one after the other
@@ -77,7 +77,7 @@ T* summary_part(Base* base, int64_t rows, SummaryPart part) {
 // as the next of a few sizes (vLLM captures decode graphs at similar sizes), at most ~25% more
 // rows, so a decode of any batch size replays one of ~20 graphs. Larger steps launch as they are.
 constexpr int kPaddedStepTokens = 512;
-constexpr int kLaunchSizes[] = {1,   2,   4,   8,   16,  24,  32,  48,  64,  80,  96,
+constexpr int kLaunchSizes[] = {1,   2,   4,   8,   16,  24,  32,  48,  64,  80, 96,
                                 112, 128, 160, 192, 224, 256, 320, 384, 448, 512};
 
 int padded_size(int n) {
@@ -254,8 +254,8 @@ class CudaRunner final : public CudaRank {
   // Whether steps launch padded to a few sizes (RunnerOptions::pad_graph_batches, graphs on).
   bool pads_steps() const { return o_.pad_graph_batches && o_.cuda_graphs; }
   Status layer(int l, int tokens);
-  Status gemm(const void* x, int64_t ldx, const void* w, int64_t n, int64_t k, void* y,
-              int64_t ldy, int64_t m) {
+  Status gemm(const void* x, int64_t ldx, const void* w, int64_t n, int64_t k, void* y, int64_t ldy,
+              int64_t m) {
     const kc::GemmProblem p{
         .x = x, .ldx = ldx, .w = w, .ldw = k, .y = y, .ldy = ldy, .m = m, .n = n, .k = k};
     return gemm_->run(p, o_.kernels, stream_);
@@ -317,12 +317,12 @@ class CudaRunner final : public CudaRank {
   DeviceBuffer kv_;
   size_t layer_elems_ = 0;
   StepBuffers b_;
-  int max_blocks_ = 0;  // the step's block-table row length
-  StepGraphs graphs_;   // captured device work of steps, by launch shape
-  MoeMlp moe_;          // the MLP of sparse layers (MoE models only)
-  uint64_t buffers_key_ = 0;  // the step buffers' addresses (reserve), part of a graph's key
-  std::vector<int32_t> order_;         // run_step: logit row i on the device is plan row order_[i]
-  std::vector<int32_t> ordered_rows_;  // run_step: plan.logit_rows in that order
+  int max_blocks_ = 0;          // the step's block-table row length
+  StepGraphs graphs_;           // captured device work of steps, by launch shape
+  MoeMlp moe_;                  // the MLP of sparse layers (MoE models only)
+  uint64_t buffers_key_ = 0;    // the step buffers' addresses (reserve), part of a graph's key
+  std::vector<int32_t> order_;  // run_step: logit row i on the device is plan row order_[i]
+  std::vector<int32_t> ordered_rows_;             // run_step: plan.logit_rows in that order
   std::vector<kc::SampleRowParams> draw_params_;  // run_step: per device row (greedy: no draw)
   std::vector<int32_t> padded_ids_, padded_positions_;  // upload_plan: the plan's, padded
   std::vector<int64_t> padded_slots_;
@@ -424,10 +424,28 @@ Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
       t * 16 + tables * 4 + l * (4 + sizeof(kc::SampleRowParams) + mask_bytes) + 7 * 16,
       "the plan upload"));
   Fnv1a64 key;
-  for (const DeviceBuffer* d : {&b_.ids, &b_.positions, &b_.slots, &b_.block_tables, &b_.logit_rows,
-                                &b_.x, &b_.h, &b_.qkv, &b_.attn, &b_.o, &b_.gate_up, &b_.act,
-                                &b_.rows, &b_.logits, &b_.draw_params, &b_.draw_masks, &b_.summary,
-                                &b_.x8, &b_.x8_scales, &b_.partials, &b_.reduced, &b_.rank_logits,
+  for (const DeviceBuffer* d : {&b_.ids,
+                                &b_.positions,
+                                &b_.slots,
+                                &b_.block_tables,
+                                &b_.logit_rows,
+                                &b_.x,
+                                &b_.h,
+                                &b_.qkv,
+                                &b_.attn,
+                                &b_.o,
+                                &b_.gate_up,
+                                &b_.act,
+                                &b_.rows,
+                                &b_.logits,
+                                &b_.draw_params,
+                                &b_.draw_masks,
+                                &b_.summary,
+                                &b_.x8,
+                                &b_.x8_scales,
+                                &b_.partials,
+                                &b_.reduced,
+                                &b_.rank_logits,
                                 &b_.gathered_logits})
     key.add(d->as());
   if (c_.moe.num_experts > 0) {
@@ -468,7 +486,8 @@ Status CudaRunner::upload_plan(const BatchPlan& plan, int launch_tokens,
   INVAR_RETURN_IF_ERROR(put(b_.ids, padded_ids_.data(), padded_ids_.size() * 4));
   INVAR_RETURN_IF_ERROR(put(b_.positions, padded_positions_.data(), padded_positions_.size() * 4));
   INVAR_RETURN_IF_ERROR(put(b_.slots, padded_slots_.data(), padded_slots_.size() * 8));
-  INVAR_RETURN_IF_ERROR(put(b_.block_tables, plan.block_tables.data(), plan.block_tables.size() * 4));
+  INVAR_RETURN_IF_ERROR(
+      put(b_.block_tables, plan.block_tables.data(), plan.block_tables.size() * 4));
   INVAR_RETURN_IF_ERROR(put(b_.logit_rows, logit_rows.data(), logit_rows.size() * 4));
   INVAR_RETURN_IF_ERROR(
       put(b_.draw_params, draw_params.data(), draw_params.size() * sizeof(kc::SampleRowParams)));
@@ -577,8 +596,7 @@ Status CudaRunner::run_step(const BatchPlan& plan, const std::vector<uint8_t>& n
   const bf16* logits = b_.logits.as<bf16>();
   INVAR_RETURN_IF_ERROR(cuda_status(
       cudaMemcpyAsync(b_.summary_download.as(), b_.summary.as(),
-                      size_t(launch_rows) * kSummaryBytesPerRow,
-                      cudaMemcpyDeviceToHost, stream_),
+                      size_t(launch_rows) * kSummaryBytesPerRow, cudaMemcpyDeviceToHost, stream_),
       "CUDA backend: summaries download"));
   if (wanted > 0) {
     INVAR_RETURN_IF_ERROR(
@@ -629,8 +647,9 @@ Status CudaRunner::enqueue_step(int tokens, int rows, bool any_draw) {
   // The last layer's residual add and the final norm over every token (row-local: no bits
   // depend on the batch), then only the requested rows go through the output projection.
   bf16* h = b_.h.as<bf16>();
-  INVAR_RETURN_IF_ERROR(kc::rmsnorm_add(x, hidden, b_.o.as<bf16>(), hidden, w_.final_norm.as<bf16>(),
-                                        tokens, hidden, c_.rms_eps, h, hidden, o_.kernels, stream_));
+  INVAR_RETURN_IF_ERROR(kc::rmsnorm_add(x, hidden, b_.o.as<bf16>(), hidden,
+                                        w_.final_norm.as<bf16>(), tokens, hidden, c_.rms_eps, h,
+                                        hidden, o_.kernels, stream_));
   probe(c_.num_layers - 1, ProbeOp::ffn_residual, x, tokens, hidden, hidden);
   if (rows == 0) return Status();
   bf16* gathered = b_.rows.as<bf16>();
@@ -720,8 +739,8 @@ Status CudaRunner::layer(int l, int tokens) {
 
   // Attention block. Layers after the first add the previous MLP's output to the residual here.
   if (l == 0) {
-    INVAR_RETURN_IF_ERROR(kc::rmsnorm(x, hidden, w.attn_norm.as<bf16>(), tokens, hidden,
-                                      c_.rms_eps, h, hidden, mode, stream_));
+    INVAR_RETURN_IF_ERROR(kc::rmsnorm(x, hidden, w.attn_norm.as<bf16>(), tokens, hidden, c_.rms_eps,
+                                      h, hidden, mode, stream_));
   } else {
     INVAR_RETURN_IF_ERROR(kc::rmsnorm_add(x, hidden, o, hidden, w.attn_norm.as<bf16>(), tokens,
                                           hidden, c_.rms_eps, h, hidden, mode, stream_));
@@ -738,8 +757,8 @@ Status CudaRunner::layer(int l, int tokens) {
   probe(l, ProbeOp::k_proj, k, tokens, kv_width, width);
   probe(l, ProbeOp::v_proj, v, tokens, kv_width, width);
   if (c_.qk_norm) {
-    INVAR_RETURN_IF_ERROR(kc::rmsnorm_heads(q, width, w.q_norm.as<bf16>(), tokens, hq, d,
-                                            c_.rms_eps, mode, stream_));
+    INVAR_RETURN_IF_ERROR(
+        kc::rmsnorm_heads(q, width, w.q_norm.as<bf16>(), tokens, hq, d, c_.rms_eps, mode, stream_));
     probe(l, ProbeOp::q_norm, q, tokens, q_width, width);
     INVAR_RETURN_IF_ERROR(kc::rmsnorm_heads(k, width, w.k_norm.as<bf16>(), tokens, hkv, d,
                                             c_.rms_eps, mode, stream_));
@@ -767,8 +786,8 @@ Status CudaRunner::layer(int l, int tokens) {
   probe(l, ProbeOp::o_proj, o, tokens, hidden, hidden);
 
   // MLP block: the attention output joins the residual in the fused norm.
-  INVAR_RETURN_IF_ERROR(kc::rmsnorm_add(x, hidden, o, hidden, w.ffn_norm.as<bf16>(), tokens,
-                                        hidden, c_.rms_eps, h, hidden, mode, stream_));
+  INVAR_RETURN_IF_ERROR(kc::rmsnorm_add(x, hidden, o, hidden, w.ffn_norm.as<bf16>(), tokens, hidden,
+                                        c_.rms_eps, h, hidden, mode, stream_));
   probe(l, ProbeOp::attn_residual, x, tokens, hidden, hidden);
   probe(l, ProbeOp::ffn_norm, h, tokens, hidden, hidden);
   if (is_moe_layer(c_, l)) {
@@ -822,9 +841,8 @@ Status check_cuda_config(const ModelConfig& c) {
         arch_name(c.arch), c.moe.shared_intermediate_size);
   // Sparse layers run moe_mlp.h's kernels: top-k up to 32 of at most 1024 experts, widths the
   // grouped GEMM takes.
-  if (c.moe.num_experts > 0 &&
-      (c.moe.num_experts > 1024 || c.moe.experts_per_token > 32 ||
-       c.moe.expert_intermediate_size % 8 != 0))
+  if (c.moe.num_experts > 0 && (c.moe.num_experts > 1024 || c.moe.experts_per_token > 32 ||
+                                c.moe.expert_intermediate_size % 8 != 0))
     return Status::errorf(
         "--device cuda: this {} model's experts ({} experts, {} per token, {} features each) are "
         "outside what the CUDA MoE kernels take (at most 1024 experts, 32 per token, features "

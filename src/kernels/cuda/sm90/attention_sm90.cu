@@ -72,7 +72,9 @@ struct SmemPlan {
   static constexpr int kK = 0;
   static constexpr int kV = kStages * kTileBytes;
   static constexpr int kO = 2 * kStages * kTileBytes;
-  static constexpr int kBars = kO + (D / 2) * (128 * kConsumers) * 4;  // full_k, full_v, empty
+  // The lean schedule's Q: a tile per consumer warpgroup (its 64 rows, laid out as a K tile).
+  static constexpr int kQ = kO + (D / 2) * (128 * kConsumers) * 4;
+  static constexpr int kBars = kQ + kConsumers * kTileBytes;  // full_k, full_v, empty
   static constexpr int kBytes = kBars + 3 * kStages * 8;
   static constexpr size_t kAlloc = size_t(kBytes) + 1024;  // room to align the base to 1024
 };
@@ -220,13 +222,16 @@ __device__ __forceinline__ void wgmma_pv(const uint32_t (&pf)[kTile / 16][4], ui
   fence_regs(acc);
 }
 
+// S = Q K^T with Q from shared memory (a tile laid out as a K tile: K-major, 128-byte swizzle).
+template <class Op, int N, size_t... I>
+__device__ __forceinline__ void wgmma_ss(uint64_t desc_a, uint64_t desc_b, float (&d)[N][4],
+                                         std::index_sequence<I...>, gmma::ScaleOut scale) {
+  Op::fma(desc_a, desc_b, d[I / 4][I % 4]..., scale);
+}
+
 // The same products issued without waiting, for the pipelined consumers: each call is one
 // wgmma group (commit) that the caller waits for with warpgroup_wait<n> and then fences.
-// kZeroStart: the first k-step ignores s (wgmma's zero scale) instead of adding to an s the
-// caller zeroed. The chain's first partial sum is then a + 0 or a, equal but for the sign of an
-// exact zero, and a score's zero sign never reaches an output: scores enter the recipe only
-// through fmaxf and differences fed to ex2 (2^(+0) = 2^(-0) = 1).
-template <int D, bool kZeroStart = false>
+template <int D>
 __device__ __forceinline__ void issue_scores(const uint32_t (&qf)[D / 16][4], uint32_t k_tile,
                                              float (&s)[kTile / 8][4]) {
   using Op = gmma::MMA_64x64x16_F32BF16BF16_RS<gmma::Major::K, gmma::Major::K>;
@@ -234,8 +239,26 @@ __device__ __forceinline__ void issue_scores(const uint32_t (&qf)[D / 16][4], ui
   cute::warpgroup_arrive();
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
-    wgmma_rs<Op>(qf[kk], attn_k_desc(k_tile, kk), s, std::make_index_sequence<kTile / 2>{},
-                 kZeroStart && kk == 0 ? gmma::ScaleOut::Zero : gmma::ScaleOut::One);
+    wgmma_rs<Op>(qf[kk], attn_k_desc(k_tile, kk), s, std::make_index_sequence<kTile / 2>{});
+  }
+  cute::warpgroup_commit_batch();
+}
+// The lean schedule's S: Q read from its shared-memory tile q_tile. The first k-step ignores s
+// (wgmma's zero scale) instead of adding to an s zeroed per tile: the chain's first partial sum
+// is a + 0 or a, equal but for the sign of an exact zero, and a score's zero sign never reaches
+// an output (scores enter the recipe only through fmaxf and differences fed to ex2, and
+// 2^(+0) = 2^(-0) = 1).
+template <int D>
+__device__ __forceinline__ void issue_scores_ss(uint32_t q_tile, uint32_t k_tile,
+                                                float (&s)[kTile / 8][4]) {
+  using Op = gmma::MMA_64x64x16_F32BF16BF16_SS<gmma::Major::K, gmma::Major::K>;
+  fence_regs(s);
+  cute::warpgroup_arrive();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    wgmma_ss<Op>(attn_k_desc(q_tile, kk), attn_k_desc(k_tile, kk), s,
+                 std::make_index_sequence<kTile / 2>{},
+                 kk == 0 ? gmma::ScaleOut::Zero : gmma::ScaleOut::One);
   }
   cute::warpgroup_commit_batch();
 }
@@ -388,6 +411,32 @@ __device__ __forceinline__ void load_q(const WgmmaParams& p, const AttnItem& it,
   }
 }
 
+// The lean schedule's Q: rows wg_row0 .. wg_row0 + 63 of the CTA into the warpgroup's tile at
+// q_tile (the layout of a K tile, attention_sm90_layout.h), padding rows zero; all 128 threads
+// of the warpgroup, which then wait for each other at named barrier `bar`. The generic-proxy
+// writes are fenced for wgmma's async-proxy reads.
+template <int D>
+__device__ __forceinline__ void store_q(const WgmmaParams& p, const AttnItem& it, int wg_row0,
+                                        uint32_t q_tile, int tid, int bar) {
+  constexpr int kChunks = D / 8;  // 16 bytes each
+  const int G = p.group;
+  for (int idx = tid; idx < kWgRows * kChunks; idx += 128) {
+    const int row = idx / kChunks, c = idx % kChunks, r = wg_row0 + row;
+    uint4 v = make_uint4(0u, 0u, 0u, 0u);
+    if (r < it.nrows) {
+      const int rr = it.row_begin + r;
+      v = __ldg(reinterpret_cast<const uint4*>(p.q + int64_t(it.q_begin + rr / G) * p.q_stride +
+                                               int64_t(it.kv_head * G + rr % G) * D + c * 8));
+    }
+    asm volatile(
+        "st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(q_tile + attn_tile_byte(row, c * 8)),
+        "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+        : "memory");
+  }
+  fence_proxy_async();
+  asm volatile("bar.sync %0, 128;\n" ::"r"(bar) : "memory");
+}
+
 // A whole-row item's rows out of O (shared memory) and L.
 template <int D>
 __device__ __forceinline__ void write_output(const WgmmaParams& p, const AttnItem& it,
@@ -468,8 +517,8 @@ __device__ __forceinline__ void consume_serial(const WgmmaParams& p, const AttnI
     if ((tile + 1) % it.split_tiles == 0 || tile + 1 == tile_hi) {
       const int split = tile / it.split_tiles;
       attn::end_split<D, D / 8>(pos, row, split, split * it.split_tiles * kTile, to_output, my_o,
-                                kOStride, M, L, m, l, acc, 0, (lane & 3) == 0, records,
-                                it.record, it.record_stride, lane);
+                                kOStride, M, L, m, l, acc, 0, (lane & 3) == 0, records, it.record,
+                                it.record_stride, lane);
     }
   }
   if (to_output) write_output<D>(p, it, row, my_o, kOStride, L, lane);
@@ -486,14 +535,15 @@ __device__ __forceinline__ void consume_serial(const WgmmaParams& p, const AttnI
 // next split's state from scratch, and is folded once P V of tile i is in acc: the same values
 // the serial schedule folds.
 // kLean (the lean schedule, pingpong with fewer instructions per tile): S starts from wgmma's
-// zero scale instead of registers zeroed per tile. Tried and left out (ptxas then serializes the
-// wgmma, C7511): skipping acc *= alpha when every alpha of the warp is 1, and O in registers.
+// zero scale instead of registers zeroed per tile, and reads Q from shared memory, which frees
+// the registers that keep O in registers instead of shared memory (no loads and stores at each
+// split's fold). Tried and left out (ptxas then serializes the wgmma, C7511): skipping
+// acc *= alpha when every alpha of the warp is 1.
 template <int D, bool kLean>
 __device__ __forceinline__ void consume_pipelined(const WgmmaParams& p, const AttnItem& it,
-                                                  uint32_t k_base, uint32_t v_base,
-                                                  uint32_t bars, float* s_o, int wg,
-                                                  int tile_lo, int tile_hi, int first_pos,
-                                                  bool pingpong) {
+                                                  uint32_t k_base, uint32_t v_base, uint32_t q_base,
+                                                  uint32_t bars, float* s_o, int wg, int tile_lo,
+                                                  int tile_hi, int first_pos, bool pingpong) {
   constexpr int kTileBytes = SmemPlan<D>::kTileBytes;
   constexpr int kOStride = 128 * kConsumers;
   const int tid = threadIdx.x & 127, warp = tid >> 5, lane = tid & 31;
@@ -503,8 +553,13 @@ __device__ __forceinline__ void consume_pipelined(const WgmmaParams& p, const At
   const int pos0 = r0 < it.nrows ? first_pos + (it.row_begin + r0) / G : -1;
   const int pos1 = r1 < it.nrows ? first_pos + (it.row_begin + r1) / G : -1;
   const int row[2] = {r0, r1}, pos[2] = {pos0, pos1};
-  uint32_t qf[D / 16][4];
-  load_q<D>(p, it, r0, r1, lane, qf);
+  uint32_t qf[kLean ? 1 : D / 16][4];                                   // Q in registers (not lean)
+  const uint32_t q_tile = q_base + (wg - 1) * SmemPlan<D>::kTileBytes;  // Q in shared (lean)
+  if constexpr (kLean) {
+    store_q<D>(p, it, (wg - 1) * kWgRows, q_tile, tid, 2 + wg);  // barriers 3 and 4
+  } else {
+    load_q<D>(p, it, r0, r1, lane, qf);
+  }
 
   const bool to_output = it.record < 0;
   const attn::SplitRecords records{p.rec_m, p.rec_l, p.rec_acc};
@@ -512,11 +567,14 @@ __device__ __forceinline__ void consume_pipelined(const WgmmaParams& p, const At
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   float acc[D / 8][4];
   zero(acc);
+  // O of the lane's rows: registers (lean) or this thread's column of shared memory.
+  float o_reg[kLean ? D / 2 : 1];
+  float* const o = kLean ? o_reg : my_o;
+  constexpr int o_stride = kLean ? 1 : kOStride;
   if (to_output) {
 #pragma unroll
-    for (int j = 0; j < D / 2; ++j) my_o[j * kOStride] = 0.0f;
+    for (int j = 0; j < D / 2; ++j) o[j * o_stride] = 0.0f;
   }
-
   // Turns: warpgroup 1 issues first. Issue phases: 0 (S of the first tile), then one per tile;
   // warpgroup 2 hands back the turn after every phase but its last, so each barrier sees as many
   // arrivals as waits.
@@ -551,7 +609,11 @@ __device__ __forceinline__ void consume_pipelined(const WgmmaParams& p, const At
     if constexpr (!kLean) zero(s);
     mbar_wait(full_k(0), parity(0));
     take_turn();
-    issue_scores<D, kLean>(qf, k_tile(0), s);
+    if constexpr (kLean) {
+      issue_scores_ss<D>(q_tile, k_tile(0), s);
+    } else {
+      issue_scores<D>(qf, k_tile(0), s);
+    }
     pass_turn(false);
     cute::warpgroup_wait<0>();
     fence_regs(s);
@@ -580,7 +642,13 @@ __device__ __forceinline__ void consume_pipelined(const WgmmaParams& p, const At
     }
     mbar_wait(full_v(i), parity(i));
     take_turn();
-    if constexpr (kHasNext) issue_scores<D, kLean>(qf, k_tile(i + 1), s);
+    if constexpr (kHasNext) {
+      if constexpr (kLean) {
+        issue_scores_ss<D>(q_tile, k_tile(i + 1), s);
+      } else {
+        issue_scores<D>(qf, k_tile(i + 1), s);
+      }
+    }
     issue_pv<D>(pf, v_tile(i), acc);
     pass_turn(!kHasNext);
 
@@ -607,8 +675,8 @@ __device__ __forceinline__ void consume_pipelined(const WgmmaParams& p, const At
 
     if (split_end) {
       const int split = tile / it.split_tiles;
-      attn::end_split<D, D / 8>(pos, row, split, split * it.split_tiles * kTile, to_output, my_o,
-                                kOStride, M, L, m_end, l_end, acc, 0, (lane & 3) == 0, records,
+      attn::end_split<D, D / 8>(pos, row, split, split * it.split_tiles * kTile, to_output, o,
+                                o_stride, M, L, m_end, l_end, acc, 0, (lane & 3) == 0, records,
                                 it.record, it.record_stride, lane);
     }
     if constexpr (kHasNext) {
@@ -621,7 +689,7 @@ __device__ __forceinline__ void consume_pipelined(const WgmmaParams& p, const At
   for (; i + 1 < min(n, unmasked_end); ++i) step(i, std::true_type{}, std::false_type{});
   for (; i + 1 < n; ++i) step(i, std::true_type{}, std::true_type{});
   if (n > 0) step(n - 1, std::false_type{}, std::true_type{});
-  if (to_output) write_output<D>(p, it, row, my_o, kOStride, L, lane);
+  if (to_output) write_output<D>(p, it, row, o, o_stride, L, lane);
 }
 
 // What both roles derive from the CTA's item. Each role derives it itself after setmaxnreg, so
@@ -689,9 +757,9 @@ __global__ void __launch_bounds__(kThreads, 1)
                           w.tile_hi, w.first_pos);
       } else {
         constexpr bool kTurns = P == WgmmaPipeline::pingpong || P == WgmmaPipeline::lean;
-        consume_pipelined<D, P == WgmmaPipeline::lean>(p, w.it, k_base, v_base, bars_base, s_o,
-                                                       wg, w.tile_lo, w.tile_hi, w.first_pos,
-                                                       kTurns && w.consumers == 2);
+        consume_pipelined<D, P == WgmmaPipeline::lean>(
+            p, w.it, k_base, v_base, base + SmemPlan<D>::kQ, bars_base, s_o, wg, w.tile_lo,
+            w.tile_hi, w.first_pos, kTurns && w.consumers == 2);
       }
     }
   }
@@ -806,14 +874,11 @@ void launch_pipeline(WgmmaPipeline pipeline, const WgmmaParams& p, int64_t n_ite
 }  // namespace
 
 Status attention_wgmma_setup() {
-  for (Status st : {setup_kernel<64, WgmmaPipeline::serial>(),
-                    setup_kernel<64, WgmmaPipeline::overlap>(),
-                    setup_kernel<64, WgmmaPipeline::pingpong>(),
-                    setup_kernel<64, WgmmaPipeline::lean>(),
-                    setup_kernel<128, WgmmaPipeline::serial>(),
-                    setup_kernel<128, WgmmaPipeline::overlap>(),
-                    setup_kernel<128, WgmmaPipeline::pingpong>(),
-                    setup_kernel<128, WgmmaPipeline::lean>()}) {
+  for (Status st :
+       {setup_kernel<64, WgmmaPipeline::serial>(), setup_kernel<64, WgmmaPipeline::overlap>(),
+        setup_kernel<64, WgmmaPipeline::pingpong>(), setup_kernel<64, WgmmaPipeline::lean>(),
+        setup_kernel<128, WgmmaPipeline::serial>(), setup_kernel<128, WgmmaPipeline::overlap>(),
+        setup_kernel<128, WgmmaPipeline::pingpong>(), setup_kernel<128, WgmmaPipeline::lean>()}) {
     INVAR_RETURN_IF_ERROR(st);
   }
   return {};
