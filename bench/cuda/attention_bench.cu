@@ -320,11 +320,16 @@ int main(int argc, char** argv) {
   // split size is part of the recipe, kAttnSplitTiles).
   const char* split_env = std::getenv("INVAR_ATTN_SPLIT_TILES");
   const int split_tiles = split_env ? std::atoi(split_env) : kAttnSplitTiles;
+  // INVAR_ATTN_SPLIT_GROUP: splits per split CTA for variant A instead of the planner's choice
+  // from the load (grouping never changes bits: attention_test's *SplitGrouping*).
+  const char* group_env = std::getenv("INVAR_ATTN_SPLIT_GROUP");
+  const int split_group = group_env ? std::atoi(group_env) : 0;
   for (int i = 0; i < 2; ++i) {
     auto created = CudaAttention::create(0);
     check(created.status(), "CudaAttention::create");
     b.attn[i] = std::move(*created);
     b.attn[i]->set_split_tiles_for_experiments(split_tiles);
+    if (i == 0 && split_group > 0) b.attn[i]->set_split_group(split_group);
     check(b.attn[i]->set_prefill_kernel(b.variant[i].prefill), "set_prefill_kernel");
     b.attn[i]->set_spread_ctas(b.variant[i].spread);
     b.attn[i]->set_wgmma_pipeline(b.variant[i].pipeline);
@@ -351,6 +356,8 @@ int main(int argc, char** argv) {
               prop.l2CacheSize >> 20);
   std::printf("invariant split: %d tiles of %d positions%s\n", split_tiles, kAttnKvTile,
               split_tiles == kAttnSplitTiles ? "" : " (experiment: not the recipe's size)");
+  if (split_group > 0)
+    std::printf("A: %d splits per split CTA (INVAR_ATTN_SPLIT_GROUP)\n", split_group);
   std::printf("shape: %s (Hq %d, Hkv %d, D %d), block size %d; median of %d graph replays\n",
               b.shape.name, b.shape.hq, b.shape.hkv, b.shape.d, b.block_size, reps);
   for (int i = 0; i < 2; ++i) {
