@@ -9,13 +9,14 @@
 // updates) is the same whichever rows share the CTA and however many warps have rows. All four
 // warps load tiles (cp.async; two stages, or four in launches of at most one CTA per SM); warps
 // without rows only load. A CTA whose rows fit one warp (decode at small batch) is a spread CTA
-// by default: all four warps compute its tiles, split by score columns and by output dimensions, each element with the same operations
-// in the same order (attend_tile_spread), so again the same bits.
-// Where a row's positions end before the CTA's last tile, the later tiles are no-ops for it by
-// construction (no state update, alpha = 1, p = 0 exactly).
+// by default: all four warps compute its tiles, split by score columns and by output dimensions,
+// each element with the same operations in the same order (attend_tile_spread), so again the same
+// bits. Where a row's positions end before the CTA's last tile, the later tiles are no-ops for it
+// by construction (no state update, alpha = 1, p = 0 exactly).
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -58,9 +59,9 @@ struct AttnParams {
   float scale_log2;  // scale * log2(e): scores live in base 2
   bf16* out;
   int64_t out_stride;
-  float* rec_m;    // [records]
-  float* rec_l;    // [records]
-  float* rec_acc;  // [records, D]
+  float* rec_m;     // [records]
+  float* rec_l;     // [records]
+  float* rec_acc;   // [records, D]
   int spread_rows;  // items of at most this many rows run as spread CTAs (0 or kRowsPerWarp)
   // The merge folded into this launch (MergePlacement): the step's merges and
   // one arrival counter per merge (zero between launches). nullptr: a merge launch follows.
@@ -172,17 +173,16 @@ __device__ __forceinline__ void attend_tile(const uint32_t (&qf)[D / 16][4], con
 // on the same values: the same m, l, alpha and P in every warp), and warp w adds P V to its
 // kN8 n-blocks of dimensions from n-block kN8 w, each with attend_tile's k-chain over positions.
 // So each element's operations and their order are attend_tile's, and so are its bits
-// (attention_test: SpreadCtasGiveTheBitsOfOneWarpOnEveryBatch).
+// (attention_test: SpreadCtasGiveTheBitsOfOneWarpOnEveryBatch). Two halves, so that a CTA can
+// compute the next tile's scores while it runs this tile's softmax (attention_cta):
+//
+// spread_scores: this warp's score n-blocks of the K tile at sk into s_scores, laid out as
+// s_scores[(4 j + c) * 32 + lane] = value c of score n-block j in the fragment legend's lane.
 template <int D>
-__device__ __forceinline__ void attend_tile_spread(const uint32_t (&qf)[D / 16][4],
-                                                   const bf16* sk, const bf16* sv,
-                                                   float* s_scores, int warp, int tile_start,
-                                                   int pos0, int pos1, float scale_log2,
-                                                   float (&m)[2], float (&l)[2],
-                                                   float (&acc)[D / 8 / kWarps][4], int lane) {
+__device__ __forceinline__ void spread_scores(const uint32_t (&qf)[D / 16][4], const bf16* sk,
+                                              float* s_scores, int warp, int lane) {
   constexpr int kStride = D + 8;
   constexpr int kJ = kTile / 8 / kWarps;  // score n-blocks per warp
-  constexpr int kN8 = D / 8 / kWarps;     // accumulator n-blocks per warp
   float own[kJ][4];
 #pragma unroll
   for (int jj = 0; jj < kJ; ++jj) own[jj][0] = own[jj][1] = own[jj][2] = own[jj][3] = 0.0f;
@@ -197,13 +197,22 @@ __device__ __forceinline__ void attend_tile_spread(const uint32_t (&qf)[D / 16][
       mma_16816(own[jj], qf[kk + 1], b[2], b[3]);
     }
   }
-  // s_scores[(4 j + c) * 32 + lane]: value c of score n-block j in the fragment legend's lane.
 #pragma unroll
   for (int jj = 0; jj < kJ; ++jj) {
 #pragma unroll
     for (int c = 0; c < 4; ++c) s_scores[((warp * kJ + jj) * 4 + c) * 32 + lane] = own[jj][c];
   }
-  __syncthreads();
+}
+
+// spread_softmax_pv: the whole tile's scores (every warp's, after a barrier) through the
+// recipe's softmax step, then acc += P V over this warp's n-blocks of the V tile at sv.
+template <int D>
+__device__ __forceinline__ void spread_softmax_pv(const float* s_scores, const bf16* sv, int warp,
+                                                  int tile_start, int pos0, int pos1,
+                                                  float scale_log2, float (&m)[2], float (&l)[2],
+                                                  float (&acc)[D / 8 / kWarps][4], int lane) {
+  constexpr int kStride = D + 8;
+  constexpr int kN8 = D / 8 / kWarps;  // accumulator n-blocks per warp
   float s[kTile / 8][4];
 #pragma unroll
   for (int j = 0; j < kTile / 8; ++j) {
@@ -230,6 +239,17 @@ __device__ __forceinline__ void attend_tile_spread(const uint32_t (&qf)[D / 16][
 }
 
 template <int D>
+__device__ __forceinline__ void attend_tile_spread(const uint32_t (&qf)[D / 16][4], const bf16* sk,
+                                                   const bf16* sv, float* s_scores, int warp,
+                                                   int tile_start, int pos0, int pos1,
+                                                   float scale_log2, float (&m)[2], float (&l)[2],
+                                                   float (&acc)[D / 8 / kWarps][4], int lane) {
+  spread_scores<D>(qf, sk, s_scores, warp, lane);
+  __syncthreads();
+  spread_softmax_pv<D>(s_scores, sv, warp, tile_start, pos0, pos1, scale_log2, m, l, acc, lane);
+}
+
+template <int D>
 __host__ __device__ constexpr int kv_stage_elems() {
   return 2 * kTile * (D + 8);  // K and V tiles of one stage
 }
@@ -242,10 +262,11 @@ template <int D, int kStages>
 constexpr size_t attention_smem_bytes() {
   // kStages KV stages, then a region that holds Q while it is read into registers and, after, the
   // fold state O ([D / 2, kThreads] f32, each thread its own column) -- or, in a spread CTA, O
-  // ([D / 8, kThreads]) and one tile's scores ([kTile / 8, 4, 32] f32).
+  // ([D / 8, kThreads]) and two tiles' scores ([2][kTile / 8, 4, 32] f32: this tile's and the
+  // next one's).
   constexpr size_t q_bytes = size_t(kMaxRows) * (D + 8) * 2;
   constexpr size_t o_bytes = size_t(D / 2) * kThreads * 4;
-  static_assert(size_t(D / 8) * kThreads * 4 + size_t(kTile) * kRowsPerWarp * 4 <= o_bytes,
+  static_assert(size_t(D / 8) * kThreads * 4 + 2 * size_t(kTile) * kRowsPerWarp * 4 <= o_bytes,
                 "the spread CTA's O and scores fit the fold region");
   return size_t(kStages) * kv_stage_elems<D>() * 2 + (q_bytes > o_bytes ? q_bytes : o_bytes);
 }
@@ -366,33 +387,69 @@ __device__ __forceinline__ void attention_cta(const AttnParams& p, const AttnIte
   const bool write_ml = (lane & 3) == 0 && (!kSpread || warp == 0);
   const attn::SplitRecords records{p.rec_m, p.rec_l, p.rec_acc};
 
-  for (int tile = tile_lo; tile < tile_hi; ++tile) {
-    const int stage = (tile - tile_lo) & (kStages - 1);
-    // Tile `tile + kStages - 1` into the stage the previous iteration computed (every warp left
-    // it at that iteration's last barrier); then wait for `tile`'s group.
-    if (tile + kStages - 1 < tile_hi) load_tile((stage + kStages - 1) & (kStages - 1));
-    cp_async_commit();
-    cp_async_wait<kStages - 1>();
-    __syncthreads();
-    if (has_rows) {  // uniform over a spread CTA: its barrier is reached by every warp or none
-      const bf16* sk = s_kv + stage * kv_stage_elems<D>();
-      if constexpr (kSpread) {
-        attend_tile_spread<D>(qf, sk, sk + kTile * kStride, s_scores, warp, tile * kTile, pos[0],
-                              pos[1], p.scale_log2, m, l, acc, lane);
-      } else {
-        attend_tile<D>(qf, sk, sk + kTile * kStride, tile * kTile, pos[0], pos[1], p.scale_log2,
-                       m, l, acc, lane);
-      }
-      // End of a split (fixed from tile 0) or of the CTA's tiles: fold in split order, or
-      // write the split's state for the merge.
-      if ((tile + 1) % it.split_tiles == 0 || tile + 1 == tile_hi) {
-        const int split = tile / it.split_tiles;
-        attn::end_split<D, kN8>(pos, row, split, split * it.split_tiles * kTile, to_output,
-                                s_o + tid, kThreads, M, L, m, l, acc, n0, write_ml, records,
-                                it.record, it.record_stride, lane);
-      }
+  // End of a split (fixed from tile 0) or of the CTA's tiles: fold in split order, or write the
+  // split's state for the merge.
+  auto end_tile = [&](int tile) {
+    if ((tile + 1) % it.split_tiles == 0 || tile + 1 == tile_hi) {
+      const int split = tile / it.split_tiles;
+      attn::end_split<D, kN8>(pos, row, split, split * it.split_tiles * kTile, to_output, s_o + tid,
+                              kThreads, M, L, m, l, acc, n0, write_ml, records, it.record,
+                              it.record_stride, lane);
     }
-    __syncthreads();  // every warp is done with this stage (and the scores) before a refill
+  };
+  auto attend_tiles_in_order = [&] {
+    for (int tile = tile_lo; tile < tile_hi; ++tile) {
+      const int stage = (tile - tile_lo) & (kStages - 1);
+      // Tile `tile + kStages - 1` into the stage the previous iteration computed (every warp left
+      // it at that iteration's last barrier); then wait for `tile`'s group.
+      if (tile + kStages - 1 < tile_hi) load_tile((stage + kStages - 1) & (kStages - 1));
+      cp_async_commit();
+      cp_async_wait<kStages - 1>();
+      __syncthreads();
+      if (has_rows) {  // uniform over a spread CTA: its barrier is reached by every warp or none
+        const bf16* sk = s_kv + stage * kv_stage_elems<D>();
+        if constexpr (kSpread) {
+          attend_tile_spread<D>(qf, sk, sk + kTile * kStride, s_scores, warp, tile * kTile, pos[0],
+                                pos[1], p.scale_log2, m, l, acc, lane);
+        } else {
+          attend_tile<D>(qf, sk, sk + kTile * kStride, tile * kTile, pos[0], pos[1], p.scale_log2,
+                         m, l, acc, lane);
+        }
+        end_tile(tile);
+      }
+      __syncthreads();  // every warp is done with this stage (and the scores) before a refill
+    }
+  };
+  if constexpr (kSpread && kStages >= 4) {
+    // Scores ahead: with a whole split's loads in flight, tile t + 1's scores are computed while
+    // tile t's softmax runs (independent instructions the scheduler interleaves), so a tile's
+    // chain is its softmax and P V only. Each tile's scores, softmax and P V are
+    // attend_tile_spread's (spread_scores, spread_softmax_pv): the same bits. One barrier per
+    // tile: it publishes tile t's scores, tile t + 1's K and V, and ends every warp's use of the
+    // stage that the load after it refills (tile t - 1's).
+    auto k_of = [&](int i) { return s_kv + (i & (kStages - 1)) * kv_stage_elems<D>(); };
+    auto scores_of = [&](int i) { return s_scores + (i & 1) * (kTile * kRowsPerWarp); };
+    cp_async_wait<kStages - 2>();  // and tile_lo
+    __syncthreads();
+    if (has_rows && tile_lo < tile_hi) spread_scores<D>(qf, k_of(0), scores_of(0), warp, lane);
+    auto step = [&](int tile, auto has_next_tag) {
+      constexpr bool kHasNext = decltype(has_next_tag)::value;
+      const int i = tile - tile_lo;
+      cp_async_wait<kStages - 3>();  // this thread's copies of tiles <= tile + 1 have landed
+      __syncthreads();
+      if (tile + kStages - 1 < tile_hi) load_tile((i + kStages - 1) & (kStages - 1));
+      cp_async_commit();
+      if (!has_rows) return;
+      if constexpr (kHasNext) spread_scores<D>(qf, k_of(i + 1), scores_of(i + 1), warp, lane);
+      spread_softmax_pv<D>(scores_of(i), k_of(i) + kTile * kStride, warp, tile * kTile, pos[0],
+                           pos[1], p.scale_log2, m, l, acc, lane);
+      end_tile(tile);
+    };
+    int tile = tile_lo;
+    for (; tile + 1 < tile_hi; ++tile) step(tile, std::true_type{});
+    if (tile < tile_hi) step(tile, std::false_type{});
+  } else {
+    attend_tiles_in_order();
   }
   if (!has_rows || !to_output) return;
 
@@ -583,7 +640,7 @@ struct CudaAttention::State {
   WgmmaPipeline wgmma_pipeline = WgmmaPipeline::pingpong;
   bool spread = true;  // set_spread_ctas
   MergePlacement merge_placement = MergePlacement::per_step;
-  int load_stages = 0;     // set_load_stages (0: chosen per plan)
+  int load_stages = 0;  // set_load_stages (0: chosen per plan)
   AttentionDims dims;
   AttentionPlanOptions options;
   bool planned = false;
@@ -661,8 +718,8 @@ Result<std::unique_ptr<CudaAttention>> CudaAttention::create(int device) {
                   "CudaAttention: reading the compute capability"));
   s.hopper = major == 9;
   if (s.hopper) INVAR_RETURN_IF_ERROR(sm90::attention_wgmma_setup());
-  INVAR_RETURN_IF_ERROR(allow_smem(attention_kernel<64, kDefaultStages>,
-                                   attention_smem_bytes<64, kDefaultStages>()));
+  INVAR_RETURN_IF_ERROR(
+      allow_smem(attention_kernel<64, kDefaultStages>, attention_smem_bytes<64, kDefaultStages>()));
   INVAR_RETURN_IF_ERROR(allow_smem(attention_kernel<128, kDefaultStages>,
                                    attention_smem_bytes<128, kDefaultStages>()));
   INVAR_RETURN_IF_ERROR(
@@ -737,7 +794,7 @@ Status CudaAttention::set_load_stages(int stages) {
 }
 
 CudaAttention::Stats CudaAttention::stats() const {
-  return {state_->n_items,  state_->n_split_items, state_->n_merges,    state_->n_wgmma,
+  return {state_->n_items,  state_->n_split_items, state_->n_merges, state_->n_wgmma,
           state_->n_spread, state_->merge_fused,   state_->stages};
 }
 
@@ -776,11 +833,10 @@ Status CudaAttention::plan(const AttentionPlan& hp, const AttentionDims& dims, K
   st.n_items = int64_t(w.items.size());
   st.n_merges = int64_t(w.merges.size());
   st.n_split_items = w.split_items();
-  st.n_spread = st.spread ? std::count_if(mid, w.items.end(),
-                                          [](const AttnItem& it) {
-                                            return it.nrows <= kAttnRowsPerWarp;
-                                          })
-                          : 0;
+  st.n_spread = st.spread
+                    ? std::count_if(mid, w.items.end(),
+                                    [](const AttnItem& it) { return it.nrows <= kAttnRowsPerWarp; })
+                    : 0;
 
   // Split-state buffers, grown (to twice the need) before any queued work could still use them.
   const int64_t acc_floats = w.records * dims.head_dim;
@@ -816,9 +872,9 @@ Status CudaAttention::plan(const AttentionPlan& hp, const AttentionDims& dims, K
   // Arrival counters start at zero and the last arrival resets its own, so they are zeroed only
   // here, when the buffer grows (before it, nothing queued may still count in the old one).
   const MergePlacement where = st.merge_placement;
-  st.merge_fused = st.n_merges > 0 && st.split_kernel == AttentionKernel::mma_sync &&
-                   (where == MergePlacement::fused ||
-                    (where == MergePlacement::per_step && small_launch));
+  st.merge_fused =
+      st.n_merges > 0 && st.split_kernel == AttentionKernel::mma_sync &&
+      (where == MergePlacement::fused || (where == MergePlacement::per_step && small_launch));
   if (st.merge_fused && size_t(st.n_merges) * 4 > st.merge_arrivals.bytes()) {
     INVAR_RETURN_IF_ERROR(cuda_status(cudaStreamSynchronize(stream), "attention plan: sync"));
     const size_t n = std::max(size_t(st.n_merges), 2 * (st.merge_arrivals.bytes() / 4));
