@@ -78,6 +78,7 @@ struct Variant {
   WgmmaPipeline pipeline = WgmmaPipeline::pingpong;  // CudaAttention::set_wgmma_pipeline
   MergePlacement merges = MergePlacement::per_step;  // CudaAttention::set_merge_placement
   int load_stages = 0;                               // CudaAttention::set_load_stages (0: per step)
+  bool scores_ahead = false;                         // CudaAttention::set_scores_ahead
 };
 
 // The cache, big enough for the largest rotation set of the run.
@@ -225,7 +226,7 @@ void report(Bench& b, const Point& pt) {
 int main(int argc, char** argv) {
   bool smol = false, quick = false, compare_kernels = false, prefill_sweep = false;
   bool compare_spread = false, decode_sweep = false, compare_pipelines = false;
-  bool compare_decode_paths = false, merge_launch = false;
+  bool compare_decode_paths = false, merge_launch = false, compare_scores_ahead = false;
   WgmmaPipeline pipeline = WgmmaPipeline::pingpong;
   int block_size = kDefaultBlockSize;
   int one_b = 0, one_kv = 0;         // --decode B KV: that point only (e.g. under a profiler)
@@ -249,6 +250,8 @@ int main(int argc, char** argv) {
       compare_spread = true;
     else if (!std::strcmp(argv[i], "--compare-decode-paths"))
       compare_decode_paths = true;
+    else if (!std::strcmp(argv[i], "--compare-scores-ahead"))
+      compare_scores_ahead = true;
     else if (!std::strcmp(argv[i], "--merge-launch"))
       merge_launch = true;
     else if (!std::strcmp(argv[i], "--block-size") && i + 1 < argc)
@@ -279,7 +282,7 @@ int main(int argc, char** argv) {
                    "[--kernel mma_sync|wgmma] [--pipeline serial|overlap|pingpong|lean] "
                    "[--compare-kernels] [--compare-spread] [--compare-pipelines] "
                    "[--prefill-sweep] [--decode-sweep] [--decode B KV] [--prefill B L] "
-                   "[--compare-decode-paths] [--merge-launch]\n");
+                   "[--compare-decode-paths] [--compare-scores-ahead] [--merge-launch]\n");
       return 2;
     }
   }
@@ -292,6 +295,10 @@ int main(int argc, char** argv) {
   } else if (compare_kernels) {
     b.variant[0] = {"wgmma", KernelMode::invariant, AttentionKernel::wgmma, true, pipeline};
     b.variant[1] = {"mma_sync", KernelMode::invariant, AttentionKernel::mma_sync, true};
+  } else if (compare_scores_ahead) {
+    b.variant[0] = {"ahead", KernelMode::invariant, kernel, true, pipeline};
+    b.variant[0].scores_ahead = true;
+    b.variant[1] = {"in order", KernelMode::invariant, kernel, true, pipeline};
   } else if (compare_decode_paths) {
     b.variant[0] = {"inv", KernelMode::invariant, kernel, true, pipeline};
     b.variant[1] = {"inv before", KernelMode::invariant,      kernel, true,
@@ -335,6 +342,7 @@ int main(int argc, char** argv) {
     b.attn[i]->set_wgmma_pipeline(b.variant[i].pipeline);
     b.attn[i]->set_merge_placement(b.variant[i].merges);
     check(b.attn[i]->set_load_stages(b.variant[i].load_stages), "set_load_stages");
+    b.attn[i]->set_scores_ahead(b.variant[i].scores_ahead);
   }
   // Cache: 4M tokens (Qwen3-8B: 16 GiB per K and V... halved for SmolLM2's smaller rows).
   b.cache_tokens = int64_t(4) << 20;
@@ -366,7 +374,7 @@ int main(int argc, char** argv) {
                                    : std::to_string(b.variant[i].load_stages);
     std::printf(
         "%c = %s: %s mode, prefill items on the %s kernel%s%s, split items on mma_sync, "
-        "spread CTAs %s, merges %s, load stages %s\n",
+        "spread CTAs %s, merges %s, load stages %s%s\n",
         i == 0 ? 'A' : 'B', b.variant[i].label, kernel_mode_name(b.variant[i].mode),
         attention_kernel_name(b.variant[i].prefill),
         b.variant[i].prefill == AttentionKernel::wgmma ? " schedule " : "",
@@ -377,7 +385,7 @@ int main(int argc, char** argv) {
             ? "per step (in the attention launch up to one CTA per SM)"
         : b.variant[i].merges == MergePlacement::fused ? "in the attention launch"
                                                        : "in their own launch",
-        stages.c_str());
+        stages.c_str(), b.variant[i].scores_ahead ? ", scores ahead" : "");
   }
   std::printf("ratio = t(B) / t(A) (> 1: A faster); fast = split count from batch and SM count\n");
 

@@ -828,11 +828,14 @@ TEST_P(AttentionCuda, FusedMergesAndLoadStagesGiveTheBitsOfTheMergeLaunch) {
     const char* name;
     MergePlacement merges;
     int stages;
+    bool scores_ahead = false;  // CudaAttention::set_scores_ahead
   };
   constexpr Path kPaths[] = {{"fused, 2 stages", MergePlacement::fused, 2},
                              {"fused, 4 stages", MergePlacement::fused, 4},
                              {"merge launch, 4 stages", MergePlacement::own_launch, 4},
-                             {"as planned", MergePlacement::per_step, 0}};
+                             {"as planned", MergePlacement::per_step, 0},
+                             {"4 stages, scores ahead", MergePlacement::own_launch, 4, true},
+                             {"planned, scores ahead", MergePlacement::per_step, 0, true}};
   for (KernelMode mode : {KernelMode::invariant, KernelMode::fast}) {
     DiffReport rep[std::size(kPaths)];
     int64_t fused_steps[std::size(kPaths)] = {};
@@ -840,12 +843,14 @@ TEST_P(AttentionCuda, FusedMergesAndLoadStagesGiveTheBitsOfTheMergeLaunch) {
       BatchOut ref;
       h.attention().set_merge_placement(MergePlacement::own_launch);
       STATUS_OK(h.attention().set_load_stages(2));
+      h.attention().set_scores_ahead(false);
       h.run(batches[i].batch, mode, ref);
       EXPECT_FALSE(ref.stats.merge_fused);
       EXPECT_EQ(ref.stats.load_stages, 2);
       for (size_t c = 0; c < std::size(kPaths); ++c) {
         h.attention().set_merge_placement(kPaths[c].merges);
         STATUS_OK(h.attention().set_load_stages(kPaths[c].stages));
+        h.attention().set_scores_ahead(kPaths[c].scores_ahead);
         BatchOut b;
         h.run(batches[i].batch, mode, b);
         expect_all_finite(b.out, kPaths[c].name);
@@ -858,6 +863,7 @@ TEST_P(AttentionCuda, FusedMergesAndLoadStagesGiveTheBitsOfTheMergeLaunch) {
     }
     h.attention().set_merge_placement(MergePlacement::per_step);
     STATUS_OK(h.attention().set_load_stages(0));
+    h.attention().set_scores_ahead(false);
     for (size_t c = 0; c < std::size(kPaths); ++c) {
       std::printf("%-13s %-9s %-22s vs merge launch, 2 stages (%lld fused steps): %s\n", sh.name,
                   kernel_mode_name(mode), kPaths[c].name, (long long)fused_steps[c],

@@ -59,10 +59,11 @@ struct AttnParams {
   float scale_log2;  // scale * log2(e): scores live in base 2
   bf16* out;
   int64_t out_stride;
-  float* rec_m;     // [records]
-  float* rec_l;     // [records]
-  float* rec_acc;   // [records, D]
-  int spread_rows;  // items of at most this many rows run as spread CTAs (0 or kRowsPerWarp)
+  float* rec_m;      // [records]
+  float* rec_l;      // [records]
+  float* rec_acc;    // [records, D]
+  int spread_rows;   // items of at most this many rows run as spread CTAs (0 or kRowsPerWarp)
+  int scores_ahead;  // CudaAttention::set_scores_ahead (spread CTAs with kDeepStages only)
   // The merge folded into this launch (MergePlacement): the step's merges and
   // one arrival counter per merge (zero between launches). nullptr: a merge launch follows.
   const MergeItem* merges;
@@ -420,7 +421,11 @@ __device__ __forceinline__ void attention_cta(const AttnParams& p, const AttnIte
       __syncthreads();  // every warp is done with this stage (and the scores) before a refill
     }
   };
-  if constexpr (kSpread && kStages >= 4) {
+  if constexpr (!(kSpread && kStages >= 4)) {
+    attend_tiles_in_order();
+  } else if (!p.scores_ahead) {
+    attend_tiles_in_order();
+  } else {
     // Scores ahead: with a whole split's loads in flight, tile t + 1's scores are computed while
     // tile t's softmax runs (independent instructions the scheduler interleaves), so a tile's
     // chain is its softmax and P V only. Each tile's scores, softmax and P V are
@@ -448,8 +453,6 @@ __device__ __forceinline__ void attention_cta(const AttnParams& p, const AttnIte
     int tile = tile_lo;
     for (; tile + 1 < tile_hi; ++tile) step(tile, std::true_type{});
     if (tile < tile_hi) step(tile, std::false_type{});
-  } else {
-    attend_tiles_in_order();
   }
   if (!has_rows || !to_output) return;
 
@@ -640,7 +643,8 @@ struct CudaAttention::State {
   WgmmaPipeline wgmma_pipeline = WgmmaPipeline::pingpong;
   bool spread = true;  // set_spread_ctas
   MergePlacement merge_placement = MergePlacement::per_step;
-  int load_stages = 0;  // set_load_stages (0: chosen per plan)
+  int load_stages = 0;        // set_load_stages (0: chosen per plan)
+  bool scores_ahead = false;  // set_scores_ahead
   AttentionDims dims;
   AttentionPlanOptions options;
   bool planned = false;
@@ -791,6 +795,10 @@ Status CudaAttention::set_load_stages(int stages) {
   }
   state_->load_stages = stages;
   return {};
+}
+
+void CudaAttention::set_scores_ahead(bool on) {
+  state_->scores_ahead = on;
 }
 
 CudaAttention::Stats CudaAttention::stats() const {
@@ -991,6 +999,7 @@ Status CudaAttention::run(const bf16* q, int64_t q_stride, const KvCacheRef& cac
                      .rec_l = st.rec_l.as<float>(),
                      .rec_acc = st.rec_acc.as<float>(),
                      .spread_rows = st.spread ? kRowsPerWarp : 0,
+                     .scores_ahead = st.scores_ahead ? 1 : 0,
                      .merges = st.merge_fused ? merges : nullptr,
                      .merge_arrivals = st.merge_arrivals.as<int32_t>()};
   if (grid_mma > 0) {

@@ -143,17 +143,21 @@ class CudaAttention {
   // tiles are a chain of memory latencies), else 2 (two CTAs per SM hide each other's). The
   // same bits whatever the depth. Takes effect at the next plan().
   Status set_load_stages(int stages);
+  // Spread CTAs of a 4-stage launch (small-batch decode) compute tile t + 1's scores while tile
+  // t's softmax runs: the same bits (attention_test's FusedMergesAndLoadStages...). Off by
+  // default until it has run on a GPU. Takes effect at the next run().
+  void set_scores_ahead(bool on);
 
   // The split size in tiles is part of the recipe (kAttnSplitTiles): changing it changes bits.
   // Only for benchmarks that compare split sizes; never in a serving engine.
   void set_split_tiles_for_experiments(int tiles);
 
   struct Stats {
-    int64_t ctas = 0;        // attention CTAs of the planned step
-    int64_t split_ctas = 0;  // of which write split states
-    int64_t merge_ctas = 0;  // merge CTAs
-    int64_t wgmma_ctas = 0;  // of the attention CTAs, those the wgmma kernel runs
-    int64_t spread_ctas = 0;  // of the attention CTAs, the mma.sync kernel's spread ones
+    int64_t ctas = 0;          // attention CTAs of the planned step
+    int64_t split_ctas = 0;    // of which write split states
+    int64_t merge_ctas = 0;    // merge CTAs
+    int64_t wgmma_ctas = 0;    // of the attention CTAs, those the wgmma kernel runs
+    int64_t spread_ctas = 0;   // of the attention CTAs, the mma.sync kernel's spread ones
     bool merge_fused = false;  // the merges run inside the attention launch
     int load_stages = 0;       // the mma.sync launch's KV stages
   };
