@@ -10,8 +10,14 @@
 // m16n8k16 chains over k) and a wgmma config (m64nNk16 chains over k) differ in any bit on the
 // same inputs, to learn whether the two instructions round a k-chain alike (for kernels that
 // would mix them, e.g. an attention whose decode and prefill paths use different ones).
-// Usage: gemm_bench [--all-tiles | --gate-up | --mma-sync-vs-wgmma] [--smollm2 | --llama3]
-//                   [--reps N] [--m 1,2,4,...] [--only shape,shape,...]
+// --profile-tile NAME times nothing against a baseline: it launches that one config 5 times per
+// shape and M, plainly (no graph), for a profiler (e.g. ncu -k regex:device_kernel
+// --launch-skip 2 --launch-count 1) to catch one launch of exactly that config.
+// --padded gives x and y rows up to the next multiple of 256 (GemmProblem::row_capacity), so
+// that the invariant configs compute whole x tiles instead of loading past x's last row.
+// Usage: gemm_bench [--all-tiles | --gate-up | --mma-sync-vs-wgmma | --profile-tile NAME]
+//                   [--smollm2 | --llama3] [--padded] [--reps N] [--m 1,2,4,...]
+//                   [--only shape,shape,...]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -50,7 +56,9 @@ struct Variant {
 // rotation reads W from device memory, not L2.
 struct RotatedInputs {
   std::vector<void*> x, w;
-  RotatedInputs(int64_t m, int64_t n, int64_t k, cudaStream_t stream) {
+  // x holds `rows` rows (at least m; the rows past m are random too): GemmProblem::row_capacity.
+  RotatedInputs(int64_t m, int64_t n, int64_t k, cudaStream_t stream, int64_t rows = 0) {
+    m = std::max(m, rows);
     const size_t x_bytes = size_t(m) * k * 2, w_bytes = size_t(n) * k * 2;
     const int copies = int(std::max<size_t>(
         1, std::min<size_t>(2048, (size_t(256) << 20) / (x_bytes + w_bytes) + 1)));
@@ -165,6 +173,46 @@ void compare_mma_sync_with_wgmma(CudaGemm& gemm, const std::vector<Shape>& shape
   }
 }
 
+// Five plain launches of one config per shape and M, for a profiler; prints the last one's time.
+void launch_for_profiler(CudaGemm& gemm, GemmTile tile, const std::vector<Shape>& shapes,
+                         const std::vector<int64_t>& ms, bool padded, cudaStream_t stream) {
+  cudaEvent_t a, b;
+  CHECK_CUDA(cudaEventCreate(&a));
+  CHECK_CUDA(cudaEventCreate(&b));
+  for (const Shape& s : shapes) {
+    for (int64_t m : ms) {
+      const int64_t rows = padded ? (m + 255) / 256 * 256 : m;
+      const RotatedInputs in(m, s.n, s.k, stream, rows);
+      void* y = nullptr;
+      CHECK_CUDA(cudaMalloc(&y, size_t(rows) * s.n * 2));
+      const GemmProblem p{.x = in.x[0],
+                          .ldx = s.k,
+                          .w = in.w[0],
+                          .ldw = s.k,
+                          .y = y,
+                          .ldy = s.n,
+                          .m = m,
+                          .n = s.n,
+                          .k = s.k,
+                          .row_capacity = rows};
+      float ms_last = 0;
+      for (int i = 0; i < 5; ++i) {
+        CHECK_CUDA(cudaEventRecord(a, stream));
+        check(gemm.run_tile(p, tile, stream), "run_tile");
+        CHECK_CUDA(cudaEventRecord(b, stream));
+        CHECK_CUDA(cudaEventSynchronize(b));
+        CHECK_CUDA(cudaEventElapsedTime(&ms_last, a, b));
+      }
+      std::printf("%-10s N %lld K %lld M %lld %s: %.2f us (one plain launch)\n", s.name,
+                  (long long)s.n, (long long)s.k, (long long)m,
+                  std::string(gemm_tile_name(tile)).c_str(), double(ms_last) * 1e3);
+      CHECK_CUDA(cudaFree(y));
+    }
+  }
+  CHECK_CUDA(cudaEventDestroy(a));
+  CHECK_CUDA(cudaEventDestroy(b));
+}
+
 static std::vector<std::string> split_names(const char* list) {
   std::vector<std::string> out;
   std::string cur;
@@ -181,24 +229,29 @@ static std::vector<std::string> split_names(const char* list) {
 }
 
 int main(int argc, char** argv) {
-  bool all_tiles = false, smol = false, llama3 = false, gate_up = false, mma_compare = false;
+  bool all_tiles = false, smol = false, llama3 = false, gate_up = false, mma_compare = false,
+       padded = false;
   std::vector<std::string> only;
+  std::string profile_tile;
   int reps = 20;
   std::vector<int64_t> ms = {1,  2,   4,   8,   16,  24,   32,   48,   64,   96,   128,
                             192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 8192};
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--all-tiles")) all_tiles = true;
     else if (!std::strcmp(argv[i], "--gate-up")) gate_up = true;
+    else if (!std::strcmp(argv[i], "--padded")) padded = true;
     else if (!std::strcmp(argv[i], "--mma-sync-vs-wgmma")) mma_compare = true;
     else if (!std::strcmp(argv[i], "--smollm2")) smol = true;
     else if (!std::strcmp(argv[i], "--llama3")) llama3 = true;
     else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = split_names(argv[++i]);
+    else if (!std::strcmp(argv[i], "--profile-tile") && i + 1 < argc) profile_tile = argv[++i];
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--m") && i + 1 < argc) ms = parse_list(argv[++i]);
     else {
       std::fprintf(stderr,
-                   "usage: gemm_bench [--all-tiles | --gate-up | --mma-sync-vs-wgmma] "
-                   "[--smollm2 | --llama3] [--reps N] [--m 1,2,...] [--only shape,...]\n");
+                   "usage: gemm_bench [--all-tiles | --gate-up | --mma-sync-vs-wgmma | "
+                   "--profile-tile NAME] [--smollm2 | --llama3] [--padded] [--reps N] "
+                   "[--m 1,2,...] [--only shape,...]\n");
       return 2;
     }
   }
@@ -238,6 +291,17 @@ int main(int argc, char** argv) {
     CHECK_CUDA(cudaStreamDestroy(stream));
     return 0;
   }
+  if (!profile_tile.empty()) {
+    const auto* tile = std::find_if(kAllGemmTiles.begin(), kAllGemmTiles.end(),
+                                    [&](GemmTile t) { return gemm_tile_name(t) == profile_tile; });
+    if (tile == kAllGemmTiles.end()) {
+      std::fprintf(stderr, "gemm_bench: no tile config named %s\n", profile_tile.c_str());
+      return 2;
+    }
+    launch_for_profiler(gemm, *tile, shapes, ms, padded, stream);
+    CHECK_CUDA(cudaStreamDestroy(stream));
+    return 0;
+  }
   if (gate_up) {
     std::printf("device: %s (%d SMs)\n", prop.name, prop.multiProcessorCount);
     bench_gate_up(gemm, smol, ms, reps, stream);
@@ -251,8 +315,10 @@ int main(int argc, char** argv) {
     for (GemmTile t : kAllGemmTiles) variants.push_back({std::string(gemm_tile_name(t)), false, true, t});
   }
 
-  std::printf("device: %s (%d SMs, L2 %d MiB)\n", prop.name, prop.multiProcessorCount,
-              prop.l2CacheSize >> 20);
+  std::printf("device: %s (%d SMs, L2 %d MiB)%s\n", prop.name, prop.multiProcessorCount,
+              prop.l2CacheSize >> 20,
+              padded ? "; x and y padded to 256 rows (invariant configs compute whole x tiles)"
+                     : "");
   std::printf("time: median of %d graph replays; TFLOP/s = 2MNK/t; TB/s = (MK + NK + MN) * 2 B / t;\n"
               "ratio = t(cublas) / t(invariant), >= 0.8 is the bar (> 1: invariant faster)\n\n",
               reps);
@@ -266,9 +332,10 @@ int main(int argc, char** argv) {
 
   for (const Shape& s : shapes) {
     for (int64_t m : ms) {
-      const RotatedInputs in(m, s.n, s.k, stream);
+      const int64_t rows = padded ? (m + 255) / 256 * 256 : m;
+      const RotatedInputs in(m, s.n, s.k, stream, rows);
       void* y = nullptr;
-      CHECK_CUDA(cudaMalloc(&y, size_t(m) * s.n * 2));
+      CHECK_CUDA(cudaMalloc(&y, size_t(rows) * s.n * 2));
       std::vector<GemmProblem> probs;
       for (int c = 0; c < in.copies(); ++c)
         probs.push_back(GemmProblem{.x = in.x[c],
@@ -279,7 +346,8 @@ int main(int argc, char** argv) {
                                     .ldy = s.n,
                                     .m = m,
                                     .n = s.n,
-                                    .k = s.k});
+                                    .k = s.k,
+                                    .row_capacity = rows});
       const GemmCost cost(m, s.n, s.k);
       const double flop = cost.flop, bytes = cost.bytes;
       const int launches = cost.launches(in.copies());

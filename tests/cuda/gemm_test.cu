@@ -179,6 +179,86 @@ TEST_F(GemmCuda, EveryTileConfigGivesTheSameBits) {
   }
 }
 
+// GemmProblem::row_capacity: where x and y hold rows past M, the configs compute whole x tiles.
+// The real rows keep the bits they get without padding rows (every config, and the gate/up
+// path fused and not), at M = 289 and 300 (partial last tiles of every height), and the row
+// past the capacity stays unwritten.
+TEST_F(GemmCuda, PaddingRowsKeepTheBitsOfTheRealRows) {
+  constexpr int64_t kN = 1024, kK = 512, kRows = 512, kInter = kN / 2;
+  DeviceBuffer x = device_buffer(size_t(kRows + 1) * kK * 2), w = device_buffer(size_t(kN) * kK * 2);
+  DeviceBuffer y0 = device_buffer(size_t(kRows + 1) * kN * 2),
+               y1 = device_buffer(size_t(kRows + 1) * kN * 2);
+  DeviceBuffer count = device_buffer(8), first = device_buffer(4);
+  ASSERT_TRUE(x.as() && w.as() && y0.as() && y1.as());
+  fill_random_bf16(x.as(), (kRows + 1) * kK, 31);
+  fill_random_bf16(w.as(), kN * kK, 32);
+  constexpr uint16_t kPoison = 0x7fc1;
+  auto expect_same = [&](int64_t m, int64_t width, const std::string& what) {
+    CUDA_OK(cudaMemset(count.as(), 0, 8));
+    CUDA_OK(cudaMemset(first.as(), 0x7f, 4));
+    count_row_mismatches<<<unsigned(m), 256>>>(y0.as<uint16_t>(), width, y1.as<uint16_t>(),
+                                               width, m, width, count.as<unsigned long long>(),
+                                               first.as<int>());
+    unsigned long long n_bad = 0;
+    CUDA_OK(cudaMemcpy(&n_bad, count.as(), 8, cudaMemcpyDeviceToHost));
+    EXPECT_EQ(n_bad, 0u) << what << " at M = " << m << ": " << n_bad << " rows differ";
+    uint16_t past[8];  // the first values of the row past the capacity: still poison
+    CUDA_OK(cudaMemcpy(past, y1.as<uint16_t>() + kRows * width, sizeof past,
+                       cudaMemcpyDeviceToHost));
+    for (uint16_t v : past) EXPECT_EQ(v, kPoison) << what << ": wrote past row_capacity";
+  };
+  auto poison = [&](DeviceBuffer& y) {
+    fill_u16_kernel<<<1024, 256>>>(y.as<uint16_t>(), (kRows + 1) * kN, kPoison);
+  };
+  for (int64_t m : {int64_t(289), int64_t(300)}) {
+    const GemmProblem plain{.x = x.as(),
+                            .ldx = kK,
+                            .w = w.as(),
+                            .ldw = kK,
+                            .y = y0.as(),
+                            .ldy = kN,
+                            .m = m,
+                            .n = kN,
+                            .k = kK};
+    GemmProblem padded = plain;
+    padded.y = y1.as();
+    padded.row_capacity = kRows;
+    for (GemmTile t : kAllGemmTiles) {
+      poison(y0);
+      poison(y1);
+      STATUS_OK(gemm_->run_tile(plain, t, nullptr));
+      STATUS_OK(gemm_->run_tile(padded, t, nullptr));
+      expect_same(m, kN, std::string("tile ") + std::string(gemm_tile_name(t)));
+    }
+    // Gate/up: h [M, I] in y0 / y1, each run with its own scratch [rows, 2I] (unfused paths).
+    DeviceBuffer s0 = device_buffer(size_t(kRows) * kN * 2), s1 = device_buffer(size_t(kRows) * kN * 2);
+    ASSERT_TRUE(s0.as() && s1.as());
+    for (GemmTile t : kAllGemmTiles) {
+      for (bool fused : {true, false}) {
+        poison(y0);
+        poison(y1);
+        GateUpProblem g{.x = x.as(),
+                        .ldx = kK,
+                        .w = w.as(),
+                        .ldw = kK,
+                        .h = y0.as(),
+                        .ldh = kInter,
+                        .scratch = s0.as(),
+                        .m = m,
+                        .inter = kInter,
+                        .k = kK};
+        STATUS_OK(gemm_->run_gate_up_tile(g, t, fused, nullptr));
+        g.h = y1.as();
+        g.scratch = s1.as();
+        g.row_capacity = kRows;
+        STATUS_OK(gemm_->run_gate_up_tile(g, t, fused, nullptr));
+        expect_same(m, kInter, std::string("gate/up ") + (fused ? "fused, " : "unfused, ") +
+                                   std::string(gemm_tile_name(t)));
+      }
+    }
+  }
+}
+
 // A batch of GEMMs in one launch (GemmProblem::batch) gives each the bits it gets alone, in the
 // layout of tensor parallelism's K slices: x's column blocks (batch_x = K) against contiguous
 // weight slices (batch_w = N * K), partials one after the other (batch_y = M * N). Every tile

@@ -291,10 +291,22 @@ static Status launch_invariant(const GemmProblem& p, int64_t y_width, int device
   return cuda_status(cudaGetLastError(), what + ": kernel launch");
 }
 
+// p with m rounded up to `tile`'s last x-tile edge (its cluster's, where clusters run along x)
+// where p.row_capacity holds those rows: see GemmProblem::row_capacity.
+static GemmProblem padded_to_tile_edge(const GemmProblem& p, const TileInfo& tile) {
+  const bool clusters_along_x = tile.cluster > 1;  // the non-swap configs' M is x's rows
+  const int64_t edge = tile.bm * (clusters_along_x ? tile.cluster : 1);
+  const int64_t padded = ceil_div(p.m, edge) * edge;
+  GemmProblem q = p;
+  if (p.batch == 1 && p.m > 0 && padded <= p.row_capacity) q.m = padded;
+  return q;
+}
+
 Status CudaGemm::run_tile(const GemmProblem& p, GemmTile tile, cudaStream_t stream) {
   State& s = *state_;
   INVAR_RETURN_IF_ERROR(s.require_hopper());
-  return launch_invariant(p, p.n, s.device, s.sm_count, s.tile_workspace.as(),
+  return launch_invariant(padded_to_tile_edge(p, tile_info(tile)), p.n, s.device, s.sm_count,
+                          s.tile_workspace.as(),
                           tile_info(tile).launch,
                           "gemm (invariant, " + std::string(gemm_tile_name(tile)) + ")", stream);
 }
@@ -313,7 +325,8 @@ static GemmProblem gate_up_gemm(const GateUpProblem& p, void* y, int64_t ldy) {
                      .ldy = ldy,
                      .m = p.m,
                      .n = 2 * p.inter,
-                     .k = p.k};
+                     .k = p.k,
+                     .row_capacity = p.row_capacity};
 }
 
 static Status check_gate_up(const GateUpProblem& p) {
@@ -349,7 +362,7 @@ Status CudaGemm::run_gate_up_tile(const GateUpProblem& p, GemmTile tile, bool fu
   }
   State& s = *state_;
   INVAR_RETURN_IF_ERROR(s.require_hopper());
-  const GemmProblem fused_problem = gate_up_gemm(p, p.h, p.ldh);
+  const GemmProblem fused_problem = padded_to_tile_edge(gate_up_gemm(p, p.h, p.ldh), info);
   return launch_invariant(
       fused_problem, p.inter, s.device, s.sm_count, s.tile_workspace.as(), info.launch_gate_up,
       "gemm + silu_mul (invariant, " + std::string(gemm_tile_name(tile)) + ")", stream);

@@ -69,7 +69,22 @@ struct GemmProblem {
   // blocks against contiguous weight slices (batch_x = K, batch_w = N * K). gemm_test's
   // BatchedGemmsGiveTheBitsOfEachAlone is its check.
   int64_t batch = 1, batch_x = 0, batch_w = 0, batch_y = 0;
+  // Rows that x and y hold (readable, writable) from their first row on; 0 means m. Where it
+  // reaches past m to the chosen config's last x-tile edge, the Hopper configs compute those
+  // padding rows too (their y rows get whatever their x rows give) instead of loading a tile
+  // that runs past x's last row: TMA's zero fill of such a tile makes its CTA far slower than a
+  // full one (gemm-notes.md, run 12). Rows never mix (R1), so rows below m keep their bits
+  // (gemm_test's PaddingRowsKeepTheBitsOfTheRealRows). A batch (batch > 1) never pads.
+  int64_t row_capacity = 0;
 };
+
+// The largest x-tile edge of the Hopper configs (m128n256: a cluster of 2 CTAs of 128 x rows).
+// Activation buffers that hold a multiple of it let every config compute its last x tile whole
+// (GemmProblem::row_capacity).
+inline constexpr int64_t kGemmRowEdge = 256;
+constexpr int64_t rows_for_whole_tiles(int64_t rows) {
+  return (rows + kGemmRowEdge - 1) / kGemmRowEdge * kGemmRowEdge;
+}
 
 // The gate/up projection with SiLU-and-multiply, h = silu(x Wg^T) * (x Wu^T) (silu_mul.cuh),
 // from one weight W [2I, K] whose rows pair gate and up in blocks of kGateUpBlock: rows
@@ -95,6 +110,7 @@ struct GateUpProblem {
   int64_t ldh = 0;
   void* scratch = nullptr;  // [M, 2I] bf16, row stride 2I: the unfused paths' GEMM output
   int64_t m = 0, inter = 0, k = 0;
+  int64_t row_capacity = 0;  // rows x, h and scratch hold (0: m): GemmProblem::row_capacity
 };
 
 // Owns the per-device state a GEMM call needs (cuBLAS handle, workspace, SM count), so no

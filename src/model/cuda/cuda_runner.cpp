@@ -254,17 +254,27 @@ class CudaRunner final : public CudaRank {
   // Whether steps launch padded to a few sizes (RunnerOptions::pad_graph_batches, graphs on).
   bool pads_steps() const { return o_.pad_graph_batches && o_.cuda_graphs; }
   Status layer(int l, int tokens);
+  // rows: what x and y hold (GemmProblem::row_capacity; token_rows_ for the per-token buffers).
   Status gemm(const void* x, int64_t ldx, const void* w, int64_t n, int64_t k, void* y, int64_t ldy,
-              int64_t m) {
-    const kc::GemmProblem p{
-        .x = x, .ldx = ldx, .w = w, .ldw = k, .y = y, .ldy = ldy, .m = m, .n = n, .k = k};
+              int64_t m, int64_t rows) {
+    const kc::GemmProblem p{.x = x,
+                            .ldx = ldx,
+                            .w = w,
+                            .ldw = k,
+                            .y = y,
+                            .ldy = ldy,
+                            .m = m,
+                            .n = n,
+                            .k = k,
+                            .row_capacity = rows};
     return gemm_->run(p, o_.kernels, stream_);
   }
   // y = x W^T for a dense layer's matrix: on the FP8 GEMM where the layer has FP8 weights
   // (x quantized per token first), else the bf16 GEMM.
+  // x and y are per-token buffers (token_rows_ rows).
   Status linear(const bf16* x, int64_t ldx, const DeviceBuffer& w, const DeviceFp8Matrix& w8,
                 int64_t n, int64_t k, bf16* y, int64_t ldy, int64_t m) {
-    if (!w8.present()) return gemm(x, ldx, w.as(), n, k, y, ldy, m);
+    if (!w8.present()) return gemm(x, ldx, w.as(), n, k, y, ldy, m, token_rows_);
     INVAR_RETURN_IF_ERROR(kc::quantize_fp8_rows(x, ldx, m, k, b_.x8.as<uint8_t>(),
                                                 b_.x8_scales.as<float>(), stream_));
     const kc::Fp8GemmProblem p{.x = b_.x8.as<uint8_t>(),
@@ -318,6 +328,9 @@ class CudaRunner final : public CudaRank {
   size_t layer_elems_ = 0;
   StepBuffers b_;
   int max_blocks_ = 0;          // the step's block-table row length
+  // Rows that every per-token GEMM operand holds, and the logit rows' operands (reserve): the
+  // GEMMs may compute rows up to their last tile's edge (GemmProblem::row_capacity).
+  int64_t token_rows_ = 0, logit_rows_ = 0;
   StepGraphs graphs_;           // captured device work of steps, by launch shape
   MoeMlp moe_;                  // the MLP of sparse layers (MoE models only)
   uint64_t buffers_key_ = 0;    // the step buffers' addresses (reserve), part of a graph's key
@@ -375,11 +388,15 @@ Status CudaRunner::copy_for_probe(const T* data, int64_t rows, int64_t width, in
 }
 
 Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
-  const size_t t = size_t(tokens), h = size_t(c_.hidden_size), i = size_t(c_.intermediate_size);
-  const size_t tp = size_t(kc::fp8_scale_stride(tokens));  // rows of the GEMM outputs
+  // Per-token buffers hold whole GEMM x tiles (kGemmRowEdge): a GEMM then computes its last
+  // tile whole instead of loading past the last row (GemmProblem::row_capacity).
+  const size_t t = size_t(kc::rows_for_whole_tiles(tokens));
+  const size_t h = size_t(c_.hidden_size), i = size_t(c_.intermediate_size);
+  const size_t tp = std::max(t, size_t(kc::fp8_scale_stride(tokens)));  // rows of GEMM outputs
   const size_t q = size_t(c_.num_heads) * c_.head_dim;
   const size_t w = q + 2 * size_t(c_.num_kv_heads) * c_.head_dim;
   const size_t l = size_t(std::max(rows, 1)), v = size_t(c_.vocab_size);
+  const size_t lp = size_t(kc::rows_for_whole_tiles(int64_t(l)));
   const size_t mask_bytes = size_t(kernels::token_mask_words(c_.vocab_size)) * 4;
   const size_t tables = size_t(std::max(seqs * max_blocks, 1));
   // Growing frees memory queued work may still read.
@@ -403,8 +420,8 @@ Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
         b_.x8_scales.reserve(widest / kc::kFp8Block * tp * 4, "FP8 activation scales"));
   }
   INVAR_RETURN_IF_ERROR(b_.act.reserve(t * i * 2, "SiLU-mul output"));
-  INVAR_RETURN_IF_ERROR(b_.rows.reserve(l * h * 2, "logit rows"));
-  INVAR_RETURN_IF_ERROR(b_.logits.reserve(l * v * 2, "logits"));
+  INVAR_RETURN_IF_ERROR(b_.rows.reserve(lp * h * 2, "logit rows"));
+  INVAR_RETURN_IF_ERROR(b_.logits.reserve(lp * v * 2, "logits"));
   INVAR_RETURN_IF_ERROR(b_.summary.reserve(l * kSummaryBytesPerRow, "logit summaries"));
   if (shard_) {
     const size_t slices = size_t(std::max(1, w_.layers[0].row_slices));
@@ -453,6 +470,10 @@ Status CudaRunner::reserve(int tokens, int rows, int seqs, int max_blocks) {
     moe_.add_to_key(key);
   }
   buffers_key_ = key.value();
+  auto held = [](const DeviceBuffer& b, size_t width) { return int64_t(b.bytes() / (width * 2)); };
+  token_rows_ = std::min({held(b_.h, h), held(b_.qkv, w), held(b_.attn, q), held(b_.o, h),
+                          held(b_.gate_up, 2 * i), held(b_.act, i)});
+  logit_rows_ = std::min(held(b_.rows, h), held(b_.logits, v));
   return b_.download.reserve(l * v * 2, "the logits download");
 }
 
@@ -659,14 +680,15 @@ Status CudaRunner::enqueue_step(int tokens, int rows, bool any_draw) {
   bf16* logits = b_.logits.as<bf16>();
   const int64_t vocab = c_.vocab_size;
   if (!shard_) {
-    INVAR_RETURN_IF_ERROR(gemm(gathered, hidden, w_.output(), vocab, hidden, logits, vocab, rows));
+    INVAR_RETURN_IF_ERROR(
+        gemm(gathered, hidden, w_.output(), vocab, hidden, logits, vocab, rows, logit_rows_));
   } else {
     // Vocab-parallel: each rank's [L, V/R] block (every logit computed whole by one rank),
     // gathered in rank order into the [L, V] rows. The gather moves bf16 pairs as f32 words.
     const int64_t vr = vocab_rows();
     bf16* mine = b_.rank_logits.as<bf16>();
     bf16* all = b_.gathered_logits.as<bf16>();
-    INVAR_RETURN_IF_ERROR(gemm(gathered, hidden, w_.output(), vr, hidden, mine, vr, rows));
+    INVAR_RETURN_IF_ERROR(gemm(gathered, hidden, w_.output(), vr, hidden, mine, vr, rows, 0));
     comm_->all_gather(reinterpret_cast<const float*>(mine), rows * vr / 2,
                       reinterpret_cast<float*>(all));
     if (rank_ != 0) return Status();
@@ -819,7 +841,8 @@ Status CudaRunner::layer(int l, int tokens) {
                                     .scratch = gu,
                                     .m = tokens,
                                     .inter = inter,
-                                    .k = hidden};
+                                    .k = hidden,
+                                    .row_capacity = token_rows_};
     INVAR_RETURN_IF_ERROR(gemm_->run_gate_up(gate_up, o_.kernels, stream_, /*fuse=*/!probe_));
     probe_gate_up(l, gu, tokens, inter);
   }
