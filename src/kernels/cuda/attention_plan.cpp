@@ -14,7 +14,13 @@ int q_len_of(const AttentionPlan& p, int s) {
 }
 
 // Invariant mode: consecutive splits of a sequence share a CTA when there are many (each still
-// writes its own state, so the grouping never changes bits): about 2 waves of 2 CTAs per SM.
+// writes its own state, so the grouping never changes bits). The group minimizes a wave model:
+// two CTAs share an SM, a wave of 2 x 132 CTAs takes one split's time per split a CTA walks, and
+// a last wave of at most 132 CTAs (one per SM) about 0.63 of it. Ties go to the larger group
+// (fewer CTAs and states). Fitted to attention_bench's INVAR_ATTN_SPLIT_GROUP sweep on an H100
+// (attention-notes.md: 1 x 32768 best at 4, 2 x 8192 and 4 x 4096 at 2, 1 x 8192 at 1). The
+// model leaves out a CTA's own cost, so at high load the group stays at least the earlier rule's
+// (about 2 waves of 2 CTAs per SM), which the sweep did not reach.
 int split_group_for_load(const AttentionPlan& p, const AttentionDims& dims, int group_size,
                          int split_tiles) {
   int64_t split_units = 0;
@@ -24,7 +30,23 @@ int split_group_for_load(const AttentionPlan& p, const AttentionDims& dims, int 
     if (rows > 0 && rows <= kAttnRowsPerCta && tiles > split_tiles)
       split_units += ceil_div(tiles, split_tiles) * dims.kv_heads;
   }
-  return int(std::max<int64_t>(1, split_units / (4 * kReferenceSmCount)));
+  constexpr int64_t kWave = 2 * kReferenceSmCount;
+  constexpr double kLoneCtaWave = 0.63;  // one CTA per SM runs a split in ~0.63 of two's time
+  int best = 1;
+  double best_cost = 0.0;
+  for (int g = 1; g <= 8; ++g) {
+    const int64_t ctas = ceil_div(std::max<int64_t>(split_units, 1), g);
+    const int64_t rest = ctas % kWave;
+    const double waves = double(ctas / kWave) + (rest == 0                   ? 0.0
+                                                 : rest <= kReferenceSmCount ? kLoneCtaWave
+                                                                             : 1.0);
+    const double cost = g * waves;
+    if (g == 1 || cost <= best_cost * 1.0001) {  // a tie goes to the larger group
+      best = g;
+      best_cost = g == 1 ? cost : std::min(best_cost, cost);
+    }
+  }
+  return std::max<int>(best, int(split_units / (4 * kReferenceSmCount)));
 }
 
 // Tiles a CTA walks: its range, cut at the last tile its last row reaches.

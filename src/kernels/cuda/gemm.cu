@@ -87,6 +87,11 @@ double wave_fill(const TileInfo& t, int64_t m, int64_t n) {
   return double(m) * double(n) / (double(waves) * double(kReferenceSmCount) * t.bm * t.bn);
 }
 
+// Whether every config computes p's last x tile whole (GemmProblem::row_capacity).
+bool holds_whole_tiles(const GemmProblem& p) {
+  return p.batch == 1 && p.row_capacity >= rows_for_whole_tiles(p.m);
+}
+
 }  // namespace
 
 std::string_view gemm_tile_name(GemmTile tile) {
@@ -142,7 +147,7 @@ Result<std::unique_ptr<CudaGemm>> CudaGemm::create(int device) {
 
 CudaGemm::~CudaGemm() = default;
 
-GemmTile CudaGemm::choose_tile(int64_t m, int64_t n, int64_t k) {
+GemmTile CudaGemm::choose_tile(int64_t m, int64_t n, int64_t k, bool whole_tiles) {
   (void)k;
   // Decode sizes, tuned on an H100 with gemm_bench --all-tiles (bench/results/gemm-tuning-*).
   // Any choice gives the same bits (R2, gemm_test.cu), so all of this moves speed only.
@@ -178,10 +183,11 @@ GemmTile CudaGemm::choose_tile(int64_t m, int64_t n, int64_t k) {
   for (const Candidate& c : kCandidates) {
     // A 96-row x tile whose last one holds at most a third of its rows runs far slower than
     // its share on an H100 (M = 289: 1.6-2x the time of M = 288 on gate_up, down_proj and
-    // lm_head; gemm-partial-tiles-h100-2026-12-07-532c18d.txt; cause not found), so such M
-    // take another config.
+    // lm_head; gemm-partial-tiles-h100-2026-12-07-532c18d.txt): TMA's zero fill of the rows
+    // past x's end. Unless the last tile is computed whole (whole_tiles), such M take another
+    // config.
     const TileInfo& info = tile_info(c.tile);
-    if (info.bm == 96 && m % 96 != 0 && m % 96 <= 32) continue;
+    if (!whole_tiles && info.bm == 96 && m % 96 != 0 && m % 96 <= 32) continue;
     const double score = c.efficiency * wave_fill(info, m, n);
     if (score > best_score + 1e-9) {
       best_score = score;
@@ -194,7 +200,7 @@ GemmTile CudaGemm::choose_tile(int64_t m, int64_t n, int64_t k) {
 Status CudaGemm::run(const GemmProblem& p, KernelMode mode, cudaStream_t stream) {
   if (mode == KernelMode::invariant) {
     const State& s = *state_;
-    if (s.hopper()) return run_tile(p, choose_tile(p.m, p.n, p.k), stream);
+    if (s.hopper()) return run_tile(p, choose_tile(p.m, p.n, p.k, holds_whole_tiles(p)), stream);
     return run_portable(p, stream);
   }
 
@@ -345,7 +351,8 @@ static Status silu_mul_after(const GateUpProblem& p, cudaStream_t stream) {
 Status CudaGemm::run_gate_up(const GateUpProblem& p, KernelMode mode, cudaStream_t stream,
                              bool fuse) {
   if (mode == KernelMode::invariant && state_->hopper()) {
-    return run_gate_up_tile(p, choose_tile(p.m, 2 * p.inter, p.k), fuse, stream);
+    const bool whole = p.row_capacity >= rows_for_whole_tiles(p.m);
+    return run_gate_up_tile(p, choose_tile(p.m, 2 * p.inter, p.k, whole), fuse, stream);
   }
   INVAR_RETURN_IF_ERROR(check_gate_up(p));
   INVAR_RETURN_IF_ERROR(run(gate_up_gemm(p, p.scratch, 2 * p.inter), mode, stream));

@@ -145,8 +145,10 @@ class CudaGemm {
   Status run_portable(const GemmProblem& p, cudaStream_t stream);
 
   // The tile config `run` uses in invariant mode. Any config gives the same bits (R2), so
-  // the choice may look at M; it never looks at the SM count.
-  static GemmTile choose_tile(int64_t m, int64_t n, int64_t k);
+  // the choice may look at M; it never looks at the SM count. whole_tiles: x and y hold
+  // rows_for_whole_tiles(m) rows (GemmProblem::row_capacity), so no config loads a short last
+  // x tile.
+  static GemmTile choose_tile(int64_t m, int64_t n, int64_t k, bool whole_tiles = false);
 
  private:
   CudaGemm() = default;

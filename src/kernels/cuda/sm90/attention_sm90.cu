@@ -338,21 +338,28 @@ __device__ __forceinline__ void produce(const WgmmaParams& p, const AttnItem& it
     prefetch_tensormap(&p.tmap_k);
     prefetch_tensormap(&p.tmap_v);
   }
+  const int pages = box_rows > 0 ? kTile / box_rows : 0;
+  // Cache slot of the tile's page `lane` (lanes < pages). The block table is read one tile
+  // ahead, so that its global-memory latency overlaps the wait for a free stage instead of
+  // delaying the tile's copies (the consumers waited on K and V for a fifth of the prefill
+  // loop: attention-notes.md).
+  auto page_slot = [&](int tile) {  // only for the tiles the TMA path below copies
+    if (lane >= pages || tile >= tile_hi || tile * kTile + kTile - 1 > max_pos) return 0;
+    const int pos = tile * kTile + lane * box_rows;
+    return table[pos / bs] * bs + pos % bs;
+  };
+  int next_slot = page_slot(tile_lo);
   for (int tile = tile_lo; tile < tile_hi; ++tile) {
     const int i = tile - tile_lo, stage = i % kStages;
     const uint32_t full_k = bars + 8 * stage, full_v = bars + 8 * (kStages + stage);
     const uint32_t empty = bars + 8 * (2 * kStages + stage);
+    const int slot = next_slot;
+    next_slot = page_slot(tile + 1);
     mbar_wait(empty, ((i / kStages) & 1) ^ 1);  // the first round passes at once
     const uint32_t sk = k_base + stage * kTileBytes, sv = v_base + stage * kTileBytes;
     const int first = tile * kTile;
     if (box_rows > 0 && first + kTile - 1 <= max_pos) {
       // Every position of the tile is one of the CTA's: a TMA box per page and half.
-      const int pages = kTile / box_rows;
-      int slot = 0;
-      if (lane < pages) {
-        const int pos = first + lane * box_rows;
-        slot = table[pos / bs] * bs + pos % bs;
-      }
       if (lane == 0) {
         mbar_arrive_expect_tx(full_k, kTileBytes);
         mbar_arrive_expect_tx(full_v, kTileBytes);
