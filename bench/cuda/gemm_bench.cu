@@ -174,6 +174,33 @@ void compare_mma_sync_with_wgmma(CudaGemm& gemm, const std::vector<Shape>& shape
   }
 }
 
+// The operands of one shape at M: rotated inputs, one y, and a problem per input copy. padded:
+// x and y hold rows_for_whole_tiles(M) rows (GemmProblem::row_capacity), as the runner's do.
+struct ShapeOperands {
+  int64_t rows;
+  RotatedInputs in;
+  void* y = nullptr;
+  std::vector<GemmProblem> problems;
+  ShapeOperands(const Shape& s, int64_t m, bool padded, cudaStream_t stream)
+      : rows(padded ? rows_for_whole_tiles(m) : m), in(m, s.n, s.k, stream, rows) {
+    CHECK_CUDA(cudaMalloc(&y, size_t(rows) * s.n * 2));
+    for (int c = 0; c < in.copies(); ++c)
+      problems.push_back(GemmProblem{.x = in.x[c],
+                                     .ldx = s.k,
+                                     .w = in.w[c],
+                                     .ldw = s.k,
+                                     .y = y,
+                                     .ldy = s.n,
+                                     .m = m,
+                                     .n = s.n,
+                                     .k = s.k,
+                                     .row_capacity = rows});
+  }
+  ~ShapeOperands() { CHECK_CUDA(cudaFree(y)); }
+  ShapeOperands(const ShapeOperands&) = delete;
+  ShapeOperands& operator=(const ShapeOperands&) = delete;
+};
+
 // Five plain launches of one config per shape and M, for a profiler; prints the last one's time.
 void launch_for_profiler(CudaGemm& gemm, GemmTile tile, const std::vector<Shape>& shapes,
                          const std::vector<int64_t>& ms, bool padded, cudaStream_t stream) {
@@ -182,20 +209,8 @@ void launch_for_profiler(CudaGemm& gemm, GemmTile tile, const std::vector<Shape>
   CHECK_CUDA(cudaEventCreate(&b));
   for (const Shape& s : shapes) {
     for (int64_t m : ms) {
-      const int64_t rows = padded ? rows_for_whole_tiles(m) : m;
-      const RotatedInputs in(m, s.n, s.k, stream, rows);
-      void* y = nullptr;
-      CHECK_CUDA(cudaMalloc(&y, size_t(rows) * s.n * 2));
-      const GemmProblem p{.x = in.x[0],
-                          .ldx = s.k,
-                          .w = in.w[0],
-                          .ldw = s.k,
-                          .y = y,
-                          .ldy = s.n,
-                          .m = m,
-                          .n = s.n,
-                          .k = s.k,
-                          .row_capacity = rows};
+      const ShapeOperands ops(s, m, padded, stream);
+      const GemmProblem& p = ops.problems[0];
       float ms_last = 0;
       for (int i = 0; i < 5; ++i) {
         CHECK_CUDA(cudaEventRecord(a, stream));
@@ -207,7 +222,6 @@ void launch_for_profiler(CudaGemm& gemm, GemmTile tile, const std::vector<Shape>
       std::printf("%-10s N %lld K %lld M %lld %s: %.2f us (one plain launch)\n", s.name,
                   (long long)s.n, (long long)s.k, (long long)m,
                   std::string(gemm_tile_name(tile)).c_str(), double(ms_last) * 1e3);
-      CHECK_CUDA(cudaFree(y));
     }
   }
   CHECK_CUDA(cudaEventDestroy(a));
@@ -334,22 +348,9 @@ int main(int argc, char** argv) {
 
   for (const Shape& s : shapes) {
     for (int64_t m : ms) {
-      const int64_t rows = padded ? rows_for_whole_tiles(m) : m;
-      const RotatedInputs in(m, s.n, s.k, stream, rows);
-      void* y = nullptr;
-      CHECK_CUDA(cudaMalloc(&y, size_t(rows) * s.n * 2));
-      std::vector<GemmProblem> probs;
-      for (int c = 0; c < in.copies(); ++c)
-        probs.push_back(GemmProblem{.x = in.x[c],
-                                    .ldx = s.k,
-                                    .w = in.w[c],
-                                    .ldw = s.k,
-                                    .y = y,
-                                    .ldy = s.n,
-                                    .m = m,
-                                    .n = s.n,
-                                    .k = s.k,
-                                    .row_capacity = rows});
+      const ShapeOperands ops(s, m, padded, stream);
+      const std::vector<GemmProblem>& probs = ops.problems;
+      const RotatedInputs& in = ops.in;
       const GemmCost cost(m, s.n, s.k);
       const double flop = cost.flop, bytes = cost.bytes;
       const int launches = cost.launches(in.copies());
@@ -372,7 +373,6 @@ int main(int argc, char** argv) {
       for (size_t i = 2; i < t.size(); ++i) std::printf(" | %11.2f", t[i]);
       std::printf("\n");
       std::fflush(stdout);
-      CHECK_CUDA(cudaFree(y));
     }
   }
   CHECK_CUDA(cudaStreamDestroy(stream));
