@@ -124,5 +124,16 @@ TEST(AttentionSm90Layout, DescriptorAddressesAdvanceByTheStepOffsets) {
   }
 }
 
+// The kernel's form of the descriptors (k-step 0's plus a constant step) equals the direct one
+// for every 1024-aligned tile of 228 KB of shared memory.
+TEST(AttentionSm90Layout, DescriptorStepsGiveTheDirectDescriptors) {
+  for (uint32_t tile = 0; tile + 2 * kAttnHalfBytes <= 228 * 1024; tile += 1024) {
+    for (int kk = 0; kk < 8; ++kk)
+      ASSERT_EQ(attn_k_desc(tile, 0) + attn_k_desc_step(kk), attn_k_desc(tile, kk)) << tile;
+    for (int kk = 0; kk < 4; ++kk)
+      ASSERT_EQ(attn_v_desc(tile, 0) + attn_v_desc_step(kk), attn_v_desc(tile, kk)) << tile;
+  }
+}
+
 }  // namespace
 }  // namespace invar::kernels::cuda::sm90

@@ -195,11 +195,12 @@ template <int D>
 __device__ __forceinline__ void wgmma_scores(const uint32_t (&qf)[D / 16][4], uint32_t k_tile,
                                              float (&s)[kTile / 8][4]) {
   using Op = gmma::MMA_64x64x16_F32BF16BF16_RS<gmma::Major::K, gmma::Major::K>;
+  const uint64_t desc = attn_k_desc(k_tile, 0);
   fence_regs(s);
   cute::warpgroup_arrive();
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk)
-    wgmma_rs<Op>(qf[kk], attn_k_desc(k_tile, kk), s, std::make_index_sequence<kTile / 2>{});
+    wgmma_rs<Op>(qf[kk], desc + attn_k_desc_step(kk), s, std::make_index_sequence<kTile / 2>{});
   cute::warpgroup_commit_batch();
   cute::warpgroup_wait<0>();
   fence_regs(s);
@@ -212,11 +213,12 @@ __device__ __forceinline__ void wgmma_pv(const uint32_t (&pf)[kTile / 16][4], ui
   using Op = std::conditional_t<D == 128,
                                 gmma::MMA_64x128x16_F32BF16BF16_RS<gmma::Major::K, gmma::Major::MN>,
                                 gmma::MMA_64x64x16_F32BF16BF16_RS<gmma::Major::K, gmma::Major::MN>>;
+  const uint64_t desc = attn_v_desc(v_tile, 0);
   fence_regs(acc);
   cute::warpgroup_arrive();
 #pragma unroll
   for (int kk = 0; kk < kTile / 16; ++kk)
-    wgmma_rs<Op>(pf[kk], attn_v_desc(v_tile, kk), acc, std::make_index_sequence<D / 2>{});
+    wgmma_rs<Op>(pf[kk], desc + attn_v_desc_step(kk), acc, std::make_index_sequence<D / 2>{});
   cute::warpgroup_commit_batch();
   cute::warpgroup_wait<0>();
   fence_regs(acc);
@@ -235,11 +237,12 @@ template <int D>
 __device__ __forceinline__ void issue_scores(const uint32_t (&qf)[D / 16][4], uint32_t k_tile,
                                              float (&s)[kTile / 8][4]) {
   using Op = gmma::MMA_64x64x16_F32BF16BF16_RS<gmma::Major::K, gmma::Major::K>;
+  const uint64_t desc = attn_k_desc(k_tile, 0);
   fence_regs(s);
   cute::warpgroup_arrive();
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
-    wgmma_rs<Op>(qf[kk], attn_k_desc(k_tile, kk), s, std::make_index_sequence<kTile / 2>{});
+    wgmma_rs<Op>(qf[kk], desc + attn_k_desc_step(kk), s, std::make_index_sequence<kTile / 2>{});
   }
   cute::warpgroup_commit_batch();
 }
@@ -252,11 +255,12 @@ template <int D>
 __device__ __forceinline__ void issue_scores_ss(uint32_t q_tile, uint32_t k_tile,
                                                 float (&s)[kTile / 8][4]) {
   using Op = gmma::MMA_64x64x16_F32BF16BF16_SS<gmma::Major::K, gmma::Major::K>;
+  const uint64_t desc_q = attn_k_desc(q_tile, 0), desc_k = attn_k_desc(k_tile, 0);
   fence_regs(s);
   cute::warpgroup_arrive();
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
-    wgmma_ss<Op>(attn_k_desc(q_tile, kk), attn_k_desc(k_tile, kk), s,
+    wgmma_ss<Op>(desc_q + attn_k_desc_step(kk), desc_k + attn_k_desc_step(kk), s,
                  std::make_index_sequence<kTile / 2>{},
                  kk == 0 ? gmma::ScaleOut::Zero : gmma::ScaleOut::One);
   }
@@ -278,12 +282,13 @@ __device__ __forceinline__ void issue_pv(uint32_t (&pf)[kTile / 16][4], uint32_t
   using Op = std::conditional_t<D == 128,
                                 gmma::MMA_64x128x16_F32BF16BF16_RS<gmma::Major::K, gmma::Major::MN>,
                                 gmma::MMA_64x64x16_F32BF16BF16_RS<gmma::Major::K, gmma::Major::MN>>;
+  const uint64_t desc = attn_v_desc(v_tile, 0);
   fence_regs(acc);
   fence_regs(pf);
   cute::warpgroup_arrive();
 #pragma unroll
   for (int kk = 0; kk < kTile / 16; ++kk)
-    wgmma_rs<Op>(pf[kk], attn_v_desc(v_tile, kk), acc, std::make_index_sequence<D / 2>{});
+    wgmma_rs<Op>(pf[kk], desc + attn_v_desc_step(kk), acc, std::make_index_sequence<D / 2>{});
   cute::warpgroup_commit_batch();
 }
 

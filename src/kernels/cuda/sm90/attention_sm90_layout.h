@@ -53,6 +53,18 @@ INVAR_HD constexpr uint64_t attn_v_desc(uint32_t tile, int kk) {
   return attn_sw128_desc(tile + uint32_t(kk) * 16 * kAttnRowBytes, kAttnHalfBytes, 1024);
 }
 
+// The k-step offsets of those descriptors, added to the k-step 0 descriptor of the tile:
+// attn_k_desc(tile, kk) == attn_k_desc(tile, 0) + attn_k_desc_step(kk), and the same for V, for
+// any tile of shared memory (the 14-bit address field does not carry below 256 KB;
+// attention_sm90_layout_test checks it). The kernel builds one descriptor per tile and adds the
+// steps, instead of masking and shifting an address per wgmma.
+INVAR_HD constexpr uint64_t attn_k_desc_step(int kk) {
+  return (uint32_t(kk / 4) * kAttnHalfBytes + uint32_t(kk % 4) * 32) >> 4;
+}
+INVAR_HD constexpr uint64_t attn_v_desc_step(int kk) {
+  return (uint32_t(kk) * 16 * kAttnRowBytes) >> 4;
+}
+
 }  // namespace invar::kernels::cuda::sm90
 
 #undef INVAR_HD
