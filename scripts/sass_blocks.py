@@ -7,7 +7,7 @@ import re
 import sys
 
 INSTR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
-TARGET = re.compile(r"\b(?:BRA|BRX|CALL\.\w+|BSSY|SSY|PBK|WARPSYNC)\b.*?\b0x([0-9a-f]+)\b")
+TARGET = re.compile(r"\b0x([0-9a-f]+)\b")  # a branch's target offset
 
 
 def opcode(text):

@@ -312,8 +312,7 @@ Status CudaGemm::run_tile(const GemmProblem& p, GemmTile tile, cudaStream_t stre
   State& s = *state_;
   INVAR_RETURN_IF_ERROR(s.require_hopper());
   return launch_invariant(padded_to_tile_edge(p, tile_info(tile)), p.n, s.device, s.sm_count,
-                          s.tile_workspace.as(),
-                          tile_info(tile).launch,
+                          s.tile_workspace.as(), tile_info(tile).launch,
                           "gemm (invariant, " + std::string(gemm_tile_name(tile)) + ")", stream);
 }
 
@@ -351,7 +350,7 @@ static Status silu_mul_after(const GateUpProblem& p, cudaStream_t stream) {
 Status CudaGemm::run_gate_up(const GateUpProblem& p, KernelMode mode, cudaStream_t stream,
                              bool fuse) {
   if (mode == KernelMode::invariant && state_->hopper()) {
-    const bool whole = p.row_capacity >= rows_for_whole_tiles(p.m);
+    const bool whole = holds_whole_tiles(gate_up_gemm(p, p.scratch, 2 * p.inter));
     return run_gate_up_tile(p, choose_tile(p.m, 2 * p.inter, p.k, whole), fuse, stream);
   }
   INVAR_RETURN_IF_ERROR(check_gate_up(p));
